@@ -52,6 +52,7 @@ from scipy import stats
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "truth_from_simulation",
     "CLINICAL_FILE",
     "EXPECTED_SIGN",
     "SCORES_BY_GROUP",
@@ -889,3 +890,37 @@ def clinical_summary(predictions: pd.DataFrame, *, truth: Mapping[str, Any] | No
     logger.info("clinical summary: %d tests in the FDR family", family)
     return ClinicalResults(group_stats, ancova, posthoc, correlations, comparison, truth_table,
                            meta)
+
+
+def truth_from_simulation(truth_table: pd.DataFrame, meta: Mapping[str, Any],
+                          participant_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """The ``truth`` argument of :func:`compare_with_truth` from a simulated cohort.
+
+    Parameters
+    ----------
+    truth_table : DataFrame
+        ``derivatives/ground_truth/participants_truth.tsv`` (participant_id, group, age,
+        biological_age).
+    meta : dict
+        ``simulation.json``; its ``true_correlations`` give the configured correlation of latent
+        severity with each score.
+    participant_ids : sequence of str, optional
+        The subjects analysed: the true mean gap is the mean of biological minus chronological
+        age over exactly these subjects (default: all).
+
+    Returns
+    -------
+    dict
+        ``{"mean_gap": {group: years}, "score_correlation": {score: r}}``.
+    """
+    missing = {"participant_id", "group", "age", "biological_age"} - set(truth_table.columns)
+    if missing:
+        raise ValueError(f"truth_table lacks the column(s) {sorted(missing)}")
+    rows = truth_table
+    if participant_ids is not None:
+        rows = rows[rows["participant_id"].isin(set(participant_ids))]
+    gaps = (rows["biological_age"] - rows["age"]).groupby(rows["group"]).mean()
+    correlations = {score: float(info["configured"])
+                    for score, info in meta.get("true_correlations", {}).items()}
+    return {"mean_gap": {str(g): float(v) for g, v in gaps.items()},
+            "score_correlation": correlations}

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "save_subject_maps",
     "GROUP_NORMALISATIONS",
     "grad_ram",
     "ground_truth_enrichment",
@@ -632,3 +633,42 @@ def ground_truth_enrichment(
         "n_truth": int(truth.sum()), "n_brain": n_brain, "n_perm": int(n_perm), "seed": seed,
         "null": _NULL_DESCRIPTION,
     }
+
+
+def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any,
+                      out_dir: str | PathLike, *, signed: bool = True,
+                      batch_size: int = 4) -> list[Path]:
+    """Grad-RAM map of every scan of a dataset, written as NIfTI on the reference grid.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, 1, D, H, W) to predicted age (B,) or (B, 1).
+    dataset : Dataset
+        Items ``{"image": Tensor (1, D, H, W), "participant_id": str, ...}``.
+    layer : str
+        Module name whose feature maps are used (see :func:`grad_ram`).
+    reference : nibabel image or path
+        A preprocessed volume: the maps get its affine (template space).
+    out_dir : str or PathLike
+        Folder of ``<participant_id>.nii.gz``.
+    signed : bool, default=True
+        Signed map (default) or the rectified, min-max normalised one.
+    batch_size : int, default=4
+        Scans per backward pass.
+
+    Returns
+    -------
+    list of Path
+        One file per scan, in dataset order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+        maps = grad_ram(model, x, layer, signed=signed)  # (B, 1, D, H, W)
+        for item, volume in zip(items, maps):
+            paths.append(save_map(volume[0], reference, out_dir / f"{item['participant_id']}.nii.gz"))
+    return paths

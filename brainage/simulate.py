@@ -108,6 +108,8 @@ __all__ = [
     "SiteConfig",
     "add_simulate_arguments",
     "config_from_dict",
+    "ensure_cohort",
+    "read_truth",
     "run_simulate",
     "simulate_cohort",
 ]
@@ -1036,6 +1038,50 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
                         sep="\t", na_values="n/a")
     return SimulatedCohort(root, participants, truth)
+
+
+def read_truth(root: str | Path) -> dict[str, Any]:
+    """The ground-truth record ``derivatives/ground_truth/simulation.json`` of a simulated cohort."""
+    path = Path(root) / "derivatives" / "ground_truth" / "simulation.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {root} is not a simulated cohort")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n_pd: int = 0,
+                  seed: int = 0, resolution_mm: float = 2, config: SimulationConfig | None = None,
+                  n_jobs: int = 1) -> SimulatedCohort:
+    """Reuse the cohort in ``out_dir`` if it was simulated with these settings, else simulate it.
+
+    The settings recorded in ``simulation.json`` (counts, seed, resolution, model parameters
+    and package version) are compared with the requested ones; any difference regenerates
+    the whole cohort, so a changed parameter never mixes old and new subjects.
+
+    Parameters
+    ----------
+    out_dir, n_healthy, n_ad, n_pd, seed, resolution_mm, config, n_jobs
+        As for :func:`simulate_cohort`.
+    """
+    from brainage import __version__
+
+    root = Path(out_dir)
+    cfg = config if config is not None else SimulationConfig()
+    wanted = {"version": __version__, "seed": seed, "resolution_mm": float(resolution_mm),
+              "counts": {"HC": n_healthy, "AD": n_ad, "PD": n_pd}, "config": config_to_dict(cfg)}
+    try:
+        meta = read_truth(root)
+    except (FileNotFoundError, json.JSONDecodeError):
+        meta = None
+    if meta is not None and json.loads(json.dumps({k: meta.get(k) for k in wanted})) == \
+            json.loads(json.dumps(wanted)):
+        logger.info("reusing the simulated cohort in %s (same settings)", root)
+        participants = pd.read_csv(root / "participants.tsv", sep="\t", na_values="n/a")
+        truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
+                            sep="\t", na_values="n/a")
+        return SimulatedCohort(root, participants, truth)
+    return simulate_cohort(root, n_healthy=n_healthy, n_ad=n_ad, n_pd=n_pd, seed=seed,
+                           resolution_mm=resolution_mm, config=cfg, n_jobs=n_jobs,
+                           overwrite=True)
 
 
 # ----------------------------------------------------------------------------- CLI

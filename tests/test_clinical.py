@@ -366,3 +366,16 @@ def test_pingouin_column_either_spelling(spelling):
 def test_pingouin_column_missing_named():
     with pytest.raises(KeyError, match=r"none of the columns \['p_unc', 'p-unc'\]; got \['Sou"):
         clinical._pg_column(pd.DataFrame({"Source": ["group"]}), clinical._P_UNC)
+
+
+def test_truth_from_simulation_uses_the_analysed_subjects():
+    table = pd.DataFrame({"participant_id": ["a", "b", "c", "d"], "group": ["HC", "HC", "AD", "AD"],
+                          "age": [50.0, 60.0, 70.0, 80.0],
+                          "biological_age": [51.0, 57.0, 78.0, 90.0]})
+    meta = {"true_correlations": {"mmse": {"configured": -0.7}, "cdr_sb": {"configured": 0.7}}}
+    out = clinical.truth_from_simulation(table, meta, ["a", "b", "c"])
+    assert out["mean_gap"] == {"AD": 8.0, "HC": -1.0}
+    assert out["score_correlation"] == {"mmse": -0.7, "cdr_sb": 0.7}
+    assert clinical.truth_from_simulation(table, meta)["mean_gap"]["AD"] == 9.0
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['biological_age'\]"):
+        clinical.truth_from_simulation(table.drop(columns="biological_age"), meta)

@@ -364,3 +364,23 @@ def test_written_scores_follow_latent_severity(cohort):
     ad, pd_ = cohort[cohort["group"] == "AD"], cohort[cohort["group"] == "PD"]
     assert stats.pearsonr(ad["latent_severity"], ad["mmse"])[0] < -0.3
     assert stats.pearsonr(pd_["latent_severity"], pd_["updrs3"])[0] > 0.3
+
+
+def test_ensure_cohort_reuses_same_settings_and_regenerates_on_change(tmp_path):
+    first = sim.ensure_cohort(tmp_path / "c", n_healthy=3, n_ad=1, n_pd=1, seed=2,
+                              resolution_mm=RES)
+    image = first.root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz"
+    stamp = image.stat().st_mtime_ns
+    again = sim.ensure_cohort(tmp_path / "c", n_healthy=3, n_ad=1, n_pd=1, seed=2,
+                              resolution_mm=RES)
+    assert image.stat().st_mtime_ns == stamp  # read back, not rewritten
+    pd.testing.assert_frame_equal(first.participants, again.participants)
+    changed = sim.ensure_cohort(tmp_path / "c", n_healthy=4, n_ad=1, n_pd=1, seed=2,
+                                resolution_mm=RES)
+    assert len(changed.participants) == 6
+    assert sim.read_truth(changed.root)["counts"] == {"HC": 4, "AD": 1, "PD": 1}
+
+
+def test_read_truth_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="simulation.json does not exist"):
+        sim.read_truth(tmp_path)

@@ -1,0 +1,111 @@
+# %% [markdown]
+# # Training
+#
+# Two models share one backbone, a MONAI 3D ResNet whose globally pooled features feed a linear
+# regressor:
+#
+# - **RNC**: stage 1 trains the encoder with the Rank-N-Contrast loss on two random augmentations
+#   of every training scan; stage 2 freezes it and fits the linear regressor with the L1 loss.
+# - **L1 baseline**: the same backbone and head trained end to end with the L1 loss, on the same
+#   scans, augmentations and number of epochs.
+#
+# Only the training split is used for fitting and the validation split for model selection; the
+# test split and the patients are not read here. Checkpoints (plain state dicts with metadata)
+# are written every epoch to `models/`, and an interrupted run resumes from the last one.
+
+# %% tags=["parameters"]
+profile = "quick"
+run_dir = "runs/quick"
+seed = 0
+model_depth = 10
+model_widths = [16, 32, 64, 128]
+conv1_stride = 2
+epochs = 15
+l1_epochs = 15
+head_epochs = 100
+batch_size = 16
+optimizer = "adamw"
+lr = 0.001
+head_lr = 0.01
+weight_decay = 0.0001
+temperature = 2.0
+augment = {}
+device = "auto"
+torch_threads = 0
+
+# %%
+import pandas as pd
+import plotly.express as px
+import torch
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from brainage import metrics
+from brainage.figures import show
+from brainage.models import ModelConfig
+from brainage.profiles import resolve_path
+from brainage.runs import RunFolder
+from brainage.train import TrainConfig, train_l1, train_rnc
+
+if torch_threads:
+    torch.set_num_threads(torch_threads)
+run = RunFolder(resolve_path(run_dir))
+run.require_no_errors()  # training refuses to start on an unresolved audit error
+train_ds, val_ds = run.dataset("train"), run.dataset("val")
+display(Markdown(f"{len(train_ds)} training and {len(val_ds)} validation scans of shape "
+                 f"{tuple(train_ds[0]['image'].shape)}; device: "
+                 f"{'CUDA' if torch.cuda.is_available() and device != 'cpu' else 'CPU'}, "
+                 f"{torch.get_num_threads()} threads."))
+
+# %%
+model_cfg = ModelConfig(depth=model_depth, widths=tuple(model_widths), conv1_stride=conv1_stride)
+common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, head_lr=head_lr,
+              weight_decay=weight_decay, temperature=temperature, seed=seed, device=device,
+              augment=augment or {}, progress=False)
+rnc = train_rnc(train_ds, val_ds, model_cfg,
+                TrainConfig(epochs=epochs, head_epochs=head_epochs, **common), run.models / "rnc")
+l1 = train_l1(train_ds, val_ds, model_cfg,
+              TrainConfig(epochs=l1_epochs, head_epochs=0, **common), run.models / "l1")
+
+# %% [markdown]
+# ## Training curves
+#
+# Stage 1 of RNC logs the validation MAE of a ridge-regression probe on the encoder's features
+# (the head is not trained yet); stage 2 and the L1 baseline log the validation MAE of the model
+# itself. The dashed line is the validation MAE of predicting the mean training age.
+
+# %%
+mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)
+history = pd.concat([rnc.history.assign(model="RNC"), l1.history.assign(model="L1")],
+                    ignore_index=True)
+history.to_csv(run.models / "history.csv", index=False)
+show(px.line(history, x="epoch", y="val_mae", color="stage", markers=True,
+             title="Validation MAE by epoch", labels={"val_mae": "validation MAE (years)"})
+     .add_hline(y=mean_age_mae, line_dash="dash", annotation_text="mean-age predictor"))
+
+# %%
+show(px.line(history, x="epoch", y="train_loss", color="stage", facet_col="stage",
+             title="Training loss by epoch (RNC loss in stage 1, L1 in years elsewhere)")
+     .update_yaxes(matches=None))
+
+# %%
+summary = pd.DataFrame([
+    {"model": "RNC", "best validation MAE (years)": rnc.best_val_mae,
+     "best epoch (head)": rnc.best_epoch,
+     **{f"s/epoch {k}": v for k, v in rnc.seconds_per_epoch.items()},
+     "checkpoint": str(rnc.best_checkpoint)},
+    {"model": "L1", "best validation MAE (years)": l1.best_val_mae, "best epoch (head)": l1.best_epoch,
+     **{f"s/epoch {k}": v for k, v in l1.seconds_per_epoch.items()},
+     "checkpoint": str(l1.best_checkpoint)},
+    {"model": "mean age", "best validation MAE (years)": mean_age_mae},
+]).round(2)
+summary
+
+# %%
+glue("val_mae_rnc", f"{rnc.best_val_mae:.2f}", display=False)
+glue("val_mae_l1", f"{l1.best_val_mae:.2f}", display=False)
+glue("val_mae_mean", f"{mean_age_mae:.2f}", display=False)
+glue("s_per_epoch_rnc", f"{rnc.seconds_per_epoch['rnc_encoder']:.1f}", display=False)
+glue("s_per_epoch_l1", f"{l1.seconds_per_epoch['l1']:.1f}", display=False)
+glue("n_train", len(train_ds), display=False)
+glue("n_val", len(val_ds), display=False)

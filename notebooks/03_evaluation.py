@@ -1,0 +1,144 @@
+# %% [markdown]
+# # Evaluation
+#
+# Both models predict the age of every validation, test and patient scan. The brain-age gap
+# (predicted minus chronological age) regresses towards the mean: young brains are predicted
+# older and old brains younger. That age bias is fitted on the **validation split only** and
+# applied to test and patient scans. Accuracy is reported on the **test split**, which no
+# model or correction has seen, with 95% bootstrap confidence intervals; RNC and L1 are compared
+# on the same test subjects with a paired test.
+#
+# Writes `predictions.csv`, `metrics.json` and each model's `bias_correction.json`.
+
+# %% tags=["parameters"]
+profile = "quick"
+run_dir = "runs/quick"
+seed = 0
+n_boot = 2000
+bias_method = "linear"
+age_bins = [20, 30, 40, 50, 60, 70, 80, 91]
+
+# %%
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from brainage import evaluation, metrics
+from brainage.figures import show
+from brainage.profiles import resolve_path
+from brainage.runs import RunFolder
+
+run = RunFolder(resolve_path(run_dir))
+cohort = run.cohort()
+models = {"rnc": run.models / "rnc" / "best.pt", "l1": run.models / "l1" / "best.pt"}
+raw = evaluation.predict_run(run, models)
+predictions, corrections = evaluation.correct_predictions(raw, method=bias_method)
+predictions.to_csv(run.predictions_csv, index=False)
+for name, correction in corrections.items():
+    (run.models / name / "bias_correction.json").write_text(json.dumps(correction.to_dict(), indent=2))
+predictions.groupby(["model", "split"]).size().unstack()
+
+# %% [markdown]
+# ## Test-set accuracy
+
+# %%
+truth = run.ground_truth()  # simulated cohort: the true biological ages; real data: None
+train_ages = cohort.loc[cohort["split"] == "train", "age"].to_numpy()
+results = evaluation.evaluate_predictions(predictions, train_ages=train_ages,
+                                          truth=None if truth is None else truth[0],
+                                          n_boot=n_boot, seed=seed)
+run.metrics_json.write_text(json.dumps(results, indent=2))
+
+rows = []
+for name, kinds in results["models"].items():
+    for kind, m in kinds.items():
+        rows.append({"model": name.upper(), "gap": kind,
+                     **{f"{k}": f"{m[k]['value']:.2f} [{m[k]['ci_low']:.2f}, {m[k]['ci_high']:.2f}]"
+                        for k in ("mae", "rmse", "r2", "pearson_r")}})
+table = pd.DataFrame(rows)
+floors = pd.DataFrame([{"reference": "mean-age predictor (training mean)",
+                        "MAE (years)": round(results["baselines"]["mean_age_mae"], 2)}])
+if "irreducible_mae" in results["baselines"]:
+    floors.loc[len(floors)] = {"reference": "irreducible error (true biological age as prediction)",
+                               "MAE (years)": round(results["baselines"]["irreducible_mae"], 2)}
+display(Markdown(f"Test set: {results['n_test']} healthy controls. Value [95% bootstrap CI]."))
+display(table)
+floors
+
+# %%
+rnc_m, l1_m = results["models"]["rnc"]["raw"], results["models"]["l1"]["raw"]
+comparison = results["comparison"]
+for name, m in (("rnc", rnc_m), ("l1", l1_m)):
+    glue(f"mae_{name}", f"{m['mae']['value']:.2f}", display=False)
+    glue(f"mae_{name}_ci", f"{m['mae']['ci_low']:.2f} to {m['mae']['ci_high']:.2f}", display=False)
+    glue(f"r2_{name}", f"{m['r2']['value']:.2f}", display=False)
+    glue(f"r_{name}", f"{m['pearson_r']['value']:.2f}", display=False)
+glue("n_test", results["n_test"], display=False)
+glue("mae_mean_age", f"{results['baselines']['mean_age_mae']:.2f}", display=False)
+if "irreducible_mae" in results["baselines"]:
+    glue("mae_floor", f"{results['baselines']['irreducible_mae']:.2f}", display=False)
+diff = comparison["mae_diff"]
+if comparison["significant"]:
+    verdict = (f"RNC was significantly {'better' if diff < 0 else 'worse'} than L1 "
+               f"(MAE difference {diff:+.2f} years, 95% CI {comparison['ci_low']:.2f} to "
+               f"{comparison['ci_high']:.2f}; Wilcoxon p = {comparison['p_value']:.3g})")
+else:
+    verdict = (f"the difference between RNC and L1 was not significant "
+               f"(MAE difference {diff:+.2f} years, 95% CI {comparison['ci_low']:.2f} to "
+               f"{comparison['ci_high']:.2f}; Wilcoxon p = {comparison['p_value']:.3g})")
+glue("comparison_verdict", verdict, display=False)
+display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
+
+# %% [markdown]
+# ## Predicted against chronological age
+
+# %%
+test = predictions[predictions["split"] == "test"]
+fig = px.scatter(test, x="age", y="predicted", color="model", facet_col="model",
+                 hover_name="participant_id", title="Test set: predicted against chronological age",
+                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
+lo, hi = float(test["age"].min()), float(test["age"].max())
+for col in (1, 2):
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
+                             name="identity", showlegend=col == 1), row=1, col=col)
+show(fig)
+
+# %% [markdown]
+# ## Error by age
+
+# %%
+by_bin = pd.concat([metrics.error_by_age_bin(rows["age"].to_numpy(), rows["predicted"].to_numpy(),
+                                             age_bins).assign(model=name)
+                    for name, rows in test.groupby("model")], ignore_index=True)
+show(px.bar(by_bin, x="age_bin", y="mae", color="model", barmode="group", hover_data=["n"],
+            title="Test MAE by age bin", labels={"mae": "MAE (years)", "age_bin": "age (years)"}))
+
+# %% [markdown]
+# ## The gap before and after age-bias correction
+#
+# The correction is fitted on the validation split; a good correction leaves the test gap flat
+# against age. The Bland-Altman view plots the gap against the mean of predicted and
+# chronological age, with the mean gap and its 95% limits of agreement.
+
+# %%
+long = pd.concat([test.assign(kind="raw gap", value=test["gap"]),
+                  test.assign(kind="corrected gap", value=test["corrected_gap"])])
+show(px.scatter(long, x="age", y="value", color="model", facet_col="kind", trendline="ols",
+                hover_name="participant_id", title="Test gap against age, before and after correction",
+                labels={"value": "brain-age gap (years)", "age": "chronological age (years)"}))
+
+# %%
+ba = test.assign(mean_age=(test["predicted"] + test["age"]) / 2)
+fig = px.scatter(ba, x="mean_age", y="gap", color="model", hover_name="participant_id",
+                 title="Bland-Altman: gap against the mean of predicted and chronological age",
+                 labels={"mean_age": "(predicted + chronological) / 2 (years)", "gap": "gap (years)"})
+for name, rows in ba.groupby("model"):
+    mean, sd = rows["gap"].mean(), rows["gap"].std()
+    for y, dash in ((mean, "solid"), (mean - 1.96 * sd, "dot"), (mean + 1.96 * sd, "dot")):
+        fig.add_hline(y=y, line_dash=dash, annotation_text=f"{name} {y:+.1f}", opacity=0.6)
+show(fig)

@@ -1,0 +1,77 @@
+"""Headless Chromium with the network off, for the offline-book tests.
+
+Debian's chromium and chromedriver are used (installed by ``.ci/run`` / ``nox -s tests`` where
+possible). Every request that leaves the machine fails: a dead proxy takes all http(s) traffic
+and host names resolve to nothing. The performance log records every request a page made, so a
+test can assert that none went to the network at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,1800",
+    # network off: all proxied traffic goes to a closed port, and no host name resolves
+    "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+)
+
+
+def skip_reason() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return ("Debian chromium/chromedriver not installed (apt-get install chromium "
+                "chromium-driver; nox -s tests does it when run as root)")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed (pip install -e .[test])"
+    return None
+
+
+def start() -> Any:
+    """A headless Chromium driven by selenium, network off, logs on."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for(driver: Any, script: str, timeout: float = 20.0) -> Any:
+    """Poll a JavaScript expression until it is truthy; return its last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = driver.execute_script(f"return ({script});")
+        if value:
+            return value
+        time.sleep(0.25)
+    return value
+
+
+def visit(driver: Any, page: Path) -> dict[str, Any]:
+    """Open a built page and return its console errors and the URLs it requested."""
+    driver.get(page.resolve().as_uri())
+    wait_for(driver, "document.readyState === 'complete'")
+    time.sleep(0.5)  # let deferred scripts (MathJax, plotly) start
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    requests = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requests.append(message["params"]["request"]["url"])
+    return {"errors": errors, "requests": requests}

@@ -1,0 +1,31 @@
+"""Shared fixtures of the brainage test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Ten real IXI T1w scans (BIDS, raw orientation) shipped beside the repository, never inside it.
+IXI10 = REPO_ROOT.parent / "shared" / "data" / "ixi10"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator: tests are deterministic."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ixi10() -> Path:
+    """The ten real IXI scans; tests that need them skip when the folder is absent."""
+    if not (IXI10 / "participants.tsv").exists():
+        pytest.skip(f"real IXI scans not available: {IXI10} is absent (it lives in ../shared/data)")
+    return IXI10

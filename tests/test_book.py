@@ -1,0 +1,131 @@
+"""End to end: execute the five notebooks with the tiny profile and render the offline book.
+
+The project is copied to a temporary folder so that the test never touches the user's own
+``book/`` or ``runs/``. The rendered pages are then opened in headless Chromium with the
+network off.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from brainage.book import build, convert_notebook, discover_notebooks
+from brainage.provenance import read_provenance
+
+from . import browser
+
+NOTEBOOKS = ["01_data_audit", "02_training", "03_evaluation", "04_interpretability", "05_clinical"]
+ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
+REMOTE = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//",
+                    re.IGNORECASE)
+
+
+def _copy_project(src: Path, dst: Path) -> Path:
+    ignore = shutil.ignore_patterns("_build", "results", "_generated", "plotly.min.js",
+                                    "*.ipynb", ".ipynb_checkpoints", "__pycache__")
+    for folder in ("notebooks", "book"):
+        shutil.copytree(src / folder, dst / folder, ignore=ignore)
+    shutil.copy(src / "data_manifest.yaml", dst / "data_manifest.yaml")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def built(repo_root, tmp_path_factory):
+    root = _copy_project(repo_root, tmp_path_factory.mktemp("project"))
+    report = build("tiny", root=root)
+    return root, report
+
+
+@pytest.mark.slow
+def test_build_executes_every_notebook_in_order(built):
+    root, report = built
+    assert list(report.notebooks) == NOTEBOOKS
+    for stem in NOTEBOOKS:
+        assert (root / "book" / "results" / f"{stem}.ipynb").exists()
+        assert (root / "book" / "_build" / "html" / "results" / f"{stem}.html").exists()
+    record = read_provenance(report.run_dir)
+    assert record["profile"] == "tiny"
+    assert set(record["notebooks"]) == set(NOTEBOOKS)
+    assert record["environment"]["packages"]["torch"]
+    appendix = (root / "book" / "_build" / "html" / "appendix.html").read_text()
+    assert "Wall time of each notebook" in appendix and "01_data_audit" in appendix
+
+
+@pytest.mark.slow
+def test_code_cells_are_folded(built):
+    import nbformat
+
+    root, _ = built
+    nb = nbformat.read(root / "book" / "results" / "01_data_audit.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all("hide-input" in c.metadata.get("tags", []) for c in code)
+
+
+@pytest.mark.slow
+def test_html_loads_nothing_from_the_network(built):
+    root, _ = built
+    pages = list((root / "book" / "_build" / "html").rglob("*.html"))
+    assert len(pages) >= 10
+    offenders = {str(p): REMOTE.findall(p.read_text(encoding="utf-8")) for p in pages}
+    assert not {p: hits for p, hits in offenders.items() if hits}
+    assert (root / "book" / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").exists()
+    assert (root / "book" / "_build" / "html" / "_static" / "plotly.min.js").exists()
+
+
+def test_convert_requires_one_parameters_cell(tmp_path):
+    from brainage.book import BuildError
+
+    src = tmp_path / "01_x.py"
+    src.write_text("# %%\nx = 1\n")
+    with pytest.raises(BuildError, match=r"01_x.py: expected exactly one cell tagged 'parameters', found 0"):
+        convert_notebook(src, tmp_path / "out.ipynb")
+
+
+def test_repository_notebooks_have_one_parameters_cell(repo_root, tmp_path):
+    sources = discover_notebooks(repo_root / "notebooks")
+    assert [s.stem for s in sources] == NOTEBOOKS
+    for src in sources:
+        convert_notebook(src, tmp_path / f"{src.stem}.ipynb")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_book_reads_offline_in_chromium(built):
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root, _ = built
+    html = root / "book" / "_build" / "html"
+    driver = browser.start()
+    try:
+        seen: dict[str, dict] = {}
+        # Equations typeset by the locally served MathJax.
+        driver.get((html / "methods.html").as_uri())
+        assert browser.wait_for(driver, "document.querySelectorAll('mjx-container').length > 0")
+        seen["methods"] = browser.visit(driver, html / "methods.html")
+        assert browser.wait_for(driver, "document.querySelectorAll('mjx-container').length > 0")
+        # Plotly figures drawn from the _static copy of plotly.js, on every results page.
+        for stem in NOTEBOOKS:
+            page = html / "results" / f"{stem}.html"
+            seen[stem] = browser.visit(driver, page)
+            n_div = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
+            if n_div:
+                drawn = browser.wait_for(
+                    driver, f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_div}")
+                assert drawn, f"{stem}: {n_div} plotly figures did not draw"
+        seen["index"] = browser.visit(driver, html / "index.html")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.get((html / "results" / "03_evaluation.html").as_uri())
+        browser.wait_for(driver, "document.readyState === 'complete'")
+        driver.save_screenshot(str(ARTIFACTS / "results_page.png"))
+    finally:
+        driver.quit()
+    for name, info in seen.items():
+        assert info["errors"] == [], f"{name}: console errors {info['errors']}"
+        remote = [u for u in info["requests"] if not u.startswith(("file:", "data:", "blob:"))]
+        assert remote == [], f"{name}: requests left the machine: {remote}"
+    assert any(seen[s]["requests"] for s in NOTEBOOKS)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from brainage.cli import main
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("build", "profiles", "simulate", "preprocess"):
+        assert command in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 1
+    assert "usage: brainage" in capsys.readouterr().out
+
+
+def test_profiles_lists_the_repository_profiles(repo_root, capsys):
+    assert main(["profiles", "--root", str(repo_root)]) == 0
+    assert capsys.readouterr().out.split() == ["paper", "quick", "tiny"]
+
+
+def test_unknown_profile_is_a_clear_error(repo_root, capsys):
+    assert main(["-q", "build", "--root", str(repo_root), "--profile", "quik"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown profile 'quik'" in err and "Did you mean 'quick'" in err
+
+
+def test_simulate_writes_a_bids_cohort(tmp_path):
+    assert main(["-q", "simulate", str(tmp_path / "c"), "--n-healthy", "2", "--resolution-mm", "4"]) == 0
+    assert (tmp_path / "c" / "participants.tsv").read_text().count("sub-") == 2
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "brainage.cli", "--version"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout.startswith("brainage ")
+
+
+def test_package_lists_every_module(repo_root):
+    import brainage
+
+    modules = sorted(p.stem for p in (repo_root / "brainage").glob("*.py")
+                     if not p.stem.startswith("_"))
+    assert sorted(brainage._SUBMODULES) == modules
+    assert brainage.losses.RnCLoss  # lazily imported on first use
