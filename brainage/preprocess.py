@@ -388,21 +388,41 @@ class PreprocessCache:
         params : PreprocessParams or mapping, optional
             Keyword arguments of :func:`preprocess_file` (default: its defaults).
         """
+        return self._entry(path, params)[0]
+
+    def alignment(self, path: str | os.PathLike,
+                  params: PreprocessParams | Mapping | None = None) -> float:
+        """The registration-quality score (:func:`alignment_score`) of the cached volume.
+
+        It is computed once, when the volume is, and stored in the JSON sidecar.
+        """
+        return self._entry(path, params)[1]
+
+    def _entry(self, path: str | os.PathLike,
+               params: PreprocessParams | Mapping | None) -> tuple[nib.Nifti1Image, float]:
         params = PreprocessParams.coerce(params)
         if not Path(path).is_file():
             raise FileNotFoundError(f"scan {path} does not exist")
         digest = file_sha256(path)
         target = self._target(digest, params)
+        sidecar = target.with_suffix("").with_suffix(".json")
         if target.is_file():
             logger.debug("cache hit: %s -> %s", path, target)
-            return nib.load(target)
-        img = preprocess_file(path, **asdict(params))
+            img = nib.load(target)
+            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            if "alignment" in meta:
+                return img, float(meta["alignment"])
+        else:
+            img = preprocess_file(path, **asdict(params))
+            meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
+        from .registration import alignment_score
+
+        meta["alignment"] = alignment_score(img)
         target.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
-        _atomic_write(target.with_suffix("").with_suffix(".json"),
-                      lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
-        _atomic_write(target, lambda tmp: nib.save(img, tmp))
-        return nib.load(target)
+        _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+        if not target.is_file():
+            _atomic_write(target, lambda tmp: nib.save(img, tmp))
+        return nib.load(target), float(meta["alignment"])
 
 
 def _atomic_write(target: Path, write: Any) -> None:
@@ -428,11 +448,14 @@ class CohortItem:
         The preprocessed volume (read lazily from the cache); ``None`` if it failed.
     error : str or None
         What went wrong (names the file and the problem); ``None`` if it succeeded.
+    alignment : float
+        Registration quality (:func:`alignment_score`); NaN if it failed.
     """
 
     path: Path
     image: nib.Nifti1Image | None
     error: str | None = None
+    alignment: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -440,11 +463,11 @@ class CohortItem:
         return self.error is None
 
 
-def _cache_one(root: str, path: str, params: PreprocessParams) -> str:
-    """Worker: preprocess one scan through the cache; returns the cached file."""
+def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, float]:
+    """Worker: preprocess one scan through the cache; returns the cached file and its score."""
     cache = PreprocessCache(root)
-    cache.get_or_compute(path, params)
-    return str(cache.path_for(path, params))
+    score = cache.alignment(path, params)
+    return str(cache.path_for(path, params)), score
 
 
 def preprocess_cohort(paths: Sequence[str | os.PathLike],
@@ -492,8 +515,8 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
                 _collect(i, paths[i], future.result, files, errors)
                 progress.update()
     progress.close()
-    return [CohortItem(Path(p), nib.load(files[i]) if i in files else None, errors.get(i))
-            for i, p in enumerate(paths)]
+    return [CohortItem(Path(p), nib.load(files[i][0]), None, files[i][1]) if i in files
+            else CohortItem(Path(p), None, errors.get(i)) for i, p in enumerate(paths)]
 
 
 def _collect(i: int, path: str | os.PathLike, call: Any, files: dict[int, str],

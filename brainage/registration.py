@@ -138,6 +138,14 @@ def template_grid(grid_mm: float = 2.0, *, crop_to_brain: bool = False,
     affine : ndarray, shape (4, 4)
         Voxel to RAS world (mm), diagonal.
     """
+    shape, affine = _template_grid(float(grid_mm), bool(crop_to_brain), float(margin_mm))
+    return shape, affine.copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _template_grid(grid_mm: float, crop_to_brain: bool,
+                   margin_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Cached body of :func:`template_grid` (its affine must not be modified)."""
     grid_mm = float(grid_mm)
     if not 0 < grid_mm <= 16:
         raise ValueError(f"grid_mm must be in (0, 16] mm; got {grid_mm}")

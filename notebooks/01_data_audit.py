@@ -39,7 +39,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage import audit, cohort as cohort_io, manifest as manifest_io, preprocess, provenance
-from brainage import registration, simulate, splits
+from brainage import simulate, splits
 from brainage.figures import example_slices, show
 from brainage.profiles import find_project_root, resolve_path
 from brainage.runs import RunFolder
@@ -89,7 +89,7 @@ cache = preprocess.PreprocessCache(root / ".cache" / "brainage" / "preprocessed"
 paths = [str(p) for p in table["path"]]
 items = preprocess.preprocess_cohort(paths, params, cache, n_jobs=preprocess_jobs)
 failed = {str(item.path): item.error for item in items if not item.ok}
-scores = {str(item.path): registration.alignment_score(item.image) for item in items if item.ok}
+scores = {str(item.path): item.alignment for item in items if item.ok}
 table["preprocessed"] = [str(cache.path_for(p, params)) if p not in failed else "" for p in paths]
 table["alignment"] = [scores.get(p, float("nan")) for p in paths]
 table.to_csv(run / "audit" / "alignment.csv", index=False,

@@ -96,6 +96,9 @@ else:
     table.to_csv(run.saliency / "regions.csv", index=False)
     display(Markdown(f"Mean attribution per region of {source}:"))
     display(table.pivot(index="region", columns="model", values=["mean_signed", "share_abs"]).round(4))
+    show(px.bar(table, x="region", y="mean_signed", color="model", barmode="group",
+                title="Mean signed attribution per region (positive: raises the predicted age)",
+                labels={"mean_signed": "mean signed Grad-RAM"}))
 
 # %% [markdown]
 # ## Does Grad-RAM find the regions where ageing was simulated?
