@@ -38,9 +38,11 @@ class PlotlyFigure:
         }
 
 
-def show(figure: Any) -> PlotlyFigure:
-    """Wrap a plotly figure for display in a notebook cell and in the offline book."""
-    return PlotlyFigure(figure)
+def show(figure: Any) -> None:
+    """Display a plotly figure in a notebook and in the offline book (also inside loops)."""
+    from IPython.display import display
+
+    display(PlotlyFigure(figure))
 
 
 def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float, float, float] = (0, -18, 4)) -> Any:
