@@ -26,6 +26,7 @@ _SUBMODULES = (
     "manifest",
     "metrics",
     "models",
+    "predict",
     "preprocess",
     "profiles",
     "provenance",

@@ -10,6 +10,8 @@ simulate
     Generate a simulated BIDS cohort with its ground truth.
 preprocess
     Preprocess a T1w scan onto the MNI152 grid.
+predict
+    Brain age of new scans (files or a BIDS folder) with a trained model folder.
 """
 
 from __future__ import annotations
@@ -91,6 +93,19 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_preprocess)
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from .predict import add_predict_arguments, run_predict
+
+    parser = sub.add_parser(
+        "predict", help="predict the brain age of T1w scans with a trained model folder",
+        description="Preprocess each scan as the model's training scans were (native scans are "
+                    "registered to MNI152), predict with every head of the model folder and "
+                    "write a CSV with the brain-age gap and its bias-corrected value when ages "
+                    "are given. Exit status 1 if any scan failed (its row names the problem).")
+    add_predict_arguments(parser)
+    parser.set_defaults(func=run_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``brainage`` command."""
     parser = argparse.ArgumentParser(
@@ -106,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profiles(sub)
     _add_simulate(sub)
     _add_preprocess(sub)
+    _add_predict(sub)
     return parser
 
 

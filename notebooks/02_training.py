@@ -32,6 +32,9 @@ temperature = 2.0
 augment = {}
 device = "auto"
 torch_threads = 0
+grid_mm = 4.0
+crop_to_brain = True
+saliency_layer = "encoder.layer2"
 
 # %%
 import pandas as pd
@@ -43,6 +46,8 @@ from myst_nb import glue
 from brainage import metrics
 from brainage.figures import show
 from brainage.models import ModelConfig
+from brainage.predict import write_model_card
+from brainage.preprocess import PreprocessParams
 from brainage.profiles import resolve_path
 from brainage.runs import RunFolder
 from brainage.train import TrainConfig, train_l1, train_rnc
@@ -66,6 +71,14 @@ rnc = train_rnc(train_ds, val_ds, model_cfg,
                 TrainConfig(epochs=epochs, head_epochs=head_epochs, **common), run.models / "rnc")
 l1 = train_l1(train_ds, val_ds, model_cfg,
               TrainConfig(epochs=l1_epochs, head_epochs=0, **common), run.models / "l1")
+# The model folder carries what `brainage predict` needs on another machine: weights (above),
+# preprocessing parameters and grid, the saliency layer and versions (model.json); the age-bias
+# correction is added by 03_evaluation.
+info = run.dataset_info()
+card = write_model_card(run.models, preprocess=PreprocessParams(
+    space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
+    crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile)
+display(Markdown(f"Model folder for `brainage predict`: `{run.models}` (card: `{card.name}`)."))
 
 # %% [markdown]
 # ## Training curves

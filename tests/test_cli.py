@@ -13,7 +13,7 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("build", "profiles", "simulate", "preprocess"):
+    for command in ("build", "profiles", "simulate", "preprocess", "predict"):
         assert command in out
 
 
