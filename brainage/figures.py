@@ -71,5 +71,5 @@ def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float,
                            annotate=False, dim=-0.5)
         plotting.plot_anat(prep, axes=ax_prep, title=f"{label}: preprocessed",
                            cut_coords=cut_coords, draw_cross=False, annotate=False, dim=-0.5)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.02, hspace=0.15, wspace=0.02)
     return fig
