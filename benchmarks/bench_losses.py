@@ -13,24 +13,13 @@ adds the gradient with respect to the features.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from _timing import median_s
+
 from brainage.losses import RnCLoss, rnc_loss_reference
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def forward_backward(loss_fn: Callable, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -50,10 +39,10 @@ def bench_row(n: int, dim: int, repeats: int, temperature: float) -> dict[str, f
 
     diff = abs(vectorised(features, labels).item() - direct(features, labels).item())
     row = {"N": n, "max_abs_diff": diff}
-    row["direct_fwd"] = median_ms(lambda: direct(features, labels), repeats)
-    row["vec_fwd"] = median_ms(lambda: vectorised(features, labels), repeats)
-    row["direct_fb"] = median_ms(lambda: forward_backward(direct, features, labels), repeats)
-    row["vec_fb"] = median_ms(lambda: forward_backward(vectorised, features, labels), repeats)
+    row["direct_fwd"] = 1e3 * median_s(lambda: direct(features, labels), repeats)
+    row["vec_fwd"] = 1e3 * median_s(lambda: vectorised(features, labels), repeats)
+    row["direct_fb"] = 1e3 * median_s(lambda: forward_backward(direct, features, labels), repeats)
+    row["vec_fb"] = 1e3 * median_s(lambda: forward_backward(vectorised, features, labels), repeats)
     return row
 
 

@@ -26,13 +26,13 @@ a warm cache: the fixed cost of a call (loading the model folder and the heads) 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _timing import median_s
 
 IXI10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi10"
 MNI = "MNI152NLin2009cSym"
@@ -72,16 +72,6 @@ def make_mni_scan(path: Path) -> Path:
     return path
 
 
-def _median_time(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_scan(label: str, path: Path, folder, cache) -> dict[str, float | str]:
     """Preprocessing (cold, cached), alignment, inference and saliency of one scan."""
     import torch
@@ -109,8 +99,8 @@ def bench_scan(label: str, path: Path, folder, cache) -> dict[str, float | str]:
     volume = np.asarray(item.image.dataobj, dtype=np.float32)[None]  # (1, D, H, W)
     x = torch.from_numpy(volume)[None]  # (1, D, H, W) -> (1, 1, D, H, W)
     for head, model in folder.models.items():
-        row[f"infer_{head}"] = _median_time(lambda m=model: bp._forward(m, x))
-        row[f"saliency_{head}"] = _median_time(
+        row[f"infer_{head}"] = median_s(lambda m=model: bp._forward(m, x))
+        row[f"saliency_{head}"] = median_s(
             lambda m=model: grad_ram(m, x, folder.saliency_layer, signed=True), repeats=1)
     return row
 

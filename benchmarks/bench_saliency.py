@@ -15,27 +15,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from monai.networks.nets import ResNet
 from monai.visualize import GradCAM
 
+from _timing import median_s
+
 from brainage.saliency import grad_ram, ground_truth_enrichment
-
-
-def median_s(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in seconds after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_grad_ram(shape: tuple[int, int, int], batch: int, repeats: int) -> list[dict]:

@@ -17,30 +17,16 @@ The last table estimates the wall time of the quick profile's training notebook 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+
+from _timing import median_s
 
 from brainage.augment import AugmentConfig, RandomViews
 from brainage.models import MODEL_PRESETS, ModelConfig, build_encoder
 
 QUICK_GRID = (48, 56, 48)  # about 4 mm (the MNI 2 mm grid 91x109x91 halved, padded to even)
 PAPER_GRID = (91, 109, 91)  # MNI 2 mm
-
-
-def median_s(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in seconds after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def train_step_rate(cfg: ModelConfig, grid: tuple[int, int, int], batch: int, device: str,

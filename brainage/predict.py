@@ -47,12 +47,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .manifest import sha256_file
 from .preprocess import (
     PREPROCESS_VERSION,
     SPACES,
     PreprocessCache,
     PreprocessParams,
-    file_sha256,
     preprocess_cohort,
 )
 
@@ -141,7 +141,7 @@ def _checkpoint_summary(path: Path) -> dict[str, Any]:
     return {"checkpoint_format": payload["format"], "stage": payload.get("stage"),
             "epoch": payload.get("epoch"), "model_config": payload["model_config"],
             "age_mean": float(payload["age_mean"]), "age_scale": float(payload["age_scale"]),
-            "sha256": file_sha256(path)}
+            "sha256": sha256_file(path)}
 
 
 def write_model_card(models_dir: str | os.PathLike, *,
@@ -311,7 +311,7 @@ def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
     if not checkpoint.is_file():
         raise ModelFolderError(f"{root / MODEL_CARD_FILE} lists head {name!r} but its "
                                f"checkpoint {checkpoint} is missing")
-    if entry.get("sha256") and file_sha256(checkpoint) != entry["sha256"]:
+    if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
         raise ModelFolderError(f"checkpoint {checkpoint} is not the one "
                                f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): the model "
                                f"was retrained; rewrite the card with write_model_card")

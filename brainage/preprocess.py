@@ -51,6 +51,8 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
+from .manifest import sha256_file
+
 # torch, MONAI and ANTs (brainage.registration) take seconds to import: they are imported in
 # the functions that use them, so that the command line, which imports this module to build its
 # parser, starts fast. ``ALIGNMENT_THRESHOLD``, ``alignment_score`` and ``template_grid`` are
@@ -69,7 +71,6 @@ __all__ = [
     "PreprocessParams",
     "add_preprocess_arguments",
     "alignment_score",
-    "file_sha256",
     "load_scan",
     "normalise_intensity",
     "preprocess_cohort",
@@ -337,12 +338,6 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     return img
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 checksum (hex) of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 class PreprocessCache:
     """Preprocessed volumes on disk, keyed by the scan's checksum and the parameters.
 
@@ -375,7 +370,7 @@ class PreprocessCache:
 
     def path_for(self, path: str | os.PathLike, params: PreprocessParams | Mapping | None) -> Path:
         """Where the preprocessed volume of ``path`` with ``params`` is (or would be) stored."""
-        return self._target(file_sha256(path), PreprocessParams.coerce(params))
+        return self._target(sha256_file(path), PreprocessParams.coerce(params))
 
     def get_or_compute(self, path: str | os.PathLike,
                        params: PreprocessParams | Mapping | None = None) -> nib.Nifti1Image:
@@ -388,7 +383,7 @@ class PreprocessCache:
         params : PreprocessParams or mapping, optional
             Keyword arguments of :func:`preprocess_file` (default: its defaults).
         """
-        return self._entry(path, params)[0]
+        return nib.load(self._entry(path, params)[0])
 
     def alignment(self, path: str | os.PathLike,
                   params: PreprocessParams | Mapping | None = None) -> float:
@@ -399,11 +394,12 @@ class PreprocessCache:
         return self._entry(path, params)[1]
 
     def _entry(self, path: str | os.PathLike,
-               params: PreprocessParams | Mapping | None) -> tuple[nib.Nifti1Image, float]:
+               params: PreprocessParams | Mapping | None) -> tuple[Path, float]:
+        """The cached file of ``path`` (computed first if absent) and its alignment score."""
         params = PreprocessParams.coerce(params)
         if not Path(path).is_file():
             raise FileNotFoundError(f"scan {path} does not exist")
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         target = self._target(digest, params)
         sidecar = target.with_suffix("").with_suffix(".json")
         if target.is_file():
@@ -411,7 +407,7 @@ class PreprocessCache:
             img = nib.load(target)
             meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
             if "alignment" in meta:
-                return img, float(meta["alignment"])
+                return target, float(meta["alignment"])
         else:
             img = preprocess_file(path, **asdict(params))
             meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
@@ -422,7 +418,7 @@ class PreprocessCache:
         _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         if not target.is_file():
             _atomic_write(target, lambda tmp: nib.save(img, tmp))
-        return nib.load(target), float(meta["alignment"])
+        return target, float(meta["alignment"])
 
 
 def _atomic_write(target: Path, write: Any) -> None:
@@ -465,9 +461,8 @@ class CohortItem:
 
 def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, float]:
     """Worker: preprocess one scan through the cache; returns the cached file and its score."""
-    cache = PreprocessCache(root)
-    score = cache.alignment(path, params)
-    return str(cache.path_for(path, params)), score
+    target, score = PreprocessCache(root)._entry(path, params)
+    return str(target), score
 
 
 def preprocess_cohort(paths: Sequence[str | os.PathLike],

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .manifest import sha256_file
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -114,17 +116,13 @@ def digest_files(paths: Iterable[str | Path], root: str | Path | None = None) ->
     files: dict[str, str] = {}
     for path in paths:
         path = Path(path)
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
         key = str(path)
         if root is not None:
             try:
                 key = str(path.resolve().relative_to(Path(root).resolve()))
             except ValueError:
                 pass
-        files[key] = digest.hexdigest()
+        files[key] = sha256_file(path)
     combined = hashlib.sha256()
     for key in sorted(files):
         combined.update(f"{key}\0{files[key]}\n".encode())

@@ -12,7 +12,7 @@ import torch
 from monai.networks.nets import ResNet
 from monai.transforms import ScaleIntensity
 from monai.visualize import GradCAM
-from monai.visualize.class_activation_maps import ModelWithHooks, default_normalizer
+from monai.visualize.class_activation_maps import ModelWithHooks
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
