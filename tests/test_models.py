@@ -21,12 +21,7 @@ TINY = ModelConfig(depth=10, widths=(4, 8, 16, 32))
 SHAPE = (1, 12, 14, 10)  # (C, D, H, W), unequal sides
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _inputs(batch: int, seed: int = 0) -> torch.Tensor:

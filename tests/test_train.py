@@ -34,12 +34,7 @@ SHAPE = (12, 14, 10)  # (D, H, W), unequal sides
 FAST = dict(batch_size=4, eval_batch_size=8, progress=False, augment=AugmentConfig())
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _cohort(rng: np.random.Generator, n: int, signal: float = 1.0) -> VolumeDataset:
