@@ -294,7 +294,8 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def load_manifest(
-    path: str | Path, *, profile: str = "quick", check_paths: bool = True
+    path: str | Path, *, profile: str = "quick", check_paths: bool = True,
+    dataset: str | None = None,
 ) -> Manifest:
     """Read, validate and resolve a data manifest.
 
@@ -307,6 +308,9 @@ def load_manifest(
     check_paths : bool, default=True
         Check that roots, participants tables and atlas files exist (not for ``simulated``
         datasets' roots and participants tables, which the build generates).
+    dataset : str, optional
+        Check paths of this dataset only (the one a build uses): a manifest may list datasets
+        that lie on disks absent from this machine. It must be one of the manifest's names.
 
     Returns
     -------
@@ -321,12 +325,15 @@ def load_manifest(
     path = Path(os.path.abspath(Path(path).expanduser()))
     data = _read_yaml(path)
     problems = list(_schema_problems(data, path))
-    problems += _semantic_problems(data, path, profile, check_paths, _broken(problems))
+    problems += _semantic_problems(data, path, profile, check_paths, _broken(problems), dataset)
     if problems:
         raise ManifestError(_unique(problems))
     datasets = tuple(_dataset_spec(entry, path.parent, profile) for entry in data["datasets"])
     logger.debug("manifest %s: datasets %s", path, [d.name for d in datasets])
-    return Manifest(path=path, datasets=datasets)
+    manifest = Manifest(path=path, datasets=datasets)
+    if dataset is not None:
+        manifest.dataset(dataset)  # an unknown name is an error naming the available ones
+    return manifest
 
 
 def _read_yaml(path: Path) -> Any:
@@ -428,7 +435,8 @@ def _broken(problems: Iterable[Problem]) -> set[int]:
 
 
 def _semantic_problems(
-    data: Any, path: Path, profile: str, check_paths: bool, broken: set[int]
+    data: Any, path: Path, profile: str, check_paths: bool, broken: set[int],
+    only: str | None = None,
 ) -> list[Problem]:
     """Checks the schema cannot express: unique names, reserved score names, paths that exist.
 
@@ -450,7 +458,7 @@ def _semantic_problems(
             seen.setdefault(name, index)
         if not isinstance(entry, dict):
             continue
-        if check_paths:
+        if check_paths and (only is None or name == only):
             problems += _path_problems(entry, path, where, profile)
         if index in broken:
             continue

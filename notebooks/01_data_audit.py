@@ -47,7 +47,8 @@ from brainage.runs import RunFolder
 root = find_project_root()
 run = resolve_path(run_dir, root)
 (run / "audit").mkdir(parents=True, exist_ok=True)
-spec = manifest_io.load_manifest(resolve_path(manifest, root), profile=profile).dataset(dataset)
+spec = manifest_io.load_manifest(resolve_path(manifest, root), profile=profile,
+                                  dataset=dataset).dataset(dataset)
 RunFolder(run).write_dataset(spec)
 glue("dataset_name", spec.name, display=False)
 display(Markdown(f"Dataset **{spec.name}**: `{spec.root}` (space `{spec.space}`, "

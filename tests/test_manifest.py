@@ -60,7 +60,7 @@ def _manifest(*entries: dict) -> dict:
 
 
 def test_repository_manifest_loads():
-    manifest = load_manifest(REPO_ROOT / "data_manifest.yaml", profile="tiny")
+    manifest = load_manifest(REPO_ROOT / "data_manifest.yaml", profile="tiny", dataset="simulated")
     spec = manifest.dataset("simulated")
     assert spec.simulated is True
     assert spec.root == REPO_ROOT / "data" / "simulated" / "tiny"
@@ -263,6 +263,23 @@ def test_check_paths_false_skips_existence(tmp_path):
         load_manifest(path)
     spec = load_manifest(path, check_paths=False).dataset("mine")
     assert spec.root == tmp_path / "nowhere"
+
+
+def test_dataset_restricts_path_checks_to_the_build_dataset(tmp_path):
+    """A manifest may list datasets on disks absent here; only the selected one is checked."""
+    elsewhere = _good_entry() | {"name": "elsewhere", "root": "/absent/disk/bids"}
+    path = _write_manifest(tmp_path, _manifest(_good_entry(), elsewhere))
+    with pytest.raises(ManifestError, match=r"datasets\[1\]\.root: dataset root /absent/disk/bids "
+                                            r"does not exist"):
+        load_manifest(path)
+    assert load_manifest(path, dataset="mine").dataset("mine").root == tmp_path / "bids"
+    with pytest.raises(ManifestError, match=r"datasets\[1\]\.root"):
+        load_manifest(path, dataset="elsewhere")
+    with pytest.raises(ManifestError, match=r"no dataset named 'mien'.*did you mean 'mine'"):
+        load_manifest(path, dataset="mien")
+    broken = _good_entry() | {"name": "elsewhere", "space": "talairach"}
+    with pytest.raises(ManifestError, match=r"datasets\[1\]\.space"):  # schema: all entries
+        load_manifest(_write_manifest(tmp_path, _manifest(_good_entry(), broken)), dataset="mine")
 
 
 def test_simulated_root_need_not_exist_but_atlas_must(tmp_path):
