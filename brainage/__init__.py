@@ -21,6 +21,7 @@ _SUBMODULES = (
     "clinical",
     "cohort",
     "evaluation",
+    "fetch",
     "figures",
     "losses",
     "manifest",

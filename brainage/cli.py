@@ -93,6 +93,18 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_preprocess)
 
 
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    from .fetch import add_fetch_arguments, run_fetch
+
+    parser = sub.add_parser(
+        "fetch", help="download a public dataset (ixi) into a BIDS folder",
+        description="Download IXI's T1 tarball and demographics sheet into DEST/sourcedata "
+                    "(an interrupted download resumes), unpack the scans and write DEST as a BIDS "
+                    "folder: participants.tsv, dataset_description.json and excluded.tsv.")
+    add_fetch_arguments(parser)
+    parser.set_defaults(func=run_fetch)
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     from .predict import add_predict_arguments, run_predict
 
@@ -121,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profiles(sub)
     _add_simulate(sub)
     _add_preprocess(sub)
+    _add_fetch(sub)
     _add_predict(sub)
     return parser
 

@@ -61,6 +61,7 @@ __all__ = [
     "clinical_summary",
     "compare_models",
     "compare_with_truth",
+    "correlation_text",
     "fdr_correct",
     "gap_ancova",
     "gap_group_stats",
@@ -68,6 +69,7 @@ __all__ = [
     "gap_score_correlations",
     "hedges_g",
     "partial_spearman",
+    "summary_sentence",
 ]
 
 CLINICAL_FILE = "clinical.json"
@@ -890,6 +892,62 @@ def clinical_summary(predictions: pd.DataFrame, *, truth: Mapping[str, Any] | No
     logger.info("clinical summary: %d tests in the FDR family", family)
     return ClinicalResults(group_stats, ancova, posthoc, correlations, comparison, truth_table,
                            meta)
+
+
+#: How the abstract names each score.
+SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
+                               "hoehn_yahr": "Hoehn and Yahr stage"}
+_GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
+
+
+def correlation_text(results: ClinicalResults, model: str, group: str, score: str) -> str:
+    """``rho = ... (95% CI ..., FDR p = ..., n = ...)`` for one correlation, or why there is none."""
+    rows = results.correlations
+    row = rows[(rows["model"] == model) & (rows["group"] == group) & (rows["score"] == score)]
+    if row.empty or not bool(row["estimable"].iloc[0]):
+        n = 0 if row.empty else int(row["n"].iloc[0])
+        return f"not estimable (n = {n})"
+    r = row.iloc[0]
+    return (f"rho = {r['rho']:.2f} (95% CI {r['ci_low']:.2f} to {r['ci_high']:.2f}, "
+            f"FDR p = {r['p_fdr']:.3g}, n = {int(r['n'])})")
+
+
+def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
+    """The abstract's sentences on the gap by group and on severity, from the results.
+
+    Groups without subjects are left out; a dataset without patients (IXI, OpenBHB) gets a
+    sentence saying the clinical question was not addressed, with the controls' mean gap.
+
+    Parameters
+    ----------
+    results : ClinicalResults
+        From :func:`clinical_summary`.
+    model : str, default="rnc"
+        The model whose gap is described.
+    """
+    stats = results.group_stats[results.group_stats["model"] == model].set_index("group")
+    if stats.empty:
+        raise ValueError(f"model {model!r} has no rows in group_stats; models: "
+                         f"{sorted(results.group_stats['model'].unique())}")
+    present = [g for g in GROUPS if g in stats.index and stats.loc[g, "n"] > 0]
+    means = [f"{stats.loc[g, 'mean']:.1f} years in {_GROUP_NAMES[g]} (n = {int(stats.loc[g, 'n'])})"
+             for g in present]
+    if not set(present) & set(SCORES_BY_GROUP):
+        text = ("This dataset has no AD or PD patients, so the clinical part of the question "
+                "was not addressed")
+        if not means:
+            return text + "."
+        return f"{text}; the bias-corrected gap of the {model.upper()} model averaged {means[0]}."
+    text = (f"The bias-corrected gap of the {model.upper()} model averaged "
+            f"{', '.join(means[:-1])} and {means[-1]}." if len(means) > 1 else
+            f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
+    for group, scores in SCORES_BY_GROUP.items():
+        if group in present:
+            parts = [f"{SCORE_NAMES.get(s, s)}, {correlation_text(results, model, group, s)}"
+                     for s in scores]
+            text += (f" Within {group}, the gap's partial Spearman correlation with "
+                     f"{'; with '.join(parts)}.")
+    return text
 
 
 def truth_from_simulation(truth_table: pd.DataFrame, meta: Mapping[str, Any],

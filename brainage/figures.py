@@ -11,9 +11,13 @@ plotly mime type is offered too, so figures also draw when a notebook is run by 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["PlotlyFigure", "example_slices", "show"]
+import numpy as np
+
+__all__ = ["PlotlyFigure", "example_slices", "registration_qc", "show"]
 
 
 class PlotlyFigure:
@@ -73,3 +77,91 @@ def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float,
                            cut_coords=cut_coords, draw_cross=False, annotate=False, dim=-0.5)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.02, hspace=0.15, wspace=0.02)
     return fig
+
+
+def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[Any, str]], *,
+                    n_cols: int = 3,
+                    cut_coords: tuple[float, float, float] = (0, -18, 4)) -> Any:
+    """One panel per scan: the preprocessed scan with template outlines on top.
+
+    Typical outlines are the template's white-matter boundary, which should follow the scan's
+    ventricles and grey-white border, and its brain mask (for scans skull-stripped with that
+    mask the brain fills it by construction; for scans delivered skull-stripped it should hug
+    the brain). A shifted, tilted or mis-scaled scan shows both out of place. The panels
+    are drawn with plain matplotlib (sagittal, coronal and axial slices side by side): nilearn's
+    slicers lay their own sub-axes out over the figure and overlap in a dense grid.
+
+    Parameters
+    ----------
+    rows : list of (label, preprocessed image, flagged)
+        Images as nibabel images or paths in MNI space; ``flagged`` panels (e.g. an alignment
+        score under the threshold) get a red title.
+    outlines : sequence of (image, colour)
+        Template-space images (nibabel images or paths, any grid: resampled onto each scan's),
+        each drawn as its 0.5 contour in the matplotlib colour given.
+    n_cols : int, default=3
+        Panels per figure row.
+    cut_coords : tuple of float, default=(0, -18, 4)
+        MNI coordinates (mm) of the sagittal, coronal and axial slices.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("registration_qc needs at least one (label, image, flagged) row")
+    if n_cols < 1:
+        raise ValueError(f"n_cols must be at least 1; got {n_cols}")
+    if not outlines:
+        raise ValueError("outlines must name at least one (template image, colour) pair")
+    n_cols = min(n_cols, len(rows))
+    n_rows = -(-len(rows) // n_cols)  # ceil
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 1.75 * n_rows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for (label, image, flagged), ax in zip(rows, axes.flat):
+        scan, masks = _ortho_montage(image, [img for img, _ in outlines], cut_coords)
+        ax.imshow(scan, cmap="gray", vmin=0, vmax=float(np.percentile(scan, 99.5)) or 1.0,
+                  interpolation="nearest")
+        for mask, (_, colour) in zip(masks, outlines):
+            ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.7)
+        ax.set_title(label, fontsize=9, color="red" if flagged else "black", pad=2)
+    fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)
+    return fig
+
+
+def _ortho_montage(image: Any, outlines: Sequence[Any], cut_mm: tuple[float, float, float]
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sagittal, coronal and axial slices through ``cut_mm``, side by side (scan and outlines).
+
+    Both images are brought to RAS voxel order; slices are shown with superior (or anterior,
+    for the axial slice) at the top and, on coronal and axial slices, the subject's left on the
+    right (radiological convention off: as nilearn shows them).
+    """
+    import nibabel as nib
+    from nilearn import image as nimg
+
+    scan_img = nib.as_closest_canonical(nimg.load_img(image))
+    scan = np.asarray(scan_img.dataobj, dtype=np.float32)
+    masks = []
+    for outline in outlines:  # as float: a smooth 0.5 contour, also for binary masks
+        outline = nimg.load_img(outline)
+        outline = nib.Nifti1Image(np.asarray(outline.dataobj, dtype=np.float32), outline.affine)
+        with warnings.catch_warnings():  # intended: linear resampling of a binary mask
+            warnings.filterwarnings("ignore", message="Resampling binary images")
+            resampled = nimg.resample_to_img(outline, scan_img, interpolation="linear",
+                                             force_resample=True, copy_header=True)
+        masks.append(np.asarray(resampled.dataobj, dtype=np.float32))
+    ijk = np.linalg.solve(scan_img.affine, [*cut_mm, 1.0])[:3]
+    i, j, k = (int(np.clip(round(v), 0, n - 1)) for v, n in zip(ijk, scan.shape))
+
+    def montage(vol: np.ndarray) -> np.ndarray:
+        views = [vol[i, :, :].T[::-1], vol[:, j, :].T[::-1], vol[:, :, k].T[::-1]]
+        height = max(v.shape[0] for v in views)
+        padded = [np.pad(v, ((height - v.shape[0], 0), (0, 2))) for v in views]  # 2-voxel gap
+        return np.hstack(padded)
+
+    return montage(scan), [montage(mask) for mask in masks]

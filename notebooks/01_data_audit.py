@@ -28,6 +28,7 @@ preprocess_jobs = 1
 alignment_threshold = 0.4
 split_fractions = [0.6, 0.2, 0.2]
 stratify_site = True
+qc_max_scans = 12
 
 # %%
 import json
@@ -37,10 +38,12 @@ import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
+from nilearn import datasets
 
 from brainage import audit, cohort as cohort_io, manifest as manifest_io, preprocess, provenance
 from brainage import simulate, splits
-from brainage.figures import example_slices, show
+from brainage.figures import example_slices, registration_qc, show
+from brainage.registration import template_images
 from brainage.profiles import find_project_root, resolve_path
 from brainage.runs import RunFolder
 
@@ -98,6 +101,29 @@ table.to_csv(run / "audit" / "alignment.csv", index=False,
 show(px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
               title="Alignment of each preprocessed scan with the MNI152 template")
      .add_hline(y=alignment_threshold, line_dash="dash", annotation_text="threshold"))
+
+# %% [markdown]
+# ## Registration QC, scan by scan
+#
+# Each preprocessed scan with two outlines of the MNI152 template: its white-matter boundary in
+# cyan, which should follow the scan's ventricles and grey-white border, and its brain mask in
+# red (native scans are skull-stripped with that mask, so there the brain fills it by
+# construction). A shifted, tilted or mis-scaled scan shows the cyan lines off the anatomy.
+# Scans are ordered from the lowest alignment score
+# up, so the doubtful ones come first; red titles mark scores under the threshold. At most
+# `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the score of every scan.
+
+# %%
+qc = table[table["preprocessed"] != ""].sort_values("alignment").head(qc_max_scans)
+if qc.empty:
+    display(Markdown("No scan was preprocessed, so there is nothing to check."))
+else:
+    display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
+                     f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
+    registration_qc([(f"{r.participant_id} ({r.site}): {r.alignment:.2f}", r.preprocessed,
+                      bool(r.alignment < alignment_threshold)) for r in qc.itertuples()],
+                    [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
+                     (template_images()[1], "red")]);
 
 # %%
 glue("alignment_min", f"{table['alignment'].min():.2f}", display=False)
@@ -169,7 +195,9 @@ for group in ("HC", "AD", "PD"):
     glue(f"n_{group.lower()}", int(counts.get(group, 0)), display=False)
 glue("age_min", f"{table['age'].min():.0f}", display=False)
 glue("age_max", f"{table['age'].max():.0f}", display=False)
-glue("n_sites", int(table["site"].nunique()), display=False)
+n_sites = int(table["site"].nunique())
+glue("n_sites", n_sites, display=False)
+glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False)
 
 # %% [markdown]
 # ## Subject-level splits

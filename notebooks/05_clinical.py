@@ -102,19 +102,13 @@ if not results.truth_comparison.empty:
     display(results.truth_comparison.round(3))
 
 # %%
-def _corr(model, group, score):
-    row = results.correlations.query("model == @model and group == @group and score == @score")
-    if row.empty or not bool(row["estimable"].iloc[0]):
-        return "not estimable"
-    r = row.iloc[0]
-    return f"rho = {r['rho']:.2f} (95% CI {r['ci_low']:.2f} to {r['ci_high']:.2f}, FDR p = {r['p_fdr']:.3g}, n = {int(r['n'])})"
-
-
+glue("clinical_sentence", clinical.summary_sentence(results, "rnc"), display=False)
 for model in ("rnc", "l1"):
     stats = results.group_stats.query("model == @model").set_index("group")
     for group in ("HC", "AD", "PD"):
-        value = f"{stats.loc[group, 'mean']:.1f}" if group in stats.index else "n/a"
+        value = f"{stats.loc[group, 'mean']:.1f}" if stats.loc[group, "n"] > 0 else "n/a"
         glue(f"gap_{group.lower()}_{model}", value, display=False)
     for group, group_scores in clinical.SCORES_BY_GROUP.items():
         for score in group_scores:
-            glue(f"corr_{score}_{model}", _corr(model, group, score), display=False)
+            glue(f"corr_{score}_{model}", clinical.correlation_text(results, model, group, score),
+                 display=False)

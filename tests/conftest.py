@@ -40,3 +40,10 @@ def ixi10() -> Path:
     if not (IXI10 / "participants.tsv").exists():
         pytest.skip(f"real IXI scans not available: {IXI10} is absent (it lives in ../shared/data)")
     return IXI10
+
+
+@pytest.fixture(scope="session")
+def ixi10_cache(ixi10, tmp_path_factory) -> Path:
+    """One preprocessing cache for the ten IXI scans, shared by the tests that preprocess them
+    with the default parameters (registration is the slow part: ~17 s per scan per core)."""
+    return tmp_path_factory.mktemp("ixi10_cache")

@@ -13,7 +13,7 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("build", "profiles", "simulate", "preprocess", "predict"):
+    for command in ("build", "profiles", "simulate", "preprocess", "fetch", "predict"):
         assert command in out
 
 
@@ -24,7 +24,7 @@ def test_no_command_prints_help_and_fails(capsys):
 
 def test_profiles_lists_the_repository_profiles(repo_root, capsys):
     assert main(["profiles", "--root", str(repo_root)]) == 0
-    assert capsys.readouterr().out.split() == ["paper", "quick", "tiny"]
+    assert capsys.readouterr().out.split() == ["ixi", "paper", "quick", "tiny"]
 
 
 def test_unknown_profile_is_a_clear_error(repo_root, capsys):

@@ -379,3 +379,40 @@ def test_truth_from_simulation_uses_the_analysed_subjects():
     assert clinical.truth_from_simulation(table, meta)["mean_gap"]["AD"] == 9.0
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['biological_age'\]"):
         clinical.truth_from_simulation(table.drop(columns="biological_age"), meta)
+
+
+def test_summary_sentence_with_patients_names_every_group_and_score(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = clinical.summary_sentence(results, "rnc")
+    stats = results.group_stats.query("model == 'rnc'").set_index("group")
+    assert text.startswith(
+        f"The bias-corrected gap of the RNC model averaged {stats.loc['HC', 'mean']:.1f} years in "
+        f"healthy test subjects (n = 30), {stats.loc['AD', 'mean']:.1f} years in AD (n = 20) and "
+        f"{stats.loc['PD', 'mean']:.1f} years in PD (n = 20).")
+    mmse = results.correlations.query("model == 'rnc' and group == 'AD' and score == 'mmse'").iloc[0]
+    assert (f"Within AD, the gap's partial Spearman correlation with MMSE, rho = "
+            f"{mmse['rho']:.2f} (95% CI {mmse['ci_low']:.2f} to {mmse['ci_high']:.2f}, FDR p = "
+            f"{mmse['p_fdr']:.3g}, n = 20); with CDR-SB, rho = ") in text
+    assert "Within PD, the gap's partial Spearman correlation with MDS-UPDRS-III, rho = " in text
+    assert "; with Hoehn and Yahr stage, rho = " in text
+
+
+def test_summary_sentence_without_patients(predictions):
+    controls = predictions[predictions["group"] == "HC"]
+    results = clinical.clinical_summary(controls, seed=0, settings=FAST)
+    hc = results.group_stats.query("model == 'l1' and group == 'HC'").iloc[0]
+    assert clinical.summary_sentence(results, "l1") == (
+        "This dataset has no AD or PD patients, so the clinical part of the question was not "
+        f"addressed; the bias-corrected gap of the L1 model averaged {hc['mean']:.1f} years in "
+        "healthy test subjects (n = 30).")
+    with pytest.raises(ValueError, match=r"model 'cnn' has no rows in group_stats; models: "
+                                         r"\['l1', 'rnc'\]"):
+        clinical.summary_sentence(results, "cnn")
+
+
+def test_summary_sentence_reports_a_correlation_without_estimate(predictions):
+    few = predictions[(predictions["group"] != "AD") | predictions["participant_id"].isin(
+        [f"sub-AD{i:03d}" for i in range(3)])]
+    results = clinical.clinical_summary(few, seed=0, settings=FAST)
+    assert "Within AD, the gap's partial Spearman correlation with MMSE, not estimable (n = 3)" in (
+        clinical.summary_sentence(results, "rnc"))

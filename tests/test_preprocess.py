@@ -16,7 +16,6 @@ import pytest
 from brainage import preprocess as pp
 from brainage.registration import template_images
 
-IXI10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi10"
 MNI = "MNI152NLin2009cSym"
 
 
@@ -384,13 +383,11 @@ _IXI_SUBSET = ("sub-IXI013",)
 
 
 @pytest.fixture(scope="module")
-def ixi_results(tmp_path_factory: pytest.TempPathFactory):
-    if not (IXI10 / "participants.tsv").exists():
-        pytest.skip(f"real IXI scans not available: {IXI10} is absent (it lives in ../shared/data)")
-    paths = sorted(IXI10.glob("sub-*/anat/*_T1w.nii.gz"))
+def ixi_results(ixi10: Path, ixi10_cache: Path):
+    paths = sorted(ixi10.glob("sub-*/anat/*_T1w.nii.gz"))
     if os.environ.get("BRAINAGE_IXI_SUBSET"):
         paths = [p for p in paths if p.name.split("_")[0] in _IXI_SUBSET]
-    cache = pp.PreprocessCache(tmp_path_factory.mktemp("ixi_cache"))
+    cache = pp.PreprocessCache(ixi10_cache)
     return paths, cache, pp.preprocess_cohort(paths, pp.PreprocessParams(), cache, n_jobs=2)
 
 

@@ -76,6 +76,16 @@ def test_every_profile_key_is_declared_by_a_notebook(repo_root, tmp_path):
         load_profile(name, repo_root / "notebooks" / "params").check_used(declared)
 
 
+def test_every_profile_names_a_dataset_of_its_manifest(repo_root):
+    from brainage.manifest import load_manifest
+
+    for name in list_profiles(repo_root / "notebooks" / "params"):
+        params = load_profile(name, repo_root / "notebooks" / "params").params
+        manifest = load_manifest(resolve_path(params["manifest"], repo_root), profile=name,
+                                 check_paths=False)
+        assert params["dataset"] in manifest.names, name
+
+
 def test_find_project_root(repo_root, tmp_path):
     assert find_project_root(repo_root / "notebooks") == repo_root
     with pytest.raises(FileNotFoundError, match="no brainage project above"):
