@@ -65,6 +65,7 @@ __all__ = [
     "VolumeDataset",
     "gather_views",
     "load_model",
+    "encode",
     "predict",
     "resolve_device",
     "train_l1",
@@ -506,12 +507,33 @@ def predict(model: BrainAgeModel, dataset: Dataset, batch_size: int = 8,
     -------
     numpy.ndarray, shape (N,)
     """
+    return _evaluate(model, dataset, batch_size, device, num_workers, features=False)
+
+
+def encode(model: BrainAgeModel, dataset: Dataset, batch_size: int = 8,
+           device: str = "auto", num_workers: int = 0) -> np.ndarray:
+    """The encoder's features (the learned representation) of every scan, in dataset order.
+
+    Same parameters as :func:`predict`. Used to measure what the representation holds besides
+    age, e.g. the acquisition site (OpenBHB's debiasing score).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, D)
+        ``D`` is the model's ``feature_dim``.
+    """
+    return _evaluate(model, dataset, batch_size, device, num_workers, features=True)
+
+
+def _evaluate(model: BrainAgeModel, dataset: Dataset, batch_size: int, device: str,
+              num_workers: int, *, features: bool) -> np.ndarray:
     if not isinstance(model, BrainAgeModel):
         raise TypeError(f"model must be a BrainAgeModel, got {type(model).__name__}")
     cfg = TrainConfig(eval_batch_size=batch_size, num_workers=num_workers, device=device)
     run = _Run(device=resolve_device(device), rank=0, world_size=1, out_dir=Path("."), cfg=cfg)
     model.to(run.device).eval()
-    return _sharded_forward(model, dataset, run).numpy().astype(np.float64)
+    fn = model.encoder if features else model
+    return _sharded_forward(fn, dataset, run).numpy().astype(np.float64)
 
 
 # --- optimisation and checkpoints ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from brainage.train import (
     VolumeDataset,
     gather_views,
     load_model,
+    encode,
     predict,
     resolve_device,
     train_l1,
@@ -179,6 +180,12 @@ def test_l1_checkpoints_round_trip(data, tmp_path: Path) -> None:
     assert predictions.shape == (len(val_ds),)
     mae = np.abs(predictions - val_ds.ages).mean()
     assert mae == pytest.approx(result.best_val_mae, rel=1e-5)
+    features = encode(model, val_ds, batch_size=2)
+    assert features.shape == (len(val_ds), TINY.feature_dim)
+    with torch.no_grad():  # the head applied to the encoded features gives the prediction
+        head = model.head(torch.as_tensor(features, dtype=torch.float32)).float()
+        again = (head * model.age_scale.float() + model.age_mean.float()).numpy()
+    np.testing.assert_allclose(again.reshape(-1), predictions, rtol=1e-4, atol=1e-3)
 
     log = pd.read_csv(tmp_path / "log.csv")
     assert tuple(log.columns) == LOG_COLUMNS
