@@ -27,6 +27,7 @@ _SUBMODULES = (
     "manifest",
     "metrics",
     "models",
+    "openbhb",
     "predict",
     "preprocess",
     "profiles",

@@ -52,7 +52,6 @@ from scipy import stats
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "truth_from_simulation",
     "CLINICAL_FILE",
     "EXPECTED_SIGN",
     "SCORES_BY_GROUP",
@@ -70,6 +69,7 @@ __all__ = [
     "hedges_g",
     "partial_spearman",
     "summary_sentence",
+    "truth_from_simulation",
 ]
 
 CLINICAL_FILE = "clinical.json"

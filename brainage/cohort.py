@@ -1,7 +1,9 @@
 """The Cohort table: one row per usable T1-weighted scan of a BIDS dataset.
 
 :func:`load_cohort` reads a dataset described by a :class:`~brainage.manifest.DatasetSpec`:
-``participants.tsv`` and every ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``. It checks the table, the
+``participants.tsv`` and every ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``. (A dataset of format
+``openbhb`` is read by :func:`brainage.openbhb.load_openbhb_cohort`, which shares this module's
+row parsing and problem reporting and returns the same tables.) It checks the table, the
 files and (optionally) every image, and never stops at the first problem nor drops anything
 silently: each problem becomes a row of :attr:`CohortResult.problems` (severity ``error``,
 ``warning`` or ``excluded``), and only scans without an error are in :attr:`CohortResult.table`.
@@ -172,7 +174,8 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
     Parameters
     ----------
     path : str or Path
-        A NIfTI (or any nibabel-readable) image.
+        A NIfTI (or any nibabel-readable) image, or an OpenBHB ``.npy`` array (read by
+        :func:`brainage.openbhb.load_openbhb_array`, with the quasi-raw grid's affine).
     limits : ImageLimits or None, default=None
         Plausibility bounds; ``None`` uses :class:`ImageLimits` defaults.
 
@@ -183,10 +186,23 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
         the caller adds it.
     """
     limits = limits or ImageLimits()
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types (ImageFileError, OSError, EOFError...)
-        return [f"cannot read the image header ({type(err).__name__}: {err})"]
+    if str(path).endswith(".npy"):
+        from .openbhb import load_openbhb_array
+
+        try:
+            img = load_openbhb_array(path)
+        except (OSError, ValueError, TypeError) as err:
+            return [f"cannot read the array ({' '.join(str(err).split())})"]
+    else:
+        try:
+            img = nib.load(str(path))
+        except Exception as err:  # nibabel raises many types (ImageFileError, OSError...)
+            return [f"cannot read the image header ({type(err).__name__}: {err})"]
+    return _image_problems(img, limits)
+
+
+def _image_problems(img: Any, limits: ImageLimits) -> list[str]:
+    """Problems of a loaded image: its header, then its data (see :func:`check_image`)."""
     problems = _header_problems(img, limits)
     try:
         data = np.asanyarray(img.dataobj)
@@ -265,12 +281,14 @@ def find_scans(root: str | Path) -> pd.DataFrame:
 def load_cohort(
     spec: DatasetSpec, *, check_images: bool = True, limits: ImageLimits | None = None
 ) -> CohortResult:
-    """Read one BIDS dataset into the Cohort table and collect every problem.
+    """Read one dataset into the Cohort table and collect every problem.
 
     Parameters
     ----------
     spec : DatasetSpec
-        The dataset, from :func:`brainage.manifest.load_manifest`.
+        The dataset, from :func:`brainage.manifest.load_manifest`. Format ``bids`` is read here;
+        format ``openbhb`` by :func:`brainage.openbhb.load_openbhb_cohort` (its table has one
+        more column, ``official_split``).
     check_images : bool, default=True
         Open every image and run :func:`check_image` (header and data; slow on large cohorts).
     limits : ImageLimits or None, default=None
@@ -284,18 +302,28 @@ def load_cohort(
     if not isinstance(spec, DatasetSpec):
         raise TypeError(f"spec: expected a DatasetSpec (see brainage.manifest), "
                         f"got {type(spec).__name__}")
+    if spec.format == "openbhb":
+        from .openbhb import load_openbhb_cohort
+
+        return load_openbhb_cohort(spec, check_images=check_images, limits=limits)
     log = _Log(spec.name)
     raw = _read_participants(spec, log)
     if raw is None:
         return CohortResult(_empty_table(spec), log.frame())
     people = _participants(spec, raw, log)
     scans = _match_scans(spec, people, find_scans(spec.root), log)
-    bad = _file_problems(spec, scans, log, check_images, limits)
+    bad = _checksum_problems(spec, log) | _image_check_problems(spec, scans, log, check_images,
+                                                                limits)
     scans = scans[~scans["path"].isin(bad)]
     table = _build_table(spec, people, scans)
+    return _finish(spec, table, log, "sub-*/[ses-*/]anat/*_T1w.nii[.gz]")
+
+
+def _finish(spec: DatasetSpec, table: pd.DataFrame, log: _Log, pattern: str) -> CohortResult:
+    """Log an empty table as an error and a one-line summary; the result of a reader."""
     if table.empty:
-        log.add("empty", "error", "no usable scan: every scan has a problem or none was found "
-                "under sub-*/[ses-*/]anat/*_T1w.nii[.gz]", path=spec.root)
+        log.add("empty", "error", f"no usable scan: every scan has a problem or none was found "
+                f"under {pattern}", path=spec.root)
     counts = pd.Series([r["severity"] for r in log.rows], dtype=object).value_counts().to_dict()
     (logger.warning if counts else logger.info)(
         "dataset %s: %d usable scans; problems %s", spec.name, len(table), counts or "none")
@@ -337,10 +365,8 @@ def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, 
     ``None`` marks ids with an error (already logged) or excluded by the manifest, so that
     their scans are not reported a second time as images without a row.
     """
-    ids = raw[spec.columns["participant_id"]].str.strip()
-    ids = ids.where(ids.isin(MISSING), ids.map(_bids_id))
     people: dict[str, dict | None] = {}
-    for pid, lines in _lines_by_id(ids).items():
+    for pid, lines in _lines_by_id(_ids(spec, raw)).items():
         if pid in MISSING:
             for line in lines:
                 log.add("participant_id", "error", f"line {line} has no participant id",
@@ -355,6 +381,12 @@ def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, 
         else:
             people[pid] = _parse_row(spec, raw.iloc[lines[0] - 2], pid, lines[0], log)
     return people
+
+
+def _ids(spec: DatasetSpec, raw: pd.DataFrame) -> pd.Series:
+    """The participant id of each row, ``sub-``-prefixed; missing ids stay as they are."""
+    ids = raw[spec.columns["participant_id"]].str.strip()
+    return ids.where(ids.isin(MISSING), ids.map(_bids_id))
 
 
 def _lines_by_id(ids: pd.Series) -> dict[str, list[int]]:
@@ -448,19 +480,9 @@ def _bids_id(text: str) -> str:
 def _match_scans(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.DataFrame,
                  log: _Log) -> pd.DataFrame:
     """Pair scans with participants rows; log exclusions and unmatched rows or images."""
+    _log_exclusions(spec, people, scans, log)
+    _log_scans_without_row(spec, people, scans, log)
     with_scan = set(scans["participant_id"])
-    for pid, reason in spec.exclude.items():
-        paths = scans.loc[scans["participant_id"] == pid, "path"].tolist()
-        if not paths and pid not in people:
-            log.add("exclude", "warning", "the manifest excludes this participant, who has no "
-                    "participants row and no image", pid, spec.participants)
-            continue
-        for path in paths or [spec.participants]:
-            log.add("exclude", "excluded", f"excluded by the manifest: {reason}", pid, path)
-    for path, pid in zip(scans["path"], scans["participant_id"]):
-        if pid not in people and pid not in spec.exclude:
-            log.add("missing_row", "error", f"image without a row in {spec.participants.name} "
-                    f"(no age): add the row or exclude the participant", pid, path)
     for pid, fields in people.items():
         if fields is not None and pid not in with_scan:
             log.add("missing_image", "warning", "participants row without a T1w image "
@@ -469,14 +491,34 @@ def _match_scans(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.Da
     return scans[scans["participant_id"].isin(usable)].reset_index(drop=True)
 
 
-def _file_problems(spec: DatasetSpec, scans: pd.DataFrame, log: _Log, check_images: bool,
-                   limits: ImageLimits | None) -> set[str]:
-    """Checksums and image checks; returns the paths of scans with an error."""
+def _log_exclusions(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.DataFrame,
+                    log: _Log) -> None:
+    """One ``excluded`` row per scan (or per row, without scans) the manifest excludes."""
+    for pid, reason in spec.exclude.items():
+        paths = scans.loc[scans["participant_id"] == pid, "path"].tolist()
+        if not paths and pid not in people:
+            log.add("exclude", "warning", "the manifest excludes this participant, who has no "
+                    "participants row and no image", pid, spec.participants)
+            continue
+        for path in paths or [spec.participants]:
+            log.add("exclude", "excluded", f"excluded by the manifest: {reason}", pid, path)
+
+
+def _log_scans_without_row(spec: DatasetSpec, people: dict[str, dict | None],
+                           scans: pd.DataFrame, log: _Log) -> None:
+    """An error per scan whose participant has no row (and is not excluded): it has no age."""
+    for path, pid in zip(scans["path"], scans["participant_id"]):
+        if pid not in people and pid not in spec.exclude:
+            log.add("missing_row", "error", f"image without a row in {spec.participants.name} "
+                    f"(no age): add the row or exclude the participant", pid, path)
+
+
+def _checksum_problems(spec: DatasetSpec, log: _Log) -> set[str]:
+    """Check the manifest's checksums; returns the paths of files that do not match."""
     bad: set[str] = set()
-    pid_of = dict(zip(scans["path"], scans["participant_id"]))
     for rel, expected in spec.sha256.items():
         file = Path(os.path.normpath(spec.root / rel))
-        pid = rel.split("/")[0] if rel.startswith("sub-") else ""
+        pid = next((part for part in rel.split("/") if part.startswith("sub-")), "")
         if pid in spec.exclude:
             continue
         if not file.is_file():
@@ -488,6 +530,14 @@ def _file_problems(spec: DatasetSpec, scans: pd.DataFrame, log: _Log, check_imag
             log.add("checksum", "error", f"sha256 mismatch: the manifest expects {expected}, "
                     f"the file has {actual}", pid, file)
             bad.add(str(file))
+    return bad
+
+
+def _image_check_problems(spec: DatasetSpec, scans: pd.DataFrame, log: _Log,
+                          check_images: bool, limits: ImageLimits | None) -> set[str]:
+    """:func:`check_image` on every scan (if ``check_images``); the paths with a problem."""
+    bad: set[str] = set()
+    pid_of = dict(zip(scans["path"], scans["participant_id"]))
     if check_images:
         for path in tqdm(scans["path"], desc=f"checking {spec.name} images", disable=None):
             for message in check_image(path, limits):

@@ -38,8 +38,9 @@ __all__ = [
 #: Columns of ``predictions.csv``.
 PREDICTION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
                       "predicted", "gap", "corrected_predicted", "corrected_gap")
-#: Splits that are predicted (training scans are not: their errors are optimistic).
-HELD_OUT = ("val", "test", "clinical")
+#: Splits that are predicted (training scans are not: their errors are optimistic);
+#: ``external_test`` holds the OpenBHB benchmark's scans from sites unseen in training.
+HELD_OUT = ("val", "test", "external_test", "clinical")
 
 
 def predict_run(run: Any, models: Mapping[str, str | Path], *, batch_size: int = 8,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,9 @@ def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float,
     Parameters
     ----------
     rows : list of (label, raw image, preprocessed image)
-        Images as nibabel images or paths; the raw one is shown in its own space (centred on
-        its centre of mass), the preprocessed one at ``cut_coords`` in MNI space.
+        Images as nibabel images or paths (NIfTI, or OpenBHB ``.npy`` arrays); the raw one is
+        shown in its own space (centred on its centre of mass), the preprocessed one at
+        ``cut_coords`` in MNI space.
     cut_coords : tuple of float, default=(0, -18, 4)
         MNI coordinates (mm) of the preprocessed slices: through the ventricles and hippocampi.
 
@@ -71,12 +73,21 @@ def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float,
         raise ValueError("example_slices needs at least one (label, raw, preprocessed) row")
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.4 * len(rows)), squeeze=False)
     for (label, raw, prep), (ax_raw, ax_prep) in zip(rows, axes):
-        plotting.plot_anat(raw, axes=ax_raw, title=f"{label}: as read", draw_cross=False,
+        plotting.plot_anat(_readable(raw), axes=ax_raw, title=f"{label}: as read", draw_cross=False,
                            annotate=False, dim=-0.5)
         plotting.plot_anat(prep, axes=ax_prep, title=f"{label}: preprocessed",
                            cut_coords=cut_coords, draw_cross=False, annotate=False, dim=-0.5)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.02, hspace=0.15, wspace=0.02)
     return fig
+
+
+def _readable(image: Any) -> Any:
+    """An image nilearn can open: OpenBHB ``.npy`` arrays are read into NIfTI images."""
+    if isinstance(image, (str, Path)) and str(image).endswith(".npy"):
+        from .openbhb import load_openbhb_array
+
+        return load_openbhb_array(image)
+    return image
 
 
 def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[Any, str]], *,

@@ -1,11 +1,29 @@
 """The data manifest: which datasets the study reads, where they lie and how to read them.
 
-``data_manifest.yaml`` lists BIDS datasets. Each entry names its root folder, the space of its
-scans, the ``participants.tsv`` columns that hold age, sex, site, group and clinical scores, and
-optionally checksums, deliberate exclusions and an atlas. :func:`load_manifest` validates the
-file against a JSON Schema (Draft 2020-12) and a few checks a schema cannot express (folders that
-must exist, unique names), collects *every* problem, and raises one :class:`ManifestError`
-listing them all. The result is a typed, resolved :class:`Manifest`.
+``data_manifest.yaml`` lists datasets. Each entry names its layout (``format``), root folder,
+the space of its scans, the ``participants.tsv`` columns that hold age, sex, site, group and
+clinical scores, and optionally checksums, deliberate exclusions and an atlas.
+:func:`load_manifest` validates the file against a JSON Schema (Draft 2020-12) and a few checks a
+schema cannot express (folders that must exist, unique names), collects *every* problem, and
+raises one :class:`ManifestError` listing them all. The result is a typed, resolved
+:class:`Manifest`.
+
+Formats:
+
+- ``bids``: ``participants.tsv`` and ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]`` (read by
+  :func:`brainage.cohort.load_cohort`).
+- ``openbhb``: the OpenBHB benchmark's layout [2]_, ``participants.tsv`` (with its ``split``
+  column) and ``{train,val}/derivatives/sub-<id>/ses-1/sub-<id>_preproc-quasiraw_T1w.npy``
+  (read by :func:`brainage.openbhb.load_openbhb_cohort`). Its scans are skull-stripped and
+  affinely aligned to MNI152 on FSL's 1 mm grid, so the entry must say ``space: MNI152Lin`` and
+  ``skull_stripped: true``; ``participants`` defaults to ``participants.tsv`` as for BIDS::
+
+      - name: openbhb
+        format: openbhb
+        root: data/openbhb
+        space: MNI152Lin
+        skull_stripped: true
+        columns: {participant_id: participant_id, age: age, sex: sex, site: siteXacq}
 
 Example
 -------
@@ -18,6 +36,8 @@ References
 ----------
 .. [1] Gorgolewski KJ et al. The brain imaging data structure, a format for organizing and
    describing outputs of neuroimaging experiments. Sci Data 3, 160044 (2016).
+.. [2] Dufumier B et al. OpenBHB: a large-scale multi-site brain MRI data-set for age prediction
+   and debiasing. NeuroImage 263, 119637 (2022).
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ import yaml
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FORMATS",
     "GROUPS",
     "MANIFEST_SCHEMA",
     "SPACES",
@@ -52,12 +73,19 @@ __all__ = [
 
 #: Diagnostic groups of the study: healthy controls, Alzheimer's disease, Parkinson's disease.
 GROUPS = ("HC", "AD", "PD")
-#: Spaces a dataset's scans may be in: raw scanner space, or already in the template's space.
-SPACES = ("native", "MNI152NLin2009cSym")
+#: Spaces a dataset's scans may be in: raw scanner space, or already in a template's space:
+#: ``MNI152NLin2009cSym`` (nilearn's template, the simulated cohort) or ``MNI152Lin`` (affinely
+#: aligned to MNI152 on FSL's 1 mm grid: OpenBHB's quasi-raw scans). Both template spaces are
+#: only resampled by :mod:`brainage.preprocess`, never registered. Keep in step with its SPACES.
+SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
+#: Dataset layouts (see the module docstring).
+FORMATS = ("bids", "openbhb")
+#: What an ``openbhb`` entry must declare: its arrays are skull-stripped and MNI-aligned.
+_OPENBHB_FIXED = {"space": "MNI152Lin", "skull_stripped": True}
 #: Cohort-table columns a score name may not shadow (see :mod:`brainage.cohort`).
 RESERVED_COLUMNS = (
     "participant_id", "session", "dataset", "path", "age", "sex", "site", "group",
-    "space", "skull_stripped",
+    "space", "skull_stripped", "official_split",
 )
 
 _NON_EMPTY = {"type": "string", "minLength": 1}
@@ -78,7 +106,7 @@ _DATASET = {
             "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
             "description": "letters, digits, '_', '.', '-', starting with a letter or digit",
         },
-        "format": {"enum": ["bids"]},
+        "format": {"enum": list(FORMATS)},
         "root": _NON_EMPTY,
         "simulated": {"type": "boolean", "default": False},
         "space": {"enum": list(SPACES)},
@@ -201,11 +229,11 @@ class DatasetSpec:
     name : str
         Unique dataset name; the Cohort table's ``dataset`` column.
     format : str
-        Dataset layout; only ``"bids"``.
+        Dataset layout: ``"bids"`` or ``"openbhb"`` (see the module docstring).
     root : Path
-        Absolute path of the BIDS folder (``{profile}`` substituted).
+        Absolute path of the dataset folder (``{profile}`` substituted).
     space : str
-        ``"native"`` (raw scanner space) or ``"MNI152NLin2009cSym"``.
+        ``"native"`` (raw scanner space), ``"MNI152NLin2009cSym"`` or ``"MNI152Lin"``.
     skull_stripped : bool
         Whether the scans are already brain-only.
     participants : Path
@@ -469,6 +497,20 @@ def _semantic_problems(
                                         f"{', '.join(RESERVED_COLUMNS)}"))
         problems += _label_problems(entry, path, where)
         problems += _exclude_problems(entry, path, where)
+        problems += _format_problems(entry, path, where)
+    return problems
+
+
+def _format_problems(entry: dict, path: Path, where: str) -> list[Problem]:
+    """An ``openbhb`` entry must declare the space and skull stripping of its arrays."""
+    if entry.get("format") != "openbhb":
+        return []
+    problems = []
+    for key, value in _OPENBHB_FIXED.items():
+        if entry.get(key) != value:
+            problems.append(Problem(path, f"{where}.{key}", f"format 'openbhb' holds "
+                                    f"skull-stripped scans aligned to MNI152 on FSL's 1 mm grid: "
+                                    f"{key} must be {value!r}; got {entry.get(key)!r}"))
     return problems
 
 

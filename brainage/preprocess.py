@@ -7,8 +7,12 @@ Scans in native (scanner) space::
     -> resampling onto the template grid of ``grid_mm`` (one interpolation, MONAI SpatialResample)
     -> skull removal by the template brain mask -> intensity normalisation inside the brain
 
-Scans in ``MNI152NLin2009cSym`` space (the simulated cohort, OpenBHB) skip N4 and registration:
-they are only resampled onto the grid, masked and normalised.
+Scans in a template space skip N4 and registration: they are only resampled onto the grid,
+masked and normalised. These are ``MNI152NLin2009cSym`` (nilearn's template: the simulated cohort)
+and ``MNI152Lin`` (affinely aligned to MNI152 on FSL's 1 mm grid: OpenBHB's quasi-raw ``.npy``
+arrays, read by :func:`brainage.openbhb.load_openbhb_array`). Both are taken to coincide with the
+output grid's MNI152 world coordinates; the MNI152 variants differ by a few millimetres at the
+cortex, which an affine registration to the 2009c template would not remove either.
 
 Choices (documented approximations):
 
@@ -82,8 +86,10 @@ __all__ = [
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
 PREPROCESS_VERSION = "2"
-#: Spaces a scan may be in: raw scanner space, or already in MNI152 (2009c symmetric) space.
-SPACES = ("native", "MNI152NLin2009cSym")
+#: Spaces a scan may be in: raw scanner space (registered here), or already in a template space
+#: (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``, affinely
+#: aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans). Same as brainage.manifest.
+SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
 #: Foreground of a skull-stripped scan: above this fraction of its 99th intensity percentile.
 _FOREGROUND_FRACTION = 0.05
 _CLIP_PERCENTILES = (0.5, 99.5)
@@ -109,7 +115,7 @@ class PreprocessParams:
 
     Parameters
     ----------
-    space : {"native", "MNI152NLin2009cSym"}, default="native"
+    space : {"native", "MNI152NLin2009cSym", "MNI152Lin"}, default="native"
         Space of the input scans: ``native`` scans are registered, MNI-space ones are not.
     grid_mm : float, default=2.0
         Isotropic voxel size of the output grid, in mm.
@@ -159,7 +165,9 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     Parameters
     ----------
     path : str or PathLike
-        A NIfTI file (``.nii`` or ``.nii.gz``). A 4D file with a single volume is accepted.
+        A NIfTI file (``.nii`` or ``.nii.gz``); a 4D file with a single volume is accepted. Or an
+        OpenBHB ``.npy`` array, read by :func:`brainage.openbhb.load_openbhb_array` (channel axis
+        dropped, the quasi-raw grid's affine).
 
     Raises
     ------
@@ -174,10 +182,13 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"scan {path} does not exist")
-    try:
-        data = LoadImage(image_only=True, dtype=np.float32)(str(path))
-    except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
-        raise PreprocessError(f"scan {path} cannot be read as an image: {err}") from err
+    if path.name.endswith(".npy"):
+        data = _load_array(path)
+    else:
+        try:
+            data = LoadImage(image_only=True, dtype=np.float32)(str(path))
+        except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
+            raise PreprocessError(f"scan {path} cannot be read as an image: {err}") from err
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -192,6 +203,21 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     ras = Orientation(axcodes="RAS", labels=_RAS_LABELS)(channel_first)
     affine = np.asarray(ras.affine, dtype=np.float64)
     return nib.Nifti1Image(np.asarray(ras[0], dtype=np.float32), affine)
+
+
+def _load_array(path: Path) -> Any:
+    """An OpenBHB ``.npy`` array as a MONAI MetaTensor (X, Y, Z) carrying its affine."""
+    import torch
+    from monai.data import MetaTensor
+
+    from .openbhb import load_openbhb_array
+
+    try:
+        img = load_openbhb_array(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise PreprocessError(f"scan {path} cannot be read as an OpenBHB array: {err}") from err
+    return MetaTensor(torch.as_tensor(np.asarray(img.dataobj, dtype=np.float32)),
+                      affine=torch.as_tensor(img.affine))
 
 
 def resample_to_grid(img: nib.Nifti1Image, grid: tuple[tuple[int, int, int], np.ndarray],
@@ -279,8 +305,8 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     Parameters
     ----------
     path : str or PathLike
-        A 3D NIfTI scan.
-    space : {"native", "MNI152NLin2009cSym"}, default="native"
+        A 3D NIfTI scan, or an OpenBHB ``.npy`` array (see :func:`load_scan`).
+    space : {"native", "MNI152NLin2009cSym", "MNI152Lin"}, default="native"
         ``native``: reorient, N4, register to MNI152 (affine); MNI-space scans are only resampled.
     grid_mm : float, default=2.0
         Isotropic voxel size of the output grid (:func:`template_grid`), in mm.

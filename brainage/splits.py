@@ -14,6 +14,17 @@ systematic stratified sample. The split sizes come from the fractions by largest
 with at least one subject in each split of positive fraction (so 3 controls suffice for three
 splits). scikit-learn's ``train_test_split(stratify=...)`` needs at least two members per
 stratum and class and cannot hold age bins of a 10-subject cohort, hence this small routine.
+
+Benchmark splits. :func:`benchmark_splits` follows a benchmark's official split (the Cohort
+table's ``official_split`` column, as OpenBHB's reader writes it [1]_): the official training
+subjects are divided into ``train`` and ``val`` by the routine above (stratified by age and
+site), the internal test set becomes ``test`` and the external test set (sites unseen in
+training) ``external_test``.
+
+References
+----------
+.. [1] Dufumier B et al. OpenBHB: a large-scale multi-site brain MRI data-set for age prediction
+   and debiasing. NeuroImage 263, 119637 (2022).
 """
 
 from __future__ import annotations
@@ -28,12 +39,25 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLINICAL", "SPLITS", "load_splits", "make_splits", "save_splits"]
+__all__ = [
+    "CLINICAL",
+    "EXTERNAL_TEST",
+    "SPLITS",
+    "benchmark_splits",
+    "load_splits",
+    "make_splits",
+    "save_splits",
+]
 
 #: Splits of the healthy controls, in order.
 SPLITS = ("train", "val", "test")
+#: Split of a benchmark's healthy controls from sites unseen in training (:func:`benchmark_splits`).
+EXTERNAL_TEST = "external_test"
 #: Split of the patients (AD, PD).
 CLINICAL = "clinical"
+#: Official benchmark split (``official_split`` column) -> split of its held-out controls.
+_OFFICIAL_HELD_OUT = {"internal_test": "test", "external_test": EXTERNAL_TEST}
+_OFFICIAL_TRAIN = "train"
 _GROUPS = ("HC", "AD", "PD")
 
 
@@ -87,6 +111,81 @@ def make_splits(
     out = out.sort_values("participant_id", kind="stable").reset_index(drop=True)
     logger.info("splits (seed %d): %s", seed, out["split"].value_counts().to_dict())
     return out
+
+
+def benchmark_splits(cohort: pd.DataFrame, *, seed: int, val_fraction: float = 0.2,
+                     stratify_site: bool = True) -> pd.DataFrame:
+    """Splits that follow a benchmark's official split (OpenBHB's, see the module docstring).
+
+    The subjects of official split ``train`` are divided into ``train`` and ``val`` by
+    :func:`make_splits` (age-stratified, and site-stratified with ``stratify_site``); official
+    ``internal_test`` subjects get ``test`` and ``external_test`` subjects ``external_test``.
+    Patients (group ``AD``, ``PD``) get ``clinical`` whatever their official split.
+
+    Parameters
+    ----------
+    cohort : pandas.DataFrame
+        Cohort table with ``participant_id``, ``age``, ``group``, ``official_split`` (``train``,
+        ``internal_test`` or ``external_test``) and, with ``stratify_site``, ``site``.
+    seed : int
+        Seed of the train/val division; the same seed gives the same splits.
+    val_fraction : float, default=0.2
+        Share of the official training controls put in ``val``, in [0, 1).
+    stratify_site : bool, default=True
+        Divide each site's official training controls in the same proportions.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per subject, sorted by id: ``participant_id``, ``split``.
+
+    Raises
+    ------
+    ValueError
+        On a missing ``official_split`` column or an unknown label in it, a subject with scans
+        in two official splits, a bad ``val_fraction``, or the errors of :func:`make_splits`.
+    """
+    official = _official_split(cohort)
+    number = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
+    if not number or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    in_train = cohort["participant_id"].map(official) == _OFFICIAL_TRAIN
+    if not in_train.any():
+        raise ValueError(f"cohort: no subject has official_split {_OFFICIAL_TRAIN!r}; the "
+                         f"train and val splits are drawn from them")
+    trained = make_splits(cohort[in_train], seed=seed, stratify_site=stratify_site,
+                          fractions=(1.0 - val_fraction, val_fraction, 0.0))
+    held = _subjects(cohort[~in_train], stratify_site=False)
+    labels = held["participant_id"].map(official).map(_OFFICIAL_HELD_OUT)
+    held_out = pd.DataFrame({"participant_id": held["participant_id"],
+                             "split": labels.where(held["group"] == "HC", CLINICAL)})
+    out = pd.concat([trained, held_out], ignore_index=True)
+    out = out.sort_values("participant_id", kind="stable").reset_index(drop=True)
+    logger.info("benchmark splits (seed %d): %s", seed, out["split"].value_counts().to_dict())
+    return out
+
+
+def _official_split(cohort: pd.DataFrame) -> pd.Series:
+    """Each subject's official split (participant id -> label), checked."""
+    if not isinstance(cohort, pd.DataFrame):
+        raise TypeError(f"cohort: expected a pandas DataFrame (the Cohort table), "
+                        f"got {type(cohort).__name__}")
+    missing = [c for c in ("participant_id", "official_split") if c not in cohort.columns]
+    if missing:
+        raise ValueError(f"cohort: missing column(s) {', '.join(missing)}; benchmark splits need "
+                         f"participant_id and official_split (a benchmark's Cohort table, such "
+                         f"as OpenBHB's); given: {', '.join(map(str, cohort.columns))}")
+    allowed = (_OFFICIAL_TRAIN, *_OFFICIAL_HELD_OUT)
+    unknown = sorted(set(cohort["official_split"].astype(str)) - set(allowed))
+    if unknown:
+        raise ValueError(f"cohort: column official_split must hold {', '.join(allowed)}; "
+                         f"got {unknown}")
+    per_subject = cohort.groupby("participant_id")["official_split"].nunique()
+    mixed = per_subject.index[per_subject > 1].tolist()
+    if mixed:
+        raise ValueError(f"cohort: subject(s) {', '.join(map(str, mixed[:10]))} have scans in "
+                         f"different official splits; a subject needs one")
+    return cohort.groupby("participant_id")["official_split"].first()
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -234,11 +333,11 @@ def _validate(splits: pd.DataFrame, what: str) -> None:
     if missing:
         raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; expected "
                          f"participant_id, split; got {', '.join(map(str, splits.columns))}")
-    allowed = {*SPLITS, CLINICAL}
-    unknown = sorted(set(splits["split"].astype(str)) - allowed)
+    allowed = (*SPLITS, EXTERNAL_TEST, CLINICAL)
+    unknown = sorted(set(splits["split"].astype(str)) - set(allowed))
     if unknown:
         raise ValueError(f"{what}: unknown split label(s) {unknown}; allowed: "
-                         f"{', '.join([*SPLITS, CLINICAL])}")
+                         f"{', '.join(allowed)}")
     duplicated = splits.loc[splits["participant_id"].duplicated(), "participant_id"]
     if len(duplicated):
         raise ValueError(f"{what}: subject(s) {', '.join(map(str, duplicated.unique()[:10]))} "

@@ -203,16 +203,24 @@ glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False
 # ## Subject-level splits
 #
 # Healthy controls only, stratified by age (and site), fixed by the seed; patients form the
-# separate `clinical` set.
+# separate `clinical` set. A dataset with an official split (OpenBHB) keeps it: its internal
+# test set is the test split, its external test set (sites unseen in training) stays apart as
+# `external_test`, and the validation split is drawn from its training set by subject, in the
+# proportion `split_fractions` gives validation to training.
 
 # %%
-split_table = splits.make_splits(table, seed=seed, fractions=tuple(split_fractions),
-                                 stratify_site=stratify_site)
+if "official_split" in table.columns:
+    val_fraction = split_fractions[1] / (split_fractions[0] + split_fractions[1])
+    split_table = splits.benchmark_splits(table, seed=seed, val_fraction=val_fraction,
+                                          stratify_site=stratify_site)
+else:
+    split_table = splits.make_splits(table, seed=seed, fractions=tuple(split_fractions),
+                                     stratify_site=stratify_site)
 splits.save_splits(split_table, run / "splits.csv")
 merged = table.merge(split_table, on="participant_id")
 display(merged.groupby("split")["age"].describe().round(1))
 show(px.box(merged, x="split", y="age", color="split", points="all",
-            title="Age by split", category_orders={"split": ["train", "val", "test", "clinical"]}))
+            title="Age by split", category_orders={"split": ["train", "val", "test", "external_test", "clinical"]}))
 
 # %% [markdown]
 # ## Data checksums

@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage import evaluation, metrics
+from brainage import evaluation, metrics, openbhb
 from brainage.figures import show
 from brainage.profiles import resolve_path
 from brainage.runs import RunFolder
@@ -142,3 +142,28 @@ for name, rows in ba.groupby("model"):
     for y, dash in ((mean, "solid"), (mean - 1.96 * sd, "dot"), (mean + 1.96 * sd, "dot")):
         fig.add_hline(y=y, line_dash=dash, annotation_text=f"{name} {y:+.1f}", opacity=0.6)
 show(fig)
+
+# %% [markdown]
+# ## The OpenBHB benchmark
+#
+# For a dataset with an external test set (OpenBHB's scans from sites unseen in training), the
+# benchmark's metrics: MAE on the internal and the external test set, and how much site
+# information the learned representation keeps, as the balanced accuracy of a logistic
+# regression that predicts the site from the encoder's features (fitted on the training
+# scans, scored on the internal test scans; chance is one over the number of sites, lower is
+# better). The challenge's combined score is external MAE x site accuracy + internal MAE / 64.
+
+# %%
+if (predictions["split"] == "external_test").any():
+    site_bacc = openbhb.run_site_balanced_accuracy(run, models, seed=seed)
+    benchmark = openbhb.benchmark_metrics(predictions, site_bacc=site_bacc, n_boot=n_boot,
+                                          seed=seed)
+    benchmark.to_csv(run.path / "benchmark.csv", index=False)
+    n_sites_train = cohort.loc[cohort["split"] == "train", "site"].nunique()
+    display(Markdown(f"Chance level of the site accuracy: 1/{n_sites_train} = "
+                     f"{1 / n_sites_train:.3f} ({n_sites_train} training sites)."))
+    display(benchmark.round(3))
+    for row in benchmark.itertuples():
+        glue(f"{row.metric}_{row.model}", f"{row.value:.2f}", display=False)
+else:
+    display(Markdown("No external test set: this dataset has no official benchmark split."))

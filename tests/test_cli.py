@@ -24,7 +24,7 @@ def test_no_command_prints_help_and_fails(capsys):
 
 def test_profiles_lists_the_repository_profiles(repo_root, capsys):
     assert main(["profiles", "--root", str(repo_root)]) == 0
-    assert capsys.readouterr().out.split() == ["ixi", "paper", "quick", "tiny"]
+    assert capsys.readouterr().out.split() == ["ixi", "openbhb", "paper", "quick", "tiny"]
 
 
 def test_unknown_profile_is_a_clear_error(repo_root, capsys):

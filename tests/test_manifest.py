@@ -88,6 +88,19 @@ def test_good_manifest_resolves_everything(tmp_path):
                                tmp_path / "atlas" / "labels.tsv")
 
 
+def test_openbhb_entry(tmp_path):
+    (tmp_path / "openbhb").mkdir()
+    (tmp_path / "openbhb" / "participants.tsv").write_text("participant_id\tsplit\tage\n")
+    entry = {"name": "openbhb", "format": "openbhb", "root": "openbhb", "space": "MNI152Lin",
+             "skull_stripped": True,
+             "columns": {"participant_id": "participant_id", "age": "age", "site": "siteXacq"}}
+    path = _write_manifest(tmp_path, _manifest(entry), make_paths=False)
+    spec = load_manifest(path).dataset("openbhb")
+    assert spec.format == "openbhb" and spec.space == "MNI152Lin" and spec.skull_stripped
+    assert spec.participants == tmp_path / "openbhb" / "participants.tsv"  # the default
+    assert spec.columns["site"] == "siteXacq"
+
+
 def test_defaults_and_profile_substitution(tmp_path):
     (tmp_path / "data" / "paper").mkdir(parents=True)
     (tmp_path / "data" / "paper" / "participants.tsv").write_text("participant_id\tage\n")
@@ -173,10 +186,18 @@ BAD_CASES = {
     "unquoted brace": (_set("root", {"profile": None}), "datasets[0].root",
                        r"must be a string; got dict .*quote it"),
     "bad space": (_set("space", "nativ"), "datasets[0].space",
-                  r"must be one of 'native', 'MNI152NLin2009cSym'; got 'nativ' "
+                  r"must be one of 'native', 'MNI152NLin2009cSym', 'MNI152Lin'; got 'nativ' "
                   r"\(did you mean 'native'\?\)"),
     "bad format": (_set("format", "BIDS"), "datasets[0].format",
-                   r"must be one of 'bids'; got 'BIDS' \(did you mean 'bids'\?\)"),
+                   r"must be one of 'bids', 'openbhb'; got 'BIDS' \(did you mean 'bids'\?\)"),
+    "openbhb in native space": (_set("format", "openbhb"), "datasets[0].space",
+                                (r"format 'openbhb' holds skull-stripped scans aligned to MNI152 "
+                                 r"on FSL's 1 mm grid: space must be 'MNI152Lin'; got 'native'")),
+    "openbhb not skull-stripped": (_set("format", "openbhb"), "datasets[0].skull_stripped",
+                                   r"format 'openbhb' .*: skull_stripped must be True; got False"),
+    "official_split score name": (_set("scores", {"official_split": "x"}),
+                                  "datasets[0].scores.official_split",
+                                  r"score name 'official_split' clashes with a Cohort column"),
     "simulated not bool": (_set("simulated", "maybe"), "datasets[0].simulated",
                            r"must be true or false; got str 'maybe'"),
     "missing skull_stripped": (_drop("skull_stripped"), "datasets[0].skull_stripped",

@@ -210,6 +210,26 @@ def test_mni_space_scan_is_resampled_and_normalised(template_scan: Path, grid_mm
     assert pp.alignment_score(img) > 0.9  # 4 mm: smoothed, then compared at 2 mm
 
 
+def test_openbhb_array_of_the_template_lands_on_the_template(tmp_path: Path) -> None:
+    """The template as an OpenBHB array (LAS voxel order, shape (1, X, Y, Z), the affine of the
+    dataset's resource template) is resampled, not registered, onto the grid: aligned."""
+    template, _ = template_images()
+    data = (template.get_fdata() * 300 + 20).astype(np.float32)[::-1]  # x runs right to left
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = data.shape[0] - 1  # voxel i of the LAS array is voxel X-1-i of the template
+    root = tmp_path / "openbhb"
+    (root / "resource").mkdir(parents=True)
+    _save(root / "resource", "quasiraw_space-MNI152_desc-brain_T1w.nii.gz", data,
+          template.affine @ flip)
+    path = root / "train" / "derivatives" / "sub-1" / "ses-1" / "sub-1_preproc-quasiraw_T1w.npy"
+    path.parent.mkdir(parents=True)
+    np.save(path, data[None])
+    assert pp.PreprocessParams(space="MNI152Lin").space == "MNI152Lin"
+    img = pp.preprocess_file(path, space="MNI152Lin", grid_mm=4.0, skull_stripped=True)
+    assert img.shape == pp.template_grid(4.0)[0]
+    assert pp.alignment_score(img) > 0.9
+
+
 def test_mni_space_scan_misaligned_scores_low(template_scan: Path, tmp_path: Path) -> None:
     """An MNI-space scan whose content is 12 mm off is not moved (no registration): flagged."""
     img = nib.load(template_scan)

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from brainage.splits import CLINICAL, SPLITS, load_splits, make_splits, save_splits
+from brainage.splits import (
+    CLINICAL,
+    EXTERNAL_TEST,
+    SPLITS,
+    benchmark_splits,
+    load_splits,
+    make_splits,
+    save_splits,
+)
 
 
 def make_cohort(rng: np.random.Generator, n_hc: int, n_ad: int = 0, n_pd: int = 0,
@@ -172,7 +180,8 @@ def test_save_and_load_round_trip(tmp_path, rng):
     ("text", "pattern"),
     [("participant_id,fold\nsub-1,train\n", r"missing column\(s\) split"),
      ("participant_id,split\nsub-1,training\n", r"unknown split label\(s\) \['training'\]; "
-                                                r"allowed: train, val, test, clinical"),
+                                                r"allowed: train, val, test, external_test, "
+                                                r"clinical"),
      ("participant_id,split\nsub-1,train\nsub-1,test\n", r"subject\(s\) sub-1 appear more than "
                                                          r"once")],
 )
@@ -190,3 +199,72 @@ def test_load_missing_and_save_bad(tmp_path):
     with pytest.raises(ValueError, match=r"splits \(to be saved to .*s.csv\): unknown split"):
         save_splits(bad, tmp_path / "s.csv")
     assert not (tmp_path / "s.csv").exists()
+
+
+# --- benchmark splits (OpenBHB's official split) ----------------------------------------------
+
+
+def make_benchmark(rng: np.random.Generator, n_train: int = 100, n_internal: int = 20,
+                   n_external: int = 15, n_ad: int = 0) -> pd.DataFrame:
+    """A Cohort table with official splits: train and internal test share sites A, B; the
+    external test is site X; ``n_ad`` patients are added to the official train split."""
+    cohort = make_cohort(rng, n_hc=n_train + n_internal, n_ad=n_ad, sites={"A": 1.0, "B": 1.0})
+    official = ["train"] * n_train + ["internal_test"] * n_internal + ["train"] * n_ad
+    cohort["official_split"] = official
+    external = make_cohort(rng, n_hc=n_external, sites={"X": 1.0})
+    external["participant_id"] = [f"sub-x{i:03d}" for i in range(n_external)]
+    external["official_split"] = "external_test"
+    return pd.concat([cohort, external], ignore_index=True)
+
+
+def test_benchmark_splits_follow_the_official_split(rng):
+    cohort = make_benchmark(rng, n_ad=4)
+    splits = benchmark_splits(cohort, seed=0)
+    assert list(splits.columns) == ["participant_id", "split"]
+    assert splits["participant_id"].is_unique  # no subject in two splits
+    assert set(splits["participant_id"]) == set(cohort["participant_id"])
+    merged = cohort.merge(splits, on="participant_id")
+    by_split = merged.groupby("split")["official_split"].agg(set).to_dict()
+    assert by_split == {"train": {"train"}, "val": {"train"}, "test": {"internal_test"},
+                        EXTERNAL_TEST: {"external_test"}, CLINICAL: {"train"}}
+    assert (merged.loc[merged["group"] != "HC", "split"] == CLINICAL).all()
+    assert splits["split"].value_counts().to_dict() == {
+        "train": 80, "val": 20, "test": 20, EXTERNAL_TEST: 15, CLINICAL: 4}
+    for _, site in merged[merged["split"].isin(["train", "val"])].groupby("site"):
+        assert abs((site["split"] == "val").mean() - 0.2) < 0.05  # each site split alike
+
+
+def test_benchmark_splits_are_deterministic_and_round_trip(tmp_path, rng):
+    cohort = make_benchmark(rng)
+    first = benchmark_splits(cohort, seed=3)
+    pd.testing.assert_frame_equal(first, benchmark_splits(cohort, seed=3))
+    other = benchmark_splits(cohort, seed=4)
+    assert (first["split"] != other["split"]).sum() > 10
+    fixed = first["split"].isin(["test", EXTERNAL_TEST])
+    assert first[fixed].equals(other[fixed])  # only train/val depend on the seed
+    path = save_splits(first, tmp_path / "splits.csv")
+    pd.testing.assert_frame_equal(load_splits(path), first, check_dtype=False)
+    assert benchmark_splits(cohort, seed=0, val_fraction=0.0)["split"].value_counts().to_dict() \
+        == {"train": 100, "test": 20, EXTERNAL_TEST: 15}
+
+
+def test_benchmark_splits_bad_inputs(rng):
+    cohort = make_benchmark(rng)
+    with pytest.raises(ValueError, match=r"cohort: missing column\(s\) official_split; "
+                                         r"benchmark splits need"):
+        benchmark_splits(cohort.drop(columns="official_split"), seed=0)
+    bad = cohort.assign(official_split=cohort["official_split"].replace("internal_test", "dev"))
+    with pytest.raises(ValueError, match=r"official_split must hold train, internal_test, "
+                                         r"external_test; got \['dev'\]"):
+        benchmark_splits(bad, seed=0)
+    two = pd.concat([cohort.iloc[[0]].assign(official_split="internal_test"), cohort])
+    with pytest.raises(ValueError, match=r"subject\(s\) sub-0000 have scans in different "
+                                         r"official splits"):
+        benchmark_splits(two, seed=0)
+    for fraction in (1.0, -0.1, "0.2"):
+        with pytest.raises(ValueError, match=rf"val_fraction: expected a number in \[0, 1\), "
+                                             rf"got {fraction!r}"):
+            benchmark_splits(cohort, seed=0, val_fraction=fraction)
+    tests_only = cohort[cohort["official_split"] != "train"]
+    with pytest.raises(ValueError, match=r"no subject has official_split 'train'"):
+        benchmark_splits(tests_only, seed=0)

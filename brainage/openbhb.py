@@ -1,0 +1,702 @@
+"""OpenBHB: the brain-age benchmark's layout read into the Cohort table, and its metrics.
+
+OpenBHB [1]_ gathers about 5,300 T1-weighted scans of healthy people from about 70 sites,
+preprocessed ("quasi-raw": skull-stripped, bias-corrected, affinely aligned to MNI152 on FSL's
+1 mm grid) and stored as NumPy arrays. Its public layout::
+
+    <root>/participants.tsv          one row per scan: participant_id (an integer, no "sub-"),
+                                     split (train, internal_test, external_test), age, sex,
+                                     site, siteXacq (the challenge's site label), study ...
+    <root>/train/derivatives/sub-<id>/ses-1/sub-<id>_preproc-quasiraw_T1w.npy   split train
+    <root>/val/derivatives/sub-<id>/ses-1/sub-<id>_preproc-quasiraw_T1w.npy     both test splits
+    <root>/resource/quasiraw_space-MNI152_desc-brain_T1w.nii.gz                 optional template
+
+Each array is float32 of shape (1, 182, 218, 182); its affine is the template's when the
+``resource`` file is there, else FSL's MNI152 1 mm affine (:data:`AFFINE`).
+
+:func:`load_openbhb_cohort` (called by :func:`brainage.cohort.load_cohort` for a manifest entry
+of ``format: openbhb``) returns the same Cohort and problems tables as the BIDS reader, with the
+same row checks (it shares :mod:`brainage.cohort`'s parsing and logging), plus one column,
+``official_split``. What is an error and what a warning is as for BIDS, except:
+
+- error, scan left out: a row whose array is missing (the benchmark's metrics need every
+  scan; drop a row on purpose with the manifest's ``exclude``), an array under the other split's
+  folder, an array of another shape than the grid's, an unknown ``split`` label.
+- error, whole dataset: no ``split`` column; a split folder (``train/derivatives`` or
+  ``val/derivatives``) absent (one error naming the rows it leaves without an array).
+
+The challenge [2]_ scores a model by its MAE on the internal test set, its MAE on the external
+test set (sites unseen in training), and the balanced accuracy with which a logistic regression
+recovers the site from the model's features (:func:`site_balanced_accuracy`: lower means less
+site information), combined by :func:`challenge_score`; :func:`benchmark_metrics` gathers them.
+
+References
+----------
+.. [1] Dufumier B, Grigis A, Victor J, Ambroise C, Frouin V, Duchesnay E. OpenBHB: a large-scale
+   multi-site brain MRI data-set for age prediction and debiasing. NeuroImage 263, 119637 (2022).
+   doi:10.1016/j.neuroimage.2022.119637
+.. [2] The OpenBHB challenge, RAMP kit ``brain_age_with_site_removal`` (scoring described in [1]).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from tqdm.auto import tqdm
+
+from .cohort import (
+    CohortResult,
+    ImageLimits,
+    _build_table,
+    _checksum_problems,
+    _empty_table,
+    _finish,
+    _ids,
+    _image_problems,
+    _Log,
+    _log_exclusions,
+    _log_scans_without_row,
+    _participants,
+    _read_participants,
+)
+from .manifest import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AFFINE",
+    "C_GRID",
+    "N_SITES",
+    "OFFICIAL_SPLITS",
+    "SHAPE",
+    "benchmark_metrics",
+    "challenge_score",
+    "find_openbhb_scans",
+    "load_openbhb_array",
+    "load_openbhb_cohort",
+    "openbhb_grid",
+    "openbhb_path",
+    "run_site_balanced_accuracy",
+    "site_balanced_accuracy",
+]
+
+#: The official splits of ``participants.tsv`` (column ``split``).
+OFFICIAL_SPLITS = ("train", "internal_test", "external_test")
+#: Folder under the root that holds each official split's arrays.
+SPLIT_FOLDERS = {"train": "train", "internal_test": "val", "external_test": "val"}
+#: Spatial shape of the quasi-raw arrays: FSL's MNI152 1 mm grid.
+SHAPE = (182, 218, 182)
+#: Voxel -> MNI mm affine of FSL's MNI152 1 mm grid (x runs right to left: LAS voxel order).
+AFFINE = np.array([[-1.0, 0.0, 0.0, 90.0], [0.0, 1.0, 0.0, -126.0], [0.0, 0.0, 1.0, -72.0],
+                   [0.0, 0.0, 0.0, 1.0]])
+#: The template shipped with the data; when present its header is the authority on the grid.
+TEMPLATE = Path("resource") / "quasiraw_space-MNI152_desc-brain_T1w.nii.gz"
+#: End of an array's file name, after ``sub-<id>``.
+SUFFIX = "_preproc-quasiraw_T1w.npy"
+#: Session folder of every scan.
+SESSION = "ses-1"
+#: Column of ``participants.tsv`` that holds the official split.
+SPLIT_COLUMN = "split"
+#: Number of sites in the challenge's combined score.
+N_SITES = 64
+#: Inverse regularisation strengths tried by the site classifier.
+C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+#: Extra Cohort-table column of this reader.
+OFFICIAL_COLUMN = "official_split"
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+
+def openbhb_grid(root: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid of a dataset's arrays: ``(shape, affine)``.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The OpenBHB folder.
+
+    Returns
+    -------
+    shape : tuple of 3 int
+        Spatial shape: the template's (``resource/...``) if it exists, else :data:`SHAPE`.
+    affine : ndarray, shape (4, 4)
+        Voxel -> MNI mm: the template's if it exists, else :data:`AFFINE`.
+
+    Raises
+    ------
+    ValueError
+        If the template exists but cannot be read; the message names it.
+    """
+    template = Path(root) / TEMPLATE
+    if not template.is_file():
+        return SHAPE, AFFINE.copy()
+    try:
+        img = nib.load(str(template))
+    except Exception as err:  # nibabel raises many types (ImageFileError, OSError, EOFError)
+        raise ValueError(f"OpenBHB template {template} cannot be read: {err}") from err
+    return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
+
+
+def openbhb_path(root: str | os.PathLike, participant_id: str, split: str) -> Path:
+    """Where the array of a participant of an official split lies.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The OpenBHB folder.
+    participant_id : str
+        With or without its ``sub-`` prefix.
+    split : {"train", "internal_test", "external_test"}
+    """
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f"split: expected one of {', '.join(OFFICIAL_SPLITS)}, got {split!r}")
+    pid = participant_id if participant_id.startswith("sub-") else f"sub-{participant_id}"
+    return (Path(root) / SPLIT_FOLDERS[split] / "derivatives" / pid / SESSION
+            / f"{pid}{SUFFIX}")
+
+
+def find_openbhb_scans(root: str | os.PathLike) -> pd.DataFrame:
+    """Arrays of an OpenBHB folder: ``{train,val}/derivatives/sub-*/ses-*/sub-*<SUFFIX>``.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The OpenBHB folder.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``participant_id`` (the ``sub-`` folder), ``session`` (the ``ses-`` folder),
+        ``folder`` (``train`` or ``val``) and ``path`` (absolute), sorted by folder and path.
+    """
+    rows = []
+    for folder in dict.fromkeys(SPLIT_FOLDERS.values()):  # train, then val
+        base = Path(root) / folder / "derivatives"
+        for path in sorted(base.glob(f"sub-*/ses-*/sub-*{SUFFIX}")):
+            pid, session, _ = path.relative_to(base).parts
+            rows.append({"participant_id": pid, "session": session, "folder": folder,
+                         "path": str(path.absolute())})
+    return pd.DataFrame(rows, columns=["participant_id", "session", "folder", "path"])
+
+
+def load_openbhb_array(path: str | os.PathLike,
+                       affine: ArrayLike | None = None) -> nib.Nifti1Image:
+    """Read an OpenBHB quasi-raw array as a 3D float32 NIfTI image.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.npy`` array of shape (1, X, Y, Z) (the layout's) or (X, Y, Z).
+    affine : array-like, shape (4, 4), optional
+        Voxel -> MNI mm. By default the grid of the dataset the file lies in (its template
+        ``resource/...``, found up to five folders above the file, else :data:`AFFINE`), and the
+        array's shape must then match that grid's.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        float32 data, shape (X, Y, Z), in the array's own voxel order (not reoriented).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is not a readable ``.npy`` array, has another shape than (1, X, Y, Z) or
+        (X, Y, Z) or than the grid, or ``affine`` is not a finite 4 x 4 matrix.
+    TypeError
+        The array is not numeric.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"OpenBHB array {path} does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"OpenBHB array {path} cannot be read as a .npy array: {err}") from err
+    if data.ndim == 4 and data.shape[0] == 1:
+        data = data[0]  # (1, X, Y, Z) -> (X, Y, Z): drop the channel axis
+    if data.ndim != 3:
+        raise ValueError(f"OpenBHB array {path} must have shape (1, X, Y, Z) or (X, Y, Z); "
+                         f"got {data.shape}")
+    if data.dtype == bool or not np.issubdtype(data.dtype, np.number):
+        raise TypeError(f"OpenBHB array {path} must hold numbers; got dtype {data.dtype}")
+    if affine is None:
+        shape, affine, source = _grid_of(path)
+        if data.shape != shape:
+            raise ValueError(f"OpenBHB array {path} has shape {data.shape}, but {source} has "
+                             f"shape {shape}: pass its affine explicitly")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"affine: expected a finite 4 x 4 matrix, got shape {affine.shape}")
+    return nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+
+
+def _grid_of(path: Path) -> tuple[tuple[int, int, int], np.ndarray, str]:
+    """Grid of the dataset ``path`` lies in, and where it comes from (for messages)."""
+    # <root>/<folder>/derivatives/sub-<id>/ses-1/<file>: the root is five levels up
+    for folder in list(path.parents)[:5]:
+        if (folder / TEMPLATE).is_file():
+            shape, affine = openbhb_grid(folder)
+            return shape, affine, f"the template {folder / TEMPLATE}"
+    return SHAPE, AFFINE.copy(), "the default OpenBHB grid (FSL's MNI152 1 mm; no template found)"
+
+
+# --- the Cohort table ------------------------------------------------------------------------
+
+
+def load_openbhb_cohort(
+    spec: DatasetSpec, *, check_images: bool = True, limits: ImageLimits | None = None,
+    grid: tuple[Sequence[int], ArrayLike] | None = None,
+) -> CohortResult:
+    """Read an OpenBHB folder into the Cohort table and collect every problem.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        The dataset (``format: openbhb``); ``columns`` maps ``participant_id``, ``age`` and
+        usually ``sex`` and ``site`` (``siteXacq``, the challenge's site label).
+    check_images : bool, default=True
+        Read every array and check its data (:func:`brainage.cohort.check_image`'s checks: NaN or
+        infinite voxels, all zeros, constant). Shapes are checked either way (header only).
+    limits : ImageLimits or None, default=None
+        Voxel size and field of view bounds; ``None`` uses the defaults.
+    grid : (shape, affine), optional
+        Expected spatial shape and affine of the arrays; default :func:`openbhb_grid` of the
+        root (tests pass a small one).
+
+    Returns
+    -------
+    CohortResult
+        ``.table``: the Cohort columns (``participant_id`` as ``sub-<id>``, ``site`` the text of
+        the mapped column) plus ``official_split``; ``.problems``: see the module docstring.
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"spec: expected a DatasetSpec (see brainage.manifest), "
+                        f"got {type(spec).__name__}")
+    log = _Log(spec.name)
+    raw = _read_participants(spec, log)
+    grid = _grid(spec, grid, log) if raw is not None else None
+    if raw is None or grid is None or not _has_split_column(spec, raw, log):
+        return CohortResult(_openbhb_table(_empty_table(spec), {}), log.frame())
+    people = _participants(spec, raw, log)
+    splits = _official_splits(spec, raw, people, log)
+    scans = _match_arrays(spec, people, splits, find_openbhb_scans(spec.root), log)
+    bad = _checksum_problems(spec, log) | _array_problems(spec, scans, grid, log, check_images,
+                                                          limits or ImageLimits())
+    scans = scans[~scans["path"].isin(bad)]
+    table = _openbhb_table(_build_table(spec, people, scans), splits)
+    return _finish(spec, table, log, f"{{train,val}}/derivatives/sub-*/ses-*/sub-*{SUFFIX}")
+
+
+def _grid(spec: DatasetSpec, grid: tuple[Sequence[int], ArrayLike] | None,
+          log: _Log) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The expected grid, checked; None (with an error) if the template cannot be read."""
+    if grid is None:
+        try:
+            return openbhb_grid(spec.root)
+        except ValueError as err:
+            log.add("template", "error", str(err), path=spec.root / TEMPLATE)
+            return None
+    shape, affine = tuple(int(n) for n in grid[0]), np.asarray(grid[1], dtype=np.float64)
+    if len(shape) != 3 or affine.shape != (4, 4):
+        raise ValueError(f"grid: expected (shape of 3 ints, 4 x 4 affine), got shape {shape} "
+                         f"and an affine of shape {affine.shape}")
+    return shape, affine
+
+
+def _has_split_column(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> bool:
+    """Whether the table has the official split column (an error if not)."""
+    if SPLIT_COLUMN in raw.columns:
+        return True
+    log.add("columns", "error", f"OpenBHB's participants table needs a column "
+            f"{SPLIT_COLUMN!r} ({', '.join(OFFICIAL_SPLITS)}); its columns: "
+            f"{', '.join(raw.columns)}", path=spec.participants)
+    return False
+
+
+def _official_splits(spec: DatasetSpec, raw: pd.DataFrame, people: dict[str, dict | None],
+                     log: _Log) -> dict[str, str]:
+    """Participant id -> official split; a usable row with an unknown split becomes unusable."""
+    splits: dict[str, str] = {}
+    for line, (pid, split) in enumerate(zip(_ids(spec, raw), raw[SPLIT_COLUMN].str.strip()),
+                                        start=2):
+        if people.get(pid) is None:
+            continue  # an error or an exclusion already
+        if split not in OFFICIAL_SPLITS:
+            log.add("split", "error", f"split {split!r} is not one of "
+                    f"{', '.join(OFFICIAL_SPLITS)}", pid, f"{spec.participants} line {line}")
+            people[pid] = None
+        else:
+            splits[pid] = split
+    return splits
+
+
+def _match_arrays(spec: DatasetSpec, people: dict[str, dict | None], splits: dict[str, str],
+                  scans: pd.DataFrame, log: _Log) -> pd.DataFrame:
+    """The arrays of the usable rows, each under its split's folder; every mismatch logged."""
+    _log_exclusions(spec, people, scans, log)
+    _log_scans_without_row(spec, people, scans, log)
+    absent = sorted(f for f in set(SPLIT_FOLDERS.values())
+                    if not (spec.root / f / "derivatives").is_dir())
+    by_id = {pid: rows for pid, rows in scans.groupby("participant_id", sort=False)}
+    keep: list[int] = []
+    orphans: dict[str, int] = dict.fromkeys(absent, 0)
+    for pid, split in splits.items():
+        folder = SPLIT_FOLDERS[split]
+        mine = by_id.get(pid, scans.iloc[:0])
+        here = mine[mine["folder"] == folder]
+        if len(here):
+            keep.extend(here.index)
+        elif len(mine):
+            log.add("split_folder", "error", f"the array lies under {mine['folder'].iloc[0]}/, "
+                    f"but participants.tsv gives split {split!r}, whose arrays lie under "
+                    f"{folder}/", pid, mine["path"].iloc[0])
+        elif folder in orphans:
+            orphans[folder] += 1  # one error for the whole absent folder, below
+        else:
+            log.add("missing_image", "error", "participants row without its array (the "
+                    "benchmark needs every scan; exclude the row in the manifest to drop it)",
+                    pid, openbhb_path(spec.root, pid, split))
+    for folder, count in orphans.items():
+        if not count:
+            continue  # no row of its splits: the folder is not needed
+        which = ", ".join(s for s, f in SPLIT_FOLDERS.items() if f == folder)
+        log.add("missing_image", "error", f"the folder {folder}/derivatives does not exist: "
+                f"the {count} row(s) of split(s) {which} have no array", path=spec.root / folder)
+    return scans.loc[keep].reset_index(drop=True)
+
+
+def _array_problems(spec: DatasetSpec, scans: pd.DataFrame,
+                    grid: tuple[tuple[int, ...], np.ndarray], log: _Log, check_images: bool,
+                    limits: ImageLimits) -> set[str]:
+    """Shape (always) and data checks (``check_images``) of every array; the bad paths."""
+    bad: set[str] = set()
+    shape, affine = grid
+    for pid, path in tqdm(list(zip(scans["participant_id"], scans["path"])),
+                          desc=f"checking {spec.name} arrays", disable=None):
+        problems = _shape_problems(path, shape)
+        if not problems and check_images:
+            try:
+                problems = _image_problems(load_openbhb_array(path, affine), limits)
+            except (OSError, ValueError, TypeError) as err:
+                problems = [f"cannot read the array ({' '.join(str(err).split())})"]
+        for message in problems:
+            log.add("image", "error", message, pid, path)
+            bad.add(path)
+    return bad
+
+
+def _shape_problems(path: str, shape: tuple[int, ...]) -> list[str]:
+    """A readable numeric .npy of shape (1, *shape) or ``shape``, from its header alone."""
+    try:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+    except (OSError, ValueError, EOFError) as err:
+        return [f"cannot read the array ({type(err).__name__}: {' '.join(str(err).split())})"]
+    found, dtype = tuple(header.shape), header.dtype
+    del header  # close the memory map
+    if found not in ((1, *shape), shape):
+        return [f"array shape {found} is not the grid's {(1, *shape)} (or {shape})"]
+    if dtype == bool or not np.issubdtype(dtype, np.number):
+        return [f"array dtype {dtype} is not numeric"]
+    return []
+
+
+def _openbhb_table(table: pd.DataFrame, splits: dict[str, str]) -> pd.DataFrame:
+    """The Cohort table with its official split, as the last column."""
+    out = table.copy()
+    out[OFFICIAL_COLUMN] = out["participant_id"].map(splits).astype(object)
+    return out
+
+
+# --- the challenge's metrics -----------------------------------------------------------------
+
+
+def site_balanced_accuracy(train_features: ArrayLike, train_sites: ArrayLike,
+                           test_features: ArrayLike, test_sites: ArrayLike, *, seed: int = 0,
+                           c_grid: Sequence[float] = C_GRID, standardize: bool = False) -> float:
+    """Balanced accuracy of recovering the site from features: the challenge's debiasing score.
+
+    A multinomial logistic regression is fitted on the training features and sites, its ``C``
+    chosen from ``c_grid`` by stratified K-fold cross-validation scored by balanced accuracy, then
+    refitted on all training features and scored on the test set. Lower is better (less site
+    information); chance is 1 / number of sites. The folds are ``min(5, smallest site count)``
+    (5 in the challenge), so that every fold holds every site.
+
+    Parameters
+    ----------
+    train_features : array-like, shape (N, D)
+        Features (e.g. the encoder's representation) of the training scans.
+    train_sites : array-like, shape (N,)
+        Their site labels (compared as text); at least 2 sites, each with at least 2 scans.
+    test_features : array-like, shape (M, D)
+        Features of the test scans (the internal test set: the same sites).
+    test_sites : array-like, shape (M,)
+        Their site labels; a site absent from training counts as misclassified (with a warning).
+    seed : int, default=0
+        Seed of the fold shuffling.
+    c_grid : sequence of float, default=C_GRID
+        Inverse regularisation strengths tried (the challenge's 10^-2 ... 10^2).
+    standardize : bool, default=False
+        Scale each feature to zero mean and unit variance on the training set first (inside the
+        cross-validation), so that the ``C`` grid means the same for features of any scale. The
+        challenge fits the raw features (off by default, so that scores compare with its
+        leaderboard); its solver (saga, 150 iterations) is replaced by lbfgs run to convergence,
+        which estimates the same model.
+
+    Returns
+    -------
+    float
+        Balanced accuracy on the test set, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, non-finite features, fewer than 2 sites, or a site with 1 training scan.
+
+    References
+    ----------
+    .. [1] Dufumier B et al. OpenBHB: a large-scale multi-site brain MRI data-set for age
+       prediction and debiasing. NeuroImage 263, 119637 (2022).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train = _features(train_features, train_sites, "train")
+    x_test, y_test = _features(test_features, test_sites, "test")
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train_features and test_features must have the same number of "
+                         f"features; got {x_train.shape[1]} and {x_test.shape[1]}")
+    n_splits = _n_folds(y_train)
+    unseen = sorted(str(site) for site in set(y_test) - set(y_train))
+    if unseen:
+        warnings.warn(f"test_sites: site(s) {unseen[:10]} have no training scan; their scans "
+                      f"count as misclassified", stacklevel=2)
+    if not c_grid or not all(math.isfinite(c) and c > 0 for c in c_grid):
+        raise ValueError(f"c_grid: expected positive finite numbers, got {c_grid!r}")
+    steps = [StandardScaler()] if standardize else []
+    model = make_pipeline(*steps, LogisticRegression(max_iter=2000))
+    search = GridSearchCV(model, {"logisticregression__C": list(c_grid)},
+                          scoring="balanced_accuracy", refit=True,
+                          cv=StratifiedKFold(n_splits, shuffle=True, random_state=seed))
+    search.fit(x_train, y_train)
+    bacc = float(balanced_accuracy_score(y_test, search.predict(x_test)))
+    logger.info("site balanced accuracy %.3f (%d sites, %d-fold CV, C=%g)", bacc,
+                len(set(y_train)), n_splits, search.best_params_["logisticregression__C"])
+    return bacc
+
+
+def run_site_balanced_accuracy(run: Any, models: Mapping[str, str | Path], *, seed: int = 0,
+                               batch_size: int = 8, device: str = "auto") -> dict[str, float]:
+    """Site balanced accuracy of each model's learned representation in a run folder.
+
+    The encoder's features of the training split (where the site classifier is fitted) and of
+    the internal test split (where it is scored), as the challenge does; see
+    :func:`site_balanced_accuracy`.
+
+    Parameters
+    ----------
+    run : brainage.runs.RunFolder
+        A run whose ``cohort.csv`` has ``train`` and ``test`` splits with a ``site`` column.
+    models : mapping of str to path
+        Model name to checkpoint (``best.pt``).
+    seed : int, default=0
+        Seed of the cross-validation folds.
+    batch_size, device
+        As for :func:`brainage.train.encode`.
+
+    Returns
+    -------
+    dict of str to float
+        Model name to balanced accuracy (chance: 1 / number of training sites).
+    """
+    from .train import encode, load_model
+
+    cohort = run.cohort()
+    rows = {split: cohort[cohort["split"] == split].reset_index(drop=True)
+            for split in ("train", "test")}
+    datasets = {split: run.dataset(split) for split in rows}
+    scores = {}
+    for name, checkpoint in models.items():
+        model = load_model(checkpoint)
+        features = {split: encode(model, data, batch_size=batch_size, device=device)
+                    for split, data in datasets.items()}
+        scores[name] = site_balanced_accuracy(
+            features["train"], rows["train"]["site"].astype(str), features["test"],
+            rows["test"]["site"].astype(str), seed=seed)
+    return scores
+
+
+def _features(features: ArrayLike, sites: ArrayLike, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) finite float features and their (N,) site labels as text, checked."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(sites).astype(str)
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{which}_features and {which}_sites: expected shapes (N, D) and (N,) "
+                         f"with N > 0; got {x.shape} and {y.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{which}_features: {int((~np.isfinite(x)).sum())} NaN or infinite "
+                         f"value(s)")
+    return x, y
+
+
+def _n_folds(sites: np.ndarray) -> int:
+    """``min(5, smallest site count)`` stratified folds; an error below 2."""
+    labels, counts = np.unique(sites, return_counts=True)
+    if len(labels) < 2:
+        raise ValueError(f"train_sites: need at least 2 sites to classify; got {list(labels)}")
+    if counts.min() < 2:
+        rare = labels[counts < 2].tolist()
+        raise ValueError(f"train_sites: site(s) {rare[:10]} have a single training scan; "
+                         f"stratified cross-validation needs at least 2 per site (drop or merge "
+                         f"them)")
+    return int(min(5, counts.min()))
+
+
+def challenge_score(mae_internal: float, mae_external: float, bacc: float,
+                    n_sites: int = N_SITES) -> float:
+    """The challenge's combined score: ``mae_external * bacc + mae_internal / n_sites``.
+
+    Lower is better: the external error is weighted by how much site information the features
+    hold, and the internal error counts a little.
+
+    Parameters
+    ----------
+    mae_internal : float
+        MAE (years) on the internal test set; non-negative.
+    mae_external : float
+        MAE (years) on the external test set; non-negative.
+    bacc : float
+        Site balanced accuracy (:func:`site_balanced_accuracy`), in [0, 1].
+    n_sites : int, default=64
+        Number of sites (64 in the challenge).
+
+    Returns
+    -------
+    float
+
+    References
+    ----------
+    .. [1] Dufumier B et al. OpenBHB: a large-scale multi-site brain MRI data-set for age
+       prediction and debiasing. NeuroImage 263, 119637 (2022).
+    """
+    for name, value in (("mae_internal", mae_internal), ("mae_external", mae_external)):
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: expected a finite non-negative number, got {value!r}")
+    if not _is_number(bacc) or not 0 <= bacc <= 1:
+        raise ValueError(f"bacc: expected a balanced accuracy in [0, 1], got {bacc!r}")
+    if isinstance(n_sites, bool) or not isinstance(n_sites, (int, np.integer)) or n_sites < 1:
+        raise ValueError(f"n_sites: expected a positive int, got {n_sites!r}")
+    return float(mae_external * bacc + mae_internal / n_sites)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def benchmark_metrics(predictions: pd.DataFrame, *,
+                      site_bacc: float | Mapping[str, float] | None = None,
+                      column: str = "predicted", n_sites: int = N_SITES, n_boot: int = 2000,
+                      seed: int = 0) -> pd.DataFrame:
+    """The benchmark's metrics of each model, as a tidy table.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        One row per scan (and model): ``split`` (``test`` for the internal test set,
+        ``external_test``, as :func:`brainage.splits.benchmark_splits` names them; other rows are
+        ignored), ``age``, ``column`` and optionally ``model`` (else one model, ``"model"``).
+    site_bacc : float or mapping of str to float, optional
+        Site balanced accuracy (:func:`site_balanced_accuracy`) of each model (a float for a
+        single model); without it the table holds the two MAEs only.
+    column : str, default="predicted"
+        The predicted age column (e.g. ``corrected_predicted``).
+    n_sites : int, default=64
+        Number of sites in :func:`challenge_score`.
+    n_boot : int, default=2000
+        Bootstrap resamples of the MAE confidence intervals
+        (:func:`brainage.metrics.regression_metrics`).
+    seed : int, default=0
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, metric, value, ci_low, ci_high, ci_method, n``; metrics
+        ``mae_internal``, ``mae_external`` (95 % CIs), and with ``site_bacc`` also ``site_bacc``
+        and ``challenge_score`` (no CI: NaN), in that order per model.
+    """
+    from .metrics import regression_metrics
+
+    data = _benchmark_rows(predictions, column)
+    baccs = _baccs(site_bacc, list(data["model"].unique()))
+    rows = []
+    for model, frame in data.groupby("model", sort=False):
+        maes = {}
+        for metric, split in (("mae_internal", "test"), ("mae_external", "external_test")):
+            part = frame[frame["split"] == split]
+            stats = regression_metrics(part["age"], part[column], n_boot=n_boot, seed=seed)
+            maes[metric] = stats["mae"]["value"]
+            rows.append({"model": model, "metric": metric, **stats["mae"], "n": stats["n"]})
+        if baccs is not None:
+            bacc = baccs[str(model)]
+            score = challenge_score(maes["mae_internal"], maes["mae_external"], bacc, n_sites)
+            for metric, value in (("site_bacc", bacc), ("challenge_score", score)):
+                rows.append({"model": model, "metric": metric, "value": value,
+                             "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "n": np.nan})
+    return pd.DataFrame(rows)[["model", "metric", "value", "ci_low", "ci_high", "ci_method", "n"]]
+
+
+def _benchmark_rows(predictions: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The internal and external test rows, with a model column; checked."""
+    if not isinstance(predictions, pd.DataFrame):
+        raise TypeError(f"predictions: expected a pandas DataFrame, "
+                        f"got {type(predictions).__name__}")
+    missing = [c for c in ("split", "age", column) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions: missing column(s) {', '.join(missing)}; given: "
+                         f"{', '.join(map(str, predictions.columns))}")
+    data = predictions[predictions["split"].isin(["test", "external_test"])]
+    if data.empty:
+        raise ValueError(f"predictions: no row of split 'test' or 'external_test'; splits "
+                         f"found: {sorted(set(predictions['split'].astype(str)))}")
+    if "model" not in data.columns:
+        data = data.assign(model="model")
+    for model, frame in data.groupby("model", sort=False):
+        counts = frame["split"].value_counts()
+        for split in ("test", "external_test"):
+            if counts.get(split, 0) < 2:
+                raise ValueError(f"predictions: model {model!r} has {counts.get(split, 0)} "
+                                 f"row(s) of split {split!r}; the benchmark needs at least 2")
+    return data
+
+
+def _baccs(site_bacc: float | Mapping[str, float] | None,
+           models: list) -> dict[str, float] | None:
+    """Each model's site balanced accuracy, or None."""
+    if site_bacc is None:
+        return None
+    if isinstance(site_bacc, Mapping):
+        missing = [m for m in map(str, models) if m not in site_bacc]
+        if missing:
+            raise ValueError(f"site_bacc: no value for model(s) {missing}; given for "
+                             f"{sorted(site_bacc)}")
+        return {str(m): float(site_bacc[str(m)]) for m in models}
+    if len(models) != 1:
+        raise ValueError(f"site_bacc: a single number is ambiguous for {len(models)} models "
+                         f"{models}; pass a mapping model -> balanced accuracy")
+    return {str(models[0]): float(site_bacc)}
