@@ -7,7 +7,7 @@ Run from the repository root::
 
 The real dataset is not needed: nilearn's 1 mm MNI152 template is resampled onto OpenBHB's
 quasi-raw grid (FSL's 182 x 218 x 182 at 1 mm) and saved in the dataset's layout, each copy with
-its own intensity scale and noise. For each array the script times the audit's image check
+its own intensity scale and 2% noise. For each array the script times the audit's image check
 (``cohort.check_image``: load and data checks), the load alone, and a cold preprocessing
 (resample onto the grid, mask, normalise: no registration, the arrays are already aligned),
 then the cached read, on one thread; and the site balanced accuracy of 5,300 x 128 features
@@ -48,7 +48,8 @@ def make_arrays(root: Path, n: int) -> list[Path]:
         path = (root / "train" / "derivatives" / f"sub-{i}" / "ses-1" /
                 f"sub-{i}_preproc-quasiraw_T1w.npy")
         path.parent.mkdir(parents=True)
-        data = base * rng.uniform(0.5, 2.0) + rng.normal(0, 5, base.shape).astype(np.float32)
+        noise = rng.normal(0, 0.02 * float(base.max()), base.shape).astype(np.float32)
+        data = (base + noise) * rng.uniform(0.5, 2.0)  # 2% noise, a scanner-like scale
         np.save(path, np.clip(data, 0, None)[None])  # (1, X, Y, Z)
         paths.append(path)
     return paths
