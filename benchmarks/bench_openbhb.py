@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_s  # noqa: E402
+from _timing import median_s
 
 
 def make_arrays(root: Path, n: int) -> list[Path]:

@@ -901,7 +901,7 @@ _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
 
 
 def correlation_text(results: ClinicalResults, model: str, group: str, score: str) -> str:
-    """``rho = ... (95% CI ..., FDR p = ..., n = ...)`` for one correlation, or why there is none."""
+    """``rho = ... (95% CI ..., FDR p = ..., n = ...)`` of one correlation, or why there is none."""
     rows = results.correlations
     row = rows[(rows["model"] == model) & (rows["group"] == group) & (rows["score"] == score)]
     if row.empty or not bool(row["estimable"].iloc[0]):
@@ -943,10 +943,10 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
             f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
     for group, scores in SCORES_BY_GROUP.items():
         if group in present:
-            parts = [f"{SCORE_NAMES.get(s, s)}, {correlation_text(results, model, group, s)}"
+            parts = [f"{correlation_text(results, model, group, s)} with {SCORE_NAMES.get(s, s)}"
                      for s in scores]
-            text += (f" Within {group}, the gap's partial Spearman correlation with "
-                     f"{'; with '.join(parts)}.")
+            text += (f" Within {group}, the gap's partial Spearman correlation was "
+                     f"{' and '.join(parts)}.")
     return text
 
 
