@@ -401,12 +401,14 @@ def scan_space(path: str | os.PathLike) -> str:
     """``"MNI152NLin2009cSym"`` if the scan lies on an MNI152 template grid, else ``"native"``.
 
     The scan's grid, reoriented to RAS, is compared with :func:`template_grid` at the scan's
-    voxel size, full and cropped field of view (to 0.001 mm); only the header is read.
+    voxel size, full and cropped field of view (to 0.001 mm); only the header is read. An
+    OpenBHB quasi-raw array (``.npy``) is affinely aligned to MNI152 by its distributor:
+    ``"MNI152Lin"``.
 
     Parameters
     ----------
     path : str or PathLike
-        A NIfTI scan.
+        A NIfTI scan or an OpenBHB ``.npy`` array.
 
     Raises
     ------
@@ -418,6 +420,8 @@ def scan_space(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"scan {path} does not exist")
+    if path.name.endswith(".npy"):
+        return "MNI152Lin"
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises several types for a corrupt header
@@ -437,7 +441,7 @@ def scan_space(path: str | os.PathLike) -> str:
 
 def _name_ids(path: Path) -> tuple[str, str]:
     """Participant id and session from a file name (BIDS ``sub-X[_ses-Y]_...`` or the stem)."""
-    stem = path.name.removesuffix(".gz").removesuffix(".nii")
+    stem = path.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
     entities = dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
     if stem.startswith("sub-") and "sub" in entities:
         session = f"ses-{entities['ses']}" if "ses" in entities else ""

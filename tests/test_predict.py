@@ -294,6 +294,29 @@ def test_cli_files_end_to_end(model_dir: Path, scans: list[Path], tmp_path: Path
         np.testing.assert_allclose(rows["predicted_age"], [e[head] for e in expected], rtol=1e-5)
 
 
+def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path,
+                       cache: Path) -> None:
+    """An OpenBHB quasi-raw array (1, X, Y, Z) in its dataset layout: resampled, not
+    registered, and predicted like the same volume as a NIfTI file."""
+    root = tmp_path / "openbhb"
+    (root / "resource").mkdir(parents=True)
+    affine = template_grid(SCAN_MM)[1]
+    nib.save(nib.Nifti1Image(template_4mm, affine),
+             root / "resource" / "quasiraw_space-MNI152_desc-brain_T1w.nii.gz")  # the grid
+    array = root / "val" / "derivatives" / "sub-7" / "ses-1" / "sub-7_preproc-quasiraw_T1w.npy"
+    array.parent.mkdir(parents=True)
+    np.save(array, (template_4mm * 500.0)[None].astype(np.float32))
+    assert bp.scan_space(array) == "MNI152Lin"
+    code, table = _run(tmp_path, cache, str(array), "--model", str(model_dir), "--age", "40")
+    assert code == 0 and table["error"].isna().all(), table["error"].tolist()
+    assert table["participant_id"].tolist() == ["sub-7", "sub-7"]
+    assert (table["space"] == "MNI152Lin").all() and table["alignment"].gt(0.4).all()
+    nifti = _mni_scan(tmp_path / "same.nii.gz", template_4mm, 500.0, np.random.default_rng(0))
+    expected = _expected_ages(model_dir, nifti)  # the same brain, 1 % noise: nearly the same age
+    for row in table.itertuples():
+        assert row.predicted_age == pytest.approx(expected[row.model], abs=1.0)
+
+
 def test_cli_bids_folder(model_dir: Path, bids: Path, tmp_path: Path, cache: Path) -> None:
     code, table = _run(tmp_path, cache, str(bids), "--model", str(model_dir / "rnc"))
     assert code == 0
