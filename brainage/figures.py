@@ -120,6 +120,8 @@ def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import image as nimg
 
     if not rows:
         raise ValueError("registration_qc needs at least one (label, image, flagged) row")
@@ -133,8 +135,14 @@ def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[
                              squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
+    templates = [_as_float(img) for img, _ in outlines]
+    on_grid: dict[tuple, list[np.ndarray]] = {}  # outlines resampled once per scan grid
     for (label, image, flagged), ax in zip(rows, axes.flat):
-        scan, masks = _ortho_montage(image, [img for img, _ in outlines], cut_coords)
+        scan_img = nib.as_closest_canonical(nimg.load_img(image))
+        key = (scan_img.shape, scan_img.affine.tobytes())
+        if key not in on_grid:
+            on_grid[key] = [_resampled(t, scan_img) for t in templates]
+        scan, masks = _ortho_montage(scan_img, on_grid[key], cut_coords)
         ax.imshow(scan, cmap="gray", vmin=0, vmax=float(np.percentile(scan, 99.5)) or 1.0,
                   interpolation="nearest")
         for mask, (_, colour) in zip(masks, outlines):
@@ -144,28 +152,35 @@ def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[
     return fig
 
 
-def _ortho_montage(image: Any, outlines: Sequence[Any], cut_mm: tuple[float, float, float]
-                   ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Sagittal, coronal and axial slices through ``cut_mm``, side by side (scan and outlines).
-
-    Both images are brought to RAS voxel order; slices are shown with superior (or anterior,
-    for the axial slice) at the top and, on coronal and axial slices, the subject's left on the
-    right (radiological convention off: as nilearn shows them).
-    """
+def _as_float(image: Any) -> Any:
+    """An image (or path) as float32: a smooth 0.5 contour, also for binary masks."""
     import nibabel as nib
     from nilearn import image as nimg
 
-    scan_img = nib.as_closest_canonical(nimg.load_img(image))
+    img = nimg.load_img(image)
+    return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+
+
+def _resampled(template: Any, scan_img: Any) -> np.ndarray:
+    """``template`` resampled (linearly) onto the grid of ``scan_img``."""
+    from nilearn import image as nimg
+
+    with warnings.catch_warnings():  # intended: linear resampling of a binary mask
+        warnings.filterwarnings("ignore", message="Resampling binary images")
+        resampled = nimg.resample_to_img(template, scan_img, interpolation="linear",
+                                         force_resample=True, copy_header=True)
+    return np.asarray(resampled.dataobj, dtype=np.float32)
+
+
+def _ortho_montage(scan_img: Any, masks: Sequence[np.ndarray],
+                   cut_mm: tuple[float, float, float]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sagittal, coronal and axial slices through ``cut_mm``, side by side (scan and masks).
+
+    ``scan_img`` is in RAS voxel order (``nib.as_closest_canonical``) and ``masks`` are on its
+    grid; slices are shown with superior (or anterior, for the axial slice) at the top and, on
+    coronal and axial slices, the subject's left on the right (as nilearn shows them).
+    """
     scan = np.asarray(scan_img.dataobj, dtype=np.float32)
-    masks = []
-    for outline in outlines:  # as float: a smooth 0.5 contour, also for binary masks
-        outline = nimg.load_img(outline)
-        outline = nib.Nifti1Image(np.asarray(outline.dataobj, dtype=np.float32), outline.affine)
-        with warnings.catch_warnings():  # intended: linear resampling of a binary mask
-            warnings.filterwarnings("ignore", message="Resampling binary images")
-            resampled = nimg.resample_to_img(outline, scan_img, interpolation="linear",
-                                             force_resample=True, copy_header=True)
-        masks.append(np.asarray(resampled.dataobj, dtype=np.float32))
     ijk = np.linalg.solve(scan_img.affine, [*cut_mm, 1.0])[:3]
     i, j, k = (int(np.clip(round(v), 0, n - 1)) for v, n in zip(ijk, scan.shape))
 

@@ -76,7 +76,7 @@ GROUPS = ("HC", "AD", "PD")
 #: Spaces a dataset's scans may be in: raw scanner space, or already in a template's space:
 #: ``MNI152NLin2009cSym`` (nilearn's template, the simulated cohort) or ``MNI152Lin`` (affinely
 #: aligned to MNI152 on FSL's 1 mm grid: OpenBHB's quasi-raw scans). Both template spaces are
-#: only resampled by :mod:`brainage.preprocess`, never registered. Keep in step with its SPACES.
+#: only resampled by :mod:`brainage.preprocess`, never registered (it uses this tuple).
 SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
 #: Dataset layouts (see the module docstring).
 FORMATS = ("bids", "openbhb")

@@ -55,7 +55,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from .manifest import sha256_file
+from .manifest import SPACES, sha256_file
 
 # torch, MONAI and ANTs (brainage.registration) take seconds to import: they are imported in
 # the functions that use them, so that the command line, which imports this module to build its
@@ -86,10 +86,9 @@ __all__ = [
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
 PREPROCESS_VERSION = "2"
-#: Spaces a scan may be in: raw scanner space (registered here), or already in a template space
-#: (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``, affinely
-#: aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans). Same as brainage.manifest.
-SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
+# SPACES (imported from brainage.manifest): raw scanner space (registered here), or already in a
+# template space (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``,
+# affinely aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans).
 #: Foreground of a skull-stripped scan: above this fraction of its 99th intensity percentile.
 _FOREGROUND_FRACTION = 0.05
 _CLIP_PERCENTILES = (0.5, 99.5)
