@@ -2,7 +2,7 @@
 
 ``nox -s build`` executes the five notebooks with the quick profile and renders the book;
 ``nox -s build -- --profile paper`` chooses another profile (``notebooks/params/<name>.yaml``).
-``nox -s tests`` runs the test suite. Both create their own virtual environment and install the
+``nox -s tests`` runs the test suite; ``nox -s lint`` runs ruff and the import-rule test. Both create their own virtual environment and install the
 package with its pinned dependencies (torch 2.13.0, the CPU wheel on this project's machines; see
 README for a CUDA build).
 """
@@ -15,10 +15,12 @@ import subprocess
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["lint", "tests"]
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
+#: The ruff release the lint rules were checked with (its defaults change between releases).
+RUFF = "ruff==0.17.6"
 
 
 def _ensure_chromium(session: nox.Session) -> None:
@@ -44,6 +46,16 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     _ensure_chromium(session)
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests, benchmarks and notebooks, and the package's import rules."""
+    session.install(RUFF, "pytest>=8")
+    session.run("ruff", "check", "brainage", "tests", "benchmarks", "notebooks", "noxfile.py")
+    # The import rules are read from the source alone: no conftest, no brainage install.
+    session.run("python", "-m", "pytest", "--noconftest", "-p", "no:cacheprovider", "-q",
+                "tests/test_imports.py")
 
 
 @nox.session(python=PYTHON)

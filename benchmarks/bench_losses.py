@@ -16,10 +16,9 @@ import argparse
 from collections.abc import Callable
 
 import torch
-
 from _timing import median_s
 
-from brainage.losses import RnCLoss, rnc_loss_reference
+from brainage.models.losses import RnCLoss, rnc_loss_reference
 
 
 def forward_backward(loss_fn: Callable, features: torch.Tensor, labels: torch.Tensor) -> None:

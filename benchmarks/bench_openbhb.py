@@ -35,7 +35,7 @@ def make_arrays(root: Path, n: int) -> list[Path]:
     import nibabel as nib
     from nilearn import datasets, image
 
-    from brainage import openbhb
+    from brainage.data import openbhb
 
     template = datasets.load_mni152_template(resolution=1)
     grid = nib.Nifti1Image(np.zeros(openbhb.SHAPE, dtype=np.float32), openbhb.AFFINE)
@@ -56,8 +56,8 @@ def make_arrays(root: Path, n: int) -> list[Path]:
 
 
 def bench_arrays(paths: list[Path], grid_mm: float) -> list[dict[str, float]]:
-    from brainage import cohort, openbhb
-    from brainage import preprocess as pp
+    from brainage.data import cohort, openbhb
+    from brainage.imaging import preprocess as pp
 
     params = pp.PreprocessParams(space="MNI152Lin", grid_mm=grid_mm, skull_stripped=True,
                                  crop_to_brain=True)
@@ -79,7 +79,7 @@ def bench_arrays(paths: list[Path], grid_mm: float) -> list[dict[str, float]]:
 
 def bench_site_score(n: int = 5300, dim: int = 128, n_sites: int = 64) -> tuple[float, float]:
     """Seconds and balanced accuracy of the site score on features that hold a weak site signal."""
-    from brainage.openbhb import site_balanced_accuracy
+    from brainage.data.openbhb import site_balanced_accuracy
 
     rng = np.random.default_rng(0)
     sites = rng.integers(0, n_sites, n)

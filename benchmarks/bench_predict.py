@@ -40,10 +40,11 @@ MNI = "MNI152NLin2009cSym"
 
 def make_model_folder(root: Path, grid_mm: float, crop: bool) -> Path:
     """A quick-profile-sized model folder (both heads, one epoch on random volumes)."""
-    from brainage.models import MODEL_PRESETS
-    from brainage.predict import write_model_card
-    from brainage.registration import template_grid
-    from brainage.train import TrainConfig, VolumeDataset, train_l1, train_rnc
+    from brainage.imaging.registration import template_grid
+    from brainage.models.datasets import VolumeDataset
+    from brainage.models.network import MODEL_PRESETS
+    from brainage.models.train import TrainConfig, train_l1, train_rnc
+    from brainage.study.predict import write_model_card
 
     shape, _ = template_grid(grid_mm, crop_to_brain=crop)
     rng = np.random.default_rng(0)
@@ -63,7 +64,7 @@ def make_model_folder(root: Path, grid_mm: float, crop: bool) -> Path:
 
 def make_mni_scan(path: Path) -> Path:
     """nilearn's 2 mm template with 1 % noise, on its own grid: an MNI-space scan."""
-    from brainage.registration import template_images
+    from brainage.imaging.registration import template_images
 
     template, _ = template_images()
     data = template.get_fdata() * 500.0
@@ -76,10 +77,10 @@ def bench_scan(label: str, path: Path, folder, cache) -> dict[str, float | str]:
     """Preprocessing (cold, cached), alignment, inference and saliency of one scan."""
     import torch
 
-    from brainage import predict as bp
-    from brainage.preprocess import preprocess_cohort
-    from brainage.registration import alignment_score
-    from brainage.saliency import grad_ram
+    from brainage.imaging.preprocess import preprocess_cohort
+    from brainage.imaging.registration import alignment_score
+    from brainage.models.saliency import grad_ram
+    from brainage.study import predict as bp
 
     row: dict[str, float | str] = {"scan": label}
     start = time.perf_counter()
@@ -114,8 +115,8 @@ def main() -> None:
 
     import torch
 
-    from brainage.predict import load_model_folder, predict_scans
-    from brainage.preprocess import PreprocessCache
+    from brainage.imaging.preprocess import PreprocessCache
+    from brainage.study.predict import load_model_folder, predict_scans
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:

@@ -7,7 +7,7 @@ Run from the repository root::
 
 For each scan of ``../shared/data/ixi10`` the cold call of ``PreprocessCache.get_or_compute``
 (grid 2 mm) is timed, split into its steps by wrapping the step functions that
-``brainage.preprocess`` calls (load + RAS, N4, registration, resampling onto the grid; the rest
+``brainage.imaging.preprocess`` calls (load + RAS, N4, registration, resampling onto the grid; the rest
 -- masking, normalisation, checksums, cache write -- is "other"; "resample" includes the
 brain mask's resampling onto the grid); then the warm call (a cache read,
 including the decompression of the volume) is timed and the speed-up reported, with the scan's
@@ -47,7 +47,7 @@ def timed(fn: Callable, name: str, record: dict[str, float]) -> Callable:
 
 def bench_scan(pp, cache, path: Path) -> dict[str, float | str]:
     """Cold (computed) and warm (cached) preprocessing of one scan, with step times."""
-    modules = {"preprocess": pp, "registration": importlib.import_module("brainage.registration")}
+    modules = {"preprocess": pp, "registration": importlib.import_module("brainage.imaging.registration")}
     record: dict[str, float] = defaultdict(float)
     originals = {key: getattr(modules[key[0]], key[1]) for key in STEPS}
     for key, label in STEPS.items():
@@ -98,7 +98,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from brainage import preprocess as pp
+    from brainage.imaging import preprocess as pp
 
     paths = sorted(Path(args.data).glob("sub-*/anat/*_T1w.nii*"))[: args.subjects]
     if not paths:

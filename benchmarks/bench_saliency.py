@@ -18,12 +18,11 @@ import copy
 
 import numpy as np
 import torch
+from _timing import median_s
 from monai.networks.nets import ResNet
 from monai.visualize import GradCAM
 
-from _timing import median_s
-
-from brainage.saliency import grad_ram, ground_truth_enrichment
+from brainage.models.saliency import grad_ram, ground_truth_enrichment
 
 
 def bench_grad_ram(shape: tuple[int, int, int], batch: int, repeats: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Benchmark of brainage.simulate: subjects per second on the 2 mm template grid.
+"""Benchmark of brainage.data.simulate: subjects per second on the 2 mm template grid.
 
 Run: ``python benchmarks/bench_simulate.py [--subjects 60] [--jobs 2] [--resolution-mm 2]``.
 Prints a table (setup time, per-subject time, subjects/s, projected time for 300 subjects);
@@ -26,8 +26,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from brainage import simulate
-    from brainage._anatomy import build_anatomy
+    from brainage.data import simulate
+    from brainage.data._anatomy import build_anatomy
 
     t0 = time.perf_counter()
     build_anatomy(args.resolution_mm)
@@ -42,7 +42,7 @@ def main() -> None:
                                      resolution_mm=args.resolution_mm, n_jobs=jobs)
             elapsed = time.perf_counter() - t0
         rows.append((jobs, elapsed, n / elapsed, 300 / (n / elapsed) + setup))
-    print(f"brainage.simulate at {args.resolution_mm:g} mm, {n} subjects "
+    print(f"brainage.data.simulate at {args.resolution_mm:g} mm, {n} subjects "
           f"(template anatomy setup {setup:.1f} s, once per process)")
     print(f"{'jobs':>4} | {'total s':>8} | {'s/subject':>9} | {'subjects/s':>10} | "
           f"{'300 subjects (s)':>16}")

@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _timing import median_s
 
-from brainage.augment import AugmentConfig, RandomViews
-from brainage.models import MODEL_PRESETS, ModelConfig, build_encoder
+from brainage.models.augment import AugmentConfig, RandomViews
+from brainage.models.network import MODEL_PRESETS, ModelConfig, build_encoder
 
 QUICK_GRID = (48, 56, 48)  # about 4 mm (the MNI 2 mm grid 91x109x91 halved, padded to even)
 PAPER_GRID = (91, 109, 91)  # MNI 2 mm

@@ -1,50 +1,33 @@
 """brainage: MRI brain-age estimation with Rank-N-Contrast, a reproducible study.
 
-The package holds every piece of the study's logic; the notebooks call it. Submodules are
-imported on first use (``brainage.simulate``, ``brainage.losses`` ...), so that the command
-line starts fast and ``import brainage`` does not pull in torch.
+The package holds every piece of the study's logic, in subpackages named after its stages
+(imports run one way, top to bottom; ``tests/test_imports.py`` enforces it):
+
+``data``
+    manifest, cohort and BIDS reading, OpenBHB, IXI fetching, splits, audit, the simulator
+``imaging``
+    loading, registration to MNI152, preprocessing onto the model grid, the cache
+``models``
+    the network, the RNC loss, augmentation, datasets, training, Grad-RAM (the torch users)
+``analysis``
+    metrics, evaluation, clinical statistics, benchmark scores
+``study``
+    the run folder, ``brainage predict``, figures, profiles, provenance, the book
+``cli``
+    the ``brainage`` command line
+
+Subpackages are imported on first use (``brainage.data``, ``brainage.models`` ...), so that the
+command line starts fast and ``import brainage`` does not pull in torch. See ``DESIGN.md`` in
+the project's shared folder and the README's layout section.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from brainage._utils.constants import VERSION as __version__
+from brainage._utils.lazy import lazy_exports
 
-__version__ = "0.1.0"
+#: The subpackages (and top-level modules), one stage of the study each.
+_SUBPACKAGES = ("analysis", "cli", "data", "exceptions", "imaging", "models", "study")
 
-#: The package's modules, one concern each (see DESIGN.md).
-_SUBMODULES = (
-    "audit",
-    "augment",
-    "book",
-    "cli",
-    "clinical",
-    "cohort",
-    "evaluation",
-    "fetch",
-    "figures",
-    "losses",
-    "manifest",
-    "metrics",
-    "models",
-    "openbhb",
-    "predict",
-    "preprocess",
-    "profiles",
-    "provenance",
-    "registration",
-    "runs",
-    "saliency",
-    "simulate",
-    "splits",
-    "train",
-)
-
-__all__ = ["__version__", *_SUBMODULES]
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562 lazy submodule import: ``brainage.figures`` works after ``import brainage``.
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["__version__", *_SUBPACKAGES]
+__getattr__, __dir__ = lazy_exports(__name__, {}, _SUBPACKAGES)

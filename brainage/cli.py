@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from brainage._utils.constants import VERSION as __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -41,7 +41,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from .book import build
+    from brainage.study.book import build
 
     report = build(args.profile, root=args.root, book=not args.no_book, only=args.only)
     for stem, seconds in report.notebooks.items():
@@ -63,7 +63,7 @@ def _add_profiles(sub: argparse._SubParsersAction) -> None:
 def _run_profiles(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .profiles import find_project_root, list_profiles
+    from brainage.study.profiles import find_project_root, list_profiles
 
     root = Path(args.root) if args.root else find_project_root()
     for name in list_profiles(root / "notebooks" / "params"):
@@ -72,7 +72,7 @@ def _run_profiles(args: argparse.Namespace) -> int:
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    from .simulate import add_simulate_arguments, run_simulate
+    from brainage.data.simulate import add_simulate_arguments, run_simulate
 
     parser = sub.add_parser(
         "simulate", help="generate a simulated BIDS cohort with its ground truth",
@@ -83,7 +83,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
-    from .preprocess import add_preprocess_arguments, run_preprocess
+    from brainage.imaging.preprocess import add_preprocess_arguments, run_preprocess
 
     parser = sub.add_parser(
         "preprocess", help="preprocess a T1w scan onto the MNI152 grid",
@@ -94,7 +94,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
-    from .fetch import add_fetch_arguments, run_fetch
+    from brainage.data.fetch import add_fetch_arguments, run_fetch
 
     parser = sub.add_parser(
         "fetch", help="download a public dataset (ixi) into a BIDS folder",
@@ -106,7 +106,7 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from .predict import add_predict_arguments, run_predict
+    from brainage.study.predict import add_predict_arguments, run_predict
 
     parser = sub.add_parser(
         "predict", help="predict the brain age of T1w scans with a trained model folder",

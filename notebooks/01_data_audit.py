@@ -40,12 +40,15 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 from nilearn import datasets
 
-from brainage import audit, cohort as cohort_io, manifest as manifest_io, preprocess, provenance
-from brainage import simulate, splits
-from brainage.figures import example_slices, registration_qc, show
-from brainage.registration import template_images
-from brainage.profiles import find_project_root, resolve_path
-from brainage.runs import RunFolder
+from brainage.data import audit, simulate, splits
+from brainage.data import cohort as cohort_io
+from brainage.data import manifest as manifest_io
+from brainage.imaging import preprocess
+from brainage.imaging.registration import template_images
+from brainage.study import provenance
+from brainage.study.figures import example_slices, registration_qc, show
+from brainage.study.profiles import find_project_root, resolve_path
+from brainage.study.runs import RunFolder
 
 root = find_project_root()
 run = resolve_path(run_dir, root)

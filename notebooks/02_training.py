@@ -43,14 +43,14 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage import metrics
-from brainage.figures import show
-from brainage.models import ModelConfig
-from brainage.predict import write_model_card
-from brainage.preprocess import PreprocessParams
-from brainage.profiles import resolve_path
-from brainage.runs import RunFolder
-from brainage.train import TrainConfig, train_l1, train_rnc
+from brainage.analysis import metrics
+from brainage.imaging.preprocess import PreprocessParams
+from brainage.models.network import ModelConfig
+from brainage.models.train import TrainConfig, train_l1, train_rnc
+from brainage.study.figures import show
+from brainage.study.predict import write_model_card
+from brainage.study.profiles import resolve_path
+from brainage.study.runs import RunFolder
 
 if torch_threads:
     torch.set_num_threads(torch_threads)

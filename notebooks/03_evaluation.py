@@ -28,15 +28,16 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage import evaluation, metrics, openbhb
-from brainage.figures import show
-from brainage.profiles import resolve_path
-from brainage.runs import RunFolder
+from brainage.analysis import benchmark, evaluation, metrics
+from brainage.study import runs
+from brainage.study.figures import show
+from brainage.study.profiles import resolve_path
+from brainage.study.runs import RunFolder
 
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
 models = {"rnc": run.models / "rnc" / "best.pt", "l1": run.models / "l1" / "best.pt"}
-raw = evaluation.predict_run(run, models)
+raw = runs.predict_run(run, models)
 predictions, corrections = evaluation.correct_predictions(raw, method=bias_method)
 predictions.to_csv(run.predictions_csv, index=False)
 for name, correction in corrections.items():
@@ -155,8 +156,8 @@ show(fig)
 
 # %%
 if (predictions["split"] == "external_test").any():
-    site_bacc = openbhb.run_site_balanced_accuracy(run, models, seed=seed)
-    benchmark = openbhb.benchmark_metrics(predictions, site_bacc=site_bacc, n_boot=n_boot,
+    site_bacc = runs.run_site_balanced_accuracy(run, models, seed=seed)
+    benchmark = benchmark.benchmark_metrics(predictions, site_bacc=site_bacc, n_boot=n_boot,
                                           seed=seed)
     benchmark.to_csv(run.path / "benchmark.csv", index=False)
     n_sites_train = cohort.loc[cohort["split"] == "train", "site"].nunique()

@@ -27,13 +27,14 @@ import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
-from nilearn import datasets, image, plotting
+from nilearn import plotting
 
-from brainage import saliency
-from brainage.figures import show
-from brainage.profiles import resolve_path
-from brainage.runs import RunFolder
-from brainage.train import load_model
+from brainage.models import saliency
+from brainage.models.train import load_model
+from brainage.study import runs
+from brainage.study.figures import show
+from brainage.study.profiles import resolve_path
+from brainage.study.runs import RunFolder
 
 run = RunFolder(resolve_path(run_dir))
 reference = run.reference_image()
@@ -71,27 +72,13 @@ plotting.view_img(nib.Nifti1Image(maps["rnc"].astype(np.float32), reference.affi
 # ## Attribution by region
 
 # %%
-truth = run.ground_truth()
-info = run.dataset_info()
-regions = None
-if truth is not None:
-    truth_dir = resolve_path(info["root"]) / "derivatives" / "ground_truth"
-    labels = image.resample_to_img(str(truth_dir / "regions.nii.gz"), reference,
-                                   interpolation="nearest", force_resample=True, copy_header=True)
-    names = pd.read_csv(truth_dir / "regions.tsv", sep="\t")
-    regions = (labels, dict(zip(names["index"], names["name"])))
-    source = "the simulated cohort's ground-truth regions"
-elif info.get("atlas"):
-    labels = image.resample_to_img(info["atlas"]["image"], reference, interpolation="nearest",
-                                   force_resample=True, copy_header=True)
-    names = pd.read_csv(info["atlas"]["labels"], sep="\t")
-    regions = (labels, dict(zip(names.iloc[:, 0], names.iloc[:, 1])))
-    source = f"the atlas {info['atlas']['image']}"
+regions = runs.region_labels(run, reference)
 if regions is None:
     display(Markdown("No regions: the dataset is not simulated and the manifest names no atlas, "
                      "so the region table is skipped."))
 else:
-    table = pd.concat([saliency.region_summary(maps[name], *regions).assign(model=name.upper())
+    labels, names, source = regions
+    table = pd.concat([saliency.region_summary(maps[name], labels, names).assign(model=name.upper())
                        for name in maps], ignore_index=True)
     table.to_csv(run.saliency / "regions.csv", index=False)
     display(Markdown(f"Mean attribution per region of {source}:"))
@@ -109,15 +96,11 @@ else:
 # p-value against the same region shifted around the brain.
 
 # %%
-if truth is None:
+masks = runs.ageing_truth_mask(run, reference, truth_threshold)
+if masks is None:
     display(Markdown("Not a simulated cohort: there is no ground truth of where ageing acts."))
 else:
-    effect = image.resample_to_img(str(truth_dir / "ageing_effect.nii.gz"), reference,
-                                   interpolation="continuous", force_resample=True, copy_header=True)
-    brain = image.resample_to_img(datasets.load_mni152_brain_mask(resolution=2), reference,
-                                  interpolation="nearest", force_resample=True, copy_header=True)
-    brain_mask = np.asarray(brain.dataobj) > 0
-    truth_mask = (np.asarray(effect.dataobj) > truth_threshold) & brain_mask
+    truth_mask, brain_mask = masks
     rows = []
     for name, group_map in maps.items():
         result = saliency.ground_truth_enrichment(group_map, truth_mask, brain_mask,

@@ -23,20 +23,15 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage import clinical
-from brainage.figures import show
-from brainage.profiles import resolve_path
-from brainage.runs import RunFolder
+from brainage.analysis import clinical
+from brainage.study import runs
+from brainage.study.figures import show
+from brainage.study.profiles import resolve_path
+from brainage.study.runs import RunFolder
 
 run = RunFolder(resolve_path(run_dir))
 scores = [s for scores in clinical.SCORES_BY_GROUP.values() for s in scores]
-cohort = run.cohort()
-predictions = pd.read_csv(run.predictions_csv).merge(
-    cohort[["participant_id", *[s for s in scores if s in cohort.columns]]], on="participant_id",
-    how="left")
-for score in scores:
-    if score not in predictions.columns:
-        predictions[score] = float("nan")
+predictions = runs.predictions_with_scores(run, scores)
 analysed = predictions[predictions["split"].isin(["test", "clinical"])]
 truth = run.ground_truth()
 truth_values = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -47,3 +50,28 @@ def ixi10_cache(ixi10, tmp_path_factory) -> Path:
     """One preprocessing cache for the ten IXI scans, shared by the tests that preprocess them
     with the default parameters (registration is the slow part: ~17 s per scan per core)."""
     return tmp_path_factory.mktemp("ixi10_cache")
+
+
+@pytest.fixture
+def small_scan(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """A tiny 3D NIfTI scan with unequal sides (7, 8, 9), 2 mm voxels, so axis mix-ups fail."""
+    path = tmp_path / "small.nii.gz"
+    data = rng.normal(100, 10, (7, 8, 9)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    return path
+
+
+def _copy_project(src: Path, dst: Path) -> Path:
+    ignore = shutil.ignore_patterns("_build", "results", "_generated", "plotly.min.js",
+                                    "*.ipynb", ".ipynb_checkpoints", "__pycache__")
+    for folder in ("notebooks", "book"):
+        shutil.copytree(src / folder, dst / folder, ignore=ignore)
+    shutil.copy(src / "data_manifest.yaml", dst / "data_manifest.yaml")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def copy_project() -> Callable[[Path], Path]:
+    """Copy the project's notebooks, book and manifest into a folder (no outputs), so that a
+    build test never touches the user's own ``book/`` or ``runs/``; returns the copy's root."""
+    return lambda dst: _copy_project(REPO_ROOT, dst)

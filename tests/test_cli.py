@@ -44,10 +44,13 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("brainage ")
 
 
-def test_package_lists_every_module(repo_root):
-    import brainage
-
-    modules = sorted(p.stem for p in (repo_root / "brainage").glob("*.py")
-                     if not p.stem.startswith("_"))
-    assert sorted(brainage._SUBMODULES) == modules
-    assert brainage.losses.RnCLoss  # lazily imported on first use
+def test_package_is_lazy_and_lists_its_subpackages():
+    code = ("import sys, brainage; assert 'torch' not in sys.modules; "
+            "print(sorted(brainage._SUBPACKAGES)); import brainage.cli; "
+            "assert 'torch' not in sys.modules and 'nilearn' not in sys.modules, sorted(sys.modules); "
+            "assert brainage.models.losses.RnCLoss")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["analysis", "cli", "data", "exceptions", "imaging",
+                                         "models", "study"])

@@ -1,0 +1,36 @@
+"""Helpers every stage shares: option and number checks, file I/O, constants, lazy exports.
+
+``_utils`` imports nothing of brainage, so any subpackage may import it (see the import rules in
+``tests/test_imports.py``).
+"""
+
+from __future__ import annotations
+
+from brainage._utils.constants import AGE_RANGE, GROUPS, SPACES, VERSION
+from brainage._utils.io import atomic_write, package_versions, sha256_file
+from brainage._utils.lazy import lazy_exports
+from brainage._utils.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    closest_hint,
+    dataclass_from_dict,
+)
+
+__all__ = [
+    "AGE_RANGE",
+    "GROUPS",
+    "SPACES",
+    "VERSION",
+    "atomic_write",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "closest_hint",
+    "dataclass_from_dict",
+    "lazy_exports",
+    "package_versions",
+    "sha256_file",
+]

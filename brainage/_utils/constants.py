@@ -1,0 +1,16 @@
+"""Constants of the study that several stages use: one definition each."""
+
+from __future__ import annotations
+
+#: The package version (also ``brainage.__version__``).
+VERSION = "0.1.0"
+
+#: Study groups: healthy controls, Alzheimer's disease, Parkinson's disease.
+GROUPS = ("HC", "AD", "PD")
+
+#: Plausible chronological (and predicted) ages, in years, inclusive.
+AGE_RANGE = (0.0, 120.0)
+
+#: Spaces a scan may be in. ``native`` scans are registered to MNI152; ``MNI152NLin2009cSym``
+#: scans (the simulated cohort) and ``MNI152Lin`` arrays (OpenBHB quasi-raw) are only resampled.
+SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")

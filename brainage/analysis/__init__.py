@@ -1,0 +1,55 @@
+"""Analysis: metrics, evaluation, clinical statistics and benchmark scores of predictions.
+
+Imports only :mod:`brainage._utils` of brainage: it works on tables and arrays, not files of
+a run or models.
+"""
+
+from __future__ import annotations
+
+from brainage._utils.lazy import lazy_exports
+
+#: Public name -> the module that defines it (imported on first use).
+_EXPORTS = {
+    "C_GRID": "benchmark",
+    "N_SITES": "benchmark",
+    "benchmark_metrics": "benchmark",
+    "challenge_score": "benchmark",
+    "site_balanced_accuracy": "benchmark",
+    "CLINICAL_FILE": "clinical",
+    "ClinicalResults": "clinical",
+    "ClinicalSettings": "clinical",
+    "EXPECTED_SIGN": "clinical",
+    "SCORES_BY_GROUP": "clinical",
+    "clinical_summary": "clinical",
+    "compare_models": "clinical",
+    "compare_with_truth": "clinical",
+    "correlation_text": "clinical",
+    "fdr_correct": "clinical",
+    "gap_ancova": "clinical",
+    "gap_group_stats": "clinical",
+    "gap_posthoc": "clinical",
+    "gap_score_correlations": "clinical",
+    "hedges_g": "clinical",
+    "partial_spearman": "clinical",
+    "summary_sentence": "clinical",
+    "truth_from_simulation": "clinical",
+    "PREDICTION_COLUMNS": "evaluation",
+    "correct_predictions": "evaluation",
+    "evaluate_predictions": "evaluation",
+    "AgeBiasCorrection": "metrics",
+    "BIAS_CORRECTION_METHODS": "metrics",
+    "error_by_age_bin": "metrics",
+    "fit_bias_correction_on_split": "metrics",
+    "irreducible_error": "metrics",
+    "mae": "metrics",
+    "mean_age_baseline": "metrics",
+    "paired_comparison": "metrics",
+    "pearson_r": "metrics",
+    "r2": "metrics",
+    "regression_metrics": "metrics",
+    "rmse": "metrics",
+}
+_MODULES = ('benchmark', 'clinical', 'evaluation', 'metrics')
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

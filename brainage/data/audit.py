@@ -1,0 +1,173 @@
+"""Summaries behind the data-audit notebook: problems, demographics, tissue volumes, examples.
+
+The checks themselves live in :mod:`brainage.data.cohort` (tables and images) and
+:mod:`brainage.imaging.preprocess` (registration quality); this module turns their results into the
+tables and figures the audit shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "alignment_problems",
+    "demographics",
+    "example_subjects",
+    "problem_summary",
+    "tissue_fractions",
+    "tissue_table",
+]
+
+#: Relative-intensity bands of a T1w brain (intensity / 90th percentile inside the brain):
+#: CSF is dark, grey matter intermediate, white matter bright. The bands separate the tissue
+#: peaks of the simulated sites (CSF 0.18-0.30, GM 0.58-0.70, WM 1.0) and of normalised real
+#: T1w scans; at a coarse grid, partial volume blurs them, so the fractions are indices of
+#: atrophy rather than volumes in mL.
+CSF_BAND = (0.0, 0.5)
+GM_BAND = (0.5, 0.82)
+
+
+def problem_summary(problems: pd.DataFrame) -> pd.DataFrame:
+    """Count problems by check and severity (one row per check)."""
+    if problems.empty:
+        return pd.DataFrame(columns=["check", "error", "warning", "excluded"])
+    counts = (problems.groupby(["check", "severity"]).size().unstack(fill_value=0)
+              .reindex(columns=["error", "warning", "excluded"], fill_value=0))
+    return counts.reset_index().rename_axis(columns=None)
+
+
+def demographics(table: pd.DataFrame, by: Iterable[str] = ("group",)) -> pd.DataFrame:
+    """Number of scans, age (mean, SD, range) and share of women per group (and site).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The Cohort table (columns ``age``, ``sex`` and the ``by`` columns).
+    by : iterable of str, default=("group",)
+        Columns to group by, e.g. ``("group", "site")``.
+    """
+    by = list(by)
+    missing = [c for c in [*by, "age", "sex"] if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the column(s) {missing}; it has {list(table.columns)}")
+    grouped = table.groupby(by)
+    out = pd.DataFrame({
+        "n": grouped.size(),
+        "age_mean": grouped["age"].mean(),
+        "age_sd": grouped["age"].std(),
+        "age_min": grouped["age"].min(),
+        "age_max": grouped["age"].max(),
+        "female_%": grouped["sex"].apply(lambda s: 100.0 * (s == "F").sum() / max(len(s), 1)),
+    })
+    return out.round(1).reset_index()
+
+
+def tissue_fractions(image: nib.Nifti1Image | str | Path,
+                     mask: np.ndarray | None = None) -> dict[str, float]:
+    """CSF and grey-matter fractions of the brain, from intensity bands.
+
+    Parameters
+    ----------
+    image : Nifti1Image or path
+        A skull-stripped (or masked) T1w image; voxels <= 0 are background unless ``mask``.
+    mask : ndarray of bool, optional
+        Brain mask on the image's grid (default: voxels > 0).
+
+    Returns
+    -------
+    dict
+        ``csf_fraction``, ``gm_fraction`` (shares of brain voxels) and ``brain_voxels``.
+    """
+    img = nib.load(image) if isinstance(image, (str, Path)) else image
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"tissue_fractions needs a 3D image, got shape {data.shape}")
+    brain = data > 0 if mask is None else np.asarray(mask, dtype=bool)
+    if brain.shape != data.shape:
+        raise ValueError(f"mask shape {brain.shape} does not match image shape {data.shape}")
+    if not brain.any():
+        raise ValueError("the brain mask is empty: no voxel > 0")
+    values = data[brain]
+    rel = values / np.percentile(values, 90)
+    csf = (rel >= CSF_BAND[0]) & (rel < CSF_BAND[1])
+    gm = (rel >= GM_BAND[0]) & (rel < GM_BAND[1])
+    return {"csf_fraction": float(csf.mean()), "gm_fraction": float(gm.mean()),
+            "brain_voxels": int(brain.sum())}
+
+
+def tissue_table(table: pd.DataFrame, path_column: str = "path") -> pd.DataFrame:
+    """:func:`tissue_fractions` of every scan in a Cohort table, joined to its rows."""
+    rows = [tissue_fractions(path) for path in table[path_column]]
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
+def example_subjects(table: pd.DataFrame) -> pd.DataFrame:
+    """One row each: the youngest and the oldest control, and the median-age AD and PD patient.
+
+    Groups that are absent are left out.
+    """
+    picks = []
+    hc = table[table["group"] == "HC"]
+    if not hc.empty:
+        picks += [("youngest control", hc["age"].idxmin()), ("oldest control", hc["age"].idxmax())]
+    for group in ("AD", "PD"):
+        sub = table[table["group"] == group]
+        if not sub.empty:
+            median_index = (sub["age"] - sub["age"].median()).abs().idxmin()
+            picks.append((f"{group} patient", median_index))
+    out = table.loc[[index for _, index in picks]].copy()
+    out.insert(0, "example", [label for label, _ in picks])
+    return out.reset_index(drop=True)
+
+
+def alignment_problems(table: pd.DataFrame, errors: dict[str, str], scores: dict[str, float],
+                       threshold: float, *, registered: bool = True) -> pd.DataFrame:
+    """Problems from preprocessing: scans that failed, and scans that align badly with the template.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The Cohort table (``dataset``, ``participant_id``, ``path``).
+    errors : dict
+        ``path -> message`` of scans whose preprocessing failed.
+    scores : dict
+        ``path -> alignment score`` (correlation with the template) of preprocessed scans.
+    threshold : float
+        Scores below it are flagged.
+    registered : bool, default=True
+        Whether the scans were registered by the pipeline (``space: native``). Then a low score
+        means a failed registration and is an error: a misregistered scan would train the model
+        on noise (add the subject to the manifest's ``exclude`` list to drop it on purpose).
+        Scans delivered in template space were not registered here; their score also falls
+        with strong bias fields and atrophy, so a low one is a warning for the reader.
+
+    Returns
+    -------
+    DataFrame
+        Rows in the layout of :data:`brainage.data.cohort.PROBLEM_COLUMNS`.
+    """
+    from brainage.data.cohort import PROBLEM_COLUMNS
+
+    rows = []
+    for record in table.to_dict("records"):
+        path = str(record["path"])
+        base = {"dataset": record.get("dataset"), "participant_id": record["participant_id"],
+                "path": path, "severity": "error"}
+        if path in errors:
+            rows.append({**base, "check": "preprocessing", "message": errors[path]})
+        elif path in scores and not scores[path] >= threshold:
+            cause = ("registration probably failed" if registered else
+                     "check the scan's space, bias field and anatomy")
+            rows.append({**base, "severity": "error" if registered else "warning",
+                         "check": "alignment", "message":
+                         f"{path}: correlation with the MNI152 template {scores[path]:.3f} is "
+                         f"below the threshold {threshold:.2f}: {cause}"})
+    return pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))

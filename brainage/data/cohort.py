@@ -1,0 +1,575 @@
+"""The Cohort table: one row per usable T1-weighted scan of a BIDS dataset.
+
+:func:`load_cohort` reads a dataset described by a :class:`~brainage.data.manifest.DatasetSpec`:
+``participants.tsv`` and every ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``. (A dataset of format
+``openbhb`` is read by :func:`brainage.data.openbhb.load_openbhb_cohort`, which shares this module's
+row parsing and problem reporting and returns the same tables.) It checks the table, the
+files and (optionally) every image, and never stops at the first problem nor drops anything
+silently: each problem becomes a row of :attr:`CohortResult.problems` (severity ``error``,
+``warning`` or ``excluded``), and only scans without an error are in :attr:`CohortResult.table`.
+Training calls :meth:`CohortResult.raise_for_errors` first; the audit notebook shows the table.
+
+What is an error (the scan or the subject is left out) and what a warning (the row stays):
+
+- error, whole dataset (empty table): root or ``participants.tsv`` absent or unreadable, a
+  column the manifest maps is absent; also when no usable scan is left.
+- error, subject left out: missing, non-numeric or out-of-range age (0-120 years); a duplicate
+  participant id (every row with it); a missing or unknown group label; a row without an id.
+- error, scan left out: an image without a participants row (no age; BIDS requires the row),
+  a checksum mismatch (``sha256`` in the manifest), a failed :func:`check_image`.
+- excluded, subject left out with the manifest's reason: the manifest's ``exclude`` list.
+- warning: a participants row without an image (tables often list more people than scans);
+  an unknown sex label (set to NA), a missing site (``"unknown"``), a non-numeric score (NaN).
+
+References
+----------
+.. [1] Gorgolewski KJ et al. The brain imaging data structure, a format for organizing and
+   describing outputs of neuroimaging experiments. Sci Data 3, 160044 (2016).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from brainage._utils import sha256_file
+from brainage.data.manifest import DatasetSpec
+from brainage.exceptions import BrainageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BASE_COLUMNS",
+    "PROBLEM_COLUMNS",
+    "CohortError",
+    "CohortResult",
+    "ImageLimits",
+    "check_image",
+    "find_scans",
+    "load_cohort",
+]
+
+#: Columns of the Cohort table before the score columns.
+BASE_COLUMNS = ("participant_id", "session", "dataset", "path", "age", "sex", "site", "group")
+#: Columns of the Cohort table after the score columns.
+TAIL_COLUMNS = ("space", "skull_stripped")
+#: Columns of the problems table.
+PROBLEM_COLUMNS = ("dataset", "participant_id", "path", "check", "severity", "message")
+#: Valid ages in years (inclusive).
+AGE_RANGE = (0.0, 120.0)
+#: Values read as missing: BIDS writes ``n/a``; an empty cell is missing too.
+MISSING = frozenset({"", "n/a"})
+_SEX = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
+
+
+class CohortError(BrainageError, ValueError):
+    """A dataset has errors; the message names every subject, file and reason.
+
+    Attributes
+    ----------
+    problems : pandas.DataFrame
+        The error rows of :attr:`CohortResult.problems`.
+    """
+
+    def __init__(self, problems: pd.DataFrame) -> None:
+        self.problems = problems
+        names = ", ".join(sorted(set(problems["dataset"])))
+        lines = [f"  - {m}" for m in problems["message"]]
+        super().__init__("\n".join([f"{len(problems)} error(s) in dataset {names}:", *lines]))
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    """What :func:`load_cohort` found.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Usable scans, one row each: ``participant_id, session, dataset, path, age, sex, site,
+        group, <one float column per score>, space, skull_stripped``.
+    problems : pandas.DataFrame
+        Every problem: ``dataset, participant_id, path, check, severity, message``.
+    """
+
+    table: pd.DataFrame
+    problems: pd.DataFrame
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """Problems of severity ``error``."""
+        return self.problems[self.problems["severity"] == "error"]
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`CohortError` listing every error; do nothing if there is none."""
+        if len(self.errors):
+            raise CohortError(self.errors.reset_index(drop=True))
+
+    @classmethod
+    def concat(cls, results: Sequence[CohortResult]) -> CohortResult:
+        """Stack the results of several datasets (score columns absent in one become NaN)."""
+        if not results:
+            raise ValueError("results: expected at least one CohortResult, got none")
+        tables = [r.table for r in results]
+        scores = list(dict.fromkeys(c for t in tables for c in t.columns
+                                    if c not in BASE_COLUMNS + TAIL_COLUMNS))
+        table = pd.concat([t.reindex(columns=[*BASE_COLUMNS, *scores, *TAIL_COLUMNS])
+                           for t in tables], ignore_index=True)
+        problems = pd.concat([r.problems for r in results], ignore_index=True)
+        return cls(table, problems)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds an image must meet to possibly be a T1-weighted head or brain scan.
+
+    Parameters
+    ----------
+    voxel_mm : tuple of float, default=(0.2, 8.0)
+        Allowed voxel size per axis. Structural MRI is acquired at about 0.5-1.5 mm and the
+        study's coarsest grid is 4-8 mm; below 0.2 mm or above 8 mm is a header error
+        (e.g. metres or voxel counts written as sizes).
+    fov_mm : tuple of float, default=(100.0, 400.0)
+        Allowed field of view (shape times voxel size) per axis. An adult brain measures about
+        140 x 170 x 120 mm, so under 100 mm cannot hold one; over 400 mm is not a head scan.
+    """
+
+    voxel_mm: tuple[float, float] = (0.2, 8.0)
+    fov_mm: tuple[float, float] = (100.0, 400.0)
+
+
+@dataclass
+class _Log:
+    """Collects problems of one dataset; each message names the dataset, subject and file."""
+
+    dataset: str
+    rows: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, check: str, severity: str, text: str, pid: str = "", path: Any = "") -> None:
+        where = ", ".join(str(p) for p in (pid, path) if str(p))
+        message = f"dataset {self.dataset!r}" + (f", {where}" if where else "") + f": {text}"
+        self.rows.append({"dataset": self.dataset, "participant_id": pid, "path": str(path),
+                          "check": check, "severity": severity, "message": message})
+        logger.debug("%s: %s", severity, message)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(PROBLEM_COLUMNS))
+
+
+def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str]:
+    """Check that a file is a readable, plausible 3D brain image.
+
+    Reads the header and the full data with nibabel. Problems: unreadable, corrupt or
+    truncated file; not 3D (e.g. 4D); empty or all-zero (or constant) data; NaN or infinite
+    voxels; a non-finite affine; voxel size or field of view outside ``limits``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A NIfTI (or any nibabel-readable) image, or an OpenBHB ``.npy`` array (read by
+        :func:`brainage.data.openbhb.load_openbhb_array`, with the quasi-raw grid's affine).
+    limits : ImageLimits or None, default=None
+        Plausibility bounds; ``None`` uses :class:`ImageLimits` defaults.
+
+    Returns
+    -------
+    list of str
+        One message per problem (empty if the image is fine). Messages do not repeat the path;
+        the caller adds it.
+    """
+    limits = limits or ImageLimits()
+    if str(path).endswith(".npy"):
+        from brainage.data.openbhb import load_openbhb_array
+
+        try:
+            img = load_openbhb_array(path)
+        except (OSError, ValueError, TypeError) as err:
+            return [f"cannot read the array ({' '.join(str(err).split())})"]
+    else:
+        try:
+            img = nib.load(str(path))
+        except Exception as err:  # nibabel raises many types (ImageFileError, OSError...)
+            return [f"cannot read the image header ({type(err).__name__}: {err})"]
+    return _image_problems(img, limits)
+
+
+def _image_problems(img: Any, limits: ImageLimits) -> list[str]:
+    """Problems of a loaded image: its header, then its data (see :func:`check_image`)."""
+    problems = _header_problems(img, limits)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # truncated gzip -> EOFError/zlib.error, short file -> ValueError
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        return [*problems, f"cannot read the image data, the file is corrupt or truncated "
+                           f"({detail})"]
+    if data.size == 0:
+        return [*problems, f"the image has no voxels (shape {data.shape})"]
+    finite = np.isfinite(data)
+    if not finite.all():
+        problems.append(f"{int(data.size - finite.sum())} of {data.size} voxels are NaN or "
+                        f"infinite")
+    values = data[finite]
+    if values.size and not values.any():
+        problems.append("the image is all zeros")
+    elif values.size and values.min() == values.max():
+        problems.append(f"the image is constant (every finite voxel is {values.min():g})")
+    return problems
+
+
+def _header_problems(img: Any, limits: ImageLimits) -> list[str]:
+    """Dimensionality, affine, voxel size and field of view from the header alone."""
+    shape = tuple(int(n) for n in img.shape)
+    problems = []
+    if len(shape) != 3:
+        hint = " (a 4D series: keep one volume)" if len(shape) == 4 else ""
+        problems.append(f"expected a 3D image, got {len(shape)}D with shape {shape}{hint}")
+    if not np.all(np.isfinite(img.affine)):
+        problems.append("the affine contains NaN or infinite values")
+    if len(shape) < 3:
+        return problems
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    fov = zooms * np.asarray(shape[:3])
+    low, high = limits.voxel_mm
+    if not np.all((zooms >= low) & (zooms <= high)):
+        problems.append(f"voxel size {_mm(zooms)} mm is outside {low:g}-{high:g} mm per axis: "
+                        f"not a structural brain MRI (or a wrong header)")
+    low, high = limits.fov_mm
+    if not np.all((fov >= low) & (fov <= high)):
+        problems.append(f"field of view {_mm(fov)} mm (shape {shape[:3]} x voxel size) is "
+                        f"outside {low:g}-{high:g} mm per axis: cannot be a brain scan")
+    return problems
+
+
+def _mm(values: Iterable[float]) -> str:
+    return " x ".join(f"{v:g}" for v in values)
+
+
+def find_scans(root: str | Path) -> pd.DataFrame:
+    """T1-weighted scans of a BIDS folder: ``sub-*/[ses-*/]anat/sub-*_T1w.nii[.gz]``.
+
+    Parameters
+    ----------
+    root : str or Path
+        The BIDS dataset folder.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``participant_id`` (the ``sub-`` folder), ``session`` (``ses-`` folder or
+        ``""``) and ``path`` (absolute), sorted by path.
+    """
+    root = Path(root)
+    found = [*root.glob("sub-*/anat/*_T1w.nii*"), *root.glob("sub-*/ses-*/anat/*_T1w.nii*")]
+    rows = []
+    for path in sorted(found):
+        if not path.name.startswith("sub-") or not path.name.endswith((".nii", ".nii.gz")):
+            continue  # e.g. ._sub-01_T1w.nii.gz (macOS) or sidecar files
+        parts = path.relative_to(root).parts
+        session = parts[1] if len(parts) == 4 else ""
+        rows.append({"participant_id": parts[0], "session": session, "path": str(path.absolute())})
+    return pd.DataFrame(rows, columns=["participant_id", "session", "path"])
+
+
+def load_cohort(
+    spec: DatasetSpec, *, check_images: bool = True, limits: ImageLimits | None = None
+) -> CohortResult:
+    """Read one dataset into the Cohort table and collect every problem.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        The dataset, from :func:`brainage.data.manifest.load_manifest`. Format ``bids`` is read here;
+        format ``openbhb`` by :func:`brainage.data.openbhb.load_openbhb_cohort` (its table has one
+        more column, ``official_split``).
+    check_images : bool, default=True
+        Open every image and run :func:`check_image` (header and data; slow on large cohorts).
+    limits : ImageLimits or None, default=None
+        Bounds for :func:`check_image`; ``None`` uses the defaults.
+
+    Returns
+    -------
+    CohortResult
+        ``.table`` (usable scans) and ``.problems`` (every problem, see the module docstring).
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"spec: expected a DatasetSpec (see brainage.data.manifest), "
+                        f"got {type(spec).__name__}")
+    if spec.format == "openbhb":
+        from brainage.data.openbhb import load_openbhb_cohort
+
+        return load_openbhb_cohort(spec, check_images=check_images, limits=limits)
+    log = _Log(spec.name)
+    raw = _read_participants(spec, log)
+    if raw is None:
+        return CohortResult(_empty_table(spec), log.frame())
+    people = _participants(spec, raw, log)
+    scans = _match_scans(spec, people, find_scans(spec.root), log)
+    bad = _checksum_problems(spec, log) | _image_check_problems(spec, scans, log, check_images,
+                                                                limits)
+    scans = scans[~scans["path"].isin(bad)]
+    table = _build_table(spec, people, scans)
+    return _finish(spec, table, log, "sub-*/[ses-*/]anat/*_T1w.nii[.gz]")
+
+
+def _finish(spec: DatasetSpec, table: pd.DataFrame, log: _Log, pattern: str) -> CohortResult:
+    """Log an empty table as an error and a one-line summary; the result of a reader."""
+    if table.empty:
+        log.add("empty", "error", f"no usable scan: every scan has a problem or none was found "
+                f"under {pattern}", path=spec.root)
+    counts = pd.Series([r["severity"] for r in log.rows], dtype=object).value_counts().to_dict()
+    (logger.warning if counts else logger.info)(
+        "dataset %s: %d usable scans; problems %s", spec.name, len(table), counts or "none")
+    return CohortResult(table, log.frame())
+
+
+def _read_participants(spec: DatasetSpec, log: _Log) -> pd.DataFrame | None:
+    """The participants table as strings, or None (with an error) if it cannot be used."""
+    if not spec.root.is_dir():
+        hint = (" (a simulated dataset: generate it with brainage.data.simulate)"
+                if spec.simulated else "")
+        log.add("root", "error", f"the dataset root does not exist{hint}", path=spec.root)
+        return None
+    try:
+        raw = pd.read_csv(spec.participants, sep="\t", dtype=str, keep_default_na=False,
+                          encoding="utf-8-sig")  # a BOM would corrupt the first column name
+    except FileNotFoundError:
+        log.add("participants", "error", "the participants file does not exist",
+                path=spec.participants)
+        return None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        log.add("participants", "error", f"cannot read the participants table: "
+                f"{' '.join(str(err).split())}", path=spec.participants)
+        return None
+    wanted = {**spec.columns, **{f"scores.{k}": v for k, v in spec.scores.items()}}
+    missing = {key: col for key, col in wanted.items() if col not in raw.columns}
+    for key, col in missing.items():
+        close = difflib.get_close_matches(col, list(raw.columns), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        log.add("columns", "error", f"the manifest maps {key} to column {col!r}, which the "
+                f"table lacks; its columns: {', '.join(raw.columns)}{hint}",
+                path=spec.participants)
+    return None if missing else raw
+
+
+def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, dict | None]:
+    """Participant id -> parsed fields, or None for participants that cannot be used.
+
+    ``None`` marks ids with an error (already logged) or excluded by the manifest, so that
+    their scans are not reported a second time as images without a row.
+    """
+    people: dict[str, dict | None] = {}
+    for pid, lines in _lines_by_id(_ids(spec, raw)).items():
+        if pid in MISSING:
+            for line in lines:
+                log.add("participant_id", "error", f"line {line} has no participant id",
+                        path=spec.participants)
+        elif pid in spec.exclude:
+            people[pid] = None
+        elif len(lines) > 1:
+            log.add("duplicate_id", "error", f"the participant id appears on lines "
+                    f"{', '.join(map(str, lines))}; every row is left out", pid,
+                    spec.participants)
+            people[pid] = None
+        else:
+            people[pid] = _parse_row(spec, raw.iloc[lines[0] - 2], pid, lines[0], log)
+    return people
+
+
+def _ids(spec: DatasetSpec, raw: pd.DataFrame) -> pd.Series:
+    """The participant id of each row, ``sub-``-prefixed; missing ids stay as they are."""
+    ids = raw[spec.columns["participant_id"]].str.strip()
+    return ids.where(ids.isin(MISSING), ids.map(_bids_id))
+
+
+def _lines_by_id(ids: pd.Series) -> dict[str, list[int]]:
+    """File line numbers (header is line 1) of each id, in order of first appearance."""
+    lines: dict[str, list[int]] = {}
+    for index, pid in enumerate(ids):
+        lines.setdefault(pid, []).append(index + 2)
+    return lines
+
+
+def _parse_row(spec: DatasetSpec, row: pd.Series, pid: str, line: int, log: _Log) -> dict | None:
+    """Typed fields of one participants row; None (with errors logged) if it is unusable."""
+    where = f"{spec.participants} line {line}"
+    cols = spec.columns
+    ok = True
+    age = _number(row[cols["age"]])
+    if age is None or not math.isfinite(age) or not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        what = "missing" if row[cols["age"]].strip() in MISSING else (
+            "not a number" if age is None else f"outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years")
+        log.add("age", "error", f"age {row[cols['age']]!r} is {what}", pid, where)
+        ok = False
+    group = _group(spec, row, pid, where, log)
+    ok = ok and group is not None
+    fields = {"age": age, "group": group, "sex": _sex(spec, row, pid, where, log),
+              "site": _site(spec, row, pid, where, log)}
+    for name, col in spec.scores.items():
+        value = _number(row[col])
+        if value is None and row[col].strip() not in MISSING:
+            log.add("score", "warning", f"score {name} (column {col!r}) value {row[col]!r} is "
+                    f"not a number; set to NaN", pid, where)
+        fields[name] = np.nan if value is None else value
+    return fields if ok else None
+
+
+def _number(text: str) -> float | None:
+    """A float, or None for missing (``n/a``, empty) or non-numeric text."""
+    text = text.strip()
+    if text in MISSING:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _group(spec: DatasetSpec, row: pd.Series, pid: str, where: str, log: _Log) -> str | None:
+    """Study group of a row: HC without a group column; None (logged) if unknown."""
+    if "group" not in spec.columns:
+        return "HC"
+    label = row[spec.columns["group"]].strip()
+    group = spec.group_of(label)
+    if group is None:
+        known = [lab for labels in spec.groups.values() for lab in labels]
+        close = difflib.get_close_matches(label, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        what = "missing" if label in MISSING else f"{label!r} is not a known label"
+        log.add("group", "error", f"group {what}; the manifest's groups map labels "
+                f"{', '.join(map(repr, known))}{hint}", pid, where)
+    return group
+
+
+def _sex(spec: DatasetSpec, row: pd.Series, pid: str, where: str, log: _Log) -> Any:
+    """``F``/``M``, or NA when absent, missing or unknown (unknown values warn)."""
+    if "sex" not in spec.columns:
+        return pd.NA
+    text = row[spec.columns["sex"]].strip()
+    if text in MISSING:
+        return pd.NA
+    if text.lower() not in _SEX:
+        log.add("sex", "warning", f"sex {text!r} is not one of F, M, female, male; set to NA",
+                pid, where)
+        return pd.NA
+    return _SEX[text.lower()]
+
+
+def _site(spec: DatasetSpec, row: pd.Series, pid: str, where: str, log: _Log) -> str:
+    """The site label; the dataset name without a site column, ``unknown`` when missing."""
+    if "site" not in spec.columns:
+        return spec.name
+    text = row[spec.columns["site"]].strip()
+    if text in MISSING:
+        log.add("site", "warning", "site is missing; set to 'unknown'", pid, where)
+        return "unknown"
+    return text
+
+
+def _bids_id(text: str) -> str:
+    return text if text.startswith("sub-") else f"sub-{text}"
+
+
+def _match_scans(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.DataFrame,
+                 log: _Log) -> pd.DataFrame:
+    """Pair scans with participants rows; log exclusions and unmatched rows or images."""
+    _log_exclusions(spec, people, scans, log)
+    _log_scans_without_row(spec, people, scans, log)
+    with_scan = set(scans["participant_id"])
+    for pid, fields in people.items():
+        if fields is not None and pid not in with_scan:
+            log.add("missing_image", "warning", "participants row without a T1w image "
+                    f"(expected {pid}/[ses-*/]anat/{pid}_*T1w.nii[.gz])", pid, spec.root)
+    usable = [pid for pid, fields in people.items() if fields is not None]
+    return scans[scans["participant_id"].isin(usable)].reset_index(drop=True)
+
+
+def _log_exclusions(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.DataFrame,
+                    log: _Log) -> None:
+    """One ``excluded`` row per scan (or per row, without scans) the manifest excludes."""
+    for pid, reason in spec.exclude.items():
+        paths = scans.loc[scans["participant_id"] == pid, "path"].tolist()
+        if not paths and pid not in people:
+            log.add("exclude", "warning", "the manifest excludes this participant, who has no "
+                    "participants row and no image", pid, spec.participants)
+            continue
+        for path in paths or [spec.participants]:
+            log.add("exclude", "excluded", f"excluded by the manifest: {reason}", pid, path)
+
+
+def _log_scans_without_row(spec: DatasetSpec, people: dict[str, dict | None],
+                           scans: pd.DataFrame, log: _Log) -> None:
+    """An error per scan whose participant has no row (and is not excluded): it has no age."""
+    for path, pid in zip(scans["path"], scans["participant_id"]):
+        if pid not in people and pid not in spec.exclude:
+            log.add("missing_row", "error", f"image without a row in {spec.participants.name} "
+                    f"(no age): add the row or exclude the participant", pid, path)
+
+
+def _checksum_problems(spec: DatasetSpec, log: _Log) -> set[str]:
+    """Check the manifest's checksums; returns the paths of files that do not match."""
+    bad: set[str] = set()
+    for rel, expected in spec.sha256.items():
+        file = Path(os.path.normpath(spec.root / rel))
+        pid = next((part for part in rel.split("/") if part.startswith("sub-")), "")
+        if pid in spec.exclude:
+            continue
+        if not file.is_file():
+            log.add("checksum", "error", "a checksum is listed for a file that does not exist",
+                    pid, file)
+            continue
+        actual = sha256_file(file)
+        if actual != expected:
+            log.add("checksum", "error", f"sha256 mismatch: the manifest expects {expected}, "
+                    f"the file has {actual}", pid, file)
+            bad.add(str(file))
+    return bad
+
+
+def _image_check_problems(spec: DatasetSpec, scans: pd.DataFrame, log: _Log,
+                          check_images: bool, limits: ImageLimits | None) -> set[str]:
+    """:func:`check_image` on every scan (if ``check_images``); the paths with a problem."""
+    bad: set[str] = set()
+    pid_of = dict(zip(scans["path"], scans["participant_id"]))
+    if check_images:
+        for path in tqdm(scans["path"], desc=f"checking {spec.name} images", disable=None):
+            for message in check_image(path, limits):
+                log.add("image", "error", message, pid_of[path], path)
+                bad.add(path)
+    return bad
+
+
+def _build_table(spec: DatasetSpec, people: dict[str, dict | None],
+                 scans: pd.DataFrame) -> pd.DataFrame:
+    """The Cohort table of the usable scans, columns in the documented order."""
+    rows = []
+    for pid, session, path in zip(scans["participant_id"], scans["session"], scans["path"]):
+        fields = people[pid]
+        rows.append({"participant_id": pid, "session": session, "dataset": spec.name,
+                     "path": path, **fields, "space": spec.space,
+                     "skull_stripped": spec.skull_stripped})
+    if not rows:
+        return _empty_table(spec)
+    table = pd.DataFrame(rows)[_columns(spec)]
+    return table.astype({"age": float, "skull_stripped": bool,
+                         **{name: float for name in spec.scores}})
+
+
+def _columns(spec: DatasetSpec) -> list[str]:
+    return [*BASE_COLUMNS, *spec.scores, *TAIL_COLUMNS]
+
+
+def _empty_table(spec: DatasetSpec) -> pd.DataFrame:
+    """A Cohort table with no rows and the right columns and dtypes."""
+    table = pd.DataFrame({col: pd.Series(dtype=object) for col in _columns(spec)})
+    return table.astype({"age": float, "skull_stripped": bool,
+                         **{name: float for name in spec.scores}})

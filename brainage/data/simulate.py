@@ -1,0 +1,1134 @@
+r"""Simulated cohort: T1-weighted brains with known ageing, AD and PD effects.
+
+The study's default dataset. Each subject is synthesised from nilearn's MNI152 2009 template
+(T1, GM and WM probability maps, brain mask; CSF = mask - GM - WM), written as a BIDS dataset
+with the ground truth in ``derivatives/ground_truth``. The model, with the default values of
+:class:`SimulationConfig` (sources in ``.dev/simulate_methods.md`` and the References):
+
+Ages and biological age
+    Chronological age :math:`a \sim U(\text{range of the group})` (HC 20-90, AD 55-90,
+    PD 45-85). Latent severity :math:`S \sim \mathrm{Beta}(2, 2)` for patients (0 for HC),
+    disease acceleration :math:`A = A_{max} S` (AD 16 y, PD 6 y: mean brain-age gaps of 8 and
+    3 years), biological age :math:`b = a + \delta + A`, :math:`\delta \sim N(0, \sigma_{bio}^2)`,
+    :math:`\sigma_{bio} = 3` y. Every ageing effect is a function of :math:`b` only.
+Ageing dose-response
+    Fractional volume loss of region group *g* accumulates from a rate rising linearly after an
+    onset :math:`o_g`: :math:`r_g(b) = r_g^* (b - o_g)_+ / (a_g^* - o_g)`, hence
+    :math:`L_g(b) = r_g^* (b - o_g)_+^2 / (2 (a_g^* - o_g))`. Cortex: :math:`o = 18.3`,
+    :math:`r^* = 0.5\,\%/y` at 60 (0.2 %/y at 35, Hedman 2012); hippocampus and entorhinal
+    cortex: :math:`o = 40`, :math:`1\,\%/y` at 75 (Barnes 2009; Fjell 2013); thalamus, putamen,
+    caudate: :math:`o = 20`, :math:`0.3\,\%/y` at 60. Lateral ventricles expand by the ratio
+    :math:`V(b)/V_{20} = 1 + k_v ((b - 20)_+ / 50)^2`, :math:`k_v = 1` (doubling by 70,
+    Pfefferbaum). GM/WM contrast falls as :math:`\Delta(b) = \Delta_{site}\max(0.3,
+    1 - \kappa (b - 20)_+)`, :math:`\kappa = 0.003/y` (Salat 2009). Periventricular WM
+    hypointensity load :math:`h(b) = \min(1, h_{max} e^{(b - 90)/\tau})`, :math:`h_{max} = 0.6`,
+    :math:`\tau = 10` y (de Leeuw 2001).
+Disease
+    Extra loss :math:`L_g = m_g S`: AD hippocampus 0.30, entorhinal 0.35, temporo-parietal
+    cortex 0.20; PD putamen 0.20, caudate 0.15, midbrain 0.20. Losses combine as
+    :math:`1 - (1 - L_{age})(1 - L_{dis})`.
+Volume loss as deformation
+    Each process has a displacement basis: the flow :math:`\phi_t` of a velocity field, the
+    gradient of the Gaussian-smoothed region mask (into the ventricles, out of shrinking
+    regions; out of the brain mask for the cortex), tabulated against its volume effect on the
+    template. A target loss :math:`L` is realised as :math:`L_{def} = \min(1 - (1 - L)^{s},
+    R_{max})` by deformation (share :math:`s = 0.5`) and the rest by converting grey matter to
+    CSF (partial-volume sulcal widening): :math:`c = 1 - (1 - L) / (1 - L_{def})`.
+Individual anatomy
+    Pull-back :math:`y(x) = c + M (x - c) + u(x)`, :math:`M = (\text{scale}\cdot R)^{-1}` with
+    a head scale of 1.02 (men) or 0.98 (women) times :math:`e^{N(0, 0.03^2)}` per axis, rotations
+    :math:`N(0, 2°)`, and :math:`u` a random displacement on a 20 mm control grid (SD 2.5 mm,
+    smoothed, trilinearly upsampled). The subject image is
+    :math:`I(x) = B(x)\, T_s(y(x) + M\,d(x))`, masked by the template mask at :math:`y(x)`;
+    :math:`d` sums the disease and ageing flows, and :math:`T_s` is the template-space image
+    :math:`\mu_{GM} p'_{GM} + \mu_{WM} p_{WM} (1 - w) + \mu_{WMH} p_{WM} w + \mu_{CSF} p'_{CSF}
+    + \mu_{WM} \epsilon` (:math:`\epsilon`: the template T1's residual texture, :math:`w` the
+    patchy WMH map).
+Scanner
+    Per site: tissue intensities, a multiplicative bias :math:`B = e^{\beta \cdot P}` on a
+    second-order polynomial basis (site pattern plus subject variation), a Gaussian point
+    spread for the acquired voxel size, Rician noise of SD ``noise`` times the WM intensity.
+Scores
+    From the same latent severity: :math:`u = \rho z_S + \sqrt{1 - \rho^2}\,\varepsilon`
+    (:math:`z_S` the standardised severity), score = clip(round(mean ± sd u)); MMSE falls,
+    CDR-SB, MDS-UPDRS-III and Hoehn & Yahr rise with severity.
+
+References
+----------
+.. [1] Hedman A.M. et al. (2012). Human brain changes across the life span: a review of 56
+   longitudinal MRI studies. Hum Brain Mapp 33(8), 1987-2002.
+.. [2] Pfefferbaum A., Sullivan E.V. Neuroimaging of the aging brain (ACNP Generation of Progress).
+.. [3] Fjell A.M. et al. (2013). Critical ages in the life course of the adult brain. Neurobiol
+   Aging 34(10), 2239-2247.
+.. [4] Barnes J. et al. (2009). A meta-analysis of hippocampal atrophy rates in Alzheimer's
+   disease. Neurobiol Aging 30(11), 1711-1723.
+.. [5] Franke K., Gaser C. (2012). Longitudinal changes in individual BrainAGE in healthy aging,
+   mild cognitive impairment, and Alzheimer's disease. GeroPsych 25(4), 235-245.
+.. [6] Eickhoff C.R. et al. (2021). Advanced brain ageing in Parkinson's disease is related to
+   disease duration and individual impairment. Brain Commun 3(3), fcab191.
+.. [7] Salat D.H. et al. (2009). Age-associated alterations in cortical gray and white matter
+   signal intensity and gray to white matter contrast. NeuroImage 48(1), 21-28.
+.. [8] de Leeuw F.E. et al. (2001). Prevalence of cerebral white matter lesions in elderly
+   people. J Neurol Neurosurg Psychiatry 70(1), 9-14.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import difflib
+import gzip
+import json
+import logging
+import multiprocessing as mp
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from brainage._utils import GROUPS
+from brainage.data import _anatomy
+from brainage.exceptions import BrainageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AgeingConfig",
+    "AnatomyConfig",
+    "DiseaseConfig",
+    "ScoreConfig",
+    "SimulatedCohort",
+    "SimulationConfig",
+    "SimulationConfigError",
+    "SiteConfig",
+    "add_simulate_arguments",
+    "config_from_dict",
+    "ensure_cohort",
+    "read_truth",
+    "run_simulate",
+    "simulate_cohort",
+]
+
+SPACE = "MNI152NLin2009cSym"
+_HY_STAGES = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
+
+
+class SimulationConfigError(BrainageError, ValueError):
+    """A simulation parameter is out of range or unknown."""
+
+
+def _check(ok: bool, name: str, allowed: str, given: Any) -> None:
+    if not ok:
+        raise SimulationConfigError(f"{name} must be {allowed}, got {given!r}")
+
+
+def _check_range(name: str, rng: tuple[float, float]) -> None:
+    _check(len(rng) == 2 and 0 <= rng[0] < rng[1] <= 120, name,
+           "a (low, high) pair of ages with 0 <= low < high <= 120", rng)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One scanner site.
+
+    Parameters
+    ----------
+    name : str
+        Site label written to participants.tsv.
+    gm, wm, csf : float, default=0.65, 1.0, 0.25
+        Tissue intensities relative to white matter.
+    scale : float, default=1000
+        Stored intensity of white matter.
+    noise : float, default=0.02
+        Rician noise SD as a fraction of the WM intensity.
+    bias : float, default=0.15
+        SD of the log bias field's polynomial coefficients.
+    voxel_mm : tuple of float, default=(1, 1, 1)
+        Acquired voxel size: a Gaussian point spread blurs axes coarser than the output grid;
+        native-space output uses it (or the output resolution, if coarser) as voxel size.
+    orientation : str, default="RAS"
+        Axis codes of native-space output.
+    weight : float, default=1
+        Relative share of subjects scanned here.
+    """
+
+    name: str
+    gm: float = 0.65
+    wm: float = 1.0
+    csf: float = 0.25
+    scale: float = 1000.0
+    noise: float = 0.02
+    bias: float = 0.15
+    voxel_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    orientation: str = "RAS"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        p = f"site {self.name!r}"
+        _check(isinstance(self.name, str) and self.name.isalnum(), "site name",
+               "a non-empty alphanumeric string", self.name)
+        for key in ("gm", "wm", "csf", "scale", "weight"):
+            _check(getattr(self, key) > 0, f"{p}: {key}", "> 0", getattr(self, key))
+        _check(0 <= self.noise <= 0.5, f"{p}: noise", "in [0, 0.5]", self.noise)
+        _check(0 <= self.bias <= 1, f"{p}: bias", "in [0, 1]", self.bias)
+        _check(len(self.voxel_mm) == 3 and all(0 < v <= 8 for v in self.voxel_mm),
+               f"{p}: voxel_mm", "three sizes in (0, 8] mm", self.voxel_mm)
+        codes = self.orientation
+        valid = (isinstance(codes, str) and len(codes) == 3
+                 and sorted(_axis(c) for c in codes) == [0, 1, 2])
+        _check(valid, f"{p}: orientation", "three axis codes such as 'RAS' or 'LPI'", codes)
+
+
+def _axis(code: str) -> int:
+    return {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(code, -1)
+
+
+DEFAULT_SITES = (
+    SiteConfig("siteA", gm=0.62, csf=0.22, scale=900.0, noise=0.02, bias=0.15,
+               voxel_mm=(1.0, 1.0, 1.0), orientation="RAS"),
+    SiteConfig("siteB", gm=0.70, csf=0.30, scale=1100.0, noise=0.035, bias=0.25,
+               voxel_mm=(1.2, 1.2, 1.2), orientation="LPS"),
+    SiteConfig("siteC", gm=0.58, csf=0.18, scale=700.0, noise=0.025, bias=0.10,
+               voxel_mm=(0.9, 0.9, 3.0), orientation="PIR"),
+)
+
+
+@dataclass(frozen=True)
+class AgeingConfig:
+    """Dose-response of healthy ageing in biological age (see module docstring).
+
+    Parameters
+    ----------
+    cortex, hippocampus, subcortical : tuple of float
+        ``(onset_years, anchor_age, rate_per_year_at_anchor)`` of the cumulative volume loss
+        of cortical GM; hippocampus and entorhinal cortex; thalamus, putamen and caudate.
+    ventricle_gain : float, default=1.0
+        Ventricular volume ratio at 70 minus 1 (ratio 1 + gain ((b - 20)+ / 50)^2).
+    contrast_decline : float, default=0.003
+        Fractional loss of GM/WM contrast per year after 20.
+    wmh_max, wmh_tau : float, default=0.6, 10
+        Periventricular WM hypointensity at b = 90 and its e-folding time (years).
+    """
+
+    cortex: tuple[float, float, float] = (18.3, 60.0, 0.005)
+    hippocampus: tuple[float, float, float] = (40.0, 75.0, 0.010)
+    subcortical: tuple[float, float, float] = (20.0, 60.0, 0.003)
+    ventricle_gain: float = 1.0
+    contrast_decline: float = 0.003
+    wmh_max: float = 0.6
+    wmh_tau: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("cortex", "hippocampus", "subcortical"):
+            onset, anchor, rate = getattr(self, key)
+            _check(0 <= onset < anchor <= 120 and 0 <= rate < 0.1, f"ageing.{key}",
+                   "(onset, anchor, rate) with 0 <= onset < anchor <= 120, 0 <= rate < 0.1",
+                   getattr(self, key))
+        _check(0 <= self.ventricle_gain <= 3, "ageing.ventricle_gain", "in [0, 3]",
+               self.ventricle_gain)
+        _check(0 <= self.contrast_decline <= 0.01, "ageing.contrast_decline", "in [0, 0.01]",
+               self.contrast_decline)
+        _check(0 <= self.wmh_max <= 1, "ageing.wmh_max", "in [0, 1]", self.wmh_max)
+        _check(self.wmh_tau > 0, "ageing.wmh_tau", "> 0", self.wmh_tau)
+
+
+@dataclass(frozen=True)
+class DiseaseConfig:
+    """A patient group.
+
+    Parameters
+    ----------
+    age_range : tuple of float
+        Chronological ages drawn uniformly in [low, high).
+    p_male : float
+        Probability of a male subject.
+    acceleration_max_years : float
+        Extra brain-age deviation at latent severity 1.
+    severity_beta : tuple of float, default=(2, 2)
+        Beta distribution of the latent severity.
+    losses : dict
+        Extra fractional volume loss at severity 1, per region group.
+    """
+
+    age_range: tuple[float, float]
+    p_male: float
+    acceleration_max_years: float
+    losses: dict[str, float]
+    severity_beta: tuple[float, float] = (2.0, 2.0)
+
+    def check(self, name: str) -> None:
+        _check_range(f"{name}.age_range", self.age_range)
+        _check(0 <= self.p_male <= 1, f"{name}.p_male", "in [0, 1]", self.p_male)
+        _check(0 <= self.acceleration_max_years <= 40, f"{name}.acceleration_max_years",
+               "in [0, 40] years", self.acceleration_max_years)
+        _check(len(self.severity_beta) == 2 and min(self.severity_beta) > 0,
+               f"{name}.severity_beta", "two positive Beta parameters", self.severity_beta)
+        for region, loss in self.losses.items():
+            _check(region in _LOSS_REGIONS, f"{name}.losses",
+                   f"keys among {sorted(_LOSS_REGIONS)}", region)
+            _check(0 <= loss < 0.9, f"{name}.losses[{region!r}]", "in [0, 0.9)", loss)
+
+
+_LOSS_REGIONS = {"hippocampus", "entorhinal", "temporoparietal", "putamen", "caudate",
+                 "midbrain", "thalamus", "cortex"}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """A clinical score generated from the latent severity.
+
+    Parameters
+    ----------
+    group : str
+        Group that has the score (``"AD"`` or ``"PD"``); others get "n/a".
+    mean, sd : float
+        Mean and SD of the score over the group.
+    corr : float
+        True correlation of the continuous score with the latent severity (sign included).
+    low, high, step : float
+        Range and rounding step of the recorded score.
+    """
+
+    group: str
+    mean: float
+    sd: float
+    corr: float
+    low: float
+    high: float
+    step: float = 1.0
+
+    def check(self, name: str) -> None:
+        _check(self.group in ("AD", "PD"), f"scores.{name}.group", "'AD' or 'PD'", self.group)
+        _check(-1 <= self.corr <= 1, f"scores.{name}.corr", "in [-1, 1]", self.corr)
+        _check(self.sd > 0 and self.low < self.high and self.step > 0, f"scores.{name}",
+               "sd > 0, low < high, step > 0", (self.sd, self.low, self.high, self.step))
+
+
+def _default_scores() -> dict[str, ScoreConfig]:
+    return {"mmse": ScoreConfig("AD", 21.0, 4.0, -0.7, 0, 30),
+            "cdr_sb": ScoreConfig("AD", 5.0, 2.5, 0.7, 0, 18, 0.5),
+            "updrs3": ScoreConfig("PD", 30.0, 12.0, 0.6, 0, 132),
+            "hoehn_yahr": ScoreConfig("PD", 2.2, 0.8, 0.6, 1, 5, 0.5)}
+
+
+@dataclass(frozen=True)
+class AnatomyConfig:
+    """Individual anatomy.
+
+    Parameters
+    ----------
+    deformation_sd_mm : float, default=2.5
+        SD of the random displacement at the control points.
+    control_spacing_mm : float, default=20
+        Spacing of the random displacement's control grid.
+    male_head_scale : float, default=1.02
+        Linear head scale of men (women: its inverse).
+    head_scale_sd : float, default=0.03
+        SD of the log linear scale per axis.
+    rotation_sd_deg : float, default=2
+        SD of the rotation about each axis.
+    deformation_share : float, default=0.5
+        Exponent share of a volume loss realised by deformation (rest: GM-to-CSF conversion).
+    """
+
+    deformation_sd_mm: float = 2.5
+    control_spacing_mm: float = 20.0
+    male_head_scale: float = 1.02
+    head_scale_sd: float = 0.03
+    rotation_sd_deg: float = 2.0
+    deformation_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.deformation_sd_mm <= 10, "anatomy.deformation_sd_mm", "in [0, 10]",
+               self.deformation_sd_mm)
+        _check(8 <= self.control_spacing_mm <= 80, "anatomy.control_spacing_mm",
+               "in [8, 80]", self.control_spacing_mm)
+        _check(0.8 <= self.male_head_scale <= 1.25, "anatomy.male_head_scale",
+               "in [0.8, 1.25]", self.male_head_scale)
+        _check(0 <= self.head_scale_sd <= 0.2, "anatomy.head_scale_sd", "in [0, 0.2]",
+               self.head_scale_sd)
+        _check(0 <= self.rotation_sd_deg <= 15, "anatomy.rotation_sd_deg", "in [0, 15]",
+               self.rotation_sd_deg)
+        _check(0 <= self.deformation_share <= 1, "anatomy.deformation_share", "in [0, 1]",
+               self.deformation_share)
+
+
+def _default_ad() -> DiseaseConfig:
+    return DiseaseConfig((55.0, 90.0), 0.4, 16.0,
+                         {"hippocampus": 0.30, "entorhinal": 0.35, "temporoparietal": 0.20})
+
+
+def _default_pd() -> DiseaseConfig:
+    return DiseaseConfig((45.0, 85.0), 0.6, 6.0,
+                         {"putamen": 0.20, "caudate": 0.15, "midbrain": 0.20})
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """All parameters of the simulated cohort (counts, seed and resolution are arguments).
+
+    Parameters
+    ----------
+    sigma_bio : float, default=3
+        SD (years) of healthy biological-age deviation.
+    hc_age_range : tuple of float, default=(20, 90)
+        Ages of healthy controls.
+    hc_p_male : float, default=0.5
+        Probability of a male control.
+    ad, pd : DiseaseConfig
+        Patient groups (defaults: AD 55-90 y, +8 y mean gap; PD 45-85 y, +3 y).
+    ageing : AgeingConfig
+        Dose-response of ageing.
+    anatomy : AnatomyConfig
+        Individual anatomy.
+    scores : dict of ScoreConfig
+        ``mmse``, ``cdr_sb``, ``updrs3``, ``hoehn_yahr``.
+    sites : tuple of SiteConfig
+        Scanner sites (default: three).
+    native_space : bool, default=False
+        Write images in a native scanner space (random rigid pose, the site's voxel size and
+        orientation) instead of the template grid.
+    native_max_rotation_deg, native_max_shift_mm : float, default=15, 15
+        Range of the native pose.
+    """
+
+    sigma_bio: float = 3.0
+    hc_age_range: tuple[float, float] = (20.0, 90.0)
+    hc_p_male: float = 0.5
+    ad: DiseaseConfig = field(default_factory=_default_ad)
+    pd: DiseaseConfig = field(default_factory=_default_pd)
+    ageing: AgeingConfig = field(default_factory=AgeingConfig)
+    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    scores: dict[str, ScoreConfig] = field(default_factory=_default_scores)
+    sites: tuple[SiteConfig, ...] = DEFAULT_SITES
+    native_space: bool = False
+    native_max_rotation_deg: float = 15.0
+    native_max_shift_mm: float = 15.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.sigma_bio <= 20, "sigma_bio", "in [0, 20] years", self.sigma_bio)
+        _check_range("hc_age_range", self.hc_age_range)
+        _check(0 <= self.hc_p_male <= 1, "hc_p_male", "in [0, 1]", self.hc_p_male)
+        self.ad.check("ad")
+        self.pd.check("pd")
+        for name, score in self.scores.items():
+            _check(name in _default_scores(), "scores", f"keys among {list(_default_scores())}",
+                   name)
+            score.check(name)
+        _check(len(self.sites) > 0, "sites", "at least one site", self.sites)
+        names = [s.name for s in self.sites]
+        _check(len(set(names)) == len(names), "sites", "sites with distinct names", names)
+        _check(0 <= self.native_max_rotation_deg <= 45, "native_max_rotation_deg",
+               "in [0, 45]", self.native_max_rotation_deg)
+        _check(0 <= self.native_max_shift_mm <= 50, "native_max_shift_mm", "in [0, 50]",
+               self.native_max_shift_mm)
+
+
+_DEFAULT = SimulationConfig()
+_NESTED: dict[str, Any] = {"ad": DiseaseConfig, "pd": DiseaseConfig, "ageing": AgeingConfig,
+                           "anatomy": AnatomyConfig}
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where} must be a mapping of settings, got {type(data).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SimulationConfigError(
+                f"unknown setting {where}.{key}: allowed are {', '.join(known)}{hint}")
+    kwargs = {}
+    for key, value in data.items():
+        if key in _NESTED and cls is SimulationConfig:
+            value = _build(_NESTED[key], _merged(getattr(_DEFAULT, key), value, where, key),
+                           f"{where}.{key}")
+        elif key == "sites" and cls is SimulationConfig:
+            value = tuple(_build(SiteConfig, s, f"{where}.sites[{i}]")
+                          for i, s in enumerate(value))
+        elif key == "scores" and cls is SimulationConfig:
+            defaults = _default_scores()
+            value = {**defaults, **{
+                k: _build(ScoreConfig, _merged(defaults.get(k), v, where, f"scores.{k}"),
+                          f"{where}.scores.{k}") for k, v in value.items()}}
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merged(default: Any, value: Any, where: str, key: str) -> Any:
+    """Partial settings of a nested group on top of its defaults."""
+    if default is None or not isinstance(value, Mapping):
+        return value
+    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default)}, **value}
+
+
+def config_from_dict(data: Mapping[str, Any]) -> SimulationConfig:
+    """Build a :class:`SimulationConfig` from plain values (JSON/YAML), defaults elsewhere.
+
+    Raises
+    ------
+    SimulationConfigError
+        For an unknown key (naming it and the closest allowed one) or a value out of range.
+    """
+    return _build(SimulationConfig, data, "config")
+
+
+def config_to_dict(config: SimulationConfig) -> dict[str, Any]:
+    """Plain-value form of ``config`` (JSON-ready)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+# ----------------------------------------------------------------------------- cohort table
+def _cumulative_loss(b: np.ndarray, params: tuple[float, float, float]) -> np.ndarray:
+    """L(b) = rate (b - onset)+^2 / (2 (anchor - onset)): a rate rising linearly after onset."""
+    onset, anchor, rate = params
+    return np.minimum(rate * np.clip(b - onset, 0, None) ** 2 / (2 * (anchor - onset)), 0.9)
+
+
+def _draw_group(group: str, n: int, cfg: SimulationConfig,
+                rng: np.random.Generator) -> pd.DataFrame:
+    """Demographics, severity and biological age of one group."""
+    if group == "HC":
+        lo, hi = cfg.hc_age_range
+        p_male, severity, acc_max = cfg.hc_p_male, np.zeros(n), 0.0
+    else:
+        dis = cfg.ad if group == "AD" else cfg.pd
+        (lo, hi), p_male, acc_max = dis.age_range, dis.p_male, dis.acceleration_max_years
+        severity = rng.beta(*dis.severity_beta, size=n)
+    age = np.round(rng.uniform(lo, hi, size=n), 1)
+    sex = np.where(rng.random(n) < p_male, "M", "F")
+    weights = np.array([s.weight for s in cfg.sites])
+    site = rng.choice(len(cfg.sites), size=n, p=weights / weights.sum())
+    acceleration = np.round(acc_max * severity, 4)
+    deviation = np.round(rng.normal(0.0, cfg.sigma_bio, size=n) + acceleration, 4)
+    return pd.DataFrame({
+        "group": group, "age": age, "sex": sex, "site_index": site,
+        "site": [cfg.sites[i].name for i in site], "latent_severity": np.round(severity, 6),
+        "acceleration_years": acceleration, "deviation": deviation,
+        "biological_age": np.round(age + deviation, 4)})
+
+
+def _draw_scores(table: pd.DataFrame, cfg: SimulationConfig,
+                 rng: np.random.Generator) -> pd.DataFrame:
+    """Clinical scores from the latent severity (``n/a``, i.e. NaN, outside their group)."""
+    for name, sc in cfg.scores.items():
+        rows = (table["group"] == sc.group).to_numpy()
+        dis = cfg.ad if sc.group == "AD" else cfg.pd
+        a, b = dis.severity_beta
+        mean, sd = a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        z = (table.loc[rows, "latent_severity"].to_numpy() - mean) / sd
+        u = sc.corr * z + np.sqrt(1 - sc.corr**2) * rng.standard_normal(rows.sum())
+        value = np.clip(np.round((sc.mean + sc.sd * u) / sc.step) * sc.step, sc.low, sc.high)
+        if name == "hoehn_yahr":
+            value = _HY_STAGES[np.abs(value[:, None] - _HY_STAGES[None, :]).argmin(axis=1)]
+        col = np.full(len(table), np.nan)
+        col[rows] = value
+        table[name] = col
+    return table
+
+
+def _draw_head(table: pd.DataFrame, cfg: SimulationConfig,
+               rng: np.random.Generator) -> pd.DataFrame:
+    """Per-subject linear head scale (3 axes) and rotation (degrees)."""
+    an = cfg.anatomy
+    base = np.where(table["sex"] == "M", an.male_head_scale, 1 / an.male_head_scale)
+    scale = base[:, None] * np.exp(rng.normal(0, an.head_scale_sd, size=(len(table), 3)))
+    rot = rng.normal(0, an.rotation_sd_deg, size=(len(table), 3))
+    for i, ax in enumerate("xyz"):
+        table[f"head_scale_{ax}"] = scale[:, i]
+        table[f"rotation_{ax}_deg"] = rot[:, i]
+    return table
+
+
+def draw_cohort(n_healthy: int, n_ad: int, n_pd: int, cfg: SimulationConfig,
+                rng: np.random.Generator) -> pd.DataFrame:
+    """The cohort table before images: demographics, latent variables, scores, head pose."""
+    parts = [_draw_group(g, n, cfg, rng) for g, n in zip(GROUPS, (n_healthy, n_ad, n_pd)) if n]
+    table = pd.concat(parts, ignore_index=True)
+    table = table.iloc[rng.permutation(len(table))].reset_index(drop=True)
+    width = max(4, len(str(len(table))))
+    table.insert(0, "participant_id", [f"sub-{i + 1:0{width}d}" for i in range(len(table))])
+    table = _draw_scores(table, cfg, rng)
+    return _draw_head(table, cfg, rng)
+
+
+# ----------------------------------------------------------------------------- doses
+#: Region groups with a displacement basis and GM conversion, and their ageing parameters.
+_AGEING_OF = {"cortex": "cortex", "hippocampus": "hippocampus", "entorhinal": "hippocampus",
+              "thalamus": "subcortical", "putamen": "subcortical", "caudate": "subcortical",
+              "temporoparietal": None, "midbrain": None}
+
+
+def add_doses(table: pd.DataFrame, cfg: SimulationConfig,
+              anat: _anatomy.TemplateAnatomy) -> pd.DataFrame:
+    """Add each subject's target volume losses, ventricle ratio, WMH load and contrast factor."""
+    b = table["biological_age"].to_numpy()
+    sev = table["latent_severity"].to_numpy()
+    for region, ageing_key in _AGEING_OF.items():
+        aged = (_cumulative_loss(b, getattr(cfg.ageing, ageing_key)) if ageing_key
+                else np.zeros(len(table)))
+        disease = np.zeros(len(table))
+        for group, dis in (("AD", cfg.ad), ("PD", cfg.pd)):
+            rows = (table["group"] == group).to_numpy()
+            disease[rows] = dis.losses.get(region, 0.0) * sev[rows]
+        table[f"loss_{region}"] = 1 - (1 - aged) * (1 - disease)
+    young = np.clip(b - 20.0, 0, None) / 50.0
+    table["ventricle_ratio"] = 1 + cfg.ageing.ventricle_gain * young**2
+    table["wmh_load"] = np.minimum(1.0, cfg.ageing.wmh_max
+                                   * np.exp((b - 90.0) / cfg.ageing.wmh_tau))
+    table["contrast_factor"] = np.maximum(
+        0.3, 1 - cfg.ageing.contrast_decline * np.clip(b - 20.0, 0, None))
+    return table
+
+
+def _plan_effects(row: Mapping[str, Any], share: float,
+                  anat: _anatomy.TemplateAnatomy) -> tuple[dict[str, float], dict[str, float]]:
+    """Flow amplitudes and GM-to-CSF conversion fractions realising a subject's losses."""
+    amplitudes = {"ventricles": anat.bases["ventricles"].amplitude_for(row["ventricle_ratio"])}
+    conversions = {}
+    for region in _AGEING_OF:
+        loss = float(row[f"loss_{region}"])
+        basis = anat.bases[region]
+        by_flow = min(1 - (1 - loss) ** share, float(basis.response[-1]))
+        amplitudes[region] = basis.amplitude_for(by_flow)
+        conversions[region] = 1 - (1 - loss) / (1 - by_flow)
+    return amplitudes, conversions
+
+
+# ----------------------------------------------------------------------------- one subject
+def _source_image(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], site: SiteConfig,
+                  conversions: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
+    """The subject's template-space intensities on the box: tissue mixture plus texture."""
+    factor = np.ones(anat.gm.size, dtype=np.float32)
+    for name, frac in conversions.items():
+        idx, w = anat.conversions[name]
+        factor[idx] -= np.float32(frac) * w
+    gm = anat.gm * np.clip(factor, 0, 1).reshape(anat.box_shape)
+    csf = anat.csf + (anat.gm - gm) + (1 - anat.mask)  # outside the brain: CSF
+    weights = rng.normal(0, 0.5, size=4).astype(np.float32)
+    patchy = np.clip(1 + np.tensordot(weights, anat.wmh_patches, axes=1), 0, 2)
+    wmh = np.float32(row["wmh_load"]) * anat.wmh_prior * patchy
+    mid, half = (site.wm + site.gm) / 2, (site.wm - site.gm) / 2 * row["contrast_factor"]
+    mu_gm, mu_wm = np.float32(mid - half), np.float32(mid + half)
+    mu_wmh = np.float32(mu_gm * 0.9)  # T1 hypointense, about as dark as grey matter
+    return (mu_gm * gm + anat.wm * (mu_wm * (1 - wmh) + mu_wmh * wmh)
+            + np.float32(site.csf) * csf + mu_wm * anat.texture).astype(np.float32)
+
+
+def _rotation(deg: np.ndarray) -> np.ndarray:
+    """Rotation matrix from angles (degrees) about x, y and z."""
+    ax, ay, az = np.deg2rad(deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _random_displacement(anat: _anatomy.TemplateAnatomy, an: AnatomyConfig,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Smooth random displacement (3, n) in voxels at the support points.
+
+    Drawn on a coarse control grid, smoothed there (cheap) and upsampled trilinearly with
+    :func:`scipy.ndimage.zoom`, instead of smoothing full-size noise per subject.
+    """
+    res = anat.resolution_mm
+    box = np.asarray(anat.box_shape)
+    coarse = np.maximum(np.ceil((box - 1) * res / an.control_spacing_mm).astype(int) + 1, 2)
+    delta = np.zeros((5, 5, 5))
+    delta[2, 2, 2] = 1
+    gain = np.sqrt((ndi.gaussian_filter(delta, 0.7) ** 2).sum())
+    noise = rng.standard_normal((3, *coarse))
+    out = np.empty((3, anat.points.shape[1]), dtype=np.float32)
+    for c in range(3):
+        smooth = ndi.gaussian_filter(noise[c], 0.7, mode="nearest") / gain
+        full = ndi.zoom(smooth.astype(np.float32), box / coarse, order=1, output=np.float32,
+                        grid_mode=False)
+        out[c] = full.reshape(-1)[anat.support_flat] * (an.deformation_sd_mm / res)
+    return out
+
+
+def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
+                      amplitudes: Mapping[str, float], an: AnatomyConfig,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Template coordinates sampled by each support voxel: with and without atrophy."""
+    scale = np.array([row["head_scale_x"], row["head_scale_y"], row["head_scale_z"]])
+    rot = _rotation(np.array([row["rotation_x_deg"], row["rotation_y_deg"],
+                              row["rotation_z_deg"]]))
+    pull = np.linalg.inv(rot @ np.diag(scale)).astype(np.float32)  # subject -> template
+    c = anat.centre[:, None]
+    y_anat = c + pull @ (anat.points - c) + _random_displacement(anat, an, rng)
+    atrophy = np.zeros_like(anat.points)
+    for name, amp in amplitudes.items():
+        basis = anat.bases[name]
+        atrophy[:, basis.pos] += basis.displacement(amp)
+    return y_anat, y_anat + pull @ atrophy
+
+
+def _scanner(anat: _anatomy.TemplateAnatomy, values: np.ndarray, site: SiteConfig,
+             site_beta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bias field, point spread and Rician noise applied to the support values."""
+    beta = (site_beta + rng.normal(0, 0.3, size=site_beta.shape)) * site.bias
+    values = values * np.exp(beta.astype(np.float32) @ anat.bias_basis)
+    res = anat.resolution_mm
+    sigmas = [np.sqrt(max(v * v - res * res, 0.0) / (8 * np.log(2))) / res
+              for v in site.voxel_mm]
+    if max(sigmas) > 0.2:
+        vol = np.zeros(anat.gm.size, dtype=np.float32)
+        vol[anat.support_flat] = values
+        vol = vol.reshape(anat.box_shape)
+        for axis, sigma in enumerate(sigmas):
+            if sigma > 0.2:
+                vol = ndi.gaussian_filter1d(vol, sigma, axis=axis, mode="nearest")
+        values = vol.reshape(-1)[anat.support_flat]
+    sigma = np.float32(site.noise * site.wm)
+    n1 = rng.standard_normal(values.shape, dtype=np.float32)
+    n2 = rng.standard_normal(values.shape, dtype=np.float32)
+    return np.sqrt((values + sigma * n1) ** 2 + (sigma * n2) ** 2)
+
+
+def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
+                       cfg: SimulationConfig, site_beta: np.ndarray,
+                       seed: np.random.SeedSequence) -> np.ndarray:
+    """One subject's T1 image on the full template grid (float32, stored intensity units).
+
+    Parameters
+    ----------
+    anat : TemplateAnatomy
+        From :func:`brainage.data._anatomy.build_anatomy`.
+    row : mapping
+        The subject's row of the cohort table with doses (:func:`add_doses`).
+    cfg : SimulationConfig
+        Parameters.
+    site_beta : ndarray, shape (9,)
+        The site's bias-field pattern.
+    seed : SeedSequence
+        The subject's own random stream (deformation, WMH patches, bias, noise).
+    """
+    rng = np.random.default_rng(seed)
+    site = cfg.sites[int(row["site_index"])]
+    amplitudes, conversions = _plan_effects(row, cfg.anatomy.deformation_share, anat)
+    source = _source_image(anat, row, site, conversions, rng)
+    y_anat, y = _warp_coordinates(anat, row, amplitudes, cfg.anatomy, rng)
+    values = ndi.map_coordinates(source, y, order=1, mode="nearest", output=np.float32)
+    inside = ndi.map_coordinates(anat.mask, y_anat, order=1, mode="constant", cval=0.0,
+                                 output=np.float32) > 0.5
+    values = _scanner(anat, values, site, site_beta, rng) * inside
+    box = np.zeros(anat.gm.size, dtype=np.float32)
+    box[anat.support_flat] = values * np.float32(site.scale / site.wm)
+    out = np.zeros(anat.shape, dtype=np.float32)
+    out[anat.box] = box.reshape(anat.box_shape)
+    return out
+
+
+def _native_resample(volume: np.ndarray, anat: _anatomy.TemplateAnatomy, site: SiteConfig,
+                     cfg: SimulationConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a template-space image to a native grid with a random rigid pose.
+
+    Returns the data, its header affine (voxel to scanner mm) and the true scanner-to-template
+    transform (4 x 4, mm).
+    """
+    res = anat.resolution_mm
+    voxel = np.maximum(np.asarray(site.voxel_mm, dtype=float), res)
+    fov = np.asarray(anat.shape) * res + 20.0
+    shape_ras = np.ceil(fov / voxel).astype(int)
+    centre = anat.affine[:3, :3] @ ((np.asarray(anat.shape) - 1) / 2) + anat.affine[:3, 3]
+    affine_ras = np.diag([*voxel, 1.0])
+    affine_ras[:3, 3] = centre - voxel * (shape_ras - 1) / 2
+    ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                           nib.orientations.axcodes2ornt(site.orientation))
+    affine = affine_ras @ nib.orientations.inv_ornt_aff(ornt, shape_ras)
+    shape = tuple(int(shape_ras[int(k)]) for k in ornt[:, 0].argsort())
+    pose = np.eye(4)
+    pose[:3, :3] = _rotation(rng.uniform(-1, 1, 3) * cfg.native_max_rotation_deg)
+    pose[:3, 3] = rng.uniform(-1, 1, 3) * cfg.native_max_shift_mm
+    to_template_voxel = np.linalg.inv(anat.affine) @ pose @ affine
+    data = ndi.affine_transform(volume, to_template_voxel[:3, :3], to_template_voxel[:3, 3],
+                                output_shape=shape, order=1, output=np.float32)
+    return data, affine, pose
+
+
+def nifti_bytes(data: np.ndarray, affine: np.ndarray, dtype: Any, code: int) -> bytes:
+    """Gzipped NIfTI-1 bytes with a zero gzip timestamp (same input, same bytes).
+
+    nibabel's own ``.nii.gz`` writer stores the current time in the gzip header; serialising
+    with :meth:`nibabel.Nifti1Image.to_bytes` and compressing with ``mtime=0`` avoids that.
+    """
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=code)
+    img.set_sform(affine, code=code)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+
+
+# ----------------------------------------------------------------------------- workers
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(anat: _anatomy.TemplateAnatomy, cfg: SimulationConfig, root: Path,
+                 site_betas: np.ndarray) -> None:
+    _STATE.update(anat=anat, cfg=cfg, root=root, site_betas=site_betas)
+
+
+def _subject_job(job: tuple[dict[str, Any], np.random.SeedSequence]) -> dict[str, Any]:
+    """Synthesise and write one subject (runs in a worker or in the main process)."""
+    row, seed = job
+    anat, cfg, root = _STATE["anat"], _STATE["cfg"], _STATE["root"]
+    site_index = int(row["site_index"])
+    image_seed, pose_seed = seed.spawn(2)
+    volume = synthesise_subject(anat, row, cfg, _STATE["site_betas"][site_index], image_seed)
+    sub = row["participant_id"]
+    out = root / sub / "anat" / f"{sub}_T1w.nii.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {"participant_id": sub}
+    if cfg.native_space:
+        volume, affine, pose = _native_resample(volume, anat, cfg.sites[site_index], cfg,
+                                                np.random.default_rng(pose_seed))
+        info["native_to_template"] = pose.tolist()
+        out.write_bytes(nifti_bytes(np.round(volume), affine, np.int16, code=1))
+    else:
+        out.write_bytes(nifti_bytes(np.round(volume), anat.affine, np.int16, code=4))
+    return info
+
+
+def _run_jobs(jobs: list, n_jobs: int, init_args: tuple) -> list[dict[str, Any]]:
+    """Run subject jobs in order, on ``n_jobs`` processes (results do not depend on it)."""
+    from tqdm.auto import tqdm
+
+    if n_jobs == 1:
+        _init_worker(*init_args)
+        return [_subject_job(j) for j in tqdm(jobs, desc="subjects", disable=None)]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with cf.ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
+                                initializer=_init_worker, initargs=init_args) as pool:
+        return list(tqdm(pool.map(_subject_job, jobs, chunksize=4), total=len(jobs),
+                         desc="subjects", disable=None))
+
+
+# ----------------------------------------------------------------------------- outputs
+_PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "site", "group", "mmse", "cdr_sb",
+                        "updrs3", "hoehn_yahr"]
+_TRUTH_FIRST = ["participant_id", "group", "age", "biological_age", "deviation",
+                "latent_severity", "acceleration_years"]
+_PARTICIPANTS_JSON = {
+    "age": {"Description": "chronological age at scan", "Units": "years"},
+    "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
+    "site": {"Description": "scanner site (simulated)"},
+    "group": {"Description": "diagnostic group",
+              "Levels": {"HC": "healthy control", "AD": "Alzheimer's disease",
+                         "PD": "Parkinson's disease"}},
+    "mmse": {"Description": "Mini-Mental State Examination (0-30), AD only"},
+    "cdr_sb": {"Description": "Clinical Dementia Rating, sum of boxes (0-18), AD only"},
+    "updrs3": {"Description": "MDS-UPDRS part III motor score (0-132), PD only"},
+    "hoehn_yahr": {"Description": "Hoehn and Yahr stage (1-5), PD only"},
+}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _write_tsv(path: Path, table: pd.DataFrame) -> None:
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.10g",
+                 lineterminator="\n")
+
+
+def _write_participants(root: Path, table: pd.DataFrame, seed: int, version: str) -> None:
+    out = table[_PARTICIPANT_COLUMNS].copy()
+    for col in ("mmse", "updrs3"):
+        out[col] = out[col].astype("Int64")
+    _write_tsv(root / "participants.tsv", out)
+    _write_json(root / "participants.json", _PARTICIPANTS_JSON)
+    _write_json(root / "dataset_description.json", {
+        "Name": "brainage simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "License": "CC0",
+        "GeneratedBy": [{"Name": "brainage.data.simulate", "Version": version,
+                         "Description": f"seed {seed}; template MNI152NLin2009cSym (nilearn)"}],
+    })
+
+
+def _realised_stats(table: pd.DataFrame, cfg: SimulationConfig) -> dict[str, Any]:
+    gap = (table["biological_age"] - table["age"]).groupby(table["group"]).mean()
+    realised_corr = {}
+    for name, sc in cfg.scores.items():
+        rows = table[table["group"] == sc.group]
+        ok = len(rows) > 2 and rows[name].std() > 0 and rows["latent_severity"].std() > 0
+        realised_corr[name] = (float(np.corrcoef(rows["latent_severity"], rows[name])[0, 1])
+                               if ok else None)
+    return {"true_mean_brain_age_gap": {g: round(float(v), 4) for g, v in gap.items()},
+            "true_correlations": {
+                name: {"score_group": sc.group, "with": ["latent_severity",
+                                                         "acceleration_years"],
+                       "configured": sc.corr, "realised_sample": realised_corr[name]}
+                for name, sc in cfg.scores.items()}}
+
+
+def _effect_maps(anat: _anatomy.TemplateAnatomy, cfg: SimulationConfig) -> dict[str, np.ndarray]:
+    """Ground-truth effect strength per process at a reference dose (see simulation.json)."""
+    maps = {}
+    ref_age = {"biological_age": 80.0, "latent_severity": 0.0, "group": "HC"}
+    for process, row in (("ageing", ref_age),
+                         ("ad", {**ref_age, "latent_severity": 1.0, "group": "AD"}),
+                         ("pd", {**ref_age, "latent_severity": 1.0, "group": "PD"})):
+        t = add_doses(pd.DataFrame([row]), cfg, anat).iloc[0]
+        if process != "ageing":  # disease alone: remove the ageing part of each loss
+            base = add_doses(pd.DataFrame([ref_age]), cfg, anat).iloc[0]
+            for region in _AGEING_OF:
+                key = f"loss_{region}"
+                t[key] = 1 - (1 - t[key]) / (1 - base[key])
+            t["ventricle_ratio"] = 1.0
+        amps, conv = _plan_effects(t, cfg.anatomy.deformation_share, anat)
+        wmh = float(t["wmh_load"]) if process == "ageing" else 0.0
+        maps[process] = _anatomy.effect_strength(anat, amps, conv, wmh)
+    return maps
+
+
+def _write_truth(root: Path, table: pd.DataFrame, infos: list[dict[str, Any]],
+                 anat: _anatomy.TemplateAnatomy, meta: dict[str, Any],
+                 cfg: SimulationConfig) -> None:
+    gt = root / "derivatives" / "ground_truth"
+    gt.mkdir(parents=True, exist_ok=True)
+    _write_json(gt / "dataset_description.json", {
+        "Name": "ground truth of the brainage simulated cohort", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "brainage.data.simulate", "Version": meta["version"]}]})
+    rest = [c for c in table.columns if c not in _TRUTH_FIRST + _PARTICIPANT_COLUMNS]
+    _write_tsv(gt / "participants_truth.tsv", table[_TRUTH_FIRST + ["site"] + rest])
+    if cfg.native_space:
+        xfm = gt / "transforms"
+        xfm.mkdir(exist_ok=True)
+        for info in infos:
+            np.savetxt(xfm / f"{info['participant_id']}_from-native_to-{SPACE}_affine.txt",
+                       np.asarray(info["native_to_template"]), fmt="%.8f")
+    _write_json(gt / "simulation.json", meta)
+    (gt / "regions.nii.gz").write_bytes(nifti_bytes(anat.labels, anat.affine, np.int16, 4))
+    regions = pd.DataFrame(anat.regions)[["index", "name", "effect", "effects", "x_mm",
+                                          "y_mm", "z_mm", "volume_ml"]]
+    _write_tsv(gt / "regions.tsv", regions)
+    for process, data in _effect_maps(anat, cfg).items():
+        (gt / f"{process}_effect.nii.gz").write_bytes(
+            nifti_bytes(data, anat.affine, np.float32, 4))
+
+
+# ----------------------------------------------------------------------------- public API
+@dataclass(frozen=True)
+class SimulatedCohort:
+    """What :func:`simulate_cohort` wrote.
+
+    Parameters
+    ----------
+    root : Path
+        The BIDS dataset.
+    participants : DataFrame
+        participants.tsv as written (NaN where "n/a").
+    truth : DataFrame
+        derivatives/ground_truth/participants_truth.tsv.
+    """
+
+    root: Path
+    participants: pd.DataFrame
+    truth: pd.DataFrame
+
+
+def _check_arguments(counts: Mapping[str, Any], seed: Any, resolution_mm: Any,
+                     n_jobs: Any) -> None:
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
+        _check(n >= 0, name, "a count >= 0", n)
+    _check(sum(counts.values()) > 0, "n_healthy + n_ad + n_pd", "> 0 subjects",
+           sum(counts.values()))
+    _check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+           "seed", "an int >= 0", seed)
+    _check(isinstance(resolution_mm, (int, float)) and 1 <= resolution_mm <= 8,
+           "resolution_mm", "a voxel size in [1, 8] mm", resolution_mm)
+    _check(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
+
+
+def _prepare_root(out_dir: str | Path, overwrite: bool) -> Path:
+    root = Path(out_dir)
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"out_dir {root} exists and is not empty; pass overwrite=True "
+                                  "(CLI: --overwrite) to replace it")
+        if not (root / "dataset_description.json").exists():
+            raise FileExistsError(f"out_dir {root} is not empty and holds no "
+                                  "dataset_description.json: refusing to delete it")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _metadata(table: pd.DataFrame, cfg: SimulationConfig, anat: _anatomy.TemplateAnatomy,
+              seed: int, resolution_mm: float, version: str) -> dict[str, Any]:
+    """Content of simulation.json: parameters, seed, truths and calibration tables."""
+    counts = table["group"].value_counts()
+    return {"version": version, "seed": seed, "resolution_mm": resolution_mm,
+            "space": "native" if cfg.native_space else SPACE, "template_space": SPACE,
+            "grid": {"shape": list(anat.shape), "affine": anat.affine.tolist()},
+            "counts": {g: int(counts.get(g, 0)) for g in GROUPS},
+            **_realised_stats(table, cfg),
+            "effect_maps": {"reference": "ageing: biological age 80 vs none; ad, pd: latent "
+                            "severity 1, disease part only", "value": "|log det J| + GM "
+                            "fraction converted to CSF (+ WMH load for ageing)"},
+            "calibration": {n: {"amplitude_mm": b.amplitudes.round(4).tolist(),
+                                "response": b.response.round(5).tolist(), "kind": b.kind}
+                            for n, b in anat.bases.items()},
+            "config": config_to_dict(cfg)}
+
+
+def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
+                    n_pd: int = 0, seed: int = 0, resolution_mm: float = 2,
+                    config: SimulationConfig | None = None, n_jobs: int = 1,
+                    overwrite: bool = False) -> SimulatedCohort:
+    """Simulate a cohort and write it as a BIDS dataset with its ground truth.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Dataset folder (created; must be empty unless ``overwrite``).
+    n_healthy, n_ad, n_pd : int, default=100, 0, 0
+        Subjects per group.
+    seed : int, default=0
+        Seed of everything: the same seed gives byte-identical files, whatever ``n_jobs``.
+    resolution_mm : float, default=2
+        Template grid (1 and 2 mm: nilearn's MNI152 grids; others resampled from 1 mm).
+    config : SimulationConfig, optional
+        Model parameters (defaults: :class:`SimulationConfig`).
+    n_jobs : int, default=1
+        Worker processes.
+    overwrite : bool, default=False
+        Replace an existing dataset in ``out_dir``.
+
+    Returns
+    -------
+    SimulatedCohort
+        The root folder and the participants and ground-truth tables.
+    """
+    counts = {"n_healthy": n_healthy, "n_ad": n_ad, "n_pd": n_pd}
+    _check_arguments(counts, seed, resolution_mm, n_jobs)
+    cfg = config if config is not None else SimulationConfig()
+    if not isinstance(cfg, SimulationConfig):
+        raise TypeError(f"config must be a SimulationConfig, got {type(cfg).__name__}")
+    root = _prepare_root(out_dir, overwrite)
+    from brainage._utils.constants import VERSION as __version__
+
+    cohort_seed, site_seed, subject_root = np.random.SeedSequence(seed).spawn(3)
+    anat = _anatomy.build_anatomy(float(resolution_mm))
+    table = draw_cohort(n_healthy, n_ad, n_pd, cfg, np.random.default_rng(cohort_seed))
+    table = add_doses(table, cfg, anat)
+    site_betas = np.random.default_rng(site_seed).normal(size=(len(cfg.sites), 9))
+    jobs = list(zip(table.to_dict("records"), subject_root.spawn(len(table))))
+    logger.info("simulating %d subjects at %g mm into %s", len(table), resolution_mm, root)
+    infos = _run_jobs(jobs, n_jobs, (anat, cfg, root, site_betas))
+    meta = _metadata(table, cfg, anat, seed, float(resolution_mm), __version__)
+    _write_participants(root, table, seed, __version__)
+    _write_truth(root, table, infos, anat, meta, cfg)
+    participants = pd.read_csv(root / "participants.tsv", sep="\t", na_values="n/a")
+    truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
+                        sep="\t", na_values="n/a")
+    return SimulatedCohort(root, participants, truth)
+
+
+def read_truth(root: str | Path) -> dict[str, Any]:
+    """The ground-truth record ``derivatives/ground_truth/simulation.json`` of a simulated cohort."""
+    path = Path(root) / "derivatives" / "ground_truth" / "simulation.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {root} is not a simulated cohort")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n_pd: int = 0,
+                  seed: int = 0, resolution_mm: float = 2, config: SimulationConfig | None = None,
+                  n_jobs: int = 1) -> SimulatedCohort:
+    """Reuse the cohort in ``out_dir`` if it was simulated with these settings, else simulate it.
+
+    The settings recorded in ``simulation.json`` (counts, seed, resolution, model parameters
+    and package version) are compared with the requested ones; any difference regenerates
+    the whole cohort, so a changed parameter never mixes old and new subjects.
+
+    Parameters
+    ----------
+    out_dir, n_healthy, n_ad, n_pd, seed, resolution_mm, config, n_jobs
+        As for :func:`simulate_cohort`.
+    """
+    from brainage._utils.constants import VERSION as __version__
+
+    root = Path(out_dir)
+    cfg = config if config is not None else SimulationConfig()
+    wanted = {"version": __version__, "seed": seed, "resolution_mm": float(resolution_mm),
+              "counts": {"HC": n_healthy, "AD": n_ad, "PD": n_pd}, "config": config_to_dict(cfg)}
+    try:
+        meta = read_truth(root)
+    except (FileNotFoundError, json.JSONDecodeError):
+        meta = None
+    if meta is not None and json.loads(json.dumps({k: meta.get(k) for k in wanted})) == \
+            json.loads(json.dumps(wanted)):
+        logger.info("reusing the simulated cohort in %s (same settings)", root)
+        participants = pd.read_csv(root / "participants.tsv", sep="\t", na_values="n/a")
+        truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
+                            sep="\t", na_values="n/a")
+        return SimulatedCohort(root, participants, truth)
+    return simulate_cohort(root, n_healthy=n_healthy, n_ad=n_ad, n_pd=n_pd, seed=seed,
+                           resolution_mm=resolution_mm, config=cfg, n_jobs=n_jobs,
+                           overwrite=True)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``brainage simulate OUT_DIR ...`` to ``parser``."""
+    parser.add_argument("out_dir", type=Path, help="BIDS folder to write")
+    parser.add_argument("--n-healthy", type=int, default=100, help="healthy controls (100)")
+    parser.add_argument("--n-ad", type=int, default=0, help="Alzheimer's patients (0)")
+    parser.add_argument("--n-pd", type=int, default=0, help="Parkinson's patients (0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--resolution-mm", type=float, default=2.0,
+                        help="template grid voxel size in mm (2)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (1)")
+    parser.add_argument("--native", action="store_true",
+                        help="write native-space images (random rigid pose, site voxel size)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of SimulationConfig settings")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    return parser
+
+
+def load_config_file(path: str | Path) -> SimulationConfig:
+    """Read a JSON or YAML file of :class:`SimulationConfig` settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"simulation config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    try:
+        return config_from_dict(data)
+    except (SimulationConfigError, TypeError) as err:
+        raise type(err)(f"{path}: {err}") from err
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Run ``brainage simulate`` from parsed arguments; returns the exit code (0)."""
+    cfg = load_config_file(args.config) if args.config else SimulationConfig()
+    if args.native:
+        cfg = dataclasses.replace(cfg, native_space=True)
+    cohort = simulate_cohort(args.out_dir, n_healthy=args.n_healthy, n_ad=args.n_ad,
+                             n_pd=args.n_pd, seed=args.seed, resolution_mm=args.resolution_mm,
+                             config=cfg, n_jobs=args.jobs, overwrite=args.overwrite)
+    logger.info("wrote %d subjects to %s", len(cohort.participants), cohort.root)
+    return 0

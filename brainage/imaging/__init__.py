@@ -1,0 +1,38 @@
+"""Imaging: loading, registration to MNI152, preprocessing onto the model grid, the cache.
+
+Imports only :mod:`brainage.data` and :mod:`brainage._utils` of brainage.
+"""
+
+from __future__ import annotations
+
+from brainage._utils.lazy import lazy_exports
+
+#: Public name -> the module that defines it (imported on first use).
+_EXPORTS = {
+    "CohortItem": "preprocess",
+    "PREPROCESS_VERSION": "preprocess",
+    "PreprocessCache": "preprocess",
+    "PreprocessError": "preprocess",
+    "PreprocessParams": "preprocess",
+    "add_preprocess_arguments": "preprocess",
+    "load_scan": "preprocess",
+    "normalise_intensity": "preprocess",
+    "preprocess_cohort": "preprocess",
+    "preprocess_file": "preprocess",
+    "resample_to_grid": "preprocess",
+    "run_preprocess": "preprocess",
+    "ALIGNMENT_THRESHOLD": "registration",
+    "RegistrationResult": "registration",
+    "alignment_score": "registration",
+    "ants_to_nifti": "registration",
+    "n4_correct": "registration",
+    "nifti_to_ants": "registration",
+    "register_to_template": "registration",
+    "template_grid": "registration",
+    "template_images": "registration",
+    "warp_to_template": "registration",
+}
+_MODULES = ('preprocess', 'registration')
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

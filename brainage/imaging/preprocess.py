@@ -1,0 +1,607 @@
+"""Preprocessing of T1w scans onto the MNI152 grid of a profile, with an on-disk cache.
+
+Scans in native (scanner) space::
+
+    load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation) -> N4 bias-field correction
+    -> affine registration to nilearn's MNI152 template (ANTsPy, :mod:`brainage.imaging.registration`)
+    -> resampling onto the template grid of ``grid_mm`` (one interpolation, MONAI SpatialResample)
+    -> skull removal by the template brain mask -> intensity normalisation inside the brain
+
+Scans in a template space skip N4 and registration: they are only resampled onto the grid,
+masked and normalised. These are ``MNI152NLin2009cSym`` (nilearn's template: the simulated cohort)
+and ``MNI152Lin`` (affinely aligned to MNI152 on FSL's 1 mm grid: OpenBHB's quasi-raw ``.npy``
+arrays, read by :func:`brainage.data.openbhb.load_openbhb_array`). Both are taken to coincide with the
+output grid's MNI152 world coordinates; the MNI152 variants differ by a few millimetres at the
+cortex, which an affine registration to the 2009c template would not remove either.
+
+Choices (documented approximations):
+
+* **Skull removal** multiplies the registered scan by the template's brain mask. After an affine
+  (not a non-linear) registration this removes the skull and most extra-cerebral tissue but
+  follows the template's brain outline, not the subject's; a thin rim of CSF/dura may remain or
+  a little cortex be cut where the subject's brain shape differs. Scans already skull-stripped
+  (``skull_stripped=True``) keep their own brain outline: their foreground (voxels above 5 % of
+  the 99th intensity percentile) is the brain mask.
+* **Intensity normalisation**: inside the brain mask, intensities are clipped to their 0.5-99.5th
+  percentiles, then divided by their mean inside the mask (as in Peng et al. 2021, SFCN), so
+  the brain's mean is 1, tissue stays positive (CSF dark, white matter bright) and the
+  background, 0, is darker than any tissue. (A z-score would put the background at the brain's
+  mean intensity, and the MRI augmentations, a multiplicative bias field and a gamma
+  contrast change, assume positive intensities.)
+* **Anti-aliasing**: before resampling onto a grid coarser than the scan, the scan is smoothed
+  with a Gaussian whose FWHM is ``sqrt(grid_mm**2 - voxel_mm**2)`` per axis.
+
+The output grid is :func:`brainage.imaging.registration.template_grid` (nilearn's 2 mm template grid for
+``grid_mm=2``, the same field of view at other spacings; optionally cropped to the brain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from brainage._utils import SPACES, sha256_file
+from brainage.exceptions import BrainageError
+
+# torch, MONAI and ANTs (brainage.imaging.registration) take seconds to import: they are imported in
+# the functions that use them, so that the command line, which imports this module to build its
+# parser, starts fast. ``ALIGNMENT_THRESHOLD``, ``alignment_score`` and ``template_grid`` are
+# re-exported from brainage.imaging.registration on first access (module ``__getattr__``, PEP 562).
+_FROM_REGISTRATION = ("ALIGNMENT_THRESHOLD", "alignment_score", "template_grid")
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALIGNMENT_THRESHOLD",
+    "PREPROCESS_VERSION",
+    "SPACES",
+    "CohortItem",
+    "PreprocessCache",
+    "PreprocessError",
+    "PreprocessParams",
+    "add_preprocess_arguments",
+    "alignment_score",
+    "load_scan",
+    "normalise_intensity",
+    "preprocess_cohort",
+    "preprocess_file",
+    "resample_to_grid",
+    "run_preprocess",
+    "template_grid",
+]
+
+#: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
+PREPROCESS_VERSION = "2"
+# SPACES (imported from brainage.data.manifest): raw scanner space (registered here), or already in a
+# template space (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``,
+# affinely aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans).
+#: Foreground of a skull-stripped scan: above this fraction of its 99th intensity percentile.
+_FOREGROUND_FRACTION = 0.05
+_CLIP_PERCENTILES = (0.5, 99.5)
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis convention
+_FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_REGISTRATION:
+        from brainage.imaging import registration
+
+        return getattr(registration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class PreprocessError(BrainageError, ValueError):
+    """A scan cannot be preprocessed (unreadable, not 3D, non-finite, empty ...)."""
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Parameters of :func:`preprocess_file` (and of the cache key).
+
+    Parameters
+    ----------
+    space : {"native", "MNI152NLin2009cSym", "MNI152Lin"}, default="native"
+        Space of the input scans: ``native`` scans are registered, MNI-space ones are not.
+    grid_mm : float, default=2.0
+        Isotropic voxel size of the output grid, in mm.
+    skull_stripped : bool, default=False
+        The scans hold the brain only (skip skull removal by the template mask).
+    crop_to_brain : bool, default=False
+        Crop the grid to the template brain's bounding box plus 8 mm.
+    """
+
+    space: str = "native"
+    grid_mm: float = 2.0
+    skull_stripped: bool = False
+    crop_to_brain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            close = difflib.get_close_matches(str(self.space), SPACES, n=1, cutoff=0.3)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"space must be one of {SPACES}; got {self.space!r}{hint}")
+        number = isinstance(self.grid_mm, (int, float)) and not isinstance(self.grid_mm, bool)
+        if not number or not 0 < self.grid_mm <= 16:
+            raise ValueError(f"grid_mm must be a number in (0, 16] mm; got {self.grid_mm!r}")
+        for name in ("skull_stripped", "crop_to_brain"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
+        object.__setattr__(self, "grid_mm", float(self.grid_mm))
+
+    @classmethod
+    def coerce(cls, params: PreprocessParams | Mapping[str, Any] | None) -> PreprocessParams:
+        """``params`` as :class:`PreprocessParams` (from a mapping of its fields, or defaults)."""
+        if params is None:
+            return cls()
+        if isinstance(params, cls):
+            return params
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be PreprocessParams or a mapping; got {type(params)}")
+        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown preprocessing parameter(s) {unknown}; "
+                             f"allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**params)
+
+
+def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Read a 3D scan, reoriented to RAS, as a float32 NIfTI image; checked for problems.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A NIfTI file (``.nii`` or ``.nii.gz``); a 4D file with a single volume is accepted. Or an
+        OpenBHB ``.npy`` array, read by :func:`brainage.data.openbhb.load_openbhb_array` (channel axis
+        dropped, the quasi-raw grid's affine).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    PreprocessError
+        The file cannot be read, is not 3D, holds NaN/inf voxels or is constant.
+    """
+    import torch
+    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scan {path} does not exist")
+    if path.name.endswith(".npy"):
+        data = _load_array(path)
+    else:
+        try:
+            data = LoadImage(image_only=True, dtype=np.float32)(str(path))
+        except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
+            raise PreprocessError(f"scan {path} cannot be read as an image: {err}") from err
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise PreprocessError(f"scan {path} must be a 3D image; got shape {tuple(data.shape)} "
+                              f"({data.ndim}D)")
+    bad = int((~torch.isfinite(data)).sum())
+    if bad:
+        raise PreprocessError(f"scan {path} holds {bad} NaN or infinite voxel(s)")
+    if float(data.max()) == float(data.min()):
+        raise PreprocessError(f"scan {path} is constant (all voxels {float(data.min())})")
+    channel_first = EnsureChannelFirst(channel_dim="no_channel")(data)  # (1, X, Y, Z)
+    ras = Orientation(axcodes="RAS", labels=_RAS_LABELS)(channel_first)
+    affine = np.asarray(ras.affine, dtype=np.float64)
+    return nib.Nifti1Image(np.asarray(ras[0], dtype=np.float32), affine)
+
+
+def _load_array(path: Path) -> Any:
+    """An OpenBHB ``.npy`` array as a MONAI MetaTensor (X, Y, Z) carrying its affine."""
+    import torch
+    from monai.data import MetaTensor
+
+    from brainage.data.openbhb import load_openbhb_array
+
+    try:
+        img = load_openbhb_array(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise PreprocessError(f"scan {path} cannot be read as an OpenBHB array: {err}") from err
+    return MetaTensor(torch.as_tensor(np.asarray(img.dataobj, dtype=np.float32)),
+                      affine=torch.as_tensor(img.affine))
+
+
+def resample_to_grid(img: nib.Nifti1Image, grid: tuple[tuple[int, int, int], np.ndarray],
+                     matrix: np.ndarray | None = None) -> np.ndarray:
+    """Resample a scan (linear, anti-aliased) onto a template grid, through an affine.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        3D scan.
+    grid : (shape, affine)
+        Output grid, from :func:`template_grid`.
+    matrix : ndarray, shape (4, 4), optional
+        Template RAS mm -> scan RAS mm (a registration); identity for scans in template space.
+
+    Returns
+    -------
+    ndarray, shape ``grid[0]``, float32
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import GaussianSmooth, SpatialResample
+
+    shape, grid_affine = grid
+    matrix = np.eye(4) if matrix is None else np.asarray(matrix, dtype=np.float64)
+    # Sampling the scan at matrix @ x for every grid point x = resampling an image whose affine
+    # is inv(matrix) @ affine: one interpolation, done by MONAI.
+    moved_affine = np.linalg.inv(matrix) @ img.affine
+    voxel_mm = np.sqrt((moved_affine[:3, :3] ** 2).sum(axis=0))
+    grid_mm = float(np.abs(grid_affine[0, 0]))
+    fwhm_mm = np.sqrt(np.clip(grid_mm**2 - voxel_mm**2, 0.0, None))
+    data = MetaTensor(torch.as_tensor(np.asarray(img.dataobj, dtype=np.float32))[None],
+                      affine=torch.as_tensor(moved_affine))  # (1, X, Y, Z)
+    if fwhm_mm.max() > 0.5 * grid_mm:
+        sigma_vox = tuple(float(s) for s in fwhm_mm * _FWHM_TO_SIGMA / voxel_mm)
+        data = GaussianSmooth(sigma=sigma_vox)(data)
+    out = SpatialResample(mode="bilinear", padding_mode="zeros", dtype=torch.float32)(
+        data, dst_affine=torch.as_tensor(grid_affine), spatial_size=shape)
+    return np.asarray(out[0], dtype=np.float32)
+
+
+def _template_mask_on(grid: tuple[tuple[int, int, int], np.ndarray]) -> np.ndarray:
+    """The template brain mask on a grid (resampled like a scan, then > 0.5)."""
+    from brainage.imaging.registration import template_images
+
+    _, mask = template_images()
+    as_float = nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine)
+    return resample_to_grid(as_float, grid) > 0.5
+
+
+def normalise_intensity(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Clip to the 0.5-99.5th percentiles inside ``mask``, divide by the mean there, 0 outside.
+
+    Written here because MONAI's ``NormalizeIntensity`` normalises over the non-zero voxels or
+    the whole image, not over a given mask.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z)
+    mask : ndarray of bool, shape (X, Y, Z)
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z), float32
+    """
+    if data.shape != mask.shape:
+        raise ValueError(f"data and mask shapes differ: {data.shape} and {mask.shape}")
+    if mask.sum() < 2:
+        raise PreprocessError(f"the brain mask holds {int(mask.sum())} voxel(s); need at least 2")
+    inside = np.clip(data[mask], *np.percentile(data[mask], _CLIP_PERCENTILES))
+    mean = inside.mean()
+    if not mean > 0:
+        raise PreprocessError(f"the mean intensity inside the brain mask is {mean:g}; a T1w "
+                              "brain must be positive there")
+    out = np.zeros(data.shape, dtype=np.float32)
+    out[mask] = inside / mean
+    return out
+
+
+def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: float = 2.0,
+                    skull_stripped: bool = False,
+                    crop_to_brain: bool = False) -> nib.Nifti1Image:
+    """Preprocess one T1w scan onto the MNI152 grid of ``grid_mm`` (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A 3D NIfTI scan, or an OpenBHB ``.npy`` array (see :func:`load_scan`).
+    space : {"native", "MNI152NLin2009cSym", "MNI152Lin"}, default="native"
+        ``native``: reorient, N4, register to MNI152 (affine); MNI-space scans are only resampled.
+    grid_mm : float, default=2.0
+        Isotropic voxel size of the output grid (:func:`template_grid`), in mm.
+    skull_stripped : bool, default=False
+        The scan holds the brain only: no skull removal by the template mask.
+    crop_to_brain : bool, default=False
+        Crop the grid to the template brain's bounding box plus 8 mm.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        float32, shape and affine of ``template_grid(grid_mm, crop_to_brain=crop_to_brain)``,
+        divided by its mean inside the brain mask (mean 1 there), 0 outside.
+
+    Raises
+    ------
+    FileNotFoundError, PreprocessError
+        The message names the file and the problem.
+    """
+    from brainage.imaging import registration as reg
+
+    params = PreprocessParams(space=space, grid_mm=grid_mm, skull_stripped=skull_stripped,
+                              crop_to_brain=crop_to_brain)
+    grid = reg.template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
+    scan = load_scan(path)
+    matrix = None
+    if params.space == "native":
+        start = time.perf_counter()
+        corrected = reg.n4_correct(reg.nifti_to_ants(scan))
+        n4_s = time.perf_counter() - start
+        try:
+            result = reg.register_to_template(corrected, skull_stripped=params.skull_stripped)
+        except (ValueError, RuntimeError) as err:
+            raise PreprocessError(f"scan {path}: registration to MNI152 failed: {err}") from err
+        logger.info("%s: N4 %.1f s, registration %.1f s, alignment score %.3f", path, n4_s,
+                    time.perf_counter() - start - n4_s, result.score)
+        if result.score < reg.ALIGNMENT_THRESHOLD:
+            logger.warning("%s: alignment score %.3f is below the threshold %.2f: check the "
+                           "registration", path, result.score, reg.ALIGNMENT_THRESHOLD)
+        scan, matrix = reg.ants_to_nifti(corrected), result.matrix
+    data = resample_to_grid(scan, grid, matrix)
+    if params.skull_stripped:
+        mask = data > _FOREGROUND_FRACTION * np.percentile(data, 99)
+    else:
+        mask = _template_mask_on(grid)
+    try:
+        out = normalise_intensity(data, mask)
+    except PreprocessError as err:
+        raise PreprocessError(f"scan {path}: {err} (does the scan overlap the template grid?)") \
+            from None
+    img = nib.Nifti1Image(out, grid[1])
+    img.header.set_xyzt_units("mm")
+    img.set_sform(grid[1], code="mni")
+    img.set_qform(grid[1], code="mni")
+    return img
+
+
+class PreprocessCache:
+    """Preprocessed volumes on disk, keyed by the scan's checksum and the parameters.
+
+    A volume is stored as ``root/<kk>/<key>.nii.gz`` with a JSON sidecar (source, checksum,
+    parameters, version); the key is the SHA-256 of the scan's SHA-256 (its bytes), the
+    parameters and :data:`PREPROCESS_VERSION`, so a changed file, parameter or preprocessing version misses the
+    cache. Writes go to a temporary file that is then renamed: a reader never sees a partial
+    volume, and concurrent writers of the same key leave one complete file.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        Cache folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"PreprocessCache({str(self.root)!r})"
+
+    @staticmethod
+    def _record(digest: str, params: PreprocessParams) -> dict[str, Any]:
+        return {"sha256": digest, "params": asdict(params), "version": PREPROCESS_VERSION}
+
+    def _target(self, digest: str, params: PreprocessParams) -> Path:
+        record = json.dumps(self._record(digest, params), sort_keys=True)
+        key = hashlib.sha256(record.encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.nii.gz"
+
+    def path_for(self, path: str | os.PathLike, params: PreprocessParams | Mapping | None) -> Path:
+        """Where the preprocessed volume of ``path`` with ``params`` is (or would be) stored."""
+        return self._target(sha256_file(path), PreprocessParams.coerce(params))
+
+    def get_or_compute(self, path: str | os.PathLike,
+                       params: PreprocessParams | Mapping | None = None) -> nib.Nifti1Image:
+        """The preprocessed volume of ``path``: read from the cache, or computed and stored.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            A 3D NIfTI scan.
+        params : PreprocessParams or mapping, optional
+            Keyword arguments of :func:`preprocess_file` (default: its defaults).
+        """
+        return nib.load(self._entry(path, params)[0])
+
+    def alignment(self, path: str | os.PathLike,
+                  params: PreprocessParams | Mapping | None = None) -> float:
+        """The registration-quality score (:func:`alignment_score`) of the cached volume.
+
+        It is computed once, when the volume is, and stored in the JSON sidecar.
+        """
+        return self._entry(path, params)[1]
+
+    def _entry(self, path: str | os.PathLike,
+               params: PreprocessParams | Mapping | None) -> tuple[Path, float]:
+        """The cached file of ``path`` (computed first if absent) and its alignment score."""
+        params = PreprocessParams.coerce(params)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"scan {path} does not exist")
+        digest = sha256_file(path)
+        target = self._target(digest, params)
+        sidecar = target.with_suffix("").with_suffix(".json")
+        if target.is_file():
+            logger.debug("cache hit: %s -> %s", path, target)
+            img = nib.load(target)
+            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            if "alignment" in meta:
+                return target, float(meta["alignment"])
+        else:
+            img = preprocess_file(path, **asdict(params))
+            meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
+        from brainage.imaging.registration import alignment_score
+
+        meta["alignment"] = alignment_score(img)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+        if not target.is_file():
+            _atomic_write(target, lambda tmp: nib.save(img, tmp))
+        return target, float(meta["alignment"])
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it to ``target``."""
+    suffix = "".join(target.suffixes)  # keep .nii.gz: nibabel picks the format from it
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CohortItem:
+    """Outcome of one scan in :func:`preprocess_cohort`.
+
+    Parameters
+    ----------
+    path : Path
+        The scan.
+    image : nibabel.Nifti1Image or None
+        The preprocessed volume (read lazily from the cache); ``None`` if it failed.
+    error : str or None
+        What went wrong (names the file and the problem); ``None`` if it succeeded.
+    alignment : float
+        Registration quality (:func:`alignment_score`); NaN if it failed.
+    """
+
+    path: Path
+    image: nib.Nifti1Image | None
+    error: str | None = None
+    alignment: float = float("nan")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the scan was preprocessed."""
+        return self.error is None
+
+
+def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, float]:
+    """Worker: preprocess one scan through the cache; returns the cached file and its score."""
+    target, score = PreprocessCache(root)._entry(path, params)
+    return str(target), score
+
+
+def preprocess_cohort(paths: Sequence[str | os.PathLike],
+                      params: PreprocessParams | Mapping | None, cache: PreprocessCache, *,
+                      n_jobs: int = 1) -> list[CohortItem]:
+    """Preprocess many scans through a cache, collecting per-file errors.
+
+    A scan that fails (unreadable, 4D, NaN, registration error ...) gives a :class:`CohortItem`
+    whose ``error`` names the file and the problem; the others complete.
+
+    Parameters
+    ----------
+    paths : sequence of str or PathLike
+        The scans.
+    params : PreprocessParams or mapping or None
+        Parameters of :func:`preprocess_file`.
+    cache : PreprocessCache
+        Where volumes are read from or written to.
+    n_jobs : int, default=1
+        Worker processes (1: in this process).
+
+    Returns
+    -------
+    list of CohortItem
+        In the order of ``paths``.
+    """
+    params = PreprocessParams.coerce(params)
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive int; got {n_jobs!r}")
+    files: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    progress = tqdm(total=len(paths), desc="preprocess", unit="scan")
+    if n_jobs == 1:
+        for i, path in enumerate(paths):
+            _collect(i, path, lambda p=path: _cache_one(str(cache.root), str(p), params),
+                     files, errors)
+            progress.update()
+    else:
+        # spawn: ITK and torch thread pools do not survive fork reliably.
+        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_cache_one, str(cache.root), str(p), params): i
+                       for i, p in enumerate(paths)}
+            for future in as_completed(futures):
+                i = futures[future]
+                _collect(i, paths[i], future.result, files, errors)
+                progress.update()
+    progress.close()
+    return [CohortItem(Path(p), nib.load(files[i][0]), None, files[i][1]) if i in files
+            else CohortItem(Path(p), None, errors.get(i)) for i, p in enumerate(paths)]
+
+
+def _collect(i: int, path: str | os.PathLike, call: Any, files: dict[int, str],
+             errors: dict[int, str]) -> None:
+    """Run ``call()``; file its result under ``files[i]`` or its error under ``errors[i]``."""
+    try:
+        files[i] = call()
+    except Exception as err:  # one bad scan must not stop the cohort: report and go on
+        message = str(err) if str(path) in str(err) else f"scan {path}: {err}"
+        errors[i] = f"{type(err).__name__}: {message}"
+        logger.error("preprocessing failed: %s", errors[i])
+
+
+def add_preprocess_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``brainage preprocess IN OUT`` to an argparse parser."""
+    parser.add_argument("input", metavar="IN",
+                        help="a NIfTI scan, or a folder searched recursively for *.nii[.gz]")
+    parser.add_argument("output", metavar="OUT",
+                        help="output NIfTI file (for one scan) or folder (mirrors IN's layout)")
+    parser.add_argument("--space", default="native", choices=SPACES,
+                        help="space of the input scans (default: native: registered to MNI152)")
+    parser.add_argument("--grid-mm", type=float, default=2.0,
+                        help="voxel size of the output MNI152 grid in mm (default: 2)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only (no template-mask skull removal)")
+    parser.add_argument("--crop-to-brain", action="store_true",
+                        help="crop the grid to the template brain's bounding box plus 8 mm")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="cache folder (default: OUT/.cache for a folder, none for a file)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    return parser
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    """Run ``brainage preprocess``; returns the exit status (1 if any scan failed)."""
+    from brainage.imaging.registration import ALIGNMENT_THRESHOLD, alignment_score
+
+    source, dest = Path(args.input), Path(args.output)
+    params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
+                              skull_stripped=args.skull_stripped,
+                              crop_to_brain=args.crop_to_brain)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+        if not paths:
+            raise FileNotFoundError(f"IN folder {source} holds no .nii or .nii.gz file")
+        outputs = [dest / p.relative_to(source) for p in paths]
+        cache_root = Path(args.cache) if args.cache else dest / ".cache"
+    elif source.is_file():
+        paths = [source]
+        outputs = [dest / source.name if dest.is_dir() else dest]
+        cache_root = Path(args.cache) if args.cache else None
+    else:
+        raise FileNotFoundError(f"IN {source} is neither a file nor a folder")
+    if cache_root is None:
+        items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
+    else:
+        items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=args.jobs)
+    for item, out in zip(items, outputs):
+        if item.ok:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(item.image, out)
+            score = alignment_score(item.image)
+            flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
+            print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")
+        else:
+            print(f"{item.path}: FAILED: {item.error}")
+    return 0 if all(item.ok for item in items) else 1

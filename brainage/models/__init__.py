@@ -1,0 +1,46 @@
+"""Models: the network, the RNC loss, augmentation, datasets, training, Grad-RAM saliency.
+
+The only users of torch. Imports only :mod:`brainage._utils` of brainage.
+"""
+
+from __future__ import annotations
+
+from brainage._utils.lazy import lazy_exports
+
+#: Public name -> the module that defines it (imported on first use).
+_EXPORTS = {
+    "AugmentConfig": "augment",
+    "RandomViews": "augment",
+    "build_augmentation": "augment",
+    "view_seed": "augment",
+    "VolumeDataset": "datasets",
+    "RnCLoss": "losses",
+    "rnc_loss_reference": "losses",
+    "BrainAgeModel": "network",
+    "MODEL_PRESETS": "network",
+    "ModelConfig": "network",
+    "Regressor": "network",
+    "build_encoder": "network",
+    "build_model": "network",
+    "disable_inplace_relu": "network",
+    "GROUP_NORMALISATIONS": "saliency",
+    "grad_ram": "saliency",
+    "ground_truth_enrichment": "saliency",
+    "group_average": "saliency",
+    "region_summary": "saliency",
+    "save_map": "saliency",
+    "save_subject_maps": "saliency",
+    "TrainConfig": "train",
+    "TrainResult": "train",
+    "encode": "train",
+    "gather_views": "train",
+    "load_model": "train",
+    "predict": "train",
+    "resolve_device": "train",
+    "train_l1": "train",
+    "train_rnc": "train",
+}
+_MODULES = ('augment', 'datasets', 'losses', 'network', 'saliency', 'train')
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -1,0 +1,59 @@
+"""Study: the run folder, prediction on new scans, figures, profiles, provenance, the book.
+
+May import every other subpackage.
+"""
+
+from __future__ import annotations
+
+from brainage._utils.lazy import lazy_exports
+
+#: Public name -> the module that defines it (imported on first use).
+_EXPORTS = {
+    "BuildError": "book",
+    "BuildReport": "book",
+    "build": "book",
+    "build_book": "book",
+    "convert_notebook": "book",
+    "discover_notebooks": "book",
+    "execute_notebooks": "book",
+    "render_generated_pages": "book",
+    "PlotlyFigure": "figures",
+    "example_slices": "figures",
+    "registration_qc": "figures",
+    "show": "figures",
+    "BIAS_CORRECTION_FILE": "predict",
+    "DEFAULT_SALIENCY_LAYER": "predict",
+    "MODEL_CARD_FILE": "predict",
+    "MODEL_CARD_FORMAT": "predict",
+    "ModelFolder": "predict",
+    "ModelFolderError": "predict",
+    "PREDICTION_COLUMNS": "predict",
+    "add_predict_arguments": "predict",
+    "collect_scans": "predict",
+    "default_cache_dir": "predict",
+    "load_model_folder": "predict",
+    "predict_scans": "predict",
+    "run_predict": "predict",
+    "scan_space": "predict",
+    "write_model_card": "predict",
+    "Profile": "profiles",
+    "ProfileError": "profiles",
+    "find_project_root": "profiles",
+    "list_profiles": "profiles",
+    "load_profile": "profiles",
+    "resolve_path": "profiles",
+    "PROVENANCE_FILE": "provenance",
+    "collect_environment": "provenance",
+    "digest_files": "provenance",
+    "git_commit": "provenance",
+    "read_provenance": "provenance",
+    "update_provenance": "provenance",
+    "HELD_OUT": "runs",
+    "RunFolder": "runs",
+    "predict_run": "runs",
+    "run_site_balanced_accuracy": "runs",
+}
+_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs')
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

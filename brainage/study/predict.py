@@ -1,0 +1,785 @@
+"""Brain age of new scans from a trained model folder: ``brainage predict``.
+
+A *model folder* is ``runs/<profile>/models`` (or one head of it, ``models/<name>``) and carries
+everything prediction needs, so that a model trained on one machine predicts on another::
+
+    models/model.json                 the model card (:func:`write_model_card`): format tag,
+                                      preprocessing parameters and version, the grid (shape,
+                                      affine), the heads with their checkpoints' checksums, the
+                                      Grad-RAM layer, package versions, profile
+    models/<head>/best.pt             weights + model config + age normalisation (brainage.models.train)
+    models/<head>/bias_correction.json   age-bias correction fitted on the validation split
+                                      (notebook 03; optional: without it gaps are uncorrected)
+
+:func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
+and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
+scans already on an MNI152 template grid are only resampled), through the on-disk
+:class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one row
+per scan and head. A scan that fails (unreadable, 4D, registration error ...) gets rows whose
+``error`` names the file and the problem; the other scans complete.
+
+Space ``"auto"`` reads the scan's header: a scan whose grid (reoriented to RAS) is exactly the
+MNI152 template grid of its voxel size (:func:`brainage.imaging.registration.template_grid`, full or
+cropped field of view; nilearn's 1 and 2 mm grids among them) is taken as ``MNI152NLin2009cSym``,
+anything else as ``native``. A scan registered to MNI152 by another tool but written on
+another grid is therefore registered again (harmless, but slower); pass ``space`` to override.
+
+The default cache folder is ``$XDG_CACHE_HOME/brainage/preprocessed`` (``~/.cache/...`` when
+the variable is unset): a scan predicted twice is preprocessed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from brainage._utils import sha256_file
+from brainage.exceptions import BrainageError
+from brainage.imaging.preprocess import (
+    PREPROCESS_VERSION,
+    SPACES,
+    PreprocessCache,
+    PreprocessParams,
+    preprocess_cohort,
+)
+
+# torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
+# them, so that the command line, which imports this module to build its parser, starts fast.
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BIAS_CORRECTION_FILE",
+    "DEFAULT_SALIENCY_LAYER",
+    "MODEL_CARD_FILE",
+    "MODEL_CARD_FORMAT",
+    "PREDICTION_COLUMNS",
+    "ModelFolder",
+    "ModelFolderError",
+    "add_predict_arguments",
+    "collect_scans",
+    "default_cache_dir",
+    "load_model_folder",
+    "predict_scans",
+    "run_predict",
+    "scan_space",
+    "write_model_card",
+]
+
+#: Format tag of ``model.json``; a card of another format is refused.
+MODEL_CARD_FORMAT = "brainage-model/1"
+MODEL_CARD_FILE = "model.json"
+BIAS_CORRECTION_FILE = "bias_correction.json"
+CHECKPOINT_FILE = "best.pt"
+#: Grad-RAM layer when the card names none (the study's profiles use it).
+DEFAULT_SALIENCY_LAYER = "encoder.layer2"
+#: ``space`` choices: ``auto`` reads the scan's grid (see the module docstring).
+SPACE_OPTIONS = ("auto", *SPACES)
+#: Columns of the table :func:`predict_scans` returns (one row per scan and head).
+PREDICTION_COLUMNS = (
+    "participant_id", "session", "path", "model", "space", "predicted_age", "age", "gap",
+    "corrected_predicted_age", "corrected_gap", "bias_correction", "alignment", "saliency",
+    "error",
+)
+_HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
+_VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
+_AGE_RANGE = (0.0, 120.0)
+
+
+class ModelFolderError(BrainageError, ValueError):
+    """A model folder is incomplete or inconsistent; the message names the file."""
+
+
+# --- the model card -------------------------------------------------------------------------
+
+
+def _package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _VERSION_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _head_dirs(models_dir: Path) -> list[Path]:
+    """Sub-folders of ``models_dir`` holding a ``best.pt``, the study's heads first."""
+    found = [p for p in models_dir.iterdir() if p.is_dir() and (p / CHECKPOINT_FILE).is_file()]
+    rank = {name: i for i, name in enumerate(_HEAD_ORDER)}
+    return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+def _checkpoint_summary(path: Path) -> dict[str, Any]:
+    """What the card records of a checkpoint: format, stage, config, normalisation, checksum."""
+    import torch
+
+    from brainage.models.train import CHECKPOINT_FORMAT
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise ModelFolderError(f"checkpoint {path} cannot be read with weights_only=True: "
+                               f"{err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelFolderError(f"checkpoint {path} has format {found!r}; expected a brainage "
+                               f"checkpoint of format {CHECKPOINT_FORMAT!r}")
+    return {"checkpoint_format": payload["format"], "stage": payload.get("stage"),
+            "epoch": payload.get("epoch"), "model_config": payload["model_config"],
+            "age_mean": float(payload["age_mean"]), "age_scale": float(payload["age_scale"]),
+            "sha256": sha256_file(path)}
+
+
+def write_model_card(models_dir: str | os.PathLike, *,
+                     preprocess: PreprocessParams | Mapping[str, Any],
+                     saliency_layer: str | None, profile: str) -> Path:
+    """Write ``models_dir/model.json``: what :func:`predict_scans` needs besides the weights.
+
+    Parameters
+    ----------
+    models_dir : str or PathLike
+        The models folder of a run (``runs/<profile>/models``) whose sub-folders (``rnc``,
+        ``l1``) hold a ``best.pt`` each.
+    preprocess : PreprocessParams or mapping
+        The preprocessing of the training scans (space, grid_mm, skull_stripped,
+        crop_to_brain); the grid and crop are reused for new scans.
+    saliency_layer : str or None
+        Module whose feature maps Grad-RAM weights; None: :data:`DEFAULT_SALIENCY_LAYER`.
+    profile : str
+        The profile the models were trained with.
+
+    Returns
+    -------
+    Path
+        The written ``model.json``.
+
+    Raises
+    ------
+    ModelFolderError
+        ``models_dir`` is not a folder, holds no ``<head>/best.pt``, or a checkpoint is not a
+        brainage checkpoint.
+    """
+    from brainage.imaging.registration import template_grid
+
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ModelFolderError(f"models_dir {models_dir} is not a folder")
+    params = PreprocessParams.coerce(preprocess)
+    if not isinstance(profile, str) or not profile:
+        raise TypeError(f"profile must be a non-empty string, got {profile!r}")
+    heads = _head_dirs(models_dir)
+    if not heads:
+        raise ModelFolderError(f"models_dir {models_dir} holds no head: no <name>/"
+                               f"{CHECKPOINT_FILE} (train with brainage.models.train first)")
+    shape, affine = template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
+    card = {
+        "format": MODEL_CARD_FORMAT,
+        "profile": profile,
+        "preprocess": {**{k: getattr(params, k) for k in PreprocessParams.__dataclass_fields__},
+                       "version": PREPROCESS_VERSION},
+        "grid": {"shape": list(shape), "affine": np.asarray(affine).tolist()},
+        "heads": {p.name: {"checkpoint": f"{p.name}/{CHECKPOINT_FILE}",
+                           **_checkpoint_summary(p / CHECKPOINT_FILE)} for p in heads},
+        "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
+        "versions": _package_versions(),
+    }
+    path = models_dir / MODEL_CARD_FILE
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+    logger.info("wrote %s (heads %s, grid %s at %g mm)", path, list(card["heads"]), shape,
+                params.grid_mm)
+    return path
+
+
+# --- loading a model folder -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A validated model folder, its heads loaded.
+
+    Attributes
+    ----------
+    root : Path
+        The folder holding ``model.json``.
+    card : dict
+        ``model.json`` as read.
+    preprocess : PreprocessParams
+        The training preprocessing; new scans use its ``grid_mm`` and ``crop_to_brain``.
+    grid_shape : tuple of int
+        Shape of the model's input grid (D, H, W).
+    grid_affine : ndarray, shape (4, 4)
+        Its voxel-to-MNI152 (mm) affine.
+    models : dict of str to BrainAgeModel
+        The heads (``rnc``, ``l1``), in eval mode.
+    corrections : dict of str to AgeBiasCorrection or None
+        Each head's stored age-bias correction (None when ``bias_correction.json`` is absent).
+    saliency_layer : str
+        Grad-RAM layer.
+    """
+
+    root: Path
+    card: dict[str, Any]
+    preprocess: PreprocessParams
+    grid_shape: tuple[int, int, int]
+    grid_affine: np.ndarray
+    models: dict[str, Any]
+    corrections: dict[str, Any]
+    saliency_layer: str
+
+    def params_for(self, space: str, skull_stripped: bool) -> PreprocessParams:
+        """Preprocessing of a new scan: its own space and skull flag, the model's grid."""
+        return PreprocessParams(space=space, grid_mm=self.preprocess.grid_mm,
+                                skull_stripped=skull_stripped,
+                                crop_to_brain=self.preprocess.crop_to_brain)
+
+
+def _locate_card(path: Path) -> tuple[Path, str | None]:
+    """The folder holding model.json, and the one head asked for (a head folder) or None."""
+    if not path.is_dir():
+        raise ModelFolderError(f"model folder {path} does not exist or is not a folder")
+    if (path / MODEL_CARD_FILE).is_file():
+        return path, None
+    if (path / CHECKPOINT_FILE).is_file() and (path.parent / MODEL_CARD_FILE).is_file():
+        return path.parent, path.name
+    raise ModelFolderError(
+        f"model folder {path}: {path / MODEL_CARD_FILE} is missing (and {path} is not a head "
+        f"folder beside one); the training notebook writes it with "
+        f"brainage.study.predict.write_model_card")
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    """Parse and check model.json's format, keys and preprocessing version."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFolderError(f"{path} cannot be read as JSON: {err}") from err
+    if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise ModelFolderError(f"{path} has format {found!r}; this brainage reads "
+                               f"{MODEL_CARD_FORMAT!r}")
+    missing = sorted({"preprocess", "grid", "heads"} - set(card))
+    if missing:
+        raise ModelFolderError(f"{path} lacks the key(s) {missing}")
+    version = card["preprocess"].get("version")
+    if version != PREPROCESS_VERSION:
+        trained = (card.get("versions") or {}).get("brainage")
+        raise ModelFolderError(
+            f"{path}: the model was trained on preprocessing version {version!r} (brainage "
+            f"{trained}) but this brainage preprocesses with version {PREPROCESS_VERSION!r}; "
+            f"predict with that brainage version or retrain")
+    if not card["heads"]:
+        raise ModelFolderError(f"{path} lists no head (key 'heads' is empty)")
+    return card
+
+
+def _card_grid(card: dict[str, Any], params: PreprocessParams,
+               path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The card's grid, checked against the template grid this installation computes."""
+    from brainage.imaging.registration import template_grid
+
+    shape, affine = template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
+    stored_shape = tuple(int(n) for n in card["grid"]["shape"])
+    stored_affine = np.asarray(card["grid"]["affine"], dtype=np.float64)
+    if stored_shape != shape or not np.allclose(stored_affine, affine, atol=1e-4):
+        raise ModelFolderError(f"{path}: the stored grid (shape {stored_shape}) differs from "
+                               f"the MNI152 grid computed here (shape {shape}) for grid_mm="
+                               f"{params.grid_mm}, crop_to_brain={params.crop_to_brain}; "
+                               f"the template (nilearn) differs between the two machines")
+    return shape, affine
+
+
+def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
+               device: str) -> Any:
+    """Load one head's checkpoint after checking it is the one the card describes."""
+    from brainage.models.train import load_model
+
+    checkpoint = root / entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}")
+    if not checkpoint.is_file():
+        raise ModelFolderError(f"{root / MODEL_CARD_FILE} lists head {name!r} but its "
+                               f"checkpoint {checkpoint} is missing")
+    if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
+        raise ModelFolderError(f"checkpoint {checkpoint} is not the one "
+                               f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): the model "
+                               f"was retrained; rewrite the card with write_model_card")
+    try:
+        model = load_model(checkpoint, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise ModelFolderError(str(err)) from err
+    if layer not in dict(model.named_modules()):
+        raise ModelFolderError(f"{root / MODEL_CARD_FILE}: saliency_layer {layer!r} is not a "
+                               f"module of head {name!r} (e.g. 'encoder.layer2')")
+    return model
+
+
+def _load_correction(head_dir: Path) -> Any:
+    """The head's AgeBiasCorrection, or None (with a warning) when the file is absent."""
+    from brainage.analysis.metrics import AgeBiasCorrection
+
+    path = head_dir / BIAS_CORRECTION_FILE
+    if not path.is_file():
+        logger.warning("%s is absent: gaps of head %r are reported without age-bias "
+                       "correction", path, head_dir.name)
+        return None
+    try:
+        return AgeBiasCorrection.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, ValueError, TypeError, KeyError) as err:
+        raise ModelFolderError(f"{path} is not a valid age-bias correction: {err}") from err
+
+
+def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelFolder:
+    """Read and validate a model folder (see the module docstring) and load its heads.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``runs/<profile>/models`` (every head) or ``runs/<profile>/models/<head>`` (that head).
+    device : str, default="cpu"
+        Where the heads are put (see :func:`brainage.models.train.resolve_device`).
+
+    Returns
+    -------
+    ModelFolder
+
+    Raises
+    ------
+    ModelFolderError
+        Naming the file: missing ``model.json``, another card or checkpoint format, another
+        preprocessing version, another template grid, a missing or changed checkpoint, an
+        invalid ``bias_correction.json``, a head that is not in the card.
+    """
+    root, wanted = _locate_card(Path(path))
+    card_path = root / MODEL_CARD_FILE
+    card = _read_card(card_path)
+    settings = {k: v for k, v in card["preprocess"].items() if k != "version"}
+    try:
+        params = PreprocessParams.coerce(settings)
+    except (TypeError, ValueError) as err:
+        raise ModelFolderError(f"{card_path}: invalid preprocessing parameters: {err}") from err
+    shape, affine = _card_grid(card, params, card_path)
+    names = list(card["heads"]) if wanted is None else [wanted]
+    if wanted is not None and wanted not in card["heads"]:
+        raise ModelFolderError(f"{card_path} does not list head {wanted!r}; it lists "
+                               f"{sorted(card['heads'])}")
+    layer = card.get("saliency_layer") or DEFAULT_SALIENCY_LAYER
+    models = {n: _load_head(root, n, card["heads"][n], layer, device) for n in names}
+    corrections = {n: _load_correction(root / n) for n in names}
+    logger.info("model folder %s: heads %s, grid %s at %g mm (profile %s)", root, names, shape,
+                params.grid_mm, card.get("profile"))
+    return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
+                       grid_affine=affine, models=models, corrections=corrections,
+                       saliency_layer=layer)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _ras_grid(img: nib.spatialimages.SpatialImage) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of an image after reorientation to RAS (from the header only)."""
+    shape = np.asarray(img.shape[:3])
+    ornt = nib.orientations.io_orientation(img.affine)
+    affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    ras_shape = np.empty(3, dtype=int)
+    ras_shape[ornt[:, 0].astype(int)] = shape  # input axis i becomes output axis ornt[i, 0]
+    return tuple(int(n) for n in ras_shape), affine
+
+
+def scan_space(path: str | os.PathLike) -> str:
+    """``"MNI152NLin2009cSym"`` if the scan lies on an MNI152 template grid, else ``"native"``.
+
+    The scan's grid, reoriented to RAS, is compared with :func:`template_grid` at the scan's
+    voxel size, full and cropped field of view (to 0.001 mm); only the header is read. An
+    OpenBHB quasi-raw array (``.npy``) is affinely aligned to MNI152 by its distributor:
+    ``"MNI152Lin"``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A NIfTI scan or an OpenBHB ``.npy`` array.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        The file is missing or its header cannot be read (the message names the file).
+    """
+    from brainage.imaging.registration import template_grid
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scan {path} does not exist")
+    if path.name.endswith(".npy"):
+        return "MNI152Lin"
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types for a corrupt header
+        raise ValueError(f"scan {path} cannot be read as NIfTI: {err}") from err
+    if len(img.shape) < 3:
+        return "native"  # not a volume: preprocessing reports the problem
+    shape, affine = _ras_grid(img)
+    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not (np.allclose(voxel, voxel[0], atol=1e-4) and 0 < voxel[0] <= 16):
+        return "native"
+    for crop in (False, True):
+        grid_shape, grid_affine = template_grid(float(voxel[0]), crop_to_brain=crop)
+        if shape == grid_shape and np.allclose(affine, grid_affine, atol=1e-3):
+            return SPACES[1]
+    return "native"
+
+
+def _name_ids(path: Path) -> tuple[str, str]:
+    """Participant id and session from a file name (BIDS ``sub-X[_ses-Y]_...`` or the stem)."""
+    stem = path.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
+    entities = dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
+    if stem.startswith("sub-") and "sub" in entities:
+        session = f"ses-{entities['ses']}" if "ses" in entities else ""
+        return f"sub-{entities['sub']}", session
+    return stem, ""
+
+
+def _participant_ages(root: Path) -> dict[str, float]:
+    """Ages from a BIDS folder's participants.tsv (empty without the file or an age column)."""
+    tsv = root / "participants.tsv"
+    if not tsv.is_file():
+        logger.info("%s is absent: the BIDS scans have no age", tsv)
+        return {}
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    if "participant_id" not in table or "age" not in table:
+        logger.warning("%s has no participant_id or age column: the scans have no age", tsv)
+        return {}
+    ids = [p if p.startswith("sub-") else f"sub-{p}" for p in table["participant_id"]]
+    ages = pd.to_numeric(table["age"].replace("n/a", ""), errors="coerce")
+    return dict(zip(ids, ages.astype(float)))
+
+
+def _check_ages(ages: Sequence[float | None], n_files: int) -> list[float]:
+    if isinstance(ages, (str, bytes)) or not isinstance(ages, Sequence | np.ndarray):
+        raise TypeError(f"ages (--age) must be a sequence of numbers, got {type(ages).__name__}")
+    if len(ages) != n_files:
+        raise ValueError(f"--age takes one value per scan file: got {len(ages)} age(s) for "
+                         f"{n_files} scan file(s) (BIDS folders take their ages from "
+                         f"participants.tsv)")
+    values = [math.nan if a is None else float(a) for a in ages]
+    bad = [a for a in values if not (math.isnan(a) or _AGE_RANGE[0] <= a <= _AGE_RANGE[1])]
+    if bad:
+        raise ValueError(f"ages (--age) must lie in {list(_AGE_RANGE)} years; got {bad}")
+    return values
+
+
+def collect_scans(inputs: Sequence[str | os.PathLike],
+                  ages: Sequence[float | None] | None = None) -> pd.DataFrame:
+    """The scans to predict: files as given, BIDS folders expanded, with their ages.
+
+    Parameters
+    ----------
+    inputs : sequence of str or PathLike
+        NIfTI files and/or BIDS folders (``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``). A path that
+        is not a folder is taken as a scan: if it is missing or unreadable, its row fails later.
+    ages : sequence of float or None, optional
+        One chronological age per *file* of ``inputs``, in order (None or NaN: unknown).
+        BIDS scans take their participant's age from the folder's ``participants.tsv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``participant_id`` (BIDS ``sub-`` id, or the file name without extension),
+        ``session``, ``path``, ``age`` (NaN when unknown).
+    """
+    from brainage.data.cohort import find_scans
+
+    if isinstance(inputs, (str, os.PathLike)) or not inputs:
+        raise ValueError(f"inputs must be a non-empty list of scans or BIDS folders, "
+                         f"got {inputs!r}")
+    files = [Path(p) for p in inputs if not Path(p).is_dir()]
+    file_ages = iter(_check_ages(ages, len(files)) if ages is not None else [math.nan] * len(files))
+    rows = []
+    for item in map(Path, inputs):
+        if not item.is_dir():
+            pid, session = _name_ids(item)
+            rows.append({"participant_id": pid, "session": session, "path": str(item),
+                         "age": next(file_ages)})
+            continue
+        scans = find_scans(item)
+        if scans.empty:
+            raise FileNotFoundError(f"BIDS folder {item} holds no sub-*/[ses-*/]anat/"
+                                    f"*_T1w.nii[.gz] scan")
+        known = _participant_ages(item)
+        for scan in scans.itertuples():
+            rows.append({"participant_id": scan.participant_id, "session": scan.session,
+                         "path": scan.path, "age": known.get(scan.participant_id, math.nan)})
+    return pd.DataFrame(rows, columns=["participant_id", "session", "path", "age"])
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/brainage/preprocessed``, or ``~/.cache/brainage/preprocessed``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "brainage" / "preprocessed"
+
+
+# --- preprocessing, inference, saliency -----------------------------------------------------
+
+
+def _resolve_spaces(paths: Sequence[str], space: str,
+                    errors: dict[int, str]) -> dict[int, str]:
+    """Space of every scan (``auto`` read from its header); header failures go to ``errors``."""
+    if space not in SPACE_OPTIONS:
+        import difflib
+
+        close = difflib.get_close_matches(str(space), SPACE_OPTIONS, n=1, cutoff=0.3)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"space (--space) must be one of {SPACE_OPTIONS}; got {space!r}{hint}")
+    spaces: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            spaces[i] = scan_space(path) if space == "auto" else space
+        except (OSError, ValueError) as err:
+            errors[i] = f"{type(err).__name__}: {err}"
+            logger.error("scan %s: %s", path, errors[i])
+    return spaces
+
+
+@dataclass
+class _Prepared:
+    """Outcome of preprocessing, keyed by the scan's index: images (read lazily from the
+    cache), spaces, errors and alignment scores."""
+
+    images: dict[int, nib.Nifti1Image]
+    spaces: dict[int, str]
+    errors: dict[int, str]
+    scores: dict[int, float]
+
+
+def _preprocess(paths: Sequence[str], folder: ModelFolder, space: str, skull_stripped: bool,
+                cache: PreprocessCache, n_jobs: int) -> _Prepared:
+    """Preprocess the scans, grouped by space (a cohort run per space)."""
+    errors: dict[int, str] = {}
+    spaces = _resolve_spaces(paths, space, errors)
+    images: dict[int, nib.Nifti1Image] = {}
+    scores: dict[int, float] = {}
+    for group in sorted(set(spaces.values())):
+        index = [i for i, s in spaces.items() if s == group]
+        params = folder.params_for(group, skull_stripped)
+        items = preprocess_cohort([paths[i] for i in index], params, cache, n_jobs=n_jobs)
+        for i, item in zip(index, items):
+            if not item.ok:
+                errors[i] = item.error
+            elif tuple(item.image.shape) != folder.grid_shape:
+                errors[i] = (f"scan {paths[i]}: preprocessed shape {item.image.shape} is not "
+                             f"the model grid {folder.grid_shape}")
+            else:
+                images[i] = item.image
+                scores[i] = item.alignment  # computed once, stored in the cache's sidecar
+    return _Prepared(images, spaces, errors, scores)
+
+
+def _forward(model: Any, x: Any) -> np.ndarray:
+    """Predicted ages (years) of ``x : Tensor, shape (B, 1, D, H, W)``, on the model's device."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(x).double().cpu().numpy()
+
+
+def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Sequence[str],
+           saliency_dir: Path | None, batch_size: int = 4,
+           ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]]]:
+    """Every head's predicted age of every image, and its signed Grad-RAM file if asked.
+
+    Volumes are read from the cache one batch at a time, so memory does not grow with the
+    number of scans. Returns ``{head: {index: years}}`` and ``{head: {index: map path}}``.
+    """
+    import torch
+
+    from brainage.models.saliency import grad_ram, save_map
+
+    ages: dict[str, dict[int, float]] = {head: {} for head in folder.models}
+    maps: dict[str, dict[int, str]] = {head: {} for head in folder.models}
+    ok = sorted(images)
+    progress = tqdm(total=len(ok), desc="predict", unit="scan")
+    for start in range(0, len(ok), batch_size):
+        batch = ok[start:start + batch_size]
+        volumes = np.stack([np.asarray(images[i].dataobj, dtype=np.float32) for i in batch])
+        x = torch.from_numpy(volumes)[:, None]  # (B, D, H, W) -> (B, 1, D, H, W)
+        for head, model in folder.models.items():
+            x_head = x.to(next(model.parameters()).device)
+            ages[head].update(zip(batch, _forward(model, x_head)))
+            if saliency_dir is None:
+                continue
+            found = grad_ram(model, x_head, folder.saliency_layer, signed=True)  # (B, 1, D, H, W)
+            for i, volume in zip(batch, found):
+                path = saliency_dir / head / f"{names[i]}.nii.gz"
+                maps[head][i] = str(save_map(volume[0], folder.grid_affine, path))
+        progress.update(len(batch))
+    progress.close()
+    return ages, maps
+
+
+def _output_names(scans: pd.DataFrame) -> list[str]:
+    """A unique file name per scan: ``<participant>[_<session>]``, numbered when repeated."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for row in scans.itertuples():
+        base = row.participant_id + (f"_{row.session}" if row.session else "")
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+        taken.add(name)
+    return names
+
+
+def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Bias-corrected predictions where age and prediction are known; NaN elsewhere."""
+    out = np.full(age.shape, np.nan)
+    known = np.isfinite(age) & np.isfinite(predicted)
+    if correction is not None and known.any():
+        out[known] = correction.apply(age[known], predicted[known])
+    return out
+
+
+def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, predicted: np.ndarray,
+               prepared: _Prepared, saliency: dict[int, str]) -> pd.DataFrame:
+    """The rows of one head: predictions, gaps, bias-corrected gaps, QC and errors."""
+    correction = folder.corrections[head]
+    age = scans["age"].to_numpy(dtype=np.float64)
+    corrected = _corrected(correction, age, predicted)
+    n = len(scans)
+    return pd.DataFrame({
+        "participant_id": scans["participant_id"], "session": scans["session"],
+        "path": scans["path"], "model": head,
+        "space": [prepared.spaces.get(i, "") for i in range(n)],
+        "predicted_age": predicted, "age": age, "gap": predicted - age,
+        "corrected_predicted_age": corrected, "corrected_gap": corrected - age,
+        "bias_correction": correction.method if correction is not None else "none",
+        "alignment": [prepared.scores.get(i, np.nan) for i in range(n)],
+        "saliency": [saliency.get(i, "") for i in range(n)],
+        "error": [prepared.errors.get(i, "") for i in range(n)],
+    }, columns=list(PREDICTION_COLUMNS))
+
+
+def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
+                  *, ages: Sequence[float | None] | None = None, space: str = "auto",
+                  skull_stripped: bool = False, saliency_dir: str | os.PathLike | None = None,
+                  cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
+                  device: str = "cpu") -> pd.DataFrame:
+    """Predict the brain age of scans with every head of a model folder.
+
+    Parameters
+    ----------
+    paths : sequence of str or PathLike
+        NIfTI scans and/or BIDS folders (see :func:`collect_scans`).
+    model_folder : str, PathLike or ModelFolder
+        ``runs/<profile>/models`` or one head's folder (:func:`load_model_folder`).
+    ages : sequence of float or None, optional
+        One chronological age per scan *file* of ``paths``; BIDS scans use participants.tsv.
+    space : {"auto", "native", "MNI152NLin2009cSym"}, default="auto"
+        Space of the scans; ``auto`` decides per scan from its grid (:func:`scan_space`).
+    skull_stripped : bool, default=False
+        The scans hold the brain only (their own outline is kept, no template-mask stripping).
+    saliency_dir : str or PathLike, optional
+        Write the signed Grad-RAM map of each scan and head to
+        ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm).
+    cache : PreprocessCache, str or PathLike, optional
+        Preprocessed-volume cache (default: :func:`default_cache_dir`).
+    n_jobs : int, default=1
+        Preprocessing worker processes.
+    device : str, default="cpu"
+        Where the models run.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scan and head, columns :data:`PREDICTION_COLUMNS`: ``gap`` is predicted
+        minus chronological age, ``corrected_*`` apply the head's stored age-bias correction
+        (NaN without an age or a correction; ``bias_correction`` says which), ``alignment`` is
+        the registration QC score (:func:`brainage.imaging.registration.alignment_score`), ``error``
+        names the file and the problem of a failed scan (its predictions are NaN).
+
+    References
+    ----------
+    .. [1] de Lange, A.-M. G., Cole, J. H. (2020). Commentary: Correction procedures in
+       brain-age prediction. NeuroImage: Clinical 26, 102229.
+    .. [2] Selvaraju R. R. et al. (2017). Grad-CAM: visual explanations from deep networks via
+       gradient-based localization. ICCV, 618-626.
+    """
+    if not isinstance(skull_stripped, bool):
+        raise TypeError(f"skull_stripped must be a bool, got {skull_stripped!r}")
+    scans = collect_scans(paths, ages)  # argument errors first, before the heads are loaded
+    folder = (model_folder if isinstance(model_folder, ModelFolder)
+              else load_model_folder(model_folder, device=device))
+    cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
+        default_cache_dir() if cache is None else cache)
+    files = scans["path"].tolist()
+    prepared = _preprocess(files, folder, space, skull_stripped, cache, n_jobs)
+    ages_by_head, maps = _infer(folder, prepared.images, _output_names(scans),
+                                None if saliency_dir is None else Path(saliency_dir))
+    frames = []
+    for head in folder.models:
+        predicted = np.full(len(scans), np.nan)
+        for i, years in ages_by_head[head].items():
+            predicted[i] = years
+        frames.append(_head_rows(head, folder, scans, predicted, prepared, maps[head]))
+    table = pd.concat(frames, ignore_index=True)
+    logger.info("predicted %d of %d scans with heads %s", len(prepared.images), len(scans),
+                list(folder.models))
+    return table
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments of ``brainage predict`` to an argparse parser."""
+    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
+                        help="NIfTI scans and/or BIDS folders (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="model folder: runs/<profile>/models (all heads) or "
+                             "runs/<profile>/models/<head>")
+    parser.add_argument("--age", type=float, nargs="+", default=None, metavar="YEARS",
+                        help="chronological age of each scan file, in order; nan if unknown "
+                             "(BIDS folders use participants.tsv)")
+    parser.add_argument("--out", default="brainage_predictions.csv", metavar="CSV",
+                        help="output table (default: brainage_predictions.csv)")
+    parser.add_argument("--space", default="auto", choices=SPACE_OPTIONS,
+                        help="space of the scans (default: auto: MNI152 if the scan lies on an "
+                             "MNI152 template grid, else native: registered)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only")
+    parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
+                        help="write signed Grad-RAM maps to OUT_DIR/<head>/<participant>.nii.gz")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help=f"preprocessing cache (default: {default_cache_dir()})")
+    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    return parser
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``brainage predict``; returns the exit status (1 if any scan failed, else 0)."""
+    table = predict_scans(args.inputs, args.model, ages=args.age, space=args.space,
+                          skull_stripped=args.skull_stripped, saliency_dir=args.saliency,
+                          cache=args.cache, n_jobs=args.jobs, device=args.device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    failed = table.loc[table["error"] != "", ["path", "error"]].drop_duplicates("path")
+    for row in failed.itertuples():
+        print(f"brainage predict: FAILED {row.path}: {row.error}", file=sys.stderr)
+    n_scans = table["path"].nunique()
+    print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
+          f"{table['model'].nunique()} head(s) -> {out}")
+    return 1 if len(failed) else 0

@@ -1,0 +1,152 @@
+"""Profiles: named sets of notebook parameters (``notebooks/params/<name>.yaml``).
+
+A profile is a flat mapping of parameter names to plain values. Each notebook declares the
+parameters it uses in its one cell tagged ``parameters``; the build passes every notebook the
+subset of the profile that it declares. A profile key that no notebook declares is an error
+(a typo would otherwise be ignored silently).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainage.exceptions import BrainageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Profile",
+    "ProfileError",
+    "find_project_root",
+    "list_profiles",
+    "load_profile",
+    "resolve_path",
+]
+
+#: Files that mark the top of a brainage checkout.
+_ROOT_MARKERS = ("data_manifest.yaml", "notebooks")
+
+
+class ProfileError(BrainageError, ValueError):
+    """A profile file is missing, unreadable or inconsistent with the notebooks."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of notebook parameters.
+
+    Parameters
+    ----------
+    name : str
+        Profile name, the file stem (``quick``, ``paper``, ...).
+    path : Path
+        The YAML file the profile was read from.
+    params : dict
+        Flat mapping of parameter names to plain values (str, int, float, bool, list, dict).
+    """
+
+    name: str
+    path: Path
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def for_notebook(self, declared: Iterable[str]) -> dict[str, Any]:
+        """Return the profile's values of the parameters a notebook declares."""
+        declared = set(declared)
+        return {k: v for k, v in self.params.items() if k in declared}
+
+    def check_used(self, declared_by_notebook: Mapping[str, Iterable[str]]) -> None:
+        """Raise :class:`ProfileError` if a profile key is declared by no notebook."""
+        declared: set[str] = set()
+        for names in declared_by_notebook.values():
+            declared.update(names)
+        unused = sorted(set(self.params) - declared)
+        if unused:
+            hints = []
+            for key in unused:
+                close = difflib.get_close_matches(key, sorted(declared), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ProfileError(
+                f"{self.path}: parameter(s) {', '.join(hints)} are declared by no notebook; "
+                f"the notebooks declare: {', '.join(sorted(declared))}"
+            )
+
+
+def find_project_root(start: str | Path | None = None) -> Path:
+    """Return the brainage checkout containing ``start`` (default: the working directory).
+
+    The root is the first folder, going upwards, that holds ``data_manifest.yaml`` and a
+    ``notebooks`` folder. Notebooks run by hand from ``notebooks/`` find it the same way.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if all((folder / marker).exists() for marker in _ROOT_MARKERS):
+            return folder
+    raise FileNotFoundError(
+        f"no brainage project above {here}: expected a folder holding "
+        f"{' and '.join(_ROOT_MARKERS)}"
+    )
+
+
+def resolve_path(path: str | Path, root: str | Path | None = None) -> Path:
+    """Resolve ``path`` against the project root unless it is absolute."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (Path(root) if root is not None else find_project_root()) / path
+
+
+def list_profiles(params_dir: str | Path) -> list[str]:
+    """Names of the profiles in ``params_dir`` (sorted)."""
+    return sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None) -> Profile:
+    """Read a profile by name (from ``params_dir``) or from a YAML path.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``quick``, ``paper`` ... or a path to a YAML file.
+    params_dir : str or Path, optional
+        Folder of named profiles, default ``<project root>/notebooks/params``.
+
+    Raises
+    ------
+    ProfileError
+        If the profile does not exist (naming the closest existing one), is not valid YAML,
+        or is not a flat mapping with string keys.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        path = candidate
+    else:
+        params_dir = Path(params_dir) if params_dir else find_project_root() / "notebooks" / "params"
+        path = params_dir / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = list_profiles(params_dir)
+            close = difflib.get_close_matches(str(name_or_path), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ProfileError(
+                f"unknown profile {str(name_or_path)!r}: no file {path}. "
+                f"Available profiles: {', '.join(known) or 'none'}.{hint}"
+            )
+    if not path.exists():
+        raise ProfileError(f"profile file {path} does not exist")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ProfileError(
+            f"{path}: a profile must be a mapping of parameter names to values, "
+            f"got {type(params).__name__}"
+        )
+    logger.debug("loaded profile %s from %s", path.stem, path)
+    return Profile(name=path.stem, path=path.resolve(), params=params)

@@ -1,0 +1,420 @@
+"""Tests of brainage.analysis.clinical: brain-age-gap statistics against independent computations."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.multitest import multipletests
+
+from brainage.analysis import clinical
+from brainage.analysis.clinical import ClinicalResults, ClinicalSettings
+
+#: Small bootstrap: the tests check the mechanics, not the precision of the interval.
+FAST = ClinicalSettings(n_boot=200)
+N_GROUPS = {"HC": 30, "AD": 20, "PD": 20}
+
+
+def make_predictions(rng: np.random.Generator, offsets: dict[str, float] | None = None,
+                     noise: dict[str, float] | None = None) -> pd.DataFrame:
+    """Synthetic predictions: gap = group offset + 2 * severity (patients) + model noise.
+
+    Scores follow the latent severity (MMSE falls with it). Both models share subjects, age, sex
+    and scores; ``noise`` sets each model's gap noise (years).
+    """
+    offsets = {"HC": 0.0, "AD": 8.0, "PD": 3.0} if offsets is None else offsets
+    noise = {"rnc": 2.0, "l1": 4.0} if noise is None else noise
+    rows = []
+    for group, n in N_GROUPS.items():
+        severity = rng.normal(size=n) if group != "HC" else np.zeros(n)
+        age = rng.uniform(55, 85, size=n)
+        sex = rng.choice(["F", "M"], size=n)
+        scores = {s: np.full(n, np.nan) for s in ("mmse", "cdr_sb", "updrs3", "hoehn_yahr")}
+        if group == "AD":
+            scores["mmse"] = np.clip(np.round(22 - 3 * severity + rng.normal(size=n)), 0, 30)
+            scores["cdr_sb"] = np.round(4 + 1.5 * severity + rng.normal(size=n), 1)
+        if group == "PD":
+            scores["updrs3"] = np.round(25 + 8 * severity + rng.normal(0, 4, size=n))
+            stage = np.round(2 + 0.7 * severity + rng.normal(0, 0.3, n))
+            scores["hoehn_yahr"] = np.clip(stage, 1, 5)
+        for model, sd in noise.items():
+            gap = offsets[group] + 2.0 * severity + rng.normal(0, sd, size=n)
+            rows.append(pd.DataFrame({
+                "participant_id": [f"sub-{group}{i:03d}" for i in range(n)],
+                "split": "test" if group == "HC" else "clinical", "group": group, "age": age,
+                "sex": sex, "model": model, "gap": gap + 0.2 * (70 - age), "corrected_gap": gap,
+                **scores,
+            }))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.fixture
+def predictions(rng: np.random.Generator) -> pd.DataFrame:
+    return make_predictions(rng)
+
+
+def _rank_residual_partial_spearman(frame: pd.DataFrame, x: str, y: str, covar: list[str]):
+    """Independent partial Spearman: rank every variable, residualise ranks, Pearson r."""
+    ranks = {c: stats.rankdata(frame[c].to_numpy()) for c in (x, y, *covar)}
+    design = np.column_stack([np.ones(len(frame)), *(ranks[c] for c in covar)])  # (n, 1 + k)
+    resid = {}
+    for c in (x, y):
+        beta, *_ = np.linalg.lstsq(design, ranks[c], rcond=None)
+        resid[c] = ranks[c] - design @ beta
+    r = stats.pearsonr(resid[x], resid[y]).statistic
+    dof = len(frame) - 2 - len(covar)
+    p = 2 * stats.t.sf(abs(r) * math.sqrt(dof / (1 - r**2)), dof)
+    half = stats.norm.ppf(0.975) / math.sqrt(len(frame) - len(covar) - 3)
+    return r, p, (math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half))
+
+
+@pytest.mark.parametrize("covar", [[], ["age"], ["age", "sex"]])
+def test_partial_spearman_matches_rank_residualisation(rng, covar):
+    frame = pd.DataFrame({"x": rng.normal(size=25), "age": rng.uniform(50, 90, 25),
+                          "sex": rng.integers(0, 2, 25).astype(float)})
+    frame["y"] = 0.5 * frame["x"] + 0.05 * frame["age"] + rng.normal(size=25)
+    frame.loc[:4, "y"] = frame.loc[0, "y"]  # ties, ranked as averages by both computations
+    got = clinical.partial_spearman(frame, "x", "y", covar)
+    r, p, (low, high) = _rank_residual_partial_spearman(frame, "x", "y", covar)
+    assert got["n"] == 25
+    assert got["rho"] == pytest.approx(r, abs=1e-10)
+    assert got["p"] == pytest.approx(p, rel=1e-8)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high), abs=1e-9)
+
+
+def test_score_correlations_match_independent_computation(predictions):
+    table = clinical.gap_score_correlations(predictions, FAST)
+    assert len(table) == 8 and table["estimable"].all()
+    for _, row in table.iterrows():
+        mask = (predictions["model"] == row["model"]) & (predictions["group"] == row["group"])
+        frame = predictions[mask].assign(sex=lambda d: d["sex"].map({"F": 0.0, "M": 1.0}))
+        r, p, _ = _rank_residual_partial_spearman(frame, "corrected_gap", row["score"],
+                                                  ["age", "sex"])
+        assert row["n"] == N_GROUPS[row["group"]]
+        assert row["rho"] == pytest.approx(r, abs=1e-10)
+        assert row["p"] == pytest.approx(p, rel=1e-8)
+
+
+def test_missing_scores_are_excluded_per_test(predictions):
+    first_four = (predictions["group"] == "AD") & (predictions["participant_id"] <= "sub-AD003")
+    ad = predictions.index[first_four]
+    predictions.loc[ad, "mmse"] = np.nan  # four AD subjects lose MMSE (both models' rows)
+    table = clinical.gap_score_correlations(predictions, FAST).set_index(["model", "score"])
+    assert table.loc[("rnc", "mmse"), "n"] == N_GROUPS["AD"] - 4
+    assert table.loc[("rnc", "mmse"), "n_missing"] == 4
+    assert table.loc[("rnc", "cdr_sb"), "n"] == N_GROUPS["AD"]  # other tests keep them
+    sub = predictions[(predictions["model"] == "rnc") & (predictions["group"] == "AD")].dropna(
+        subset=["mmse"])
+    sub = sub.assign(sex=sub["sex"].map({"F": 0.0, "M": 1.0}))
+    r, _, _ = _rank_residual_partial_spearman(sub, "corrected_gap", "mmse", ["age", "sex"])
+    assert table.loc[("rnc", "mmse"), "rho"] == pytest.approx(r, abs=1e-10)
+
+
+def test_ancova_matches_statsmodels(predictions):
+    table = clinical.gap_ancova(predictions, FAST)
+    for model in ("rnc", "l1"):
+        data = predictions[predictions["model"] == model].assign(
+            sex=lambda d: d["sex"].map({"F": 0.0, "M": 1.0}))
+        fit = smf.ols("corrected_gap ~ C(group) + age + sex", data=data).fit()
+        expected = anova_lm(fit, typ=2)
+        rows = table[table["model"] == model].set_index("source")
+        assert rows.loc["group", "F"] == pytest.approx(expected.loc["C(group)", "F"], rel=1e-9)
+        assert rows.loc["group", "p"] == pytest.approx(expected.loc["C(group)", "PR(>F)"], rel=1e-9)
+        assert rows.loc["age", "F"] == pytest.approx(expected.loc["age", "F"], rel=1e-9)
+        assert rows.loc["group", "DF"] == 2
+        assert rows.loc["group", "df_resid"] == int(expected.loc["Residual", "df"])
+
+
+@pytest.mark.parametrize(("x", "y", "expected"), [
+    # pooled SD sqrt(15/7) = 1.46385, d = -2.5 / 1.46385 = -1.70783, J = 1 - 3/27; se = 0.76028,
+    # t(0.975, 7) = 2.36462
+    ([1, 2, 3, 4], [3, 4, 5, 6, 7], (-1.5180668, -3.3158489, 0.2797153)),
+    # pooled SD sqrt(2.5), d = 2 / 1.58114 = 1.26491, J = 0.8; se = 0.86718, t(0.975, 4) = 2.77645
+    ([2, 4, 6], [1, 2, 3], (1.0119289, -1.3957470, 3.4196047)),
+])
+def test_hedges_g_hand_checked(x, y, expected):
+    assert clinical.hedges_g(x, y) == pytest.approx(expected, abs=1e-6)
+
+
+def test_hedges_g_rejects_too_few_values():
+    with pytest.raises(ValueError, match=r"hedges_g needs >= 2 values.*n_x=1"):
+        clinical.hedges_g([1.0], [1.0, 2.0])
+
+
+def test_fdr_matches_statsmodels(rng):
+    p = rng.uniform(0, 0.2, size=12)
+    p[[3, 7]] = np.nan
+    got = clinical.fdr_correct(p)
+    expected = multipletests(p[~np.isnan(p)], method="fdr_bh")[1]
+    assert np.isnan(got[[3, 7]]).all()
+    np.testing.assert_allclose(got[~np.isnan(p)], expected, rtol=1e-12)
+
+
+def test_fdr_rejects_p_outside_unit_interval():
+    with pytest.raises(ValueError, match=r"pvalues must lie in \[0, 1\].*1\.5"):
+        clinical.fdr_correct([0.01, 1.5])
+
+
+def test_summary_fdr_family_is_all_clinical_tests(predictions):
+    res = clinical.clinical_summary(predictions, settings=FAST)
+    group_rows = res.ancova[res.ancova["source"] == "group"]
+    raw = np.concatenate([group_rows["p"], res.posthoc["p"], res.correlations["p"]])
+    adjusted = multipletests(raw, method="fdr_bh")[1]
+    got = np.concatenate([group_rows["p_fdr"], res.posthoc["p_fdr"], res.correlations["p_fdr"]])
+    np.testing.assert_allclose(got, adjusted, rtol=1e-12)
+    assert res.ancova.loc[res.ancova["source"] != "group", "p_fdr"].isna().all()
+    assert res.meta["fdr_family_size"] == raw.size == 2 + 6 + 8
+
+
+def test_known_effect_detected(predictions):
+    res = clinical.clinical_summary(predictions, settings=FAST)
+    ad_hc = res.posthoc[res.posthoc["contrast"] == "AD vs HC"]
+    assert (ad_hc["p"] < 0.05).all() and (ad_hc["g_ci_low"] > 0).all()
+    assert (res.ancova.loc[res.ancova["source"] == "group", "p"] < 0.05).all()
+    stats_ad = res.group_stats[res.group_stats["group"] == "AD"]
+    assert ((stats_ad["ci_low"] < 8.0) & (stats_ad["ci_high"] > 8.0)).all()
+
+
+def test_null_effect_not_flagged():
+    null = make_predictions(np.random.default_rng(1), offsets={"HC": 0.0, "AD": 0.0, "PD": 0.0})
+    res = clinical.clinical_summary(null, settings=FAST)
+    assert (res.ancova.loc[res.ancova["source"] == "group", "p"] > 0.05).all()
+    assert (res.posthoc["p_fdr"] > 0.05).all()
+
+
+def test_not_estimable_with_three_ad_subjects(predictions):
+    keep = ~((predictions["group"] == "AD") & (predictions["participant_id"] > "sub-AD002"))
+    res = clinical.clinical_summary(predictions[keep], settings=FAST)
+    ad = res.correlations[res.correlations["group"] == "AD"]
+    assert not ad["estimable"].any() and ad["rho"].isna().all() and (ad["n"] == 3).all()
+    assert ad["note"].str.contains("not estimable: n=3 complete AD subjects").all()
+    assert res.posthoc["estimable"].all()  # 3 per group is enough for a contrast
+    comparison = res.model_comparison[res.model_comparison["group"] == "AD"]
+    assert not comparison["estimable"].any() and comparison["note"].str.contains("n=3").all()
+    assert res.correlations.loc[res.correlations["group"] == "PD", "estimable"].all()
+
+
+def test_small_group_left_out_of_ancova(predictions):
+    keep = ~((predictions["group"] == "AD") & (predictions["participant_id"] > "sub-AD001"))
+    res = clinical.clinical_summary(predictions[keep], settings=FAST)
+    group_rows = res.ancova[res.ancova["source"] == "group"]
+    assert group_rows["estimable"].all() and (group_rows["groups"] == "HC,PD").all()
+    assert group_rows["note"].str.contains(r"excluded groups with n < 3: AD \(n=2\)").all()
+    ad_contrasts = res.posthoc[res.posthoc["group_a"] == "AD"]
+    assert not ad_contrasts["estimable"].any() and ad_contrasts["hedges_g"].isna().all()
+
+
+def test_ancova_not_estimable_with_one_group(predictions):
+    table = clinical.gap_ancova(predictions[predictions["group"] == "HC"], FAST)
+    assert list(table["estimable"]) == [False, False]
+    assert table["note"].str.contains("fewer than 2 groups with >= 3 complete subjects").all()
+
+
+def test_scores_all_missing_not_estimable(predictions, tmp_path):
+    predictions["updrs3"] = np.nan
+    res = clinical.clinical_summary(predictions, settings=FAST)
+    rows = res.correlations[res.correlations["score"] == "updrs3"]
+    assert not rows["estimable"].any() and (rows["n"] == 0).all()
+    assert (rows["n_missing"] == N_GROUPS["PD"]).all()
+    assert rows["note"].str.contains("n=0 complete PD subjects with updrs3").all()
+    assert rows["p_fdr"].isna().all() and res.meta["fdr_family_size"] == 2 + 6 + 6
+    text = res.to_json(tmp_path / "clinical.json").read_text()
+    assert "NaN" not in text
+
+
+def test_json_round_trip_has_no_nan(predictions, tmp_path):
+    truth = {"mean_gap": {"HC": 0.0, "AD": 8.0, "PD": 3.0}, "score_correlation": {"mmse": -0.8}}
+    res = clinical.clinical_summary(predictions, truth=truth, settings=FAST)
+    path = res.to_json(tmp_path)  # a folder receives clinical.json
+    assert path == tmp_path / clinical.CLINICAL_FILE
+
+    def reject(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    content = json.loads(path.read_text(), parse_constant=reject)
+    assert set(content) == {"meta", *ClinicalResults.TABLES}
+    first_gap = content["truth_comparison"][0]
+    assert first_gap["quantity"] == "mean_gap" and first_gap["score"] is None
+    assert isinstance(first_gap["covered"], bool)
+    back = ClinicalResults.from_json(path)
+    for name in ClinicalResults.TABLES:
+        pd.testing.assert_frame_equal(back.__getattribute__(name), getattr(res, name),
+                                      check_dtype=False, check_exact=False, rtol=1e-12)
+    assert back.meta["settings"]["n_boot"] == 200
+
+
+def test_from_json_rejects_other_file(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"group_stats": []}))
+    with pytest.raises(ValueError, match=r"other\.json: not a clinical results file, missing"):
+        ClinicalResults.from_json(path)
+
+
+def test_batched_partial_spearman_matches_pingouin(rng):
+    values = rng.normal(size=(3, 15, 4))
+    values[1, :, 3] = 1.0  # a constant covariate: pseudo-inverse ignores it, as pingouin does
+    got = clinical._batched_partial_spearman(values)
+    for b in range(3):
+        frame = pd.DataFrame(values[b], columns=["x", "y", "c1", "c2"])
+        covar = ["c1", "c2"] if b != 1 else ["c1"]
+        assert got[b] == pytest.approx(clinical.partial_spearman(frame, "x", "y", covar)["rho"],
+                                       abs=1e-10)
+    values[2, :, 0] = 0.0
+    assert np.isnan(clinical._batched_partial_spearman(values)[2])
+
+
+def test_compare_models_seeded_and_consistent(predictions):
+    first = clinical.compare_models(predictions, FAST, seed=3)
+    again = clinical.compare_models(predictions, FAST, seed=3)
+    other = clinical.compare_models(predictions, FAST, seed=4)
+    pd.testing.assert_frame_equal(first, again)
+    assert not np.allclose(first["ci_low"], other["ci_low"])
+    corr = clinical.gap_score_correlations(predictions, FAST).set_index(["model", "score"])
+    for _, row in first.iterrows():
+        assert row["rho_a"] == pytest.approx(corr.loc[("rnc", row["score"]), "rho"], abs=1e-12)
+        assert row["rho_b"] == pytest.approx(corr.loc[("l1", row["score"]), "rho"], abs=1e-12)
+        assert row["diff"] == pytest.approx(row["expected_sign"] * (row["rho_a"] - row["rho_b"]))
+        assert row["ci_low"] <= row["ci_high"] and 0 < row["p"] <= 1
+    assert set(first["better"]) <= {"rnc", "l1", "neither (CI covers 0)"}
+
+
+def test_compare_models_finds_the_less_noisy_model():
+    # L1's gap is pure noise around the group mean, RNC's follows severity closely
+    data = make_predictions(np.random.default_rng(2), noise={"rnc": 0.5, "l1": 30.0})
+    table = clinical.compare_models(data, FAST, seed=0)
+    mmse = table.set_index("score").loc["mmse"]
+    assert mmse["diff"] > 0 and mmse["ci_low"] > 0 and mmse["better"] == "rnc"
+
+
+def test_compare_models_needs_both_models(predictions):
+    table = clinical.compare_models(predictions[predictions["model"] == "rnc"], FAST)
+    assert not table["estimable"].any()
+    assert table["note"].str.contains(r"model\(s\) \['l1'\] absent").all()
+
+
+def test_truth_comparison_coverage():
+    group_stats = pd.DataFrame({"model": ["rnc", "rnc"], "group": ["AD", "HC"], "mean": [7.0, 0.5],
+                                "ci_low": [6.0, np.nan], "ci_high": [9.0, np.nan],
+                                "note": ["", "not estimable: n=1"]})
+    correlations = pd.DataFrame({"model": ["rnc"], "group": ["AD"], "score": ["mmse"],
+                                 "rho": [-0.4], "ci_low": [-0.6], "ci_high": [-0.1],
+                                 "estimable": [True], "note": [""]})
+    table = clinical.compare_with_truth(group_stats, correlations,
+                                        {"AD": 8.1, "HC": 0.0, "mmse": -0.7})  # flat form
+    assert list(table["covered"]) == [True, None, False]
+    assert table["error"].tolist() == pytest.approx([7.0 - 8.1, 0.5, -0.4 + 0.7])
+    assert "attenuated" in table["note"].iloc[2]
+    score_settings = {"group": "AD", "mean": 21.0, "sd": 4.0, "corr": -0.7, "low": 0, "high": 30}
+    nested = clinical.compare_with_truth(group_stats, correlations,
+                                         {"score_correlation": {"mmse": score_settings}})
+    assert nested["quantity"].tolist() == ["score_correlation"] and nested["truth"].iloc[0] == -0.7
+
+
+@pytest.mark.parametrize(("truth", "message"), [
+    ({"mean_gap": {"XX": 1.0}}, r"truth\['mean_gap'\] keys must be among .*'XX'"),
+    ({"score_correlation": [0.5]}, r"truth\['score_correlation'\] must be a dict, got list"),
+    ({"seed": 3}, r"truth holds no true value.*got keys \['seed'\]"),
+])
+def test_truth_comparison_rejects_bad_truth(predictions, truth, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        clinical.clinical_summary(predictions, truth=truth, settings=FAST)
+
+
+def test_other_splits_left_out(predictions):
+    train = predictions[predictions["group"] == "HC"].assign(
+        split="train", participant_id=lambda d: d["participant_id"] + "x", corrected_gap=50.0)
+    with_train = pd.concat([predictions, train], ignore_index=True)
+    pd.testing.assert_frame_equal(clinical.gap_group_stats(with_train, FAST),
+                                  clinical.gap_group_stats(predictions, FAST))
+
+
+@pytest.mark.parametrize(("change", "error", "message"), [
+    (lambda d: d.drop(columns="age"), ValueError, r"predictions lacks required columns \['age'\]"),
+    (lambda d: d.assign(group="MCI"), ValueError, r"'group' must be one of .*got \['MCI'\]"),
+    (lambda d: d.assign(sex="female"), ValueError, r"'sex' must be one of \['F', 'M'\].*'female'"),
+    (lambda d: pd.concat([d, d.iloc[:1]]), ValueError, r"several rows per \(participant_id, "),
+    (lambda d: d.to_dict(), TypeError, r"predictions must be a pandas DataFrame, got dict"),
+    (lambda d: d.assign(mmse="high"), ValueError, r"predictions 'mmse' must be numeric"),
+])
+def test_bad_predictions_rejected(predictions, change, error, message):
+    with pytest.raises(error, match=message):
+        clinical.clinical_summary(change(predictions), settings=FAST)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"confidence": 1.5}, r"confidence must be in \(0, 1\), got 1\.5"),
+    ({"models": ("rnc", "rnc")}, r"models must name two different models"),
+    ({"min_corr_n": 4}, r"min_corr_n must be >= len\(covariates\) \+ 4 = 6.*got 4"),
+])
+def test_bad_settings_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClinicalSettings(**kwargs)
+
+
+@pytest.mark.parametrize("spelling", ["p_unc", "p-unc"])
+def test_pingouin_column_either_spelling(spelling):
+    table = pd.DataFrame({"Source": ["group"], spelling: [0.01]})
+    assert clinical._pg_column(table, clinical._P_UNC) == spelling
+
+
+def test_pingouin_column_missing_named():
+    with pytest.raises(KeyError, match=r"none of the columns \['p_unc', 'p-unc'\]; got \['Sou"):
+        clinical._pg_column(pd.DataFrame({"Source": ["group"]}), clinical._P_UNC)
+
+
+def test_truth_from_simulation_uses_the_analysed_subjects():
+    table = pd.DataFrame({"participant_id": ["a", "b", "c", "d"], "group": ["HC", "HC", "AD", "AD"],
+                          "age": [50.0, 60.0, 70.0, 80.0],
+                          "biological_age": [51.0, 57.0, 78.0, 90.0]})
+    meta = {"true_correlations": {"mmse": {"configured": -0.7}, "cdr_sb": {"configured": 0.7}}}
+    out = clinical.truth_from_simulation(table, meta, ["a", "b", "c"])
+    assert out["mean_gap"] == {"AD": 8.0, "HC": -1.0}
+    assert out["score_correlation"] == {"mmse": -0.7, "cdr_sb": 0.7}
+    assert clinical.truth_from_simulation(table, meta)["mean_gap"]["AD"] == 9.0
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['biological_age'\]"):
+        clinical.truth_from_simulation(table.drop(columns="biological_age"), meta)
+
+
+def test_summary_sentence_with_patients_names_every_group_and_score(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = clinical.summary_sentence(results, "rnc")
+    stats = results.group_stats.query("model == 'rnc'").set_index("group")
+    assert text.startswith(
+        f"The bias-corrected gap of the RNC model averaged {stats.loc['HC', 'mean']:.1f} years in "
+        f"healthy test subjects (n = 30), {stats.loc['AD', 'mean']:.1f} years in AD (n = 20) and "
+        f"{stats.loc['PD', 'mean']:.1f} years in PD (n = 20).")
+    mmse = results.correlations.query("model == 'rnc' and group == 'AD' and score == 'mmse'").iloc[0]
+    assert (f"Within AD, the gap's partial Spearman correlation was rho = {mmse['rho']:.2f} (95% "
+            f"CI {mmse['ci_low']:.2f} to {mmse['ci_high']:.2f}, FDR p = {mmse['p_fdr']:.3g}, "
+            f"n = 20) with MMSE and rho = ") in text
+    assert re.search(r"Within PD, the gap's partial Spearman correlation was rho = \S+ \(95% CI "
+                     r"[^)]*\) with MDS-UPDRS-III and rho = [^)]*\) with Hoehn and Yahr stage\.$",
+                     text)
+
+
+def test_summary_sentence_without_patients(predictions):
+    controls = predictions[predictions["group"] == "HC"]
+    results = clinical.clinical_summary(controls, seed=0, settings=FAST)
+    hc = results.group_stats.query("model == 'l1' and group == 'HC'").iloc[0]
+    assert clinical.summary_sentence(results, "l1") == (
+        "This dataset has no AD or PD patients, so the clinical part of the question was not "
+        f"addressed; the bias-corrected gap of the L1 model averaged {hc['mean']:.1f} years in "
+        "healthy test subjects (n = 30).")
+    with pytest.raises(ValueError, match=r"model 'cnn' has no rows in group_stats; models: "
+                                         r"\['l1', 'rnc'\]"):
+        clinical.summary_sentence(results, "cnn")
+
+
+def test_summary_sentence_reports_a_correlation_without_estimate(predictions):
+    few = predictions[(predictions["group"] != "AD") | predictions["participant_id"].isin(
+        [f"sub-AD{i:03d}" for i in range(3)])]
+    results = clinical.clinical_summary(few, seed=0, settings=FAST)
+    assert "Within AD, the gap's partial Spearman correlation was not estimable (n = 3) with MMSE" in (
+        clinical.summary_sentence(results, "rnc"))

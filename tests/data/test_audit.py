@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage.data import audit
+
+
+def _table():
+    return pd.DataFrame({
+        "participant_id": [f"sub-{i}" for i in range(6)],
+        "age": [20.0, 80.0, 50.0, 70.0, 60.0, 66.0],
+        "sex": ["F", "M", "F", "F", "M", "M"],
+        "site": ["a", "a", "b", "b", "a", "b"],
+        "group": ["HC", "HC", "HC", "AD", "PD", "AD"],
+    })
+
+
+def test_demographics_hand_checked():
+    out = audit.demographics(_table()).set_index("group")
+    assert out.loc["HC", "n"] == 3
+    assert out.loc["HC", "age_mean"] == 50.0
+    assert out.loc["HC", "age_sd"] == 30.0
+    assert out.loc["HC", "female_%"] == pytest.approx(66.7)
+    assert out.loc["AD", "age_min"] == 66.0 and out.loc["AD", "age_max"] == 70.0
+
+
+def test_demographics_names_missing_columns():
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['site'\]"):
+        audit.demographics(_table().drop(columns="site"), by=("group", "site"))
+
+
+def test_problem_summary_counts_by_check():
+    problems = pd.DataFrame({"check": ["age", "age", "image"],
+                             "severity": ["error", "warning", "error"]})
+    out = audit.problem_summary(problems).set_index("check")
+    assert out.loc["age", "error"] == 1 and out.loc["age", "warning"] == 1
+    assert out.loc["image", "excluded"] == 0
+    assert audit.problem_summary(problems.iloc[:0]).empty
+
+
+def test_example_subjects_picks_extremes_and_median_patients():
+    out = audit.example_subjects(_table())
+    assert list(out["example"]) == ["youngest control", "oldest control", "AD patient", "PD patient"]
+    assert list(out["participant_id"]) == ["sub-0", "sub-1", "sub-3", "sub-4"]
+    only_hc = audit.example_subjects(_table().query("group == 'HC'"))
+    assert len(only_hc) == 2
+
+
+def test_tissue_fractions_of_a_banded_volume(tmp_path):
+    data = np.zeros((7, 8, 9), dtype=np.float32)
+    data[1:6, 1:7, 1:8] = 1.0          # white matter
+    data[1:6, 1:7, 1:3] = 0.65         # grey matter slab
+    data[2:4, 2:4, 4:6] = 0.2          # ventricle
+    path = tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    out = audit.tissue_fractions(path)
+    brain = 5 * 6 * 7
+    assert out["brain_voxels"] == brain
+    assert out["csf_fraction"] == pytest.approx(8 / brain)
+    assert out["gm_fraction"] == pytest.approx(5 * 6 * 2 / brain)
+
+
+@pytest.mark.parametrize(
+    ("data", "mask", "message"),
+    [(np.zeros((7, 8, 9)), None, "brain mask is empty"),
+     (np.ones((7, 8, 9, 2)), None, "needs a 3D image"),
+     (np.ones((7, 8, 9)), np.ones((7, 8, 8), bool), r"mask shape \(7, 8, 8\)")],
+)
+def test_tissue_fractions_bad_input(data, mask, message):
+    with pytest.raises(ValueError, match=message):
+        audit.tissue_fractions(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), mask=mask)
+
+
+@pytest.mark.parametrize(("registered", "severity"), [(True, "error"), (False, "warning")])
+def test_alignment_problems(registered, severity):
+    table = _table().assign(dataset="d", path=[f"/d/{i}.nii.gz" for i in range(6)])
+    errors = {"/d/0.nii.gz": "/d/0.nii.gz: cannot read"}
+    scores = {"/d/1.nii.gz": 0.55, "/d/2.nii.gz": 0.12, "/d/3.nii.gz": float("nan")}
+    out = audit.alignment_problems(table, errors, scores, 0.4, registered=registered)
+    assert list(out["participant_id"]) == ["sub-0", "sub-2", "sub-3"]
+    assert list(out["check"]) == ["preprocessing", "alignment", "alignment"]
+    assert out.loc[0, "severity"] == "error"
+    assert set(out.loc[1:, "severity"]) == {severity}
+    assert "0.120 is below the threshold 0.40" in out.loc[1, "message"]
+    assert out.loc[1, "message"].startswith("/d/2.nii.gz")

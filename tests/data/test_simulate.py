@@ -1,0 +1,387 @@
+"""Tests of brainage.data.simulate: parameters, cohort table, files, and the effects on the images."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+from scipy import stats
+
+from brainage.data import simulate as sim
+from brainage.data._anatomy import build_anatomy, grid_for
+
+RES = 4.0  # coarse grid (50 x 59 x 48) so that cohorts take seconds
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"n_healthy": -1}, ["n_healthy", ">= 0", "-1"]),
+        ({"n_ad": -3}, ["n_ad", ">= 0"]),
+        ({"n_healthy": 0}, ["n_healthy + n_ad + n_pd", "> 0"]),
+        ({"resolution_mm": 0.5}, ["resolution_mm", "[1, 8]"]),
+        ({"seed": -2}, ["seed", ">= 0"]),
+        ({"n_jobs": 0}, ["n_jobs", ">= 1"]),
+    ],
+)
+def test_bad_arguments_name_the_parameter(tmp_path, kwargs, words):
+    args = {"n_healthy": 2, **kwargs}
+    with pytest.raises(ValueError) as err:
+        sim.simulate_cohort(tmp_path / "out", **args)
+    for word in words:
+        assert word in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_count_of_wrong_type_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="n_pd must be an int, got float"):
+        sim.simulate_cohort(tmp_path / "out", n_healthy=2, n_pd=1.5)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"hc_age_range": [10, 130]}, ["hc_age_range", "0 <= low < high <= 120", "130"]),
+        ({"ad": {"age_range": [-5, 80]}}, ["ad.age_range", "-5"]),
+        ({"pd": {"age_range": [80, 60]}}, ["pd.age_range"]),
+        ({"sites": [{"name": "x1", "noize": 0.1}]}, ["config.sites[0].noize", "'noise'"]),
+        ({"sites": [{"name": "x1", "noise": 0.9}]}, ["site 'x1': noise", "[0, 0.5]", "0.9"]),
+        ({"sites": [{"name": "x1", "orientation": "RAR"}]}, ["orientation", "'RAR'"]),
+        ({"sites": []}, ["sites", "at least one site"]),
+        ({"sigma_bio": -1}, ["sigma_bio", "-1"]),
+        ({"ageing": {"wmh_max": 2}}, ["ageing.wmh_max", "[0, 1]"]),
+        ({"scores": {"mmse": {"group": "AD", "mean": 21, "sd": 4, "corr": 1.5, "low": 0,
+                              "high": 30}}}, ["scores.mmse.corr", "1.5"]),
+        ({"sigma_bioo": 2}, ["config.sigma_bioo", "'sigma_bio'"]),
+    ],
+)
+def test_bad_config_names_the_setting(data, words):
+    with pytest.raises(sim.SimulationConfigError) as err:
+        sim.config_from_dict(data)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_good_config_round_trips():
+    cfg = sim.config_from_dict({"sigma_bio": 2.0, "sites": [{"name": "s1", "noise": 0.01}],
+                                "ad": {"age_range": [60, 80], "p_male": 0.5,
+                                       "acceleration_max_years": 10,
+                                       "losses": {"hippocampus": 0.2}}})
+    assert cfg.sigma_bio == 2.0 and cfg.sites[0].noise == 0.01
+    assert cfg.ad.age_range == (60, 80) and cfg.pd == sim.SimulationConfig().pd
+    assert sim.config_from_dict(sim.config_to_dict(cfg)) == cfg
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "sim.json"
+    path.write_text(json.dumps({"anatomy": {"head_scale_sd": 0.5}}))
+    with pytest.raises(sim.SimulationConfigError, match="sim.json: anatomy.head_scale_sd"):
+        sim.load_config_file(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        sim.load_config_file(tmp_path / "missing.yaml")
+
+
+# ----------------------------------------------------------------------------- dose model
+@pytest.mark.parametrize(
+    ("b", "params", "expected"),
+    [
+        (18.0, (18.3, 60.0, 0.005), 0.0),  # before onset
+        (60.0, (18.3, 60.0, 0.005), 0.005 * 41.7 / 2),  # rate rises 0 -> 0.5 %/y: mean 0.25
+        (75.0, (40.0, 75.0, 0.010), 0.010 * 35 / 2),
+        (200.0, (0.0, 10.0, 0.05), 0.9),  # capped
+    ],
+)
+def test_cumulative_loss_hand_checked(b, params, expected):
+    assert sim._cumulative_loss(np.array([b]), params)[0] == pytest.approx(expected)
+
+
+def test_hedman_rates_are_the_derivative():
+    b = np.array([35.0, 60.0])
+    rate = (sim._cumulative_loss(b + 0.01, sim.AgeingConfig().cortex)
+            - sim._cumulative_loss(b - 0.01, sim.AgeingConfig().cortex)) / 0.02
+    np.testing.assert_allclose(rate, [0.002, 0.005], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- cohort table
+def test_cohort_table_ranges_and_scores(rng):
+    cfg = sim.SimulationConfig()
+    table = sim.draw_cohort(300, 200, 200, cfg, rng)
+    assert table["participant_id"].is_unique and len(table) == 700
+    for group, (lo, hi) in (("HC", cfg.hc_age_range), ("AD", cfg.ad.age_range),
+                            ("PD", cfg.pd.age_range)):
+        ages = table.loc[table["group"] == group, "age"]
+        assert ages.between(lo, hi).all() and len(ages) == {"HC": 300}.get(group, 200)
+    hc = table[table["group"] == "HC"]
+    assert hc[["mmse", "cdr_sb", "updrs3", "hoehn_yahr"]].isna().all().all()
+    assert (hc["latent_severity"] == 0).all() and (hc["acceleration_years"] == 0).all()
+    ad, pd_ = table[table["group"] == "AD"], table[table["group"] == "PD"]
+    assert ad["mmse"].between(0, 30).all() and pd_["mmse"].isna().all()
+    assert set(pd_["hoehn_yahr"]) <= {1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0}
+    assert ((ad["cdr_sb"] * 2) % 1 == 0).all()
+    gap = (table["biological_age"] - table["age"]).groupby(table["group"]).mean()
+    assert gap["AD"] == pytest.approx(8.0, abs=1.0) and gap["PD"] == pytest.approx(3.0, abs=0.6)
+    assert abs(gap["HC"]) < 0.6
+
+
+@pytest.mark.parametrize(("score", "group"), [("mmse", "AD"), ("cdr_sb", "AD"),
+                                              ("updrs3", "PD"), ("hoehn_yahr", "PD")])
+def test_scores_correlate_with_severity_as_configured(score, group):
+    cfg = sim.SimulationConfig()
+    table = sim.draw_cohort(0, 3000, 3000, cfg, np.random.default_rng(1))
+    rows = table[table["group"] == group]
+    r = np.corrcoef(rows["latent_severity"], rows[score])[0, 1]
+    r_acc = np.corrcoef(rows["acceleration_years"], rows[score])[0, 1]
+    assert r == pytest.approx(cfg.scores[score].corr, abs=0.06)
+    assert r_acc == pytest.approx(r)
+
+
+def test_scores_follow_a_changed_correlation():
+    cfg = sim.config_from_dict({"scores": {"mmse": {"group": "AD", "mean": 21, "sd": 4,
+                                                    "corr": -0.2, "low": 0, "high": 30}}})
+    table = sim.draw_cohort(0, 3000, 0, cfg, np.random.default_rng(2))
+    assert np.corrcoef(table["latent_severity"], table["mmse"])[0, 1] == pytest.approx(
+        -0.2, abs=0.06)
+
+
+def test_same_seed_same_table():
+    cfg = sim.SimulationConfig()
+    a = sim.draw_cohort(5, 3, 3, cfg, np.random.default_rng(7))
+    b = sim.draw_cohort(5, 3, 3, cfg, np.random.default_rng(7))
+    pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- files
+def test_nifti_bytes_are_deterministic_and_readable(tmp_path, rng):
+    data = rng.normal(size=(7, 8, 9)).astype(np.float32)
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    blob = sim.nifti_bytes(data, affine, np.float32, code=4)
+    assert blob == sim.nifti_bytes(data, affine, np.float32, code=4)
+    assert gzip.decompress(blob)[:4] == (348).to_bytes(4, "little")
+    (tmp_path / "x.nii.gz").write_bytes(blob)
+    img = nib.load(tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(img.get_fdata(dtype=np.float32), data)
+    np.testing.assert_array_equal(img.affine, affine)
+    assert int(img.header["sform_code"]) == 4
+
+
+@pytest.mark.parametrize("res", [2.0, RES])
+def test_template_grid(res):
+    affine, shape = grid_for(res)
+    assert shape == {2.0: (99, 117, 95), RES: (50, 59, 48)}[res]
+    np.testing.assert_allclose(affine[:3, 3], [-98, -134, -72])
+
+
+def test_regions_land_in_their_tissue():
+    anat = build_anatomy(RES)
+    table = pd.DataFrame(anat.regions).set_index("name")
+    assert {"lateral_ventricles", "hippocampus_left", "putamen_right", "midbrain"} <= set(
+        table.index)
+    labels = anat.labels[anat.box]
+    vent = labels == table.loc["lateral_ventricles", "index"]
+    hip = labels == table.loc["hippocampus_left", "index"]
+    assert anat.csf[vent].mean() > 0.6 and anat.gm[hip].mean() > 0.5
+    assert table.loc["hippocampus_left", "x_mm"] < 0 < table.loc["hippocampus_right", "x_mm"]
+
+
+def test_small_cohort_files_and_determinism(tmp_path):
+    kw = {"n_healthy": 2, "n_ad": 1, "n_pd": 1, "seed": 3, "resolution_mm": RES}
+    a = sim.simulate_cohort(tmp_path / "a", n_jobs=1, **kw)
+    sim.simulate_cohort(tmp_path / "b", n_jobs=2, **kw)
+    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert list(a.participants.columns) == ["participant_id", "age", "sex", "site", "group",
+                                            "mmse", "cdr_sb", "updrs3", "hoehn_yahr"]
+    assert "n/a" in (a.root / "participants.tsv").read_text()
+    gt = a.root / "derivatives" / "ground_truth"
+    meta = json.loads((gt / "simulation.json").read_text())
+    assert meta["seed"] == 3 and meta["true_correlations"]["mmse"]["configured"] == -0.7
+    assert set(meta["true_mean_brain_age_gap"]) == {"HC", "AD", "PD"}
+    regions = pd.read_csv(gt / "regions.tsv", sep="\t")
+    assert set(regions["effect"]) == {"ageing", "AD", "PD"}
+    labels = nib.load(gt / "regions.nii.gz")
+    assert labels.shape == (50, 59, 48) and set(np.unique(labels.get_fdata())) == set(
+        [0, *regions["index"]])
+    for process in ("ageing", "ad", "pd"):
+        effect = nib.load(gt / f"{process}_effect.nii.gz").get_fdata()
+        assert effect.shape == labels.shape and effect.max() > 0.05 and effect.min() >= 0
+    t1 = nib.load(a.root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
+    assert t1.shape == labels.shape and t1.get_data_dtype() == np.int16
+    truth = a.truth
+    assert (truth["biological_age"] - truth["age"] - truth["deviation"]).abs().max() < 1e-6
+
+
+def test_effect_maps_point_at_their_regions(tmp_path):
+    cohort = sim.simulate_cohort(tmp_path / "c", n_healthy=1, seed=0, resolution_mm=RES)
+    gt = cohort.root / "derivatives" / "ground_truth"
+    labels = nib.load(gt / "regions.nii.gz").get_fdata().astype(int)
+    regions = pd.read_csv(gt / "regions.tsv", sep="\t").set_index("name")["index"]
+    ad = nib.load(gt / "ad_effect.nii.gz").get_fdata()
+    pdm = nib.load(gt / "pd_effect.nii.gz").get_fdata()
+    hip = np.isin(labels, [regions["hippocampus_left"], regions["hippocampus_right"]])
+    put = np.isin(labels, [regions["putamen_left"], regions["putamen_right"]])
+    assert ad[hip].mean() > 5 * pdm[hip].mean() and pdm[put].mean() > 5 * ad[put].mean()
+
+
+def test_existing_folder_is_protected(tmp_path):
+    (tmp_path / "keep.txt").write_text("data")
+    with pytest.raises(FileExistsError, match="not empty"):
+        sim.simulate_cohort(tmp_path, n_healthy=1, resolution_mm=RES)
+    with pytest.raises(FileExistsError, match="dataset_description.json"):
+        sim.simulate_cohort(tmp_path, n_healthy=1, resolution_mm=RES, overwrite=True)
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_native_space_output(tmp_path):
+    cfg = sim.config_from_dict({"native_space": True,
+                                "sites": [{"name": "s1", "voxel_mm": [4, 4, 5],
+                                           "orientation": "LPI"}]})
+    cohort = sim.simulate_cohort(tmp_path / "n", n_healthy=1, seed=1, resolution_mm=RES,
+                                 config=cfg)
+    img = nib.load(cohort.root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz")
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "I")
+    np.testing.assert_allclose(nib.affines.voxel_sizes(img.affine), [4, 4, 5])
+    xfm = np.loadtxt(cohort.root / "derivatives" / "ground_truth" / "transforms"
+                     / "sub-0001_from-native_to-MNI152NLin2009cSym_affine.txt")
+    assert xfm.shape == (4, 4) and not np.allclose(xfm, np.eye(4))
+    assert img.get_fdata().max() > 500
+
+
+def test_cli_arguments(tmp_path):
+    import argparse
+
+    parser = sim.add_simulate_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([str(tmp_path / "cli"), "--n-healthy", "1", "--resolution-mm",
+                              "4", "--seed", "5"])
+    assert sim.run_simulate(args) == 0
+    assert (tmp_path / "cli" / "participants.tsv").exists()
+
+
+# ----------------------------------------------------------------------------- image effects
+def _tissue_counts(path: Path, labels: np.ndarray, rois: dict[str, np.ndarray]) -> dict:
+    """Segment a T1 by intensity (relative to its WM peak) and count voxels in fixed ROIs."""
+    data = nib.load(path).get_fdata(dtype=np.float32)
+    brain = data > 0
+    wm_level = np.percentile(data[brain], 90)
+    rel = data / wm_level
+    # Thresholds between the sites' CSF (0.18-0.30), GM (0.58-0.70) and WM (1) levels; at 4 mm
+    # the thin ventricles are partial-volumed, so "dark" reaches up to mid-way to GM.
+    csf, gm = brain & (rel < 0.55), brain & (rel >= 0.45) & (rel < 0.82)
+    out = {"gm_fraction": gm.sum() / brain.sum()}
+    for name, roi in rois.items():
+        out[f"csf_{name}"] = csf[roi].sum()
+        out[f"gm_{name}"] = gm[roi].sum()
+    return out
+
+
+def _measure(root: Path, participants: pd.Series) -> pd.DataFrame:
+    gt = root / "derivatives" / "ground_truth"
+    labels = nib.load(gt / "regions.nii.gz").get_fdata().astype(int)
+    idx = pd.read_csv(gt / "regions.tsv", sep="\t").set_index("name")["index"]
+    rois = {"vent": ndi.binary_dilation(labels == idx["lateral_ventricles"], iterations=2),
+            "mtl": np.isin(labels, [idx[f"{r}_{s}"] for r in ("hippocampus", "entorhinal")
+                                    for s in ("left", "right")]),
+            "striatum": ndi.binary_dilation(np.isin(labels, [
+                idx[f"{r}_{s}"] for r in ("putamen", "caudate") for s in ("left", "right")]))}
+    return pd.DataFrame([_tissue_counts(root / p / "anat" / f"{p}_T1w.nii.gz", labels, rois)
+                         for p in participants])
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """A cohort measured on its images, and the same people without disease effects."""
+    base = tmp_path_factory.mktemp("cohort")
+    kw = {"n_healthy": 30, "n_ad": 12, "n_pd": 12, "seed": 11, "resolution_mm": RES,
+          "n_jobs": 2}
+    cohort = sim.simulate_cohort(base / "bids", **kw)
+    healthy = sim.config_from_dict({
+        "ad": {"acceleration_max_years": 0, "losses": {}},
+        "pd": {"acceleration_max_years": 0, "losses": {}}})
+    sim.simulate_cohort(base / "no_disease", config=healthy, **kw)
+    ids = cohort.participants["participant_id"]
+    table = cohort.participants.join(_measure(base / "bids", ids))
+    without = _measure(base / "no_disease", ids).add_suffix("_without_disease")
+    return table.join(without).merge(
+        cohort.truth[["participant_id", "latent_severity"]], on="participant_id")
+
+
+def _age_adjusted_patients(table: pd.DataFrame, column: str, group: str) -> np.ndarray:
+    """Residuals of patients from the controls' linear age trend of ``column``."""
+    hc = table[table["group"] == "HC"]
+    fit = stats.linregress(hc["age"], hc[column])
+    pat = table[table["group"] == group]
+    return (pat[column] - (fit.intercept + fit.slope * pat["age"])).to_numpy()
+
+
+@pytest.mark.slow
+def test_ventricular_csf_rises_with_age(cohort):
+    hc = cohort[cohort["group"] == "HC"]
+    assert stats.pearsonr(hc["age"], hc["csf_vent"])[0] > 0.7
+
+
+@pytest.mark.slow
+def test_grey_matter_fraction_falls_with_age(cohort):
+    hc = cohort[cohort["group"] == "HC"]
+    assert stats.pearsonr(hc["age"], hc["gm_fraction"])[0] < -0.5
+
+
+@pytest.mark.slow
+def test_ad_loses_more_medial_temporal_grey_matter(cohort):
+    resid = _age_adjusted_patients(cohort, "gm_mtl", "AD")
+    assert resid.mean() < 0 and stats.ttest_1samp(resid, 0, alternative="less").pvalue < 0.05
+    ad = cohort[cohort["group"] == "AD"]
+    paired = ad["gm_mtl"] - ad["gm_mtl_without_disease"]
+    assert stats.ttest_1samp(paired, 0, alternative="less").pvalue < 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("group", "roi", "other"), [("PD", "gm_striatum", "gm_mtl"),
+                                                      ("AD", "gm_mtl", "gm_striatum")])
+def test_disease_acts_on_its_own_regions(cohort, group, roi, other):
+    """Same people with and without the disease: loss in its regions, not in the other's."""
+    rows = cohort[cohort["group"] == group]
+    loss = rows[f"{roi}_without_disease"] - rows[roi]
+    assert stats.ttest_1samp(loss, 0, alternative="greater").pvalue < 0.05
+    assert stats.pearsonr(rows["latent_severity"], loss)[0] > 0.3
+    hc = cohort[cohort["group"] == "HC"]
+    assert (hc[roi] == hc[f"{roi}_without_disease"]).all()
+    assert loss.mean() > 2 * abs((rows[f"{other}_without_disease"] - rows[other]).mean())
+
+
+@pytest.mark.slow
+def test_written_scores_follow_latent_severity(cohort):
+    ad, pd_ = cohort[cohort["group"] == "AD"], cohort[cohort["group"] == "PD"]
+    assert stats.pearsonr(ad["latent_severity"], ad["mmse"])[0] < -0.3
+    assert stats.pearsonr(pd_["latent_severity"], pd_["updrs3"])[0] > 0.3
+
+
+def test_ensure_cohort_reuses_same_settings_and_regenerates_on_change(tmp_path):
+    first = sim.ensure_cohort(tmp_path / "c", n_healthy=3, n_ad=1, n_pd=1, seed=2,
+                              resolution_mm=RES)
+    image = first.root / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz"
+    stamp = image.stat().st_mtime_ns
+    again = sim.ensure_cohort(tmp_path / "c", n_healthy=3, n_ad=1, n_pd=1, seed=2,
+                              resolution_mm=RES)
+    assert image.stat().st_mtime_ns == stamp  # read back, not rewritten
+    pd.testing.assert_frame_equal(first.participants, again.participants)
+    changed = sim.ensure_cohort(tmp_path / "c", n_healthy=4, n_ad=1, n_pd=1, seed=2,
+                                resolution_mm=RES)
+    assert len(changed.participants) == 6
+    assert sim.read_truth(changed.root)["counts"] == {"HC": 4, "AD": 1, "PD": 1}
+
+
+def test_read_truth_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="simulation.json does not exist"):
+        sim.read_truth(tmp_path)

@@ -1,0 +1,442 @@
+"""Tests of brainage.imaging.preprocess (and brainage.imaging.registration): loading, grids, resampling,
+normalisation, alignment score, cache, cohort runs, command line, and real IXI scans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainage.imaging import preprocess as pp
+from brainage.imaging.registration import template_images
+
+MNI = "MNI152NLin2009cSym"
+
+
+def _save(tmp_path: Path, name: str, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine),
+             path)
+    return path
+
+
+@pytest.fixture
+def template_scan(tmp_path: Path) -> Path:
+    """nilearn's 2 mm MNI152 template with other intensities (x 300 + 20), as an MNI-space scan."""
+    template, _ = template_images()
+    data = (template.get_fdata() * 300 + 20).astype(np.float32)
+    return _save(tmp_path, "mni.nii.gz", data, template.affine)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def test_load_scan_reorients_to_ras(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = rng.normal(size=(7, 8, 9)).astype(np.float32)
+    path = _save(tmp_path, "las.nii.gz", data, np.diag([-2.0, 2.0, 3.0, 1.0]))  # x runs R -> L
+    img = pp.load_scan(path)
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    assert img.shape == (7, 8, 9)
+    np.testing.assert_allclose(img.get_fdata()[0], data[-1], rtol=1e-6)
+    np.testing.assert_allclose(np.diag(img.affine)[:3], [2.0, 2.0, 3.0])
+
+
+def test_load_scan_accepts_single_volume_4d(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _save(tmp_path, "one_volume.nii.gz", rng.normal(size=(7, 8, 9, 1)).astype(np.float32))
+    assert pp.load_scan(path).shape == (7, 8, 9)
+
+
+def _corrupt(tmp_path: Path, rng: np.random.Generator) -> Path:
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(b"not a nifti file at all")
+    return path
+
+
+def _four_d(tmp_path: Path, rng: np.random.Generator) -> Path:
+    return _save(tmp_path, "fmri.nii.gz", rng.normal(size=(7, 8, 9, 3)).astype(np.float32))
+
+
+def _nan(tmp_path: Path, rng: np.random.Generator) -> Path:
+    data = rng.normal(size=(7, 8, 9)).astype(np.float32)
+    data[1, 2, 3] = np.nan
+    data[4, 5, 6] = np.inf
+    return _save(tmp_path, "nan.nii.gz", data)
+
+
+def _constant(tmp_path: Path, rng: np.random.Generator) -> Path:
+    return _save(tmp_path, "empty.nii.gz", np.zeros((7, 8, 9), np.float32))
+
+
+@pytest.mark.parametrize(("make", "problem"), [
+    (_corrupt, "cannot be read"),
+    (_four_d, r"must be a 3D image; got shape \(7, 8, 9, 3\)"),
+    (_nan, "holds 2 NaN or infinite voxel"),
+    (_constant, "is constant"),
+])
+@pytest.mark.parametrize("space", ["native", MNI])
+def test_bad_scans_name_file_and_problem(tmp_path: Path, rng: np.random.Generator, make,
+                                         problem: str, space: str) -> None:
+    path = make(tmp_path, rng)
+    with pytest.raises(pp.PreprocessError, match=problem) as info:
+        pp.preprocess_file(path, space=space)
+    assert str(path) in str(info.value)
+
+
+def test_missing_scan(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz does not exist"):
+        pp.preprocess_file(tmp_path / "missing.nii.gz")
+
+
+# --- parameters and grids -----------------------------------------------------------------
+
+@pytest.mark.parametrize(("grid_mm", "crop", "shape"), [
+    (2.0, False, (99, 117, 95)),   # nilearn's own 2 mm grid
+    (4.0, False, (50, 59, 48)),    # 196/4+1, 232/4+1, floor(188/4)+1
+    (4.0, True, (41, 49, 43)),     # brain box +- 8 mm: 160/4+1, floor(194/4)+1, floor(170/4)+1
+])
+def test_template_grid(grid_mm: float, crop: bool, shape: tuple[int, int, int]) -> None:
+    got_shape, affine = pp.template_grid(grid_mm, crop_to_brain=crop)
+    assert got_shape == shape
+    np.testing.assert_allclose(np.diag(affine)[:3], grid_mm)
+    if not crop:  # the field of view stays centred on nilearn's: (0, -18, 22) mm
+        centre = nib.affines.apply_affine(affine, (np.array(shape) - 1) / 2)
+        np.testing.assert_allclose(centre, [0.0, -18.0, 22.0])
+    if grid_mm == 2 and not crop:
+        np.testing.assert_allclose(affine, template_images()[0].affine)
+
+
+@pytest.mark.parametrize("grid_mm", [0.0, -2.0, 20.0])
+def test_template_grid_rejects_bad_spacing(grid_mm: float) -> None:
+    with pytest.raises(ValueError, match=rf"grid_mm must be in \(0, 16\] mm; got {grid_mm}"):
+        pp.template_grid(grid_mm)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"space": "mni"}, ValueError, "space must be one of .*got 'mni'"),
+    ({"grid_mm": "2"}, ValueError, "grid_mm must be a number .*got '2'"),
+    ({"skull_stripped": "yes"}, TypeError, "skull_stripped must be a bool; got 'yes'"),
+    ({"grid": 2}, ValueError, r"unknown preprocessing parameter\(s\) \['grid'\]"),
+])
+def test_params_reject_bad_values(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        pp.PreprocessParams.coerce(kwargs)
+
+
+def test_params_coerce() -> None:
+    assert pp.PreprocessParams.coerce(None) == pp.PreprocessParams()
+    assert pp.PreprocessParams.coerce({"grid_mm": 4}).grid_mm == 4.0
+
+
+# --- resampling, normalisation, alignment score -------------------------------------------
+
+@pytest.mark.parametrize("shift_mm", [0.0, 12.0, -6.0])
+def test_resample_through_matrix(shift_mm: float) -> None:
+    """A matrix mapping template x to scan x + shift samples scan voxel i + shift/2 mm."""
+    template, _ = template_images()
+    grid = pp.template_grid(2.0)
+    matrix = np.eye(4)
+    matrix[0, 3] = shift_mm
+    out = pp.resample_to_grid(template, grid, matrix)
+    data = template.get_fdata()
+    k = int(shift_mm / 2)
+    expected = data[max(k, 0):data.shape[0] + min(k, 0)]
+    got = out[max(-k, 0):out.shape[0] - max(k, 0)]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([1.0, 3.0], [1.01 / 2.0, 2.99 / 2.0]),  # clipped to 1.01/2.99 first, then / mean (2)
+    ([5.0, 5.0, 5.0, 5.0], [1.0] * 4),       # constant brain: all at its mean
+    ([2.0, 4.0, 6.0], [2.02 / 4.0, 1.0, 5.98 / 4.0]),
+])
+def test_normalise_intensity(values: list[float], expected: list[float]) -> None:
+    data = np.full((7, 8, 9), 50.0)
+    mask = np.zeros((7, 8, 9), bool)
+    index = (np.arange(len(values)), np.arange(len(values)), np.arange(len(values)))
+    data[index], mask[index] = values, True
+    out = pp.normalise_intensity(data, mask)
+    np.testing.assert_allclose(out[index], expected, atol=1e-6)
+    assert (out[~mask] == 0).all()
+
+
+def test_normalise_intensity_rejects_bad_mask() -> None:
+    with pytest.raises(ValueError, match=r"shapes differ: \(7, 8, 9\) and \(7, 8, 8\)"):
+        pp.normalise_intensity(np.zeros((7, 8, 9)), np.ones((7, 8, 8), bool))
+    with pytest.raises(pp.PreprocessError, match=r"holds 1 voxel\(s\); need at least 2"):
+        pp.normalise_intensity(np.zeros((7, 8, 9)), np.eye(1, 7 * 8 * 9, dtype=bool)
+                               .reshape(7, 8, 9))
+    with pytest.raises(pp.PreprocessError, match=r"mean intensity inside the brain mask is -1"):
+        pp.normalise_intensity(np.full((7, 8, 9), -1.0), np.ones((7, 8, 9), bool))
+
+
+@pytest.mark.parametrize(("shift_vox", "aligned"), [(0, True), (6, False), (-6, False)])
+def test_alignment_score_flags_shifted_image(shift_vox: int, aligned: bool) -> None:
+    """The template itself scores 1; shifted by 12 mm (6 voxels) it falls below the threshold."""
+    template, _ = template_images()
+    data = np.roll(template.get_fdata(), shift_vox, axis=1) * 7.0 + 3.0
+    score = pp.alignment_score(nib.Nifti1Image(data, template.affine))
+    assert (score > pp.ALIGNMENT_THRESHOLD) == aligned
+    if aligned:
+        assert score == pytest.approx(1.0)
+
+
+def test_alignment_score_rejects_4d() -> None:
+    with pytest.raises(ValueError, match=r"needs a 3D image; got shape \(7, 8, 9, 2\)"):
+        pp.alignment_score(nib.Nifti1Image(np.zeros((7, 8, 9, 2), np.float32), np.eye(4)))
+
+
+@pytest.mark.parametrize(("grid_mm", "skull_stripped"), [(2.0, False), (4.0, True)])
+def test_mni_space_scan_is_resampled_and_normalised(template_scan: Path, grid_mm: float,
+                                                    skull_stripped: bool) -> None:
+    img = pp.preprocess_file(template_scan, space=MNI, grid_mm=grid_mm,
+                             skull_stripped=skull_stripped)
+    shape, affine = pp.template_grid(grid_mm)
+    assert img.shape == shape
+    np.testing.assert_allclose(img.affine, affine)
+    data = img.get_fdata()
+    inside = data != 0
+    assert data[inside].mean() == pytest.approx(1.0, abs=1e-3) and data[inside].min() > 0
+    assert pp.alignment_score(img) > 0.9  # 4 mm: smoothed, then compared at 2 mm
+
+
+def test_openbhb_array_of_the_template_lands_on_the_template(tmp_path: Path) -> None:
+    """The template as an OpenBHB array (LAS voxel order, shape (1, X, Y, Z), the affine of the
+    dataset's resource template) is resampled, not registered, onto the grid: aligned."""
+    template, _ = template_images()
+    data = (template.get_fdata() * 300 + 20).astype(np.float32)[::-1]  # x runs right to left
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = data.shape[0] - 1  # voxel i of the LAS array is voxel X-1-i of the template
+    root = tmp_path / "openbhb"
+    (root / "resource").mkdir(parents=True)
+    _save(root / "resource", "quasiraw_space-MNI152_desc-brain_T1w.nii.gz", data,
+          template.affine @ flip)
+    path = root / "train" / "derivatives" / "sub-1" / "ses-1" / "sub-1_preproc-quasiraw_T1w.npy"
+    path.parent.mkdir(parents=True)
+    np.save(path, data[None])
+    assert pp.PreprocessParams(space="MNI152Lin").space == "MNI152Lin"
+    img = pp.preprocess_file(path, space="MNI152Lin", grid_mm=4.0, skull_stripped=True)
+    assert img.shape == pp.template_grid(4.0)[0]
+    assert pp.alignment_score(img) > 0.9
+
+
+def test_mni_space_scan_misaligned_scores_low(template_scan: Path, tmp_path: Path) -> None:
+    """An MNI-space scan whose content is 12 mm off is not moved (no registration): flagged."""
+    img = nib.load(template_scan)
+    shifted = _save(tmp_path, "shifted.nii.gz",
+                    np.roll(np.asarray(img.dataobj), 6, axis=2).astype(np.float32), img.affine)
+    out = pp.preprocess_file(shifted, space=MNI)
+    assert pp.alignment_score(out) < pp.ALIGNMENT_THRESHOLD
+
+
+# --- cache ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Replace preprocess_file by a cheap stand-in that records its calls."""
+    calls: list[tuple[str, dict]] = []
+
+    def fake(path, **kwargs):
+        calls.append((str(path), kwargs))
+        data = pp.load_scan(path).get_fdata().astype(np.float32) * kwargs["grid_mm"]
+        return nib.Nifti1Image(data, np.eye(4))
+
+    monkeypatch.setattr(pp, "preprocess_file", fake)
+    return calls
+
+
+def test_cache_hit_on_second_call(small_scan: Path, tmp_path: Path, counted: list) -> None:
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    first = cache.get_or_compute(small_scan, {"grid_mm": 4.0})
+    second = cache.get_or_compute(small_scan, pp.PreprocessParams(grid_mm=4.0))
+    assert len(counted) == 1
+    np.testing.assert_array_equal(first.get_fdata(), second.get_fdata())
+    stored = list((tmp_path / "cache").rglob("*"))
+    assert sorted(p.suffix for p in stored if p.is_file()) == [".gz", ".json"]  # no temp file
+    assert not [p for p in stored if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("change", ["param", "file", "version"])
+def test_cache_invalidated(small_scan: Path, tmp_path: Path, counted: list,
+                           monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator,
+                           change: str) -> None:
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    params = pp.PreprocessParams(grid_mm=2.0)
+    before = cache.get_or_compute(small_scan, params).get_fdata()
+    if change == "param":
+        params = pp.PreprocessParams(grid_mm=3.0)
+    elif change == "file":
+        _save(small_scan.parent, small_scan.name, rng.normal(size=(7, 8, 9)).astype(np.float32))
+    else:
+        monkeypatch.setattr(pp, "PREPROCESS_VERSION", "test-next")
+    after = cache.get_or_compute(small_scan, params).get_fdata()
+    assert len(counted) == 2
+    assert not np.array_equal(before, after) or change == "version"
+    assert cache.get_or_compute(small_scan, params) is not None and len(counted) == 2
+
+
+def test_cache_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.nii does not exist"):
+        pp.PreprocessCache(tmp_path).get_or_compute(tmp_path / "nowhere.nii")
+
+
+def test_cohort_collects_errors(small_scan: Path, tmp_path: Path, counted: list,
+                                rng: np.random.Generator) -> None:
+    bad = _nan(tmp_path, rng)
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    items = pp.preprocess_cohort([small_scan, bad, small_scan], None, cache)
+    assert [item.ok for item in items] == [True, False, True]
+    assert str(bad) in items[1].error and "NaN" in items[1].error and items[1].image is None
+    assert items[0].image.shape == (7, 8, 9)
+    assert len(counted) == 2  # the third item is the first one again: read from the cache
+
+
+def test_cohort_rejects_bad_n_jobs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="n_jobs must be a positive int; got 0"):
+        pp.preprocess_cohort([], None, pp.PreprocessCache(tmp_path), n_jobs=0)
+
+
+@pytest.mark.slow
+def test_cohort_in_worker_processes(template_scan: Path, tmp_path: Path,
+                                    rng: np.random.Generator) -> None:
+    bad = _four_d(tmp_path, rng)
+    items = pp.preprocess_cohort([template_scan, bad], {"space": MNI, "grid_mm": 4.0},
+                                 pp.PreprocessCache(tmp_path / "cache"), n_jobs=2)
+    assert items[0].ok and items[0].image.shape == (50, 59, 48)
+    assert not items[1].ok and str(bad) in items[1].error and "3D" in items[1].error
+
+
+# --- command line --------------------------------------------------------------------------
+
+def _cli(*argv: str) -> argparse.Namespace:
+    return pp.add_preprocess_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.nii.gz"
+    assert pp.run_preprocess(_cli(str(template_scan), str(out), "--space", MNI,
+                                  "--grid-mm", "4")) == 0
+    assert nib.load(out).shape == (50, 59, 48)
+    assert "alignment" in capsys.readouterr().out
+
+
+def test_cli_folder_reports_failures(template_scan: Path, tmp_path: Path, capsys,
+                                     rng: np.random.Generator) -> None:
+    bad = _corrupt(tmp_path, rng)
+    assert pp.run_preprocess(_cli(str(tmp_path), str(tmp_path / "out"), "--space", MNI,
+                                  "--grid-mm", "4", "--cache", str(tmp_path / "c"))) == 1
+    assert (tmp_path / "out" / "mni.nii.gz").is_file()
+    printed = capsys.readouterr().out
+    assert f"{bad}: FAILED" in printed and "cannot be read" in printed
+
+
+def test_cli_missing_input(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="neither a file nor a folder"):
+        pp.run_preprocess(_cli(str(tmp_path / "absent.nii"), str(tmp_path / "o.nii")))
+
+
+# --- registration --------------------------------------------------------------------------
+
+def _shift(mm: float) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[1, 3] = mm
+    return matrix
+
+
+@pytest.mark.parametrize(("outcomes", "pitch", "warns"), [
+    ({0.0: 12.0, -15.0: 0.0, 15.0: 0.0}, -15.0, False),   # first start off by 12 mm: restart
+    ({0.0: 0.0, -15.0: 12.0, 15.0: 12.0}, 0.0, False),    # first start good: no restart
+    ({0.0: 12.0, -15.0: 8.0, 15.0: 12.0}, -15.0, True),   # all poor: best kept, warned
+])
+def test_registration_multistart(monkeypatch: pytest.MonkeyPatch, caplog, outcomes: dict,
+                                 pitch: float, warns: bool) -> None:
+    """The head stage restarts from pitched starts while the score is below the threshold."""
+    from brainage.imaging import registration as reg
+
+    tried: list[float] = []
+
+    def stages(scan, init, skull_stripped, folder):  # stands in for the two ANTs stages
+        start = float(Path(init).stem.removeprefix("init_pitch"))
+        tried.append(start)
+        return _shift(outcomes[start])
+
+    monkeypatch.setattr(reg, "_head_and_brain_stages", stages)
+    template, _ = template_images()
+    result = reg.register_to_template(reg.nifti_to_ants(template), skull_stripped=True)
+    assert result.pitch_deg == pitch
+    assert tried == [0.0] if pitch == 0.0 else tried[:2] == [0.0, -15.0]
+    assert (result.score < reg.ALIGNMENT_THRESHOLD) == warns
+    assert ("below the threshold" in caplog.text) == warns
+
+
+@pytest.mark.slow
+def test_native_call_on_moved_template(tmp_path: Path) -> None:
+    """The native path registers a skull-stripped MNI brain moved by 10 deg pitch and
+    (8, -10, 15) mm (its own brain outline: no template-mask skull removal)."""
+    template, _ = template_images()
+    angle = np.deg2rad(10.0)
+    moved = np.eye(4)
+    moved[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    moved[:3, 3] = [8.0, -10.0, 15.0]
+    path = _save(tmp_path, "moved.nii.gz", (template.get_fdata() * 500 + 40).astype(np.float32),
+                 moved @ template.affine)
+    before = pp.alignment_score(nib.load(path))
+    out = pp.preprocess_file(path, skull_stripped=True)
+    assert before < pp.ALIGNMENT_THRESHOLD < 0.9 < pp.alignment_score(out)
+
+
+# --- real IXI scans (raw heads) -------------------------------------------------------------
+
+#: All ten raw scans run by default, two at a time (a raw scan takes ~15-20 s on one core);
+#: BRAINAGE_IXI_SUBSET=1 keeps only the lowest-scoring one (0.49) for a quicker local run.
+_IXI_SUBSET = ("sub-IXI013",)
+
+
+@pytest.fixture(scope="module")
+def ixi_results(ixi10: Path, ixi10_cache: Path):
+    paths = sorted(ixi10.glob("sub-*/anat/*_T1w.nii.gz"))
+    if os.environ.get("BRAINAGE_IXI_SUBSET"):
+        paths = [p for p in paths if p.name.split("_")[0] in _IXI_SUBSET]
+    cache = pp.PreprocessCache(ixi10_cache)
+    return paths, cache, pp.preprocess_cohort(paths, pp.PreprocessParams(), cache, n_jobs=2)
+
+
+@pytest.mark.slow
+def test_ixi_scans_preprocess_and_align(ixi_results) -> None:
+    paths, _, items = ixi_results
+    assert len(paths) == (1 if os.environ.get("BRAINAGE_IXI_SUBSET") else 10)
+    assert all(item.ok for item in items), [item.error for item in items]
+    shape, affine = pp.template_grid(2.0)
+    for item in items:
+        assert item.image.shape == shape
+        np.testing.assert_allclose(item.image.affine, affine)
+        score = pp.alignment_score(item.image)
+        assert score > pp.ALIGNMENT_THRESHOLD, f"{item.path}: alignment score {score:.3f}"
+
+
+@pytest.mark.slow
+def test_ixi_second_read_comes_from_cache(ixi_results, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, cache, items = ixi_results
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(pp, "preprocess_file", fail)
+    again = cache.get_or_compute(paths[0], pp.PreprocessParams())
+    np.testing.assert_array_equal(again.get_fdata(), items[0].image.get_fdata())
+
+
+def test_cache_stores_the_alignment_score(template_scan: Path, tmp_path: Path) -> None:
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    params = {"space": MNI, "grid_mm": 4.0, "skull_stripped": True}
+    score = cache.alignment(template_scan, params)
+    assert score == pytest.approx(pp.alignment_score(cache.get_or_compute(template_scan, params)))
+    sidecar = cache.path_for(template_scan, params).with_suffix("").with_suffix(".json")
+    assert json.loads(sidecar.read_text())["alignment"] == pytest.approx(score)
+    items = pp.preprocess_cohort([template_scan, tmp_path / "missing.nii.gz"], params, cache)
+    assert items[0].alignment == pytest.approx(score)
+    assert math.isnan(items[1].alignment) and "missing.nii.gz" in items[1].error

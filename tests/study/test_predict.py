@@ -1,0 +1,420 @@
+"""Tests of brainage.study.predict: the model card and folder, input discovery, space detection, and
+``brainage predict`` end to end on tiny MNI-space scans (files, a BIDS folder, corrupt files,
+saliency), plus one real native IXI scan (slow, skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainage.analysis.metrics import AgeBiasCorrection
+from brainage.cli import main
+from brainage.imaging.preprocess import PREPROCESS_VERSION, preprocess_file, resample_to_grid
+from brainage.imaging.registration import template_grid, template_images
+from brainage.models.datasets import VolumeDataset
+from brainage.models.network import ModelConfig
+from brainage.models.train import TrainConfig, load_model, train_l1, train_rnc
+from brainage.study import predict as bp
+from tests.conftest import IXI10
+
+MNI = "MNI152NLin2009cSym"
+GRID_MM = 8.0  # the model's grid, cropped to the brain: (21, 25, 22)
+SCAN_MM = 4.0  # the test scans lie on the uncropped 4 mm template grid: (50, 59, 48)
+#: The rnc head's stored correction: corrected = (predicted - intercept) / slope.
+CORRECTION = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 10.0}, 12, (20.0, 80.0))
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder as a run writes it: rnc/ and l1/ best.pt, model.json, rnc's correction."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    shape, _ = template_grid(GRID_MM, crop_to_brain=True)
+    images = rng.gamma(2.0, 0.5, size=(8, *shape)).astype(np.float32)  # (N, D, H, W), positive
+    ages = np.linspace(20.0, 80.0, 8)
+    ids = [f"t{i}" for i in range(8)]
+    train = VolumeDataset(images[:6], ages[:6], ids[:6])
+    val = VolumeDataset(images[6:], ages[6:], ids[6:])
+    model_cfg = ModelConfig(depth=10, widths=(4, 8, 16, 32))
+    common = dict(batch_size=2, augment=None, progress=False, device="cpu", probe_every=0)
+    root = tmp_path_factory.mktemp("run") / "models"
+    train_rnc(train, val, model_cfg, TrainConfig(epochs=1, head_epochs=2, **common), root / "rnc")
+    train_l1(train, val, model_cfg, TrainConfig(epochs=1, **common), root / "l1")
+    bp.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
+                                          "skull_stripped": True, "crop_to_brain": True},
+                        saliency_layer="encoder.layer2", profile="test")
+    (root / "rnc" / bp.BIAS_CORRECTION_FILE).write_text(json.dumps(CORRECTION.to_dict()))
+    return root
+
+
+@pytest.fixture(scope="module")
+def template_4mm() -> np.ndarray:
+    """nilearn's template resampled onto the 4 mm template grid (computed once)."""
+    template, _ = template_images()
+    return resample_to_grid(template, template_grid(SCAN_MM))
+
+
+def _mni_scan(path: Path, base: np.ndarray, scale: float, rng: np.random.Generator) -> Path:
+    """The 4 mm template, rescaled, with 1 % noise: an MNI-space scan on its template grid."""
+    data = base * scale + rng.normal(0.0, 0.01 * scale, base.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), template_grid(SCAN_MM)[1]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory, template_4mm: np.ndarray) -> list[Path]:
+    """Three MNI-space scans with different intensities (shared: the tests do not change them)."""
+    folder, rng = tmp_path_factory.mktemp("in"), np.random.default_rng(0)
+    return [_mni_scan(folder / f"scan{i}.nii.gz", template_4mm, 300.0 * (i + 1), rng)
+            for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A preprocessing cache shared by the tests: each scan is preprocessed once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def bids(tmp_path: Path, rng: np.random.Generator, template_4mm: np.ndarray) -> Path:
+    """A BIDS folder: sub-01 (two sessions), sub-02 with age n/a, participants.tsv."""
+    root = tmp_path / "bids"
+    for sub, ses in (("01", "ses-1"), ("01", "ses-2"), ("02", None)):
+        anat = root / f"sub-{sub}" / (ses or "") / "anat"
+        name = f"sub-{sub}_{ses}_T1w.nii.gz" if ses else f"sub-{sub}_T1w.nii.gz"
+        _mni_scan(anat / name, template_4mm, 500.0, rng)
+    (root / "participants.tsv").write_text("participant_id\tage\nsub-01\t42.5\nsub-02\tn/a\n")
+    return root
+
+
+def _run(tmp_path: Path, cache: Path, *argv: str) -> tuple[int, pd.DataFrame | None]:
+    out = tmp_path / "out" / "predictions.csv"
+    code = main(["-q", "predict", *argv, "--out", str(out), "--cache", str(cache)])
+    table = pd.read_csv(out, keep_default_na=False, na_values=[""]) if out.exists() else None
+    return code, table
+
+
+def _expected_ages(model_dir: Path, scan: Path) -> dict[str, float]:
+    """Each head's prediction for a scan, preprocessed and run independently of predict."""
+    img = preprocess_file(scan, space=MNI, grid_mm=GRID_MM, crop_to_brain=True)
+    x = torch.from_numpy(np.asarray(img.dataobj, dtype=np.float32))[None, None]  # (1, 1, D, H, W)
+    with torch.no_grad():
+        return {head: float(load_model(model_dir / head / "best.pt")(x)[0])
+                for head in ("rnc", "l1")}
+
+
+# --- model card and folder ------------------------------------------------------------------
+
+
+def test_model_card_records_what_predict_needs(model_dir: Path) -> None:
+    card = json.loads((model_dir / bp.MODEL_CARD_FILE).read_text())
+    shape, affine = template_grid(GRID_MM, crop_to_brain=True)
+    assert card["format"] == bp.MODEL_CARD_FORMAT and card["profile"] == "test"
+    assert list(card["heads"]) == ["rnc", "l1"]
+    assert card["heads"]["rnc"]["checkpoint"] == "rnc/best.pt"
+    assert card["preprocess"] == {"space": MNI, "grid_mm": GRID_MM, "skull_stripped": True,
+                                  "crop_to_brain": True, "version": PREPROCESS_VERSION}
+    assert tuple(card["grid"]["shape"]) == shape
+    np.testing.assert_allclose(card["grid"]["affine"], affine)
+    assert card["versions"]["torch"] and card["saliency_layer"] == "encoder.layer2"
+
+
+def test_load_model_folder_all_heads_and_one_head(model_dir: Path) -> None:
+    folder = bp.load_model_folder(model_dir)
+    assert list(folder.models) == ["rnc", "l1"]
+    assert folder.corrections["rnc"] == CORRECTION and folder.corrections["l1"] is None
+    assert folder.grid_shape == (21, 25, 22)
+    one = bp.load_model_folder(model_dir / "l1")
+    assert list(one.models) == ["l1"] and one.root == model_dir
+
+
+def _edit_card(root: Path, change) -> None:
+    path = root / bp.MODEL_CARD_FILE
+    card = json.loads(path.read_text())
+    change(card)
+    path.write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(("breaks", "culprit", "message"), [
+    (lambda r: (r / "model.json").unlink(), "model.json", "model.json is missing"),
+    (lambda r: (r / "model.json").write_text("{not json"), "model.json", "cannot be read as JSON"),
+    (lambda r: _edit_card(r, lambda c: c.update(format="other/9")), "model.json",
+     "has format 'other/9'"),
+    (lambda r: _edit_card(r, lambda c: c["preprocess"].update(version="0")), "model.json",
+     "preprocessing version '0'"),
+    (lambda r: _edit_card(r, lambda c: c.update(heads={})), "model.json", "lists no head"),
+    (lambda r: _edit_card(r, lambda c: c["grid"].update(shape=[9, 9, 9])), "model.json",
+     r"stored grid \(shape \(9, 9, 9\)\) differs"),
+    (lambda r: _edit_card(r, lambda c: c.update(saliency_layer="encoder.layer9")), "model.json",
+     "saliency_layer 'encoder.layer9' is not a module"),
+    (lambda r: (r / "l1" / "best.pt").unlink(), "l1/best.pt", "checkpoint .* is missing"),
+    (lambda r: torch.save({"format": "brainage-checkpoint/1"}, r / "l1" / "best.pt"),
+     "l1/best.pt", "SHA-256 differs"),
+    (lambda r: (r / "rnc" / "bias_correction.json").write_text('{"method": "cubic"}'),
+     "rnc/bias_correction.json", "not a valid age-bias correction"),
+])
+def test_bad_model_folder_names_the_file(model_dir: Path, tmp_path: Path, breaks, culprit: str,
+                                         message: str) -> None:
+    root = shutil.copytree(model_dir, tmp_path / "models")
+    breaks(root)
+    with pytest.raises(bp.ModelFolderError, match=message) as info:
+        bp.load_model_folder(root)
+    assert str(root / culprit) in str(info.value)
+
+
+def test_missing_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(bp.ModelFolderError, match=r"model folder .*nowhere does not exist"):
+        bp.load_model_folder(tmp_path / "nowhere")
+
+
+def test_write_model_card_rejects_folder_without_heads(tmp_path: Path) -> None:
+    with pytest.raises(bp.ModelFolderError, match=rf"{tmp_path} holds no head: no <name>/best.pt"):
+        bp.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
+
+
+def test_write_model_card_rejects_foreign_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "rnc").mkdir()
+    checkpoint = tmp_path / "rnc" / "best.pt"
+    torch.save({"format": "someone-else/2", "weights": torch.zeros(2)}, checkpoint)
+    with pytest.raises(bp.ModelFolderError, match="has format 'someone-else/2'") as info:
+        bp.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
+    assert str(checkpoint) in str(info.value)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _on_grid(tmp_path: Path, shape, affine, name: str = "s.nii.gz") -> Path:
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), affine), path)
+    return path
+
+
+def _flipped_4mm(tmp_path: Path) -> Path:
+    """The 4 mm template grid stored left-right flipped (LAS): still MNI space."""
+    shape, affine = template_grid(4.0)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = shape[0] - 1
+    return _on_grid(tmp_path, shape, affine @ flip)
+
+
+def _shifted_4mm(tmp_path: Path) -> Path:
+    shape, affine = template_grid(4.0)
+    moved = affine.copy()
+    moved[0, 3] += 2.0  # half a voxel off the template grid
+    return _on_grid(tmp_path, shape, moved)
+
+
+@pytest.mark.parametrize(("make", "space"), [
+    (lambda d: _on_grid(d, *template_grid(4.0)), MNI),
+    (lambda d: _on_grid(d, *template_grid(2.0)), MNI),  # nilearn's own 2 mm grid
+    (lambda d: _on_grid(d, *template_grid(8.0, crop_to_brain=True)), MNI),
+    (_flipped_4mm, MNI),
+    (_shifted_4mm, "native"),
+    (lambda d: _on_grid(d, (7, 8, 9), np.diag([1.0, 1.2, 1.0, 1.0])), "native"),  # anisotropic
+])
+def test_scan_space_reads_the_grid(tmp_path: Path, make, space: str) -> None:
+    assert bp.scan_space(make(tmp_path)) == space
+
+
+def test_scan_space_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz does not exist"):
+        bp.scan_space(tmp_path / "missing.nii.gz")
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not a nifti file")
+    with pytest.raises(ValueError, match=r"garbage.nii.gz cannot be read as NIfTI"):
+        bp.scan_space(garbage)
+
+
+@pytest.mark.parametrize(("name", "ids"), [
+    ("sub-01_ses-2_T1w.nii.gz", ("sub-01", "ses-2")),
+    ("sub-A_T1w.nii", ("sub-A", "")),
+    ("my_scan.nii.gz", ("my_scan", "")),
+])
+def test_participant_ids_from_file_names(tmp_path: Path, name: str, ids: tuple) -> None:
+    table = bp.collect_scans([tmp_path / name], ages=[50.0])
+    assert tuple(table.loc[0, ["participant_id", "session"]]) == ids
+    assert table.loc[0, "age"] == 50.0
+
+
+def test_collect_scans_bids_ages_from_participants(bids: Path) -> None:
+    table = bp.collect_scans([bids])
+    assert table["participant_id"].tolist() == ["sub-01", "sub-01", "sub-02"]
+    assert table["session"].tolist() == ["ses-1", "ses-2", ""]
+    np.testing.assert_array_equal(table["age"], [42.5, 42.5, np.nan])
+
+
+@pytest.mark.parametrize(("inputs", "ages", "message"), [
+    (["a.nii.gz", "b.nii.gz"], [30.0], r"--age takes one value per scan file: got 1 age\(s\) "
+                                       r"for 2 scan file\(s\)"),
+    (["a.nii.gz"], [130.0], r"must lie in \[0.0, 120.0\] years; got \[130.0\]"),
+    ([], None, "inputs must be a non-empty list"),
+])
+def test_collect_scans_bad_arguments(inputs: list, ages, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bp.collect_scans(inputs, ages=ages)
+
+
+def test_empty_bids_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=rf"BIDS folder {tmp_path} holds no"):
+        bp.collect_scans([tmp_path])
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+def test_cli_files_end_to_end(model_dir: Path, scans: list[Path], tmp_path: Path,
+                              cache: Path) -> None:
+    code, table = _run(tmp_path, cache, *map(str, scans), "--model", str(model_dir),
+                       "--age", "30", "50", "70")
+    assert code == 0
+    assert list(table.columns) == list(bp.PREDICTION_COLUMNS)
+    assert len(table) == 6 and table["error"].isna().all()
+    assert table["participant_id"].tolist() == ["scan0", "scan1", "scan2"] * 2
+    assert (table["space"] == MNI).all() and table["alignment"].gt(0.4).all()
+    np.testing.assert_allclose(table["gap"], table["predicted_age"] - table["age"])
+    rnc, l1 = table[table["model"] == "rnc"], table[table["model"] == "l1"]
+    corrected = (rnc["predicted_age"] - 10.0) / 0.8
+    np.testing.assert_allclose(rnc["corrected_predicted_age"], corrected)
+    np.testing.assert_allclose(rnc["corrected_gap"], corrected - rnc["age"])
+    assert (rnc["bias_correction"] == "linear").all() and (l1["bias_correction"] == "none").all()
+    assert l1["corrected_gap"].isna().all() and l1["gap"].notna().all()
+    expected = [_expected_ages(model_dir, s) for s in scans]
+    for head, rows in (("rnc", rnc), ("l1", l1)):
+        np.testing.assert_allclose(rows["predicted_age"], [e[head] for e in expected], rtol=1e-5)
+
+
+def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path,
+                       cache: Path) -> None:
+    """An OpenBHB quasi-raw array (1, X, Y, Z) in its dataset layout: resampled, not
+    registered, and predicted like the same volume as a NIfTI file."""
+    root = tmp_path / "openbhb"
+    (root / "resource").mkdir(parents=True)
+    affine = template_grid(SCAN_MM)[1]
+    nib.save(nib.Nifti1Image(template_4mm, affine),
+             root / "resource" / "quasiraw_space-MNI152_desc-brain_T1w.nii.gz")  # the grid
+    array = root / "val" / "derivatives" / "sub-7" / "ses-1" / "sub-7_preproc-quasiraw_T1w.npy"
+    array.parent.mkdir(parents=True)
+    np.save(array, (template_4mm * 500.0)[None].astype(np.float32))
+    assert bp.scan_space(array) == "MNI152Lin"
+    code, table = _run(tmp_path, cache, str(array), "--model", str(model_dir), "--age", "40")
+    assert code == 0 and table["error"].isna().all(), table["error"].tolist()
+    assert table["participant_id"].tolist() == ["sub-7", "sub-7"]
+    assert (table["space"] == "MNI152Lin").all() and table["alignment"].gt(0.4).all()
+    nifti = _mni_scan(tmp_path / "same.nii.gz", template_4mm, 500.0, np.random.default_rng(0))
+    expected = _expected_ages(model_dir, nifti)  # the same brain, 1 % noise: nearly the same age
+    for row in table.itertuples():
+        assert row.predicted_age == pytest.approx(expected[row.model], abs=1.0)
+
+
+def test_cli_bids_folder(model_dir: Path, bids: Path, tmp_path: Path, cache: Path) -> None:
+    code, table = _run(tmp_path, cache, str(bids), "--model", str(model_dir / "rnc"))
+    assert code == 0
+    assert table["model"].unique().tolist() == ["rnc"]
+    assert table["session"].fillna("").tolist() == ["ses-1", "ses-2", ""]
+    np.testing.assert_array_equal(table["age"], [42.5, 42.5, np.nan])
+    assert table["gap"].notna().tolist() == [True, True, False]
+    assert table["predicted_age"].notna().all()
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(b"\x00 definitely not NIfTI")
+    return path
+
+
+def _truncated(path: Path, good: Path) -> Path:
+    path.write_bytes(good.read_bytes()[:2000])  # the header survives, the voxels do not
+    return path
+
+
+@pytest.mark.parametrize("corrupt", ["garbage", "truncated"])
+def test_corrupt_file_among_good_ones(model_dir: Path, scans: list[Path], tmp_path: Path,
+                                      cache: Path, capsys, corrupt: str) -> None:
+    bad = tmp_path / "broken.nii.gz"
+    _garbage(bad) if corrupt == "garbage" else _truncated(bad, scans[0])
+    code, table = _run(tmp_path, cache, str(scans[0]), str(bad), str(scans[1]),
+                       "--model", str(model_dir), "--age", "30", "40", "50")
+    assert code == 1
+    failed = table[table["path"] == str(bad)]
+    assert len(failed) == 2 and failed["predicted_age"].isna().all()
+    assert failed["error"].str.contains(str(bad), regex=False).all()
+    assert failed["error"].str.contains("cannot be read").all()
+    good = table[table["path"] != str(bad)]
+    assert good["error"].isna().all() and good["predicted_age"].notna().all()
+    assert f"FAILED {bad}" in capsys.readouterr().err
+
+
+def test_age_count_mismatch_is_an_error(model_dir: Path, scans: list[Path], tmp_path: Path,
+                                        cache: Path, capsys) -> None:
+    code, table = _run(tmp_path, cache, str(scans[0]), str(scans[1]), "--model", str(model_dir),
+                       "--age", "30")
+    assert code == 2 and table is None
+    assert "--age takes one value per scan file: got 1 age(s) for 2" in capsys.readouterr().err
+
+
+def test_bad_model_folder_on_the_command_line(scans: list[Path], tmp_path: Path, cache: Path,
+                                              capsys) -> None:
+    code, _ = _run(tmp_path, cache, str(scans[0]), "--model", str(tmp_path))
+    assert code == 2
+    assert f"{tmp_path / 'model.json'} is missing" in capsys.readouterr().err
+
+
+def test_saliency_maps_on_the_model_grid(model_dir: Path, scans: list[Path], tmp_path: Path,
+                                         cache: Path) -> None:
+    folder = bp.load_model_folder(model_dir)
+    table = bp.predict_scans(scans[:2], folder, ages=[30.0, None], space=MNI,
+                             saliency_dir=tmp_path / "maps", cache=cache)
+    shape, affine = template_grid(GRID_MM, crop_to_brain=True)
+    for head in ("rnc", "l1"):
+        for name in ("scan0", "scan1"):
+            img = nib.load(tmp_path / "maps" / head / f"{name}.nii.gz")
+            assert img.shape == shape
+            np.testing.assert_allclose(img.affine, affine)
+    rnc_map = nib.load(tmp_path / "maps" / "rnc" / "scan0.nii.gz").get_fdata()
+    assert np.isfinite(rnc_map).all() and np.abs(rnc_map).max() > 0
+    assert table["saliency"].str.endswith(".nii.gz").all()
+    assert np.isnan(table.loc[1, "gap"]) and np.isfinite(table.loc[0, "gap"])
+
+
+def test_unknown_space_suggests_the_closest(model_dir: Path, scans: list[Path],
+                                            tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"space \(--space\) must be one of .*did you mean "
+                                         r"'native'"):
+        bp.predict_scans(scans[:1], model_dir, space="nativ", cache=tmp_path / "cache")
+
+
+def test_help_lists_predict(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--model", "--age", "--space", "--skull-stripped", "--saliency", "--cache"):
+        assert option in out
+
+
+# --- a real scan ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_native_ixi_scan(model_dir: Path, tmp_path: Path, cache: Path) -> None:
+    """One raw IXI scan: auto-detected as native, registered, aligned and predicted."""
+    if not (IXI10 / "participants.tsv").is_file():
+        pytest.skip(f"real IXI scans not available: {IXI10} is absent")
+    scan = sorted(IXI10.glob("sub-*/anat/*_T1w.nii.gz"))[0]
+    code, table = _run(tmp_path, cache, str(scan), "--model", str(model_dir / "l1"), "--age", "40")
+    assert code == 0
+    row = table.iloc[0]
+    assert row["space"] == "native" and row["alignment"] > 0.4
+    assert np.isfinite(row["predicted_age"]) and row["gap"] == pytest.approx(
+        row["predicted_age"] - 40.0)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+from brainage.study.provenance import (
+    PROVENANCE_FILE,
+    collect_environment,
+    digest_files,
+    read_provenance,
+    update_provenance,
+)
+
+
+def test_update_merges_sections(tmp_path):
+    assert read_provenance(tmp_path) == {}
+    update_provenance(tmp_path, profile="tiny", notebooks={"01": {"seconds": 1.0}})
+    record = update_provenance(tmp_path, notebooks={"02": {"seconds": 2.0}}, profile="quick")
+    assert record["profile"] == "quick"
+    assert record["notebooks"] == {"01": {"seconds": 1.0}, "02": {"seconds": 2.0}}
+    assert json.loads((tmp_path / PROVENANCE_FILE).read_text()) == record
+
+
+def test_digest_files_matches_hashlib_and_ignores_order(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"brain")
+    b.write_bytes(b"age" * 100_000)
+    one = digest_files([a, b], root=tmp_path)
+    two = digest_files([b, a], root=tmp_path)
+    assert one == two
+    assert one["files"]["a.bin"] == hashlib.sha256(b"brain").hexdigest()
+    assert one["n_files"] == 2
+    b.write_bytes(b"changed")
+    assert digest_files([a, b], root=tmp_path)["sha256"] != one["sha256"]
+
+
+def test_environment_records_versions_and_commit(repo_root):
+    env = collect_environment(repo_root)
+    assert env["packages"]["torch"].startswith("2.")
+    assert env["packages"]["brainage"]
+    assert set(env["git"]) == {"commit", "dirty"}
+    assert env["hardware"]["cpu_count"] >= 1

@@ -1,0 +1,110 @@
+"""The real-data path end to end: the ``ixi`` profile on the ten raw IXI scans of ../shared.
+
+The point is that every notebook and the book build on real raw heads (registration, QC, a
+cohort without patients, no ground truth); with ten subjects and a tiny schedule the numbers
+mean nothing. The profile is the repository's ``ixi`` profile with the tiny profile's training
+schedule, on the default preprocessing grid so that the registrations are shared with
+test_preprocess through one cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from brainage.imaging.preprocess import PreprocessParams
+from brainage.study.book import build
+
+from .test_book import NOTEBOOKS
+
+#: Keys taken from the tiny profile: its model and schedule (seconds on CPU).
+TINY_KEYS = ("model_depth", "model_widths", "conv1_stride", "epochs", "l1_epochs", "head_epochs",
+             "batch_size", "n_boot", "device")
+
+
+def _smoke_profile(repo_root: Path, root: Path) -> Path:
+    ixi = yaml.safe_load((repo_root / "notebooks" / "params" / "ixi.yaml").read_text())
+    tiny = yaml.safe_load((repo_root / "notebooks" / "params" / "tiny.yaml").read_text())
+    default = PreprocessParams()  # the grid test_preprocess registers the ten scans onto
+    params = ixi | {key: tiny[key] for key in TINY_KEYS} | {
+        "profile": "ixi10", "run_dir": "runs/ixi10", "grid_mm": default.grid_mm,
+        "crop_to_brain": default.crop_to_brain,
+        # two validation subjects and a barely trained model: the predictions need not rise
+        # with age, which the 'linear' correction requires; 'beheshti' fits any slope
+        "bias_method": "beheshti"}
+    path = root / "ixi10.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ixi10_build(repo_root, copy_project, ixi10, ixi10_cache, tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("ixi10_project"))
+    (root / "data").mkdir()
+    (root / "data" / "ixi").symlink_to(ixi10, target_is_directory=True)  # the manifest's root
+    (root / ".cache" / "brainage").mkdir(parents=True)
+    (root / ".cache" / "brainage" / "preprocessed").symlink_to(ixi10_cache, target_is_directory=True)
+    report = build(_smoke_profile(repo_root, root), root=root)
+    return root, report
+
+
+def _outputs(notebook: Path, marker: str) -> list[dict]:
+    """Outputs of the code cells whose source contains ``marker``."""
+    nb = nbformat.read(notebook, as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" and marker in c.source
+            for o in c.get("outputs", [])]
+
+
+@pytest.mark.slow
+def test_ixi_profile_builds_every_notebook_and_the_book(ixi10_build):
+    root, report = ixi10_build
+    assert list(report.notebooks) == NOTEBOOKS
+    html = root / "book" / "_build" / "html"
+    for stem in NOTEBOOKS:
+        assert (html / "results" / f"{stem}.html").exists()
+    run = root / "runs" / "ixi10"
+    assert json.loads((run / "dataset.json").read_text())["space"] == "native"
+    cohort = pd.read_csv(run / "cohort.csv")
+    assert len(cohort) == 10 and set(cohort["group"]) == {"HC"} and set(cohort["site"]) == {"HH"}
+    assert sorted(cohort["split"].value_counts().to_dict().items()) == [
+        ("test", 2), ("train", 6), ("val", 2)]
+    problems = pd.read_csv(run / "audit" / "problems.csv")
+    assert not (problems["severity"] == "error").any(), problems
+
+
+@pytest.mark.slow
+def test_audit_shows_registration_qc_of_every_scan(ixi10_build):
+    root, _ = ixi10_build
+    run = root / "runs" / "ixi10"
+    alignment = pd.read_csv(run / "audit" / "alignment.csv")
+    assert len(alignment) == 10 and (alignment["alignment"] > 0.4).all()
+    outputs = _outputs(root / "book" / "results" / "01_data_audit.ipynb", "registration_qc(")
+    texts = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+    assert texts == ["10 of 10 scans shown (space `native`: registered here)."]
+    images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 and len(base64.b64decode(images[0])) > 50_000  # ten panels
+    page = (root / "book" / "_build" / "html" / "results" / "01_data_audit.html").read_text()
+    assert "Registration QC, scan by scan" in page
+
+
+@pytest.mark.slow
+def test_book_says_what_a_healthy_only_cohort_allows(ixi10_build):
+    root, _ = ixi10_build
+    html = root / "book" / "_build" / "html"
+    intro = " ".join(re.sub(r"<[^>]+>", "", (html / "intro.html").read_text()).split())
+    assert "This dataset has no AD or PD patients, so the clinical part of the question was not " \
+           "addressed" in intro
+    assert not re.search(r"\bnan\b", intro, re.IGNORECASE)
+    assert "This build used the dataset ixi: 10 healthy controls, 0 AD and 0 PD patients" in intro
+    assert "from 1 site. Controls were split by subject into 6 training, 2 validation and 2 test" \
+        in intro
+    interpretability = (html / "results" / "04_interpretability.html").read_text()
+    assert "No regions: the dataset is not simulated and the manifest names no atlas" in interpretability
+    assert "Not a simulated cohort" in interpretability
