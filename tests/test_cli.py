@@ -30,7 +30,7 @@ def test_profiles_lists_the_repository_profiles(repo_root, capsys):
 def test_unknown_profile_is_a_clear_error(repo_root, capsys):
     assert main(["-q", "build", "--root", str(repo_root), "--profile", "quik"]) == 2
     err = capsys.readouterr().err
-    assert "unknown profile 'quik'" in err and "Did you mean 'quick'" in err
+    assert "unknown profile 'quik'" in err and "did you mean 'quick'" in err
 
 
 def test_simulate_writes_a_bids_cohort(tmp_path):

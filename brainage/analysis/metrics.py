@@ -13,7 +13,6 @@ against scikit-learn and scipy.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import warnings
@@ -25,6 +24,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
+
+from brainage._utils import check_choice, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ def _check_pair(
             f"{names[0]} and {names[1]} must have the same length, got {x.size} and {y.size}"
         )
     return x, y
-
-
-def _suggest(value: str, allowed: Sequence[str], name: str) -> str:
-    """Return ``value`` if allowed, else raise ``ValueError`` suggesting the closest option."""
-    if value in allowed:
-        return value
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.{hint}")
 
 
 # --- vectorised statistics (last axis = subjects) -------------------------------------------------
@@ -208,8 +200,7 @@ def pearson_r(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def _check_bootstrap_settings(n_boot: int, confidence: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
-        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    check_int("n_boot", n_boot, low=100)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
 
@@ -438,7 +429,7 @@ class AgeBiasCorrection:
     age_range: tuple[float, float] = (math.nan, math.nan)
 
     def __post_init__(self) -> None:
-        _suggest(self.method, BIAS_CORRECTION_METHODS, "method")
+        check_choice("method", self.method, BIAS_CORRECTION_METHODS)
         expected = set(_COEFFICIENT_NAMES[self.method])
         if set(self.coefficients) != expected:
             raise ValueError(
@@ -461,7 +452,7 @@ class AgeBiasCorrection:
         -------
         AgeBiasCorrection
         """
-        method = _suggest(method, BIAS_CORRECTION_METHODS, "method")
+        method = check_choice("method", method, BIAS_CORRECTION_METHODS)
         y, p = _check_pair(age, predicted, ("age", "predicted"))
         needed = 3 if method == "quadratic" else 2
         if np.unique(y).size < needed:

@@ -77,7 +77,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import dataclasses
-import difflib
 import gzip
 import json
 import logging
@@ -93,7 +92,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from brainage._utils import GROUPS
+from brainage._utils import GROUPS, closest_hint
 from brainage.data import _anatomy
 from brainage.exceptions import BrainageError
 
@@ -443,10 +442,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     known = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SimulationConfigError(
-                f"unknown setting {where}.{key}: allowed are {', '.join(known)}{hint}")
+            raise SimulationConfigError(f"unknown setting {where}.{key}: allowed are "
+                                        f"{', '.join(known)}{closest_hint(key, known)}")
     kwargs = {}
     for key, value in data.items():
         if key in _NESTED and cls is SimulationConfig:

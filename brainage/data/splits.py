@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainage._utils import GROUPS
+from brainage._utils import GROUPS, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +147,7 @@ def benchmark_splits(cohort: pd.DataFrame, *, seed: int, val_fraction: float = 0
         in two official splits, a bad ``val_fraction``, or the errors of :func:`make_splits`.
     """
     official = _official_split(cohort)
-    number = isinstance(val_fraction, (int, float)) and not isinstance(val_fraction, bool)
-    if not number or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction: expected a number in [0, 1), got {val_fraction!r}")
+    check_number("val_fraction", val_fraction, low=0, high=1, high_open=True)
     in_train = cohort["participant_id"].map(official) == _OFFICIAL_TRAIN
     if not in_train.any():
         raise ValueError(f"cohort: no subject has official_split {_OFFICIAL_TRAIN!r}; the "

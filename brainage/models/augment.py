@@ -29,6 +29,8 @@ from monai.transforms import (
 )
 from torch import Tensor
 
+from brainage._utils import check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AugmentConfig", "RandomViews", "build_augmentation", "view_seed"]
@@ -157,8 +159,7 @@ def view_seed(seed: int, epoch: int, index: int) -> int:
     indices give unrelated streams.
     """
     for name, value in (("seed", seed), ("epoch", epoch), ("index", index)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        check_int(name, value, low=0)
     return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
 
 
@@ -181,8 +182,7 @@ class RandomViews:
     """
 
     def __init__(self, cfg: AugmentConfig | None, n_views: int = 2) -> None:
-        if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-            raise ValueError(f"n_views must be a positive integer, got {n_views!r}")
+        check_int("n_views", n_views, low=1)
         self.cfg = cfg
         self.n_views = n_views
         self.transform = build_augmentation(cfg) if cfg is not None else None

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from scipy import ndimage, stats
 from torch import Tensor, nn
 
+from brainage._utils import check_choice, check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -373,12 +375,7 @@ def group_average(
     mean : ndarray, shape (D, H, W)
         float64.
     """
-    if normalise not in GROUP_NORMALISATIONS:
-        close = difflib.get_close_matches(str(normalise), GROUP_NORMALISATIONS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"normalise must be one of {GROUP_NORMALISATIONS}, got {normalise!r}.{hint}"
-        )
+    check_choice("normalise", normalise, GROUP_NORMALISATIONS)
     total: np.ndarray | None = None
     first = ""
     n = 0
@@ -602,8 +599,7 @@ def ground_truth_enrichment(
     .. [3] Alexander-Bloch A. F. et al. (2018). On testing for spatial correspondence between
        maps of human brain structure and function. NeuroImage 178, 540-551.
     """
-    if isinstance(n_perm, bool) or not isinstance(n_perm, int | np.integer) or n_perm < 1:
-        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+    check_int("n_perm", n_perm, low=1)
     values, truth, brain = _enrichment_inputs(map, truth_mask, brain_mask)
     n_brain = int(brain.sum())
     # Ranks over brain voxels once; every AUC (observed and null) is then a sum of ranks.

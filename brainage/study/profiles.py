@@ -8,7 +8,6 @@ subset of the profile that it declares. A profile key that no notebook declares 
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from brainage._utils import closest_hint
 from brainage.exceptions import BrainageError
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ class Profile:
             declared.update(names)
         unused = sorted(set(self.params) - declared)
         if unused:
-            hints = []
-            for key in unused:
-                close = difflib.get_close_matches(key, sorted(declared), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"{key!r}{closest_hint(key, sorted(declared))}" for key in unused]
             raise ProfileError(
                 f"{self.path}: parameter(s) {', '.join(hints)} are declared by no notebook; "
                 f"the notebooks declare: {', '.join(sorted(declared))}"
@@ -131,11 +128,9 @@ def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None)
         path = params_dir / f"{name_or_path}.yaml"
         if not path.exists():
             known = list_profiles(params_dir)
-            close = difflib.get_close_matches(str(name_or_path), known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ProfileError(
-                f"unknown profile {str(name_or_path)!r}: no file {path}. "
-                f"Available profiles: {', '.join(known) or 'none'}.{hint}"
+                f"unknown profile {str(name_or_path)!r}{closest_hint(name_or_path, known)}: "
+                f"no file {path}. Available profiles: {', '.join(known) or 'none'}."
             )
     if not path.exists():
         raise ProfileError(f"profile file {path} does not exist")

@@ -268,7 +268,7 @@ def test_json_round_trip(cohort: tuple[np.ndarray, np.ndarray], method: str) -> 
 def test_unknown_method_suggests_closest(cohort) -> None:
     with pytest.raises(ValueError, match=r"method must be one of .*got 'quadratc'.*'quadratic'\?"):
         AgeBiasCorrection.fit(*cohort, method="quadratc")
-    with pytest.raises(ValueError, match="Did you mean 'linear'"):
+    with pytest.raises(ValueError, match="did you mean 'linear'"):
         AgeBiasCorrection.from_dict({"method": "lineer", "coefficients": {}})
 
 

@@ -262,8 +262,8 @@ def test_benchmark_splits_bad_inputs(rng):
                                          r"official splits"):
         benchmark_splits(two, seed=0)
     for fraction in (1.0, -0.1, "0.2"):
-        with pytest.raises(ValueError, match=rf"val_fraction: expected a number in \[0, 1\), "
-                                             rf"got {fraction!r}"):
+        with pytest.raises(ValueError, match=rf"val_fraction must be a finite number >= 0 and "
+                                             rf"< 1, got {fraction!r}"):
             benchmark_splits(cohort, seed=0, val_fraction=fraction)
     tests_only = cohort[cohort["official_split"] != "train"]
     with pytest.raises(ValueError, match=r"no subject has official_split 'train'"):

@@ -335,5 +335,5 @@ def test_enrichment_bad_inputs(masks) -> None:
         ground_truth_enrichment(values, np.zeros(SHAPE, bool), brain)
     with pytest.raises(ValueError, match=r"map is zero everywhere inside brain_mask"):
         ground_truth_enrichment(np.zeros(SHAPE), truth, brain)
-    with pytest.raises(ValueError, match=r"n_perm must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"n_perm must be an integer >= 1, got 0"):
         ground_truth_enrichment(values, truth, brain, n_perm=0)

@@ -39,7 +39,7 @@ def test_load_profile_by_path(tmp_path):
 def test_unknown_profile_suggests_closest(tmp_path):
     _write(tmp_path / "quick.yaml", "seed: 1\n")
     _write(tmp_path / "paper.yaml", "seed: 1\n")
-    with pytest.raises(ProfileError, match=r"unknown profile 'quik'.*Did you mean 'quick'"):
+    with pytest.raises(ProfileError, match=r"unknown profile 'quik' \(did you mean 'quick'\?\)"):
         load_profile("quik", tmp_path)
 
 
