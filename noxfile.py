@@ -2,8 +2,9 @@
 
 ``nox -s build`` executes the five notebooks with the quick profile and renders the book;
 ``nox -s build -- --profile paper`` chooses another profile (``notebooks/params/<name>.yaml``).
-``nox -s tests`` runs the test suite; ``nox -s lint`` runs ruff and the import-rule test. Both create their own virtual environment and install the
-package with its pinned dependencies (torch 2.13.0, the CPU wheel on this project's machines; see
+``nox -s tests`` runs the test suite; ``nox -s lint`` runs ruff and the import-rule test. The
+sessions create their own virtual environment and install the package with its pinned
+dependencies (torch 2.13.0, the CPU wheel on this project's machines; see
 README for a CUDA build).
 """
 
@@ -28,7 +29,8 @@ def _ensure_chromium(session: nox.Session) -> None:
     if shutil.which("chromium") and shutil.which("chromedriver"):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        session.warn("chromium/chromedriver missing and not root with apt-get: browser tests will skip")
+        session.warn("chromium/chromedriver missing and not root with apt-get: "
+                     "browser tests will skip")
         return
     session.log("installing Debian chromium + chromium-driver for the offline browser test")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -42,7 +44,7 @@ def _ensure_chromium(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the pytest suite (unit tests, real-scan tests, end-to-end build, offline browser test)."""
+    """Run the pytest suite: unit and real-scan tests, end-to-end build, offline browser test."""
     session.install("-e", ".[test]")
     _ensure_chromium(session)
     session.run("python", "-m", "pytest", *session.posargs)
@@ -60,7 +62,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
-    """Execute the notebooks of a profile (default: quick) and render the book to book/_build/html."""
+    """Execute the notebooks of a profile (default: quick); render book/_build/html."""
     session.install("-e", ".")
     args = session.posargs or ["--profile", "quick"]
     session.run("brainage", "build", *args)

@@ -40,10 +40,10 @@ def bench_grad_ram(shape: tuple[int, int, int], batch: int, repeats: int) -> lis
         cam = GradCAM(monai_model, target_layers=layer)
         rows.append({
             "layer": layer,
-            "grad_ram_signed_s": median_s(lambda: grad_ram(model, x, layer), repeats),
-            "grad_ram_rectified_s": median_s(lambda: grad_ram(model, x, layer, signed=False),
-                                             repeats),
-            "monai_gradcam_s": median_s(lambda: cam(x, class_idx=0), repeats),
+            "grad_ram_signed_s": median_s(lambda layer=layer: grad_ram(model, x, layer), repeats),
+            "grad_ram_rectified_s": median_s(
+                lambda layer=layer: grad_ram(model, x, layer, signed=False), repeats),
+            "monai_gradcam_s": median_s(lambda cam=cam: cam(x, class_idx=0), repeats),
         })
     return rows
 

@@ -32,7 +32,6 @@ qc_max_scans = 12
 
 # %%
 import json
-from pathlib import Path
 
 import pandas as pd
 import plotly.express as px

@@ -21,7 +21,6 @@ age_bins = [20, 30, 40, 50, 60, 70, 80, 91]
 # %%
 import json
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go

@@ -18,7 +18,6 @@ seed = 0
 n_boot = 2000
 
 # %%
-import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue

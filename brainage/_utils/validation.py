@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def closest_hint(given: object, options: Iterable[object], *, cutoff: float = 0.6) -> str:
-    """`` (did you mean 'x'?)`` for the option closest to ``given`` (case-insensitive), or ``''``."""
+    """`` (did you mean 'x'?)`` for the option closest to ``given`` (case-insensitive), or ''."""
     by_lower = {str(option).lower(): option for option in options}
     close = difflib.get_close_matches(str(given).lower(), list(by_lower), n=1, cutoff=cutoff)
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

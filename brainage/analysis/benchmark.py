@@ -197,8 +197,9 @@ def benchmark_metrics(predictions: pd.DataFrame, *,
     ----------
     predictions : pandas.DataFrame
         One row per scan (and model): ``split`` (``test`` for the internal test set,
-        ``external_test``, as :func:`brainage.data.splits.benchmark_splits` names them; other rows are
-        ignored), ``age``, ``column`` and optionally ``model`` (else one model, ``"model"``).
+        ``external_test``, as :func:`brainage.data.splits.benchmark_splits` names them; other
+        rows are ignored), ``age``, ``column`` and optionally ``model`` (else one model,
+        ``"model"``).
     site_bacc : float or mapping of str to float, optional
         Site balanced accuracy (:func:`site_balanced_accuracy`) of each model (a float for a
         single model); without it the table holds the two MAEs only.

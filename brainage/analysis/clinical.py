@@ -952,7 +952,8 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
 
 
 def truth_from_simulation(truth_table: pd.DataFrame, meta: Mapping[str, Any],
-                          participant_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+                          participant_ids: Sequence[str] | None = None
+                          ) -> dict[str, dict[str, float]]:
     """The ``truth`` argument of :func:`compare_with_truth` from a simulated cohort.
 
     Parameters

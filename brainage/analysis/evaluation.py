@@ -1,6 +1,7 @@
 """Evaluation of trained models: predictions for every held-out scan, bias correction, metrics.
 
-The statistics are in :mod:`brainage.analysis.metrics`; this module applies them to a run folder in the
+The statistics are in :mod:`brainage.analysis.metrics`; this module applies them to the
+predictions of a run in the
 order that keeps the test set clean: predictions of the validation, test and clinical scans;
 age-bias correction fitted on the validation split only and applied to every row; test-set
 metrics and the paired RNC-vs-L1 comparison.
@@ -37,7 +38,8 @@ __all__ = [
 PREDICTION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
                       "predicted", "gap", "corrected_predicted", "corrected_gap")
 def correct_predictions(predictions: pd.DataFrame, *, method: str = "linear",
-                        fit_split: str = "val") -> tuple[pd.DataFrame, dict[str, AgeBiasCorrection]]:
+                        fit_split: str = "val"
+                        ) -> tuple[pd.DataFrame, dict[str, AgeBiasCorrection]]:
     """Fit the age-bias correction of each model on ``fit_split`` and apply it to every row.
 
     Parameters

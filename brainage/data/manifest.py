@@ -297,7 +297,8 @@ class Manifest:
             if spec.name == name:
                 return spec
         message = f"no dataset named {name!r}; available: {', '.join(self.names)}"
-        raise ManifestError([Problem(self.path, "datasets", message + closest_hint(name, self.names))])
+        hint = closest_hint(name, self.names)
+        raise ManifestError([Problem(self.path, "datasets", message + hint)])
 
 
 def load_manifest(

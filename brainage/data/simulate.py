@@ -1039,7 +1039,7 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
 
 
 def read_truth(root: str | Path) -> dict[str, Any]:
-    """The ground-truth record ``derivatives/ground_truth/simulation.json`` of a simulated cohort."""
+    """The ground-truth record (``derivatives/ground_truth/simulation.json``) of a cohort."""
     path = Path(root) / "derivatives" / "ground_truth" / "simulation.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {root} is not a simulated cohort")

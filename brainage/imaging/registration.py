@@ -58,12 +58,12 @@ from dataclasses import dataclass
 # it first runs a filter, so it works even if ants was imported before.
 os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
-import ants  # noqa: E402
-import ants.config  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-from nilearn import datasets, image  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import ants
+import ants.config
+import nibabel as nib
+import numpy as np
+from nilearn import datasets, image
+from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 

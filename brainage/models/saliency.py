@@ -416,7 +416,7 @@ def _as_labels(labels_img_or_array: Any) -> np.ndarray:
 
 
 def region_summary(
-    map: MapLike,  # noqa: A002  (name fixed by the study's API)
+    map: MapLike,
     labels_img_or_array: Any,
     names: Mapping[int, str],
 ) -> pd.DataFrame:
@@ -527,7 +527,7 @@ def _shifted_truths(
 
 
 def _enrichment_inputs(
-    map: MapLike, truth_mask: Any, brain_mask: Any  # noqa: A002
+    map: MapLike, truth_mask: Any, brain_mask: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate the map and masks; return them cropped to the brain's bounding box."""
     values = _as_volume(map, "map").astype(np.float64)
@@ -549,7 +549,7 @@ def _enrichment_inputs(
 
 
 def ground_truth_enrichment(
-    map: MapLike,  # noqa: A002  (name fixed by the study's API)
+    map: MapLike,
     truth_mask: Any,
     brain_mask: Any,
     *,
@@ -666,5 +666,6 @@ def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any
         x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
         maps = grad_ram(model, x, layer, signed=signed)  # (B, 1, D, H, W)
         for item, volume in zip(items, maps):
-            paths.append(save_map(volume[0], reference, out_dir / f"{item['participant_id']}.nii.gz"))
+            target = out_dir / f"{item['participant_id']}.nii.gz"
+            paths.append(save_map(volume[0], reference, target))
     return paths

@@ -1,11 +1,11 @@
 """Training: Rank-N-Contrast (two stages), the L1 baseline, checkpoints, resume and DDP.
 
-``train_rnc`` trains the encoder with :class:`brainage.models.losses.RnCLoss` on two random views of each
-scan (stage ``rnc_encoder``), then freezes it and fits the linear regressor with an L1 loss on
-the encoder's features (stage ``rnc_head``); ``train_l1`` trains the same network end to end with
-an L1 loss (stage ``l1``). Ages are normalised with the training mean and standard deviation
-(:class:`brainage.models.network.BrainAgeModel` stores both), and the model of the epoch with the lowest
-validation MAE is kept as ``best.pt``.
+``train_rnc`` trains the encoder with :class:`brainage.models.losses.RnCLoss` on two random
+views of each scan (stage ``rnc_encoder``), then freezes it and fits the linear regressor with
+an L1 loss on the encoder's features (stage ``rnc_head``); ``train_l1`` trains the same network
+end to end with an L1 loss (stage ``l1``). Ages are normalised with the training mean and
+standard deviation (:class:`brainage.models.network.BrainAgeModel` stores both), and the model
+of the epoch with the lowest validation MAE is kept as ``best.pt``.
 
 Run folder (``out_dir``)::
 
@@ -15,9 +15,10 @@ Run folder (``out_dir``)::
     log.csv           stage, epoch, train_loss, val_mae, lr, seconds
 
 Exact resume: the data order (``DistributedSampler`` seeded with ``seed`` and the epoch) and the
-augmentations (:func:`brainage.models.augment.view_seed` of seed, epoch and index) are functions of the
-seed and the epoch, and the checkpoint also holds the torch, numpy and Python RNG states; a run
-interrupted after any epoch and resumed reaches the same weights as an uninterrupted one (CPU).
+augmentations (:func:`brainage.models.augment.view_seed` of seed, epoch and index) are functions
+of the seed and the epoch, and the checkpoint also holds the torch, numpy and Python RNG states;
+a run interrupted after any epoch and resumed reaches the same weights as an uninterrupted one
+(CPU).
 
 Under ``torchrun --nproc_per_node=K`` the same functions train with DDP: each process loads
 its shard of every batch, and for the RNC loss the features of all processes are gathered
@@ -874,7 +875,8 @@ def train_rnc(train_ds: Dataset, val_ds: Dataset, model_cfg: ModelConfig,
     Parameters
     ----------
     train_ds, val_ds : Dataset
-        Items ``{"image": Tensor (C, D, H, W), "age": float, ...}`` (:class:`brainage.models.datasets.VolumeDataset`).
+        Items ``{"image": Tensor (C, D, H, W), "age": float, ...}``
+        (:class:`brainage.models.datasets.VolumeDataset`).
     model_cfg : ModelConfig
         The encoder.
     train_cfg : TrainConfig

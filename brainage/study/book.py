@@ -206,7 +206,8 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
     parts.append("## Run\n\n" + _markdown_table(summary, ("item", "value")))
     timings = [(stem, f"{info.get('seconds', '')} s")
                for stem, info in sorted(record.get("notebooks", {}).items())]
-    parts.append("## Wall time of each notebook\n\n" + _markdown_table(timings, ("notebook", "wall time")))
+    parts.append("## Wall time of each notebook\n\n"
+                 + _markdown_table(timings, ("notebook", "wall time")))
     versions = sorted((k, v or "not installed") for k, v in env.get("packages", {}).items())
     parts.append("## Package versions\n\n" + _markdown_table(versions, ("package", "version")))
     data = record.get("data", {})

@@ -50,7 +50,8 @@ def show(figure: Any) -> None:
     display(PlotlyFigure(figure))
 
 
-def example_slices(rows: list[tuple[str, Any, Any]], *, cut_coords: tuple[float, float, float] = (0, -18, 4)) -> Any:
+def example_slices(rows: list[tuple[str, Any, Any]], *,
+                   cut_coords: tuple[float, float, float] = (0, -18, 4)) -> Any:
     """Orthogonal slices of example scans: each row a subject, raw scan left, preprocessed right.
 
     Parameters

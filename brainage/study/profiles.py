@@ -124,7 +124,8 @@ def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None)
     if candidate.suffix in {".yaml", ".yml"}:
         path = candidate
     else:
-        params_dir = Path(params_dir) if params_dir else find_project_root() / "notebooks" / "params"
+        params_dir = (Path(params_dir) if params_dir
+                      else find_project_root() / "notebooks" / "params")
         path = params_dir / f"{name_or_path}.yaml"
         if not path.exists():
             known = list_profiles(params_dir)

@@ -79,7 +79,7 @@ def _hardware() -> dict[str, Any]:
 def collect_environment(root: str | Path) -> dict[str, Any]:
     """Python, package versions, git commit and hardware of this process."""
     return {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "packages": package_versions(PACKAGES),
         "git": git_commit(root),
