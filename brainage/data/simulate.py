@@ -3,7 +3,7 @@ r"""Simulated cohort: T1-weighted brains with known ageing, AD and PD effects.
 The study's default dataset. Each subject is synthesised from nilearn's MNI152 2009 template
 (T1, GM and WM probability maps, brain mask; CSF = mask - GM - WM), written as a BIDS dataset
 with the ground truth in ``derivatives/ground_truth``. The model, with the default values of
-:class:`SimulationConfig` (sources in ``.dev/simulate_methods.md`` and the References):
+:class:`SimulationConfig` (sources in the References below and in ``book/methods.md``):
 
 Ages and biological age
     Chronological age :math:`a \sim U(\text{range of the group})` (HC 20-90, AD 55-90,
