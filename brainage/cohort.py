@@ -30,6 +30,7 @@ References
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import math
 import os
@@ -56,6 +57,8 @@ __all__ = [
     "check_image",
     "find_scans",
     "load_cohort",
+    "parse_age",
+    "read_participant_ages",
 ]
 
 #: Columns of the Cohort table before the score columns.
@@ -330,6 +333,82 @@ def _finish(spec: DatasetSpec, table: pd.DataFrame, log: _Log, pattern: str) -> 
     return CohortResult(table, log.frame())
 
 
+def read_participant_ages(path: str | Path) -> tuple[dict[str, float | None], list[str]]:
+    """Ages of a participants.tsv by ``sub-`` id, checked as the cohort reader checks them.
+
+    The table is read and each row checked by the same code as :func:`load_cohort`
+    (:func:`parse_age` for the ages), for callers without a manifest (``brainage predict``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A BIDS ``participants.tsv`` with columns ``participant_id`` and ``age``.
+
+    Returns
+    -------
+    ages : dict of str to float or None
+        Age in years by ``sub-``-prefixed id; None for a participant whose age is missing, not
+        a number (NaN or infinite included) or outside 0-120 years, and for a duplicated id.
+    problems : list of str
+        One message per problem, naming the file, the line and what is wrong.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CohortError
+        If the table cannot be read at all (unreadable, no ``participant_id`` or ``age`` column).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "the participants table does not exist", str(path))
+    log = _Log(path.parent.name or str(path.parent))
+    columns = {"participant_id": "participant_id", "age": "age"}
+    raw = _read_table(path, columns, log, manifest=False)
+    if raw is None:
+        raise CohortError(log.frame())
+    ages: dict[str, float | None] = {}
+    for pid, line in _rows_by_id(_bids_ids(raw["participant_id"]), path, log).items():
+        ages[pid] = None if line is None else _age(raw.at[line, "age"], pid,
+                                                   f"{path} line {line}", log)
+    return ages, log.frame()["message"].tolist()
+
+
+def parse_age(text: str) -> tuple[float | None, str | None]:
+    """An age in years from a participants cell, checked.
+
+    Parameters
+    ----------
+    text : str
+        The cell (surrounding blanks ignored; ``n/a`` or empty is missing).
+
+    Returns
+    -------
+    age : float or None
+        The age, or None if it is not valid.
+    problem : str or None
+        None for a valid age, else what is wrong: ``"missing"``, ``"not a number"`` (NaN and
+        infinity included) or ``"outside 0-120 years"``.
+    """
+    text = str(text).strip()
+    if text in MISSING:
+        return None, "missing"
+    age = _number(text)
+    if age is None or not math.isfinite(age):
+        return None, "not a number"
+    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        return None, f"outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years"
+    return age, None
+
+
+def _age(text: str, pid: str, where: str, log: _Log) -> float | None:
+    """:func:`parse_age` of a cell; None (with an error logged) if it is not a valid age."""
+    age, problem = parse_age(text)
+    if problem is not None:
+        log.add("age", "error", f"age {text!r} is {problem}", pid, where)
+    return age
+
+
 def _read_participants(spec: DatasetSpec, log: _Log) -> pd.DataFrame | None:
     """The participants table as strings, or None (with an error) if it cannot be used."""
     if not spec.root.is_dir():
@@ -337,25 +416,37 @@ def _read_participants(spec: DatasetSpec, log: _Log) -> pd.DataFrame | None:
                 if spec.simulated else "")
         log.add("root", "error", f"the dataset root does not exist{hint}", path=spec.root)
         return None
+    wanted = {**spec.columns, **{f"scores.{k}": v for k, v in spec.scores.items()}}
+    return _read_table(spec.participants, wanted, log)
+
+
+def _read_table(path: Path, wanted: dict[str, str], log: _Log,
+                manifest: bool = True) -> pd.DataFrame | None:
+    """A participants table as strings indexed by file line (header: line 1), or None.
+
+    ``wanted`` maps what the caller needs (for messages: ``age``, ``scores.mmse``) to column
+    names (from the manifest if ``manifest``); a missing column is an error and gives None, as
+    does a file that cannot be read.
+    """
     try:
-        raw = pd.read_csv(spec.participants, sep="\t", dtype=str, keep_default_na=False,
+        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
                           encoding="utf-8-sig")  # a BOM would corrupt the first column name
     except FileNotFoundError:
-        log.add("participants", "error", "the participants file does not exist",
-                path=spec.participants)
+        log.add("participants", "error", "the participants file does not exist", path=path)
         return None
     except (OSError, ValueError, pd.errors.ParserError) as err:
         log.add("participants", "error", f"cannot read the participants table: "
-                f"{' '.join(str(err).split())}", path=spec.participants)
+                f"{' '.join(str(err).split())}", path=path)
         return None
-    wanted = {**spec.columns, **{f"scores.{k}": v for k, v in spec.scores.items()}}
+    raw.index = raw.index + 2
     missing = {key: col for key, col in wanted.items() if col not in raw.columns}
     for key, col in missing.items():
         close = difflib.get_close_matches(col, list(raw.columns), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        log.add("columns", "error", f"the manifest maps {key} to column {col!r}, which the "
-                f"table lacks; its columns: {', '.join(raw.columns)}{hint}",
-                path=spec.participants)
+        what = (f"the manifest maps {key} to column {col!r}, which the table lacks" if manifest
+                else f"the table lacks the column {col!r}")
+        log.add("columns", "error", f"{what}; its columns: {', '.join(raw.columns)}{hint}",
+                path=path)
     return None if missing else raw
 
 
@@ -365,35 +456,51 @@ def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, 
     ``None`` marks ids with an error (already logged) or excluded by the manifest, so that
     their scans are not reported a second time as images without a row.
     """
-    people: dict[str, dict | None] = {}
-    for pid, lines in _lines_by_id(_ids(spec, raw)).items():
+    rows = _rows_by_id(_ids(spec, raw), spec.participants, log, skip=spec.exclude)
+    return {pid: None if line is None else _parse_row(spec, raw.loc[line], pid, line, log)
+            for pid, line in rows.items()}
+
+
+def _rows_by_id(ids: pd.Series, path: Path, log: _Log,
+                skip: Iterable[str] = ()) -> dict[str, int | None]:
+    """Participant id -> its file line; None for an id in ``skip`` or on several lines.
+
+    Rows without an id and repeated ids are logged as errors (every row of a repeated id is
+    left out). ``ids`` is indexed by file line, as :func:`_read_table` indexes the table.
+    """
+    skip = set(skip)
+    rows: dict[str, int | None] = {}
+    for pid, lines in _lines_by_id(ids).items():
         if pid in MISSING:
             for line in lines:
                 log.add("participant_id", "error", f"line {line} has no participant id",
-                        path=spec.participants)
-        elif pid in spec.exclude:
-            people[pid] = None
+                        path=path)
+        elif pid in skip:
+            rows[pid] = None
         elif len(lines) > 1:
             log.add("duplicate_id", "error", f"the participant id appears on lines "
-                    f"{', '.join(map(str, lines))}; every row is left out", pid,
-                    spec.participants)
-            people[pid] = None
+                    f"{', '.join(map(str, lines))}; every row is left out", pid, path)
+            rows[pid] = None
         else:
-            people[pid] = _parse_row(spec, raw.iloc[lines[0] - 2], pid, lines[0], log)
-    return people
+            rows[pid] = lines[0]
+    return rows
 
 
 def _ids(spec: DatasetSpec, raw: pd.DataFrame) -> pd.Series:
     """The participant id of each row, ``sub-``-prefixed; missing ids stay as they are."""
-    ids = raw[spec.columns["participant_id"]].str.strip()
+    return _bids_ids(raw[spec.columns["participant_id"]])
+
+
+def _bids_ids(column: pd.Series) -> pd.Series:
+    ids = column.str.strip()
     return ids.where(ids.isin(MISSING), ids.map(_bids_id))
 
 
 def _lines_by_id(ids: pd.Series) -> dict[str, list[int]]:
-    """File line numbers (header is line 1) of each id, in order of first appearance."""
+    """File line numbers (the index of ``ids``) of each id, in order of first appearance."""
     lines: dict[str, list[int]] = {}
-    for index, pid in enumerate(ids):
-        lines.setdefault(pid, []).append(index + 2)
+    for line, pid in ids.items():
+        lines.setdefault(pid, []).append(int(line))
     return lines
 
 
@@ -401,15 +508,8 @@ def _parse_row(spec: DatasetSpec, row: pd.Series, pid: str, line: int, log: _Log
     """Typed fields of one participants row; None (with errors logged) if it is unusable."""
     where = f"{spec.participants} line {line}"
     cols = spec.columns
-    ok = True
-    age = _number(row[cols["age"]])
-    if age is None or not math.isfinite(age) or not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
-        what = "missing" if row[cols["age"]].strip() in MISSING else (
-            "not a number" if age is None else f"outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years")
-        log.add("age", "error", f"age {row[cols['age']]!r} is {what}", pid, where)
-        ok = False
+    age = _age(row[cols["age"]], pid, where, log)
     group = _group(spec, row, pid, where, log)
-    ok = ok and group is not None
     fields = {"age": age, "group": group, "sex": _sex(spec, row, pid, where, log),
               "site": _site(spec, row, pid, where, log)}
     for name, col in spec.scores.items():
@@ -418,13 +518,13 @@ def _parse_row(spec: DatasetSpec, row: pd.Series, pid: str, line: int, log: _Log
             log.add("score", "warning", f"score {name} (column {col!r}) value {row[col]!r} is "
                     f"not a number; set to NaN", pid, where)
         fields[name] = np.nan if value is None else value
-    return fields if ok else None
+    return fields if age is not None and group is not None else None
 
 
 def _number(text: str) -> float | None:
     """A float, or None for missing (``n/a``, empty) or non-numeric text."""
     text = text.strip()
-    if text in MISSING:
+    if text in MISSING or "_" in text:  # float() reads "1_0" as 10
         return None
     try:
         return float(text)

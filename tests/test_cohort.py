@@ -149,7 +149,7 @@ def test_load_through_the_manifest(bids):
     ("age", "what"),
     [("n/a", "'n/a' is missing"), ("", "'' is missing"), ("forty", "'forty' is not a number"),
      ("-1", "'-1' is outside 0-120 years"), ("130", "'130' is outside 0-120 years"),
-     ("inf", "'inf' is outside 0-120 years")],
+     ("inf", "'inf' is not a number"), ("nan", "'nan' is not a number")],
 )
 def test_bad_age_is_an_error(tmp_path, rng, age, what):
     rows = dict(ROWS, **{"sub-02": f"sub-02\t{age}\tM\tB\tCN\t28\n"})
