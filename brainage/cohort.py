@@ -13,12 +13,14 @@ What is an error (the scan or the subject is left out) and what a warning (the r
 
 - error, whole dataset (empty table): root or ``participants.tsv`` absent or unreadable, a
   column the manifest maps is absent; also when no usable scan is left.
-- error, subject left out: missing, non-numeric or out-of-range age (0-120 years); a duplicate
-  participant id (every row with it); a missing or unknown group label; a row without an id.
+- error, subject left out: missing, non-numeric (NaN, infinite) or out-of-range age (0-120
+  years); a duplicate participant id (every row with it); a missing or unknown group label; a
+  row without an id; a row with more non-empty fields than the header (which is which?).
 - error, scan left out: an image without a participants row (no age; BIDS requires the row),
   a checksum mismatch (``sha256`` in the manifest), a failed :func:`check_image`.
 - excluded, subject left out with the manifest's reason: the manifest's ``exclude`` list.
 - warning: a participants row without an image (tables often list more people than scans);
+  empty fields beyond the header's columns (a stray tab: ignored);
   an unknown sex label (set to NA), a missing site (``"unknown"``), a non-numeric score (NaN).
 
 References
@@ -29,6 +31,7 @@ References
 
 from __future__ import annotations
 
+import csv
 import difflib
 import errno
 import logging
@@ -368,7 +371,9 @@ def read_participant_ages(path: str | Path) -> tuple[dict[str, float | None], li
     if raw is None:
         raise CohortError(log.frame())
     ages: dict[str, float | None] = {}
-    for pid, line in _rows_by_id(_bids_ids(raw["participant_id"]), path, log).items():
+    rows = _rows_by_id(_bids_ids(raw["participant_id"]), path, log,
+                       bad_lines=raw.attrs.get("bad_lines", ()))
+    for pid, line in rows.items():
         ages[pid] = None if line is None else _age(raw.at[line, "age"], pid,
                                                    f"{path} line {line}", log)
     return ages, log.frame()["message"].tolist()
@@ -426,19 +431,17 @@ def _read_table(path: Path, wanted: dict[str, str], log: _Log,
 
     ``wanted`` maps what the caller needs (for messages: ``age``, ``scores.mmse``) to column
     names (from the manifest if ``manifest``); a missing column is an error and gives None, as
-    does a file that cannot be read.
+    does a file that cannot be read. Rows with more fields than the header (see
+    :func:`_fit_rows`) are kept; the lines that cannot be used are in ``.attrs["bad_lines"]``.
     """
-    try:
-        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
-                          encoding="utf-8-sig")  # a BOM would corrupt the first column name
-    except FileNotFoundError:
-        log.add("participants", "error", "the participants file does not exist", path=path)
+    records = _tsv_records(path, log)
+    if records is None:
         return None
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        log.add("participants", "error", f"cannot read the participants table: "
-                f"{' '.join(str(err).split())}", path=path)
-        return None
-    raw.index = raw.index + 2
+    header = _header(records[0][1], path, log)
+    rows, bad = _fit_rows(records[1:], len(header), path, log)
+    raw = pd.DataFrame(rows, columns=header, index=[line for line, _ in records[1:]],
+                       dtype=object)
+    raw.attrs["bad_lines"] = bad
     missing = {key: col for key, col in wanted.items() if col not in raw.columns}
     for key, col in missing.items():
         close = difflib.get_close_matches(col, list(raw.columns), n=1)
@@ -450,29 +453,102 @@ def _read_table(path: Path, wanted: dict[str, str], log: _Log,
     return None if missing else raw
 
 
+def _tsv_records(path: Path, log: _Log) -> list[tuple[int, list[str]]] | None:
+    """(file line, fields) of each non-blank line of a TSV file; None (logged) if unreadable.
+
+    Read with :mod:`csv` rather than pandas so that a line with a stray tab is one line's
+    problem, not a parser error for the whole table (and line numbers count blank lines).
+    """
+    try:
+        # utf-8-sig: a BOM would corrupt the first column name
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, delimiter="\t")
+            records = [(reader.line_num, row) for row in reader if row]
+    except FileNotFoundError:
+        log.add("participants", "error", "the participants file does not exist", path=path)
+        return None
+    except (OSError, UnicodeError, csv.Error) as err:
+        log.add("participants", "error", f"cannot read the participants table: "
+                f"{type(err).__name__}: {' '.join(str(err).split())}", path=path)
+        return None
+    if not records:
+        log.add("participants", "error", "cannot read the participants table: the file is "
+                "empty (a header line is needed)", path=path)
+        return None
+    return records
+
+
+def _header(names: list[str], path: Path, log: _Log) -> list[str]:
+    """Column names: trailing empty names (a stray tab) dropped, repeats renamed (``x.1``)."""
+    names = [name.strip() for name in names]
+    while len(names) > 1 and not names[-1]:
+        names.pop()
+        log.add("fields", "warning", "the header (line 1) ends with an empty column name (a "
+                "stray tab?); it is ignored", path=path)
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        name = name or f"Unnamed: {i}"
+        if name in seen:
+            seen[name] += 1
+            log.add("fields", "warning", f"the header (line 1) repeats the column {name!r}; "
+                    f"the later one is read as {name}.{seen[name]}", path=path)
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _fit_rows(records: list[tuple[int, list[str]]], width: int, path: Path,
+              log: _Log) -> tuple[list[list[str]], set[int]]:
+    """Rows of ``width`` fields, and the lines that cannot be used.
+
+    A short row is padded with empty (missing) fields, as pandas does. A row with extra fields
+    that are all empty (a stray trailing tab) keeps its first ``width`` fields, with a warning;
+    a row with non-empty extra fields is ambiguous (which value belongs to which column?): an
+    error, and its line is returned as unusable.
+    """
+    rows, bad = [], set()
+    for line, fields in records:
+        extra = fields[width:]
+        if extra and any(field.strip() for field in extra):
+            log.add("fields", "error", f"line {line} has {len(fields)} fields but the header "
+                    f"has {width} (extra values {', '.join(map(repr, extra))}): cannot tell "
+                    f"which value belongs to which column; the row is left out", path=path)
+            bad.add(line)
+        elif extra:
+            log.add("fields", "warning", f"line {line} ends with {len(extra)} empty field(s) "
+                    f"more than the header's {width} (a stray tab?); they are ignored",
+                    path=path)
+        rows.append(fields[:width] + [""] * (width - len(fields)))
+    return rows, bad
+
+
 def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, dict | None]:
     """Participant id -> parsed fields, or None for participants that cannot be used.
 
     ``None`` marks ids with an error (already logged) or excluded by the manifest, so that
     their scans are not reported a second time as images without a row.
     """
-    rows = _rows_by_id(_ids(spec, raw), spec.participants, log, skip=spec.exclude)
+    rows = _rows_by_id(_ids(spec, raw), spec.participants, log, skip=spec.exclude,
+                       bad_lines=raw.attrs.get("bad_lines", ()))
     return {pid: None if line is None else _parse_row(spec, raw.loc[line], pid, line, log)
             for pid, line in rows.items()}
 
 
-def _rows_by_id(ids: pd.Series, path: Path, log: _Log,
-                skip: Iterable[str] = ()) -> dict[str, int | None]:
+def _rows_by_id(ids: pd.Series, path: Path, log: _Log, skip: Iterable[str] = (),
+                bad_lines: Iterable[int] = ()) -> dict[str, int | None]:
     """Participant id -> its file line; None for an id in ``skip`` or on several lines.
 
     Rows without an id and repeated ids are logged as errors (every row of a repeated id is
-    left out). ``ids`` is indexed by file line, as :func:`_read_table` indexes the table.
+    left out). ``ids`` is indexed by file line, as :func:`_read_table` indexes the table; an
+    id whose only line is in ``bad_lines`` (an error already logged) maps to None.
     """
-    skip = set(skip)
+    skip, bad_lines = set(skip), set(bad_lines)
     rows: dict[str, int | None] = {}
     for pid, lines in _lines_by_id(ids).items():
         if pid in MISSING:
-            for line in lines:
+            for line in sorted(set(lines) - bad_lines):
                 log.add("participant_id", "error", f"line {line} has no participant id",
                         path=path)
         elif pid in skip:
@@ -482,7 +558,7 @@ def _rows_by_id(ids: pd.Series, path: Path, log: _Log,
                     f"{', '.join(map(str, lines))}; every row is left out", pid, path)
             rows[pid] = None
         else:
-            rows[pid] = lines[0]
+            rows[pid] = None if lines[0] in bad_lines else lines[0]
     return rows
 
 
