@@ -423,9 +423,11 @@ def test_check_image_other_problems(tmp_path, rng):
         "1 of 504 voxels are NaN or infinite"]
     short = tmp_path / "short.nii"
     short.write_bytes((tmp_path / "ok.nii").read_bytes()[:500])
-    assert re.match(r"cannot read the image data", check_image(short, TINY)[0])
-    assert re.match(r"cannot read the image header \(FileNotFoundError",
-                    check_image(tmp_path / "absent.nii.gz")[0])
+    assert re.match(r"the file holds 500 bytes, but its header declares 7 x 8 x 9 voxels of "
+                    r"float32 from byte 352, 2,368 bytes: the file is truncated",
+                    check_image(short, TINY)[0])
+    assert check_image(tmp_path / "absent.nii.gz") == [
+        "cannot read the image: the path does not exist"]
 
 
 def test_ixi10_loads_as_a_native_dataset(tmp_path):
