@@ -13,12 +13,14 @@ What is an error (the scan or the subject is left out) and what a warning (the r
 
 - error, whole dataset (empty table): root or ``participants.tsv`` absent or unreadable, a
   column the manifest maps is absent; also when no usable scan is left.
-- error, subject left out: missing, non-numeric or out-of-range age (0-120 years); a duplicate
-  participant id (every row with it); a missing or unknown group label; a row without an id.
+- error, subject left out: missing, non-numeric (NaN, infinite) or out-of-range age (0-120
+  years); a duplicate participant id (every row with it); a missing or unknown group label; a
+  row without an id; a row with more non-empty fields than the header (which is which?).
 - error, scan left out: an image without a participants row (no age; BIDS requires the row),
   a checksum mismatch (``sha256`` in the manifest), a failed :func:`check_image`.
 - excluded, subject left out with the manifest's reason: the manifest's ``exclude`` list.
 - warning: a participants row without an image (tables often list more people than scans);
+  empty fields beyond the header's columns (a stray tab: ignored);
   an unknown sex label (set to NA), a missing site (``"unknown"``), a non-numeric score (NaN).
 
 References
@@ -29,10 +31,13 @@ References
 
 from __future__ import annotations
 
+import csv
 import difflib
+import errno
 import logging
 import math
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +60,13 @@ __all__ = [
     "CohortError",
     "CohortResult",
     "ImageLimits",
+    "check_header",
     "check_image",
+    "file_problem",
     "find_scans",
     "load_cohort",
+    "parse_age",
+    "read_participant_ages",
 ]
 
 #: Columns of the Cohort table before the score columns.
@@ -142,10 +151,16 @@ class ImageLimits:
     fov_mm : tuple of float, default=(100.0, 400.0)
         Allowed field of view (shape times voxel size) per axis. An adult brain measures about
         140 x 170 x 120 mm, so under 100 mm cannot hold one; over 400 mm is not a head scan.
+    max_voxels : int, default=134217728
+        Most voxels an image may declare (512 x 512 x 512, 512 MiB as float32), checked before
+        any data is read. A 0.5 mm whole-head scan has about 512 x 512 x 400; a header that
+        declares more is corrupt (or the file is not a brain MRI), and reading it would take
+        gigabytes.
     """
 
     voxel_mm: tuple[float, float] = (0.2, 8.0)
     fov_mm: tuple[float, float] = (100.0, 400.0)
+    max_voxels: int = 512**3
 
 
 @dataclass
@@ -169,7 +184,10 @@ class _Log:
 def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str]:
     """Check that a file is a readable, plausible 3D brain image.
 
-    Reads the header and the full data with nibabel. Problems: unreadable, corrupt or
+    Reads the header with nibabel and checks it (:func:`check_header`) before reading any
+    data; then reads the full data, unless the header makes that unsafe (more voxels than
+    ``limits.max_voxels``, a file shorter than its declared data, a non-numeric data type).
+    Problems: not a readable regular file (:func:`file_problem`); unreadable, corrupt or
     truncated file; not 3D (e.g. 4D); empty or all-zero (or constant) data; NaN or infinite
     voxels; a non-finite affine; voxel size or field of view outside ``limits``.
 
@@ -188,6 +206,9 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
         the caller adds it.
     """
     limits = limits or ImageLimits()
+    problem = file_problem(path)
+    if problem is not None:
+        return [f"cannot read the image: the path {problem}"]
     if str(path).endswith(".npy"):
         from brainage.data.openbhb import load_openbhb_array
 
@@ -198,20 +219,62 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
     else:
         try:
             img = nib.load(str(path))
-        except Exception as err:  # nibabel raises many types (ImageFileError, OSError...)
+        except Exception as err:  # noqa: BLE001 (nibabel raises ImageFileError, OSError...)
             return [f"cannot read the image header ({type(err).__name__}: {err})"]
     return _image_problems(img, limits)
 
 
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable regular file, or None if it is one.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    str or None
+        A phrase to follow the path in a message: ``"does not exist"``, ``"is a broken
+        symlink ..."``, ``"is a symlink loop ..."``, ``"is a directory, not a file"``, ``"is
+        not a regular file ..."``, ``"cannot be read: permission denied"`` ...
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return (f"is a broken symlink (its target {os.readlink(path)!r} does not exist)")
+        return "does not exist"
+    except PermissionError:
+        return "cannot be reached: permission denied on a folder of its path"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (its links lead back to themselves)"
+        return f"cannot be reached ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device, socket or pipe)"
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        return "cannot be read: permission denied"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    return None
+
+
 def _image_problems(img: Any, limits: ImageLimits) -> list[str]:
     """Problems of a loaded image: its header, then its data (see :func:`check_image`)."""
-    problems = _header_problems(img, limits)
+    problems, readable = check_header(img, limits)
+    if not readable:
+        return problems
     try:
         data = np.asanyarray(img.dataobj)
-    except Exception as err:  # truncated gzip -> EOFError/zlib.error, short file -> ValueError
+    except Exception as err:  # noqa: BLE001 (truncated gzip: EOFError/zlib.error, short file...)
         detail = " ".join(f"{type(err).__name__}: {err}".split())
-        return [*problems, f"cannot read the image data, the file is corrupt or truncated "
-                           f"({detail})"]
+        return [*problems, (f"cannot read the image data, the file is corrupt or truncated "
+                            f"({detail})")]
     if data.size == 0:
         return [*problems, f"the image has no voxels (shape {data.shape})"]
     finite = np.isfinite(data)
@@ -226,28 +289,116 @@ def _image_problems(img: Any, limits: ImageLimits) -> list[str]:
     return problems
 
 
-def _header_problems(img: Any, limits: ImageLimits) -> list[str]:
-    """Dimensionality, affine, voxel size and field of view from the header alone."""
+def check_header(img: Any, limits: ImageLimits | None = None, *,
+                 plausible: bool = True) -> tuple[list[str], bool]:
+    """Check an image's header before any of its data is read.
+
+    The one check of declared shape, data type, voxel size and field of view, for the audit
+    (:func:`check_image`) and for preprocessing (:func:`brainage.imaging.preprocess.load_scan`).
+    Always checked: a size below 1, more voxels than ``limits.max_voxels``, a data type that
+    is not real numbers (complex, RGB), an uncompressed file shorter than its declared data,
+    a non-finite affine, voxel sizes that are not positive, a field of view above
+    ``limits.fov_mm``'s upper bound. With ``plausible``, also what a brain scan must meet:
+    3D, voxel size within ``limits.voxel_mm``, field of view at least ``limits.fov_mm``'s
+    lower bound.
+
+    Parameters
+    ----------
+    img : nibabel image
+        Loaded lazily (``nibabel.load``): nothing but the header is read here.
+    limits : ImageLimits or None, default=None
+        ``None`` uses :class:`ImageLimits` defaults.
+    plausible : bool, default=True
+        Also check what a brain scan must meet (the audit); ``False`` checks only what
+        reading and resampling the data need.
+
+    Returns
+    -------
+    problems : list of str
+        One message per problem, without the path.
+    readable : bool
+        Whether the data may be read: False for a problem that makes reading it unsafe (too
+        many voxels, a file shorter than its data, a non-numeric type, no voxels).
+    """
+    limits = limits or ImageLimits()
     shape = tuple(int(n) for n in img.shape)
-    problems = []
-    if len(shape) != 3:
+    dtype = np.dtype(img.get_data_dtype())
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    unsafe = _declared_problems(shape, dtype, limits) or _short_file_problems(img, shape, dtype)
+    problems = list(unsafe)
+    if plausible and len(shape) != 3:
         hint = " (a 4D series: keep one volume)" if len(shape) == 4 else ""
         problems.append(f"expected a 3D image, got {len(shape)}D with shape {shape}{hint}")
     if not np.all(np.isfinite(img.affine)):
         problems.append("the affine contains NaN or infinite values")
-    if len(shape) < 3:
-        return problems
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    fov = zooms * np.asarray(shape[:3])
+    if len(shape) >= 3:
+        problems.extend(_size_problems(shape[:3], zooms, limits, plausible))
+    return problems, not unsafe
+
+
+def _declared_problems(shape: tuple[int, ...], dtype: np.dtype,
+                       limits: ImageLimits) -> list[str]:
+    """Declared shape and data type that make reading the data unsafe (see check_header)."""
+    dims = " x ".join(map(str, shape))
+    if not shape or min(shape) < 1:
+        return [f"the image has no voxels (shape {shape})"]
+    count = math.prod(shape)
+    if count > limits.max_voxels:
+        return [(f"the header declares {dims} voxels ({count:,} in all, "
+                 f"{_bytes(count * dtype.itemsize)} of {dtype}), more than the "
+                 f"{limits.max_voxels:,} a brain MRI may have (ImageLimits.max_voxels): a "
+                 f"corrupt header or not a brain scan; the data was not read")]
+    if dtype.fields is not None or dtype == bool or not (
+            np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        return [(f"the data type {dtype} is not real numbers (complex, RGB or structured "
+                 f"voxels are not T1w intensities)")]
+    return []
+
+
+def _short_file_problems(img: Any, shape: tuple[int, ...], dtype: np.dtype) -> list[str]:
+    """An uncompressed image file shorter than the data its header declares."""
+    proxy = img.dataobj
+    name, offset = getattr(proxy, "file_like", None), getattr(proxy, "offset", None)
+    if not isinstance(name, str) or name.endswith((".gz", ".bz2", ".zst")) or offset is None:
+        return []  # in memory, compressed (its size says little) or not a NIfTI-like file
+    needed = int(offset) + math.prod(shape) * dtype.itemsize
+    size = os.path.getsize(name)
+    if size >= needed:
+        return []
+    return [(f"the file holds {size:,} bytes, but its header declares "
+             f"{' x '.join(map(str, shape))} voxels of {dtype} from byte {int(offset)}, "
+             f"{needed:,} bytes: the file is truncated or its header is wrong; the data was "
+             f"not read")]
+
+
+def _size_problems(shape: tuple[int, ...], zooms: np.ndarray, limits: ImageLimits,
+                   plausible: bool) -> list[str]:
+    """Voxel size and field of view (see :func:`check_header`)."""
+    problems = []
+    fov = zooms * np.asarray(shape)
     low, high = limits.voxel_mm
-    if not np.all((zooms >= low) & (zooms <= high)):
+    if plausible and not np.all((zooms >= low) & (zooms <= high)):
         problems.append(f"voxel size {_mm(zooms)} mm is outside {low:g}-{high:g} mm per axis: "
                         f"not a structural brain MRI (or a wrong header)")
+    elif not np.all(np.isfinite(zooms) & (zooms > 0)):
+        problems.append(f"voxel size {_mm(zooms)} mm is not positive and finite (a wrong "
+                        f"header)")
     low, high = limits.fov_mm
-    if not np.all((fov >= low) & (fov <= high)):
-        problems.append(f"field of view {_mm(fov)} mm (shape {shape[:3]} x voxel size) is "
+    if plausible and not np.all((fov >= low) & (fov <= high)):
+        problems.append(f"field of view {_mm(fov)} mm (shape {shape} x voxel size) is "
                         f"outside {low:g}-{high:g} mm per axis: cannot be a brain scan")
+    elif not np.all(fov <= high):
+        problems.append(f"field of view {_mm(fov)} mm (shape {shape} x voxel size) is over "
+                        f"{high:g} mm on an axis: cannot be a brain scan (a wrong header?)")
     return problems
+
+
+def _bytes(count: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.3g} {unit}" if unit != "bytes" else f"{count} bytes"
+        count /= 1000
+    return ""  # unreachable
 
 
 def _mm(values: Iterable[float]) -> str:
@@ -332,6 +483,84 @@ def _finish(spec: DatasetSpec, table: pd.DataFrame, log: _Log, pattern: str) -> 
     return CohortResult(table, log.frame())
 
 
+def read_participant_ages(path: str | Path) -> tuple[dict[str, float | None], list[str]]:
+    """Ages of a participants.tsv by ``sub-`` id, checked as the cohort reader checks them.
+
+    The table is read and each row checked by the same code as :func:`load_cohort`
+    (:func:`parse_age` for the ages), for callers without a manifest (``brainage predict``).
+
+    Parameters
+    ----------
+    path : str or Path
+        A BIDS ``participants.tsv`` with columns ``participant_id`` and ``age``.
+
+    Returns
+    -------
+    ages : dict of str to float or None
+        Age in years by ``sub-``-prefixed id; None for a participant whose age is missing, not
+        a number (NaN or infinite included) or outside 0-120 years, and for a duplicated id.
+    problems : list of str
+        One message per problem, naming the file, the line and what is wrong.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CohortError
+        If the table cannot be read at all (unreadable, no ``participant_id`` or ``age`` column).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "the participants table does not exist", str(path))
+    log = _Log(path.parent.name or str(path.parent))
+    columns = {"participant_id": "participant_id", "age": "age"}
+    raw = _read_table(path, columns, log, manifest=False)
+    if raw is None:
+        raise CohortError(log.frame())
+    ages: dict[str, float | None] = {}
+    rows = _rows_by_id(_bids_ids(raw["participant_id"]), path, log,
+                       bad_lines=raw.attrs.get("bad_lines", ()))
+    for pid, line in rows.items():
+        ages[pid] = None if line is None else _age(raw.at[line, "age"], pid,
+                                                   f"{path} line {line}", log)
+    return ages, log.frame()["message"].tolist()
+
+
+def parse_age(text: str) -> tuple[float | None, str | None]:
+    """An age in years from a participants cell, checked.
+
+    Parameters
+    ----------
+    text : str
+        The cell (surrounding blanks ignored; ``n/a`` or empty is missing).
+
+    Returns
+    -------
+    age : float or None
+        The age, or None if it is not valid.
+    problem : str or None
+        None for a valid age, else what is wrong: ``"missing"``, ``"not a number"`` (NaN and
+        infinity included) or ``"outside 0-120 years"``.
+    """
+    text = str(text).strip()
+    if text in MISSING:
+        return None, "missing"
+    age = _number(text)
+    if age is None or not math.isfinite(age):
+        return None, "not a number"
+    if not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
+        return None, f"outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years"
+    return age, None
+
+
+def _age(text: str, pid: str, where: str, log: _Log) -> float | None:
+    """:func:`parse_age` of a cell; None (with an error logged) if it is not a valid age."""
+    age, problem = parse_age(text)
+    if problem is not None:
+        log.add("age", "error", f"age {text!r} is {problem}", pid, where)
+    return age
+
+
 def _read_participants(spec: DatasetSpec, log: _Log) -> pd.DataFrame | None:
     """The participants table as strings, or None (with an error) if it cannot be used."""
     if not spec.root.is_dir():
@@ -339,26 +568,107 @@ def _read_participants(spec: DatasetSpec, log: _Log) -> pd.DataFrame | None:
                 if spec.simulated else "")
         log.add("root", "error", f"the dataset root does not exist{hint}", path=spec.root)
         return None
-    try:
-        raw = pd.read_csv(spec.participants, sep="\t", dtype=str, keep_default_na=False,
-                          encoding="utf-8-sig")  # a BOM would corrupt the first column name
-    except FileNotFoundError:
-        log.add("participants", "error", "the participants file does not exist",
-                path=spec.participants)
-        return None
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        log.add("participants", "error", f"cannot read the participants table: "
-                f"{' '.join(str(err).split())}", path=spec.participants)
-        return None
     wanted = {**spec.columns, **{f"scores.{k}": v for k, v in spec.scores.items()}}
+    return _read_table(spec.participants, wanted, log)
+
+
+def _read_table(path: Path, wanted: dict[str, str], log: _Log,
+                manifest: bool = True) -> pd.DataFrame | None:
+    """A participants table as strings indexed by file line (header: line 1), or None.
+
+    ``wanted`` maps what the caller needs (for messages: ``age``, ``scores.mmse``) to column
+    names (from the manifest if ``manifest``); a missing column is an error and gives None, as
+    does a file that cannot be read. Rows with more fields than the header (see
+    :func:`_fit_rows`) are kept; the lines that cannot be used are in ``.attrs["bad_lines"]``.
+    """
+    records = _tsv_records(path, log)
+    if records is None:
+        return None
+    header = _header(records[0][1], path, log)
+    rows, bad = _fit_rows(records[1:], len(header), path, log)
+    raw = pd.DataFrame(rows, columns=header, index=[line for line, _ in records[1:]],
+                       dtype=object)
+    raw.attrs["bad_lines"] = bad
     missing = {key: col for key, col in wanted.items() if col not in raw.columns}
     for key, col in missing.items():
         close = difflib.get_close_matches(col, list(raw.columns), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        log.add("columns", "error", f"the manifest maps {key} to column {col!r}, which the "
-                f"table lacks; its columns: {', '.join(raw.columns)}{hint}",
-                path=spec.participants)
+        what = (f"the manifest maps {key} to column {col!r}, which the table lacks" if manifest
+                else f"the table lacks the column {col!r}")
+        log.add("columns", "error", f"{what}; its columns: {', '.join(raw.columns)}{hint}",
+                path=path)
     return None if missing else raw
+
+
+def _tsv_records(path: Path, log: _Log) -> list[tuple[int, list[str]]] | None:
+    """(file line, fields) of each non-blank line of a TSV file; None (logged) if unreadable.
+
+    Read with :mod:`csv` rather than pandas so that a line with a stray tab is one line's
+    problem, not a parser error for the whole table (and line numbers count blank lines).
+    """
+    try:
+        # utf-8-sig: a BOM would corrupt the first column name
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, delimiter="\t")
+            records = [(reader.line_num, row) for row in reader if row]
+    except FileNotFoundError:
+        log.add("participants", "error", "the participants file does not exist", path=path)
+        return None
+    except (OSError, UnicodeError, csv.Error) as err:
+        log.add("participants", "error", f"cannot read the participants table: "
+                f"{type(err).__name__}: {' '.join(str(err).split())}", path=path)
+        return None
+    if not records:
+        log.add("participants", "error", "cannot read the participants table: the file is "
+                "empty (a header line is needed)", path=path)
+        return None
+    return records
+
+
+def _header(names: list[str], path: Path, log: _Log) -> list[str]:
+    """Column names: trailing empty names (a stray tab) dropped, repeats renamed (``x.1``)."""
+    names = [name.strip() for name in names]
+    while len(names) > 1 and not names[-1]:
+        names.pop()
+        log.add("fields", "warning", "the header (line 1) ends with an empty column name (a "
+                "stray tab?); it is ignored", path=path)
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        name = name or f"Unnamed: {i}"
+        if name in seen:
+            seen[name] += 1
+            log.add("fields", "warning", f"the header (line 1) repeats the column {name!r}; "
+                    f"the later one is read as {name}.{seen[name]}", path=path)
+            name = f"{name}.{seen[name]}"
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _fit_rows(records: list[tuple[int, list[str]]], width: int, path: Path,
+              log: _Log) -> tuple[list[list[str]], set[int]]:
+    """Rows of ``width`` fields, and the lines that cannot be used.
+
+    A short row is padded with empty (missing) fields, as pandas does. A row with extra fields
+    that are all empty (a stray trailing tab) keeps its first ``width`` fields, with a warning;
+    a row with non-empty extra fields is ambiguous (which value belongs to which column?): an
+    error, and its line is returned as unusable.
+    """
+    rows, bad = [], set()
+    for line, fields in records:
+        extra = fields[width:]
+        if extra and any(field.strip() for field in extra):
+            log.add("fields", "error", f"line {line} has {len(fields)} fields but the header "
+                    f"has {width} (extra values {', '.join(map(repr, extra))}): cannot tell "
+                    f"which value belongs to which column; the row is left out", path=path)
+            bad.add(line)
+        elif extra:
+            log.add("fields", "warning", f"line {line} ends with {len(extra)} empty field(s) "
+                    f"more than the header's {width} (a stray tab?); they are ignored",
+                    path=path)
+        rows.append(fields[:width] + [""] * (width - len(fields)))
+    return rows, bad
 
 
 def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, dict | None]:
@@ -367,35 +677,53 @@ def _participants(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> dict[str, 
     ``None`` marks ids with an error (already logged) or excluded by the manifest, so that
     their scans are not reported a second time as images without a row.
     """
-    people: dict[str, dict | None] = {}
-    for pid, lines in _lines_by_id(_ids(spec, raw)).items():
+    rows = _rows_by_id(_ids(spec, raw), spec.participants, log, skip=spec.exclude,
+                       bad_lines=raw.attrs.get("bad_lines", ()))
+    return {pid: None if line is None else _parse_row(spec, raw.loc[line], pid, line, log)
+            for pid, line in rows.items()}
+
+
+def _rows_by_id(ids: pd.Series, path: Path, log: _Log, skip: Iterable[str] = (),
+                bad_lines: Iterable[int] = ()) -> dict[str, int | None]:
+    """Participant id -> its file line; None for an id in ``skip`` or on several lines.
+
+    Rows without an id and repeated ids are logged as errors (every row of a repeated id is
+    left out). ``ids`` is indexed by file line, as :func:`_read_table` indexes the table; an
+    id whose only line is in ``bad_lines`` (an error already logged) maps to None.
+    """
+    skip, bad_lines = set(skip), set(bad_lines)
+    rows: dict[str, int | None] = {}
+    for pid, lines in _lines_by_id(ids).items():
         if pid in MISSING:
-            for line in lines:
+            for line in sorted(set(lines) - bad_lines):
                 log.add("participant_id", "error", f"line {line} has no participant id",
-                        path=spec.participants)
-        elif pid in spec.exclude:
-            people[pid] = None
+                        path=path)
+        elif pid in skip:
+            rows[pid] = None
         elif len(lines) > 1:
             log.add("duplicate_id", "error", f"the participant id appears on lines "
-                    f"{', '.join(map(str, lines))}; every row is left out", pid,
-                    spec.participants)
-            people[pid] = None
+                    f"{', '.join(map(str, lines))}; every row is left out", pid, path)
+            rows[pid] = None
         else:
-            people[pid] = _parse_row(spec, raw.iloc[lines[0] - 2], pid, lines[0], log)
-    return people
+            rows[pid] = None if lines[0] in bad_lines else lines[0]
+    return rows
 
 
 def _ids(spec: DatasetSpec, raw: pd.DataFrame) -> pd.Series:
     """The participant id of each row, ``sub-``-prefixed; missing ids stay as they are."""
-    ids = raw[spec.columns["participant_id"]].str.strip()
+    return _bids_ids(raw[spec.columns["participant_id"]])
+
+
+def _bids_ids(column: pd.Series) -> pd.Series:
+    ids = column.str.strip()
     return ids.where(ids.isin(MISSING), ids.map(_bids_id))
 
 
 def _lines_by_id(ids: pd.Series) -> dict[str, list[int]]:
-    """File line numbers (header is line 1) of each id, in order of first appearance."""
+    """File line numbers (the index of ``ids``) of each id, in order of first appearance."""
     lines: dict[str, list[int]] = {}
-    for index, pid in enumerate(ids):
-        lines.setdefault(pid, []).append(index + 2)
+    for line, pid in ids.items():
+        lines.setdefault(pid, []).append(int(line))
     return lines
 
 
@@ -403,15 +731,8 @@ def _parse_row(spec: DatasetSpec, row: pd.Series, pid: str, line: int, log: _Log
     """Typed fields of one participants row; None (with errors logged) if it is unusable."""
     where = f"{spec.participants} line {line}"
     cols = spec.columns
-    ok = True
-    age = _number(row[cols["age"]])
-    if age is None or not math.isfinite(age) or not AGE_RANGE[0] <= age <= AGE_RANGE[1]:
-        what = "missing" if row[cols["age"]].strip() in MISSING else (
-            "not a number" if age is None else f"outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years")
-        log.add("age", "error", f"age {row[cols['age']]!r} is {what}", pid, where)
-        ok = False
+    age = _age(row[cols["age"]], pid, where, log)
     group = _group(spec, row, pid, where, log)
-    ok = ok and group is not None
     fields = {"age": age, "group": group, "sex": _sex(spec, row, pid, where, log),
               "site": _site(spec, row, pid, where, log)}
     for name, col in spec.scores.items():
@@ -420,13 +741,13 @@ def _parse_row(spec: DatasetSpec, row: pd.Series, pid: str, line: int, log: _Log
             log.add("score", "warning", f"score {name} (column {col!r}) value {row[col]!r} is "
                     f"not a number; set to NaN", pid, where)
         fields[name] = np.nan if value is None else value
-    return fields if ok else None
+    return fields if age is not None and group is not None else None
 
 
 def _number(text: str) -> float | None:
     """A float, or None for missing (``n/a``, empty) or non-numeric text."""
     text = text.strip()
-    if text in MISSING:
+    if text in MISSING or "_" in text:  # float() reads "1_0" as 10
         return None
     try:
         return float(text)

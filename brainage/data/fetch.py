@@ -29,7 +29,10 @@ Choices:
   usable subjects. Archive members that are not ``IXI*-T1.nii.gz`` files are not extracted and
   are listed in :attr:`FetchReport.problems` and ``sourcedata/archive_problems.tsv``.
 * A download already at its place is not downloaded again: put a copy of ``IXI-T1.tar`` at
-  ``DEST/sourcedata/IXI-T1.tar`` to skip the 4.5 GB download.
+  ``DEST/sourcedata/IXI-T1.tar`` to skip the 4.5 GB download. A sheet that cannot be read is
+  moved to ``IXI.xls.bad`` (a rerun downloads it again).
+* Archive members with absolute paths, ``..`` leaving the unpacking folder, links or devices are
+  refused and reported; nothing outside DEST is read, moved or written.
 
 References
 ----------
@@ -47,8 +50,10 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import time
@@ -112,6 +117,10 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 class FetchError(BrainageError, RuntimeError):
     """A download, an archive or a sheet cannot be used; the message names the URL or file."""
+
+
+class _UnusableSheet(FetchError):
+    """The demographics sheet is corrupt or is not IXI's sheet (a download to discard)."""
 
 
 class _Retryable(Exception):
@@ -449,9 +458,12 @@ def unpack_ixi_t1(archive: str | Path, folder: str | Path) -> tuple[list[Path], 
     """Extract the ``IXI*-T1.nii.gz`` files of a tarball, safely.
 
     Only regular files named ``IXI<number>-<site>-<scan>-T1.nii.gz`` (site Guys, HH or IOP)
-    are extracted, with :mod:`tarfile`'s ``data`` filter (no absolute paths, no paths leaving
-    ``folder``, no links, devices or special permissions). Other members are not extracted
-    and are reported (folders are skipped silently).
+    with a relative path are extracted, with :mod:`tarfile`'s ``data`` filter (no paths leaving
+    ``folder``, no links, devices or special permissions). Other members (absolute paths,
+    ``..`` leaving ``folder``, symbolic or hard links, devices) are not extracted and are
+    reported (folders are skipped silently). The files listed are the paths the filter wrote,
+    each checked to be a regular file inside ``folder``, never the members' raw names: nothing
+    outside ``folder`` is read or written.
 
     Parameters
     ----------
@@ -463,7 +475,7 @@ def unpack_ixi_t1(archive: str | Path, folder: str | Path) -> tuple[list[Path], 
     Returns
     -------
     files : list of Path
-        The extracted files, in archive order.
+        The extracted files, in archive order, all inside ``folder``.
     problems : list of str
         One message per member not extracted.
 
@@ -480,14 +492,15 @@ def unpack_ixi_t1(archive: str | Path, folder: str | Path) -> tuple[list[Path], 
     problems: list[str] = []
     seen: set[str] = set()
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                problem = _member_problem(member, seen)
+                written, problem = None, _member_problem(member, seen)
                 if problem is None:
-                    problem = _extract(tar, member, folder)
-                if problem is None:
-                    files.append(folder / member.name)
-                    seen.add(PurePosixPath(member.name).name)
+                    written, problem = _extract(tar, member, folder)
+                if written is not None:
+                    files.append(written)
+                    seen.add(written.name)
                 elif problem:
                     problems.append(f"{archive.name}: member {member.name!r} {problem}; "
                                     f"not extracted")
@@ -502,13 +515,36 @@ def unpack_ixi_t1(archive: str | Path, folder: str | Path) -> tuple[list[Path], 
     return files, problems
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, folder: Path) -> str | None:
-    """Extract one member with the ``data`` filter; the filter's objection, or None."""
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo,
+             folder: Path) -> tuple[Path | None, str | None]:
+    """Extract one member with the ``data`` filter: the file written, or why there is none.
+
+    The listed path is the one the filter wrote (it rewrites names), resolved and checked to
+    be a regular file inside ``folder``; the member's raw name is never used as a path.
+    """
+    # ``sub/../x`` made lexically ``x`` first: tarfile would create ``sub/..`` and fail
+    normal = member.replace(name=posixpath.normpath(member.name), deep=False)
     try:
-        tar.extract(member, folder, filter="data")
+        safe = tarfile.data_filter(normal, str(folder))
     except tarfile.FilterError as err:  # a TarError, but about this member, not the archive
-        return f"is unsafe to extract ({type(err).__name__}: {err})"
-    return None
+        return None, f"is unsafe to extract ({type(err).__name__}: {err})"
+    tar.extract(safe, folder, filter="data")  # filtering a filtered member changes nothing
+    inside = Path(os.path.realpath(folder))
+    written = Path(os.path.realpath(folder / safe.name))
+    if written == inside or not written.is_relative_to(inside):
+        return None, f"resolves to {written}, outside {folder}"
+    path = folder / written.relative_to(inside)
+    if not _is_regular_file(path):
+        return None, f"is not a regular file at {path} after extraction"
+    return path, None
+
+
+def _is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (not a link to one, not a folder or device)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _member_problem(member: tarfile.TarInfo, seen: set[str]) -> str | None:
@@ -516,6 +552,8 @@ def _member_problem(member: tarfile.TarInfo, seen: set[str]) -> str | None:
     name = PurePosixPath(member.name).name
     if member.isdir():
         return ""
+    if member.name.startswith(("/", os.sep)) or os.path.isabs(member.name):
+        return "has an absolute path (an archive to unpack holds relative paths only)"
     if not _T1_NAME.match(name):
         return (f"is not named IXI<number>-<site>-<scan>-T1.nii.gz with site "
                 f"{', '.join(IXI_SITES)}")
@@ -560,8 +598,9 @@ def read_ixi_demographics(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     sex_col = next((c for key, c in columns.items() if key.startswith("SEX_ID")), None)
     missing = [name for name in ("IXI_ID", "AGE") if name not in columns]
     if missing:
-        raise FetchError(f"demographics sheet {path} lacks the column(s) {', '.join(missing)}; "
-                         f"its columns: {', '.join(map(str, raw.columns))}")
+        raise _UnusableSheet(f"demographics sheet {path} lacks the column(s) "
+                             f"{', '.join(missing)}; its columns: "
+                             f"{', '.join(map(str, raw.columns))}")
     ids = pd.to_numeric(raw[columns["IXI_ID"]], errors="coerce")
     ages = pd.to_numeric(raw[columns["AGE"]], errors="coerce")
     sexes = (pd.to_numeric(raw[sex_col], errors="coerce") if sex_col is not None
@@ -600,13 +639,13 @@ def _read_sheet(path: Path) -> pd.DataFrame:
         raise FetchError(f"reading {path} needs the package python-calamine "
                          f"(pip install python-calamine): {err}") from err
     except Exception as err:  # readers raise many types (OSError, ValueError, CalamineError...)
-        raise FetchError(f"cannot read the demographics sheet {path}: "
-                         f"{' '.join(str(err).split())}") from err
+        raise _UnusableSheet(f"cannot read the demographics sheet {path}, it is corrupt or "
+                             f"not a spreadsheet: {' '.join(str(err).split())}") from err
     for sheet in sheets.values():
         if any(str(c).strip().upper() == "IXI_ID" for c in sheet.columns):
             return sheet
     found = "; ".join(f"{name}: {', '.join(map(str, s.columns))}" for name, s in sheets.items())
-    raise FetchError(f"demographics sheet {path}: no sheet has an IXI_ID column ({found})")
+    raise _UnusableSheet(f"demographics sheet {path}: no sheet has an IXI_ID column ({found})")
 
 
 def _collapse(number: int, group: pd.DataFrame, name: str, problems: list[str]) -> dict:
@@ -682,23 +721,79 @@ def _assemble(scans: Sequence[_Scan], people: pd.DataFrame,
     return participants, excluded, keep
 
 
-def _place(root: Path, scans: Sequence[_Scan], keep: Sequence[_Scan]) -> None:
-    """Move kept scans to ``sub-*/anat`` and the others to ``sourcedata/excluded`` (no copy)."""
+def _place(root: Path, staging: Path, scans: Sequence[_Scan], keep: Sequence[_Scan]) -> None:
+    """Move kept scans to ``sub-*/anat`` and the others to ``sourcedata/excluded`` (no copy).
+
+    Every move is checked before the first one, and a move that fails undoes those before it
+    (files of an earlier run that were replaced are put back), so that an error leaves DEST
+    as it was: never a half-built folder.
+    """
+    moves, stale = _planned_moves(root, staging, scans, keep)
+    journal: list[tuple[Path, Path]] = []  # (from, to) of every rename made, for the undo
+    replaced = staging / ".replaced"  # files of an earlier run, until every move succeeded
+    try:
+        for source, target in moves:
+            if os.path.lexists(target):  # a file of an earlier run (checked above)
+                _rename(target, replaced / str(len(journal)), journal)
+            _rename(source, target, journal)
+        for number, bids in enumerate(stale):  # written by an earlier run, excluded now
+            _rename(bids, replaced / f"stale{number}", journal)
+    except OSError as err:
+        _undo(journal)
+        raise FetchError(f"cannot move the unpacked scans into {root} ({err}); the moves made "
+                         f"were undone, so {root} is as it was before this run") from err
+    for bids in stale:
+        _remove_empty_parents(bids)
+
+
+def _planned_moves(root: Path, staging: Path, scans: Sequence[_Scan],
+                   keep: Sequence[_Scan]) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The (scan, target) moves and the stale ``sub-*`` scans to remove, checked beforehand."""
     kept = {scan.path for scan in keep}
+    inside = Path(os.path.realpath(staging))
+    moves, stale = [], []
     for scan in scans:
+        if not (_is_regular_file(scan.path)
+                and Path(os.path.realpath(scan.path)).is_relative_to(inside)):
+            raise FetchError(f"unpacked scan {scan.path} is missing or not a regular file "
+                             f"inside {staging}; nothing was moved into {root}")
         bids = root / scan.participant_id / "anat" / f"{scan.participant_id}_T1w.nii.gz"
-        if scan.path in kept:
-            bids.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(scan.path, bids)
-            continue
-        if bids.is_file():  # written by an earlier run, excluded now
-            bids.unlink()
-            for folder in (bids.parent, bids.parent.parent):
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-        target = root / "sourcedata" / "excluded" / scan.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(scan.path, target)
+        target = bids if scan.path in kept else root / "sourcedata" / "excluded" / scan.path.name
+        if os.path.lexists(target) and not _is_regular_file(target):
+            raise FetchError(f"cannot write the scan {target}: a folder, link or another "
+                             f"non-file is in its place; move it away and rerun (nothing was "
+                             f"moved into {root})")
+        moves.append((scan.path, target))
+        if scan.path not in kept and _is_regular_file(bids):
+            stale.append(bids)
+    return moves, stale
+
+
+def _rename(source: Path, target: Path, journal: list[tuple[Path, Path]]) -> None:
+    """``os.replace`` within one file system, recorded in ``journal`` for :func:`_undo`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+    except OSError:
+        _remove_empty_parents(target)
+        raise
+    journal.append((source, target))
+
+
+def _undo(journal: Sequence[tuple[Path, Path]]) -> None:
+    """Reverse the renames of ``journal``, last first, and remove the folders left empty."""
+    for source, target in reversed(journal):
+        source.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(target, source)
+    for _, target in journal:
+        _remove_empty_parents(target)
+
+
+def _remove_empty_parents(path: Path) -> None:
+    """Remove the folder of ``path`` and the one above if empty (``sub-*/anat``, ``sub-*``)."""
+    for folder in (path.parent, path.parent.parent):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _write_tsv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
@@ -753,10 +848,20 @@ def _unpack_and_place(root: Path, archive: Path, people: pd.DataFrame,
             raise FetchError(f"archive {archive} holds no IXI*-T1.nii.gz file")
         scans = [_scan(path) for path in files]
         participants, excluded, keep = _assemble(scans, people, sheet)
-        _place(root, scans, keep)
+        _place(root, staging, scans, keep)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return participants, excluded, keep, problems
+
+
+def _read_downloaded_sheet(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`read_ixi_demographics`; a corrupt sheet is set aside so that a rerun downloads it."""
+    try:
+        return read_ixi_demographics(path)
+    except _UnusableSheet as err:
+        bad = _set_aside(path, path)
+        raise FetchError(f"{err}; the file was moved to {bad}, so rerunning downloads it "
+                         f"again") from err
 
 
 def _file_name(url: str, default: str) -> str:
@@ -783,7 +888,10 @@ def fetch_ixi(dest: str | Path, settings: IXISettings | None = None) -> FetchRep
     ------
     FetchError
         A download, the archive or the sheet cannot be used; the message names the URL or file
-        and what to do.
+        and what to do. A sheet that cannot be read (or lacks ``IXI_ID``/``AGE``) is moved to
+        ``IXI.xls.bad``, so that a rerun downloads it again. Scans are moved into ``dest`` only
+        once every move is checked, and an error during the moves undoes them: ``dest`` is
+        never left half-built.
     """
     started = time.monotonic()
     settings = settings or IXISettings()
@@ -794,7 +902,7 @@ def fetch_ixi(dest: str | Path, settings: IXISettings | None = None) -> FetchRep
     fetched = [_download(settings.demographics_url,
                          source / _file_name(settings.demographics_url, "IXI.xls"), None,
                          settings.demographics_sha256, settings.download)]
-    people, problems = read_ixi_demographics(fetched[0].path)  # a bad sheet fails before 4.5 GB
+    people, problems = _read_downloaded_sheet(fetched[0].path)  # fails before the 4.5 GB
     fetched.append(_download(settings.t1_url, source / _file_name(settings.t1_url, "IXI-T1.tar"),
                              None, settings.t1_sha256, settings.download))
     participants, excluded, keep, archive_problems = _unpack_and_place(

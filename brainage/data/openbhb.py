@@ -38,6 +38,7 @@ References
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ from brainage.data.cohort import (
     ImageLimits,
     _build_table,
     _checksum_problems,
+    _declared_problems,
     _empty_table,
     _finish,
     _ids,
@@ -205,26 +207,50 @@ def load_openbhb_array(path: str | os.PathLike,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"OpenBHB array {path} does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"OpenBHB array {path} cannot be read as a .npy array: {err}") from err
-    if data.ndim == 4 and data.shape[0] == 1:
-        data = data[0]  # (1, X, Y, Z) -> (X, Y, Z): drop the channel axis
-    if data.ndim != 3:
+    found, dtype = _npy_header(path)  # shape and dtype checked before any data is read
+    shape3 = found[1:] if len(found) == 4 and found[0] == 1 else found  # drop the channel axis
+    if len(shape3) != 3:
         raise ValueError(f"OpenBHB array {path} must have shape (1, X, Y, Z) or (X, Y, Z); "
-                         f"got {data.shape}")
-    if data.dtype == bool or not np.issubdtype(data.dtype, np.number):
-        raise TypeError(f"OpenBHB array {path} must hold numbers; got dtype {data.dtype}")
+                         f"got {found}")
+    if dtype == bool or not np.issubdtype(dtype, np.number):
+        raise TypeError(f"OpenBHB array {path} must hold numbers; got dtype {dtype}")
     if affine is None:
         shape, affine, source = _grid_of(path)
-        if data.shape != shape:
-            raise ValueError(f"OpenBHB array {path} has shape {data.shape}, but {source} has "
+        if shape3 != shape:
+            raise ValueError(f"OpenBHB array {path} has shape {shape3}, but {source} has "
                              f"shape {shape}: pass its affine explicitly")
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ValueError(f"affine: expected a finite 4 x 4 matrix, got shape {affine.shape}")
+    problems = _declared_problems(found, dtype, ImageLimits())
+    if problems:
+        raise ValueError(f"OpenBHB array {path}: {'; '.join(problems)}")
+    try:
+        data = np.load(path, allow_pickle=False).reshape(shape3)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"OpenBHB array {path} cannot be read as a .npy array: {err}") from err
     return nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file from its header; its size checked against them."""
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)  # 3.0: 2.0's layout, UTF-8 text
+            shape, _, dtype = read(file)
+            offset = file.tell()
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"OpenBHB array {path} cannot be read as a .npy array: {err}") from err
+    shape = tuple(int(n) for n in shape)
+    needed = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if not dtype.hasobject and size < needed:
+        raise ValueError(f"OpenBHB array {path} holds {size:,} bytes, but its header declares "
+                         f"shape {shape} of {dtype}, {needed:,} bytes: the file is truncated "
+                         f"or its header is wrong")
+    return shape, dtype
 
 
 def _grid_of(path: Path) -> tuple[tuple[int, int, int], np.ndarray, str]:

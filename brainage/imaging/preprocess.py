@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -172,19 +173,22 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     Raises
     ------
     FileNotFoundError
-        The file does not exist.
+        The file does not exist (or is a broken symlink).
     PreprocessError
-        The file cannot be read, is not 3D, holds NaN/inf voxels or is constant.
+        The path is not a readable file (a directory, a symlink loop, permission denied), the
+        header declares what cannot be read safely (:func:`brainage.data.cohort.check_header`: too
+        many voxels, a file shorter than its data ...; checked before any data is read), or the
+        file cannot be read, is not 3D, holds NaN/inf voxels or is constant.
     """
     import torch
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"scan {path} does not exist")
+    _check_scan_file(path)
     if path.name.endswith(".npy"):
-        data = _load_array(path)
+        data = _load_array(path)  # its header is checked by load_openbhb_array
     else:
+        _check_scan_header(path)
         try:
             data = LoadImage(image_only=True, dtype=np.float32)(str(path))
         except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
@@ -203,6 +207,45 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     ras = Orientation(axcodes="RAS", labels=_RAS_LABELS)(channel_first)
     affine = np.asarray(ras.affine, dtype=np.float64)
     return nib.Nifti1Image(np.asarray(ras[0], dtype=np.float32), affine)
+
+
+def _check_scan_file(path: str | os.PathLike) -> None:
+    """Raise if ``path`` is not a readable regular file, saying why.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or is a broken symlink.
+    PreprocessError
+        ``path`` is a directory, a symlink loop, not a regular file, or cannot be read
+        (permission denied); see :func:`brainage.data.cohort.file_problem`.
+    """
+    from brainage.data.cohort import file_problem
+
+    problem = file_problem(path)
+    if problem is None:
+        return
+    if problem == "does not exist" or problem.startswith("is a broken symlink"):
+        raise FileNotFoundError(f"scan {path} {problem}")
+    raise PreprocessError(f"scan {path} {problem}")
+
+
+def _check_scan_header(path: Path) -> None:
+    """The header of a NIfTI scan, checked before its data is read (too many voxels ...)."""
+    from brainage.data.cohort import check_header
+
+    try:
+        header = nib.load(str(path))  # reads the header only
+    except Exception as err:  # nibabel raises ImageFileError, OSError ...
+        raise PreprocessError(f"scan {path} cannot be read as an image: "
+                              f"{type(err).__name__}: {err}") from err
+    shape = tuple(header.shape)
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1)):
+        raise PreprocessError(f"scan {path} must be a 3D image; got shape {shape} "
+                              f"({len(shape)}D)")
+    problems, _ = check_header(header, plausible=False)
+    if problems:
+        raise PreprocessError(f"scan {path}: {'; '.join(problems)}")
 
 
 def _load_array(path: Path) -> Any:
@@ -371,7 +414,9 @@ class PreprocessCache:
     parameters, version); the key is the SHA-256 of the scan's SHA-256 (its bytes), the
     parameters and :data:`PREPROCESS_VERSION`, so a changed file, parameter or preprocessing version misses the
     cache. Writes go to a temporary file that is then renamed: a reader never sees a partial
-    volume, and concurrent writers of the same key leave one complete file.
+    volume, and concurrent writers of the same key leave one complete file. An entry that
+    cannot be read (a truncated or corrupt volume or sidecar, damaged outside this class) is
+    discarded with a ``RuntimeWarning`` naming the file, and recomputed.
 
     Parameters
     ----------
@@ -423,15 +468,14 @@ class PreprocessCache:
                params: PreprocessParams | Mapping | None) -> tuple[Path, float]:
         """The cached file of ``path`` (computed first if absent) and its alignment score."""
         params = PreprocessParams.coerce(params)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"scan {path} does not exist")
+        _check_scan_file(path)
         digest = sha256_file(path)
         target = self._target(digest, params)
         sidecar = target.with_suffix("").with_suffix(".json")
-        if target.is_file():
+        cached = self._read_entry(target, sidecar) if target.is_file() else None
+        if cached is not None:
             logger.debug("cache hit: %s -> %s", path, target)
-            img = nib.load(target)
-            meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+            img, meta = cached
             if "alignment" in meta:
                 return target, float(meta["alignment"])
         else:
@@ -445,6 +489,37 @@ class PreprocessCache:
         if not target.is_file():
             _atomic_write(target, lambda tmp: nib.save(img, tmp))
         return target, float(meta["alignment"])
+
+    @staticmethod
+    def _read_entry(target: Path, sidecar: Path) -> tuple[nib.Nifti1Image, dict] | None:
+        """A cached volume (read in full) and its sidecar; None if either cannot be read.
+
+        An unreadable entry (truncated or corrupt image, broken JSON) is deleted with a
+        warning naming it, so that the caller recomputes it instead of failing on every run.
+        """
+        from brainage.data.cohort import check_header
+
+        file = target
+        try:
+            lazy = nib.load(target)
+            problems, _ = check_header(lazy, plausible=False)  # before reading any data
+            if problems:
+                raise ValueError("; ".join(problems))
+            img = nib.Nifti1Image(np.asanyarray(lazy.dataobj), lazy.affine, lazy.header)
+            file = sidecar
+            meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
+            score = meta.get("alignment", 0.0) if isinstance(meta, dict) else None
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise TypeError("not a JSON object with a numeric alignment")
+        except Exception as err:  # noqa: BLE001 (nibabel, gzip, zlib, json raise many types)
+            detail = " ".join(f"{type(err).__name__}: {err}".split())
+            warnings.warn(f"preprocessing cache entry {file} cannot be read ({detail}); the "
+                          f"entry ({target.name} and its sidecar) is discarded and recomputed",
+                          RuntimeWarning, stacklevel=3)
+            for path in (target, sidecar):
+                path.unlink(missing_ok=True)
+            return None
+        return img, meta
 
 
 def _atomic_write(target: Path, write: Any) -> None:
@@ -568,29 +643,28 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="cache folder (default: OUT/.cache for a folder, none for a file)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist already (default: refuse); an "
+                             "output that is or lies inside IN is refused regardless")
     return parser
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
-    """Run ``brainage preprocess``; returns the exit status (1 if any scan failed)."""
+    """Run ``brainage preprocess``; returns the exit status (1 if any scan failed).
+
+    Before any work, refuses (``ValueError``) an output that is an input or lies inside the
+    IN folder (symlinks resolved), and output files that exist already unless
+    ``args.overwrite``.
+    """
     from brainage.imaging.registration import ALIGNMENT_THRESHOLD, alignment_score
 
     source, dest = Path(args.input), Path(args.output)
     params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
                               skull_stripped=args.skull_stripped,
                               crop_to_brain=args.crop_to_brain)
-    if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
-        if not paths:
-            raise FileNotFoundError(f"IN folder {source} holds no .nii or .nii.gz file")
-        outputs = [dest / p.relative_to(source) for p in paths]
-        cache_root = Path(args.cache) if args.cache else dest / ".cache"
-    elif source.is_file():
-        paths = [source]
-        outputs = [dest / source.name if dest.is_dir() else dest]
-        cache_root = Path(args.cache) if args.cache else None
-    else:
-        raise FileNotFoundError(f"IN {source} is neither a file nor a folder")
+    paths, outputs, cache_root = _plan(source, dest, args.cache)
+    _check_outputs(source, dest, paths, outputs, cache_root,
+                   overwrite=bool(getattr(args, "overwrite", False)))
     if cache_root is None:
         items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
     else:
@@ -598,10 +672,69 @@ def run_preprocess(args: argparse.Namespace) -> int:
     for item, out in zip(items, outputs):
         if item.ok:
             out.parent.mkdir(parents=True, exist_ok=True)
-            nib.save(item.image, out)
+            # a temporary file renamed: replaces a symlink itself, never the file it points to
+            _atomic_write(out, lambda tmp, img=item.image: nib.save(img, tmp))
             score = alignment_score(item.image)
             flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
             print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")
         else:
             print(f"{item.path}: FAILED: {item.error}")
     return 0 if all(item.ok for item in items) else 1
+
+
+def _plan(source: Path, dest: Path,
+          cache: str | None) -> tuple[list[Path], list[Path], Path | None]:
+    """The scans of IN, their output files and the cache folder (None: no cache)."""
+    from brainage.data.cohort import file_problem
+
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+        if not paths:
+            raise FileNotFoundError(f"IN folder {source} holds no .nii or .nii.gz file")
+        if dest.exists() and not dest.is_dir():
+            raise ValueError(f"OUT {dest} is a file, but IN {source} is a folder: OUT must be "
+                             f"a folder (it mirrors IN's layout)")
+        return ([*paths], [dest / p.relative_to(source) for p in paths],
+                Path(cache) if cache else dest / ".cache")
+    if source.is_file():
+        out = dest / source.name if dest.is_dir() else dest
+        if not out.name.endswith((".nii", ".nii.gz")):
+            raise ValueError(f"OUT {dest} must be a folder or a file name ending in .nii or "
+                             f".nii.gz")
+        return [source], [out], Path(cache) if cache else None
+    raise FileNotFoundError(f"IN {source} is neither a file nor a folder: it "
+                            f"{file_problem(source) or 'cannot be read'}")
+
+
+def _check_outputs(source: Path, dest: Path, paths: Sequence[Path], outputs: Sequence[Path],
+                   cache_root: Path | None, *, overwrite: bool) -> None:
+    """Refuse outputs that are or lie inside an input, and existing ones unless ``overwrite``."""
+    folder = source.resolve() if source.is_dir() else None
+    inputs = {p.resolve(): p for p in paths}
+    inodes = {(st.st_dev, st.st_ino): p for p in paths if (st := _stat(p)) is not None}
+    if folder is not None and dest.resolve().is_relative_to(folder):
+        raise ValueError(f"OUT {dest} is IN {source} or lies inside it: the outputs would "
+                         f"overwrite the raw scans or mix with them; choose an OUT outside IN")
+    if cache_root is not None and folder is not None and cache_root.resolve().is_relative_to(
+            folder):
+        raise ValueError(f"--cache {cache_root} lies inside IN {source}: choose a cache "
+                         f"folder outside IN")
+    for out in [*outputs, *([cache_root] if cache_root is not None else [])]:
+        st = _stat(out)
+        same = inputs.get(out.resolve()) or (inodes.get((st.st_dev, st.st_ino)) if st else None)
+        if same is not None:
+            how = "" if out == same else " (the same file, through a symlink or a hard link)"
+            raise ValueError(f"OUT {dest}: the output {out} is the input scan {same}{how}: "
+                             f"refusing to overwrite it; choose an OUT outside IN")
+    existing = [out for out in outputs if out.exists() or out.is_symlink()]
+    if existing and not overwrite:
+        listed = ", ".join(map(str, existing[:3])) + (", ..." if len(existing) > 3 else "")
+        raise ValueError(f"{len(existing)} of the {len(outputs)} output file(s) exist already "
+                         f"({listed}): pass --overwrite to replace them, or choose another OUT")
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None

@@ -518,7 +518,9 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"checkpoint {path} cannot be read with weights_only=True: {err}") from err
+        raise ValueError(f"checkpoint {path} is corrupt or changed (damaged, truncated or "
+                         f"replaced): torch.load(weights_only=True) cannot read it: "
+                         f"{' '.join(str(err).split())}") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {path} is not a brainage checkpoint "
                          f"(expected format {CHECKPOINT_FORMAT!r})")

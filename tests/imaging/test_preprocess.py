@@ -325,11 +325,12 @@ def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_cli_folder_reports_failures(template_scan: Path, tmp_path: Path, capsys,
-                                     rng: np.random.Generator) -> None:
+                                     rng: np.random.Generator, tmp_path_factory) -> None:
     bad = _corrupt(tmp_path, rng)
-    assert pp.run_preprocess(_cli(str(tmp_path), str(tmp_path / "out"), "--space", MNI,
-                                  "--grid-mm", "4", "--cache", str(tmp_path / "c"))) == 1
-    assert (tmp_path / "out" / "mni.nii.gz").is_file()
+    out = tmp_path_factory.mktemp("out")  # outside IN: an OUT inside IN is refused
+    assert pp.run_preprocess(_cli(str(tmp_path), str(out), "--space", MNI,
+                                  "--grid-mm", "4", "--cache", str(out / "c"))) == 1
+    assert (out / "mni.nii.gz").is_file()
     printed = capsys.readouterr().out
     assert f"{bad}: FAILED" in printed and "cannot be read" in printed
 
