@@ -11,12 +11,19 @@ everything prediction needs, so that a model trained on one machine predicts on 
     models/<head>/bias_correction.json   age-bias correction fitted on the validation split
                                       (notebook 03; optional: without it gaps are uncorrected)
 
+The card is checked against :data:`MODEL_CARD_SCHEMA` (messages name the field), and every path
+it names must lie inside the model folder (after resolving ``..`` and symbolic links).
+
 :func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk
 :class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one row
-per scan and head. A scan that fails (unreadable, 4D, registration error ...) gets rows whose
-``error`` names the file and the problem; the other scans complete.
+per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
+degenerate affine, 4D, a native scan whose alignment score after registration is below
+:data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD` ...) gets rows whose ``error`` names the file
+and the problem, and no age; the other scans complete. :func:`iter_predictions` yields the rows
+scan by scan, so that ``brainage predict`` rewrites its CSV (atomically) after each one and an
+interrupted run keeps the scans that finished.
 
 Space ``"auto"`` reads the scan's header: a scan whose grid (reoriented to RAS) is exactly the
 MNI152 template grid of its voxel size (:func:`brainage.imaging.registration.template_grid`, full or
@@ -35,17 +42,20 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from brainage._utils import sha256_file
 from brainage.exceptions import BrainageError
@@ -67,12 +77,14 @@ __all__ = [
     "DEFAULT_SALIENCY_LAYER",
     "MODEL_CARD_FILE",
     "MODEL_CARD_FORMAT",
+    "MODEL_CARD_SCHEMA",
     "PREDICTION_COLUMNS",
     "ModelFolder",
     "ModelFolderError",
     "add_predict_arguments",
     "collect_scans",
     "default_cache_dir",
+    "iter_predictions",
     "load_model_folder",
     "predict_scans",
     "run_predict",
@@ -98,6 +110,58 @@ PREDICTION_COLUMNS = (
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
 _VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
 _AGE_RANGE = (0.0, 120.0)
+#: File names taken as one scan even when they name a folder (which then fails as a scan).
+_SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy")
+#: Scans preprocessed per worker between two writes of the table (``n_jobs > 1``).
+_SCANS_PER_JOB = 4
+
+_NUMBER = {"type": "number"}
+#: JSON Schema (Draft 2020-12) of ``model.json``: the fields :func:`load_model_folder` reads
+#: (other fields are allowed; the format tag is checked first, the values after).
+MODEL_CARD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format", "preprocess", "grid", "heads"],
+    "properties": {
+        "format": {"type": "string"},
+        "profile": {"type": ["string", "null"]},
+        "preprocess": {
+            "type": "object",
+            "properties": {"space": {"type": "string"}, "grid_mm": _NUMBER,
+                           "skull_stripped": {"type": "boolean"},
+                           "crop_to_brain": {"type": "boolean"}},
+        },
+        "grid": {
+            "type": "object",
+            "required": ["shape", "affine"],
+            "properties": {
+                "shape": {"type": "array", "minItems": 3, "maxItems": 3,
+                          "items": {"type": "integer", "minimum": 1}},
+                "affine": {"type": "array", "minItems": 4, "maxItems": 4,
+                           "items": {"type": "array", "minItems": 4, "maxItems": 4,
+                                     "items": _NUMBER}},
+            },
+        },
+        "heads": {
+            "type": "object",
+            # a head's name is its folder: one path component, not "." or ".."
+            "propertyNames": {"pattern": r"^(?!\.\.?$)[^/\\]+$",
+                              "description": "a folder name of the model folder"},
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "checkpoint": {"type": "string", "minLength": 1},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                },
+            },
+        },
+        "saliency_layer": {"type": ["string", "null"]},
+        "versions": {"type": "object"},
+    },
+}
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
+               "boolean": "true or false", "integer": "an integer", "number": "a number",
+               "null": "null"}
 
 
 class ModelFolderError(BrainageError, ValueError):
@@ -262,8 +326,39 @@ def _locate_card(path: Path) -> tuple[Path, str | None]:
         f"brainage.study.predict.write_model_card")
 
 
+def _field_path(parts: Sequence[Any]) -> str:
+    """``['grid', 'shape', 0]`` -> ``grid.shape[0]``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    """One schema violation of the card as ``field: what is allowed; what was given``."""
+    where, given, kind = _field_path(list(error.absolute_path)), error.instance, error.validator
+    if kind == "type":
+        wanted = error.validator_value
+        names = [_TYPE_NAMES.get(w, w) for w in ([wanted] if isinstance(wanted, str) else wanted)]
+        return f"{where} must be {' or '.join(names)}; got {type(given).__name__} {_short(given)}"
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in given]
+        return "; ".join(f"{where}: required key {k!r} is missing" for k in missing)
+    if "propertyNames" in error.relative_schema_path:  # reported at the parent: name the key
+        return f"{where}: key {given!r} must be {error.schema['description']}"
+    if kind in {"minItems", "maxItems"}:
+        return f"{where} must hold {error.validator_value} item(s) here; got {_short(given)}"
+    return f"{where}: {error.message}"
+
+
 def _read_card(path: Path) -> dict[str, Any]:
-    """Parse and check model.json's format, keys and preprocessing version."""
+    """Parse model.json, check its format tag, its fields (:data:`MODEL_CARD_SCHEMA`) and its
+    preprocessing version."""
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -272,9 +367,11 @@ def _read_card(path: Path) -> dict[str, Any]:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__
         raise ModelFolderError(f"{path} has format {found!r}; this brainage reads "
                                f"{MODEL_CARD_FORMAT!r}")
-    missing = sorted({"preprocess", "grid", "heads"} - set(card))
-    if missing:
-        raise ModelFolderError(f"{path} lacks the key(s) {missing}")
+    validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
+    errors = sorted(validator.iter_errors(card), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        problems = list(dict.fromkeys(_explain(e) for e in errors))
+        raise ModelFolderError(f"{path} is not a valid model card: " + "; ".join(problems))
     version = card["preprocess"].get("version")
     if version != PREPROCESS_VERSION:
         trained = (card.get("versions") or {}).get("brainage")
@@ -303,12 +400,29 @@ def _card_grid(card: dict[str, Any], params: PreprocessParams,
     return shape, affine
 
 
+def _inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative``, refused (naming the card) unless it lies inside ``root``.
+
+    Both are resolved first, so neither ``..`` nor a symbolic link leads out of the folder.
+    """
+    card = root / MODEL_CARD_FILE
+    if Path(relative).is_absolute():
+        raise ModelFolderError(f"{card}: {what} {relative!r} is an absolute path; it must be a "
+                               f"path relative to the model folder {root}")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ModelFolderError(f"{card}: {what} {relative!r} resolves to {target}, outside "
+                               f"the model folder {root}; it must lie inside it")
+    return root / relative
+
+
 def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
                device: str) -> Any:
     """Load one head's checkpoint after checking it is the one the card describes."""
     from brainage.models.train import load_model
 
-    checkpoint = root / entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}")
+    checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
+                         f"heads.{name}.checkpoint")
     if not checkpoint.is_file():
         raise ModelFolderError(f"{root / MODEL_CARD_FILE} lists head {name!r} but its "
                                f"checkpoint {checkpoint} is missing")
@@ -336,9 +450,19 @@ def _load_correction(head_dir: Path) -> Any:
                        "correction", path, head_dir.name)
         return None
     try:
-        return AgeBiasCorrection.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, ValueError, TypeError, KeyError) as err:
+        correction = AgeBiasCorrection.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, ValueError, TypeError, KeyError,
+            AttributeError) as err:
         raise ModelFolderError(f"{path} is not a valid age-bias correction: {err}") from err
+    coefficients = correction.coefficients
+    bad = {k: v for k, v in coefficients.items() if not math.isfinite(v)}
+    if bad:
+        raise ModelFolderError(f"{path} is not a valid age-bias correction: coefficient(s) "
+                               f"{bad} must be finite numbers")
+    if correction.method == "linear" and coefficients["slope"] == 0:
+        raise ModelFolderError(f"{path} is not a valid age-bias correction: the linear "
+                               f"correction divides by its slope, which is 0")
+    return correction
 
 
 def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelFolder:
@@ -377,7 +501,7 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
                                f"{sorted(card['heads'])}")
     layer = card.get("saliency_layer") or DEFAULT_SALIENCY_LAYER
     models = {n: _load_head(root, n, card["heads"][n], layer, device) for n in names}
-    corrections = {n: _load_correction(root / n) for n in names}
+    corrections = {n: _load_correction(_inside(root, n, "head folder")) for n in names}
     logger.info("model folder %s: heads %s, grid %s at %g mm (profile %s)", root, names, shape,
                 params.grid_mm, card.get("profile"))
     return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
@@ -414,19 +538,16 @@ def scan_space(path: str | os.PathLike) -> str:
     Raises
     ------
     FileNotFoundError, ValueError
-        The file is missing or its header cannot be read (the message names the file).
+        The message names the file and the problem: it is missing or a broken symlink
+        (``FileNotFoundError``); a folder, a symlink loop or unreadable, its header cannot be
+        read, or its affine is degenerate (``ValueError``).
     """
     from brainage.imaging.registration import template_grid
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"scan {path} does not exist")
-    if path.name.endswith(".npy"):
+    img = _scan_header(path)
+    if img is None:
         return "MNI152Lin"
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises several types for a corrupt header
-        raise ValueError(f"scan {path} cannot be read as NIfTI: {err}") from err
     if len(img.shape) < 3:
         return "native"  # not a volume: preprocessing reports the problem
     shape, affine = _ras_grid(img)
@@ -440,6 +561,72 @@ def scan_space(path: str | os.PathLike) -> str:
     return "native"
 
 
+def _check_file(path: Path) -> None:
+    """Raise, naming the scan and the true reason (:func:`brainage.data.cohort.file_problem`: a
+    folder, a symlink loop ...), unless ``path`` is a readable regular file."""
+    from brainage.data.cohort import file_problem
+
+    problem = file_problem(path)
+    if problem is None:
+        return
+    if problem == "does not exist" or problem.startswith("is a broken symlink"):
+        raise FileNotFoundError(f"scan {path} {problem}")
+    raise ValueError(f"scan {path} {problem}")
+
+
+def _check_affine(img: nib.spatialimages.SpatialImage, path: Path) -> None:
+    """Refuse a scan whose voxels cannot be placed in space: a non-finite, zero or singular
+    voxel-to-world matrix, or a zero voxel size in a NIfTI header without an sform (nibabel
+    silently reads 0 as 1 mm there)."""
+    header = img.header
+    if isinstance(header, nib.Nifti1Header) and int(header["sform_code"]) == 0:
+        pixdim = _raw_pixdim(img)
+        bad = [k for k in range(3) if not (np.isfinite(pixdim[k]) and pixdim[k] != 0)]
+        if bad:
+            raise ValueError(f"scan {path} has a degenerate affine: its header declares voxel "
+                             f"size {pixdim.tolist()} mm (pixdim), zero or not finite along "
+                             f"axis {bad}")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    matrix = affine[:3, :3]
+    problem = None
+    if not np.isfinite(affine).all():
+        problem = "it holds NaN or infinite values"
+    else:
+        voxel = np.sqrt((matrix**2).sum(axis=0))
+        if (voxel == 0).any():
+            problem = f"voxel size 0 mm along axis {np.flatnonzero(voxel == 0).tolist()}"
+        elif abs(np.linalg.det(matrix)) <= 1e-6 * np.prod(voxel):
+            problem = "its direction matrix is singular (two voxel axes point the same way)"
+    if problem:
+        raise ValueError(f"scan {path} has a degenerate affine (voxel-to-world "
+                         f"{np.round(affine, 3).tolist()}): {problem}")
+
+
+def _raw_pixdim(img: nib.Nifti1Image) -> np.ndarray:
+    """The voxel size ``pixdim[1:4]`` as the file holds it (nibabel's loader reads 0 as 1)."""
+    from nibabel.openers import ImageOpener
+
+    holder = img.file_map.get("header") or img.file_map["image"]  # .hdr/.img pair, or .nii
+    with ImageOpener(holder.filename) as fobj:
+        raw = type(img.header).from_fileobj(fobj, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
+def _scan_header(path: Path) -> nib.spatialimages.SpatialImage | None:
+    """The scan as nibabel reads its header (voxels not loaded), checked; None for an
+    OpenBHB ``.npy`` array (its grid is fixed)."""
+    _check_file(path)
+    if path.name.endswith(".npy"):
+        return None
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types for a corrupt header
+        raise ValueError(f"scan {path} cannot be read as NIfTI: {err}") from err
+    if len(img.shape) >= 3:
+        _check_affine(img, path)
+    return img
+
+
 def _name_ids(path: Path) -> tuple[str, str]:
     """Participant id and session from a file name (BIDS ``sub-X[_ses-Y]_...`` or the stem)."""
     stem = path.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".npy")
@@ -451,18 +638,25 @@ def _name_ids(path: Path) -> tuple[str, str]:
 
 
 def _participant_ages(root: Path) -> dict[str, float]:
-    """Ages from a BIDS folder's participants.tsv (empty without the file or an age column)."""
+    """Ages from a BIDS folder's participants.tsv, checked as the cohort reader checks them
+    (:func:`brainage.data.cohort.read_participant_ages`): a missing, invalid (not a number, outside
+    0-120 years) or duplicated one is NaN, with a warning naming the file and line (a missing
+    one is only logged). Empty without the file or an age column."""
+    from brainage.data.cohort import CohortError, read_participant_ages
+
     tsv = root / "participants.tsv"
     if not tsv.is_file():
         logger.info("%s is absent: the BIDS scans have no age", tsv)
         return {}
-    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
-    if "participant_id" not in table or "age" not in table:
-        logger.warning("%s has no participant_id or age column: the scans have no age", tsv)
+    try:
+        ages, problems = read_participant_ages(tsv)
+    except CohortError as err:
+        logger.warning("%s cannot give ages, the BIDS scans have none: %s", tsv, err)
         return {}
-    ids = [p if p.startswith("sub-") else f"sub-{p}" for p in table["participant_id"]]
-    ages = pd.to_numeric(table["age"].replace("n/a", ""), errors="coerce")
-    return dict(zip(ids, ages.astype(float)))
+    for problem in problems:
+        log = logger.info if problem.endswith("is missing") else logger.warning
+        log("%s: that participant's age is unknown", problem)
+    return {pid: math.nan if age is None else float(age) for pid, age in ages.items()}
 
 
 def _check_ages(ages: Sequence[float | None], n_files: int) -> list[float]:
@@ -479,6 +673,12 @@ def _check_ages(ages: Sequence[float | None], n_files: int) -> list[float]:
     return values
 
 
+def _is_scan_input(path: Path) -> bool:
+    """Whether an input is one scan: not a folder, or a folder named like a scan file (it
+    then fails as a scan, not as an empty BIDS folder)."""
+    return not path.is_dir() or path.name.endswith(_SCAN_SUFFIXES)
+
+
 def collect_scans(inputs: Sequence[str | os.PathLike],
                   ages: Sequence[float | None] | None = None) -> pd.DataFrame:
     """The scans to predict: files as given, BIDS folders expanded, with their ages.
@@ -487,10 +687,12 @@ def collect_scans(inputs: Sequence[str | os.PathLike],
     ----------
     inputs : sequence of str or PathLike
         NIfTI files and/or BIDS folders (``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``). A path that
-        is not a folder is taken as a scan: if it is missing or unreadable, its row fails later.
+        is not a folder, or is named like a scan (``.nii``, ``.nii.gz``, ``.npy``), is taken as
+        a scan: if it is missing, a folder or unreadable, its row fails later.
     ages : sequence of float or None, optional
         One chronological age per *file* of ``inputs``, in order (None or NaN: unknown).
-        BIDS scans take their participant's age from the folder's ``participants.tsv``.
+        BIDS scans take their participant's age from the folder's ``participants.tsv``
+        (an invalid or duplicated age there is unknown, with a warning naming the line).
 
     Returns
     -------
@@ -503,11 +705,11 @@ def collect_scans(inputs: Sequence[str | os.PathLike],
     if isinstance(inputs, (str, os.PathLike)) or not inputs:
         raise ValueError(f"inputs must be a non-empty list of scans or BIDS folders, "
                          f"got {inputs!r}")
-    files = [Path(p) for p in inputs if not Path(p).is_dir()]
+    files = [Path(p) for p in inputs if _is_scan_input(Path(p))]
     file_ages = iter(_check_ages(ages, len(files)) if ages is not None else [math.nan] * len(files))
     rows = []
     for item in map(Path, inputs):
-        if not item.is_dir():
+        if _is_scan_input(item):
             pid, session = _name_ids(item)
             rows.append({"participant_id": pid, "session": session, "path": str(item),
                          "age": next(file_ages)})
@@ -532,22 +734,37 @@ def default_cache_dir() -> Path:
 # --- preprocessing, inference, saliency -----------------------------------------------------
 
 
-def _resolve_spaces(paths: Sequence[str], space: str,
-                    errors: dict[int, str]) -> dict[int, str]:
-    """Space of every scan (``auto`` read from its header); header failures go to ``errors``."""
+def _check_options(space: str, skull_stripped: bool, n_jobs: int) -> None:
     if space not in SPACE_OPTIONS:
         import difflib
 
         close = difflib.get_close_matches(str(space), SPACE_OPTIONS, n=1, cutoff=0.3)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"space (--space) must be one of {SPACE_OPTIONS}; got {space!r}{hint}")
+    if not isinstance(skull_stripped, bool):
+        raise TypeError(f"skull_stripped must be a bool, got {skull_stripped!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs (--jobs) must be a positive int; got {n_jobs!r}")
+
+
+def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
+                    errors: dict[int, str]) -> dict[int, str]:
+    """Space of each scan ``paths[i]``, ``i`` in ``index`` (``auto``: read from its header),
+    its file and header checked first (:func:`_scan_header`); failures go to ``errors``."""
     spaces: dict[int, str] = {}
-    for i, path in enumerate(paths):
+    for i in index:
+        path = Path(paths[i])
         try:
-            spaces[i] = scan_space(path) if space == "auto" else space
-        except (OSError, ValueError) as err:
-            errors[i] = f"{type(err).__name__}: {err}"
-            logger.error("scan %s: %s", path, errors[i])
+            if space == "auto":
+                spaces[i] = scan_space(path)
+            else:
+                _scan_header(path)
+                spaces[i] = space
+        except Exception as err:  # noqa: BLE001 (nibabel: OrientationError...; one bad scan
+            # must not stop the run)
+            message = str(err) if str(path) in str(err) else f"scan {path}: {err}"
+            errors[i] = f"{type(err).__name__}: {message}"
+            logger.error("%s", errors[i])
     return spaces
 
 
@@ -562,26 +779,37 @@ class _Prepared:
     scores: dict[int, float]
 
 
-def _preprocess(paths: Sequence[str], folder: ModelFolder, space: str, skull_stripped: bool,
-                cache: PreprocessCache, n_jobs: int) -> _Prepared:
-    """Preprocess the scans, grouped by space (a cohort run per space)."""
+def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder, space: str,
+                skull_stripped: bool, cache: PreprocessCache, n_jobs: int) -> _Prepared:
+    """Preprocess the scans ``paths[i]``, ``i`` in ``index``, grouped by space (a cohort run
+    per space). A native scan whose alignment score is below the threshold fails: its
+    registration did not find the brain."""
+    from brainage.imaging.registration import ALIGNMENT_THRESHOLD
+
     errors: dict[int, str] = {}
-    spaces = _resolve_spaces(paths, space, errors)
+    spaces = _resolve_spaces(paths, index, space, errors)
     images: dict[int, nib.Nifti1Image] = {}
     scores: dict[int, float] = {}
     for group in sorted(set(spaces.values())):
-        index = [i for i, s in spaces.items() if s == group]
+        members = [i for i, s in spaces.items() if s == group]
         params = folder.params_for(group, skull_stripped)
-        items = preprocess_cohort([paths[i] for i in index], params, cache, n_jobs=n_jobs)
-        for i, item in zip(index, items):
+        items = preprocess_cohort([paths[i] for i in members], params, cache, n_jobs=n_jobs)
+        for i, item in zip(members, items):
             if not item.ok:
                 errors[i] = item.error
-            elif tuple(item.image.shape) != folder.grid_shape:
+                continue
+            scores[i] = item.alignment  # computed once, stored in the cache's sidecar
+            if tuple(item.image.shape) != folder.grid_shape:
                 errors[i] = (f"scan {paths[i]}: preprocessed shape {item.image.shape} is not "
                              f"the model grid {folder.grid_shape}")
+            elif group == "native" and not item.alignment >= ALIGNMENT_THRESHOLD:
+                errors[i] = (f"scan {paths[i]}: registration to MNI152 failed: alignment score "
+                             f"{item.alignment:.3f} is below the threshold "
+                             f"{ALIGNMENT_THRESHOLD} (is the header's voxel size or "
+                             f"orientation right?); no age is predicted")
+                logger.error("%s", errors[i])
             else:
                 images[i] = item.image
-                scores[i] = item.alignment  # computed once, stored in the cache's sidecar
     return _Prepared(images, spaces, errors, scores)
 
 
@@ -609,7 +837,6 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
     ages: dict[str, dict[int, float]] = {head: {} for head in folder.models}
     maps: dict[str, dict[int, str]] = {head: {} for head in folder.models}
     ok = sorted(images)
-    progress = tqdm(total=len(ok), desc="predict", unit="scan")
     for start in range(0, len(ok), batch_size):
         batch = ok[start:start + batch_size]
         volumes = np.stack([np.asarray(images[i].dataobj, dtype=np.float32) for i in batch])
@@ -623,8 +850,6 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
             for i, volume in zip(batch, found):
                 path = saliency_dir / head / f"{names[i]}.nii.gz"
                 maps[head][i] = str(save_map(volume[0], folder.grid_affine, path))
-        progress.update(len(batch))
-    progress.close()
     return ages, maps
 
 
@@ -651,24 +876,78 @@ def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.nd
     return out
 
 
-def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, predicted: np.ndarray,
-               prepared: _Prepared, saliency: dict[int, str]) -> pd.DataFrame:
-    """The rows of one head: predictions, gaps, bias-corrected gaps, QC and errors."""
+def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Sequence[int],
+               predicted: Mapping[int, float], prepared: _Prepared,
+               saliency: Mapping[int, str]) -> pd.DataFrame:
+    """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
+    bias-corrected gaps, QC and errors."""
+    index = list(index)
+    rows = scans.loc[index]
     correction = folder.corrections[head]
-    age = scans["age"].to_numpy(dtype=np.float64)
-    corrected = _corrected(correction, age, predicted)
-    n = len(scans)
+    age = rows["age"].to_numpy(dtype=np.float64)
+    years = np.array([predicted.get(i, np.nan) for i in index], dtype=np.float64)
+    corrected = _corrected(correction, age, years)
     return pd.DataFrame({
-        "participant_id": scans["participant_id"], "session": scans["session"],
-        "path": scans["path"], "model": head,
-        "space": [prepared.spaces.get(i, "") for i in range(n)],
-        "predicted_age": predicted, "age": age, "gap": predicted - age,
+        "participant_id": rows["participant_id"].to_numpy(),
+        "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
+        "space": [prepared.spaces.get(i, "") for i in index],
+        "predicted_age": years, "age": age, "gap": years - age,
         "corrected_predicted_age": corrected, "corrected_gap": corrected - age,
         "bias_correction": correction.method if correction is not None else "none",
-        "alignment": [prepared.scores.get(i, np.nan) for i in range(n)],
-        "saliency": [saliency.get(i, "") for i in range(n)],
-        "error": [prepared.errors.get(i, "") for i in range(n)],
-    }, columns=list(PREDICTION_COLUMNS))
+        "alignment": [prepared.scores.get(i, np.nan) for i in index],
+        "saliency": [saliency.get(i, "") for i in index],
+        "error": [prepared.errors.get(i, "") for i in index],
+    }, index=index, columns=list(PREDICTION_COLUMNS))
+
+
+def _ordered(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of :func:`iter_predictions`' tables head by head (the model folder's order),
+    the scans of each head in input order."""
+    table = pd.concat(frames)
+    heads = {head: k for k, head in enumerate(dict.fromkeys(table["model"]))}
+    order = np.lexsort((table.index.to_numpy(), table["model"].map(heads).to_numpy()))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def iter_predictions(paths: Sequence[str | os.PathLike],
+                     model_folder: str | os.PathLike | ModelFolder, *,
+                     ages: Sequence[float | None] | None = None, space: str = "auto",
+                     skull_stripped: bool = False,
+                     saliency_dir: str | os.PathLike | None = None,
+                     cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
+                     device: str = "cpu") -> Iterator[pd.DataFrame]:
+    """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
+
+    The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
+    at a time (a worker pool per group), so that a caller can save what finished before an
+    interrupt (``brainage predict`` rewrites its CSV after each group). Takes the arguments of
+    :func:`predict_scans`; the arguments are checked and the model folder loaded on the first
+    ``next()``.
+
+    Yields
+    ------
+    pandas.DataFrame
+        The rows of one group (every head), columns :data:`PREDICTION_COLUMNS`, indexed by the
+        scans' positions in :func:`collect_scans` order.
+    """
+    _check_options(space, skull_stripped, n_jobs)
+    scans = collect_scans(paths, ages)  # argument errors first, before the heads are loaded
+    folder = (model_folder if isinstance(model_folder, ModelFolder)
+              else load_model_folder(model_folder, device=device))
+    cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
+        default_cache_dir() if cache is None else cache)
+    files, names = scans["path"].tolist(), _output_names(scans)
+    saliency = None if saliency_dir is None else Path(saliency_dir)
+    step = 1 if n_jobs == 1 else _SCANS_PER_JOB * n_jobs
+    predicted = 0
+    for start in range(0, len(files), step):
+        index = range(start, min(start + step, len(files)))
+        prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs)
+        ages_by_head, maps = _infer(folder, prepared.images, names, saliency)
+        predicted += len(prepared.images)
+        logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
+        yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
+                                    maps[head]) for head in folder.models])
 
 
 def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
@@ -696,7 +975,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     cache : PreprocessCache, str or PathLike, optional
         Preprocessed-volume cache (default: :func:`default_cache_dir`).
     n_jobs : int, default=1
-        Preprocessing worker processes.
+        Preprocessing worker processes (scans are processed ``4 * n_jobs`` at a time when
+        ``n_jobs > 1``, one at a time otherwise; see :func:`iter_predictions`).
     device : str, default="cpu"
         Where the models run.
 
@@ -707,7 +987,9 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         minus chronological age, ``corrected_*`` apply the head's stored age-bias correction
         (NaN without an age or a correction; ``bias_correction`` says which), ``alignment`` is
         the registration QC score (:func:`brainage.imaging.registration.alignment_score`), ``error``
-        names the file and the problem of a failed scan (its predictions are NaN).
+        names the file and the problem of a failed scan (its predictions are NaN): among them
+        a native scan whose registration failed (alignment score below
+        :data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD`; its score is still reported).
 
     References
     ----------
@@ -716,26 +998,12 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     .. [2] Selvaraju R. R. et al. (2017). Grad-CAM: visual explanations from deep networks via
        gradient-based localization. ICCV, 618-626.
     """
-    if not isinstance(skull_stripped, bool):
-        raise TypeError(f"skull_stripped must be a bool, got {skull_stripped!r}")
-    scans = collect_scans(paths, ages)  # argument errors first, before the heads are loaded
-    folder = (model_folder if isinstance(model_folder, ModelFolder)
-              else load_model_folder(model_folder, device=device))
-    cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
-        default_cache_dir() if cache is None else cache)
-    files = scans["path"].tolist()
-    prepared = _preprocess(files, folder, space, skull_stripped, cache, n_jobs)
-    ages_by_head, maps = _infer(folder, prepared.images, _output_names(scans),
-                                None if saliency_dir is None else Path(saliency_dir))
-    frames = []
-    for head in folder.models:
-        predicted = np.full(len(scans), np.nan)
-        for i, years in ages_by_head[head].items():
-            predicted[i] = years
-        frames.append(_head_rows(head, folder, scans, predicted, prepared, maps[head]))
-    table = pd.concat(frames, ignore_index=True)
-    logger.info("predicted %d of %d scans with heads %s", len(prepared.images), len(scans),
-                list(folder.models))
+    table = _ordered(list(iter_predictions(
+        paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
+        saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device)))
+    failed = table.loc[table["error"] != "", "path"].nunique()
+    logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
+                table["path"].nunique(), list(dict.fromkeys(table["model"])))
     return table
 
 
@@ -753,7 +1021,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="chronological age of each scan file, in order; nan if unknown "
                              "(BIDS folders use participants.tsv)")
     parser.add_argument("--out", default="brainage_predictions.csv", metavar="CSV",
-                        help="output table (default: brainage_predictions.csv)")
+                        help="output table (default: brainage_predictions.csv), checked before "
+                             "any work and rewritten atomically after each scan, so an "
+                             "interrupted run (Ctrl-C: exit 130, SIGTERM: 143) keeps the scans "
+                             "that finished")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (default: refuse, exit 2)")
     parser.add_argument("--space", default="auto", choices=SPACE_OPTIONS,
                         help="space of the scans (default: auto: MNI152 if the scan lies on an "
                              "MNI152 template grid, else native: registered)")
@@ -768,18 +1041,91 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """Refuse, before any work, an output path the table cannot be written to."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as "
+                         f"{out / 'brainage_predictions.csv'}")
+    if os.path.lexists(out):
+        if not out.is_file():
+            raise ValueError(f"--out {out} exists and is not a regular file")
+        if not overwrite:
+            raise ValueError(f"--out {out} exists; pass --overwrite to replace it")
+    folder = out.parent
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the folder {existing} is not writable")
+    folder.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_table(table: pd.DataFrame, out: Path) -> None:
+    """Write the CSV atomically: a temporary file in the same folder, then ``os.replace``."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the scans that finished are written."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Meanwhile, SIGTERM raises :class:`_Terminated` (only the main thread can set it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise _Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    """Run ``brainage predict``; returns the exit status (1 if any scan failed, else 0)."""
-    table = predict_scans(args.inputs, args.model, ages=args.age, space=args.space,
-                          skull_stripped=args.skull_stripped, saliency_dir=args.saliency,
-                          cache=args.cache, n_jobs=args.jobs, device=args.device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    """Run ``brainage predict``; returns the exit status: 1 if any scan failed, else 0;
+    130 after Ctrl-C and 143 after SIGTERM, the scans that finished written first."""
+    out = _check_out(Path(args.out), args.overwrite)
+    frames: list[pd.DataFrame] = []
+    interrupted: KeyboardInterrupt | None = None
+    with _sigterm_as_interrupt():
+        try:
+            for frame in iter_predictions(
+                    args.inputs, args.model, ages=args.age, space=args.space,
+                    skull_stripped=args.skull_stripped, saliency_dir=args.saliency,
+                    cache=args.cache, n_jobs=args.jobs, device=args.device):
+                frames.append(frame)
+                _write_table(_ordered(frames), out)
+        except KeyboardInterrupt as err:
+            interrupted = err
+            if frames:  # the interrupt may have come during the last write
+                _write_table(_ordered(frames), out)
+    if interrupted is not None and not frames:
+        print(f"brainage predict: interrupted before any scan finished; {out} is not written",
+              file=sys.stderr)
+    if not frames:
+        return 128 + (signal.SIGTERM if isinstance(interrupted, _Terminated) else signal.SIGINT)
+    table = _ordered(frames)
     failed = table.loc[table["error"] != "", ["path", "error"]].drop_duplicates("path")
     for row in failed.itertuples():
         print(f"brainage predict: FAILED {row.path}: {row.error}", file=sys.stderr)
     n_scans = table["path"].nunique()
     print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
           f"{table['model'].nunique()} head(s) -> {out}")
+    if interrupted is not None:
+        name, code = (("SIGTERM", signal.SIGTERM) if isinstance(interrupted, _Terminated)
+                      else ("Ctrl-C", signal.SIGINT))
+        print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {out} holds "
+              f"them (run again to finish: preprocessed scans are cached)", file=sys.stderr)
+        return 128 + code
     return 1 if len(failed) else 0
