@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.constants import AGE_RANGE, GROUPS, SPACES, VERSION
 from brainage._utils.io import atomic_write, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
@@ -24,6 +25,8 @@ __all__ = [
     "SPACES",
     "VERSION",
     "atomic_write",
+    "bids_id",
+    "bids_label",
     "check_bool",
     "check_choice",
     "check_int",

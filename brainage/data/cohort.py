@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from brainage._utils import sha256_file
+from brainage._utils import AGE_RANGE, bids_id, sha256_file
 from brainage.data.manifest import DatasetSpec
 from brainage.exceptions import BrainageError
 
@@ -76,7 +76,6 @@ TAIL_COLUMNS = ("space", "skull_stripped")
 #: Columns of the problems table.
 PROBLEM_COLUMNS = ("dataset", "participant_id", "path", "check", "severity", "message")
 #: Valid ages in years (inclusive).
-AGE_RANGE = (0.0, 120.0)
 #: Values read as missing: BIDS writes ``n/a``; an empty cell is missing too.
 MISSING = frozenset({"", "n/a"})
 _SEX = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
@@ -716,7 +715,7 @@ def _ids(spec: DatasetSpec, raw: pd.DataFrame) -> pd.Series:
 
 def _bids_ids(column: pd.Series) -> pd.Series:
     ids = column.str.strip()
-    return ids.where(ids.isin(MISSING), ids.map(_bids_id))
+    return ids.where(ids.isin(MISSING), ids.map(bids_id))
 
 
 def _lines_by_id(ids: pd.Series) -> dict[str, list[int]]:
@@ -794,10 +793,6 @@ def _site(spec: DatasetSpec, row: pd.Series, pid: str, where: str, log: _Log) ->
         log.add("site", "warning", "site is missing; set to 'unknown'", pid, where)
         return "unknown"
     return text
-
-
-def _bids_id(text: str) -> str:
-    return text if text.startswith("sub-") else f"sub-{text}"
 
 
 def _match_scans(spec: DatasetSpec, people: dict[str, dict | None], scans: pd.DataFrame,

@@ -53,7 +53,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from brainage._utils import GROUPS, SPACES, closest_hint
+from brainage._utils import GROUPS, SPACES, bids_id, closest_hint
 from brainage.exceptions import BrainageError
 
 logger = logging.getLogger(__name__)
@@ -508,7 +508,7 @@ def _exclude_problems(entry: dict, path: Path, where: str) -> list[Problem]:
     """A participant may be excluded once."""
     problems, seen = [], set()
     for index, item in enumerate(entry.get("exclude", [])):
-        pid = _bids_id(item["participant_id"])
+        pid = bids_id(item["participant_id"])
         if pid in seen:
             problems.append(Problem(path, f"{where}.exclude[{index}].participant_id",
                                     f"{pid!r} is excluded more than once"))
@@ -551,12 +551,6 @@ def _resolve(value: str, base: Path) -> Path:
     return Path(os.path.normpath(candidate if candidate.is_absolute() else base / candidate))
 
 
-def _bids_id(participant_id: str) -> str:
-    """BIDS participant id with its ``sub-`` prefix."""
-    text = str(participant_id).strip()
-    return text if text.startswith("sub-") else f"sub-{text}"
-
-
 def _dataset_spec(entry: Mapping[str, Any], base: Path, profile: str) -> DatasetSpec:
     """Build the typed, resolved spec of one validated manifest entry."""
     root = _resolve(entry["root"].replace("{profile}", profile), base)
@@ -574,7 +568,7 @@ def _dataset_spec(entry: Mapping[str, Any], base: Path, profile: str) -> Dataset
         scores=dict(entry.get("scores", {})),
         groups={g: (v,) if isinstance(v, str) else tuple(v) for g, v in groups.items()},
         sha256={k: v.lower() for k, v in entry.get("sha256", {}).items()},
-        exclude={_bids_id(i["participant_id"]): i["reason"] for i in entry.get("exclude", [])},
+        exclude={bids_id(i["participant_id"]): i["reason"] for i in entry.get("exclude", [])},
         atlas=Atlas(_resolve(atlas["image"], base), _resolve(atlas["labels"], base))
         if atlas else None,
     )

@@ -49,6 +49,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
+from brainage._utils import bids_id
 from brainage.data.cohort import (
     CohortResult,
     ImageLimits,
@@ -147,7 +148,7 @@ def openbhb_path(root: str | os.PathLike, participant_id: str, split: str) -> Pa
     """
     if split not in SPLIT_FOLDERS:
         raise ValueError(f"split: expected one of {', '.join(OFFICIAL_SPLITS)}, got {split!r}")
-    pid = participant_id if participant_id.startswith("sub-") else f"sub-{participant_id}"
+    pid = bids_id(participant_id)
     return (Path(root) / SPLIT_FOLDERS[split] / "derivatives" / pid / SESSION
             / f"{pid}{SUFFIX}")
 

@@ -56,34 +56,29 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from brainage._utils import SPACES, sha256_file
+from brainage._utils import SPACES, atomic_write, sha256_file
 from brainage.exceptions import BrainageError
 
 # torch, MONAI and ANTs (brainage.imaging.registration) take seconds to import: they are imported in
 # the functions that use them, so that the command line, which imports this module to build its
 # parser, starts fast. ``ALIGNMENT_THRESHOLD``, ``alignment_score`` and ``template_grid`` are
 # re-exported from brainage.imaging.registration on first access (module ``__getattr__``, PEP 562).
-_FROM_REGISTRATION = ("ALIGNMENT_THRESHOLD", "alignment_score", "template_grid")
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ALIGNMENT_THRESHOLD",
     "PREPROCESS_VERSION",
-    "SPACES",
     "CohortItem",
     "PreprocessCache",
     "PreprocessError",
     "PreprocessParams",
     "add_preprocess_arguments",
-    "alignment_score",
     "load_scan",
     "normalise_intensity",
     "preprocess_cohort",
     "preprocess_file",
     "resample_to_grid",
     "run_preprocess",
-    "template_grid",
 ]
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
@@ -96,14 +91,6 @@ _FOREGROUND_FRACTION = 0.05
 _CLIP_PERCENTILES = (0.5, 99.5)
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis convention
 _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_REGISTRATION:
-        from brainage.imaging import registration
-
-        return getattr(registration, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class PreprocessError(BrainageError, ValueError):
@@ -485,9 +472,9 @@ class PreprocessCache:
 
         meta["alignment"] = alignment_score(img)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+        atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         if not target.is_file():
-            _atomic_write(target, lambda tmp: nib.save(img, tmp))
+            atomic_write(target, lambda tmp: nib.save(img, tmp))
         return target, float(meta["alignment"])
 
     @staticmethod
@@ -520,17 +507,6 @@ class PreprocessCache:
                 path.unlink(missing_ok=True)
             return None
         return img, meta
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it to ``target``."""
-    suffix = "".join(target.suffixes)  # keep .nii.gz: nibabel picks the format from it
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -673,7 +649,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
         if item.ok:
             out.parent.mkdir(parents=True, exist_ok=True)
             # a temporary file renamed: replaces a symlink itself, never the file it points to
-            _atomic_write(out, lambda tmp, img=item.image: nib.save(img, tmp))
+            atomic_write(out, lambda tmp, img=item.image: nib.save(img, tmp))
             score = alignment_score(item.image)
             flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
             print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")

@@ -62,6 +62,7 @@ from brainage._utils import (
     package_versions,
 )
 from brainage.models.augment import AugmentConfig, RandomViews, view_seed
+from brainage.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, write_checkpoint
 from brainage.models.network import BrainAgeModel, ModelConfig, build_model
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ __all__ = [
     "train_rnc",
 ]
 
-CHECKPOINT_FORMAT = "brainage-checkpoint/1"
 LOG_COLUMNS = ("stage", "epoch", "train_loss", "val_mae", "lr", "seconds")
 _OPTIMIZERS = ("sgd", "adamw")
 _SCHEDULES = ("cosine", "constant")
@@ -504,29 +504,6 @@ def _plain_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _write_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """Save atomically (temporary file, then rename): an interruption leaves the old file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ValueError(f"checkpoint {path} is corrupt or changed (damaged, truncated or "
-                         f"replaced): torch.load(weights_only=True) cannot read it: "
-                         f"{' '.join(str(err).split())}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {path} is not a brainage checkpoint "
-                         f"(expected format {CHECKPOINT_FORMAT!r})")
-    return payload
-
-
 def _check_resumable(payload: Mapping[str, Any], model_cfg: ModelConfig, cfg: TrainConfig,
                      path: Path) -> None:
     """Raise ValueError naming the settings that differ between a checkpoint and this run."""
@@ -558,7 +535,7 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> BrainAgeMode
     BrainAgeModel
         In eval mode, predicting years.
     """
-    payload = _read_checkpoint(checkpoint_path)
+    payload = read_checkpoint(checkpoint_path)
     if payload.get("stage") == "rnc_encoder":
         raise ValueError(f"checkpoint {checkpoint_path} holds an RNC encoder without a trained "
                          f"head (stage 'rnc_encoder'); load best.pt or rnc_head_last.pt")
@@ -609,9 +586,9 @@ def _save_epoch(stage: _Stage, run: _Run, model_cfg: ModelConfig, tracker: _Trac
     meta = _metadata(stage.model, model_cfg, run.cfg)
     state = _plain_state(stage.model)
     if improved:
-        _write_checkpoint({**meta, "stage": stage.name, "epoch": epoch, "model": state,
+        write_checkpoint({**meta, "stage": stage.name, "epoch": epoch, "model": state,
                            "best_val_mae": tracker.best_val_mae}, run.out_dir / "best.pt")
-    _write_checkpoint({
+    write_checkpoint({
         **meta, "stage": stage.name, "epoch": epoch, "epochs": stage.epochs, "model": state,
         "optimizer": stage.optimizer.state_dict(), "scheduler": stage.scheduler.state_dict(),
         "rng": _rng_state(), "history": [dict(row) for row in tracker.history],
@@ -627,7 +604,7 @@ def _resume(stage: _Stage, run: _Run, model_cfg: ModelConfig, tracker: _Tracker)
     path = run.out_dir / f"{stage.name}_last.pt"
     if not (run.cfg.resume and path.exists()):
         return 0
-    payload = _read_checkpoint(path)
+    payload = read_checkpoint(path)
     _check_resumable(payload, model_cfg, run.cfg, path)
     stage.model.load_state_dict(payload["model"])
     stage.optimizer.load_state_dict(payload["optimizer"])

@@ -48,7 +48,6 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainage._utils import sha256_file
+from brainage._utils import AGE_RANGE, atomic_write, package_versions, sha256_file
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import (
     PREPROCESS_VERSION,
@@ -109,7 +108,6 @@ PREDICTION_COLUMNS = (
 )
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
 _VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
-_AGE_RANGE = (0.0, 120.0)
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
 _SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy")
 #: Scans preprocessed per worker between two writes of the table (``n_jobs > 1``).
@@ -171,16 +169,6 @@ class ModelFolderError(BrainageError, ValueError):
 # --- the model card -------------------------------------------------------------------------
 
 
-def _package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in _VERSION_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def _head_dirs(models_dir: Path) -> list[Path]:
     """Sub-folders of ``models_dir`` holding a ``best.pt``, the study's heads first."""
     found = [p for p in models_dir.iterdir() if p.is_dir() and (p / CHECKPOINT_FILE).is_file()]
@@ -190,19 +178,12 @@ def _head_dirs(models_dir: Path) -> list[Path]:
 
 def _checkpoint_summary(path: Path) -> dict[str, Any]:
     """What the card records of a checkpoint: format, stage, config, normalisation, checksum."""
-    import torch
-
-    from brainage.models.train import CHECKPOINT_FORMAT
+    from brainage.models.checkpoint import read_checkpoint
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise ModelFolderError(f"checkpoint {path} cannot be read with weights_only=True: "
-                               f"{err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ModelFolderError(f"checkpoint {path} has format {found!r}; expected a brainage "
-                               f"checkpoint of format {CHECKPOINT_FORMAT!r}")
+        payload = read_checkpoint(path)
+    except ValueError as err:
+        raise ModelFolderError(str(err)) from err
     return {"checkpoint_format": payload["format"], "stage": payload.get("stage"),
             "epoch": payload.get("epoch"), "model_config": payload["model_config"],
             "age_mean": float(payload["age_mean"]), "age_scale": float(payload["age_scale"]),
@@ -260,7 +241,7 @@ def write_model_card(models_dir: str | os.PathLike, *,
         "heads": {p.name: {"checkpoint": f"{p.name}/{CHECKPOINT_FILE}",
                            **_checkpoint_summary(p / CHECKPOINT_FILE)} for p in heads},
         "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
-        "versions": _package_versions(),
+        "versions": package_versions(_VERSION_PACKAGES),
     }
     path = models_dir / MODEL_CARD_FILE
     path.write_text(json.dumps(card, indent=2), encoding="utf-8")
@@ -428,8 +409,9 @@ def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
                                f"checkpoint {checkpoint} is missing")
     if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
         raise ModelFolderError(f"checkpoint {checkpoint} is not the one "
-                               f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): the model "
-                               f"was retrained; rewrite the card with write_model_card")
+                               f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): it is "
+                               f"corrupt or changed (retrained, replaced or damaged); retrain, or "
+                               f"rewrite the card with write_model_card for the new weights")
     try:
         model = load_model(checkpoint, device=device)
     except (ValueError, FileNotFoundError) as err:
@@ -667,9 +649,9 @@ def _check_ages(ages: Sequence[float | None], n_files: int) -> list[float]:
                          f"{n_files} scan file(s) (BIDS folders take their ages from "
                          f"participants.tsv)")
     values = [math.nan if a is None else float(a) for a in ages]
-    bad = [a for a in values if not (math.isnan(a) or _AGE_RANGE[0] <= a <= _AGE_RANGE[1])]
+    bad = [a for a in values if not (math.isnan(a) or AGE_RANGE[0] <= a <= AGE_RANGE[1])]
     if bad:
-        raise ValueError(f"ages (--age) must lie in {list(_AGE_RANGE)} years; got {bad}")
+        raise ValueError(f"ages (--age) must lie in {list(AGE_RANGE)} years; got {bad}")
     return values
 
 
@@ -1063,12 +1045,7 @@ def _check_out(out: Path, overwrite: bool) -> Path:
 
 def _write_table(table: pd.DataFrame, out: Path) -> None:
     """Write the CSV atomically: a temporary file in the same folder, then ``os.replace``."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
 
 
 class _Terminated(KeyboardInterrupt):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from brainage.imaging import preprocess as pp
+from brainage.imaging import registration as reg
 from brainage.imaging.registration import template_images
 
 MNI = "MNI152NLin2009cSym"
@@ -100,7 +101,7 @@ def test_missing_scan(tmp_path: Path) -> None:
     (4.0, True, (41, 49, 43)),     # brain box +- 8 mm: 160/4+1, floor(194/4)+1, floor(170/4)+1
 ])
 def test_template_grid(grid_mm: float, crop: bool, shape: tuple[int, int, int]) -> None:
-    got_shape, affine = pp.template_grid(grid_mm, crop_to_brain=crop)
+    got_shape, affine = reg.template_grid(grid_mm, crop_to_brain=crop)
     assert got_shape == shape
     np.testing.assert_allclose(np.diag(affine)[:3], grid_mm)
     if not crop:  # the field of view stays centred on nilearn's: (0, -18, 22) mm
@@ -113,7 +114,7 @@ def test_template_grid(grid_mm: float, crop: bool, shape: tuple[int, int, int]) 
 @pytest.mark.parametrize("grid_mm", [0.0, -2.0, 20.0])
 def test_template_grid_rejects_bad_spacing(grid_mm: float) -> None:
     with pytest.raises(ValueError, match=rf"grid_mm must be in \(0, 16\] mm; got {grid_mm}"):
-        pp.template_grid(grid_mm)
+        reg.template_grid(grid_mm)
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
@@ -138,7 +139,7 @@ def test_params_coerce() -> None:
 def test_resample_through_matrix(shift_mm: float) -> None:
     """A matrix mapping template x to scan x + shift samples scan voxel i + shift/2 mm."""
     template, _ = template_images()
-    grid = pp.template_grid(2.0)
+    grid = reg.template_grid(2.0)
     matrix = np.eye(4)
     matrix[0, 3] = shift_mm
     out = pp.resample_to_grid(template, grid, matrix)
@@ -179,15 +180,15 @@ def test_alignment_score_flags_shifted_image(shift_vox: int, aligned: bool) -> N
     """The template itself scores 1; shifted by 12 mm (6 voxels) it falls below the threshold."""
     template, _ = template_images()
     data = np.roll(template.get_fdata(), shift_vox, axis=1) * 7.0 + 3.0
-    score = pp.alignment_score(nib.Nifti1Image(data, template.affine))
-    assert (score > pp.ALIGNMENT_THRESHOLD) == aligned
+    score = reg.alignment_score(nib.Nifti1Image(data, template.affine))
+    assert (score > reg.ALIGNMENT_THRESHOLD) == aligned
     if aligned:
         assert score == pytest.approx(1.0)
 
 
 def test_alignment_score_rejects_4d() -> None:
     with pytest.raises(ValueError, match=r"needs a 3D image; got shape \(7, 8, 9, 2\)"):
-        pp.alignment_score(nib.Nifti1Image(np.zeros((7, 8, 9, 2), np.float32), np.eye(4)))
+        reg.alignment_score(nib.Nifti1Image(np.zeros((7, 8, 9, 2), np.float32), np.eye(4)))
 
 
 @pytest.mark.parametrize(("grid_mm", "skull_stripped"), [(2.0, False), (4.0, True)])
@@ -195,13 +196,13 @@ def test_mni_space_scan_is_resampled_and_normalised(template_scan: Path, grid_mm
                                                     skull_stripped: bool) -> None:
     img = pp.preprocess_file(template_scan, space=MNI, grid_mm=grid_mm,
                              skull_stripped=skull_stripped)
-    shape, affine = pp.template_grid(grid_mm)
+    shape, affine = reg.template_grid(grid_mm)
     assert img.shape == shape
     np.testing.assert_allclose(img.affine, affine)
     data = img.get_fdata()
     inside = data != 0
     assert data[inside].mean() == pytest.approx(1.0, abs=1e-3) and data[inside].min() > 0
-    assert pp.alignment_score(img) > 0.9  # 4 mm: smoothed, then compared at 2 mm
+    assert reg.alignment_score(img) > 0.9  # 4 mm: smoothed, then compared at 2 mm
 
 
 def test_openbhb_array_of_the_template_lands_on_the_template(tmp_path: Path) -> None:
@@ -220,8 +221,8 @@ def test_openbhb_array_of_the_template_lands_on_the_template(tmp_path: Path) -> 
     np.save(path, data[None])
     assert pp.PreprocessParams(space="MNI152Lin").space == "MNI152Lin"
     img = pp.preprocess_file(path, space="MNI152Lin", grid_mm=4.0, skull_stripped=True)
-    assert img.shape == pp.template_grid(4.0)[0]
-    assert pp.alignment_score(img) > 0.9
+    assert img.shape == reg.template_grid(4.0)[0]
+    assert reg.alignment_score(img) > 0.9
 
 
 def test_mni_space_scan_misaligned_scores_low(template_scan: Path, tmp_path: Path) -> None:
@@ -230,7 +231,7 @@ def test_mni_space_scan_misaligned_scores_low(template_scan: Path, tmp_path: Pat
     shifted = _save(tmp_path, "shifted.nii.gz",
                     np.roll(np.asarray(img.dataobj), 6, axis=2).astype(np.float32), img.affine)
     out = pp.preprocess_file(shifted, space=MNI)
-    assert pp.alignment_score(out) < pp.ALIGNMENT_THRESHOLD
+    assert reg.alignment_score(out) < reg.ALIGNMENT_THRESHOLD
 
 
 # --- cache ---------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ def _shift(mm: float) -> np.ndarray:
 def test_registration_multistart(monkeypatch: pytest.MonkeyPatch, caplog, outcomes: dict,
                                  pitch: float, warns: bool) -> None:
     """The head stage restarts from pitched starts while the score is below the threshold."""
-    from brainage.imaging import registration as reg
+
 
     tried: list[float] = []
 
@@ -385,9 +386,9 @@ def test_native_call_on_moved_template(tmp_path: Path) -> None:
     moved[:3, 3] = [8.0, -10.0, 15.0]
     path = _save(tmp_path, "moved.nii.gz", (template.get_fdata() * 500 + 40).astype(np.float32),
                  moved @ template.affine)
-    before = pp.alignment_score(nib.load(path))
+    before = reg.alignment_score(nib.load(path))
     out = pp.preprocess_file(path, skull_stripped=True)
-    assert before < pp.ALIGNMENT_THRESHOLD < 0.9 < pp.alignment_score(out)
+    assert before < reg.ALIGNMENT_THRESHOLD < 0.9 < reg.alignment_score(out)
 
 
 # --- real IXI scans (raw heads) -------------------------------------------------------------
@@ -411,12 +412,12 @@ def test_ixi_scans_preprocess_and_align(ixi_results) -> None:
     paths, _, items = ixi_results
     assert len(paths) == (1 if os.environ.get("BRAINAGE_IXI_SUBSET") else 10)
     assert all(item.ok for item in items), [item.error for item in items]
-    shape, affine = pp.template_grid(2.0)
+    shape, affine = reg.template_grid(2.0)
     for item in items:
         assert item.image.shape == shape
         np.testing.assert_allclose(item.image.affine, affine)
-        score = pp.alignment_score(item.image)
-        assert score > pp.ALIGNMENT_THRESHOLD, f"{item.path}: alignment score {score:.3f}"
+        score = reg.alignment_score(item.image)
+        assert score > reg.ALIGNMENT_THRESHOLD, f"{item.path}: alignment score {score:.3f}"
 
 
 @pytest.mark.slow
@@ -435,7 +436,7 @@ def test_cache_stores_the_alignment_score(template_scan: Path, tmp_path: Path) -
     cache = pp.PreprocessCache(tmp_path / "cache")
     params = {"space": MNI, "grid_mm": 4.0, "skull_stripped": True}
     score = cache.alignment(template_scan, params)
-    assert score == pytest.approx(pp.alignment_score(cache.get_or_compute(template_scan, params)))
+    assert score == pytest.approx(reg.alignment_score(cache.get_or_compute(template_scan, params)))
     sidecar = cache.path_for(template_scan, params).with_suffix("").with_suffix(".json")
     assert json.loads(sidecar.read_text())["alignment"] == pytest.approx(score)
     items = pp.preprocess_cohort([template_scan, tmp_path / "missing.nii.gz"], params, cache)

@@ -187,7 +187,7 @@ def test_write_model_card_rejects_foreign_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "rnc").mkdir()
     checkpoint = tmp_path / "rnc" / "best.pt"
     torch.save({"format": "someone-else/2", "weights": torch.zeros(2)}, checkpoint)
-    with pytest.raises(bp.ModelFolderError, match="has format 'someone-else/2'") as info:
+    with pytest.raises(bp.ModelFolderError, match="is not a brainage checkpoint: format 'someone-else/2'") as info:
         bp.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
     assert str(checkpoint) in str(info.value)
 
