@@ -70,7 +70,8 @@ def bench_arrays(paths: list[Path], grid_mm: float) -> list[dict[str, float]]:
             start = time.perf_counter()
             cache.get_or_compute(path, params).get_fdata()
             row["preprocess"] = time.perf_counter() - start
-            row["cached read"] = median_s(lambda p=path: cache.get_or_compute(p, params).get_fdata())
+            row["cached read"] = median_s(
+                lambda p=path: cache.get_or_compute(p, params).get_fdata())
             row["score"] = cache.alignment(path, params)
             row["cache KB"] = cache.path_for(path, params).stat().st_size / 1024
             rows.append(row)

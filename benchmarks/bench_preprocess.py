@@ -7,8 +7,8 @@ Run from the repository root::
 
 For each scan of ``../shared/data/ixi10`` the cold call of ``PreprocessCache.get_or_compute``
 (grid 2 mm) is timed, split into its steps by wrapping the step functions that
-``brainage.imaging.preprocess`` calls (load + RAS, N4, registration, resampling onto the grid; the rest
--- masking, normalisation, checksums, cache write -- is "other"; "resample" includes the
+``brainage.imaging.preprocess`` calls (load + RAS, N4, registration, resampling onto the grid;
+the rest -- masking, normalisation, checksums, cache write -- is "other"; "resample" includes the
 brain mask's resampling onto the grid); then the warm call (a cache read,
 including the decompression of the volume) is timed and the speed-up reported, with the scan's
 alignment score. With one ITK thread per scan (the library's default, reproducible bit for
@@ -47,7 +47,8 @@ def timed(fn: Callable, name: str, record: dict[str, float]) -> Callable:
 
 def bench_scan(pp, cache, path: Path) -> dict[str, float | str]:
     """Cold (computed) and warm (cached) preprocessing of one scan, with step times."""
-    modules = {"preprocess": pp, "registration": importlib.import_module("brainage.imaging.registration")}
+    modules = {"preprocess": pp,
+               "registration": importlib.import_module("brainage.imaging.registration")}
     record: dict[str, float] = defaultdict(float)
     originals = {key: getattr(modules[key[0]], key[1]) for key in STEPS}
     for key, label in STEPS.items():

@@ -50,21 +50,19 @@ from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from brainage._utils import bids_id
-from brainage.data.cohort import (
+from brainage.data._images import ImageLimits, declared_problems, image_problems
+from brainage.data._participants import (
     CohortResult,
-    ImageLimits,
-    _build_table,
-    _checksum_problems,
-    _declared_problems,
-    _empty_table,
-    _finish,
-    _ids,
-    _image_problems,
-    _Log,
-    _log_exclusions,
-    _log_scans_without_row,
-    _participants,
-    _read_participants,
+    ProblemLog,
+    build_table,
+    checksum_problems,
+    empty_table,
+    finish_cohort,
+    log_exclusions,
+    log_scans_without_row,
+    parse_participants,
+    participant_ids,
+    read_participants,
 )
 from brainage.data.manifest import DatasetSpec
 
@@ -213,7 +211,7 @@ def load_openbhb_array(path: str | os.PathLike,
     if len(shape3) != 3:
         raise ValueError(f"OpenBHB array {path} must have shape (1, X, Y, Z) or (X, Y, Z); "
                          f"got {found}")
-    if dtype == bool or not np.issubdtype(dtype, np.number):
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number):
         raise TypeError(f"OpenBHB array {path} must hold numbers; got dtype {dtype}")
     if affine is None:
         shape, affine, source = _grid_of(path)
@@ -223,7 +221,7 @@ def load_openbhb_array(path: str | os.PathLike,
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ValueError(f"affine: expected a finite 4 x 4 matrix, got shape {affine.shape}")
-    problems = _declared_problems(found, dtype, ImageLimits())
+    problems = declared_problems(found, dtype, ImageLimits())
     if problems:
         raise ValueError(f"OpenBHB array {path}: {'; '.join(problems)}")
     try:
@@ -279,8 +277,8 @@ def load_openbhb_cohort(
         The dataset (``format: openbhb``); ``columns`` maps ``participant_id``, ``age`` and
         usually ``sex`` and ``site`` (``siteXacq``, the challenge's site label).
     check_images : bool, default=True
-        Read every array and check its data (:func:`brainage.data.cohort.check_image`'s checks: NaN or
-        infinite voxels, all zeros, constant). Shapes are checked either way (header only).
+        Read every array and check its data (:func:`brainage.data.cohort.check_image`'s checks: NaN
+        or infinite voxels, all zeros, constant). Shapes are checked either way (header only).
     limits : ImageLimits or None, default=None
         Voxel size and field of view bounds; ``None`` uses the defaults.
     grid : (shape, affine), optional
@@ -296,23 +294,23 @@ def load_openbhb_cohort(
     if not isinstance(spec, DatasetSpec):
         raise TypeError(f"spec: expected a DatasetSpec (see brainage.data.manifest), "
                         f"got {type(spec).__name__}")
-    log = _Log(spec.name)
-    raw = _read_participants(spec, log)
+    log = ProblemLog(spec.name)
+    raw = read_participants(spec, log)
     grid = _grid(spec, grid, log) if raw is not None else None
     if raw is None or grid is None or not _has_split_column(spec, raw, log):
-        return CohortResult(_openbhb_table(_empty_table(spec), {}), log.frame())
-    people = _participants(spec, raw, log)
+        return CohortResult(_openbhb_table(empty_table(spec), {}), log.frame())
+    people = parse_participants(spec, raw, log)
     splits = _official_splits(spec, raw, people, log)
     scans = _match_arrays(spec, people, splits, find_openbhb_scans(spec.root), log)
-    bad = _checksum_problems(spec, log) | _array_problems(spec, scans, grid, log, check_images,
+    bad = checksum_problems(spec, log) | _array_problems(spec, scans, grid, log, check_images,
                                                           limits or ImageLimits())
     scans = scans[~scans["path"].isin(bad)]
-    table = _openbhb_table(_build_table(spec, people, scans), splits)
-    return _finish(spec, table, log, f"{{train,val}}/derivatives/sub-*/ses-*/sub-*{SUFFIX}")
+    table = _openbhb_table(build_table(spec, people, scans), splits)
+    return finish_cohort(spec, table, log, f"{{train,val}}/derivatives/sub-*/ses-*/sub-*{SUFFIX}")
 
 
 def _grid(spec: DatasetSpec, grid: tuple[Sequence[int], ArrayLike] | None,
-          log: _Log) -> tuple[tuple[int, ...], np.ndarray] | None:
+          log: ProblemLog) -> tuple[tuple[int, ...], np.ndarray] | None:
     """The expected grid, checked; None (with an error) if the template cannot be read."""
     if grid is None:
         try:
@@ -327,7 +325,7 @@ def _grid(spec: DatasetSpec, grid: tuple[Sequence[int], ArrayLike] | None,
     return shape, affine
 
 
-def _has_split_column(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> bool:
+def _has_split_column(spec: DatasetSpec, raw: pd.DataFrame, log: ProblemLog) -> bool:
     """Whether the table has the official split column (an error if not)."""
     if SPLIT_COLUMN in raw.columns:
         return True
@@ -338,11 +336,11 @@ def _has_split_column(spec: DatasetSpec, raw: pd.DataFrame, log: _Log) -> bool:
 
 
 def _official_splits(spec: DatasetSpec, raw: pd.DataFrame, people: dict[str, dict | None],
-                     log: _Log) -> dict[str, str]:
+                     log: ProblemLog) -> dict[str, str]:
     """Participant id -> official split; a usable row with an unknown split becomes unusable."""
     splits: dict[str, str] = {}
-    for line, (pid, split) in enumerate(zip(_ids(spec, raw), raw[SPLIT_COLUMN].str.strip()),
-                                        start=2):
+    pairs = zip(participant_ids(spec, raw), raw[SPLIT_COLUMN].str.strip())
+    for line, (pid, split) in enumerate(pairs, start=2):
         if people.get(pid) is None:
             continue  # an error or an exclusion already
         if split not in OFFICIAL_SPLITS:
@@ -355,10 +353,10 @@ def _official_splits(spec: DatasetSpec, raw: pd.DataFrame, people: dict[str, dic
 
 
 def _match_arrays(spec: DatasetSpec, people: dict[str, dict | None], splits: dict[str, str],
-                  scans: pd.DataFrame, log: _Log) -> pd.DataFrame:
+                  scans: pd.DataFrame, log: ProblemLog) -> pd.DataFrame:
     """The arrays of the usable rows, each under its split's folder; every mismatch logged."""
-    _log_exclusions(spec, people, scans, log)
-    _log_scans_without_row(spec, people, scans, log)
+    log_exclusions(spec, people, scans, log)
+    log_scans_without_row(spec, people, scans, log)
     absent = sorted(f for f in set(SPLIT_FOLDERS.values())
                     if not (spec.root / f / "derivatives").is_dir())
     by_id = {pid: rows for pid, rows in scans.groupby("participant_id", sort=False)}
@@ -390,7 +388,7 @@ def _match_arrays(spec: DatasetSpec, people: dict[str, dict | None], splits: dic
 
 
 def _array_problems(spec: DatasetSpec, scans: pd.DataFrame,
-                    grid: tuple[tuple[int, ...], np.ndarray], log: _Log, check_images: bool,
+                    grid: tuple[tuple[int, ...], np.ndarray], log: ProblemLog, check_images: bool,
                     limits: ImageLimits) -> set[str]:
     """Shape (always) and data checks (``check_images``) of every array; the bad paths."""
     bad: set[str] = set()
@@ -400,7 +398,7 @@ def _array_problems(spec: DatasetSpec, scans: pd.DataFrame,
         problems = _shape_problems(path, shape)
         if not problems and check_images:
             try:
-                problems = _image_problems(load_openbhb_array(path, affine), limits)
+                problems = image_problems(load_openbhb_array(path, affine), limits)
             except (OSError, ValueError, TypeError) as err:
                 problems = [f"cannot read the array ({' '.join(str(err).split())})"]
         for message in problems:
@@ -419,7 +417,7 @@ def _shape_problems(path: str, shape: tuple[int, ...]) -> list[str]:
     del header  # close the memory map
     if found not in ((1, *shape), shape):
         return [f"array shape {found} is not the grid's {(1, *shape)} (or {shape})"]
-    if dtype == bool or not np.issubdtype(dtype, np.number):
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number):
         return [f"array dtype {dtype} is not numeric"]
     return []
 

@@ -3,15 +3,15 @@
 Scans in native (scanner) space::
 
     load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation) -> N4 bias-field correction
-    -> affine registration to nilearn's MNI152 template (ANTsPy, :mod:`brainage.imaging.registration`)
+    -> affine registration to nilearn's MNI152 template (ANTsPy, imaging.registration)
     -> resampling onto the template grid of ``grid_mm`` (one interpolation, MONAI SpatialResample)
     -> skull removal by the template brain mask -> intensity normalisation inside the brain
 
 Scans in a template space skip N4 and registration: they are only resampled onto the grid,
 masked and normalised. These are ``MNI152NLin2009cSym`` (nilearn's template: the simulated cohort)
 and ``MNI152Lin`` (affinely aligned to MNI152 on FSL's 1 mm grid: OpenBHB's quasi-raw ``.npy``
-arrays, read by :func:`brainage.data.openbhb.load_openbhb_array`). Both are taken to coincide with the
-output grid's MNI152 world coordinates; the MNI152 variants differ by a few millimetres at the
+arrays, read by :func:`brainage.data.openbhb.load_openbhb_array`). Both are taken to coincide with
+the output grid's MNI152 world coordinates; the MNI152 variants differ by a few millimetres at the
 cortex, which an affine registration to the 2009c template would not remove either.
 
 Choices (documented approximations):
@@ -31,8 +31,8 @@ Choices (documented approximations):
 * **Anti-aliasing**: before resampling onto a grid coarser than the scan, the scan is smoothed
   with a Gaussian whose FWHM is ``sqrt(grid_mm**2 - voxel_mm**2)`` per axis.
 
-The output grid is :func:`brainage.imaging.registration.template_grid` (nilearn's 2 mm template grid for
-``grid_mm=2``, the same field of view at other spacings; optionally cropped to the brain).
+The output grid is :func:`brainage.imaging.registration.template_grid` (nilearn's 2 mm template grid
+for ``grid_mm=2``, the same field of view at other spacings; optionally cropped to the brain).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ __all__ = [
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
 PREPROCESS_VERSION = "2"
-# SPACES (imported from brainage.data.manifest): raw scanner space (registered here), or already in a
-# template space (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``,
+# SPACES (imported from brainage.data.manifest): raw scanner space (registered here), or already in
+# a template space (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``,
 # affinely aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans).
 #: Foreground of a skull-stripped scan: above this fraction of its 99th intensity percentile.
 _FOREGROUND_FRACTION = 0.05
@@ -154,8 +154,8 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     ----------
     path : str or PathLike
         A NIfTI file (``.nii`` or ``.nii.gz``); a 4D file with a single volume is accepted. Or an
-        OpenBHB ``.npy`` array, read by :func:`brainage.data.openbhb.load_openbhb_array` (channel axis
-        dropped, the quasi-raw grid's affine).
+        OpenBHB ``.npy`` array, read by :func:`brainage.data.openbhb.load_openbhb_array` (channel
+        axis dropped, the quasi-raw grid's affine).
 
     Raises
     ------
@@ -399,9 +399,9 @@ class PreprocessCache:
 
     A volume is stored as ``root/<kk>/<key>.nii.gz`` with a JSON sidecar (source, checksum,
     parameters, version); the key is the SHA-256 of the scan's SHA-256 (its bytes), the
-    parameters and :data:`PREPROCESS_VERSION`, so a changed file, parameter or preprocessing version misses the
-    cache. Writes go to a temporary file that is then renamed: a reader never sees a partial
-    volume, and concurrent writers of the same key leave one complete file. An entry that
+    parameters and :data:`PREPROCESS_VERSION`, so a changed file, parameter or preprocessing version
+    misses the cache. Writes go to a temporary file that is then renamed: a reader never sees a
+    partial volume, and concurrent writers of the same key leave one complete file. An entry that
     cannot be read (a truncated or corrupt volume or sidecar, damaged outside this class) is
     discarded with a ``RuntimeWarning`` naming the file, and recomputed.
 
@@ -498,7 +498,7 @@ class PreprocessCache:
             score = meta.get("alignment", 0.0) if isinstance(meta, dict) else None
             if isinstance(score, bool) or not isinstance(score, (int, float)):
                 raise TypeError("not a JSON object with a numeric alignment")
-        except Exception as err:  # noqa: BLE001 (nibabel, gzip, zlib, json raise many types)
+        except Exception as err:  # nibabel, gzip, zlib, json raise many types
             detail = " ".join(f"{type(err).__name__}: {err}".split())
             warnings.warn(f"preprocessing cache entry {file} cannot be read ({detail}); the "
                           f"entry ({target.name} and its sidecar) is discarded and recomputed",

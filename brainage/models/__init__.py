@@ -13,6 +13,9 @@ _EXPORTS = {
     "RandomViews": "augment",
     "build_augmentation": "augment",
     "view_seed": "augment",
+    "CHECKPOINT_FORMAT": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "write_checkpoint": "checkpoint",
     "VolumeDataset": "datasets",
     "RnCLoss": "losses",
     "rnc_loss_reference": "losses",
@@ -40,7 +43,7 @@ _EXPORTS = {
     "train_l1": "train",
     "train_rnc": "train",
 }
-_MODULES = ('augment', 'datasets', 'losses', 'network', 'saliency', 'train')
+_MODULES = ('augment', 'checkpoint', 'datasets', 'losses', 'network', 'saliency', 'train')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

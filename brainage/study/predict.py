@@ -7,7 +7,7 @@ everything prediction needs, so that a model trained on one machine predicts on 
                                       preprocessing parameters and version, the grid (shape,
                                       affine), the heads with their checkpoints' checksums, the
                                       Grad-RAM layer, package versions, profile
-    models/<head>/best.pt             weights + model config + age normalisation (brainage.models.train)
+    models/<head>/best.pt             weights + model config + age normalisation (models.train)
     models/<head>/bias_correction.json   age-bias correction fitted on the validation split
                                       (notebook 03; optional: without it gaps are uncorrected)
 
@@ -17,11 +17,11 @@ it names must lie inside the model folder (after resolving ``..`` and symbolic l
 :func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk
-:class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one row
-per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
+:class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one
+row per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
 degenerate affine, 4D, a native scan whose alignment score after registration is below
-:data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD` ...) gets rows whose ``error`` names the file
-and the problem, and no age; the other scans complete. :func:`iter_predictions` yields the rows
+:data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD` ...) gets rows whose ``error`` names the
+file and the problem, and no age; the other scans complete. :func:`iter_predictions` yields the rows
 scan by scan, so that ``brainage predict`` rewrites its CSV (atomically) after each one and an
 interrupted run keeps the scans that finished.
 
@@ -742,8 +742,8 @@ def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
             else:
                 _scan_header(path)
                 spaces[i] = space
-        except Exception as err:  # noqa: BLE001 (nibabel: OrientationError...; one bad scan
-            # must not stop the run)
+        except Exception as err:  # nibabel: OrientationError ...; one bad scan must not stop
+            # the run
             message = str(err) if str(path) in str(err) else f"scan {path}: {err}"
             errors[i] = f"{type(err).__name__}: {message}"
             logger.error("%s", errors[i])

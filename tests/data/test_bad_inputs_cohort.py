@@ -345,7 +345,7 @@ def _peak_bytes(call) -> tuple[object, int]:
     tracemalloc.start()
     try:
         result = call()
-    except Exception as err:  # noqa: BLE001 (returned for the test to inspect)
+    except Exception as err:  # returned for the test to inspect
         result = err
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
