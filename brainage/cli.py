@@ -1,4 +1,4 @@
-"""The ``brainage`` command line.
+"""The ``brainage`` command line: every argparse definition of the package.
 
 Subcommands
 -----------
@@ -9,21 +9,34 @@ profiles
 simulate
     Generate a simulated BIDS cohort with its ground truth.
 preprocess
-    Preprocess a T1w scan onto the MNI152 grid.
+    Preprocess T1w scans onto the MNI152 grid.
+fetch
+    Download a public dataset (IXI) into a BIDS folder.
 predict
     Brain age of new scans (files or a BIDS folder) with a trained model folder.
+
+Building the parser imports nothing but this module and :mod:`brainage._utils`, so that
+``brainage --help`` answers at once; each subcommand imports the library it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from brainage._utils.constants import VERSION as __version__
+from brainage._utils import SPACES, VERSION, default_cache_dir
 
 __all__ = ["build_parser", "main"]
+
+#: ``brainage predict --space`` choices: ``auto`` reads the scan's grid.
+PREDICT_SPACES = ("auto", *SPACES)
+
+
+# --- build, profiles -----------------------------------------------------------------------
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +74,6 @@ def _add_profiles(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_profiles(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from brainage.study.profiles import find_project_root, list_profiles
 
     root = Path(args.root) if args.root else find_project_root()
@@ -71,51 +82,212 @@ def _run_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    from brainage.data.simulate import add_simulate_arguments, run_simulate
+# --- simulate ------------------------------------------------------------------------------
 
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "simulate", help="generate a simulated BIDS cohort with its ground truth",
         description="Simulate healthy, AD and PD subjects from the MNI152 template and write a "
                     "BIDS dataset with ground-truth maps under derivatives/ground_truth.")
-    add_simulate_arguments(parser)
-    parser.set_defaults(func=run_simulate)
+    parser.add_argument("out_dir", type=Path, help="BIDS folder to write")
+    parser.add_argument("--n-healthy", type=int, default=100, help="healthy controls (100)")
+    parser.add_argument("--n-ad", type=int, default=0, help="Alzheimer's patients (0)")
+    parser.add_argument("--n-pd", type=int, default=0, help="Parkinson's patients (0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--resolution-mm", type=float, default=2.0,
+                        help="template grid voxel size in mm (2)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (1)")
+    parser.add_argument("--native", action="store_true",
+                        help="write native-space images (random rigid pose, site voxel size)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of SimulationConfig settings")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.set_defaults(func=_run_simulate)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from brainage.data.simulate import SimulationConfig, load_config_file, simulate_cohort
+
+    cfg = load_config_file(args.config) if args.config else SimulationConfig()
+    if args.native:
+        cfg = dataclasses.replace(cfg, native_space=True)
+    cohort = simulate_cohort(args.out_dir, n_healthy=args.n_healthy, n_ad=args.n_ad,
+                             n_pd=args.n_pd, seed=args.seed, resolution_mm=args.resolution_mm,
+                             config=cfg, n_jobs=args.jobs, overwrite=args.overwrite)
+    logging.getLogger(__name__).info("wrote %d subjects to %s", len(cohort.participants),
+                                     cohort.root)
+    return 0
+
+
+# --- preprocess ----------------------------------------------------------------------------
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
-    from brainage.imaging.preprocess import add_preprocess_arguments, run_preprocess
-
     parser = sub.add_parser(
-        "preprocess", help="preprocess a T1w scan onto the MNI152 grid",
+        "preprocess", help="preprocess T1w scans onto the MNI152 grid",
         description="Reorient, bias-correct, register to MNI152 and skull-strip a native scan "
-                    "(or resample a template-space scan), normalise its intensities and write it.")
-    add_preprocess_arguments(parser)
-    parser.set_defaults(func=run_preprocess)
+                    "(or resample a template-space scan), normalise its intensities and write it. "
+                    "Exit status 1 if any scan failed.")
+    parser.add_argument("input", metavar="IN",
+                        help="a NIfTI scan, or a folder searched recursively for *.nii[.gz]")
+    parser.add_argument("output", metavar="OUT",
+                        help="output NIfTI file (for one scan) or folder (mirrors IN's layout)")
+    parser.add_argument("--space", default="native", choices=SPACES,
+                        help="space of the input scans (default: native: registered to MNI152)")
+    parser.add_argument("--grid-mm", type=float, default=2.0,
+                        help="voxel size of the output MNI152 grid in mm (default: 2)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only (no template-mask skull removal)")
+    parser.add_argument("--crop-to-brain", action="store_true",
+                        help="crop the grid to the template brain's bounding box plus 8 mm")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="cache folder (default: OUT/.cache for a folder, none for a file)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist already (default: refuse); an "
+                             "output that is or lies inside IN is refused regardless")
+    parser.set_defaults(func=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from brainage.imaging.preprocess import PreprocessParams, preprocess_files
+    from brainage.imaging.registration import ALIGNMENT_THRESHOLD, alignment_score
+
+    params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
+                              skull_stripped=args.skull_stripped,
+                              crop_to_brain=args.crop_to_brain)
+    results = preprocess_files(args.input, args.output, params, cache=args.cache,
+                               n_jobs=args.jobs, overwrite=args.overwrite)
+    for item, out in results:
+        if item.ok:
+            score = alignment_score(item.image)
+            flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
+            print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")
+        else:
+            print(f"{item.path}: FAILED: {item.error}")
+    return 0 if all(item.ok for item, _ in results) else 1
+
+
+# --- fetch ---------------------------------------------------------------------------------
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
-    from brainage.data.fetch import add_fetch_arguments, run_fetch
-
     parser = sub.add_parser(
         "fetch", help="download a public dataset (ixi) into a BIDS folder",
         description="Download IXI's T1 tarball and demographics sheet into DEST/sourcedata "
                     "(an interrupted download resumes), unpack the scans and write DEST as a BIDS "
                     "folder: participants.tsv, dataset_description.json and excluded.tsv.")
-    add_fetch_arguments(parser)
-    parser.set_defaults(func=run_fetch)
+    parser.add_argument("dataset", metavar="DATASET", help="dataset to download (ixi)")
+    parser.add_argument("dest", metavar="DEST",
+                        help="BIDS folder to write; downloads are kept in DEST/sourcedata")
+    parser.add_argument("--t1-url", default=None, metavar="URL",
+                        help="the T1 tarball (default: IXI's published URL)")
+    parser.add_argument("--demographics-url", default=None, metavar="URL",
+                        help="the demographics sheet, .xls or .csv (default: IXI's published URL)")
+    parser.add_argument("--t1-sha256", default=None, metavar="HEX",
+                        help="expected sha256 of the T1 tarball (default: not checked)")
+    parser.add_argument("--demographics-sha256", default=None, metavar="HEX",
+                        help="expected sha256 of the sheet (default: not checked)")
+    parser.add_argument("--no-keep-archive", dest="keep_archive", action="store_false",
+                        help="delete the tarball after unpacking (a rerun downloads it again)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="seconds before a stalled connection fails (default: 60)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="retries after a dropped connection, each resuming (default: 3)")
+    parser.set_defaults(func=_run_fetch)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from brainage.data.fetch import DownloadSettings, IXISettings, fetch
+
+    urls = {key: value for key, value in (("t1_url", args.t1_url),
+                                          ("demographics_url", args.demographics_url)) if value}
+    settings = IXISettings(**urls, t1_sha256=args.t1_sha256,
+                           demographics_sha256=args.demographics_sha256,
+                           keep_archive=args.keep_archive,
+                           download=DownloadSettings(timeout_s=args.timeout, retries=args.retries))
+    report = fetch(args.dataset, args.dest, settings)
+    for problem in report.problems:
+        print(f"warning: {problem}")
+    print(f"{report.n_scans} scans written to {report.root} ({report.participants.name}); "
+          f"{report.n_excluded} subjects excluded ({report.excluded.name}); "
+          f"{report.bytes_downloaded / 1e6:.1f} MB downloaded in {report.seconds:.1f} s")
+    return 0
+
+
+# --- predict -------------------------------------------------------------------------------
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from brainage.study.predict import add_predict_arguments, run_predict
-
     parser = sub.add_parser(
         "predict", help="predict the brain age of T1w scans with a trained model folder",
         description="Preprocess each scan as the model's training scans were (native scans are "
                     "registered to MNI152), predict with every head of the model folder and "
                     "write a CSV with the brain-age gap and its bias-corrected value when ages "
                     "are given. Exit status 1 if any scan failed (its row names the problem).")
-    add_predict_arguments(parser)
-    parser.set_defaults(func=run_predict)
+    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
+                        help="NIfTI scans and/or BIDS folders (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="model folder: runs/<profile>/models (all heads) or "
+                             "runs/<profile>/models/<head>")
+    parser.add_argument("--age", type=float, nargs="+", default=None, metavar="YEARS",
+                        help="chronological age of each scan file, in order; nan if unknown "
+                             "(BIDS folders use participants.tsv)")
+    parser.add_argument("--out", default="brainage_predictions.csv", metavar="CSV",
+                        help="output table (default: brainage_predictions.csv), checked before "
+                             "any work and rewritten atomically after each scan, so an "
+                             "interrupted run (Ctrl-C: exit 130, SIGTERM: 143) keeps the scans "
+                             "that finished")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (default: refuse, exit 2)")
+    parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
+                        help="space of the scans (default: auto: MNI152 if the scan lies on an "
+                             "MNI152 template grid, else native: registered)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only")
+    parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
+                        help="write signed Grad-RAM maps to OUT_DIR/<head>/<participant>.nii.gz")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help=f"preprocessing cache (default: {default_cache_dir()})")
+    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    """1 if any scan failed, else 0; 130 after Ctrl-C and 143 after SIGTERM, the scans that
+    finished written first."""
+    from brainage.study.predict import predict_to_csv
+
+    run = predict_to_csv(args.inputs, args.model, args.out, overwrite=args.overwrite,
+                         ages=args.age, space=args.space, skull_stripped=args.skull_stripped,
+                         saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
+                         device=args.device)
+    code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+    if run.table is None:
+        print(f"brainage predict: interrupted before any scan finished; {run.out} is not "
+              f"written", file=sys.stderr)
+        return code[run.interrupted or "SIGINT"]
+    table = run.table
+    failed = table.loc[table["error"] != "", ["path", "error"]].drop_duplicates("path")
+    for row in failed.itertuples():
+        print(f"brainage predict: FAILED {row.path}: {row.error}", file=sys.stderr)
+    n_scans = table["path"].nunique()
+    print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
+          f"{table['model'].nunique()} head(s) -> {run.out}")
+    if run.interrupted is not None:
+        name = "Ctrl-C" if run.interrupted == "SIGINT" else run.interrupted
+        print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {run.out} "
+              f"holds them (run again to finish: preprocessed scans are cached)",
+              file=sys.stderr)
+        return code[run.interrupted]
+    return 1 if len(failed) else 0
+
+
+# --- the parser ----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,23 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brainage",
         description="MRI brain-age estimation with Rank-N-Contrast: a reproducible study.")
-    parser.add_argument("--version", action="version", version=f"brainage {__version__}")
+    parser.add_argument("--version", action="version", version=f"brainage {VERSION}")
     parser.add_argument("-v", "--verbose", action="count", default=1,
                         help="more log output (-v debug); default: progress (info)")
     parser.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose",
                         help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_build(sub)
-    _add_profiles(sub)
-    _add_simulate(sub)
-    _add_preprocess(sub)
-    _add_fetch(sub)
-    _add_predict(sub)
+    for add in (_add_build, _add_profiles, _add_simulate, _add_preprocess, _add_fetch,
+                _add_predict):
+        add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (2 with one error line on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -149,8 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"brainage {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"brainage {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

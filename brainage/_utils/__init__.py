@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.constants import AGE_RANGE, GROUPS, SPACES, VERSION
-from brainage._utils.io import atomic_write, package_versions, sha256_file
+from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
 from brainage._utils.validation import (
     check_bool,
@@ -32,6 +32,7 @@ __all__ = [
     "check_int",
     "check_number",
     "closest_hint",
+    "default_cache_dir",
     "dataclass_from_dict",
     "lazy_exports",
     "package_versions",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["atomic_write", "package_versions", "sha256_file"]
+__all__ = ["atomic_write", "default_cache_dir", "package_versions", "sha256_file"]
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -68,3 +68,10 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/brainage/preprocessed``, or ``~/.cache/brainage/preprocessed``: the
+    preprocessed-volume cache of ``brainage predict`` when none is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "brainage" / "preprocessed"

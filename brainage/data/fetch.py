@@ -43,7 +43,6 @@ References
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import http.client
 import json
@@ -54,7 +53,6 @@ import posixpath
 import re
 import shutil
 import stat
-import sys
 import tarfile
 import time
 import urllib.error
@@ -85,12 +83,10 @@ __all__ = [
     "FetchError",
     "FetchReport",
     "IXISettings",
-    "add_fetch_arguments",
     "download",
     "fetch",
     "fetch_ixi",
     "read_ixi_demographics",
-    "run_fetch",
     "unpack_ixi_t1",
 ]
 
@@ -947,47 +943,3 @@ def fetch(name: str, dest: str | Path, settings: IXISettings | None = None) -> F
         raise ValueError(f"unknown dataset {name!r}; brainage fetch knows: "
                          f"{', '.join(DATASETS)}{hint}")
     return _FETCHERS[name](dest, settings)
-
-
-def add_fetch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``brainage fetch DATASET DEST`` to an argparse parser."""
-    parser.add_argument("dataset", metavar="DATASET",
-                        help=f"dataset to download: {', '.join(DATASETS)}")
-    parser.add_argument("dest", metavar="DEST",
-                        help="BIDS folder to write; downloads are kept in DEST/sourcedata")
-    parser.add_argument("--t1-url", default=IXI_T1_URL, metavar="URL",
-                        help=f"the T1 tarball (default: {IXI_T1_URL})")
-    parser.add_argument("--demographics-url", default=IXI_DEMOGRAPHICS_URL, metavar="URL",
-                        help=f"the demographics sheet, .xls or .csv "
-                             f"(default: {IXI_DEMOGRAPHICS_URL})")
-    parser.add_argument("--t1-sha256", default=None, metavar="HEX",
-                        help="expected sha256 of the T1 tarball (default: not checked)")
-    parser.add_argument("--demographics-sha256", default=None, metavar="HEX",
-                        help="expected sha256 of the sheet (default: not checked)")
-    parser.add_argument("--no-keep-archive", dest="keep_archive", action="store_false",
-                        help="delete the tarball after unpacking (a rerun downloads it again)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                        help="seconds before a stalled connection fails (default: 60)")
-    parser.add_argument("--retries", type=int, default=3,
-                        help="retries after a dropped connection, each resuming (default: 3)")
-    return parser
-
-
-def run_fetch(args: argparse.Namespace) -> int:
-    """Run ``brainage fetch``; returns the exit status (2 with one error line on failure)."""
-    try:
-        settings = IXISettings(
-            t1_url=args.t1_url, demographics_url=args.demographics_url,
-            t1_sha256=args.t1_sha256, demographics_sha256=args.demographics_sha256,
-            keep_archive=args.keep_archive,
-            download=DownloadSettings(timeout_s=args.timeout, retries=args.retries))
-        report = fetch(args.dataset, args.dest, settings)
-    except (FetchError, ValueError, TypeError, OSError) as err:
-        print(f"brainage fetch: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    for problem in report.problems:
-        print(f"warning: {problem}")
-    print(f"{report.n_scans} scans written to {report.root} ({report.participants.name}); "
-          f"{report.n_excluded} subjects excluded ({report.excluded.name}); "
-          f"{report.bytes_downloaded / 1e6:.1f} MB downloaded in {report.seconds:.1f} s")
-    return 0

@@ -74,7 +74,6 @@ References
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import dataclasses
 import gzip
@@ -107,11 +106,9 @@ __all__ = [
     "SimulationConfig",
     "SimulationConfigError",
     "SiteConfig",
-    "add_simulate_arguments",
     "config_from_dict",
     "ensure_cohort",
     "read_truth",
-    "run_simulate",
     "simulate_cohort",
 ]
 
@@ -1083,24 +1080,6 @@ def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``brainage simulate OUT_DIR ...`` to ``parser``."""
-    parser.add_argument("out_dir", type=Path, help="BIDS folder to write")
-    parser.add_argument("--n-healthy", type=int, default=100, help="healthy controls (100)")
-    parser.add_argument("--n-ad", type=int, default=0, help="Alzheimer's patients (0)")
-    parser.add_argument("--n-pd", type=int, default=0, help="Parkinson's patients (0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--resolution-mm", type=float, default=2.0,
-                        help="template grid voxel size in mm (2)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (1)")
-    parser.add_argument("--native", action="store_true",
-                        help="write native-space images (random rigid pose, site voxel size)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of SimulationConfig settings")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    return parser
-
-
 def load_config_file(path: str | Path) -> SimulationConfig:
     """Read a JSON or YAML file of :class:`SimulationConfig` settings."""
     path = Path(path)
@@ -1117,15 +1096,3 @@ def load_config_file(path: str | Path) -> SimulationConfig:
         return config_from_dict(data)
     except (SimulationConfigError, TypeError) as err:
         raise type(err)(f"{path}: {err}") from err
-
-
-def run_simulate(args: argparse.Namespace) -> int:
-    """Run ``brainage simulate`` from parsed arguments; returns the exit code (0)."""
-    cfg = load_config_file(args.config) if args.config else SimulationConfig()
-    if args.native:
-        cfg = dataclasses.replace(cfg, native_space=True)
-    cohort = simulate_cohort(args.out_dir, n_healthy=args.n_healthy, n_ad=args.n_ad,
-                             n_pd=args.n_pd, seed=args.seed, resolution_mm=args.resolution_mm,
-                             config=cfg, n_jobs=args.jobs, overwrite=args.overwrite)
-    logger.info("wrote %d subjects to %s", len(cohort.participants), cohort.root)
-    return 0

@@ -37,7 +37,6 @@ for ``grid_mm=2``, the same field of view at other spacings; optionally cropped 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import json
@@ -72,13 +71,12 @@ __all__ = [
     "PreprocessCache",
     "PreprocessError",
     "PreprocessParams",
-    "add_preprocess_arguments",
     "load_scan",
     "normalise_intensity",
     "preprocess_cohort",
     "preprocess_file",
     "resample_to_grid",
-    "run_preprocess",
+    "preprocess_files",
 ]
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
@@ -602,64 +600,59 @@ def _collect(i: int, path: str | os.PathLike, call: Any, files: dict[int, str],
         logger.error("preprocessing failed: %s", errors[i])
 
 
-def add_preprocess_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``brainage preprocess IN OUT`` to an argparse parser."""
-    parser.add_argument("input", metavar="IN",
-                        help="a NIfTI scan, or a folder searched recursively for *.nii[.gz]")
-    parser.add_argument("output", metavar="OUT",
-                        help="output NIfTI file (for one scan) or folder (mirrors IN's layout)")
-    parser.add_argument("--space", default="native", choices=SPACES,
-                        help="space of the input scans (default: native: registered to MNI152)")
-    parser.add_argument("--grid-mm", type=float, default=2.0,
-                        help="voxel size of the output MNI152 grid in mm (default: 2)")
-    parser.add_argument("--skull-stripped", action="store_true",
-                        help="the scans hold the brain only (no template-mask skull removal)")
-    parser.add_argument("--crop-to-brain", action="store_true",
-                        help="crop the grid to the template brain's bounding box plus 8 mm")
-    parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="cache folder (default: OUT/.cache for a folder, none for a file)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace output files that exist already (default: refuse); an "
-                             "output that is or lies inside IN is refused regardless")
-    return parser
+def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
+                     params: PreprocessParams, *, cache: str | os.PathLike | None = None,
+                     n_jobs: int = 1, overwrite: bool = False) -> list[tuple[CohortItem, Path]]:
+    """Preprocess a scan or a folder of scans into output files (``brainage preprocess IN OUT``).
 
+    Parameters
+    ----------
+    source : str or PathLike
+        A NIfTI scan, or a folder searched recursively for ``*.nii[.gz]``.
+    dest : str or PathLike
+        The output file (one scan) or folder (mirroring ``source``'s layout).
+    params : PreprocessParams
+        The preprocessing.
+    cache : str or PathLike, optional
+        Cache folder (default: ``dest/.cache`` for a folder, no cache for a single scan).
+    n_jobs : int, default=1
+        Worker processes.
+    overwrite : bool, default=False
+        Replace output files that exist already.
 
-def run_preprocess(args: argparse.Namespace) -> int:
-    """Run ``brainage preprocess``; returns the exit status (1 if any scan failed).
+    Returns
+    -------
+    list of (CohortItem, Path)
+        Each scan's result and its output file (written when the item is ``ok``); a scan that
+        failed is reported in its item and the others complete.
 
-    Before any work, refuses (``ValueError``) an output that is an input or lies inside the
-    IN folder (symlinks resolved), and output files that exist already unless
-    ``args.overwrite``.
+    Raises
+    ------
+    ValueError
+        Before any work: an output that is an input or lies inside the ``source`` folder
+        (symlinks and hard links resolved), a cache inside ``source``, or existing outputs
+        without ``overwrite``.
+    FileNotFoundError
+        ``source`` is neither a file nor a folder (the message says what it is), or a folder
+        without scans.
     """
-    from brainage.imaging.registration import ALIGNMENT_THRESHOLD, alignment_score
-
-    source, dest = Path(args.input), Path(args.output)
-    params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
-                              skull_stripped=args.skull_stripped,
-                              crop_to_brain=args.crop_to_brain)
-    paths, outputs, cache_root = _plan(source, dest, args.cache)
-    _check_outputs(source, dest, paths, outputs, cache_root,
-                   overwrite=bool(getattr(args, "overwrite", False)))
+    source, dest = Path(source), Path(dest)
+    paths, outputs, cache_root = _plan(source, dest, cache)
+    _check_outputs(source, dest, paths, outputs, cache_root, overwrite=overwrite)
     if cache_root is None:
         items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
     else:
-        items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=args.jobs)
+        items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=n_jobs)
     for item, out in zip(items, outputs):
         if item.ok:
             out.parent.mkdir(parents=True, exist_ok=True)
             # a temporary file renamed: replaces a symlink itself, never the file it points to
             atomic_write(out, lambda tmp, img=item.image: nib.save(img, tmp))
-            score = alignment_score(item.image)
-            flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
-            print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")
-        else:
-            print(f"{item.path}: FAILED: {item.error}")
-    return 0 if all(item.ok for item in items) else 1
+    return list(zip(items, outputs))
 
 
 def _plan(source: Path, dest: Path,
-          cache: str | None) -> tuple[list[Path], list[Path], Path | None]:
+          cache: str | os.PathLike | None) -> tuple[list[Path], list[Path], Path | None]:
     """The scans of IN, their output files and the cache folder (None: no cache)."""
     from brainage.data.cohort import file_problem
 

@@ -37,13 +37,11 @@ the variable is unset): a scan predicted twice is preprocessed once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,7 +54,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainage._utils import AGE_RANGE, atomic_write, package_versions, sha256_file
+from brainage._utils import (
+    AGE_RANGE,
+    atomic_write,
+    default_cache_dir,
+    package_versions,
+    sha256_file,
+)
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import (
     PREPROCESS_VERSION,
@@ -80,13 +84,12 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "ModelFolder",
     "ModelFolderError",
-    "add_predict_arguments",
     "collect_scans",
-    "default_cache_dir",
     "iter_predictions",
     "load_model_folder",
     "predict_scans",
-    "run_predict",
+    "CsvRun",
+    "predict_to_csv",
     "scan_space",
     "write_model_card",
 ]
@@ -707,12 +710,6 @@ def collect_scans(inputs: Sequence[str | os.PathLike],
     return pd.DataFrame(rows, columns=["participant_id", "session", "path", "age"])
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/brainage/preprocessed``, or ``~/.cache/brainage/preprocessed``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "brainage" / "preprocessed"
-
-
 # --- preprocessing, inference, saliency -----------------------------------------------------
 
 
@@ -955,7 +952,7 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         Write the signed Grad-RAM map of each scan and head to
         ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm).
     cache : PreprocessCache, str or PathLike, optional
-        Preprocessed-volume cache (default: :func:`default_cache_dir`).
+        Preprocessed-volume cache (default: :func:`brainage._utils.default_cache_dir`).
     n_jobs : int, default=1
         Preprocessing worker processes (scans are processed ``4 * n_jobs`` at a time when
         ``n_jobs > 1``, one at a time otherwise; see :func:`iter_predictions`).
@@ -990,37 +987,6 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
 
 
 # --- command line ---------------------------------------------------------------------------
-
-
-def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``brainage predict`` to an argparse parser."""
-    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
-                        help="NIfTI scans and/or BIDS folders (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="model folder: runs/<profile>/models (all heads) or "
-                             "runs/<profile>/models/<head>")
-    parser.add_argument("--age", type=float, nargs="+", default=None, metavar="YEARS",
-                        help="chronological age of each scan file, in order; nan if unknown "
-                             "(BIDS folders use participants.tsv)")
-    parser.add_argument("--out", default="brainage_predictions.csv", metavar="CSV",
-                        help="output table (default: brainage_predictions.csv), checked before "
-                             "any work and rewritten atomically after each scan, so an "
-                             "interrupted run (Ctrl-C: exit 130, SIGTERM: 143) keeps the scans "
-                             "that finished")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out if it exists (default: refuse, exit 2)")
-    parser.add_argument("--space", default="auto", choices=SPACE_OPTIONS,
-                        help="space of the scans (default: auto: MNI152 if the scan lies on an "
-                             "MNI152 template grid, else native: registered)")
-    parser.add_argument("--skull-stripped", action="store_true",
-                        help="the scans hold the brain only")
-    parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
-                        help="write signed Grad-RAM maps to OUT_DIR/<head>/<participant>.nii.gz")
-    parser.add_argument("--cache", default=None, metavar="DIR",
-                        help=f"preprocessing cache (default: {default_cache_dir()})")
-    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
-    return parser
 
 
 def _check_out(out: Path, overwrite: bool) -> Path:
@@ -1069,40 +1035,48 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """Run ``brainage predict``; returns the exit status: 1 if any scan failed, else 0;
-    130 after Ctrl-C and 143 after SIGTERM, the scans that finished written first."""
-    out = _check_out(Path(args.out), args.overwrite)
+@dataclass(frozen=True)
+class CsvRun:
+    """What :func:`predict_to_csv` wrote.
+
+    Attributes
+    ----------
+    out : Path
+        The CSV.
+    table : pandas.DataFrame or None
+        Its rows (None if no scan finished).
+    interrupted : str or None
+        ``"SIGINT"`` or ``"SIGTERM"`` if the run was interrupted (the scans that finished are in
+        ``out``), else None.
+    """
+
+    out: Path
+    table: pd.DataFrame | None
+    interrupted: str | None
+
+
+def predict_to_csv(inputs: Sequence[str | os.PathLike],
+                   model_folder: str | os.PathLike | ModelFolder, out: str | os.PathLike, *,
+                   overwrite: bool = False, **options: Any) -> CsvRun:
+    """:func:`iter_predictions` into a CSV that holds every finished scan at any moment.
+
+    The output path is checked before any work (a folder, a file in its path, not writable,
+    or existing without ``overwrite`` is refused with ``ValueError``); the CSV is rewritten
+    atomically after each group of scans. Ctrl-C and SIGTERM stop the run after writing the
+    scans that finished. ``options`` are those of :func:`iter_predictions`.
+    """
+    out = _check_out(Path(out), overwrite)
     frames: list[pd.DataFrame] = []
     interrupted: KeyboardInterrupt | None = None
     with _sigterm_as_interrupt():
         try:
-            for frame in iter_predictions(
-                    args.inputs, args.model, ages=args.age, space=args.space,
-                    skull_stripped=args.skull_stripped, saliency_dir=args.saliency,
-                    cache=args.cache, n_jobs=args.jobs, device=args.device):
+            for frame in iter_predictions(inputs, model_folder, **options):
                 frames.append(frame)
                 _write_table(_ordered(frames), out)
         except KeyboardInterrupt as err:
             interrupted = err
             if frames:  # the interrupt may have come during the last write
                 _write_table(_ordered(frames), out)
-    if interrupted is not None and not frames:
-        print(f"brainage predict: interrupted before any scan finished; {out} is not written",
-              file=sys.stderr)
-    if not frames:
-        return 128 + (signal.SIGTERM if isinstance(interrupted, _Terminated) else signal.SIGINT)
-    table = _ordered(frames)
-    failed = table.loc[table["error"] != "", ["path", "error"]].drop_duplicates("path")
-    for row in failed.itertuples():
-        print(f"brainage predict: FAILED {row.path}: {row.error}", file=sys.stderr)
-    n_scans = table["path"].nunique()
-    print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
-          f"{table['model'].nunique()} head(s) -> {out}")
-    if interrupted is not None:
-        name, code = (("SIGTERM", signal.SIGTERM) if isinstance(interrupted, _Terminated)
-                      else ("Ctrl-C", signal.SIGINT))
-        print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {out} holds "
-              f"them (run again to finish: preprocessed scans are cached)", file=sys.stderr)
-        return 128 + code
-    return 1 if len(failed) else 0
+    signal_name = None if interrupted is None else (
+        "SIGTERM" if isinstance(interrupted, _Terminated) else "SIGINT")
+    return CsvRun(out, _ordered(frames) if frames else None, signal_name)

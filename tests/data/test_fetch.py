@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gzip
 import hashlib
@@ -18,18 +17,17 @@ import pandas as pd
 import pytest
 
 from brainage._utils import sha256_file
+from brainage.cli import main
 from brainage.data.cohort import load_cohort
 from brainage.data.fetch import (
     DATASETS,
     DownloadSettings,
     FetchError,
     IXISettings,
-    add_fetch_arguments,
     download,
     fetch,
     fetch_ixi,
     read_ixi_demographics,
-    run_fetch,
     unpack_ixi_t1,
 )
 from brainage.data.manifest import load_manifest
@@ -462,14 +460,13 @@ def test_read_demographics_bad_files(tmp_path: Path, name: str, text: str, match
 
 
 # ----------------------------------------------------------------------------- command line
-def _args(*argv: str) -> argparse.Namespace:
-    return add_fetch_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+def run_fetch(argv: list[str]) -> int:
+    return main(["-q", "fetch", *argv])
 
 
 def test_run_fetch(server: FileServer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = _args("ixi", str(tmp_path / "ixi"), "--t1-url", server.url("/IXI-T1.tar"),
-                 "--demographics-url", server.url("/IXI.xls"), "--retries", "0",
-                 "--no-keep-archive")
+    args = ["ixi", str(tmp_path / "ixi"), "--t1-url", server.url("/IXI-T1.tar"),
+            "--demographics-url", server.url("/IXI.xls"), "--retries", "0", "--no-keep-archive"]
     assert run_fetch(args) == 0
     out = capsys.readouterr().out
     assert "4 scans written" in out and "4 subjects excluded" in out and "notes.txt" in out
@@ -486,7 +483,7 @@ def test_run_fetch_errors(server: FileServer, tmp_path: Path, capsys: pytest.Cap
     argv = [str(tmp_path) if a == "DEST" else server.url("/missing.tar") if a == "URL404" else a
             for a in argv]
     argv += ["--demographics-url", server.url("/IXI.xls")]
-    assert run_fetch(_args(*argv)) == 2
+    assert run_fetch(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("brainage fetch: error: ")
     for word in words:

@@ -260,12 +260,10 @@ def test_native_space_output(tmp_path):
 
 
 def test_cli_arguments(tmp_path):
-    import argparse
+    from brainage.cli import main
 
-    parser = sim.add_simulate_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([str(tmp_path / "cli"), "--n-healthy", "1", "--resolution-mm",
-                              "4", "--seed", "5"])
-    assert sim.run_simulate(args) == 0
+    assert main(["-q", "simulate", str(tmp_path / "cli"), "--n-healthy", "1", "--resolution-mm",
+                 "4", "--seed", "5"]) == 0
     assert (tmp_path / "cli" / "participants.tsv").exists()
 
 

@@ -3,7 +3,6 @@ normalisation, alignment score, cache, cohort runs, command line, and real IXI s
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -13,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brainage.cli import main
 from brainage.imaging import preprocess as pp
 from brainage.imaging import registration as reg
 from brainage.imaging.registration import template_images
@@ -313,14 +313,13 @@ def test_cohort_in_worker_processes(template_scan: Path, tmp_path: Path,
 
 # --- command line --------------------------------------------------------------------------
 
-def _cli(*argv: str) -> argparse.Namespace:
-    return pp.add_preprocess_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+def _cli(*argv: str) -> int:
+    return main(["-q", "preprocess", *argv])
 
 
 def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.nii.gz"
-    assert pp.run_preprocess(_cli(str(template_scan), str(out), "--space", MNI,
-                                  "--grid-mm", "4")) == 0
+    assert _cli(str(template_scan), str(out), "--space", MNI, "--grid-mm", "4") == 0
     assert nib.load(out).shape == (50, 59, 48)
     assert "alignment" in capsys.readouterr().out
 
@@ -329,16 +328,16 @@ def test_cli_folder_reports_failures(template_scan: Path, tmp_path: Path, capsys
                                      rng: np.random.Generator, tmp_path_factory) -> None:
     bad = _corrupt(tmp_path, rng)
     out = tmp_path_factory.mktemp("out")  # outside IN: an OUT inside IN is refused
-    assert pp.run_preprocess(_cli(str(tmp_path), str(out), "--space", MNI,
-                                  "--grid-mm", "4", "--cache", str(out / "c"))) == 1
+    assert _cli(str(tmp_path), str(out), "--space", MNI, "--grid-mm", "4",
+                "--cache", str(out / "c")) == 1
     assert (out / "mni.nii.gz").is_file()
     printed = capsys.readouterr().out
     assert f"{bad}: FAILED" in printed and "cannot be read" in printed
 
 
-def test_cli_missing_input(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="neither a file nor a folder"):
-        pp.run_preprocess(_cli(str(tmp_path / "absent.nii"), str(tmp_path / "o.nii")))
+def test_cli_missing_input(tmp_path: Path, capsys) -> None:
+    assert _cli(str(tmp_path / "absent.nii"), str(tmp_path / "o.nii")) == 2
+    assert "neither a file nor a folder" in capsys.readouterr().err
 
 
 # --- registration --------------------------------------------------------------------------
