@@ -14,3 +14,8 @@ AGE_RANGE = (0.0, 120.0)
 #: Spaces a scan may be in. ``native`` scans are registered to MNI152; ``MNI152NLin2009cSym``
 #: scans (the simulated cohort) and ``MNI152Lin`` arrays (OpenBHB quasi-raw) are only resampled.
 SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
+
+#: The prediction of one scan by one head, in every table that holds predictions (the run's
+#: ``predictions.csv`` and ``brainage predict``'s CSV): the predicted age, the gap (predicted
+#: minus chronological age), and both after the head's age-bias correction, in years.
+PREDICTION_VALUES = ("predicted", "gap", "corrected_predicted", "corrected_gap")

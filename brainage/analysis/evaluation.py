@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainage._utils import PREDICTION_VALUES
 from brainage.analysis.metrics import (
     AgeBiasCorrection,
     fit_bias_correction_on_split,
@@ -34,9 +35,11 @@ __all__ = [
     "evaluate_predictions",
 ]
 
-#: Columns of ``predictions.csv``.
+#: Columns of ``predictions.csv``: the scan, then the shared prediction values.
 PREDICTION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
-                      "predicted", "gap", "corrected_predicted", "corrected_gap")
+                      *PREDICTION_VALUES)
+
+
 def correct_predictions(predictions: pd.DataFrame, *, method: str = "linear",
                         fit_split: str = "val"
                         ) -> tuple[pd.DataFrame, dict[str, AgeBiasCorrection]]:

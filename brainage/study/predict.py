@@ -56,6 +56,7 @@ import pandas as pd
 
 from brainage._utils import (
     AGE_RANGE,
+    PREDICTION_VALUES,
     atomic_write,
     default_cache_dir,
     package_versions,
@@ -104,11 +105,8 @@ DEFAULT_SALIENCY_LAYER = "encoder.layer2"
 #: ``space`` choices: ``auto`` reads the scan's grid (see the module docstring).
 SPACE_OPTIONS = ("auto", *SPACES)
 #: Columns of the table :func:`predict_scans` returns (one row per scan and head).
-PREDICTION_COLUMNS = (
-    "participant_id", "session", "path", "model", "space", "predicted_age", "age", "gap",
-    "corrected_predicted_age", "corrected_gap", "bias_correction", "alignment", "saliency",
-    "error",
-)
+PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
+                      *PREDICTION_VALUES, "bias_correction", "alignment", "saliency", "error")
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
 _VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
@@ -870,8 +868,8 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         "participant_id": rows["participant_id"].to_numpy(),
         "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
         "space": [prepared.spaces.get(i, "") for i in index],
-        "predicted_age": years, "age": age, "gap": years - age,
-        "corrected_predicted_age": corrected, "corrected_gap": corrected - age,
+        "predicted": years, "age": age, "gap": years - age,
+        "corrected_predicted": corrected, "corrected_gap": corrected - age,
         "bias_correction": correction.method if correction is not None else "none",
         "alignment": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],

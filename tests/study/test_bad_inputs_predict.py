@@ -93,7 +93,7 @@ def _run(out: Path, cache: Path, *argv: str) -> tuple[int, pd.DataFrame | None]:
 def _assert_failed(table: pd.DataFrame, path: Path, *problems: str) -> None:
     """The rows of ``path`` have no age and an error naming the file and every problem."""
     rows = table[table["path"] == str(path)]
-    assert len(rows) and rows["predicted_age"].isna().all()
+    assert len(rows) and rows["predicted"].isna().all()
     for error in rows["error"].fillna(""):
         assert str(path) in error, error
         for problem in problems:
@@ -104,7 +104,7 @@ def _assert_completed(table: pd.DataFrame, paths: list[Path]) -> None:
     rows = table[table["path"].isin([str(p) for p in paths])]
     assert rows["path"].nunique() == len(paths)
     assert rows["error"].isna().all(), rows["error"].tolist()
-    assert rows["predicted_age"].notna().all()
+    assert rows["predicted"].notna().all()
 
 
 def _raw_nifti(path: Path, data: np.ndarray, *, srow: np.ndarray | None = None,
@@ -272,7 +272,7 @@ def test_bids_invalid_ages_are_unknown_with_a_warning(model_dir: Path, good: lis
     assert code == 0
     assert table["participant_id"].tolist() == [f"sub-{s}" for s in subjects]
     np.testing.assert_array_equal(table["age"], [42.0] + [np.nan] * 5)
-    assert table["predicted_age"].notna().all() and table["gap"].notna().tolist() == [
+    assert table["predicted"].notna().all() and table["gap"].notna().tolist() == [
         True] + [False] * 5
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     for where, problem in ((f"{tsv} line 3", "age '300' is outside 0-120 years"),

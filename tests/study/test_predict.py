@@ -283,16 +283,16 @@ def test_cli_files_end_to_end(model_dir: Path, scans: list[Path], tmp_path: Path
     assert len(table) == 6 and table["error"].isna().all()
     assert table["participant_id"].tolist() == ["scan0", "scan1", "scan2"] * 2
     assert (table["space"] == MNI).all() and table["alignment"].gt(0.4).all()
-    np.testing.assert_allclose(table["gap"], table["predicted_age"] - table["age"])
+    np.testing.assert_allclose(table["gap"], table["predicted"] - table["age"])
     rnc, l1 = table[table["model"] == "rnc"], table[table["model"] == "l1"]
-    corrected = (rnc["predicted_age"] - 10.0) / 0.8
-    np.testing.assert_allclose(rnc["corrected_predicted_age"], corrected)
+    corrected = (rnc["predicted"] - 10.0) / 0.8
+    np.testing.assert_allclose(rnc["corrected_predicted"], corrected)
     np.testing.assert_allclose(rnc["corrected_gap"], corrected - rnc["age"])
     assert (rnc["bias_correction"] == "linear").all() and (l1["bias_correction"] == "none").all()
     assert l1["corrected_gap"].isna().all() and l1["gap"].notna().all()
     expected = [_expected_ages(model_dir, s) for s in scans]
     for head, rows in (("rnc", rnc), ("l1", l1)):
-        np.testing.assert_allclose(rows["predicted_age"], [e[head] for e in expected], rtol=1e-5)
+        np.testing.assert_allclose(rows["predicted"], [e[head] for e in expected], rtol=1e-5)
 
 
 def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path,
@@ -315,7 +315,7 @@ def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path
     nifti = _mni_scan(tmp_path / "same.nii.gz", template_4mm, 500.0, np.random.default_rng(0))
     expected = _expected_ages(model_dir, nifti)  # the same brain, 1 % noise: nearly the same age
     for row in table.itertuples():
-        assert row.predicted_age == pytest.approx(expected[row.model], abs=1.0)
+        assert row.predicted == pytest.approx(expected[row.model], abs=1.0)
 
 
 def test_cli_bids_folder(model_dir: Path, bids: Path, tmp_path: Path, cache: Path) -> None:
@@ -325,7 +325,7 @@ def test_cli_bids_folder(model_dir: Path, bids: Path, tmp_path: Path, cache: Pat
     assert table["session"].fillna("").tolist() == ["ses-1", "ses-2", ""]
     np.testing.assert_array_equal(table["age"], [42.5, 42.5, np.nan])
     assert table["gap"].notna().tolist() == [True, True, False]
-    assert table["predicted_age"].notna().all()
+    assert table["predicted"].notna().all()
 
 
 def _garbage(path: Path) -> Path:
@@ -347,11 +347,11 @@ def test_corrupt_file_among_good_ones(model_dir: Path, scans: list[Path], tmp_pa
                        "--model", str(model_dir), "--age", "30", "40", "50")
     assert code == 1
     failed = table[table["path"] == str(bad)]
-    assert len(failed) == 2 and failed["predicted_age"].isna().all()
+    assert len(failed) == 2 and failed["predicted"].isna().all()
     assert failed["error"].str.contains(str(bad), regex=False).all()
     assert failed["error"].str.contains("cannot be read").all()
     good = table[table["path"] != str(bad)]
-    assert good["error"].isna().all() and good["predicted_age"].notna().all()
+    assert good["error"].isna().all() and good["predicted"].notna().all()
     assert f"FAILED {bad}" in capsys.readouterr().err
 
 
@@ -416,5 +416,17 @@ def test_native_ixi_scan(model_dir: Path, tmp_path: Path, cache: Path) -> None:
     assert code == 0
     row = table.iloc[0]
     assert row["space"] == "native" and row["alignment"] > 0.4
-    assert np.isfinite(row["predicted_age"]) and row["gap"] == pytest.approx(
-        row["predicted_age"] - 40.0)
+    assert np.isfinite(row["predicted"]) and row["gap"] == pytest.approx(
+        row["predicted"] - 40.0)
+
+
+def test_one_prediction_schema_for_the_run_and_brainage_predict() -> None:
+    from brainage._utils import PREDICTION_VALUES
+    from brainage.analysis import evaluation
+
+    def values(columns):
+        return [c for c in columns if c in PREDICTION_VALUES]
+
+    assert values(evaluation.PREDICTION_COLUMNS) == list(PREDICTION_VALUES)
+    assert values(bp.PREDICTION_COLUMNS) == list(PREDICTION_VALUES)
+    assert not {"predicted_age", "corrected_predicted_age"} & set(bp.PREDICTION_COLUMNS)
