@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import pandas as pd
@@ -73,6 +74,7 @@ __all__ = [
     "file_problem",
     "find_scans",
     "load_cohort",
+    "open_image",
     "parse_age",
     "read_participant_ages",
 ]
@@ -106,19 +108,27 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
     problem = file_problem(path)
     if problem is not None:
         return [f"cannot read the image: the path {problem}"]
+    try:
+        img = open_image(path)
+    except (OSError, ValueError, TypeError) as err:  # an OpenBHB array that cannot be read
+        return [f"cannot read the array ({' '.join(str(err).split())})"]
+    except Exception as err:  # nibabel raises ImageFileError, OSError...
+        return [f"cannot read the image header ({type(err).__name__}: {err})"]
+    return image_problems(img, limits)
+
+
+def open_image(path: str | Path) -> Any:
+    """Open a scan of any format the study reads, as a nibabel image (data read lazily).
+
+    NIfTI (and any nibabel format) through ``nibabel.load``; OpenBHB ``.npy`` arrays through
+    :func:`brainage.data.openbhb.load_openbhb_array` (its header checked, the quasi-raw grid's
+    affine). The one entry point for raw scans: the audit, preprocessing and the figures call it.
+    """
     if str(path).endswith(".npy"):
         from brainage.data.openbhb import load_openbhb_array
 
-        try:
-            img = load_openbhb_array(path)
-        except (OSError, ValueError, TypeError) as err:
-            return [f"cannot read the array ({' '.join(str(err).split())})"]
-    else:
-        try:
-            img = nib.load(str(path))
-        except Exception as err:  # nibabel raises ImageFileError, OSError...
-            return [f"cannot read the image header ({type(err).__name__}: {err})"]
-    return image_problems(img, limits)
+        return load_openbhb_array(path)
+    return nib.load(str(path))
 
 
 def find_scans(root: str | Path) -> pd.DataFrame:

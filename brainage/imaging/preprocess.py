@@ -238,10 +238,10 @@ def _load_array(path: Path) -> Any:
     import torch
     from monai.data import MetaTensor
 
-    from brainage.data.openbhb import load_openbhb_array
+    from brainage.data.cohort import open_image
 
     try:
-        img = load_openbhb_array(path)
+        img = open_image(path)
     except (OSError, ValueError, TypeError) as err:
         raise PreprocessError(f"scan {path} cannot be read as an OpenBHB array: {err}") from err
     return MetaTensor(torch.as_tensor(np.asarray(img.dataobj, dtype=np.float32)),

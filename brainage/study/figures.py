@@ -85,9 +85,9 @@ def example_slices(rows: list[tuple[str, Any, Any]], *,
 def _readable(image: Any) -> Any:
     """An image nilearn can open: OpenBHB ``.npy`` arrays are read into NIfTI images."""
     if isinstance(image, (str, Path)) and str(image).endswith(".npy"):
-        from brainage.data.openbhb import load_openbhb_array
+        from brainage.data.cohort import open_image
 
-        return load_openbhb_array(image)
+        return open_image(image)
     return image
 
 
