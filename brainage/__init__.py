@@ -17,8 +17,8 @@ The package holds every piece of the study's logic, in subpackages named after i
     the ``brainage`` command line
 
 Subpackages are imported on first use (``brainage.data``, ``brainage.models`` ...), so that the
-command line starts fast and ``import brainage`` does not pull in torch. See ``DESIGN.md`` in
-the project's shared folder and the README's layout section.
+command line starts fast and ``import brainage`` does not pull in torch. The README's Layout
+section shows the floor plan and its import rules.
 """
 
 from __future__ import annotations

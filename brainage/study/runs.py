@@ -22,6 +22,7 @@ import pandas as pd
 from brainage.study.profiles import resolve_path
 
 if TYPE_CHECKING:
+    from brainage.data.manifest import DatasetSpec
     from brainage.models.datasets import VolumeDataset
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class RunFolder:
             raise ValueError(f"{self.cohort_csv} lacks the column(s) {sorted(missing)}")
         return table
 
-    def write_dataset(self, spec) -> Path:
+    def write_dataset(self, spec: DatasetSpec) -> Path:
         """Record which dataset the run uses (``dataset.json``), from a manifest entry."""
         self.path.mkdir(parents=True, exist_ok=True)
         info = {"name": spec.name, "root": str(spec.root), "space": spec.space,
