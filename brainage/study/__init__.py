@@ -56,8 +56,12 @@ _EXPORTS = {
     "predictions_with_scores": "runs",
     "region_labels": "runs",
     "run_site_balanced_accuracy": "runs",
+    "LABELS": "tables",
+    "format_number": "tables",
+    "format_p": "tables",
+    "report_table": "tables",
 }
-_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs')
+_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs', 'tables')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)
