@@ -46,7 +46,7 @@ from brainage.imaging import preprocess
 from brainage.imaging.registration import template_images
 from brainage.study import provenance
 from brainage.study.figures import example_slices, registration_qc, show
-from brainage.study.profiles import find_project_root, resolve_path
+from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
 
 root = find_project_root()
@@ -56,7 +56,7 @@ spec = manifest_io.load_manifest(resolve_path(manifest, root), profile=profile,
                                   dataset=dataset).dataset(dataset)
 RunFolder(run).write_dataset(spec)
 glue("dataset_name", spec.name, display=False)
-display(Markdown(f"Dataset **{spec.name}**: `{spec.root}` (space `{spec.space}`, "
+display(Markdown(f"Dataset **{spec.name}**: `{display_path(spec.root, root)}` (space `{spec.space}`, "
                  f"skull-stripped: {spec.skull_stripped})."))
 
 # %% [markdown]
@@ -75,7 +75,7 @@ if spec.simulated:
                      f"({truth['counts']}) at {truth['resolution_mm']} mm, seed {truth['seed']}."))
 loaded = cohort_io.load_cohort(spec)
 table = loaded.table
-table.head()
+table.head().assign(path=lambda t: t["path"].map(lambda p: display_path(p, root)))
 
 # %% [markdown]
 # ## Preprocessing and alignment with the template
@@ -150,7 +150,7 @@ if problems.empty:
     display(Markdown("No problems found: every scan and every participants row passed all checks."))
 else:
     display(audit.problem_summary(problems))
-    display(problems)
+    display(display_paths(problems, ["path", "message"], root))
 errors = problems[problems["severity"] == "error"]
 if not errors.empty:
     raise cohort_io.CohortError(errors)  # names every subject, file and reason

@@ -49,7 +49,7 @@ from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1, train_rnc
 from brainage.study.figures import show
 from brainage.study.predict import write_model_card
-from brainage.study.profiles import resolve_path
+from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
 
 if torch_threads:
@@ -78,7 +78,8 @@ info = run.dataset_info()
 card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
     crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile)
-display(Markdown(f"Model folder for `brainage predict`: `{run.models}` (card: `{card.name}`)."))
+display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.models)}` "
+                 f"(card: `{card.name}`)."))
 
 # %% [markdown]
 # ## Training curves
@@ -106,10 +107,10 @@ summary = pd.DataFrame([
     {"model": "RNC", "best validation MAE (years)": rnc.best_val_mae,
      "best epoch (head)": rnc.best_epoch,
      **{f"s/epoch {k}": v for k, v in rnc.seconds_per_epoch.items()},
-     "checkpoint": str(rnc.best_checkpoint)},
+     "checkpoint": display_path(rnc.best_checkpoint)},
     {"model": "L1", "best validation MAE (years)": l1.best_val_mae, "best epoch (head)": l1.best_epoch,
      **{f"s/epoch {k}": v for k, v in l1.seconds_per_epoch.items()},
-     "checkpoint": str(l1.best_checkpoint)},
+     "checkpoint": display_path(l1.best_checkpoint)},
     {"model": "mean age", "best validation MAE (years)": mean_age_mae},
 ]).round(2)
 summary

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from brainage.exceptions import BrainageError
-from brainage.study.profiles import Profile, find_project_root, load_profile, resolve_path
+from brainage.study.profiles import (
+    Profile,
+    display_path,
+    find_project_root,
+    load_profile,
+    resolve_path,
+)
 from brainage.study.provenance import collect_environment, read_provenance, update_provenance
 
 logger = logging.getLogger(__name__)
@@ -145,7 +151,7 @@ def execute_notebooks(profile: Profile, root: Path, run_dir: Path, out_dir: Path
             continue
         params = profile.for_notebook(declared[stem])
         if "run_dir" in declared[stem]:
-            params["run_dir"] = str(run_dir)
+            params["run_dir"] = display_path(run_dir, root)  # relative: notebooks run in root
         output = out_dir / f"{stem}.ipynb"
         output.unlink(missing_ok=True)
         logger.info("executing %s with %s", stem, params)
@@ -191,11 +197,12 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
         f"Profile **{profile.name}** (`{profile.path.name}`).\n\n"
         + _markdown_table(params, ("parameter", "value")), encoding="utf-8")
 
-    (generated / "simulation.md").write_text(_simulation_page(run_dir), encoding="utf-8")
+    root = book_dir.parent
+    (generated / "simulation.md").write_text(_simulation_page(run_dir, root), encoding="utf-8")
 
     record = read_provenance(run_dir)
     env = record.get("environment", {})
-    parts = [f"Run folder: `{run_dir}`\n"]
+    parts = [f"Run folder: `{display_path(run_dir, root)}`\n"]
     git = env.get("git", {})
     summary = [("profile", record.get("profile", profile.name)),
                ("created", env.get("created", "")),
@@ -229,18 +236,20 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
     return [(prefix.rstrip("."), json.dumps(value) if not isinstance(value, str) else value)]
 
 
-def _simulation_page(run_dir: Path) -> str:
+def _simulation_page(run_dir: Path, root: Path) -> str:
     """The settings of the run's simulated cohort, from its ``simulation.json``."""
     info_path = run_dir / "dataset.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
     if not info.get("simulated"):
         return "This run used no simulated data.\n"
-    meta_path = Path(info["root"]) / "derivatives" / "ground_truth" / "simulation.json"
+    truth = resolve_path(info["root"], root) / "derivatives" / "ground_truth"
+    meta_path = truth / "simulation.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     rows = [("seed", meta.get("seed")), ("resolution_mm", meta.get("resolution_mm")),
             ("counts", json.dumps(meta.get("counts")))]
     rows += _flatten("", meta.get("config", {}))
-    return (f"Read from `{meta_path}`.\n\n```{{dropdown}} All {len(rows)} settings\n\n"
+    return (f"Read from `{display_path(meta_path, root)}`.\n\n"
+            f"```{{dropdown}} All {len(rows)} settings\n\n"
             + _markdown_table(rows, ("setting", "value")) + "```\n")
 
 

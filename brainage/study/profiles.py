@@ -9,7 +9,7 @@ subset of the profile that it declares. A profile key that no notebook declares 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ __all__ = [
     "Profile",
     "ProfileError",
     "find_project_root",
+    "display_path",
+    "display_paths",
     "list_profiles",
     "load_profile",
     "resolve_path",
@@ -97,6 +99,30 @@ def resolve_path(path: str | Path, root: str | Path | None = None) -> Path:
     if path.is_absolute():
         return path
     return (Path(root) if root is not None else find_project_root()) / path
+
+
+def display_path(path: str | Path, root: str | Path | None = None) -> str:
+    """``path`` as a reader of the book should see it: relative to the project root when it lies
+    inside it (the machine's own folders mean nothing elsewhere), else as given."""
+    path = Path(path)
+    try:
+        base = Path(root) if root is not None else find_project_root()
+    except FileNotFoundError:  # not inside a project: nothing to be relative to
+        return str(path)
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def display_paths(frame: Any, columns: Sequence[str], root: str | Path | None = None) -> Any:
+    """A copy of table ``frame`` whose text ``columns`` name files relative to the project root
+    (a problem message, a path): what the book shows of a table that names files."""
+    base = str((Path(root) if root is not None else find_project_root()).resolve())
+    return frame.assign(**{c: frame[c].astype(str).str.replace(base + "/", "", regex=False)
+                           for c in columns if c in frame.columns})
 
 
 def list_profiles(params_dir: str | Path) -> list[str]:

@@ -66,6 +66,39 @@ def test_html_loads_nothing_from_the_network(built):
     assert (root / "book" / "_build" / "html" / "_static" / "plotly.min.js").exists()
 
 
+def _visible_text(page: Path) -> str:
+    """What a reader sees on a page: no scripts, styles, typeset math or (folded) code input."""
+    import html as html_lib
+
+    source = page.read_text(encoding="utf-8")
+    for pattern in (r"<(script|style)\b[^>]*>.*?</\1>", r"<pre\b[^>]*>.*?</pre>",
+                    r'<span class="math[^"]*">.*?</span>', r'<div class="math[^"]*">.*?</div>'):
+        source = re.sub(pattern, " ", source, flags=re.S)
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", source))
+
+
+@pytest.mark.slow
+def test_pages_show_no_raw_latex_and_no_machine_paths(built):
+    root, _ = built
+    html = root / "book" / "_build" / "html"
+    pages = sorted(p for p in html.rglob("*.html") if p.name not in {"genindex.html", "search.html"}
+                   and not p.relative_to(html).parts[0].startswith("_"))
+    assert len(pages) >= 9
+    for page in pages:
+        text = _visible_text(page)
+        raw = [token for token in ("$", "\\max", "_{", "^{") if token in text]
+        assert not raw, f"{page.name}: raw LaTeX {raw} outside MathJax"
+        assert str(root) not in text and "/tmp/" not in text, f"{page.name}: a machine path"
+
+
+def test_visible_text_leaves_out_math_and_code(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text('<p>a <span class="math notranslate">\\(x_{1}\\)</span> b</p>'
+                    '<pre>f"{x}_{y}"</pre><script>var a = "$";</script><p>c $ d</p>')
+    text = _visible_text(page)
+    assert "x_{1}" not in text and "_{y}" not in text and "var a" not in text and "c $ d" in text
+
+
 def test_convert_requires_one_parameters_cell(tmp_path):
     from brainage.study.book import BuildError
 

@@ -98,3 +98,20 @@ def test_profiles_are_plain_yaml(repo_root):
     for path in (repo_root / "notebooks" / "params").glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert all(isinstance(v, (str, int, float, bool, list, dict, type(None))) for v in data.values())
+
+
+def test_display_path_and_paths_hide_the_machine_folders(tmp_path):
+    import pandas as pd
+
+    from brainage.study.profiles import display_path, display_paths
+
+    inside = tmp_path / "runs" / "quick"
+    assert display_path(inside, tmp_path) == "runs/quick"
+    assert display_path("/elsewhere/data", tmp_path) == "/elsewhere/data"
+    assert display_path("runs/x", tmp_path) == "runs/x"
+    table = pd.DataFrame({"path": [str(tmp_path / "data" / "a.nii.gz")],
+                          "message": [f"dataset 'd', {tmp_path}/data/a.nii.gz: bad"], "n": [1]})
+    shown = display_paths(table, ["path", "message", "absent"], tmp_path)
+    assert shown["path"].tolist() == ["data/a.nii.gz"]
+    assert shown["message"].tolist() == ["dataset 'd', data/a.nii.gz: bad"]
+    assert str(tmp_path) in table["path"].iloc[0]  # the run's own table is left as it was
