@@ -10,7 +10,13 @@ from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.constants import AGE_RANGE, GROUPS, PREDICTION_VALUES, SPACES, VERSION
 from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
-from brainage._utils.scheduler import TaskOutcome, check_scheduler, dask_client, run_tasks
+from brainage._utils.scheduler import (
+    TaskOutcome,
+    check_scheduler,
+    dask_client,
+    run_tasks,
+    worker_count,
+)
 from brainage._utils.validation import (
     check_bool,
     check_choice,
@@ -43,4 +49,5 @@ __all__ = [
     "package_versions",
     "run_tasks",
     "sha256_file",
+    "worker_count",
 ]

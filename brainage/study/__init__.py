@@ -1,4 +1,5 @@
-"""Study: the run folder, prediction on new scans, figures, profiles, provenance, the book.
+"""Study: the run folder, prediction on new scans, the BIDS App, figures, profiles, provenance,
+the book.
 
 May import every other subpackage.
 """
@@ -9,6 +10,12 @@ from brainage._utils.lazy import lazy_exports
 
 #: Public name -> the module that defines it (imported on first use).
 _EXPORTS = {
+    "BidsAppError": "bids_app",
+    "ParticipantOptions": "bids_app",
+    "run_group_level": "bids_app",
+    "run_participant_level": "bids_app",
+    "COLUMN_DESCRIPTIONS": "columns",
+    "describe_columns": "columns",
     "BuildError": "book",
     "BuildReport": "book",
     "build": "book",
@@ -58,7 +65,7 @@ _EXPORTS = {
     "region_labels": "runs",
     "run_site_balanced_accuracy": "runs",
 }
-_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs')
+_MODULES = ('bids_app', 'book', 'columns', 'figures', 'predict', 'profiles', 'provenance', 'runs')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)
