@@ -21,8 +21,9 @@ therefore be safe to run twice on the same input: the preprocessing cache writes
 to a temporary file renamed into place, so a killed attempt leaves at most a stray temporary
 file, never a partial entry.
 
-Dask is imported only when a scheduler is used: ``brainage --help`` and local runs never
-load it. Workers import the functions they run by name: brainage must be installed (the same
+The results do not depend on where the calls ran: the preprocessing cache a Dask run writes
+is the same, byte for byte, as a local run's (``tests/imaging/test_dask.py``). Dask is imported
+only when a scheduler is used: ``brainage --help`` and local runs never load it. Workers import the functions they run by name: brainage must be installed (the same
 version) where the workers run, and the paths the tasks receive must be valid there (a file
 system every worker sees, for a cluster of several machines).
 """
@@ -90,6 +91,11 @@ def dask_client(scheduler: Any) -> Iterator[Any]:
         return
     from distributed import Client, LocalCluster
 
+    # distributed logs every connection and worker start at INFO level: keep that out of
+    # brainage's progress log unless brainage itself logs at DEBUG level.
+    chatter = logging.getLogger("distributed")
+    if not logger.isEnabledFor(logging.DEBUG) and chatter.getEffectiveLevel() < logging.WARNING:
+        chatter.setLevel(logging.WARNING)
     local = _LOCAL.match(scheduler)
     if local:
         n = int(local.group(1))
