@@ -81,8 +81,8 @@ def check_scheduler(value: object) -> Any:
 def dask_client(scheduler: Any) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` while the block runs (None for None).
 
-    ``"local:N"`` starts a LocalCluster (N worker processes, one thread each, on 127.0.0.1, no
-    dashboard) and closes it after; an address or a scheduler file connects, and the client
+    ``"local:N"`` starts a LocalCluster (N worker processes, one thread each, on 127.0.0.1) and
+    closes it after; an address or a scheduler file connects, and the client
     (not the cluster) is closed after; a Client passed in is yielded and left open.
     """
     scheduler = check_scheduler(scheduler)
@@ -100,8 +100,10 @@ def dask_client(scheduler: Any) -> Iterator[Any]:
     if local:
         n = int(local.group(1))
         logger.info("starting a local Dask cluster: %d worker process(es), 1 thread each", n)
+        # the scheduler's HTTP server (the dashboard, with bokeh) on a free port of 127.0.0.1
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            logger.info("Dask dashboard (with bokeh): %s", client.dashboard_link)
             yield client
         return
     where = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {
