@@ -23,9 +23,11 @@ file, never a partial entry.
 
 The results do not depend on where the calls ran: the preprocessing cache a Dask run writes
 is the same, byte for byte, as a local run's (``tests/imaging/test_dask.py``). Dask is imported
-only when a scheduler is used: ``brainage --help`` and local runs never load it. Workers import the functions they run by name: brainage must be installed (the same
-version) where the workers run, and the paths the tasks receive must be valid there (a file
-system every worker sees, for a cluster of several machines).
+only when a scheduler is used: ``brainage --help`` and local runs never load it.
+
+Workers import the functions they run by name: brainage must be installed (the same version)
+where the workers run, and the paths the tasks receive must be valid there (a file system
+every worker sees, for a cluster of several machines).
 """
 
 from __future__ import annotations
