@@ -357,3 +357,15 @@ def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, 
         assert ours.read_bytes() == path.read_bytes()
         assert ours.with_suffix("").with_suffix(".json").read_bytes() == path.with_suffix(
             "").with_suffix(".json").read_bytes()
+
+
+def test_help_lists_bids_and_its_options(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and "bids" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bids", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--participant-label", "--session-label", "--model", "--saliency",
+                   "--no-qc", "--cache", "--scheduler", "participant or group"):
+        assert option in out
