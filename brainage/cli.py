@@ -14,6 +14,8 @@ fetch
     Download a public dataset (IXI) into a BIDS folder.
 predict
     Brain age of new scans (files or a BIDS folder) with a trained model folder.
+bids
+    The BIDS App: brain age of a BIDS dataset as a derivative (participant and group levels).
 
 Building the parser imports nothing but this module and :mod:`brainage._utils`, so that
 ``brainage --help`` answers at once; each subcommand imports the library it runs.
@@ -28,12 +30,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brainage._utils import SPACES, VERSION, default_cache_dir
+from brainage._utils import SPACES, VERSION, check_scheduler, default_cache_dir
 
 __all__ = ["build_parser", "main"]
 
 #: ``brainage predict --space`` choices: ``auto`` reads the scan's grid.
 PREDICT_SPACES = ("auto", *SPACES)
+SCHEDULER_HELP = ("run the per-scan preprocessing on a Dask cluster: local:N (N local worker "
+                  "processes), a scheduler address (tcp://host:8786) or a scheduler file "
+                  "(*.json); the results are the same as a local run's (default: local "
+                  "processes, --jobs)")
+
+
+def _scheduler(text: str) -> str:
+    """argparse type of ``--scheduler`` (checked before any work)."""
+    try:
+        return check_scheduler(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 # --- build, profiles -----------------------------------------------------------------------
@@ -146,6 +160,8 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="cache folder (default: OUT/.cache for a folder, none for a file)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
+                        help=SCHEDULER_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist already (default: refuse); an "
                              "output that is or lies inside IN is refused regardless")
@@ -160,7 +176,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
                               skull_stripped=args.skull_stripped,
                               crop_to_brain=args.crop_to_brain)
     results = preprocess_files(args.input, args.output, params, cache=args.cache,
-                               n_jobs=args.jobs, overwrite=args.overwrite)
+                               n_jobs=args.jobs, overwrite=args.overwrite,
+                               scheduler=args.scheduler)
     for item, out in results:
         if item.ok:
             score = alignment_score(item.image)
@@ -253,6 +270,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help=f"preprocessing cache (default: {default_cache_dir()})")
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
+                        help=SCHEDULER_HELP)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_predict)
 
@@ -265,7 +284,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     run = predict_to_csv(args.inputs, args.model, args.out, overwrite=args.overwrite,
                          ages=args.age, space=args.space, skull_stripped=args.skull_stripped,
                          saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
-                         device=args.device)
+                         device=args.device, scheduler=args.scheduler)
     code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
     if run.table is None:
         print(f"brainage predict: interrupted before any scan finished; {run.out} is not "
@@ -287,6 +306,80 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 1 if len(failed) else 0
 
 
+# --- bids ----------------------------------------------------------------------------------
+
+
+def _add_bids(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bids", help="the BIDS App: brain age of a BIDS dataset as a BIDS derivative",
+        description="BIDS-Apps interface. participant: preprocess and predict the chosen "
+                    "participants' T1w scans into OUTPUT_DIR/sub-<label>/[ses-<label>/]anat/ "
+                    "(a scan already done is skipped; a failed one writes OUTPUT_DIR/logs/"
+                    "<scan>_error.json, the others go on; exit status 1 if any failed). "
+                    "Parallel jobs (one participant per SLURM array task) may share "
+                    "OUTPUT_DIR. group: collect every participant's table into "
+                    "OUTPUT_DIR/group_desc-brainage_T1w.tsv with a summary figure. Nothing "
+                    "is written inside BIDS_DIR.")
+    parser.add_argument("bids_dir", metavar="BIDS_DIR", help="the raw BIDS dataset (read only)")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR",
+                        help="the derivative dataset to write (outside BIDS_DIR)")
+    parser.add_argument("analysis_level", metavar="LEVEL", choices=("participant", "group"),
+                        help="participant or group")
+    parser.add_argument("--participant-label", "--participant_label", nargs="+",
+                        metavar="LABEL", dest="participant_label",
+                        help="participants to process, without sub- (default: all)")
+    parser.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                        dest="session_label",
+                        help="sessions to process, without ses- (default: all)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="model folder (participant level; runs/<profile>/models or one "
+                             "head of it)")
+    parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
+                        help="space of the scans (default: auto, from each scan's grid)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only")
+    parser.add_argument("--saliency", action="store_true",
+                        help="also write a signed Grad-RAM map per scan and head")
+    parser.add_argument("--no-qc", dest="qc", action="store_false",
+                        help="do not draw the registration-QC image of each scan")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help=f"preprocessing cache, shared by parallel jobs (default: "
+                             f"{default_cache_dir()})")
+    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
+                        help=SCHEDULER_HELP)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.set_defaults(func=_run_bids)
+
+
+def _run_bids(args: argparse.Namespace) -> int:
+    """participant: 1 if any scan failed, else 0; group: 0. 2 on bad input."""
+    from brainage.study import bids_app
+
+    if args.analysis_level == "group":
+        report = bids_app.run_group_level(args.bids_dir, args.output_dir,
+                                          participant_labels=args.participant_label)
+        print(f"{report.n_scans} scan(s) of {report.n_participants} participant(s) -> "
+              f"{report.table}, {report.figure.name}")
+        for entry in report.failed:
+            print(f"brainage bids: failed at participant level: {entry.get('source')}: "
+                  f"{entry.get('error')}", file=sys.stderr)
+        return 0
+    if not args.model:
+        raise ValueError("the participant level needs --model DIR (a model folder)")
+    options = bids_app.ParticipantOptions(
+        participant_labels=args.participant_label, session_labels=args.session_label,
+        space=args.space, skull_stripped=args.skull_stripped, saliency=args.saliency,
+        qc=args.qc, cache=args.cache, n_jobs=args.jobs, scheduler=args.scheduler,
+        device=args.device)
+    report = bids_app.run_participant_level(args.bids_dir, args.output_dir, args.model, options)
+    for source, error in report.failed.items():
+        print(f"brainage bids: FAILED {source}: {error}", file=sys.stderr)
+    print(f"{len(report.written)} scan(s) written, {report.n_done_before} done already, "
+          f"{len(report.failed)} failed, of {report.n_scans} -> {report.output_dir}")
+    return 0 if report.ok else 1
+
+
 # --- the parser ----------------------------------------------------------------------------
 
 
@@ -302,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_build, _add_profiles, _add_simulate, _add_preprocess, _add_fetch,
-                _add_predict):
+                _add_predict, _add_bids):
         add(sub)
     return parser
 

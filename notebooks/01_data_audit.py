@@ -25,6 +25,7 @@ sim_jobs = 2
 grid_mm = 4.0
 crop_to_brain = True
 preprocess_jobs = 1
+preprocess_scheduler = None  # a Dask cluster instead of local processes: "local:N", an address
 alignment_threshold = 0.4
 split_fractions = [0.6, 0.2, 0.2]
 stratify_site = True
@@ -93,7 +94,8 @@ params = preprocess.PreprocessParams(space=spec.space, grid_mm=grid_mm,
                                      skull_stripped=spec.skull_stripped, crop_to_brain=crop_to_brain)
 cache = preprocess.PreprocessCache(root / ".cache" / "brainage" / "preprocessed")
 paths = [str(p) for p in table["path"]]
-items = preprocess.preprocess_cohort(paths, params, cache, n_jobs=preprocess_jobs)
+items = preprocess.preprocess_cohort(paths, params, cache, n_jobs=preprocess_jobs,
+                                     scheduler=preprocess_scheduler)
 failed = {str(item.path): item.error for item in items if not item.ok}
 scores = {str(item.path): item.alignment for item in items if item.ok}
 table["preprocessed"] = [str(cache.path_for(p, params)) if p not in failed else "" for p in paths]

@@ -141,3 +141,4 @@ def test_the_checker_sees_a_broken_rule(tmp_path):
     found = _imports(bad, "brainage.models.bad")
     assert [t for _, t, _ in found] == ["brainage.study", "brainage.data.cohort"]
     assert found[1][2] == ["_Log"]
+

@@ -10,6 +10,13 @@ from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.constants import AGE_RANGE, GROUPS, PREDICTION_VALUES, SPACES, VERSION
 from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
+from brainage._utils.scheduler import (
+    TaskOutcome,
+    check_scheduler,
+    dask_client,
+    run_tasks,
+    worker_count,
+)
 from brainage._utils.validation import (
     check_bool,
     check_choice,
@@ -24,6 +31,7 @@ __all__ = [
     "GROUPS",
     "PREDICTION_VALUES",
     "SPACES",
+    "TaskOutcome",
     "VERSION",
     "atomic_write",
     "bids_id",
@@ -32,10 +40,14 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_number",
+    "check_scheduler",
     "closest_hint",
     "default_cache_dir",
+    "dask_client",
     "dataclass_from_dict",
     "lazy_exports",
     "package_versions",
+    "run_tasks",
     "sha256_file",
+    "worker_count",
 ]

@@ -49,7 +49,9 @@ _EXPORTS = {
     "regression_metrics": "metrics",
     "rmse": "metrics",
 }
-_MODULES = ('benchmark', 'clinical', 'evaluation', 'metrics')
+_MODULES = (
+    "benchmark", "clinical", "evaluation", "metrics",
+)
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

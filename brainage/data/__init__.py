@@ -80,7 +80,9 @@ _EXPORTS = {
     "make_splits": "splits",
     "save_splits": "splits",
 }
-_MODULES = ('audit', 'cohort', 'fetch', 'manifest', 'openbhb', 'simulate', 'splits')
+_MODULES = (
+    "audit", "cohort", "fetch", "manifest", "openbhb", "simulate", "splits",
+)
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -31,7 +31,9 @@ _EXPORTS = {
     "template_images": "registration",
     "warp_to_template": "registration",
 }
-_MODULES = ('preprocess', 'registration')
+_MODULES = (
+    "preprocess", "registration",
+)
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -45,17 +45,14 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
-from brainage._utils import SPACES, atomic_write, sha256_file
+from brainage._utils import SPACES, atomic_write, run_tasks, sha256_file
 from brainage.exceptions import BrainageError
 
 # torch, MONAI and ANTs (brainage.imaging.registration) take seconds to import: they are imported in
@@ -542,7 +539,7 @@ def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, flo
 
 def preprocess_cohort(paths: Sequence[str | os.PathLike],
                       params: PreprocessParams | Mapping | None, cache: PreprocessCache, *,
-                      n_jobs: int = 1) -> list[CohortItem]:
+                      n_jobs: int = 1, scheduler: Any = None) -> list[CohortItem]:
     """Preprocess many scans through a cache, collecting per-file errors.
 
     A scan that fails (unreadable, 4D, NaN, registration error ...) gives a :class:`CohortItem`
@@ -558,6 +555,11 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
         Where volumes are read from or written to.
     n_jobs : int, default=1
         Worker processes (1: in this process).
+    scheduler : None, str or distributed.Client, default=None
+        Run the scans on a Dask cluster instead (``"local:N"``, a scheduler address or file,
+        or a Client; :func:`brainage._utils.scheduler.run_tasks`): the cache and the results
+        are the same as a local run's, byte for byte. Paths are made absolute first, and the
+        cache folder must be one the workers see.
 
     Returns
     -------
@@ -567,42 +569,33 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
     params = PreprocessParams.coerce(params)
     if not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive int; got {n_jobs!r}")
-    files: dict[int, str] = {}
-    errors: dict[int, str] = {}
-    progress = tqdm(total=len(paths), desc="preprocess", unit="scan")
-    if n_jobs == 1:
-        for i, path in enumerate(paths):
-            _collect(i, path, lambda p=path: _cache_one(str(cache.root), str(p), params),
-                     files, errors)
-            progress.update()
-    else:
-        # spawn: ITK and torch thread pools do not survive fork reliably.
-        with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_cache_one, str(cache.root), str(p), params): i
-                       for i, p in enumerate(paths)}
-            for future in as_completed(futures):
-                i = futures[future]
-                _collect(i, paths[i], future.result, files, errors)
-                progress.update()
-    progress.close()
-    return [CohortItem(Path(p), nib.load(files[i][0]), None, files[i][1]) if i in files
-            else CohortItem(Path(p), None, errors.get(i)) for i, p in enumerate(paths)]
+    root, files = str(cache.root), [str(p) for p in paths]
+    if scheduler is not None:  # the workers' working folder may not be ours
+        root, files = os.path.abspath(root), [os.path.abspath(p) for p in files]
+    outcomes = run_tasks(_cache_one, [(root, p, params) for p in files], n_jobs=n_jobs,
+                         scheduler=scheduler, desc="preprocess", unit="scan")
+    items = []
+    for path, outcome in zip(paths, outcomes):
+        if outcome.ok:
+            target, score = outcome.value
+            items.append(CohortItem(Path(path), nib.load(target), None, score))
+        else:
+            items.append(CohortItem(Path(path), None, _describe(path, outcome.error)))
+    return items
 
 
-def _collect(i: int, path: str | os.PathLike, call: Any, files: dict[int, str],
-             errors: dict[int, str]) -> None:
-    """Run ``call()``; file its result under ``files[i]`` or its error under ``errors[i]``."""
-    try:
-        files[i] = call()
-    except Exception as err:  # one bad scan must not stop the cohort: report and go on
-        message = str(err) if str(path) in str(err) else f"scan {path}: {err}"
-        errors[i] = f"{type(err).__name__}: {message}"
-        logger.error("preprocessing failed: %s", errors[i])
+def _describe(path: str | os.PathLike, err: BaseException) -> str:
+    """The error of one scan, naming the file (logged: one bad scan must not stop the cohort)."""
+    message = str(err) if str(path) in str(err) else f"scan {path}: {err}"
+    error = f"{type(err).__name__}: {message}"
+    logger.error("preprocessing failed: %s", error)
+    return error
 
 
 def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
                      params: PreprocessParams, *, cache: str | os.PathLike | None = None,
-                     n_jobs: int = 1, overwrite: bool = False) -> list[tuple[CohortItem, Path]]:
+                     n_jobs: int = 1, overwrite: bool = False,
+                     scheduler: Any = None) -> list[tuple[CohortItem, Path]]:
     """Preprocess a scan or a folder of scans into output files (``brainage preprocess IN OUT``).
 
     Parameters
@@ -619,6 +612,8 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
         Worker processes.
     overwrite : bool, default=False
         Replace output files that exist already.
+    scheduler : None, str or distributed.Client, default=None
+        Preprocess a folder's scans on a Dask cluster (see :func:`preprocess_cohort`).
 
     Returns
     -------
@@ -642,7 +637,8 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
     if cache_root is None:
         items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
     else:
-        items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=n_jobs)
+        items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=n_jobs,
+                                  scheduler=scheduler)
     for item, out in zip(items, outputs):
         if item.ok:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,9 @@ _EXPORTS = {
     "train_l1": "train",
     "train_rnc": "train",
 }
-_MODULES = ('augment', 'checkpoint', 'datasets', 'losses', 'network', 'saliency', 'train')
+_MODULES = (
+    "augment", "checkpoint", "datasets", "losses", "network", "saliency", "train",
+)
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -9,6 +9,16 @@ from brainage._utils.lazy import lazy_exports
 
 #: Public name -> the module that defines it (imported on first use).
 _EXPORTS = {
+    "BidsAppError": "bids_app",
+    "GroupReport": "bids_app",
+    "ParticipantOptions": "bids_app",
+    "ParticipantReport": "bids_app",
+    "ScanOutputs": "bids_app",
+    "TABLE_COLUMNS": "bids_app",
+    "check_dirs": "bids_app",
+    "run_group_level": "bids_app",
+    "run_participant_level": "bids_app",
+    "select_scans": "bids_app",
     "BuildError": "book",
     "BuildReport": "book",
     "build": "book",
@@ -17,6 +27,8 @@ _EXPORTS = {
     "discover_notebooks": "book",
     "execute_notebooks": "book",
     "render_generated_pages": "book",
+    "COLUMN_DESCRIPTIONS": "columns",
+    "describe_columns": "columns",
     "PlotlyFigure": "figures",
     "example_slices": "figures",
     "registration_qc": "figures",
@@ -39,6 +51,8 @@ _EXPORTS = {
     "write_model_card": "predict",
     "Profile": "profiles",
     "ProfileError": "profiles",
+    "display_path": "profiles",
+    "display_paths": "profiles",
     "find_project_root": "profiles",
     "list_profiles": "profiles",
     "load_profile": "profiles",
@@ -61,7 +75,10 @@ _EXPORTS = {
     "format_p": "tables",
     "report_table": "tables",
 }
-_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs', 'tables')
+_MODULES = (
+    "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "runs",
+    "tables",
+)
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -58,9 +58,12 @@ from brainage._utils import (
     AGE_RANGE,
     PREDICTION_VALUES,
     atomic_write,
+    check_scheduler,
+    dask_client,
     default_cache_dir,
     package_versions,
     sha256_file,
+    worker_count,
 )
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import (
@@ -757,7 +760,8 @@ class _Prepared:
 
 
 def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder, space: str,
-                skull_stripped: bool, cache: PreprocessCache, n_jobs: int) -> _Prepared:
+                skull_stripped: bool, cache: PreprocessCache, n_jobs: int,
+                client: Any = None) -> _Prepared:
     """Preprocess the scans ``paths[i]``, ``i`` in ``index``, grouped by space (a cohort run
     per space). A native scan whose alignment score is below the threshold fails: its
     registration did not find the brain."""
@@ -770,7 +774,8 @@ def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder,
     for group in sorted(set(spaces.values())):
         members = [i for i, s in spaces.items() if s == group]
         params = folder.params_for(group, skull_stripped)
-        items = preprocess_cohort([paths[i] for i in members], params, cache, n_jobs=n_jobs)
+        items = preprocess_cohort([paths[i] for i in members], params, cache, n_jobs=n_jobs,
+                                  scheduler=client)
         for i, item in zip(members, items):
             if not item.ok:
                 errors[i] = item.error
@@ -892,11 +897,12 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      skull_stripped: bool = False,
                      saliency_dir: str | os.PathLike | None = None,
                      cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
-                     device: str = "cpu") -> Iterator[pd.DataFrame]:
+                     device: str = "cpu", scheduler: Any = None) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
     The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
-    at a time (a worker pool per group), so that a caller can save what finished before an
+    at a time (a worker pool per group; on a Dask ``scheduler``, 4 per worker thread, the
+    cluster opened once for the whole run), so that a caller can save what finished before an
     interrupt (``brainage predict`` rewrites its CSV after each group). Takes the arguments of
     :func:`predict_scans`; the arguments are checked and the model folder loaded on the first
     ``next()``.
@@ -908,18 +914,30 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
         scans' positions in :func:`collect_scans` order.
     """
     _check_options(space, skull_stripped, n_jobs)
+    check_scheduler(scheduler)
     scans = collect_scans(paths, ages)  # argument errors first, before the heads are loaded
     folder = (model_folder if isinstance(model_folder, ModelFolder)
               else load_model_folder(model_folder, device=device))
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
+    with dask_client(scheduler) as client:
+        yield from _groups(scans, folder, space, skull_stripped, saliency_dir, cache, n_jobs,
+                           client)
+
+
+def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped: bool,
+            saliency_dir: str | os.PathLike | None, cache: PreprocessCache, n_jobs: int,
+            client: Any) -> Iterator[pd.DataFrame]:
+    """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
     files, names = scans["path"].tolist(), _output_names(scans)
     saliency = None if saliency_dir is None else Path(saliency_dir)
-    step = 1 if n_jobs == 1 else _SCANS_PER_JOB * n_jobs
+    workers = n_jobs if client is None else worker_count(client)
+    step = 1 if workers == 1 and client is None else _SCANS_PER_JOB * workers
     predicted = 0
     for start in range(0, len(files), step):
         index = range(start, min(start + step, len(files)))
-        prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs)
+        prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs,
+                               client)
         ages_by_head, maps = _infer(folder, prepared.images, names, saliency)
         predicted += len(prepared.images)
         logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
@@ -931,7 +949,7 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   *, ages: Sequence[float | None] | None = None, space: str = "auto",
                   skull_stripped: bool = False, saliency_dir: str | os.PathLike | None = None,
                   cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
-                  device: str = "cpu") -> pd.DataFrame:
+                  device: str = "cpu", scheduler: Any = None) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -956,6 +974,10 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         ``n_jobs > 1``, one at a time otherwise; see :func:`iter_predictions`).
     device : str, default="cpu"
         Where the models run.
+    scheduler : None, str or distributed.Client, default=None
+        Preprocess on a Dask cluster (``"local:N"``, a scheduler address or file, or a Client;
+        :func:`brainage._utils.scheduler.run_tasks`) instead of ``n_jobs`` local processes;
+        the models still run here. The table is the same as a local run's.
 
     Returns
     -------
@@ -977,7 +999,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     """
     table = _ordered(list(iter_predictions(
         paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
-        saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device)))
+        saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device,
+        scheduler=scheduler)))
     failed = table.loc[table["error"] != "", "path"].nunique()
     logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
                 table["path"].nunique(), list(dict.fromkeys(table["model"])))

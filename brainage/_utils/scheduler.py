@@ -1,0 +1,223 @@
+"""Where per-scan work runs: in this process, a local process pool, or a Dask cluster.
+
+:func:`run_tasks` calls one function on many argument tuples and returns the outcomes in the
+order of the tuples, whatever order they finish in, with a tqdm bar either way. It runs them
+
+- in this process (``n_jobs=1``, no scheduler);
+- on a local pool of ``n_jobs`` spawned processes (``concurrent.futures``; spawn, because ITK
+  and torch thread pools do not survive ``fork`` reliably);
+- on a ``dask.distributed`` cluster (``scheduler``): ``"local:N"`` starts a ``LocalCluster`` of
+  N single-threaded worker processes on 127.0.0.1 for the call and closes it after; an address
+  (``tcp://host:8786``, ``host:8786``, ``tls://...``) or a scheduler file (``*.json``, written by
+  ``dask scheduler --scheduler-file``) connects to a running cluster (dask-jobqueue's
+  ``SLURMCluster``, ``dask scheduler`` plus ``dask worker`` in a batch job ...); a
+  ``distributed.Client`` is used as it is and left open.
+
+A task that raises is an outcome with its error; the others complete. On a Dask cluster a
+worker that dies mid-task (killed, out of memory, node lost) has its tasks rescheduled on the
+other workers by the scheduler (``distributed.scheduler.allowed-failures`` times, 3 by default;
+then the task fails with ``KilledWorker``, an outcome like any other error). The functions must
+therefore be safe to run twice on the same input: the preprocessing cache writes every entry
+to a temporary file renamed into place, so a killed attempt leaves at most a stray temporary
+file, never a partial entry.
+
+The results do not depend on where the calls ran: the preprocessing cache a Dask run writes
+is the same, byte for byte, as a local run's (``tests/imaging/test_dask.py``). Dask is imported
+only when a scheduler is used: ``brainage --help`` and local runs never load it.
+
+Workers import the functions they run by name: brainage must be installed (the same version)
+where the workers run, and the paths the tasks receive must be valid there (a file system
+every worker sees, for a cluster of several machines).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TaskOutcome", "check_scheduler", "dask_client", "run_tasks", "worker_count"]
+
+logger = logging.getLogger(__name__)
+
+#: ``local:N``: a LocalCluster of N single-threaded worker processes.
+_LOCAL = re.compile(r"^local:(\d+)$")
+#: A scheduler address: ``protocol://host[:port]`` or ``host:port``.
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$|^[^\s/:]+:\d+$")
+
+
+def check_scheduler(value: object) -> Any:
+    """``value`` if it names a scheduler (see the module docstring); else ``ValueError``.
+
+    Parameters
+    ----------
+    value : None, str or distributed.Client
+        ``None`` (no Dask), ``"local:N"`` (N >= 1), a scheduler address, a scheduler file
+        (``*.json``) or a Client.
+    """
+    if value is None or type(value).__name__ == "Client":
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"scheduler (--scheduler) must be 'local:N', a scheduler address or "
+                        f"file, or a distributed.Client; got {type(value).__name__} {value!r}")
+    text = value.strip()
+    local = _LOCAL.match(text)
+    if local:
+        if int(local.group(1)) < 1:
+            raise ValueError(f"scheduler (--scheduler) {value!r}: local:N needs N >= 1 workers")
+        return text
+    if text.startswith("local"):
+        raise ValueError(f"scheduler (--scheduler) {value!r}: write local:N, N the number of "
+                         f"worker processes (e.g. local:2)")
+    if text.endswith(".json") or _ADDRESS.match(text):
+        return text
+    raise ValueError(f"scheduler (--scheduler) must be local:N (a local Dask cluster of N "
+                     f"workers), a scheduler address such as tcp://10.0.0.5:8786, or a "
+                     f"scheduler file (*.json); got {value!r}")
+
+
+@contextmanager
+def dask_client(scheduler: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler`` while the block runs (None for None).
+
+    ``"local:N"`` starts a LocalCluster (N worker processes, one thread each, on 127.0.0.1) and
+    closes it after; an address or a scheduler file connects, and the client
+    (not the cluster) is closed after; a Client passed in is yielded and left open.
+    """
+    scheduler = check_scheduler(scheduler)
+    if scheduler is None or not isinstance(scheduler, str):
+        yield scheduler
+        return
+    from distributed import Client, LocalCluster
+
+    # distributed logs every connection and worker start at INFO level: keep that out of
+    # brainage's progress log unless brainage itself logs at DEBUG level.
+    chatter = logging.getLogger("distributed")
+    if not logger.isEnabledFor(logging.DEBUG) and chatter.getEffectiveLevel() < logging.WARNING:
+        chatter.setLevel(logging.WARNING)
+    local = _LOCAL.match(scheduler)
+    if local:
+        n = int(local.group(1))
+        logger.info("starting a local Dask cluster: %d worker process(es), 1 thread each", n)
+        # the scheduler's HTTP server (the dashboard, with bokeh) on a free port of 127.0.0.1
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            logger.info("Dask dashboard (with bokeh): %s", client.dashboard_link)
+            yield client
+        return
+    where = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {
+        "address": scheduler}
+    with Client(**where) as client:
+        logger.info("connected to the Dask scheduler %s (%d worker thread(s))",
+                    client.scheduler.address, worker_count(client))
+        yield client
+
+
+def worker_count(client: Any) -> int:
+    """The worker threads of a Dask cluster now (at least 1)."""
+    return max(1, sum(client.nthreads().values()))
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one call of :func:`run_tasks` gave: its value, or the exception it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call returned."""
+        return self.error is None
+
+
+def run_tasks(func: Callable[..., Any], tasks: Sequence[tuple], *, n_jobs: int = 1,
+              scheduler: Any = None, desc: str | None = None,
+              unit: str = "scan") -> list[TaskOutcome]:
+    """``func(*args)`` for each ``args`` of ``tasks``; the outcomes in the order of ``tasks``.
+
+    Parameters
+    ----------
+    func : callable
+        A module-level function (pickled by name for worker processes).
+    tasks : sequence of tuple
+        The positional arguments of each call.
+    n_jobs : int, default=1
+        Local worker processes when no scheduler is given (1: in this process).
+    scheduler : None, str or distributed.Client, default=None
+        A Dask cluster to run on instead (see :func:`check_scheduler`); ``n_jobs`` is then
+        ignored.
+    desc, unit : str
+        The tqdm bar's label and unit.
+
+    Returns
+    -------
+    list of TaskOutcome
+        One per task: its return value, or the exception it raised (``Exception`` subclasses;
+        ``KeyboardInterrupt`` stops the run, cancelling the calls not yet done).
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive int; got {n_jobs!r}")
+    scheduler = check_scheduler(scheduler)
+    outcomes: dict[int, TaskOutcome] = {}
+    with tqdm(total=len(tasks), desc=desc, unit=unit) as progress:
+        if scheduler is not None:
+            with dask_client(scheduler) as client:
+                _on_dask(client, func, tasks, outcomes, progress)
+        elif n_jobs == 1 or len(tasks) <= 1:
+            for i, args in enumerate(tasks):
+                outcomes[i] = _call(func, args)
+                progress.update()
+        else:
+            _on_pool(n_jobs, func, tasks, outcomes, progress)
+    return [outcomes[i] for i in range(len(tasks))]
+
+
+def _call(func: Callable[..., Any], args: tuple) -> TaskOutcome:
+    try:
+        return TaskOutcome(func(*args))
+    except Exception as err:  # one failed task must not stop the others: report it
+        return TaskOutcome(error=err)
+
+
+def _on_pool(n_jobs: int, func: Callable[..., Any], tasks: Sequence[tuple],
+             outcomes: dict[int, TaskOutcome], progress: Any) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(func, *args): i for i, args in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                error = future.exception()
+                outcomes[futures[future]] = TaskOutcome(
+                    None if error else future.result(), error)
+                progress.update()
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _on_dask(client: Any, func: Callable[..., Any], tasks: Sequence[tuple],
+             outcomes: dict[int, TaskOutcome], progress: Any) -> None:
+    from distributed import as_completed
+
+    # pure=False: every call is its own task, even for equal arguments (a scan listed twice)
+    futures = {client.submit(func, *args, pure=False): i for i, args in enumerate(tasks)}
+    try:
+        for future in as_completed(list(futures)):
+            i = futures[future]
+            try:
+                outcomes[i] = TaskOutcome(future.result())
+            except Exception as err:  # the task's own exception, re-raised here; KilledWorker
+                outcomes[i] = TaskOutcome(error=err)
+            progress.update()
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        raise

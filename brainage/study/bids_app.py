@@ -1,0 +1,782 @@
+"""The BIDS App: ``brainage bids BIDS_DIR OUTPUT_DIR participant|group``.
+
+The BIDS-Apps convention (Gorgolewski et al. 2017): a raw BIDS dataset in, a BIDS derivative
+dataset out, a *participant* level that can run one participant per job (a SLURM array task
+each) into one shared output folder, and a *group* level that collects what they wrote.
+
+Participant level (:func:`run_participant_level`) writes, for each T1w scan of the chosen
+participants (and sessions), under ``OUTPUT_DIR/sub-<label>/[ses-<label>/]anat/``, named after
+the source scan (``<source>`` is its name without ``_T1w.nii[.gz]``, e.g. ``sub-01_ses-1``)::
+
+    <source>_space-MNI152NLin2009cSym_desc-preproc_T1w.nii.gz   the scan on the model grid
+    <source>_space-MNI152NLin2009cSym_desc-preproc_T1w.json     its sidecar (SkullStripped ...)
+    <source>_space-MNI152NLin2009cSym_desc-brain_mask.nii.gz    the brain mask (and .json)
+    <source>_desc-brainage_T1w.tsv                              one row per model head
+    <source>_desc-brainage_T1w.json                             every column described
+    <source>_space-MNI152NLin2009cSym_desc-gradram<Head>_T1w.nii.gz   (--saliency) Grad-RAM
+    <source>_space-MNI152NLin2009cSym_desc-qc_T1w.png           registration QC (unless --no-qc)
+
+and, at the top of ``OUTPUT_DIR``, ``dataset_description.json`` (``DatasetType: derivative``,
+``GeneratedBy``), ``brainage_settings.json`` (the model's checksums and the preprocessing: a
+second run with another model or other settings into the same folder is refused, so that the
+derivative stays one coherent dataset) and ``.bidsignore`` (the files BIDS does not define).
+The table carries the columns of ``brainage predict`` (:data:`brainage.study.predict.
+PREDICTION_COLUMNS`, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc`` and
+``brain_mask``; :mod:`brainage.study.columns` describes each.
+
+A scan whose table exists (with its other outputs) is done: running it again is a no-op. A scan
+that fails writes ``OUTPUT_DIR/logs/<source>_error.json`` and the others go on (the exit status
+is then 1); a later successful run removes the log. Every file is written to a temporary name
+and renamed, so parallel jobs, a killed job or a SLURM time limit never leave a partial file
+under a final name. Nothing is ever written inside ``BIDS_DIR``.
+
+Group level (:func:`run_group_level`) reads every participant table into
+``OUTPUT_DIR/group_desc-brainage_T1w.tsv`` (with the raw dataset's ``participants.tsv``
+columns: group, sex, site ...; and its JSON sidecar) and draws
+``group_desc-brainage_T1w.png``: predicted against chronological age, and the gap by group.
+
+References
+----------
+.. [1] Gorgolewski K. J. et al. (2017). BIDS apps: improving ease of use, accessibility, and
+   reproducibility of neuroimaging data analysis methods. PLoS Comput Biol 13(3), e1005209.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
+from brainage.exceptions import BrainageError
+from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
+from brainage.study.columns import describe_columns
+from brainage.study.predict import (
+    MODEL_CARD_FILE,
+    PREDICTION_COLUMNS,
+    ModelFolder,
+    collect_scans,
+    iter_predictions,
+    load_model_folder,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BidsAppError",
+    "GroupReport",
+    "ParticipantOptions",
+    "ParticipantReport",
+    "ScanOutputs",
+    "TABLE_COLUMNS",
+    "check_dirs",
+    "run_group_level",
+    "run_participant_level",
+    "select_scans",
+]
+
+#: The space entity of the outputs: the model grid is nilearn's MNI152 2009c template grid.
+SPACE = "MNI152NLin2009cSym"
+BIDS_VERSION = "1.9.0"
+SETTINGS_FILE = "brainage_settings.json"
+SETTINGS_FORMAT = "brainage-bids/1"
+LOG_DIR = "logs"
+GROUP_STEM = "group_desc-brainage_T1w"
+#: Columns of ``<source>_desc-brainage_T1w.tsv``: brainage predict's, then the derivatives'.
+TABLE_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")
+#: Files of the output that BIDS does not define (``.bidsignore``, gitignore syntax).
+_BIDSIGNORE = (SETTINGS_FILE, f"{LOG_DIR}/", f"{GROUP_STEM}.*", "*_desc-qc_T1w.png",
+               "*_desc-brainage_T1w.*", "*_desc-gradram*_T1w.nii.gz")
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+_T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")
+
+
+class BidsAppError(BrainageError, ValueError):
+    """The BIDS App cannot run as asked: a folder, a label or earlier outputs are wrong."""
+
+
+# --- folders and labels ---------------------------------------------------------------------
+
+
+def check_dirs(bids_dir: str | os.PathLike, output_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """``BIDS_DIR`` and ``OUTPUT_DIR`` as absolute paths, checked.
+
+    Raises
+    ------
+    BidsAppError
+        ``BIDS_DIR`` is not a folder; ``OUTPUT_DIR`` is a file, or is ``BIDS_DIR`` or lies
+        inside it (symbolic links resolved): a BIDS App never writes into the raw dataset.
+    """
+    bids, out = Path(bids_dir).absolute(), Path(output_dir).absolute()
+    if not bids.is_dir():
+        raise BidsAppError(f"BIDS_DIR {bids_dir} is not a folder")
+    if out.resolve().is_relative_to(bids.resolve()):
+        raise BidsAppError(f"OUTPUT_DIR {output_dir} is BIDS_DIR {bids_dir} or lies inside it: "
+                           f"brainage never writes into the raw dataset; choose a folder "
+                           f"outside it (e.g. {bids.parent / 'derivatives' / 'brainage'})")
+    if out.exists() and not out.is_dir():
+        raise BidsAppError(f"OUTPUT_DIR {output_dir} exists and is not a folder")
+    if not (bids / "dataset_description.json").is_file():
+        logger.warning("%s has no dataset_description.json: is it a BIDS dataset?", bids)
+    return bids, out
+
+
+def _labels(values: Iterable[str] | None, prefix: str, what: str) -> list[str] | None:
+    """Labels without their prefix (``sub-01`` and ``01`` are ``01``), checked."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    labels = []
+    for value in values:
+        label = bids_label(value) if prefix == "sub-" else str(value).strip().removeprefix(
+            prefix)
+        if not _LABEL.match(label):
+            raise BidsAppError(f"{what} label {value!r} is not a BIDS label (letters and "
+                               f"digits only, without '{prefix}')")
+        labels.append(label)
+    return list(dict.fromkeys(labels))
+
+
+def _unknown(given: Sequence[str], known: Sequence[str], what: str, where: Path) -> str:
+    """The message for labels that name nothing: each with its closest known ones."""
+    parts = []
+    for label in given:
+        close = difflib.get_close_matches(label, known, n=3, cutoff=0.5)
+        parts.append(f"{label!r}" + (f" (close: {', '.join(close)})" if close else ""))
+    listed = ", ".join(known[:10]) + (f", ... ({len(known)} in all)" if len(known) > 10 else "")
+    return (f"{what} label(s) {'; '.join(parts)} not found in {where}; it holds "
+            f"{listed or 'none'}")
+
+
+def select_scans(bids_dir: str | os.PathLike, participant_labels: Iterable[str] | None = None,
+                 session_labels: Iterable[str] | None = None) -> pd.DataFrame:
+    """The T1w scans of a BIDS folder for the given participants and sessions, with ages.
+
+    Parameters
+    ----------
+    bids_dir : str or PathLike
+        A BIDS dataset (``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``, ages from participants.tsv).
+    participant_labels, session_labels : iterable of str, optional
+        Labels with or without ``sub-`` / ``ses-`` (default: all).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``participant_id``, ``session``, ``path``, ``age`` (see
+        :func:`brainage.study.predict.collect_scans`), sorted by path.
+
+    Raises
+    ------
+    BidsAppError
+        A label that is not a BIDS label or names no participant (session) of the folder: the
+        message lists the closest ones.
+    """
+    bids_dir = Path(bids_dir).absolute()
+    subjects = _labels(participant_labels, "sub-", "participant")
+    sessions = _labels(session_labels, "ses-", "session")
+    try:
+        scans = collect_scans([bids_dir])
+    except FileNotFoundError as err:
+        raise BidsAppError(str(err)) from err
+    known = sorted({bids_label(p) for p in scans["participant_id"]})
+    if subjects is not None:
+        missing = [s for s in subjects if s not in known]
+        if missing:
+            raise BidsAppError(_unknown(missing, known, "participant", bids_dir))
+        scans = scans[scans["participant_id"].isin([f"sub-{s}" for s in subjects])]
+    if sessions is not None:
+        held = sorted({s.removeprefix("ses-") for s in scans["session"] if s})
+        missing = [s for s in sessions if s not in held]
+        if missing:
+            raise BidsAppError(_unknown(missing, held, "session", bids_dir))
+        scans = scans[scans["session"].isin([f"ses-{s}" for s in sessions])]
+    return scans.sort_values("path").reset_index(drop=True)
+
+
+# --- the outputs of one scan ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanOutputs:
+    """Where the outputs of one source scan go (see the module docstring)."""
+
+    folder: Path
+    prefix: str
+
+    @classmethod
+    def of(cls, bids_dir: Path, output_dir: Path, source: str | os.PathLike) -> ScanOutputs:
+        """The outputs of ``source``, a scan of ``bids_dir``, under ``output_dir``."""
+        relative = Path(source).absolute().relative_to(bids_dir)
+        name = relative.name
+        prefix = next((name.removesuffix(s) for s in _T1W_SUFFIXES if name.endswith(s)),
+                      name.split(".")[0])
+        return cls(output_dir / relative.parent, prefix)
+
+    def _file(self, name: str) -> Path:
+        return self.folder / f"{self.prefix}_{name}"
+
+    @property
+    def preproc(self) -> Path:
+        return self._file(f"space-{SPACE}_desc-preproc_T1w.nii.gz")
+
+    @property
+    def mask(self) -> Path:
+        return self._file(f"space-{SPACE}_desc-brain_mask.nii.gz")
+
+    @property
+    def table(self) -> Path:
+        return self._file("desc-brainage_T1w.tsv")
+
+    @property
+    def sidecar(self) -> Path:
+        return self._file("desc-brainage_T1w.json")
+
+    @property
+    def qc(self) -> Path:
+        return self._file(f"space-{SPACE}_desc-qc_T1w.png")
+
+    def saliency(self, head: str) -> Path:
+        """The Grad-RAM map of one head (``desc-gradram<Head>``: letters and digits only)."""
+        label = re.sub(r"[^A-Za-z0-9]", "", head)
+        return self._file(f"space-{SPACE}_desc-gradram{label[:1].upper()}{label[1:]}_T1w.nii.gz")
+
+    def log(self, output_dir: Path) -> Path:
+        """The error log of a failed scan."""
+        return output_dir / LOG_DIR / f"{self.prefix}_error.json"
+
+    def done(self, heads: Iterable[str], *, saliency: bool, qc: bool) -> bool:
+        """Whether every output asked for exists (the table is written last)."""
+        wanted = [self.preproc, self.mask, self.sidecar, self.table,
+                  *([self.qc] if qc else []),
+                  *([self.saliency(h) for h in heads] if saliency else [])]
+        return all(path.is_file() for path in wanted)
+
+
+def _uri(path: Path, root: Path, dataset: str = "") -> str:
+    """A BIDS URI: ``bids:<dataset>:<path relative to the dataset>``."""
+    return f"bids:{dataset}:{path.relative_to(root).as_posix()}"
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n",
+                                                  encoding="utf-8"))
+
+
+# --- the output folder ----------------------------------------------------------------------
+
+
+def _settings(folder: ModelFolder, space: str, skull_stripped: bool) -> dict[str, Any]:
+    """What makes the outputs of two runs comparable: the model and the preprocessing."""
+    return {
+        "format": SETTINGS_FORMAT,
+        "model_card_sha256": sha256_file(folder.root / MODEL_CARD_FILE),
+        "heads": {head: folder.card["heads"][head].get("sha256") for head in folder.models},
+        "profile": folder.card.get("profile"),
+        "preprocess_version": PREPROCESS_VERSION,
+        "grid_mm": folder.preprocess.grid_mm,
+        "crop_to_brain": folder.preprocess.crop_to_brain,
+        "grid_shape": list(folder.grid_shape),
+        "space": space,
+        "skull_stripped": skull_stripped,
+    }
+
+
+def _dataset_description(bids_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        raw = json.loads((bids_dir / "dataset_description.json").read_text(encoding="utf-8"))
+        name = raw.get("Name") if isinstance(raw, dict) else None
+    except (OSError, ValueError):
+        name = None
+    heads = ", ".join(settings["heads"])
+    return {
+        "Name": f"brainage: brain age of {name or bids_dir.name}",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "brainage",
+            "Version": VERSION,
+            "Description": (f"T1w scans preprocessed onto the model's MNI152 grid "
+                            f"({settings['grid_mm']:g} mm) and their brain age predicted by "
+                            f"the heads {heads} of a model trained with profile "
+                            f"{settings['profile']!r} (model.json SHA-256 "
+                            f"{settings['model_card_sha256']})."),
+        }],
+        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+        "DatasetLinks": {"raw": bids_dir.as_uri()},
+    }
+
+
+def _prepare_output(output_dir: Path, bids_dir: Path, settings: dict[str, Any]) -> None:
+    """Create ``output_dir`` with its top-level files; refuse one made with other settings.
+
+    Parallel jobs write the same bytes, each file atomically, so their order does not matter.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / SETTINGS_FILE
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise BidsAppError(f"{path} cannot be read ({err}): is OUTPUT_DIR {output_dir} a "
+                               f"brainage output?") from err
+        differ = sorted(k for k in {*earlier, *settings} if earlier.get(k) != settings.get(k))
+        if differ:
+            raise BidsAppError(
+                f"OUTPUT_DIR {output_dir} holds results made with other settings ({SETTINGS_FILE}"
+                f" differs in {', '.join(differ)}: another model, space or preprocessing); "
+                f"write into a new output folder")
+    else:
+        _write_json(path, settings)
+    description = _dataset_description(bids_dir, settings)
+    target = output_dir / "dataset_description.json"
+    if not target.is_file() or _read_json(target) != description:
+        _write_json(target, description)
+    ignore = "\n".join(_BIDSIGNORE) + "\n"
+    target = output_dir / ".bidsignore"
+    if not target.is_file() or target.read_text(encoding="utf-8") != ignore:
+        atomic_write(target, lambda tmp: tmp.write_text(ignore, encoding="utf-8"))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# --- participant level ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParticipantOptions:
+    """Settings of :func:`run_participant_level` (the command's options).
+
+    Parameters
+    ----------
+    participant_labels, session_labels : tuple of str or None, default=None
+        Which participants and sessions (labels with or without ``sub-`` / ``ses-``); all
+        by default.
+    space : {"auto", "native", "MNI152NLin2009cSym", "MNI152Lin"}, default="auto"
+        Space of the scans (``auto``: read from each scan's grid).
+    skull_stripped : bool, default=False
+        The scans hold the brain only.
+    saliency : bool, default=False
+        Write a signed Grad-RAM map per scan and head.
+    qc : bool, default=True
+        Draw a registration-QC image per scan.
+    cache : str, PathLike or None, default=None
+        Preprocessing cache (default: :func:`brainage._utils.default_cache_dir`); never
+        inside ``BIDS_DIR``.
+    n_jobs : int, default=1
+        Local preprocessing processes.
+    scheduler : None, str or distributed.Client, default=None
+        Preprocess on a Dask cluster instead (:func:`brainage._utils.scheduler.run_tasks`).
+    device : str, default="cpu"
+        Where the models run.
+    """
+
+    participant_labels: tuple[str, ...] | None = None
+    session_labels: tuple[str, ...] | None = None
+    space: str = "auto"
+    skull_stripped: bool = False
+    saliency: bool = False
+    qc: bool = True
+    cache: str | os.PathLike | None = None
+    n_jobs: int = 1
+    scheduler: Any = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ParticipantReport:
+    """What :func:`run_participant_level` did: counts, and each failed scan's error."""
+
+    output_dir: Path
+    n_scans: int
+    n_done_before: int
+    written: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                          model: str | os.PathLike | ModelFolder,
+                          options: ParticipantOptions | None = None) -> ParticipantReport:
+    """Brain age of the chosen participants' T1w scans as a BIDS derivative.
+
+    Parameters
+    ----------
+    bids_dir : str or PathLike
+        The raw BIDS dataset (read only).
+    output_dir : str or PathLike
+        The derivative dataset (created; shared by parallel jobs).
+    model : str, PathLike or ModelFolder
+        A model folder (:func:`brainage.study.predict.load_model_folder`).
+    options : ParticipantOptions, optional
+        Labels, space, optional outputs, cache, workers, scheduler.
+
+    Returns
+    -------
+    ParticipantReport
+        ``failed`` maps each failed source scan to its error (also in
+        ``OUTPUT_DIR/logs/<source>_error.json``); the other scans are written.
+
+    Raises
+    ------
+    BidsAppError
+        Before any work: bad folders, unknown labels, a cache inside ``BIDS_DIR``, an
+        ``OUTPUT_DIR`` made with another model or other settings.
+    """
+    options = options or ParticipantOptions()
+    check_scheduler(options.scheduler)
+    bids, out = check_dirs(bids_dir, output_dir)
+    cache = PreprocessCache(_check_cache(options.cache, bids))
+    scans = select_scans(bids, options.participant_labels, options.session_labels)
+    folder = model if isinstance(model, ModelFolder) else load_model_folder(
+        model, device=options.device)
+    settings = _settings(folder, options.space, options.skull_stripped)
+    _prepare_output(out, bids, settings)
+    outputs = [ScanOutputs.of(bids, out, p) for p in scans["path"]]
+    todo = [i for i, o in enumerate(outputs)
+            if not o.done(folder.models, saliency=options.saliency, qc=options.qc)]
+    logger.info("%d scan(s) of %d participant(s): %d done already, %d to do", len(scans),
+                scans["participant_id"].nunique(), len(scans) - len(todo), len(todo))
+    report = ParticipantReport(out, len(scans), len(scans) - len(todo))
+    if not todo:
+        return report
+    with tempfile.TemporaryDirectory(dir=out, prefix=".work-") as work:
+        frames = iter_predictions(
+            [scans.at[i, "path"] for i in todo], folder,
+            ages=[scans.at[i, "age"] for i in todo], space=options.space,
+            skull_stripped=options.skull_stripped,
+            saliency_dir=work if options.saliency else None, cache=cache,
+            n_jobs=options.n_jobs, device=options.device, scheduler=options.scheduler)
+        for frame in frames:
+            for k, rows in frame.groupby(level=0, sort=True):
+                i = todo[int(k)]
+                scan = scans.loc[i]
+                error = _finish_scan(scan, rows, outputs[i], folder, cache, bids, out, options)
+                if error:
+                    report.failed[scan["path"]] = error
+                else:
+                    report.written.append(outputs[i].table)
+    return report
+
+
+def _check_cache(cache: str | os.PathLike | None, bids_dir: Path) -> Path:
+    from brainage._utils import default_cache_dir
+
+    root = Path(cache) if cache is not None else default_cache_dir()
+    if root.absolute().resolve().is_relative_to(bids_dir.resolve()):
+        raise BidsAppError(f"--cache {root} lies inside BIDS_DIR {bids_dir}: brainage never "
+                           f"writes into the raw dataset; choose a cache folder outside it")
+    return root
+
+
+def _finish_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: ModelFolder,
+                 cache: PreprocessCache, bids_dir: Path, output_dir: Path,
+                 options: ParticipantOptions) -> str | None:
+    """Write one scan's outputs (its table last); on failure its error log. Returns the error."""
+    log = out.log(output_dir)
+    error = str(rows["error"].iloc[0])
+    if not error:
+        try:
+            _write_scan(scan, rows, out, folder, cache, bids_dir, output_dir, options)
+        except Exception as err:  # one scan's outputs must not stop the others: report it
+            error = f"{type(err).__name__}: writing the outputs of {scan['path']} failed: {err}"
+    if not error:
+        log.unlink(missing_ok=True)
+        return None
+    logger.error("%s", error)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(log, {"participant_id": scan["participant_id"],
+                      "session": scan["session"] or None,
+                      "source": _uri(Path(scan["path"]).absolute(), bids_dir, "raw"),
+                      "error": error})
+    return error
+
+
+def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: ModelFolder,
+                cache: PreprocessCache, bids_dir: Path, output_dir: Path,
+                options: ParticipantOptions) -> None:
+    """The derivative files of one predicted scan; the table last (it marks the scan done)."""
+    from brainage.imaging.registration import ALIGNMENT_THRESHOLD
+
+    params = folder.params_for(str(rows["space"].iloc[0]), options.skull_stripped)
+    source = _uri(Path(scan["path"]).absolute(), bids_dir, "raw")
+    out.folder.mkdir(parents=True, exist_ok=True)
+    cached = cache.path_for(scan["path"], params)
+    atomic_write(out.preproc, lambda tmp: shutil.copyfile(cached, tmp))
+    preproc = nib.load(out.preproc)
+    atomic_write(out.mask, lambda tmp: nib.save(_brain_mask(preproc, params), tmp))
+    _write_json(out.preproc.with_suffix("").with_suffix(".json"), {
+        "Description": "The T1w scan on the model's MNI152 grid: "
+                       + ("bias-corrected (N4), registered affinely to MNI152, "
+                          if params.space == "native" else "resampled, ")
+                       + "skull-stripped and divided by its mean inside the brain mask.",
+        "SkullStripped": True, "Sources": [source],
+        "brainage_preprocessing": {**asdict(params), "version": PREPROCESS_VERSION}})
+    _write_json(out.mask.with_suffix("").with_suffix(".json"), {
+        "Type": "Brain",
+        "Description": ("the scan's own brain outline (it was skull-stripped)"
+                        if params.skull_stripped else
+                        "the MNI152 template's brain mask on the model grid"),
+        "Sources": [source]})
+    maps = {}
+    if options.saliency:
+        for row in rows.itertuples():
+            maps[row.model] = out.saliency(row.model)
+            os.replace(row.saliency, maps[row.model])  # written by save_map in the work folder
+    if options.qc:
+        score = float(rows["alignment"].iloc[0])
+        _qc_image(out.qc, preproc, f"{out.prefix}: alignment {score:.2f}",
+                  not score >= ALIGNMENT_THRESHOLD)
+    table = _bids_table(scan, rows, out, maps, source, output_dir)
+    _write_json(out.sidecar, describe_columns(table.columns))
+    atomic_write(out.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
+
+
+def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Mapping[str, Path],
+                source: str, output_dir: Path) -> pd.DataFrame:
+    """The rows of one scan as the derivative stores them: BIDS ids and URIs, n/a for none."""
+    table = rows.reset_index(drop=True).reindex(columns=list(PREDICTION_COLUMNS))
+    table["participant_id"] = scan["participant_id"]
+    table["session"] = scan["session"] or np.nan
+    table["path"] = source
+    table["saliency"] = [_uri(maps[m], output_dir) if m in maps else np.nan
+                         for m in table["model"]]
+    table["error"] = np.nan
+    table["preproc"] = _uri(out.preproc, output_dir)
+    table["brain_mask"] = _uri(out.mask, output_dir)
+    return table.reindex(columns=list(TABLE_COLUMNS))
+
+
+@lru_cache(maxsize=4)
+def _template_mask(grid_mm: float, crop_to_brain: bool) -> np.ndarray:
+    """The template brain mask on a model grid, as preprocessing computes it (resampled
+    linearly, then > 0.5)."""
+    from brainage.imaging.preprocess import resample_to_grid
+    from brainage.imaging.registration import template_grid, template_images
+
+    _, mask = template_images()
+    as_float = nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine)
+    return resample_to_grid(as_float, template_grid(grid_mm, crop_to_brain=crop_to_brain)) > 0.5
+
+
+def _brain_mask(preproc: nib.Nifti1Image, params: PreprocessParams) -> nib.Nifti1Image:
+    """The brain mask preprocessing used: the template's, or a skull-stripped scan's own
+    foreground (exactly the non-zero voxels of the normalised scan)."""
+    if params.skull_stripped:
+        data = np.asarray(preproc.dataobj) > 0
+    else:
+        data = _template_mask(params.grid_mm, params.crop_to_brain)
+    img = nib.Nifti1Image(data.astype(np.uint8), preproc.affine)
+    img.header.set_xyzt_units("mm")
+    img.set_sform(preproc.affine, code="mni")
+    img.set_qform(preproc.affine, code="mni")
+    return img
+
+
+def _qc_image(path: Path, preproc: nib.Nifti1Image, label: str, flagged: bool) -> None:
+    """The registration-QC panel of notebook 01 for one scan, as a PNG."""
+    import matplotlib.pyplot as plt
+    from nilearn import datasets
+
+    from brainage.imaging.registration import template_images
+    from brainage.study.figures import registration_qc
+
+    fig = registration_qc([(label, preproc, flagged)],
+                          [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
+                           (template_images()[1], "red")])
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
+
+
+# --- group level ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """What :func:`run_group_level` wrote."""
+
+    table: Path
+    sidecar: Path
+    figure: Path
+    n_scans: int
+    n_participants: int
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _participant_tables(output_dir: Path, labels: list[str] | None) -> list[Path]:
+    found = sorted([*output_dir.glob("sub-*/anat/*_desc-brainage_T1w.tsv"),
+                    *output_dir.glob("sub-*/ses-*/anat/*_desc-brainage_T1w.tsv")])
+    if labels is None:
+        return found
+    held = sorted({p.relative_to(output_dir).parts[0].removeprefix("sub-") for p in found})
+    missing = [label for label in labels if label not in held]
+    if missing:
+        raise BidsAppError(_unknown(missing, held, "participant", output_dir)
+                           + " (participant-level results)")
+    return [p for p in found if p.relative_to(output_dir).parts[0] in {f"sub-{s}"
+                                                                       for s in labels}]
+
+
+def _read_participants(bids_dir: Path) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The raw dataset's participants.tsv (numbers where a column holds only numbers) and
+    its participants.json descriptions; (None, {}) without a readable table."""
+    tsv = bids_dir / "participants.tsv"
+    if not tsv.is_file():
+        return None, {}
+    try:
+        table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False,
+                            na_values=["n/a"])
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        logger.warning("%s cannot be read (%s): the group table has no participant columns",
+                       tsv, err)
+        return None, {}
+    if "participant_id" not in table.columns:
+        return None, {}
+    for column in table.columns.drop("participant_id"):
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        if numbers.notna().sum() == table[column].notna().sum():
+            table[column] = numbers
+    described = _read_json(bids_dir / "participants.json")
+    return table.drop_duplicates("participant_id"), described if isinstance(described,
+                                                                             dict) else {}
+
+
+def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+                    participant_labels: Iterable[str] | None = None) -> GroupReport:
+    """Every participant's brain-age table in one, with a summary figure.
+
+    Parameters
+    ----------
+    bids_dir : str or PathLike
+        The raw BIDS dataset (its participants.tsv columns join the table).
+    output_dir : str or PathLike
+        The derivative dataset the participant level wrote.
+    participant_labels : iterable of str, optional
+        Only these participants (default: every one with a table).
+
+    Returns
+    -------
+    GroupReport
+        The files written, counts, and the failed scans logged by the participant level.
+
+    Raises
+    ------
+    BidsAppError
+        No participant-level table in ``output_dir`` (or none of the labels').
+    """
+    bids, out = check_dirs(bids_dir, output_dir)
+    labels = _labels(participant_labels, "sub-", "participant")
+    paths = _participant_tables(out, labels)
+    if not paths:
+        raise BidsAppError(f"OUTPUT_DIR {output_dir} holds no participant-level table "
+                           f"(sub-*/[ses-*/]anat/*_desc-brainage_T1w.tsv): run the "
+                           f"participant level first")
+    frames = [pd.read_csv(p, sep="\t", keep_default_na=False, na_values=["n/a"],
+                          dtype={"participant_id": str, "session": str, "error": str,
+                                 "saliency": str}) for p in paths]
+    table = pd.concat(frames, ignore_index=True)
+    participants, described = _read_participants(bids)
+    extra: dict[str, Any] = {}
+    if participants is not None:
+        columns = [c for c in participants.columns if c not in table.columns]
+        table = table.merge(participants[["participant_id", *columns]], on="participant_id",
+                            how="left")
+        extra = {c: described.get(c) or {"Description": f"Column {c!r} of the raw dataset's "
+                                                         f"participants.tsv."}
+                 for c in columns}
+    report = GroupReport(out / f"{GROUP_STEM}.tsv", out / f"{GROUP_STEM}.json",
+                         out / f"{GROUP_STEM}.png", len(paths),
+                         table["participant_id"].nunique(), _failures(out, labels))
+    _write_json(report.sidecar, describe_columns(table.columns, extra))
+    atomic_write(report.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
+                                                        na_rep="n/a"))
+    _summary_figure(table, report.figure)
+    logger.info("group table of %d scan(s), %d participant(s): %s", report.n_scans,
+                report.n_participants, report.table)
+    return report
+
+
+def _failures(output_dir: Path, labels: list[str] | None) -> list[dict[str, Any]]:
+    logs = [_read_json(p) for p in sorted((output_dir / LOG_DIR).glob("*_error.json"))]
+    logs = [entry for entry in logs if isinstance(entry, dict)]
+    if labels is not None:
+        logs = [e for e in logs if bids_label(e.get("participant_id", "")) in labels]
+    return logs
+
+
+def _summary_figure(table: pd.DataFrame, path: Path) -> None:
+    """Predicted against chronological age (top) and the gap by group (bottom), per head."""
+    import matplotlib.pyplot as plt
+
+    heads = list(dict.fromkeys(table["model"]))
+    groups = (sorted(table["group"].dropna().astype(str).unique())
+              if "group" in table.columns else [])
+    fig, axes = plt.subplots(2, len(heads), figsize=(5.2 * len(heads), 9.0), squeeze=False)
+    for (top, bottom), head in zip(axes.T, heads):
+        rows = table[table["model"] == head]
+        by_group = ([(g, rows[rows["group"].astype(str) == g]) for g in groups] if groups
+                    else [("all", rows)])
+        _age_panel(top, head, rows, by_group)
+        _gap_panel(bottom, head, rows, by_group)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
+
+
+def _age_panel(ax: Any, head: str, rows: pd.DataFrame,
+               by_group: list[tuple[str, pd.DataFrame]]) -> None:
+    known = rows.dropna(subset=["age", "predicted"])
+    for name, group in by_group:
+        ax.scatter(group["age"], group["predicted"], s=18, alpha=0.8, label=name)
+    if known.empty:
+        ax.set_title(f"{head}: no chronological ages")
+    else:
+        low, high = known[["age", "predicted"]].min().min(), known[["age", "predicted"]].max().max()
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        mae = (known["predicted"] - known["age"]).abs().mean()
+        ax.set_title(f"{head}: predicted vs chronological age\n(n = {len(known)}, MAE "
+                     f"{mae:.1f} y)")
+    ax.set_xlabel("chronological age (years)")
+    ax.set_ylabel("predicted brain age (years)")
+    ax.legend(fontsize=8)
+
+
+def _gap_panel(ax: Any, head: str, rows: pd.DataFrame,
+               by_group: list[tuple[str, pd.DataFrame]]) -> None:
+    column = "corrected_gap" if rows["corrected_gap"].notna().any() else "gap"
+    values = [g[column].dropna().to_numpy() for _, g in by_group]
+    if any(len(v) for v in values):
+        ax.boxplot([v if len(v) else [np.nan] for v in values], showfliers=False)
+        for k, v in enumerate(values, start=1):
+            jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(len(v))
+            ax.scatter(k + jitter, v, s=14, alpha=0.7)
+        ax.set_xticks(range(1, len(by_group) + 1), [name for name, _ in by_group])
+    ax.axhline(0.0, color="grey", linewidth=1)
+    ax.set_title(f"{head}: {'bias-corrected ' if column == 'corrected_gap' else ''}"
+                 f"brain-age gap by group")
+    ax.set_ylabel("gap (years)")
