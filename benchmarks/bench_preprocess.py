@@ -66,7 +66,8 @@ def bench_scan(pp, cache, path: Path) -> dict[str, float | str]:
     warm = time.perf_counter() - start
     row: dict[str, float | str] = {"scan": path.name.split("_")[0], **record}
     row["other"] = cold - sum(record.values())
-    row.update(total=cold, cached=warm, speedup=cold / warm, score=pp.alignment_score(img))
+    row.update(total=cold, cached=warm, speedup=cold / warm,
+               score=modules["registration"].alignment_score(img))
     return row
 
 
@@ -100,11 +101,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from brainage.imaging import preprocess as pp
+    from brainage.imaging import registration as reg
 
     paths = sorted(Path(args.data).glob("sub-*/anat/*_T1w.nii*"))[: args.subjects]
     if not paths:
         raise SystemExit(f"no scans under {args.data}: the IXI scans live in ../shared/data/ixi10")
-    pp.template_grid(2.0)  # load the templates once, outside the timings
+    reg.template_grid(2.0)  # load the templates once, outside the timings
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as folder:
         cache = pp.PreprocessCache(folder)
         rows = []
@@ -112,7 +114,7 @@ def main() -> None:
             rows.append(bench_scan(pp, cache, path))
             print(f"{rows[-1]['scan']}: {rows[-1]['total']:.1f} s, score {rows[-1]['score']:.3f}",
                   flush=True)
-    print_table(rows, args.threads, pp.ALIGNMENT_THRESHOLD)
+    print_table(rows, args.threads, reg.ALIGNMENT_THRESHOLD)
 
 if __name__ == "__main__":
     main()
