@@ -1,4 +1,5 @@
-"""Imaging: loading, registration to MNI152, preprocessing onto the model grid, the cache.
+"""Imaging: loading, brain extraction, registration to MNI152, preprocessing onto the model
+grid, the cache, and scan variants for robustness checks.
 
 Imports only :mod:`brainage.data` and :mod:`brainage._utils` of brainage.
 """
@@ -9,22 +10,33 @@ from brainage._utils.lazy import lazy_exports
 
 #: Public name -> the module that defines it (imported on first use).
 _EXPORTS = {
+    "BrainExtractionError": "brain_extraction",
+    "BrainMask": "brain_extraction",
+    "TIV_RANGE_CM3": "brain_extraction",
+    "extract_brain": "brain_extraction",
+    "ROBUSTNESS_CASES": "perturb",
+    "pad_neck": "perturb",
+    "reorder_axes": "perturb",
+    "robustness_case": "perturb",
+    "shift_origin": "perturb",
+    "BRAIN_EXTRACTION_METHODS": "preprocess",
     "CohortItem": "preprocess",
     "PREPROCESS_VERSION": "preprocess",
     "PreprocessCache": "preprocess",
     "PreprocessError": "preprocess",
     "PreprocessParams": "preprocess",
-    "add_preprocess_arguments": "preprocess",
+    "header_tiv": "preprocess",
     "load_scan": "preprocess",
     "normalise_intensity": "preprocess",
     "preprocess_cohort": "preprocess",
     "preprocess_file": "preprocess",
     "resample_to_grid": "preprocess",
-    "run_preprocess": "preprocess",
     "ALIGNMENT_THRESHOLD": "registration",
     "RegistrationResult": "registration",
     "alignment_score": "registration",
     "ants_to_nifti": "registration",
+    "brain_stage_pyramid": "registration",
+    "mask_centre": "registration",
     "n4_correct": "registration",
     "nifti_to_ants": "registration",
     "register_to_template": "registration",
@@ -32,7 +44,7 @@ _EXPORTS = {
     "template_images": "registration",
     "warp_to_template": "registration",
 }
-_MODULES = ('preprocess', 'registration')
+_MODULES = ('brain_extraction', 'perturb', 'preprocess', 'registration')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)
