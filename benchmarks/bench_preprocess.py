@@ -185,6 +185,8 @@ def main() -> None:
                         help="skull-removal methods, comma-separated (default: template,deepbet)")
     parser.add_argument("--robustness", action="store_true",
                         help="also preprocess the robustness cases of every scan")
+    parser.add_argument("--only-robustness", action="store_true",
+                        help="the robustness cases only (no stage timings)")
     parser.add_argument("--data", default=str(IXI10), help="BIDS folder of raw T1w scans")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -202,15 +204,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as folder:
         cache = _modules()["preprocess"].PreprocessCache(folder)
         rows = []
-        for path in paths:  # methods interleaved: both see the same load on the machine
-            for method in methods:
+        for path in [] if args.only_robustness else paths:  # methods interleaved: both see
+            for method in methods:                          # the same load on the machine
                 rows.append(bench_scan(cache, path, method))
                 r = rows[-1]
                 print(f"{r['scan']} {method}: {r['total']:.1f} s wall, {r['cpu_total']:.1f} s "
                       f"CPU, score {r['score']:.3f}", flush=True)
-        robust = bench_robustness(paths, methods, Path(folder)) if args.robustness else []
-    print_stage_table(rows, methods, args.threads)
-    print_score_table(rows, methods)
+        robust = (bench_robustness(paths, methods, Path(folder))
+                  if args.robustness or args.only_robustness else [])
+    if rows:
+        print_stage_table(rows, methods, args.threads)
+        print_score_table(rows, methods)
     if robust:
         print_robustness_table(robust, methods, reg.ALIGNMENT_THRESHOLD)
 
