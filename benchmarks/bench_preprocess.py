@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import statistics
 import tempfile
@@ -122,7 +123,8 @@ def print_score_table(rows: list[dict], methods: list[str]) -> None:
           + (f"{'change':>10}" if change else "") + f"{'TIV cm3':>10}")
     for scan, found in sorted(by_scan.items()):
         scores = [found[m]["score"] if m in found else float("nan") for m in methods]
-        tiv = next((found[m]["tiv"] for m in methods if m in found), float("nan"))
+        tivs = [found[m]["tiv"] for m in methods if m in found and math.isfinite(found[m]["tiv"])]
+        tiv = tivs[0] if tivs else float("nan")  # measured by brain extraction only
         extra = [scores[1] - scores[0]] if change else []
         print(f"{scan:<14}" + "".join(f"{s:>10.3f}" for s in [*scores, *extra])
               + f"{tiv:>10.0f}")
