@@ -78,7 +78,10 @@ def _deepbet_model():
     """deepbet's two networks on the CPU (loaded once per process, from its wheel)."""
     from deepbet import BrainExtraction
 
-    return BrainExtraction(no_gpu=True)
+    with warnings.catch_warnings():  # deepbet's TorchScript models: torch 2.x deprecates the API
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated",
+                                category=DeprecationWarning)
+        return BrainExtraction(no_gpu=True)
 
 
 @contextlib.contextmanager
