@@ -30,7 +30,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brainage._utils import SPACES, VERSION, check_scheduler, default_cache_dir
+from brainage._utils import (
+    BRAIN_EXTRACTION_METHODS,
+    SPACES,
+    VERSION,
+    check_scheduler,
+    default_cache_dir,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -157,6 +163,11 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
                         help="the scans hold the brain only (no template-mask skull removal)")
     parser.add_argument("--crop-to-brain", action="store_true",
                         help="crop the grid to the template brain's bounding box plus 8 mm")
+    parser.add_argument("--brain-extraction", default="deepbet",
+                        choices=BRAIN_EXTRACTION_METHODS,
+                        help="skull removal of native scans: deepbet, the subject's own brain "
+                             "mask (default), or template, the template's mask after "
+                             "registration")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="cache folder (default: OUT/.cache for a folder, none for a file)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
@@ -174,7 +185,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
     params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
                               skull_stripped=args.skull_stripped,
-                              crop_to_brain=args.crop_to_brain)
+                              crop_to_brain=args.crop_to_brain,
+                              brain_extraction=args.brain_extraction)
     results = preprocess_files(args.input, args.output, params, cache=args.cache,
                                n_jobs=args.jobs, overwrite=args.overwrite,
                                scheduler=args.scheduler)

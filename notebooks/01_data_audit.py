@@ -44,6 +44,7 @@ from brainage.data import audit, simulate, splits
 from brainage.data import cohort as cohort_io
 from brainage.data import manifest as manifest_io
 from brainage.imaging import preprocess
+from brainage.imaging.brain_extraction import TIV_RANGE_CM3
 from brainage.imaging.registration import template_images
 from brainage.study import provenance
 from brainage.study.figures import example_slices, registration_qc, show
@@ -82,8 +83,9 @@ table.head().assign(path=lambda t: t["path"].map(lambda p: display_path(p, root)
 # ## Preprocessing and alignment with the template
 #
 # Each scan is brought onto the profile's MNI152 grid: scans in template space are resampled and
-# intensity-normalised; native scans are also bias-corrected (N4), registered to the template and
-# skull-stripped with the template brain mask. Results are cached on disk, keyed by the file's
+# intensity-normalised; native scans first get their own brain mask (deepbet), are bias-corrected
+# (N4) inside it, registered brain to brain to the template and skull-stripped with their own
+# mask, whose volume is the total intracranial volume (TIV). Results are cached on disk, keyed by the file's
 # checksum and the parameters. The alignment score is the correlation of each preprocessed scan
 # with the template inside the template brain mask eroded by 6 mm. For scans registered here
 # (native space) a score below the threshold is an error; for scans delivered in template space
@@ -100,8 +102,11 @@ failed = {str(item.path): item.error for item in items if not item.ok}
 scores = {str(item.path): item.alignment for item in items if item.ok}
 table["preprocessed"] = [str(cache.path_for(p, params)) if p not in failed else "" for p in paths]
 table["alignment"] = [scores.get(p, float("nan")) for p in paths]
+tivs = {str(item.path): item.tiv_cm3 for item in items if item.ok}
+table["tiv_cm3"] = [tivs.get(p, float("nan")) for p in paths]
 table.to_csv(run / "audit" / "alignment.csv", index=False,
-             columns=["participant_id", "group", "site", "path", "preprocessed", "alignment"])
+             columns=["participant_id", "group", "site", "path", "preprocessed", "alignment",
+                      "tiv_cm3"])
 show(px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
               title="Alignment of each preprocessed scan with the MNI152 template")
      .add_hline(y=alignment_threshold, line_dash="dash", annotation_text="threshold"))
@@ -111,8 +116,9 @@ show(px.strip(table, x="site", y="alignment", color="group", hover_name="partici
 #
 # Each preprocessed scan with two outlines of the MNI152 template: its white-matter boundary in
 # cyan, which should follow the scan's ventricles and grey-white border, and its brain mask in
-# red (native scans are skull-stripped with that mask, so there the brain fills it by
-# construction). A shifted, tilted or mis-scaled scan shows the cyan lines off the anatomy.
+# red; in yellow, the scan's own brain mask (for native scans the one extracted from the scan,
+# which should hug its brain; for template-space scans the template's or the delivered one).
+# A shifted, tilted or mis-scaled scan shows the cyan lines off the anatomy.
 # Scans are ordered from the lowest alignment score
 # up, so the doubtful ones come first; red titles mark scores under the threshold. At most
 # `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the score of every scan.
@@ -127,7 +133,24 @@ else:
     registration_qc([(f"{r.participant_id} ({r.site}): {r.alignment:.2f}", r.preprocessed,
                       bool(r.alignment < alignment_threshold)) for r in qc.itertuples()],
                     [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
-                     (template_images()[1], "red")]);
+                     (template_images()[1], "red")], brain_colour="yellow");
+
+# %% [markdown]
+# ## Total intracranial volume
+#
+# The volume of each native scan's extracted brain mask, in its own space (cm³). Adult TIVs lie
+# about 1100-2000 cm³ (larger in men); a value outside the plausible range is a warning below.
+# Scans in a template space have none.
+
+# %%
+if table["tiv_cm3"].notna().any():
+    display(audit.tiv_summary(table, by=["group", "sex"]))
+    show(px.scatter(table, x="age", y="tiv_cm3", color="sex", hover_name="participant_id",
+                    labels={"tiv_cm3": "TIV (cm³)", "age": "age (years)"},
+                    title="Total intracranial volume of each extracted brain mask"))
+else:
+    display(Markdown("No brain was extracted (the scans are in a template space or delivered "
+                     "skull-stripped), so there is no TIV to report."))
 
 # %%
 glue("alignment_min", f"{table['alignment'].min():.2f}", display=False)
@@ -143,7 +166,8 @@ glue("alignment_median", f"{table['alignment'].median():.2f}", display=False)
 # %%
 problems = pd.concat([loaded.problems,
                       audit.alignment_problems(table, failed, scores, alignment_threshold,
-                                               registered=spec.space == "native")],
+                                               registered=spec.space == "native"),
+                      audit.tiv_problems(table, tivs, TIV_RANGE_CM3)],
                      ignore_index=True)
 problems.to_csv(run / "audit" / "problems.csv", index=False)
 glue("n_problems", len(problems), display=False)

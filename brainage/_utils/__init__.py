@@ -7,7 +7,14 @@
 from __future__ import annotations
 
 from brainage._utils.bids import bids_id, bids_label
-from brainage._utils.constants import AGE_RANGE, GROUPS, PREDICTION_VALUES, SPACES, VERSION
+from brainage._utils.constants import (
+    AGE_RANGE,
+    BRAIN_EXTRACTION_METHODS,
+    GROUPS,
+    PREDICTION_VALUES,
+    SPACES,
+    VERSION,
+)
 from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
 from brainage._utils.scheduler import (
@@ -28,6 +35,7 @@ from brainage._utils.validation import (
 
 __all__ = [
     "AGE_RANGE",
+    "BRAIN_EXTRACTION_METHODS",
     "GROUPS",
     "PREDICTION_VALUES",
     "SPACES",

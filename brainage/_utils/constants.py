@@ -15,6 +15,10 @@ AGE_RANGE = (0.0, 120.0)
 #: scans (the simulated cohort) and ``MNI152Lin`` arrays (OpenBHB quasi-raw) are only resampled.
 SPACES = ("native", "MNI152NLin2009cSym", "MNI152Lin")
 
+#: How native scans that are not skull-stripped lose their skull: the subject's own brain mask
+#: (deepbet, before registration) or the template's brain mask (after registration).
+BRAIN_EXTRACTION_METHODS = ("deepbet", "template")
+
 #: The prediction of one scan by one head, in every table that holds predictions (the run's
 #: ``predictions.csv`` and ``brainage predict``'s CSV): the predicted age, the gap (predicted
 #: minus chronological age), and both after the head's age-bias correction, in years.

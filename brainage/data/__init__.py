@@ -15,6 +15,8 @@ _EXPORTS = {
     "problem_summary": "audit",
     "tissue_fractions": "audit",
     "tissue_table": "audit",
+    "tiv_problems": "audit",
+    "tiv_summary": "audit",
     "BASE_COLUMNS": "cohort",
     "CohortError": "cohort",
     "CohortResult": "cohort",

@@ -24,6 +24,8 @@ __all__ = [
     "problem_summary",
     "tissue_fractions",
     "tissue_table",
+    "tiv_problems",
+    "tiv_summary",
 ]
 
 #: Relative-intensity bands of a T1w brain (intensity / 90th percentile inside the brain):
@@ -170,4 +172,74 @@ def alignment_problems(table: pd.DataFrame, errors: dict[str, str], scores: dict
                          "check": "alignment", "message":
                          f"{path}: correlation with the MNI152 template {scores[path]:.3f} is "
                          f"below the threshold {threshold:.2f}: {cause}"})
+    return pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+
+
+def tiv_summary(table: pd.DataFrame, by: Iterable[str] = ("group",),
+                column: str = "tiv_cm3") -> pd.DataFrame:
+    """Total intracranial volume (cm³, from each subject's extracted brain mask) per group.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The Cohort table with a ``column`` of TIVs (NaN where the brain was not extracted:
+        scans in a template space or delivered skull-stripped).
+    by : iterable of str, default=("group",)
+        Columns to group by, e.g. ``("group", "sex")``.
+    column : str, default="tiv_cm3"
+        The TIV column.
+
+    Returns
+    -------
+    DataFrame
+        ``n`` (scans with a TIV), ``tiv_mean``, ``tiv_sd``, ``tiv_min``, ``tiv_max`` per group;
+        empty when no scan has a TIV.
+    """
+    by = list(by)
+    missing = [c for c in [*by, column] if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the column(s) {missing}; it has {list(table.columns)}")
+    known = table[np.isfinite(table[column].astype(float))]
+    grouped = known.groupby(by)[column]
+    out = pd.DataFrame({"n": grouped.size(), "tiv_mean": grouped.mean(), "tiv_sd": grouped.std(),
+                        "tiv_min": grouped.min(), "tiv_max": grouped.max()})
+    return out.round(1).reset_index()
+
+
+def tiv_problems(table: pd.DataFrame, tivs: dict[str, float],
+                 tiv_range: tuple[float, float]) -> pd.DataFrame:
+    """Warnings for scans whose TIV (extracted brain mask, cm³) is outside a plausible range.
+
+    A TIV far from the adult range means a brain mask that took in skull or neck, or lost part
+    of the brain, or a header with wrong voxel sizes; the scan is kept for the reader to check
+    (its alignment score says whether the registration still landed).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The Cohort table (``dataset``, ``participant_id``, ``path``).
+    tivs : dict
+        ``path -> TIV`` in cm³ (NaN or absent: not extracted, not checked).
+    tiv_range : (float, float)
+        Plausible TIVs, e.g. :data:`brainage.imaging.brain_extraction.TIV_RANGE_CM3`.
+
+    Returns
+    -------
+    DataFrame
+        Rows in the layout of :data:`brainage.data.cohort.PROBLEM_COLUMNS`.
+    """
+    from brainage.data.cohort import PROBLEM_COLUMNS
+
+    low, high = tiv_range
+    rows = []
+    for record in table.to_dict("records"):
+        path = str(record["path"])
+        tiv = tivs.get(path, float("nan"))
+        if np.isfinite(tiv) and not low <= tiv <= high:
+            rows.append({"dataset": record.get("dataset"),
+                         "participant_id": record["participant_id"], "path": path,
+                         "severity": "warning", "check": "tiv",
+                         "message": f"{path}: total intracranial volume {tiv:.0f} cm³ of the "
+                                    f"extracted brain mask is outside {low:.0f}-{high:.0f} cm³: "
+                                    f"check the mask in the registration QC"})
     return pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))

@@ -9,11 +9,23 @@ from brainage._utils.lazy import lazy_exports
 
 #: Public name -> the module that defines it (imported on first use).
 _EXPORTS = {
+    "BrainExtractionError": "brain_extraction",
+    "BrainMask": "brain_extraction",
+    "TIV_RANGE_CM3": "brain_extraction",
+    "crop_to_mask": "brain_extraction",
+    "extract_brain": "brain_extraction",
+    "ROBUSTNESS_CASES": "perturb",
+    "pad_neck": "perturb",
+    "reorder_axes": "perturb",
+    "robustness_case": "perturb",
+    "shift_origin": "perturb",
+    "BRAIN_EXTRACTION_METHODS": "preprocess",
     "CohortItem": "preprocess",
     "PREPROCESS_VERSION": "preprocess",
     "PreprocessCache": "preprocess",
     "PreprocessError": "preprocess",
     "PreprocessParams": "preprocess",
+    "header_tiv": "preprocess",
     "load_scan": "preprocess",
     "normalise_intensity": "preprocess",
     "preprocess_cohort": "preprocess",
@@ -24,6 +36,9 @@ _EXPORTS = {
     "RegistrationResult": "registration",
     "alignment_score": "registration",
     "ants_to_nifti": "registration",
+    "brain_stage_pyramid": "registration",
+    "mask_centre": "registration",
+    "mask_pitch": "registration",
     "n4_correct": "registration",
     "nifti_to_ants": "registration",
     "register_to_template": "registration",
@@ -32,7 +47,7 @@ _EXPORTS = {
     "warp_to_template": "registration",
 }
 _MODULES = (
-    "preprocess", "registration",
+    "brain_extraction", "perturb", "preprocess", "registration",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

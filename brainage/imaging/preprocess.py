@@ -1,11 +1,19 @@
 """Preprocessing of T1w scans onto the MNI152 grid of a profile, with an on-disk cache.
 
-Scans in native (scanner) space::
+Scans in native (scanner) space, by default (``brain_extraction="deepbet"``)::
 
-    load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation) -> N4 bias-field correction
-    -> affine registration to nilearn's MNI152 template (ANTsPy, imaging.registration)
-    -> resampling onto the template grid of ``grid_mm`` (one interpolation, MONAI SpatialResample)
-    -> skull removal by the template brain mask -> intensity normalisation inside the brain
+    load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation)
+    -> brain extraction: the subject's brain mask (deepbet, imaging.brain_extraction)
+    -> N4 bias-field correction fitted inside that mask
+    -> brain-to-brain affine registration to nilearn's MNI152 template, from the mask's centre
+       of mass (ANTsPy, imaging.registration)
+    -> resampling of the scan and its mask onto the template grid of ``grid_mm`` (one
+       interpolation each, MONAI SpatialResample) -> skull removal by the subject's mask
+    -> intensity normalisation inside the brain
+
+With ``brain_extraction="template"`` (the path of preprocessing version 2, kept as a fallback):
+N4 inside the head mask, the head-aware registration of :mod:`brainage.imaging.registration`,
+and skull removal by the template's brain mask after registration.
 
 Scans in a template space skip N4 and registration: they are only resampled onto the grid,
 masked and normalised. These are ``MNI152NLin2009cSym`` (nilearn's template: the simulated cohort)
@@ -16,10 +24,14 @@ cortex, which an affine registration to the 2009c template would not remove eith
 
 Choices (documented approximations):
 
-* **Skull removal** multiplies the registered scan by the template's brain mask. After an affine
-  (not a non-linear) registration this removes the skull and most extra-cerebral tissue but
-  follows the template's brain outline, not the subject's; a thin rim of CSF/dura may remain or
-  a little cortex be cut where the subject's brain shape differs. Scans already skull-stripped
+* **Skull removal** of native scans keeps the voxels of the subject's own brain mask (deepbet),
+  carried onto the grid by the registration (linear, then > 0.5). Its total intracranial volume
+  (TIV, in native space) is written into the output's header (``descrip``) and the cache's
+  sidecar (:func:`header_tiv`, :attr:`CohortItem.tiv_cm3`). With ``brain_extraction="template"``
+  the registered scan is multiplied by the template's brain mask: after an affine (not a
+  non-linear) registration this follows the template's brain outline, not the subject's; a thin
+  rim of CSF/dura may remain or a little cortex be cut where the subject's brain shape differs.
+  Scans in a template space are masked so too. Scans already skull-stripped
   (``skull_stripped=True``) keep their own brain outline: their foreground (voxels above 5 % of
   the 99th intensity percentile) is the brain mask.
 * **Intensity normalisation**: inside the brain mask, intensities are clipped to their 0.5-99.5th
@@ -42,6 +54,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,7 +65,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from brainage._utils import SPACES, atomic_write, run_tasks, sha256_file
+from brainage._utils import (
+    BRAIN_EXTRACTION_METHODS,
+    SPACES,
+    atomic_write,
+    check_choice,
+    run_tasks,
+    sha256_file,
+)
 from brainage.exceptions import BrainageError
 
 # torch, MONAI and ANTs (brainage.imaging.registration) take seconds to import: they are imported in
@@ -63,11 +83,13 @@ from brainage.exceptions import BrainageError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BRAIN_EXTRACTION_METHODS",
     "PREPROCESS_VERSION",
     "CohortItem",
     "PreprocessCache",
     "PreprocessError",
     "PreprocessParams",
+    "header_tiv",
     "load_scan",
     "normalise_intensity",
     "preprocess_cohort",
@@ -77,7 +99,9 @@ __all__ = [
 ]
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
-PREPROCESS_VERSION = "2"
+#: 3: native scans get the subject's brain mask (deepbet) and a brain-to-brain registration by
+#: default (``brain_extraction``, also in the key); template-space outputs are unchanged.
+PREPROCESS_VERSION = "3"
 # SPACES (imported from brainage.data.manifest): raw scanner space (registered here), or already in
 # a template space (only resampled): MNI152 2009c symmetric (nilearn's template), or ``MNI152Lin``,
 # affinely aligned to MNI152 on FSL's 1 mm grid (OpenBHB's quasi-raw scans).
@@ -86,6 +110,9 @@ _FOREGROUND_FRACTION = 0.05
 _CLIP_PERCENTILES = (0.5, 99.5)
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # nibabel's axis convention
 _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
+#: The TIV record in a preprocessed volume's header (``descrip``, 80 bytes at most).
+_TIV_RECORD = "brainage brain mask {method}, TIV {tiv:.1f} cm3"
+_TIV_PATTERN = re.compile(r"^brainage brain mask (\w+), TIV ([0-9.]+) cm3$")
 
 
 class PreprocessError(BrainageError, ValueError):
@@ -106,12 +133,18 @@ class PreprocessParams:
         The scans hold the brain only (skip skull removal by the template mask).
     crop_to_brain : bool, default=False
         Crop the grid to the template brain's bounding box plus 8 mm.
+    brain_extraction : {"deepbet", "template"}, default="deepbet"
+        Skull removal of native scans that are not skull-stripped: ``deepbet``, the subject's
+        own brain mask, found before registration, which then aligns brain to brain;
+        ``template``, the template's brain mask after the head-aware registration (version 2's
+        path). Scans in a template space, and skull-stripped ones, do not use it.
     """
 
     space: str = "native"
     grid_mm: float = 2.0
     skull_stripped: bool = False
     crop_to_brain: bool = False
+    brain_extraction: str = "deepbet"
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
@@ -124,7 +157,16 @@ class PreprocessParams:
         for name in ("skull_stripped", "crop_to_brain"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}")
+        check_choice("brain_extraction", self.brain_extraction, BRAIN_EXTRACTION_METHODS)
         object.__setattr__(self, "grid_mm", float(self.grid_mm))
+
+    @property
+    def skull_removal(self) -> str:
+        """What removes the skull of these scans: ``"deepbet"`` (the subject's mask),
+        ``"template"`` (the template's mask) or ``"foreground"`` (delivered skull-stripped)."""
+        if self.skull_stripped:
+            return "foreground"
+        return self.brain_extraction if self.space == "native" else "template"
 
     @classmethod
     def coerce(cls, params: PreprocessParams | Mapping[str, Any] | None) -> PreprocessParams:
@@ -323,8 +365,8 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: float = 2.0,
-                    skull_stripped: bool = False,
-                    crop_to_brain: bool = False) -> nib.Nifti1Image:
+                    skull_stripped: bool = False, crop_to_brain: bool = False,
+                    brain_extraction: str = "deepbet") -> nib.Nifti1Image:
     """Preprocess one T1w scan onto the MNI152 grid of ``grid_mm`` (see the module docstring).
 
     Parameters
@@ -339,12 +381,15 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
         The scan holds the brain only: no skull removal by the template mask.
     crop_to_brain : bool, default=False
         Crop the grid to the template brain's bounding box plus 8 mm.
+    brain_extraction : {"deepbet", "template"}, default="deepbet"
+        Skull removal of native scans (see :class:`PreprocessParams`).
 
     Returns
     -------
     nibabel.Nifti1Image
         float32, shape and affine of ``template_grid(grid_mm, crop_to_brain=crop_to_brain)``,
-        divided by its mean inside the brain mask (mean 1 there), 0 outside.
+        divided by its mean inside the brain mask (mean 1 there), 0 outside. With deepbet, the
+        header's ``descrip`` records the native TIV (:func:`header_tiv`).
 
     Raises
     ------
@@ -354,29 +399,28 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     from brainage.imaging import registration as reg
 
     params = PreprocessParams(space=space, grid_mm=grid_mm, skull_stripped=skull_stripped,
-                              crop_to_brain=crop_to_brain)
+                              crop_to_brain=crop_to_brain, brain_extraction=brain_extraction)
     grid = reg.template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
     scan = load_scan(path)
-    matrix = None
-    if params.space == "native":
-        start = time.perf_counter()
-        corrected = reg.n4_correct(reg.nifti_to_ants(scan))
-        n4_s = time.perf_counter() - start
-        try:
-            result = reg.register_to_template(corrected, skull_stripped=params.skull_stripped)
-        except (ValueError, RuntimeError) as err:
-            raise PreprocessError(f"scan {path}: registration to MNI152 failed: {err}") from err
-        logger.info("%s: N4 %.1f s, registration %.1f s, alignment score %.3f", path, n4_s,
-                    time.perf_counter() - start - n4_s, result.score)
-        if result.score < reg.ALIGNMENT_THRESHOLD:
-            logger.warning("%s: alignment score %.3f is below the threshold %.2f: check the "
-                           "registration", path, result.score, reg.ALIGNMENT_THRESHOLD)
-        scan, matrix = reg.ants_to_nifti(corrected), result.matrix
-    data = resample_to_grid(scan, grid, matrix)
-    if params.skull_stripped:
-        mask = data > _FOREGROUND_FRACTION * np.percentile(data, 99)
+    brain = None
+    if params.space == "native" and params.skull_removal == "deepbet":
+        from brainage.imaging.brain_extraction import crop_to_mask
+
+        brain = _extract_brain(path, scan)
+        scan, brain_mask = crop_to_mask(scan, brain.mask)
+        scan, matrix = _register_native(path, scan, params, brain_mask)
+        data = resample_to_grid(scan, grid, matrix)
+        as_float = nib.Nifti1Image(np.asarray(brain_mask.dataobj, np.float32), brain_mask.affine)
+        mask = resample_to_grid(as_float, grid, matrix) > 0.5
     else:
-        mask = _template_mask_on(grid)
+        matrix = None
+        if params.space == "native":
+            scan, matrix = _register_native(path, scan, params, None)
+        data = resample_to_grid(scan, grid, matrix)
+        if params.skull_stripped:
+            mask = data > _FOREGROUND_FRACTION * np.percentile(data, 99)
+        else:
+            mask = _template_mask_on(grid)
     try:
         out = normalise_intensity(data, mask)
     except PreprocessError as err:
@@ -386,7 +430,69 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     img.header.set_xyzt_units("mm")
     img.set_sform(grid[1], code="mni")
     img.set_qform(grid[1], code="mni")
+    if brain is not None:
+        img.header["descrip"] = _TIV_RECORD.format(method=brain.method, tiv=brain.tiv_cm3)
     return img
+
+
+def _extract_brain(path: str | os.PathLike, scan: nib.Nifti1Image) -> Any:
+    """The subject's brain mask (:func:`brainage.imaging.brain_extraction.extract_brain`)."""
+    from brainage.imaging import brain_extraction as bet
+
+    start = time.perf_counter()
+    try:
+        brain = bet.extract_brain(scan, source=path)
+    except bet.BrainExtractionError as err:
+        raise PreprocessError(str(err)) from err
+    logger.info("%s: brain extraction %.1f s, TIV %.0f cm3", path, time.perf_counter() - start,
+                brain.tiv_cm3)
+    return brain
+
+
+def _register_native(path: str | os.PathLike, scan: nib.Nifti1Image, params: PreprocessParams,
+                     brain_mask: nib.Nifti1Image | None) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """N4 and registration of a native scan: the corrected scan and its template -> scan matrix.
+
+    With ``brain_mask`` N4 is fitted inside it and the registration aligns brain to brain;
+    without, N4 uses the head mask and the registration is head-aware.
+    """
+    from brainage.imaging import registration as reg
+
+    start = time.perf_counter()
+    mask = None if brain_mask is None else reg.nifti_to_ants(
+        nib.Nifti1Image(np.asarray(brain_mask.dataobj, np.float32), brain_mask.affine))
+    corrected = reg.n4_correct(reg.nifti_to_ants(scan), mask)
+    n4_s = time.perf_counter() - start
+    try:
+        if mask is None:
+            result = reg.register_to_template(corrected, skull_stripped=params.skull_stripped)
+        else:
+            result = reg.register_to_template(corrected, brain_mask=mask,
+                                              grid_mm=params.grid_mm)
+    except (ValueError, RuntimeError) as err:
+        raise PreprocessError(f"scan {path}: registration to MNI152 failed: {err}") from err
+    logger.info("%s: N4 %.1f s, registration %.1f s, alignment score %.3f", path, n4_s,
+                time.perf_counter() - start - n4_s, result.score)
+    if result.score < reg.ALIGNMENT_THRESHOLD:
+        logger.warning("%s: alignment score %.3f is below the threshold %.2f: check the "
+                       "registration", path, result.score, reg.ALIGNMENT_THRESHOLD)
+    return reg.ants_to_nifti(corrected), result.matrix
+
+
+def header_tiv(img: nib.Nifti1Image) -> float:
+    """The native TIV (cm³) recorded in a preprocessed volume's header; NaN if none is.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A volume written by :func:`preprocess_file`.
+    """
+    try:
+        text = img.header["descrip"].item().decode("ascii", "replace")
+    except (KeyError, AttributeError, ValueError):  # not a NIfTI-1 header
+        return float("nan")
+    found = _TIV_PATTERN.match(text.strip())
+    return float(found.group(2)) if found else float("nan")
 
 
 class PreprocessCache:
@@ -447,8 +553,9 @@ class PreprocessCache:
         return self._entry(path, params)[1]
 
     def _entry(self, path: str | os.PathLike,
-               params: PreprocessParams | Mapping | None) -> tuple[Path, float]:
-        """The cached file of ``path`` (computed first if absent) and its alignment score."""
+               params: PreprocessParams | Mapping | None) -> tuple[Path, float, float]:
+        """The cached file of ``path`` (computed first if absent), its alignment score and its
+        native TIV in cm³ (NaN unless the brain was extracted)."""
         params = PreprocessParams.coerce(params)
         _check_scan_file(path)
         digest = sha256_file(path)
@@ -459,18 +566,21 @@ class PreprocessCache:
             logger.debug("cache hit: %s -> %s", path, target)
             img, meta = cached
             if "alignment" in meta:
-                return target, float(meta["alignment"])
+                return target, float(meta["alignment"]), _sidecar_tiv(meta, img)
         else:
             img = preprocess_file(path, **asdict(params))
             meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
         from brainage.imaging.registration import alignment_score
 
         meta["alignment"] = alignment_score(img)
+        tiv = header_tiv(img)
+        if np.isfinite(tiv):
+            meta["tiv_cm3"] = tiv
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         if not target.is_file():
             atomic_write(target, lambda tmp: nib.save(img, tmp))
-        return target, float(meta["alignment"])
+        return target, float(meta["alignment"]), tiv
 
     @staticmethod
     def _read_entry(target: Path, sidecar: Path) -> tuple[nib.Nifti1Image, dict] | None:
@@ -504,6 +614,14 @@ class PreprocessCache:
         return img, meta
 
 
+def _sidecar_tiv(meta: Mapping[str, Any], img: nib.Nifti1Image) -> float:
+    """The TIV of a cache entry: from its sidecar, else from the volume's header, else NaN."""
+    value = meta.get("tiv_cm3")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return header_tiv(img)
+
+
 @dataclass(frozen=True)
 class CohortItem:
     """Outcome of one scan in :func:`preprocess_cohort`.
@@ -518,12 +636,16 @@ class CohortItem:
         What went wrong (names the file and the problem); ``None`` if it succeeded.
     alignment : float
         Registration quality (:func:`alignment_score`); NaN if it failed.
+    tiv_cm3 : float
+        Total intracranial volume of the subject's brain mask, in native space (cm³); NaN
+        unless the brain was extracted (``brain_extraction="deepbet"`` on a native scan).
     """
 
     path: Path
     image: nib.Nifti1Image | None
     error: str | None = None
     alignment: float = float("nan")
+    tiv_cm3: float = float("nan")
 
     @property
     def ok(self) -> bool:
@@ -531,10 +653,11 @@ class CohortItem:
         return self.error is None
 
 
-def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, float]:
-    """Worker: preprocess one scan through the cache; returns the cached file and its score."""
-    target, score = PreprocessCache(root)._entry(path, params)
-    return str(target), score
+def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, float, float]:
+    """Worker: preprocess one scan through the cache; returns the cached file, its score and
+    its TIV."""
+    target, score, tiv = PreprocessCache(root)._entry(path, params)
+    return str(target), score, tiv
 
 
 def preprocess_cohort(paths: Sequence[str | os.PathLike],
@@ -577,8 +700,8 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
     items = []
     for path, outcome in zip(paths, outcomes):
         if outcome.ok:
-            target, score = outcome.value
-            items.append(CohortItem(Path(path), nib.load(target), None, score))
+            target, score, tiv = outcome.value
+            items.append(CohortItem(Path(path), nib.load(target), None, score, tiv))
         else:
             items.append(CohortItem(Path(path), None, _describe(path, outcome.error)))
     return items

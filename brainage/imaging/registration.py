@@ -27,6 +27,18 @@ ten IXI scans of ``../shared/data/ixi10``:
 Scans that are already skull-stripped skip the pseudo-head (their head stage registers to the
 brain template itself, with the vertex taken as the top of the brain).
 
+**Brain to brain** (the default for native scans since preprocessing version 3: a brain mask
+from :mod:`brainage.imaging.brain_extraction` is given). The scan, N4-corrected inside its mask,
+is multiplied by the mask and registered by one affine stage to the brain-only template
+(Mattes mutual information inside the template brain mask eroded by a voxel, a pyramid that
+stops at the output grid's scale), from a start that puts the template brain's centre of mass
+on the mask's and pitches it by the angle between the two brains' long axes in the sagittal
+plane (:func:`mask_pitch`). The start depends neither on the world origin nor on the voxel
+order nor on the field of view. Restarts (:data:`_PITCHES_DEG`) run only when the score is
+below the threshold. On the ten IXI scans (median CPU time, one thread): N4 0.8 s and
+registration 3.3 s, against 1.9 s and 9.3 s on the head-aware path; alignment 0.52-0.61,
+higher on every scan than the head-aware path's 0.49-0.60.
+
 ANTsPy is used rather than DIPY: it is already a dependency of the project, its
 multi-resolution affine registration takes a metric mask (both stages need one),
 and on the ten IXI scans this path took 15-23 s per scan in all (N4 about 3 s, registration
@@ -72,6 +84,9 @@ __all__ = [
     "RegistrationResult",
     "alignment_score",
     "ants_to_nifti",
+    "brain_stage_pyramid",
+    "mask_centre",
+    "mask_pitch",
     "n4_correct",
     "nifti_to_ants",
     "register_to_template",
@@ -100,6 +115,12 @@ _VERTEX_ABOVE_BRAIN_MM = 10.0
 _CRANIUM_DEPTH_MM = 100.0
 #: Head-stage restarts: pitch angles (degrees) tried in turn until the score passes.
 _PITCHES_DEG = (0.0, -15.0, 15.0)
+#: Template voxel size (mm): a pyramid level of shrink factor f works at f times this.
+_TEMPLATE_MM = 2.0
+#: Brain-to-brain affine levels: (shrink factor, smoothing sigma in voxels, iterations). The
+#: optimiser converges before these limits (measured on IXI012 and IXI034: (200, 100, 30)
+#: iterations gave the same scores and times).
+_BRAIN_LEVELS = ((4, 2, 500), (2, 1, 200), (1, 0, 50))
 #: ANTs seed, passed as ``--random-seed`` so that the sampled metric is reproducible.
 _ANTS_SEED = 20240501
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS (nibabel) <-> LPS (ITK) world coordinates
@@ -182,15 +203,25 @@ def ants_to_nifti(img: ants.ANTsImage) -> nib.Nifti1Image:
     return nib.Nifti1Image(img.numpy().astype(np.float32), _LPS @ affine)
 
 
-def n4_correct(img: ants.ANTsImage) -> ants.ANTsImage:
-    """N4 bias-field correction inside the head mask (fitted at 4x shrink: about 3 s at 2 mm).
+def n4_correct(img: ants.ANTsImage, mask: ants.ANTsImage | None = None) -> ants.ANTsImage:
+    """N4 bias-field correction, fitted at 4x shrink inside a mask.
+
+    Parameters
+    ----------
+    img : ants.ANTsImage
+        The scan.
+    mask : ants.ANTsImage, optional
+        Where the bias field is fitted: the brain mask of :mod:`brainage.imaging.brain_extraction`
+        (on the scan cropped to it: median 0.8 s of CPU time on the ten 2 mm IXI scans, and
+        higher alignment scores after registration than with the head mask); default: the head
+        mask (:func:`ants.get_mask`; median 1.9 s), the path of scans without brain extraction.
 
     References
     ----------
     .. [1] Tustison NJ et al. N4ITK: improved N3 bias correction. IEEE TMI 29(6), 2010.
     """
-    head = ants.get_mask(img)
-    return ants.n4_bias_field_correction(img, mask=head, shrink_factor=4,
+    where = ants.get_mask(img) if mask is None else mask
+    return ants.n4_bias_field_correction(img, mask=where, shrink_factor=4,
                                          convergence={"iters": [50, 50, 30], "tol": 1e-6})
 
 
@@ -206,7 +237,8 @@ class RegistrationResult:
     score : float
         :func:`alignment_score` of the registered scan.
     pitch_deg : float
-        The head-stage start that was kept (0 unless the multi-start was needed).
+        The start that was kept: on the head path 0 unless the multi-start was needed; on
+        the brain path the mask's own pitch (:func:`mask_pitch`) unless it was needed.
     """
 
     matrix: np.ndarray
@@ -314,20 +346,135 @@ def _head_and_brain_stages(scan: ants.ANTsImage, init: str, skull_stripped: bool
     return _transform_matrix(second["fwdtransforms"][0])
 
 
+def brain_stage_pyramid(grid_mm: float = 2.0) -> dict[str, tuple[int, ...]]:
+    """Multi-resolution schedule of the brain-to-brain affine, stopping at the grid's scale.
+
+    The template has 2 mm voxels; a level of shrink factor ``f`` works at ``2 f`` mm. Levels
+    finer than the output grid are skipped (a 4 mm grid stops at shrink 2): they cost most of
+    the time and refine what the grid cannot hold.
+
+    Parameters
+    ----------
+    grid_mm : float, default=2.0
+        Voxel size of the output grid, in mm.
+
+    Returns
+    -------
+    dict
+        ``aff_shrink_factors``, ``aff_smoothing_sigmas`` (voxels) and ``aff_iterations`` for
+        :func:`ants.registration`.
+    """
+    finest = max(1, int(float(grid_mm) // _TEMPLATE_MM + 1e-9))
+    levels = [level for level in _BRAIN_LEVELS if level[0] >= finest] or [_BRAIN_LEVELS[0]]
+    shrink, sigma, iterations = zip(*levels)
+    return dict(aff_shrink_factors=shrink, aff_smoothing_sigmas=sigma,
+                aff_iterations=iterations)
+
+
+def _brain_stage(brain: ants.ANTsImage, init: str, grid_mm: float, folder: str) -> np.ndarray:
+    """Brain-to-brain affine: the skull-stripped scan to the template, Mattes MI inside the
+    template brain mask eroded by a voxel, from ``init``."""
+    template, eroded_mask, _, _ = _targets()
+    result = ants.registration(template, brain, type_of_transform="Affine",
+                               initial_transform=init, mask=eroded_mask,
+                               outprefix=os.path.join(folder, "brain_"),
+                               **brain_stage_pyramid(grid_mm))
+    return _transform_matrix(result["fwdtransforms"][0])
+
+
+def _mask_points(mask: ants.ANTsImage | nib.Nifti1Image) -> np.ndarray:
+    """World coordinates (RAS mm) of a mask's voxels, shape (n, 3)."""
+    img = mask if isinstance(mask, nib.Nifti1Image) else ants_to_nifti(mask)
+    ijk = np.argwhere(np.asarray(img.dataobj) > 0.5)
+    if len(ijk) == 0:
+        raise ValueError("the brain mask is empty: no start for the registration")
+    return nib.affines.apply_affine(img.affine, ijk)
+
+
+def mask_centre(mask: ants.ANTsImage) -> np.ndarray:
+    """Centre of mass of a brain mask, in RAS mm (where the registration starts)."""
+    return _mask_points(mask).mean(axis=0)
+
+
+def _sagittal_angle(points: np.ndarray) -> float:
+    """Angle (degrees, from anterior towards superior) of the long axis of a brain in the
+    sagittal plane: the first principal axis of its (y, z) coordinates, pointing anterior."""
+    yz = points[:, 1:] - points[:, 1:].mean(axis=0)
+    _, vectors = np.linalg.eigh(np.cov(yz.T))
+    y, z = vectors[:, -1] * (1.0 if vectors[0, -1] >= 0 else -1.0)
+    return float(np.degrees(np.arctan2(z, y)))
+
+
+def mask_pitch(mask: ants.ANTsImage) -> float:
+    """Pitch of a brain mask relative to the template's brain, in degrees (nose up > 0).
+
+    A brain's long (anterior-posterior) axis is well defined in the sagittal plane (standard
+    deviations 41 mm along it and 31 mm across in the template; 38-44 and 27-29 mm in the ten
+    IXI masks), so the angle between the mask's and the template's is a start for the pitch,
+    the rotation by which heads differ most in the coil (the ten IXI scans: 6-16 degrees).
+    """
+    _, template_mask = template_images()
+    template = _sagittal_angle(_mask_points(template_mask))
+    return _sagittal_angle(_mask_points(mask)) - template
+
+
+def _pitched_start(point_ras: np.ndarray, pitch_deg: float, folder: str) -> str:
+    """An ANTs transform file: the template brain's centre of mass to ``point_ras``, then
+    rotated about the left-right axis by ``pitch_deg`` (nose up > 0), in RAS converted to ITK's
+    LPS (``F R F``, centre ``F c``, translation ``F t``)."""
+    _, brain_com, _ = _template_brain_geometry()
+    angle = np.deg2rad(pitch_deg)
+    rotation = np.array([[1.0, 0.0, 0.0],  # about x (left-right): y towards z
+                         [0.0, np.cos(angle), -np.sin(angle)],
+                         [0.0, np.sin(angle), np.cos(angle)]])
+    flip = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS
+    transform = ants.create_ants_transform(
+        transform_type="AffineTransform", dimension=3, matrix=flip @ rotation @ flip,
+        center=(flip @ brain_com).tolist(), translation=(flip @ (point_ras - brain_com)).tolist())
+    path = os.path.join(folder, f"init_pitch{pitch_deg:+.1f}.mat")
+    ants.write_transform(transform, path)
+    return path
+
+
+def _brain_starts(pitch_deg: float) -> list[float]:
+    """Pitches tried in turn on the brain path: the mask's own, then version 2's set."""
+    starts = [round(pitch_deg, 1)]
+    for pitch in _PITCHES_DEG:
+        if all(abs(pitch - s) > 5.0 for s in starts):
+            starts.append(pitch)
+    return starts
+
+
 def register_to_template(scan: ants.ANTsImage, *, skull_stripped: bool = False,
+                         brain_mask: ants.ANTsImage | None = None, grid_mm: float = 2.0,
                          threshold: float = ALIGNMENT_THRESHOLD) -> RegistrationResult:
     """Affine registration of a (bias-corrected) scan to the 2 mm MNI152 template.
 
-    See the module docstring for the stages. The head stage is restarted from pitched starts
-    (:data:`_PITCHES_DEG`) while the :func:`alignment_score` stays below ``threshold``; the
-    best start is kept, with a warning if even that one is below the threshold.
+    Two paths:
+
+    * with ``brain_mask`` (the subject's own, from brain extraction): **brain to brain**. The
+      scan is multiplied by the mask and registered by one affine stage to the (brain-only)
+      template, starting from a translation that puts the template brain's centre of mass on
+      the mask's, with the Mattes mutual information inside the template brain mask eroded by
+      a voxel and a pyramid that stops at the grid's scale (:func:`brain_stage_pyramid`). The
+      start does not depend on the world origin, the voxel order or the field of view.
+    * without: the head-aware path of the module docstring (vertex start, head stage to the
+      pseudo-head, brain stage).
+
+    In both, the registration is restarted from pitched starts (:data:`_PITCHES_DEG`) while the
+    :func:`alignment_score` stays below ``threshold``; the best start is kept, with a warning if
+    even that one is below the threshold.
 
     Parameters
     ----------
     scan : ants.ANTsImage
         A 3D T1w scan in world coordinates (reoriented, N4-corrected), head or brain.
     skull_stripped : bool, default=False
-        The scan holds the brain only: register it to the brain template directly.
+        The scan holds the brain only: register it to the brain template directly (head path).
+    brain_mask : ants.ANTsImage, optional
+        The scan's brain mask (same grid, 1 inside): take the brain-to-brain path.
+    grid_mm : float, default=2.0
+        Voxel size of the output grid: the brain-to-brain pyramid stops at its scale.
     threshold : float, default=ALIGNMENT_THRESHOLD
         Score under which the next start is tried.
 
@@ -338,12 +485,20 @@ def register_to_template(scan: ants.ANTsImage, *, skull_stripped: bool = False,
     """
     # ANTsPy switch (ants.config): with ``on=False`` it only sets the seed of antsRegistration.
     ants.config.set_ants_deterministic(on=False, seed_value=_ANTS_SEED)
-    point = _vertex_point(scan, skull_stripped)
+    if brain_mask is not None:
+        scan = scan * brain_mask
+        point, starts = mask_centre(brain_mask), _brain_starts(mask_pitch(brain_mask))
+    else:
+        point, starts = _vertex_point(scan, skull_stripped), list(_PITCHES_DEG)
     best: RegistrationResult | None = None
     with tempfile.TemporaryDirectory(prefix="brainage_reg_") as folder:
-        for pitch in _PITCHES_DEG:
-            init = _initial_transform(point, pitch, folder)
-            matrix = _head_and_brain_stages(scan, init, skull_stripped, folder)
+        for pitch in starts:
+            if brain_mask is not None:
+                init = _pitched_start(point, pitch, folder)
+                matrix = _brain_stage(scan, init, grid_mm, folder)
+            else:
+                init = _initial_transform(point, pitch, folder)
+                matrix = _head_and_brain_stages(scan, init, skull_stripped, folder)
             score = alignment_score(warp_to_template(scan, matrix))
             logger.debug("registration start pitch %+.0f deg: alignment score %.3f", pitch, score)
             if best is None or score > best.score:

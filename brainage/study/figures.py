@@ -93,13 +93,18 @@ def _readable(image: Any) -> Any:
 
 def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[Any, str]], *,
                     n_cols: int = 3,
-                    cut_coords: tuple[float, float, float] = (0, -18, 4)) -> Any:
+                    cut_coords: tuple[float, float, float] = (0, -18, 4),
+                    brain_colour: str | None = None) -> Any:
     """One panel per scan: the preprocessed scan with template outlines on top.
 
     Typical outlines are the template's white-matter boundary, which should follow the scan's
     ventricles and grey-white border, and its brain mask (for scans skull-stripped with that
     mask the brain fills it by construction; for scans delivered skull-stripped it should hug
-    the brain). A shifted, tilted or mis-scaled scan shows both out of place. The panels
+    the brain). A shifted, tilted or mis-scaled scan shows both out of place. With
+    ``brain_colour``, each scan's own brain mask (its voxels > 0: what its preprocessing kept,
+    the subject's extracted mask for native scans) is outlined too: it should follow the
+    brain's edge, and where it departs from the template's mask the subject's brain differs in
+    shape or the registration is off. The panels
     are drawn with plain matplotlib (sagittal, coronal and axial slices side by side): nilearn's
     slicers lay their own sub-axes out over the figure and overlap in a dense grid.
 
@@ -115,6 +120,8 @@ def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[
         Panels per figure row.
     cut_coords : tuple of float, default=(0, -18, 4)
         MNI coordinates (mm) of the sagittal, coronal and axial slices.
+    brain_colour : str, optional
+        Matplotlib colour of each scan's own brain-mask outline (default: not drawn).
 
     Returns
     -------
@@ -143,10 +150,13 @@ def registration_qc(rows: list[tuple[str, Any, bool]], outlines: Sequence[tuple[
         key = (scan_img.shape, scan_img.affine.tobytes())
         if key not in on_grid:
             on_grid[key] = [_resampled(t, scan_img) for t in templates]
-        scan, masks = _ortho_montage(scan_img, on_grid[key], cut_coords)
+        own = [] if brain_colour is None else [
+            (np.asarray(scan_img.dataobj) > 0).astype(np.float32)]
+        scan, masks = _ortho_montage(scan_img, [*on_grid[key], *own], cut_coords)
         ax.imshow(scan, cmap="gray", vmin=0, vmax=float(np.percentile(scan, 99.5)) or 1.0,
                   interpolation="nearest")
-        for mask, (_, colour) in zip(masks, outlines):
+        colours = [colour for _, colour in outlines] + ([brain_colour] if own else [])
+        for mask, colour in zip(masks, colours):
             ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.7)
         ax.set_title(label, fontsize=9, color="red" if flagged else "black", pad=2)
     fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)

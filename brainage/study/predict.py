@@ -131,7 +131,8 @@ MODEL_CARD_SCHEMA: dict[str, Any] = {
             "type": "object",
             "properties": {"space": {"type": "string"}, "grid_mm": _NUMBER,
                            "skull_stripped": {"type": "boolean"},
-                           "crop_to_brain": {"type": "boolean"}},
+                           "crop_to_brain": {"type": "boolean"},
+                           "brain_extraction": {"type": "string"}},
         },
         "grid": {
             "type": "object",
@@ -291,10 +292,12 @@ class ModelFolder:
     saliency_layer: str
 
     def params_for(self, space: str, skull_stripped: bool) -> PreprocessParams:
-        """Preprocessing of a new scan: its own space and skull flag, the model's grid."""
+        """Preprocessing of a new scan: its own space and skull flag, the model's grid and
+        skull-removal method."""
         return PreprocessParams(space=space, grid_mm=self.preprocess.grid_mm,
                                 skull_stripped=skull_stripped,
-                                crop_to_brain=self.preprocess.crop_to_brain)
+                                crop_to_brain=self.preprocess.crop_to_brain,
+                                brain_extraction=self.preprocess.brain_extraction)
 
 
 def _locate_card(path: Path) -> tuple[Path, str | None]:

@@ -86,3 +86,24 @@ def test_alignment_problems(registered, severity):
     assert set(out.loc[1:, "severity"]) == {severity}
     assert "0.120 is below the threshold 0.40" in out.loc[1, "message"]
     assert out.loc[1, "message"].startswith("/d/2.nii.gz")
+
+
+def test_tiv_problems_warn_outside_the_range():
+    table = _table().assign(dataset="d", path=[f"/d/{i}.nii.gz" for i in range(6)])
+    tivs = {"/d/0.nii.gz": 1500.0, "/d/1.nii.gz": 450.0, "/d/2.nii.gz": float("nan"),
+            "/d/3.nii.gz": 2600.0}
+    out = audit.tiv_problems(table, tivs, (900.0, 2300.0))
+    assert list(out["participant_id"]) == ["sub-1", "sub-3"]
+    assert set(out["severity"]) == {"warning"} and set(out["check"]) == {"tiv"}
+    assert out.loc[0, "message"].startswith("/d/1.nii.gz: total intracranial volume 450 cm³")
+    assert audit.tiv_problems(table, {}, (900.0, 2300.0)).empty
+
+
+def test_tiv_summary_by_group():
+    table = _table().assign(tiv_cm3=[1400.0, 1600.0, float("nan"), 1500.0, 1500.0, 1500.0])
+    out = audit.tiv_summary(table)
+    assert dict(zip(out["group"], out["n"])) == {"AD": 2, "HC": 2, "PD": 1}  # NaN: left out
+    hc = out[out["group"] == "HC"].iloc[0]
+    assert (hc["tiv_mean"], hc["tiv_min"], hc["tiv_max"]) == (1500.0, 1400.0, 1600.0)
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['tiv_cm3'\]"):
+        audit.tiv_summary(_table())

@@ -124,7 +124,8 @@ def test_model_card_records_what_predict_needs(model_dir: Path) -> None:
     assert list(card["heads"]) == ["rnc", "l1"]
     assert card["heads"]["rnc"]["checkpoint"] == "rnc/best.pt"
     assert card["preprocess"] == {"space": MNI, "grid_mm": GRID_MM, "skull_stripped": True,
-                                  "crop_to_brain": True, "version": PREPROCESS_VERSION}
+                                  "crop_to_brain": True, "brain_extraction": "deepbet",
+                                  "version": PREPROCESS_VERSION}
     assert tuple(card["grid"]["shape"]) == shape
     np.testing.assert_allclose(card["grid"]["affine"], affine)
     assert card["versions"]["torch"] and card["saliency_layer"] == "encoder.layer2"

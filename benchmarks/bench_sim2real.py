@@ -1,0 +1,224 @@
+"""Sim-to-real: how simulated scans differ from real ones after the same preprocessing, and how
+a model trained on the simulated cohort predicts real ages.
+
+Run from the repository root::
+
+    python benchmarks/bench_sim2real.py                                   # realism table only
+    python benchmarks/bench_sim2real.py --models runs/quick/models        # and the model's ages
+    python benchmarks/bench_sim2real.py --simulated data/simulated/quick --n-sim 20
+
+**Realism table.** ``--n-sim`` scans of the simulated cohort (``--simulated``, default
+``data/simulated/quick``; a small cohort is simulated into a temporary folder when it is
+absent) and the real scans (``../shared/data/ixi10``) are preprocessed as the project does
+(simulated: template space, skull-stripped; real: native, the default brain extraction) onto the
+``--grid-mm`` MNI152 grid (default 2 mm), and each is summarised by:
+
+* ``noise``: robust SD (1.4826 x MAD) of the high-pass image (the volume minus its Gaussian
+  smoothing, sigma one voxel) in white matter, over the white-matter median;
+* ``wm_cv``: white-matter intensity SD over its mean;
+* ``contrast``: (WM - GM) / (WM + GM) of the tissue medians;
+* ``p95``: 95th percentile of the normalised intensity inside the brain (the brain's mean is 1);
+* ``csf_fraction``: :func:`brainage.data.audit.tissue_fractions` (intensity bands);
+* ``mask_cm3``: volume of the brain mask on the grid (MNI space, cm³).
+
+White matter is where nilearn's MNI152 white-matter probability exceeds 0.9 and grey matter
+where its grey-matter probability exceeds 0.7 (both scans are in MNI space), inside the brain.
+
+**Model.** With ``--models`` (a model folder, e.g. ``runs/quick/models``), the ten real scans
+are predicted with every head (``brainage.study.predict.predict_scans``), and each head's
+Pearson r, MAE and mean gap (predicted - age) are printed against two constant predictors: the
+training cohort's mean age (from the checkpoint) and the real scans' own mean age (an oracle).
+Without the folder the model part is skipped with the reason. Nothing is tuned on these ages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+IXI10 = ROOT.parent / "shared" / "data" / "ixi10"
+METRICS = ("noise", "wm_cv", "contrast", "p95", "csf_fraction", "mask_cm3")
+#: Tissue masks from nilearn's MNI152 probability maps.
+WM_PROBABILITY, GM_PROBABILITY = 0.9, 0.7
+
+
+def tissue_masks(grid: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """White- and grey-matter masks on a template grid (from nilearn's probability maps)."""
+    import nibabel as nib
+    from nilearn import datasets, image
+
+    shape, affine = grid
+    target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
+    masks = []
+    for load, level in ((datasets.load_mni152_wm_template, WM_PROBABILITY),
+                        (datasets.load_mni152_gm_template, GM_PROBABILITY)):
+        prob = image.resample_to_img(load(resolution=2), target, interpolation="continuous",
+                                     force_resample=True, copy_header=True)
+        masks.append(np.asarray(prob.dataobj) > level)
+    return masks[0], masks[1]
+
+
+def realism(img, wm_prior: np.ndarray, gm_prior: np.ndarray) -> dict[str, float]:
+    """The realism metrics of one preprocessed volume (see the module docstring)."""
+    from scipy import ndimage
+
+    from brainage.data.audit import tissue_fractions
+
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    brain = data > 0
+    wm, gm = wm_prior & brain, gm_prior & brain
+    high_pass = data - ndimage.gaussian_filter(data, sigma=1.0)
+    hp = high_pass[wm]
+    wm_median = float(np.median(data[wm]))
+    gm_median = float(np.median(data[gm]))
+    voxel_cm3 = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+    return {"noise": 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) / wm_median,
+            "wm_cv": float(data[wm].std() / data[wm].mean()),
+            "contrast": (wm_median - gm_median) / (wm_median + gm_median),
+            "p95": float(np.percentile(data[brain], 95)),
+            "csf_fraction": tissue_fractions(img)["csf_fraction"],
+            "mask_cm3": float(brain.sum()) * voxel_cm3}
+
+
+def simulated_scans(folder: Path | None, n: int, scratch: Path) -> list[Path]:
+    """The first ``n`` scans of a simulated cohort (simulated into ``scratch`` if absent)."""
+    if folder is None or not (folder / "participants.tsv").is_file():
+        from brainage.data import simulate
+
+        where = "no folder given" if folder is None else f"{folder} holds no cohort"
+        print(f"simulated cohort: {where}; simulating {n} healthy subjects (seed 0, 2 mm)")
+        folder = scratch / "simulated"
+        simulate.simulate_cohort(folder, n_healthy=n, seed=0, resolution_mm=2)
+    return sorted(folder.glob("sub-*/anat/*_T1w.nii*"))[:n]
+
+
+def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[dict]:
+    from brainage.imaging.preprocess import preprocess_cohort
+
+    rows = []
+    for item in preprocess_cohort([str(p) for p in paths], params, cache):
+        if not item.ok:
+            print(f"  {label}: {item.error}")
+            continue
+        rows.append({"data": label, "scan": item.path.name.split("_")[0],
+                     **realism(item.image, *masks)})
+    return rows
+
+
+def print_realism(rows: list[dict], grid_mm: float) -> None:
+    print(f"\nRealism after the project's preprocessing ({grid_mm:g} mm grid): median [min-max]")
+    print(f"{'metric':<14}" + "".join(f"{label:>28}" for label in dict.fromkeys(
+        r["data"] for r in rows)))
+    for metric in METRICS:
+        cells = []
+        for label in dict.fromkeys(r["data"] for r in rows):
+            values = [r[metric] for r in rows if r["data"] == label]
+            digits = 0 if metric == "mask_cm3" else 3
+            cells.append(f"{statistics.median(values):.{digits}f} "
+                         f"[{min(values):.{digits}f}-{max(values):.{digits}f}]")
+        print(f"{metric:<14}" + "".join(f"{c:>28}" for c in cells))
+
+
+def _loadable_folder(models: Path, scratch: Path) -> Path:
+    """The model folder, or a copy whose card is relabelled when only its version differs in
+    name: a model trained on template-space scans under preprocessing version 2 saw exactly
+    what version 3 produces for them (tests/imaging/test_preprocess.py checks the outputs are
+    byte-identical), so its card's version is set to the current one, and this is printed."""
+    from brainage.imaging.preprocess import PREPROCESS_VERSION
+
+    card = json.loads((models / "model.json").read_text(encoding="utf-8"))
+    version, space = card["preprocess"].get("version"), card["preprocess"].get("space")
+    if version == PREPROCESS_VERSION or version != "2" or space == "native":
+        return models
+    copy = scratch / "models"
+    shutil.copytree(models, copy)
+    card["preprocess"]["version"] = PREPROCESS_VERSION
+    (copy / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    print(f"model card {models / 'model.json'}: preprocessing version 2 on {space} scans, "
+          f"byte-identical in version {PREPROCESS_VERSION}: read as version "
+          f"{PREPROCESS_VERSION} (a copy; the folder is not changed)")
+    return copy
+
+
+def print_model(models: Path, data: Path, cache, scratch: Path) -> None:
+    """Pearson r, MAE and mean gap of every head on the real scans, against constant predictors."""
+    from scipy import stats
+
+    from brainage.study.predict import predict_scans
+
+    folder = _loadable_folder(models, scratch)
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    table = predict_scans([str(data)], folder, cache=cache)
+    failed = table[table["error"].notna()]
+    for row in failed.itertuples():
+        print(f"  {row.path} ({row.model}): {row.error}")
+    print(f"\nModel {models} (profile {card.get('profile')}, trained on "
+          f"{card['preprocess']['space']}) on {table['path'].nunique()} real scans "
+          f"(ages {table['age'].min():.0f}-{table['age'].max():.0f}); r is undefined for a "
+          f"constant")
+    print(f"{'predictor':<34}{'r':>8}{'MAE':>8}{'mean gap':>10}{'n':>4}")
+    for head, rows in table[table["error"].isna()].groupby("model", sort=False):
+        age, predicted = rows["age"].to_numpy(float), rows["predicted"].to_numpy(float)
+        r = stats.pearsonr(age, predicted)[0] if np.ptp(predicted) > 0 else float("nan")
+        print(f"{head:<34}{r:>8.2f}{np.abs(predicted - age).mean():>8.1f}"
+              f"{(predicted - age).mean():>10.1f}{len(age):>4}")
+        train_mean = float(card["heads"][head]["age_mean"])
+        for label, constant in ((f"  training mean age ({train_mean:.1f})", train_mean),
+                                (f"  real scans' mean age ({age.mean():.1f})", age.mean())):
+            print(f"{label:<34}{'':>8}{np.abs(constant - age).mean():>8.1f}"
+                  f"{(constant - age).mean():>10.1f}{len(age):>4}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=None,
+                        help="a model folder (e.g. runs/quick/models): also predict the real "
+                             "scans (default: skipped)")
+    parser.add_argument("--simulated", default=str(ROOT / "data" / "simulated" / "quick"),
+                        help="a simulated cohort (default: data/simulated/quick)")
+    parser.add_argument("--n-sim", type=int, default=20, help="simulated scans (default: 20)")
+    parser.add_argument("--data", default=str(IXI10), help="BIDS folder of real raw T1w scans")
+    parser.add_argument("--grid-mm", type=float, default=2.0, help="grid of the realism table")
+    parser.add_argument("--cache", default=None,
+                        help="preprocessing cache folder (default: a temporary one)")
+    args = parser.parse_args()
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from brainage.imaging.preprocess import PreprocessCache, PreprocessParams
+    from brainage.imaging.registration import template_grid
+
+    data = Path(args.data)
+    real = sorted(data.glob("sub-*/anat/*_T1w.nii*"))
+    if not real:
+        raise SystemExit(f"no real scans under {data}: they live in ../shared/data/ixi10")
+    with tempfile.TemporaryDirectory(prefix="bench_sim2real_") as tmp:
+        scratch = Path(tmp)
+        cache = PreprocessCache(args.cache or scratch / "cache")
+        masks = tissue_masks(template_grid(args.grid_mm))
+        sim = simulated_scans(Path(args.simulated) if args.simulated else None, args.n_sim,
+                              scratch)
+        rows = realism_rows("simulated", sim, PreprocessParams(
+            space="MNI152NLin2009cSym", grid_mm=args.grid_mm, skull_stripped=True), cache, masks)
+        rows += realism_rows("real (ixi10, deepbet)", real,
+                             PreprocessParams(grid_mm=args.grid_mm), cache, masks)
+        print_realism(rows, args.grid_mm)
+        if args.models is None:
+            print("\nModel: skipped (no --models folder given, e.g. runs/quick/models)")
+        elif not (Path(args.models) / "model.json").is_file():
+            print(f"\nModel: skipped ({args.models} holds no model.json: train a profile first)")
+        else:
+            print_model(Path(args.models), data, cache, scratch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Variants of a real scan for robustness checks of the native preprocessing.
+
+Each function returns a new image of the same head as its input, stored differently: its world
+origin far from the brain, its voxel axes in another order or direction, or its field of view
+extended by more neck. Scans from other scanners differ from the IXI scans in exactly these
+ways (whole-head 2 mm scans of elderly subjects, world origin far from the brain, neck in the
+field of view, defeated the head-aware registration of preprocessing version 2); the tests
+(``tests/imaging``) and ``benchmarks/bench_preprocess.py --robustness`` build them from the
+scans of ``../shared/data/ixi10``.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["ROBUSTNESS_CASES", "pad_neck", "reorder_axes", "robustness_case", "shift_origin"]
+
+
+def shift_origin(img: nib.Nifti1Image, shift_mm: tuple[float, float, float]) -> nib.Nifti1Image:
+    """The same voxels with the world origin moved: every world coordinate plus ``shift_mm``.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    shift_mm : tuple of float, length 3
+        Added to the affine's translation (RAS mm).
+    """
+    affine = img.affine.copy()
+    affine[:3, 3] += np.asarray(shift_mm, dtype=float)
+    return nib.Nifti1Image(np.asanyarray(img.dataobj), affine)
+
+
+def reorder_axes(img: nib.Nifti1Image, order: tuple[int, int, int],
+                 flips: tuple[bool, bool, bool]) -> nib.Nifti1Image:
+    """The same head in world space, its voxel axes permuted and reversed.
+
+    Output axis ``k`` is input axis ``order[k]``, reversed where ``flips[k]``; the affine is
+    changed to match, so every voxel keeps its world position (as a scanner storing slices in
+    another order would write it).
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    order : tuple of int
+        A permutation of (0, 1, 2).
+    flips : tuple of bool, length 3
+        Reverse output axis k.
+    """
+    if sorted(order) != [0, 1, 2] or len(flips) != 3:
+        raise ValueError(f"order must be a permutation of (0, 1, 2) and flips 3 bools; got "
+                         f"{order} and {flips}")
+    data = np.transpose(np.asanyarray(img.dataobj), order)
+    index = np.eye(4)[:, [*order, 3]]  # output voxel -> input voxel, before the flips
+    for k, flip in enumerate(flips):
+        if flip:
+            data = np.flip(data, axis=k)
+            reverse = np.eye(4)
+            reverse[k, k], reverse[k, 3] = -1.0, data.shape[k] - 1.0
+            index = index @ reverse
+    return nib.Nifti1Image(np.ascontiguousarray(data), img.affine @ index)
+
+
+def pad_neck(img: nib.Nifti1Image, neck_mm: float = 80.0,
+             above_mm: float = 20.0) -> nib.Nifti1Image:
+    """The field of view extended downward by more neck and upward by background.
+
+    The lowest axial slice (in RAS, the most inferior) is repeated ``neck_mm`` further down, a
+    column of neck below the head, and ``above_mm`` of zeros are added above the vertex; the
+    affine keeps every original voxel at its world position.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    neck_mm, above_mm : float, default=80.0, 20.0
+        Extensions below and above, in mm (rounded to whole voxels).
+    """
+    ras = nib.as_closest_canonical(img)
+    data = np.asanyarray(ras.dataobj)
+    z_mm = float(np.linalg.norm(ras.affine[:3, 2]))
+    below, above = int(round(neck_mm / z_mm)), int(round(above_mm / z_mm))
+    padded = np.pad(data, ((0, 0), (0, 0), (below, 0)), mode="edge")
+    padded = np.pad(padded, ((0, 0), (0, 0), (0, above)), mode="constant")
+    shift = np.eye(4)
+    shift[2, 3] = -below
+    return nib.Nifti1Image(padded, ras.affine @ shift)
+
+
+#: Named robustness cases: an origin 300 mm off in every axis, axes permuted and reversed
+#: (a PSR scan stored as RIA ...), 80 mm more neck, and all three at once.
+ROBUSTNESS_CASES = ("origin_300mm", "axes_permuted_flipped", "neck_padded", "all_three")
+
+
+def robustness_case(img: nib.Nifti1Image, case: str) -> nib.Nifti1Image:
+    """One of :data:`ROBUSTNESS_CASES` built from ``img``."""
+    if case == "origin_300mm":
+        return shift_origin(img, (300.0, -300.0, 300.0))
+    if case == "axes_permuted_flipped":
+        return reorder_axes(img, (2, 0, 1), (True, False, True))
+    if case == "neck_padded":
+        return pad_neck(img)
+    if case == "all_three":
+        moved = shift_origin(pad_neck(img), (300.0, -300.0, 300.0))
+        return reorder_axes(moved, (1, 2, 0), (False, True, True))
+    raise ValueError(f"case must be one of {ROBUSTNESS_CASES}; got {case!r}")
