@@ -1080,6 +1080,7 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
     text = (f"The bias-corrected gap of the {model.upper()} model averaged "
             f"{', '.join(means[:-1])} and {means[-1]}." if len(means) > 1 else
             f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
+    text += _adjusted_text(results, model)
     for group, scores in SCORES_BY_GROUP.items():
         if group in present:
             parts = [f"{correlation_text(results, model, group, s)} with {SCORE_NAMES.get(s, s)}"
@@ -1087,6 +1088,34 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
             text += (f" Within {group}, the gap's partial Spearman correlation was "
                      f"{' and '.join(parts)}.")
     return text
+
+
+def _adjusted_text(results: ClinicalResults, model: str) -> str:
+    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
+    rows = results.posthoc
+    if rows.empty or "adj_diff" not in rows.columns:
+        return ""
+    parts, used = [], []
+    for group in SCORES_BY_GROUP:
+        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
+        if row.empty or not bool(row["estimable"].iloc[0]):
+            continue
+        r = row.iloc[0]
+        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
+                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        for column in str(r.get("covariates") or "").split(","):
+            # one-hot columns (site_siteB) name their covariate (site)
+            name = next((c for c in CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
+                        column)
+            if name and name not in used:
+                used.append(name)
+    if not parts:
+        return ""
+    covariates = used
+    names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
+        "".join(covariates)
+    adjusted = f"Adjusted for {names}, the" if names else "The"
+    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
 
 
 def truth_from_simulation(truth_table: pd.DataFrame, predictions: pd.DataFrame,

@@ -539,3 +539,14 @@ def test_adjusted_effect_size_removes_age_and_site_confounding(rng):
     pooled = math.sqrt((59 * ad.var() + 59 * hc.var()) / 118)
     assert row["adj_g"] == pytest.approx(coef / pooled * (1 - 3 / (4 * 120 - 9)), rel=1e-9)
     assert row["adj_g"] < row["hedges_g"]
+
+
+def test_summary_sentence_gives_the_adjusted_contrasts(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = clinical.summary_sentence(results, "rnc")
+    ad = results.posthoc.query("model == 'rnc' and contrast == 'AD vs HC'").iloc[0]
+    assert (f" Adjusted for age and sex, the gap exceeded the controls' by "
+            f"{ad['adj_diff']:.1f} years in AD (95% CI {ad['adj_ci_low']:.1f} to "
+            f"{ad['adj_ci_high']:.1f}; adjusted Hedges' g {ad['adj_g']:.2f}) and ") in text
+    with_site = clinical.clinical_summary(_confounded(np.random.default_rng(0)), settings=FAST)
+    assert "Adjusted for age, sex and site, the gap" in clinical.summary_sentence(with_site)
