@@ -159,6 +159,40 @@ display(Markdown(f"Integrated-gradients maps: the input grid, {'x'.join(map(str,
                  f"{'x'.join(map(str, layer))} values, about {layer_mm:.0f} mm each."))
 
 # %% [markdown]
+# Grad-RAM's sign, for comparison: the share of brain voxels where the signed Grad-RAM map at the
+# same layer is positive, in the same test subjects. Had its sign meant "raises the predicted age",
+# the share would follow the prediction as the integrated-gradients share does.
+
+# %%
+gradram_rows = []
+for name in ("rnc", "l1"):
+    for start in range(0, len(test), 16):
+        items = [test[i] for i in range(start, min(start + 16, len(test)))]
+        x = torch.stack([item["image"] for item in items])  # (B, 1, D, H, W)
+        maps = saliency.grad_ram(models[name], x, saliency_layer)[:, 0].numpy()  # (B, D, H, W)
+        for item, values in zip(items, maps):
+            gradram_rows.append({"model": name, "participant_id": item["participant_id"],
+                                 "gradram_positive": float((values[brain_mask] > 0).mean())})
+signs = pd.DataFrame(gradram_rows).merge(
+    real[real["split"] == "test"].assign(offset=lambda d: d["predicted"] - d["baseline_predicted"]),
+    on=["model", "participant_id"])
+signs["prediction"] = np.select([signs["offset"] < -10, signs["offset"] > 10],
+                                ["> 10 y below reference", "> 10 y above reference"], "within 10 y")
+summary = signs.groupby(["model", "prediction"])[["gradram_positive", "positive_fraction"]]
+display((summary.median() * 100).round(0).rename(columns={
+    "gradram_positive": "Grad-RAM: % voxels positive",
+    "positive_fraction": "integrated gradients: % voxels positive"}))
+text = []
+for name in ("rnc", "l1"):
+    rows = signs[signs["model"] == name]
+    parts = [f"{100 * rows.loc[rows['offset'] < -10, 'gradram_positive'].median():.0f} % in "
+             "subjects predicted more than 10 years below the reference",
+             f"{100 * rows.loc[rows['offset'] > 10, 'gradram_positive'].median():.0f} % in those "
+             "predicted more than 10 years above it"]
+    text.append(f"{name.upper()}: {parts[0]} and {parts[1]}")
+glue("gradram_sign_text", "; ".join(text), display=False)
+
+# %% [markdown]
 # ## Group maps
 #
 # The mean magnitude of the test subjects' attributions (each subject's map scaled by its
