@@ -481,6 +481,8 @@ def test_save_attribution_maps_checks_every_map(tmp_path) -> None:
     np.testing.assert_allclose(table["attribution_sum"],
                                table["predicted"] - table["baseline_predicted"], atol=1e-3)
     assert table["positive_fraction"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert table["positive_share"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    np.testing.assert_allclose(table["delta"], 0.0, atol=1e-3)
     saved = nib.load(table["path"].iloc[3])
     np.testing.assert_allclose(saved.affine, affine)
     assert float(np.asarray(saved.dataobj).sum()) == pytest.approx(table["attribution_sum"].iloc[3],
