@@ -274,6 +274,8 @@ else:
 # %%
 if truth_dir is None:
     display(Markdown("Not a simulated cohort: there is no ground truth of where ageing acts."))
+    glue("truth_coverage", "n/a", display=False)
+    glue("truth_threshold", "n/a", display=False)
 else:
     tissue = runs.tissue_labels(reference)
     ageing, brain = runs.effect_mask(run, reference, "ageing", truth_threshold)
