@@ -1,14 +1,15 @@
-"""Benchmark Grad-RAM (against MONAI's GradCAM) and the ground-truth enrichment test on CPU.
+"""Benchmark Grad-RAM (against MONAI's GradCAM), integrated gradients and the enrichment AUC.
 
 Run from the repository root::
 
     python benchmarks/bench_saliency.py                      # 1 thread
-    python benchmarks/bench_saliency.py --threads 2 --repeats 5 --n-perm 1000
+    python benchmarks/bench_saliency.py --threads 2 --repeats 5 --n-steps 16
 
-Grad-RAM runs on a MONAI ResNet-10 (widths 16-128, ``conv1_t_stride=2``, one output) at the
-quick profile's grid size; MONAI's GradCAM runs on a copy without in-place activations. The
-enrichment test runs on an ellipsoid brain with a box-shaped truth region and a random map at
-a 4 mm and a 2 mm MNI grid. Times are medians of ``--repeats`` runs after one warm-up.
+Grad-RAM and integrated gradients run on a MONAI ResNet-10 (widths 16-128,
+``conv1_t_stride=2``, one output) at the quick profile's grid size; MONAI's GradCAM runs on a
+copy without in-place activations. The tissue-matched enrichment AUC runs on an ellipsoid
+brain with a box-shaped truth region, two tissue classes and a random map at a 4 mm and a 2 mm
+MNI grid. Times are medians of ``--repeats`` runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from _timing import median_s
 from monai.networks.nets import ResNet
 from monai.visualize import GradCAM
 
-from brainage.models.saliency import grad_ram, ground_truth_enrichment
+from brainage.models.saliency import enrichment_auc, grad_ram, integrated_gradients
 
 
 def bench_grad_ram(shape: tuple[int, int, int], batch: int, repeats: int) -> list[dict]:
@@ -48,8 +49,20 @@ def bench_grad_ram(shape: tuple[int, int, int], batch: int, repeats: int) -> lis
     return rows
 
 
-def bench_enrichment(shape: tuple[int, int, int], n_perm: int, repeats: int) -> dict:
-    """Time ground_truth_enrichment on an ellipsoid brain with a random map."""
+def bench_integrated_gradients(shape: tuple[int, int, int], batch: int, n_steps: int,
+                               repeats: int) -> float:
+    """Seconds per scan of integrated_gradients (n_steps passes of the batch)."""
+    torch.manual_seed(0)
+    model = ResNet(block="basic", layers=(1, 1, 1, 1), block_inplanes=(16, 32, 64, 128),
+                   spatial_dims=3, n_input_channels=1, num_classes=1, conv1_t_stride=2).eval()
+    x = torch.randn(batch, 1, *shape)  # (B, 1, D, H, W)
+    baseline = x.mean(dim=0)
+    return median_s(lambda: integrated_gradients(model, x, baseline, n_steps=n_steps),
+                    repeats) / batch
+
+
+def bench_enrichment(shape: tuple[int, int, int], repeats: int) -> dict:
+    """Time the tissue-matched enrichment_auc on an ellipsoid brain with a random map."""
     grid = np.indices(shape).astype(float)
     centre = (np.array(shape) - 1)[:, None, None, None] / 2
     radius = (0.42 * np.array(shape))[:, None, None, None]
@@ -59,10 +72,9 @@ def bench_enrichment(shape: tuple[int, int, int], n_perm: int, repeats: int) -> 
     box = tuple(slice(start, start + size // 7) for start, size in zip(lo, shape, strict=True))
     truth[box] = True
     values = np.random.default_rng(0).normal(size=shape)
-    seconds = median_s(lambda: ground_truth_enrichment(values, truth, brain, n_perm=n_perm),
-                       repeats)
-    return {"grid": "x".join(map(str, shape)), "n_brain": int(brain.sum()), "n_perm": n_perm,
-            "seconds": seconds}
+    tissue = 1 + (grid[0] > shape[0] / 2)
+    seconds = median_s(lambda: enrichment_auc(values, truth, brain, tissue=tissue), repeats)
+    return {"grid": "x".join(map(str, shape)), "n_brain": int(brain.sum()), "seconds": seconds}
 
 
 def main() -> None:
@@ -70,7 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--n-perm", type=int, default=1000)
+    parser.add_argument("--n-steps", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads: {args.threads}; Grad-RAM on ResNet-10 (16-128), batch {args.batch}")
@@ -80,10 +92,13 @@ def main() -> None:
             print(f"{'x'.join(map(str, shape)):>10} {row['layer']:>7} "
                   f"{row['grad_ram_signed_s']:9.3f} {row['grad_ram_rectified_s']:12.3f} "
                   f"{row['monai_gradcam_s']:16.3f}")
-    print(f"\n{'grid':>10} {'brain voxels':>13} {'n_perm':>7} {'enrichment s':>13}")
+    seconds = bench_integrated_gradients((41, 49, 43), 16, args.n_steps, args.repeats)
+    print(f"\nintegrated gradients, 41x49x43, batch 16, {args.n_steps} steps: "
+          f"{seconds:.3f} s per scan")
+    print(f"\n{'grid':>10} {'brain voxels':>13} {'enrichment s':>13}")
     for shape in ((46, 55, 46), (91, 109, 91)):
-        row = bench_enrichment(shape, args.n_perm, args.repeats)
-        print(f"{row['grid']:>10} {row['n_brain']:13d} {row['n_perm']:7d} {row['seconds']:13.2f}")
+        row = bench_enrichment(shape, args.repeats)
+        print(f"{row['grid']:>10} {row['n_brain']:13d} {row['seconds']:13.3f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 # - **RNC**: stage 1 trains the encoder with the Rank-N-Contrast loss on two random augmentations
 #   of every training scan; stage 2 freezes it and fits the linear regressor with the L1 loss.
 # - **L1 baseline**: the same backbone and head trained end to end with the L1 loss, on the same
-#   scans, augmentations and number of epochs.
+#   scans and augmentations. What the two share is stated below from this run's parameters:
+#   RNC's encoder sees two augmented views of each scan per epoch, L1 one.
 #
 # Only the training split is used for fitting and the validation split for model selection; the
 # test split and the patients are not read here. Checkpoints (plain state dicts with metadata)
@@ -122,4 +123,12 @@ glue("val_mae_mean", f"{mean_age_mae:.2f}", display=False)
 glue("s_per_epoch_rnc", f"{rnc.seconds_per_epoch['rnc_encoder']:.1f}", display=False)
 glue("s_per_epoch_l1", f"{l1.seconds_per_epoch['l1']:.1f}", display=False)
 glue("n_train", len(train_ds), display=False)
+views_rnc, views_l1 = 2 * epochs * len(train_ds), l1_epochs * len(train_ds)
+budget = (f"RNC's encoder was trained for {epochs} epochs of two augmented views per scan "
+          f"({views_rnc} augmented volumes) and L1 for {l1_epochs} epochs of one view "
+          f"({views_l1} volumes)")
+budget += (": both saw the same number of augmented volumes" if views_rnc == views_l1 else
+           f": L1 saw {views_l1 / views_rnc:.2g} times as many augmented volumes as RNC")
+glue("training_budget", budget, display=False)
+display(Markdown(budget + "."))
 glue("n_val", len(val_ds), display=False)

@@ -5,16 +5,26 @@ age) is larger in Alzheimer's disease (AD) and Parkinson's disease (PD) than in 
 (HC) and grows with disease severity. This module tests it on a predictions table, for each model:
 
 - ``gap_group_stats``: mean gap per group with a t confidence interval;
-- ``gap_ancova``: ANCOVA of the gap on group with age and sex as covariates (``pingouin.ancova``);
-- ``gap_posthoc``: AD vs HC, PD vs HC, AD vs PD, Hedges' g with its CI
-  (``pingouin.compute_effsize`` / ``compute_esci``) and a covariate-adjusted p (two-group ANCOVA);
+- ``gap_ancova``: ANCOVA of the gap on group with age, sex and site (one-hot) as covariates
+  (``pingouin.ancova``);
+- ``gap_posthoc``: AD vs HC, PD vs HC, AD vs PD: the covariate-adjusted mean difference and
+  adjusted Hedges' g with their CIs (a two-group ANCOVA, statsmodels OLS), beside the unadjusted
+  Hedges' g (``pingouin.compute_effsize`` / ``compute_esci``); patients are older than controls
+  and the corrected gap may still depend on age, so the adjusted size is the one to read;
 - ``gap_score_correlations``: partial Spearman correlations of the gap with MMSE and CDR-SB within
-  AD and with MDS-UPDRS-III and Hoehn & Yahr within PD, controlling age and sex
+  AD and with MDS-UPDRS-III and Hoehn & Yahr within PD, controlling age, sex and site
   (``pingouin.partial_corr``);
 - ``fdr_correct``: Benjamini-Hochberg over the family of clinical tests (``pingouin.multicomp``);
 - ``compare_models``: which model's gap tracks severity better, a seeded paired bootstrap of the
   difference of the two partial Spearman rhos on the same subjects;
-- ``compare_with_truth``: on the simulated cohort, each estimate beside the generator's true value.
+- ``compare_with_truth``: on the simulated cohort, each estimate beside the generator's true value
+  (``truth_from_simulation``: the same statistics computed on the true gap).
+
+Site is a covariate because the simulated (and real) sites differ in intensity, contrast, bias
+and resolution, and patients and controls need not come from the sites in the same shares:
+categorical covariates (``CATEGORICAL_COVARIATES``) enter as one-hot columns, the first level of
+the subjects analysed being the reference; a covariate absent from the table is left out with a
+note.
 
 ``clinical_summary`` runs them all and returns a ``ClinicalResults`` whose ``to_json`` writes
 ``clinical.json`` (plain JSON: lists of records, NaN written as null).
@@ -39,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,6 +95,8 @@ SCORES_BY_GROUP: dict[str, tuple[str, ...]] = {
 EXPECTED_SIGN: dict[str, int] = {"mmse": -1, "cdr_sb": 1, "updrs3": 1, "hoehn_yahr": 1}
 #: Post-hoc contrasts, (A, B): a positive g means A has the larger gap.
 CONTRASTS = (("AD", "HC"), ("PD", "HC"), ("AD", "PD"))
+#: Covariates coded one-hot (first level present in the analysed subjects is the reference).
+CATEGORICAL_COVARIATES = ("site",)
 #: Splits whose rows enter the analysis: held-out HC ("test") and patients ("clinical").
 ANALYSIS_SPLITS = ("test", "clinical")
 SEX_CODES = {"F": 0.0, "M": 1.0}
@@ -103,8 +116,10 @@ class ClinicalSettings:
     ----------
     gap_column : str, default="corrected_gap"
         Column holding the brain-age gap to test (``"gap"`` for the raw gap).
-    covariates : tuple of str, default=("age", "sex")
-        Covariates of the ANCOVA and the partial correlations; ``sex`` is coded F=0, M=1.
+    covariates : tuple of str, default=("age", "sex", "site")
+        Covariates of the ANCOVA and the partial correlations; ``sex`` is coded F=0, M=1 and
+        ``site`` one-hot (``CATEGORICAL_COVARIATES``). A covariate column absent from the
+        predictions is left out, with a note on every row it would have entered.
     models : tuple of str, default=("rnc", "l1")
         The two models compared by ``compare_models`` (first minus second).
     n_boot : int, default=2000
@@ -113,18 +128,20 @@ class ClinicalSettings:
         Level of every confidence interval.
     min_group_n : int, default=3
         Fewest subjects a group needs to enter the ANCOVA or a post-hoc contrast.
-    min_corr_n : int, default=6
-        Fewest complete subjects for a partial correlation. With k = 2 covariates the Fisher-z
-        interval has standard error 1 / sqrt(n - k - 3), finite only from n = 6.
+    min_corr_n : int, default=8
+        Fewest complete subjects for a partial correlation. With k covariate columns the Fisher-z
+        interval has standard error 1 / sqrt(n - k - 3), finite only from n = k + 4: 8 for age,
+        sex and three sites (two one-hot columns). A correlation whose subjects are fewer than
+        k + 4 is not estimable, whatever ``min_corr_n``.
     """
 
     gap_column: str = "corrected_gap"
-    covariates: tuple[str, ...] = ("age", "sex")
+    covariates: tuple[str, ...] = ("age", "sex", "site")
     models: tuple[str, str] = ("rnc", "l1")
     n_boot: int = 2000
     confidence: float = 0.95
     min_group_n: int = 3
-    min_corr_n: int = 6
+    min_corr_n: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.confidence < 1:
@@ -195,8 +212,19 @@ class ClinicalResults:
         missing = [name for name in cls.TABLES if name not in content]
         if missing:
             raise ValueError(f"{path}: not a clinical results file, missing tables {missing}")
-        tables = {name: pd.DataFrame.from_records(content[name]) for name in cls.TABLES}
+        tables = {name: _numeric_nulls(pd.DataFrame.from_records(content[name]))
+                  for name in cls.TABLES}
         return cls(**tables, meta=content.get("meta", {}))
+
+
+def _numeric_nulls(table: pd.DataFrame) -> pd.DataFrame:
+    """Statistic columns that JSON holds as all-null come back as float NaN, not None."""
+    numeric = {*_ANCOVA_COLUMNS, *_POSTHOC_COLUMNS, *_CORR_COLUMNS, *_COMPARISON_COLUMNS,
+               "estimate", "truth", "truth_global", "error", "mean", "sd", "p_fdr"}
+    for column in table.columns:
+        if column in numeric and table[column].isna().all():
+            table[column] = table[column].astype(float)
+    return table
 
 
 def _plain(value: Any) -> Any:
@@ -281,6 +309,39 @@ def _usable_covariates(frame: pd.DataFrame, covariates: Sequence[str]) -> tuple[
     return keep, (f"covariate(s) {dropped} constant here, dropped" if dropped else "")
 
 
+def _dummy_name(covariate: str, level: str) -> str:
+    """A formula-safe column name for one level of a categorical covariate."""
+    return f"{covariate}_" + re.sub(r"\W", "_", str(level))
+
+
+def _complete_cases(sub: pd.DataFrame, columns: Sequence[str], settings: ClinicalSettings
+                    ) -> tuple[pd.DataFrame, list[str], str]:
+    """Rows of ``sub`` complete in ``columns`` and the covariates, with the covariate columns.
+
+    Categorical covariates (``CATEGORICAL_COVARIATES``) become one-hot columns over the levels
+    present in these rows, the first (sorted) level being the reference, so that no column is
+    constant or collinear with the intercept by construction. Returns the frame, the names of
+    the covariate columns that vary, and a note naming covariates absent or dropped.
+    """
+    present = [c for c in settings.covariates if c in sub.columns]
+    absent = [c for c in settings.covariates if c not in sub.columns]
+    frame = sub[list(dict.fromkeys([*columns, *present]))].dropna().copy()
+    names: list[str] = []
+    for covariate in present:
+        if covariate not in CATEGORICAL_COVARIATES:
+            names.append(covariate)
+            continue
+        levels = sorted(frame[covariate].astype(str).unique())
+        for level in levels[1:]:
+            name = _dummy_name(covariate, level)
+            frame[name] = (frame[covariate].astype(str) == level).astype(float)
+            names.append(name)
+    keep, note = _usable_covariates(frame, names)
+    if absent:
+        note = _join(f"covariate(s) {absent} absent from predictions: not adjusted for", note)
+    return frame, keep, note
+
+
 def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
@@ -335,16 +396,19 @@ def _not_estimable(base: dict[str, Any], note: str, columns: Sequence[str]) -> d
 
 
 def _ancova_frame(data: pd.DataFrame, model: str, settings: ClinicalSettings,
-                  groups: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    """Complete cases of ``model`` in ``groups`` and a note on groups dropped for small n."""
-    cols = [settings.gap_column, "group", *settings.covariates]
-    frame = data.loc[(data["model"] == model) & data["group"].isin(groups), cols].dropna()
+                  groups: Sequence[str]) -> tuple[pd.DataFrame, list[str], str]:
+    """Complete cases of ``model`` in ``groups``, their covariate columns and a note (groups
+    dropped for small n, covariates absent or constant)."""
+    sub = data.loc[(data["model"] == model) & data["group"].isin(groups)]
+    frame = sub[[settings.gap_column, "group", *(c for c in settings.covariates
+                                                 if c in sub.columns)]].dropna()
     counts = frame["group"].value_counts()
     small = [f"{g} (n={int(counts.get(g, 0))})" for g in groups
              if counts.get(g, 0) < settings.min_group_n]
-    frame = frame[frame["group"].map(counts).fillna(0) >= settings.min_group_n]
+    sub = sub.loc[frame.index[frame["group"].map(counts).fillna(0) >= settings.min_group_n]]
+    frame, covar, cov_note = _complete_cases(sub, [settings.gap_column, "group"], settings)
     note = f"excluded groups with n < {settings.min_group_n}: {', '.join(small)}" if small else ""
-    return frame, note
+    return frame, covar, _join(note, cov_note)
 
 
 _ANCOVA_COLUMNS = ("n", "groups", "SS", "DF", "df_resid", "F", "p", "np2")
@@ -353,9 +417,9 @@ _ANCOVA_COLUMNS = ("n", "groups", "SS", "DF", "df_resid", "F", "p", "np2")
 def gap_ancova(predictions: pd.DataFrame, settings: ClinicalSettings | None = None) -> pd.DataFrame:
     """ANCOVA of the gap on group (HC, AD, PD) with the covariates, for each model.
 
-    Wraps ``pingouin.ancova`` (statsmodels OLS ``gap ~ C(group) + age + sex``, type II sums of
-    squares). Groups with fewer than ``settings.min_group_n`` complete subjects are left out; fewer
-    than two groups left gives a "not estimable" row.
+    Wraps ``pingouin.ancova`` (statsmodels OLS ``gap ~ C(group) + age + sex + site dummies``,
+    type II sums of squares). Groups with fewer than ``settings.min_group_n`` complete subjects
+    are left out; fewer than two groups left gives a "not estimable" row.
 
     Parameters
     ----------
@@ -374,14 +438,13 @@ def gap_ancova(predictions: pd.DataFrame, settings: ClinicalSettings | None = No
     data = _prepare(predictions, settings)
     rows = []
     for model in _models(data, settings):
-        frame, note = _ancova_frame(data, model, settings, GROUPS)
+        frame, covar, note = _ancova_frame(data, model, settings, GROUPS)
         base = {"model": model, "source": "group"}
         n_groups = frame["group"].nunique()
         if n_groups < 2:
             reason = f"fewer than 2 groups with >= {settings.min_group_n} complete subjects"
             rows.append(_not_estimable(base, _join(reason, note), _ANCOVA_COLUMNS))
             continue
-        covar, cov_note = _usable_covariates(frame, settings.covariates)
         if len(frame) <= n_groups + len(covar):
             reason = f"n={len(frame)} leaves no residual degrees of freedom"
             rows.append(_not_estimable(base, _join(reason, note), _ANCOVA_COLUMNS))
@@ -394,7 +457,7 @@ def gap_ancova(predictions: pd.DataFrame, settings: ClinicalSettings | None = No
                          "groups": ",".join(sorted(frame["group"].unique())), "SS": line["SS"],
                          "DF": int(line["DF"]), "df_resid": df_resid, "F": line["F"],
                          "p": line[p_col], "np2": line["np2"], "estimable": True,
-                         "note": _join(note, cov_note)})
+                         "note": note})
     return pd.DataFrame(rows)
 
 
@@ -435,7 +498,59 @@ def hedges_g(
 
 
 _POSTHOC_COLUMNS = ("n_a", "n_b", "mean_a", "mean_b", "mean_diff", "hedges_g", "g_ci_low",
-                    "g_ci_high", "F", "p")
+                    "g_ci_high", "adj_diff", "adj_ci_low", "adj_ci_high", "adj_g", "adj_g_ci_low",
+                    "adj_g_ci_high", "F", "p")
+
+
+def adjusted_difference(frame: pd.DataFrame, dv: str, group_a: str, covar: Sequence[str],
+                        confidence: float = 0.95) -> dict[str, float]:
+    """Covariate-adjusted difference of ``dv`` between group ``group_a`` and the other group.
+
+    OLS ``dv ~ 1 + [group == group_a] + covar`` (statsmodels); the coefficient of the group
+    indicator is the difference of the adjusted means, with its t interval. The adjusted Hedges'
+    g divides it (and its interval) by the pooled within-group SD of ``dv`` and applies the
+    small-sample factor J = 1 - 3 / (4 (n_a + n_b) - 9), so that it is on the scale of the
+    unadjusted g (Hedges & Olkin 1985); the interval ignores the uncertainty of the SD.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Complete cases of two groups: ``dv``, ``group`` and the numeric ``covar`` columns.
+    dv : str
+        The compared variable (the gap).
+    group_a : str
+        The group whose difference from the other is reported (a positive value: larger).
+    covar : sequence of str
+        Covariate columns (may be empty: then the difference is that of the raw means).
+    confidence : float, default=0.95
+        Level of the intervals.
+
+    Returns
+    -------
+    dict
+        ``adj_diff``, ``adj_ci_low``, ``adj_ci_high``, ``adj_g``, ``adj_g_ci_low``,
+        ``adj_g_ci_high``.
+
+    References
+    ----------
+    .. [1] Hedges LV, Olkin I. Statistical Methods for Meta-Analysis. Academic Press, 1985.
+    """
+    import statsmodels.api as sm
+
+    is_a = (frame["group"] == group_a).to_numpy(dtype=float)
+    design = np.column_stack([np.ones(len(frame)), is_a,
+                              *(frame[c].to_numpy(dtype=float) for c in covar)])  # (n, 2 + k)
+    fit = sm.OLS(frame[dv].to_numpy(dtype=float), design).fit()
+    low, high = fit.conf_int(alpha=1 - confidence)[1]
+    a, b = frame.loc[is_a == 1, dv], frame.loc[is_a == 0, dv]
+    n_a, n_b = len(a), len(b)
+    pooled = np.sqrt(((n_a - 1) * a.var(ddof=1) + (n_b - 1) * b.var(ddof=1)) / (n_a + n_b - 2))
+    j = 1 - 3 / (4 * (n_a + n_b) - 9)
+    scale = j / pooled if pooled > 0 else np.nan
+    diff = float(fit.params[1])
+    return {"adj_diff": diff, "adj_ci_low": float(low), "adj_ci_high": float(high),
+            "adj_g": diff * scale, "adj_g_ci_low": float(low) * scale,
+            "adj_g_ci_high": float(high) * scale}
 
 
 def gap_posthoc(
@@ -443,8 +558,11 @@ def gap_posthoc(
 ) -> pd.DataFrame:
     """Post-hoc contrasts AD vs HC, PD vs HC, AD vs PD of the gap, for each model.
 
-    Hedges' g (unadjusted, with its CI) measures the size; the p value is covariate-adjusted: a
-    two-group ANCOVA (``pingouin.ancova``) with the same covariates as the omnibus test.
+    The size is given twice: the covariate-adjusted mean difference and adjusted Hedges' g
+    (:func:`adjusted_difference`, the same covariates as the omnibus test), and the unadjusted
+    Hedges' g with its CI. Controls span the whole age range while patients are older, so the
+    unadjusted g mixes the group effect with any age dependence left in the gap; read the
+    adjusted one. The p value is that of the two-group ANCOVA (``pingouin.ancova``).
 
     Parameters
     ----------
@@ -457,30 +575,35 @@ def gap_posthoc(
     -------
     DataFrame
         One row per (model, contrast): ``group_a``, ``group_b``, ``n_a``, ``n_b``, ``mean_a``,
-        ``mean_b``, ``mean_diff`` (a - b), ``hedges_g`` (> 0: a larger), ``g_ci_low``,
-        ``g_ci_high``, ``F``, ``p``, ``estimable``, ``note``.
+        ``mean_b``, ``mean_diff`` (a - b), ``hedges_g`` (unadjusted; > 0: a larger),
+        ``g_ci_low``, ``g_ci_high``, ``adj_diff``, ``adj_ci_low``, ``adj_ci_high``, ``adj_g``,
+        ``adj_g_ci_low``, ``adj_g_ci_high`` (covariate-adjusted), ``F``, ``p``, ``covariates``,
+        ``estimable``, ``note``.
     """
     settings = settings or ClinicalSettings()
     data = _prepare(predictions, settings)
     rows = []
     for model in _models(data, settings):
         for a, b in CONTRASTS:
-            frame, note = _ancova_frame(data, model, settings, (a, b))
-            base = {"model": model, "contrast": f"{a} vs {b}", "group_a": a, "group_b": b}
-            if frame["group"].nunique() < 2:
-                rows.append(_not_estimable(base, note, _POSTHOC_COLUMNS))
+            frame, covar, note = _ancova_frame(data, model, settings, (a, b))
+            base = {"model": model, "contrast": f"{a} vs {b}", "group_a": a, "group_b": b,
+                    "covariates": ",".join(covar)}
+            if frame["group"].nunique() < 2 or len(frame) <= 2 + len(covar):
+                reason = note or f"n={len(frame)} leaves no residual degrees of freedom"
+                rows.append(_not_estimable(base, reason, _POSTHOC_COLUMNS))
                 continue
             ga = frame.loc[frame["group"] == a, settings.gap_column].to_numpy()
             gb = frame.loc[frame["group"] == b, settings.gap_column].to_numpy()
             g, low, high = hedges_g(ga, gb, settings.confidence)
-            covar, cov_note = _usable_covariates(frame, settings.covariates)
             table = _ancova(frame, settings.gap_column, covar)
             effect = table.iloc[0]
+            adjusted = adjusted_difference(frame, settings.gap_column, a, covar,
+                                           settings.confidence)
             rows.append({**base, "n_a": ga.size, "n_b": gb.size, "mean_a": ga.mean(),
                          "mean_b": gb.mean(), "mean_diff": ga.mean() - gb.mean(), "hedges_g": g,
-                         "g_ci_low": low, "g_ci_high": high, "F": effect["F"],
+                         "g_ci_low": low, "g_ci_high": high, **adjusted, "F": effect["F"],
                          "p": effect[_pg_column(table, _P_UNC)], "estimable": True,
-                         "note": cov_note})
+                         "note": note})
     return pd.DataFrame(rows)
 
 
@@ -522,20 +645,26 @@ _CORR_COLUMNS = ("n", "n_missing", "rho", "ci_low", "ci_high", "p")
 
 
 def _score_frame(data: pd.DataFrame, model: str, group: str, score: str,
-                 settings: ClinicalSettings) -> tuple[pd.DataFrame, int, str]:
-    """Complete cases of one correlation, the number of group rows dropped, why it fails (or "")."""
+                 settings: ClinicalSettings) -> tuple[pd.DataFrame, int, list[str], str, str]:
+    """Complete cases of one correlation, the number of group rows dropped, the covariate
+    columns, why it fails (or "") and a note on the covariates."""
     sub = data[(data["model"] == model) & (data["group"] == group)]
     if score not in sub.columns:
-        return sub.iloc[:0], len(sub), f"column '{score}' absent from predictions"
-    frame = sub[[settings.gap_column, score, *settings.covariates]].dropna()
+        return sub.iloc[:0], len(sub), [], f"column '{score}' absent from predictions", ""
+    frame, covar, note = _complete_cases(sub, [settings.gap_column, score], settings)
     n_missing = len(sub) - len(frame)
     if len(frame) < settings.min_corr_n:
-        return frame, n_missing, (f"n={len(frame)} complete {group} subjects with {score} "
-                                 f"< {settings.min_corr_n} required")
+        return frame, n_missing, covar, (f"n={len(frame)} complete {group} subjects with "
+                                         f"{score} < {settings.min_corr_n} required"), note
+    if len(frame) < len(covar) + 4:
+        return frame, n_missing, covar, (
+            f"n={len(frame)} complete {group} subjects with {score} < {len(covar) + 4} needed "
+            f"with {len(covar)} covariate columns"), note
     for column in (settings.gap_column, score):
         if frame[column].nunique() < 2:
-            return frame, n_missing, f"{column} is constant in the {len(frame)} {group} subjects"
-    return frame, n_missing, ""
+            return frame, n_missing, covar, (f"{column} is constant in the {len(frame)} "
+                                             f"{group} subjects"), note
+    return frame, n_missing, covar, "", note
 
 
 def gap_score_correlations(predictions: pd.DataFrame,
@@ -543,8 +672,8 @@ def gap_score_correlations(predictions: pd.DataFrame,
     """Partial Spearman correlations of the gap with each clinical score within its group.
 
     Within AD: MMSE and CDR-SB; within PD: MDS-UPDRS-III and Hoehn & Yahr (``SCORES_BY_GROUP``);
-    age and sex partialled out. Subjects missing the score (or a covariate) are left out of that
-    test only.
+    the covariates (age, sex, site one-hot) partialled out. Subjects missing the score (or a
+    covariate) are left out of that test only.
 
     Parameters
     ----------
@@ -567,12 +696,12 @@ def gap_score_correlations(predictions: pd.DataFrame,
             for score in scores:
                 base = {"model": model, "group": group, "score": score,
                         "expected_sign": EXPECTED_SIGN[score]}
-                frame, n_missing, reason = _score_frame(data, model, group, score, settings)
+                frame, n_missing, covar, reason, cov_note = _score_frame(data, model, group,
+                                                                         score, settings)
                 if reason:
-                    row = _not_estimable(base, reason, _CORR_COLUMNS)
+                    row = _not_estimable(base, _join(reason, cov_note), _CORR_COLUMNS)
                     rows.append({**row, "n": len(frame), "n_missing": n_missing, "covariates": ""})
                     continue
-                covar, cov_note = _usable_covariates(frame, settings.covariates)
                 result = partial_spearman(frame, settings.gap_column, score, covar,
                                           settings.confidence)
                 rows.append({**base, **result, "n_missing": n_missing,
@@ -651,30 +780,35 @@ def _batched_partial_spearman(values: np.ndarray) -> np.ndarray:
     return np.where(degenerate, np.nan, np.clip(rho, -1.0, 1.0))
 
 
-def _paired_frame(data: pd.DataFrame, group: str, score: str,
-                  settings: ClinicalSettings) -> tuple[pd.DataFrame, str]:
-    """Subjects of ``group`` with both models' gaps, the score and the covariates."""
+def _paired_frame(data: pd.DataFrame, group: str, score: str, settings: ClinicalSettings
+                  ) -> tuple[pd.DataFrame, list[str], str, str]:
+    """Subjects of ``group`` with both models' gaps, the score and the covariates; their
+    covariate columns, why the comparison fails (or "") and a note on the covariates."""
     first, second = settings.models
     if score not in data.columns:
-        return pd.DataFrame(), f"column '{score}' absent from predictions"
-    keep = ["participant_id", settings.gap_column, score, *settings.covariates]
+        return pd.DataFrame(), [], f"column '{score}' absent from predictions", ""
+    covariates = [c for c in settings.covariates if c in data.columns]
+    keep = ["participant_id", settings.gap_column, score, *covariates]
     sub = data[data["group"] == group]
     a = sub.loc[sub["model"] == first, keep]
     b = sub.loc[sub["model"] == second, ["participant_id", settings.gap_column]]
-    paired = a.merge(b, on="participant_id", suffixes=("_a", "_b")).dropna()
-    if len(paired) < settings.min_corr_n:
-        return paired, (f"n={len(paired)} {group} subjects with {score} and both models' gaps "
-                        f"< {settings.min_corr_n} required")
-    for column in (f"{settings.gap_column}_a", f"{settings.gap_column}_b", score):
+    merged = a.merge(b, on="participant_id", suffixes=("_a", "_b"))
+    gaps = [f"{settings.gap_column}_a", f"{settings.gap_column}_b"]
+    paired, covar, note = _complete_cases(merged, [*gaps, score], settings)
+    if len(paired) < max(settings.min_corr_n, len(covar) + 4):
+        return paired, covar, (f"n={len(paired)} {group} subjects with {score} and both models' "
+                               f"gaps < {max(settings.min_corr_n, len(covar) + 4)} required"), note
+    for column in (*gaps, score):
         if paired[column].nunique() < 2:
-            return paired, f"{column} is constant in the {len(paired)} {group} subjects"
-    return paired, ""
+            reason = f"{column} is constant in the {len(paired)} {group} subjects"
+            return paired, covar, reason, note
+    return paired, covar, "", note
 
 
 _COMPARISON_COLUMNS = ("n", "rho_a", "rho_b", "diff", "ci_low", "ci_high", "p", "n_boot_valid")
 
 
-def _bootstrap_difference(paired: pd.DataFrame, score: str, covar: list[str],
+def _bootstrap_difference(paired: pd.DataFrame, score: str, covar: Sequence[str],
                           settings: ClinicalSettings, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap draws of rho_a - rho_b, resampling subjects (rows) with replacement."""
     gap = settings.gap_column
@@ -686,11 +820,10 @@ def _bootstrap_difference(paired: pd.DataFrame, score: str, covar: list[str],
     return _batched_partial_spearman(values_a) - _batched_partial_spearman(values_b)
 
 
-def _comparison_row(paired: pd.DataFrame, score: str, settings: ClinicalSettings,
-                    rng: np.random.Generator) -> dict[str, Any]:
+def _comparison_row(paired: pd.DataFrame, score: str, covar: Sequence[str], note: str,
+                    settings: ClinicalSettings, rng: np.random.Generator) -> dict[str, Any]:
     """Point estimates, bootstrap CI and p of the signed difference of the two models' rhos."""
     gap, sign = settings.gap_column, EXPECTED_SIGN[score]
-    covar, note = _usable_covariates(paired, settings.covariates)
     rho_a = partial_spearman(paired, f"{gap}_a", score, covar)["rho"]
     rho_b = partial_spearman(paired, f"{gap}_b", score, covar)["rho"]
     draws = sign * _bootstrap_difference(paired, score, covar, settings, rng)
@@ -752,13 +885,14 @@ def compare_models(predictions: pd.DataFrame, settings: ClinicalSettings | None 
                     "expected_sign": EXPECTED_SIGN[score], "better": ""}
             absent = [m for m in settings.models if m not in present]
             if absent:
-                paired, reason = pd.DataFrame(), f"model(s) {absent} absent from predictions"
+                paired, covar, reason, note = (pd.DataFrame(), [],
+                                               f"model(s) {absent} absent from predictions", "")
             else:
-                paired, reason = _paired_frame(data, group, score, settings)
+                paired, covar, reason, note = _paired_frame(data, group, score, settings)
             if reason:
                 rows.append({**_not_estimable(base, reason, _COMPARISON_COLUMNS), "n": len(paired)})
                 continue
-            rows.append({**base, **_comparison_row(paired, score, settings, rng)})
+            rows.append({**base, **_comparison_row(paired, score, covar, note, settings, rng)})
     return pd.DataFrame(rows)
 
 
@@ -789,9 +923,10 @@ def _truth_sections(truth: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
 
 
 TRUTH_COLUMNS = ("quantity", "model", "group", "score", "estimate", "ci_low", "ci_high", "truth",
-                 "error", "covered", "note")
-_ATTENUATION_NOTE = ("truth is corr(latent severity, score); the gap measures severity with error, "
-                     "so |rho| is expected attenuated below |truth| and the CI need not cover it")
+                 "truth_global", "error", "covered", "note")
+_ATTENUATION_NOTE = ("truth is the same partial correlation computed on the true gap; the "
+                     "estimated gap adds prediction error, so |rho| is expected somewhat "
+                     "attenuated below |truth|")
 
 
 def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
@@ -805,29 +940,31 @@ def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
     correlations : DataFrame
         Output of ``gap_score_correlations``.
     truth : dict
-        ``{"mean_gap": {"HC": 0.0, "AD": 8.1, "PD": 3.2}, "score_correlation": {"mmse": -0.7,
-        "cdr_sb": 0.7, "updrs3": 0.6, "hoehn_yahr": 0.5}}``: the simulated true mean brain-age gap
-        per group (years) and the configured correlation of latent disease severity with each
-        score. A flat dict with group and score names as keys is accepted as well; either
-        section may be left out. A score's value may also be the simulator's score settings as
-        a dict (``dataclasses.asdict`` of ``brainage.data.simulate.ScoreConfig``), whose ``corr`` is
-        used. From ``brainage.data.simulate``'s model, the true mean gap of a patient group is
-        ``acceleration_max_years * a / (a + b)`` for severity ~ Beta(a, b) (AD 16 * 0.5 = 8,
-        PD 6 * 0.5 = 3) and 0 for HC.
+        ``{"mean_gap": {"HC": 0.0, "AD": 8.7, "PD": 3.0}, "score_correlation": {"mmse": -0.6,
+        "cdr_sb": 0.4, "updrs3": 0.3, "hoehn_yahr": 0.3}}``: the true mean brain-age gap per
+        group (years) and the true value of each score correlation, best from
+        :func:`truth_from_simulation` (the same statistics computed on the simulated subjects'
+        true gap, so each estimate has the target a perfect predictor would reach). An optional
+        ``"global_mean_gap"`` section fills ``truth_global`` (the part of the gap that the
+        simulator's biological age carries, without the regional disease losses). A flat dict
+        with group and score names as keys is accepted as well; either section may be left
+        out. A score's value may also be a dict with the score's ``corr``.
 
     Returns
     -------
     DataFrame
         Rows ``quantity`` ("mean_gap" or "score_correlation"), ``model``, ``group``, ``score``,
-        ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``error`` (estimate - truth), ``covered``
-        (``None`` when not estimable), ``note``.
+        ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``truth_global``, ``error``
+        (estimate - truth), ``covered`` (``None`` when not estimable), ``note``.
     """
     mean_gap, score_corr = _truth_sections(truth)
+    global_gap = truth.get("global_mean_gap", {}) if isinstance(truth, Mapping) else {}
     rows = []
     for _, line in group_stats[group_stats["group"].isin(list(mean_gap))].iterrows():
         rows.append({"quantity": "mean_gap", "model": line["model"], "group": line["group"],
                      "score": None, "estimate": line["mean"], "ci_low": line["ci_low"],
                      "ci_high": line["ci_high"], "truth": mean_gap[line["group"]],
+                     "truth_global": global_gap.get(line["group"], np.nan),
                      "note": line["note"]})
     for _, line in correlations[correlations["score"].isin(list(score_corr))].iterrows():
         reason = "" if line["estimable"] else line["note"]
@@ -836,6 +973,7 @@ def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
                      "ci_low": line["ci_low"], "ci_high": line["ci_high"],
                      "truth": score_corr[line["score"]], "note": _join(reason, _ATTENUATION_NOTE)})
     table = pd.DataFrame(rows, columns=[c for c in TRUTH_COLUMNS if c not in ("error", "covered")])
+    table["truth_global"] = table["truth_global"].astype(float)
     table["error"] = table["estimate"] - table["truth"]
     has_ci = table["ci_low"].notna() & table["ci_high"].notna()
     covered = (table["ci_low"] <= table["truth"]) & (table["truth"] <= table["ci_high"])
@@ -861,7 +999,7 @@ def clinical_summary(predictions: pd.DataFrame, *, truth: Mapping[str, Any] | No
     seed : int, default=0
         Seed of the model-comparison bootstrap.
     settings : ClinicalSettings, optional
-        Defaults to ``ClinicalSettings()`` (the bias-corrected gap, covariates age and sex).
+        Defaults to ``ClinicalSettings()`` (the bias-corrected gap; covariates age, sex, site).
 
     Returns
     -------
@@ -942,6 +1080,7 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
     text = (f"The bias-corrected gap of the {model.upper()} model averaged "
             f"{', '.join(means[:-1])} and {means[-1]}." if len(means) > 1 else
             f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
+    text += _adjusted_text(results, model)
     for group, scores in SCORES_BY_GROUP.items():
         if group in present:
             parts = [f"{correlation_text(results, model, group, s)} with {SCORE_NAMES.get(s, s)}"
@@ -951,36 +1090,89 @@ def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
     return text
 
 
-def truth_from_simulation(truth_table: pd.DataFrame, meta: Mapping[str, Any],
-                          participant_ids: Sequence[str] | None = None
-                          ) -> dict[str, dict[str, float]]:
+def _adjusted_text(results: ClinicalResults, model: str) -> str:
+    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
+    rows = results.posthoc
+    if rows.empty or "adj_diff" not in rows.columns:
+        return ""
+    parts, used = [], []
+    for group in SCORES_BY_GROUP:
+        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
+        if row.empty or not bool(row["estimable"].iloc[0]):
+            continue
+        r = row.iloc[0]
+        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
+                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        for column in str(r.get("covariates") or "").split(","):
+            # one-hot columns (site_siteB) name their covariate (site)
+            name = next((c for c in CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
+                        column)
+            if name and name not in used:
+                used.append(name)
+    if not parts:
+        return ""
+    covariates = used
+    names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
+        "".join(covariates)
+    adjusted = f"Adjusted for {names}, the" if names else "The"
+    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
+
+
+def truth_from_simulation(truth_table: pd.DataFrame, predictions: pd.DataFrame,
+                          settings: ClinicalSettings | None = None) -> dict[str, dict[str, float]]:
     """The ``truth`` argument of :func:`compare_with_truth` from a simulated cohort.
+
+    The true brain-age gap of each analysed subject (``realised_biological_age - age``: the
+    regional disease losses included, see ``brainage.data.simulate.realised_brain_age``) goes
+    through the very statistics the estimate goes through: its group means
+    (:func:`gap_group_stats`) and its partial Spearman correlation with each score, within the
+    same group and subjects and with the same covariates (:func:`gap_score_correlations`). A
+    perfect brain-age predictor would reach exactly these values, so an estimate's confidence
+    interval is expected to cover them (a correlation a little less often: the estimate's
+    prediction error attenuates it).
 
     Parameters
     ----------
     truth_table : DataFrame
-        ``derivatives/ground_truth/participants_truth.tsv`` (participant_id, group, age,
-        biological_age).
-    meta : dict
-        ``simulation.json``; its ``true_correlations`` give the configured correlation of latent
-        severity with each score.
-    participant_ids : sequence of str, optional
-        The subjects analysed: the true mean gap is the mean of biological minus chronological
-        age over exactly these subjects (default: all).
+        ``derivatives/ground_truth/participants_truth.tsv``: participant_id, group, age,
+        biological_age and (cohorts simulated since issue 15) realised_biological_age; without
+        the latter, biological_age is used.
+    predictions : DataFrame
+        The predictions table analysed (see :func:`clinical_summary`), with the scores; its
+        subjects in the analysed splits are the subjects of the truth.
+    settings : ClinicalSettings, optional
+        Those of the analysis (covariates, minimum sizes).
 
     Returns
     -------
     dict
-        ``{"mean_gap": {group: years}, "score_correlation": {score: r}}``.
+        ``{"mean_gap": {group: years}, "score_correlation": {score: rho},
+        "global_mean_gap": {group: years}}``; the last is the mean of
+        ``biological_age - age``, the gap without the regional disease losses.
     """
+    settings = settings or ClinicalSettings()
     missing = {"participant_id", "group", "age", "biological_age"} - set(truth_table.columns)
     if missing:
         raise ValueError(f"truth_table lacks the column(s) {sorted(missing)}")
-    rows = truth_table
-    if participant_ids is not None:
-        rows = rows[rows["participant_id"].isin(set(participant_ids))]
-    gaps = (rows["biological_age"] - rows["age"]).groupby(rows["group"]).mean()
-    correlations = {score: float(info["configured"])
-                    for score, info in meta.get("true_correlations", {}).items()}
-    return {"mean_gap": {str(g): float(v) for g, v in gaps.items()},
-            "score_correlation": correlations}
+    realised = ("realised_biological_age" if "realised_biological_age" in truth_table.columns
+                else "biological_age")
+    subjects = predictions[predictions["split"].isin(ANALYSIS_SPLITS)].drop_duplicates(
+        "participant_id").drop(columns=["gap", "corrected_gap", settings.gap_column],
+                               errors="ignore")
+    true = truth_table[["participant_id", "biological_age", realised]].loc[
+        :, lambda t: ~t.columns.duplicated()]
+    joined = subjects.drop(columns=["biological_age", "realised_biological_age"],
+                           errors="ignore").merge(true, on="participant_id", how="inner")
+    if len(joined) < len(subjects):
+        raise ValueError(f"{len(subjects) - len(joined)} analysed subjects are missing from "
+                         "truth_table (not the simulated cohort of these predictions?)")
+    joined["model"] = "truth"
+    joined[settings.gap_column] = joined[realised] - joined["age"]
+    stats_table = gap_group_stats(joined, settings)
+    correlations = gap_score_correlations(joined, settings)
+    global_gap = (joined["biological_age"] - joined["age"]).groupby(joined["group"]).mean()
+    return {"mean_gap": {str(r.group): float(r.mean) for r in stats_table.itertuples()
+                         if r.n > 0},
+            "score_correlation": {str(r.score): float(r.rho) for r in correlations.itertuples()
+                                  if r.estimable},
+            "global_mean_gap": {str(g): float(v) for g, v in global_gap.items()}}

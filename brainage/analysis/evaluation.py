@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -74,7 +74,9 @@ def correct_predictions(predictions: pd.DataFrame, *, method: str = "linear",
 
 def evaluate_predictions(predictions: pd.DataFrame, *, train_ages: Sequence[float],
                          truth: pd.DataFrame | None = None, n_boot: int = 2000,
-                         seed: int = 0, compare: tuple[str, str] = ("rnc", "l1")) -> dict[str, Any]:
+                         seed: int = 0, compare: tuple[str, str] = ("rnc", "l1"),
+                         corrections: Mapping[str, AgeBiasCorrection] | None = None
+                         ) -> dict[str, Any]:
     """Test-set metrics of each model (raw and bias-corrected), the paired comparison, floors.
 
     Parameters
@@ -92,6 +94,11 @@ def evaluate_predictions(predictions: pd.DataFrame, *, train_ages: Sequence[floa
         Seed of the bootstrap.
     compare : tuple of str, default=("rnc", "l1")
         The two models of the paired comparison (a, b): the difference is MAE(a) - MAE(b).
+    corrections : dict of str to AgeBiasCorrection, optional
+        Each model's fitted correction (from :func:`correct_predictions`). A correction that
+        uses the subject's own age (``beheshti``, ``quadratic``: ``uses_age``) builds the
+        corrected prediction from the age it is scored against, so its corrected metrics are
+        circular and are omitted: ``"corrected"`` is then ``{"omitted": reason}``.
 
     Returns
     -------
@@ -104,10 +111,18 @@ def evaluate_predictions(predictions: pd.DataFrame, *, train_ages: Sequence[floa
         raise ValueError("predictions hold no test rows")
     result: dict[str, Any] = {"n_test": int(test["participant_id"].nunique()), "models": {}}
     for name, rows in test.groupby("model", sort=False):
-        result["models"][str(name)] = {
-            kind: regression_metrics(rows["age"].to_numpy(), rows[column].to_numpy(),
-                                     n_boot=n_boot, seed=seed)
-            for kind, column in (("raw", "predicted"), ("corrected", "corrected_predicted"))}
+        age = rows["age"].to_numpy()
+        entry = {"raw": regression_metrics(age, rows["predicted"].to_numpy(), n_boot=n_boot,
+                                           seed=seed)}
+        correction = (corrections or {}).get(str(name))
+        if correction is not None and correction.uses_age:
+            entry["corrected"] = {"omitted": (
+                f"the {correction.method} correction subtracts an offset computed from each "
+                "test subject's own age, so corrected accuracy against that age is circular")}
+        else:
+            entry["corrected"] = regression_metrics(age, rows["corrected_predicted"].to_numpy(),
+                                                    n_boot=n_boot, seed=seed)
+        result["models"][str(name)] = entry
     if all(m in result["models"] for m in compare):
         wide = test.pivot(index="participant_id", columns="model", values="predicted")
         ages = test.drop_duplicates("participant_id").set_index("participant_id")["age"]

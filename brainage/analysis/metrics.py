@@ -30,6 +30,7 @@ from brainage._utils import check_choice, check_int
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AGE_DEPENDENT_METHODS",
     "AgeBiasCorrection",
     "BIAS_CORRECTION_METHODS",
     "error_by_age_bin",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: Age-bias correction methods accepted by :meth:`AgeBiasCorrection.fit`.
 BIAS_CORRECTION_METHODS = ("linear", "beheshti", "quadratic")
+#: Methods whose corrected prediction uses the subject's own chronological age: their corrected
+#: accuracy against that age is circular (:attr:`AgeBiasCorrection.uses_age`).
+AGE_DEPENDENT_METHODS = ("beheshti", "quadratic")
 
 _COEFFICIENT_NAMES = {
     "linear": ("slope", "intercept"),
@@ -487,6 +491,14 @@ class AgeBiasCorrection:
         if self.method == "beheshti":
             return p - (c["slope"] * y + c["intercept"])
         return p - (c["intercept"] + c["age"] * y + c["age2"] * y**2)
+
+    @property
+    def uses_age(self) -> bool:
+        """Whether :meth:`apply` uses the subject's chronological age (``"beheshti"``,
+        ``"quadratic"``). For these, the corrected prediction is built from the very age it is
+        then compared with, so corrected MAE and $R^2$ against it are circular; ``"linear"``
+        rescales the prediction alone."""
+        return self.method in AGE_DEPENDENT_METHODS
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form: ``method``, ``coefficients``, ``n_fit``, ``age_range``."""

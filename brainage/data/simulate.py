@@ -6,11 +6,22 @@ with the ground truth in ``derivatives/ground_truth``. The model, with the defau
 :class:`SimulationConfig` (sources in the References below and in ``book/methods.md``):
 
 Ages and biological age
-    Chronological age :math:`a \sim U(\text{range of the group})` (HC 20-90, AD 55-90,
+    Chronological age :math:`a \sim U(\text{range of the group})` (HC 20-100, AD 55-80,
     PD 45-85). Latent severity :math:`S \sim \mathrm{Beta}(2, 2)` for patients (0 for HC),
-    disease acceleration :math:`A = A_{max} S` (AD 16 y, PD 6 y: mean brain-age gaps of 8 and
-    3 years), biological age :math:`b = a + \delta + A`, :math:`\delta \sim N(0, \sigma_{bio}^2)`,
-    :math:`\sigma_{bio} = 3` y. Every ageing effect is a function of :math:`b` only.
+    disease acceleration :math:`A = A_{max} S` (AD 16 y, PD 6 y: mean global accelerations of
+    8 and 3 years), biological age :math:`b = a + \delta + A`,
+    :math:`\delta \sim N(0, \sigma_{bio}^2)`, :math:`\sigma_{bio} = 3` y. A patient's
+    :math:`\delta` is redrawn while :math:`b` would exceed the controls' oldest age, so that
+    every patient's brain lies inside the age range a model trained on controls has seen
+    (:math:`\max(\text{patient ages}) + A_{max}` must not exceed it). Every ageing effect is a
+    function of :math:`b` only.
+Realised brain age
+    The disease's regional losses come on top of :math:`b`, so a patient's brain looks older
+    than :math:`b`. The realised brain age :math:`b^*` is the age at which a healthy brain has
+    lost as much tissue: :math:`T(b^*) = T_{subject}` with
+    :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1)` (template grey-matter volume
+    :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`). It equals
+    :math:`b` for controls; the true brain-age gap is :math:`b^* - a`.
 Ageing dose-response
     Fractional volume loss of region group *g* accumulates from a rate rising linearly after an
     onset :math:`o_g`: :math:`r_g(b) = r_g^* (b - o_g)_+ / (a_g^* - o_g)`, hence
@@ -357,7 +368,7 @@ class AnatomyConfig:
 
 
 def _default_ad() -> DiseaseConfig:
-    return DiseaseConfig((55.0, 90.0), 0.4, 16.0,
+    return DiseaseConfig((55.0, 80.0), 0.4, 16.0,
                          {"hippocampus": 0.30, "entorhinal": 0.35, "temporoparietal": 0.20})
 
 
@@ -374,12 +385,15 @@ class SimulationConfig:
     ----------
     sigma_bio : float, default=3
         SD (years) of healthy biological-age deviation.
-    hc_age_range : tuple of float, default=(20, 90)
-        Ages of healthy controls.
+    hc_age_range : tuple of float, default=(20, 100)
+        Ages of healthy controls. Patients' biological ages are kept at or below its upper
+        end (their healthy deviation is redrawn), the oldest brain the controls show.
     hc_p_male : float, default=0.5
         Probability of a male control.
     ad, pd : DiseaseConfig
-        Patient groups (defaults: AD 55-90 y, +8 y mean gap; PD 45-85 y, +3 y).
+        Patient groups (defaults: AD 55-80 y, +8 y mean global acceleration; PD 45-85 y,
+        +3 y). ``age_range[1] + acceleration_max_years`` must not exceed
+        ``hc_age_range[1]``.
     ageing : AgeingConfig
         Dose-response of ageing.
     anatomy : AnatomyConfig
@@ -396,7 +410,7 @@ class SimulationConfig:
     """
 
     sigma_bio: float = 3.0
-    hc_age_range: tuple[float, float] = (20.0, 90.0)
+    hc_age_range: tuple[float, float] = (20.0, 100.0)
     hc_p_male: float = 0.5
     ad: DiseaseConfig = field(default_factory=_default_ad)
     pd: DiseaseConfig = field(default_factory=_default_pd)
@@ -414,6 +428,12 @@ class SimulationConfig:
         _check(0 <= self.hc_p_male <= 1, "hc_p_male", "in [0, 1]", self.hc_p_male)
         self.ad.check("ad")
         self.pd.check("pd")
+        for name, dis in (("ad", self.ad), ("pd", self.pd)):
+            oldest = dis.age_range[1] + dis.acceleration_max_years
+            _check(oldest <= self.hc_age_range[1], f"{name}.age_range",
+                   f"such that age_range[1] + acceleration_max_years <= hc_age_range[1] = "
+                   f"{self.hc_age_range[1]:g} (patients' biological ages must lie inside the "
+                   "controls' age range)", (dis.age_range, dis.acceleration_max_years))
         for name, score in self.scores.items():
             _check(name in _default_scores(), "scores", f"keys among {list(_default_scores())}",
                    name)
@@ -505,7 +525,14 @@ def _draw_group(group: str, n: int, cfg: SimulationConfig,
     weights = np.array([s.weight for s in cfg.sites])
     site = rng.choice(len(cfg.sites), size=n, p=weights / weights.sum())
     acceleration = np.round(acc_max * severity, 4)
-    deviation = np.round(rng.normal(0.0, cfg.sigma_bio, size=n) + acceleration, 4)
+    healthy = rng.normal(0.0, cfg.sigma_bio, size=n)
+    if group != "HC":  # keep patients' brains inside the controls' age range (see SimulationConfig)
+        oldest = cfg.hc_age_range[1]
+        over = age + healthy + acceleration > oldest
+        while over.any():  # terminates: the config guarantees age + acceleration <= oldest
+            healthy[over] = rng.normal(0.0, cfg.sigma_bio, size=int(over.sum()))
+            over = age + healthy + acceleration > oldest
+    deviation = np.round(healthy + acceleration, 4)
     return pd.DataFrame({
         "group": group, "age": age, "sex": sex, "site_index": site,
         "site": [cfg.sites[i].name for i in site], "latent_severity": np.round(severity, 6),
@@ -583,7 +610,79 @@ def add_doses(table: pd.DataFrame, cfg: SimulationConfig,
                                    * np.exp((b - 90.0) / cfg.ageing.wmh_tau))
     table["contrast_factor"] = np.maximum(
         0.3, 1 - cfg.ageing.contrast_decline * np.clip(b - 20.0, 0, None))
+    volumes = tissue_volumes(anat)
+    table["tissue_loss_ml"] = _tissue_loss(table, volumes)
+    table["realised_biological_age"] = realised_brain_age(table, cfg, volumes)
     return table
+
+
+def tissue_volumes(anat: _anatomy.TemplateAnatomy) -> dict[str, float]:
+    """Template volume (mL) each loss acts on: GM of every loss region, CSF of the ventricles.
+
+    The cortical loss acts on the cortex and the temporo-parietal cortex together (as its
+    GM-to-CSF conversion does, see ``_anatomy._build_conversions``).
+    """
+    groups = _anatomy._region_masks(anat.labels[anat.box], anat.regions)
+    voxel_ml = anat.resolution_mm**3 / 1000.0
+    volumes = {}
+    for region in _AGEING_OF:
+        mask = groups[region] | (groups["temporoparietal"] if region == "cortex" else False)
+        volumes[region] = float(anat.gm[mask].sum()) * voxel_ml
+    volumes["ventricles"] = float(anat.csf[groups["lateral_ventricles"]].sum()) * voxel_ml
+    return volumes
+
+
+def _tissue_loss(table: pd.DataFrame, volumes: Mapping[str, float]) -> np.ndarray:
+    """Tissue lost (mL): GM volume times fractional loss per region plus ventricular growth."""
+    lost = sum(volumes[region] * table[f"loss_{region}"].to_numpy() for region in _AGEING_OF)
+    return lost + volumes["ventricles"] * (table["ventricle_ratio"].to_numpy() - 1.0)
+
+
+def _healthy_tissue_loss(b: np.ndarray, cfg: SimulationConfig,
+                         volumes: Mapping[str, float]) -> np.ndarray:
+    """Tissue lost (mL) by a healthy brain of biological age ``b`` (no disease losses)."""
+    lost = np.zeros_like(b, dtype=np.float64)
+    for region, ageing_key in _AGEING_OF.items():
+        if ageing_key:
+            lost += volumes[region] * _cumulative_loss(b, getattr(cfg.ageing, ageing_key))
+    young = np.clip(b - 20.0, 0, None) / 50.0
+    return lost + volumes["ventricles"] * cfg.ageing.ventricle_gain * young**2
+
+
+def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
+                       volumes: Mapping[str, float]) -> np.ndarray:
+    """The age at which a healthy brain has lost as much tissue as each subject's.
+
+    ``biological_age`` drives every ageing process; a patient's regional disease losses come
+    on top, so the brain has lost more tissue than a healthy brain of that age. The realised
+    brain age is ``biological_age + x``, ``x >= 0`` the smallest shift at which a healthy brain
+    has lost as much tissue (:func:`_tissue_loss`), found by bisection (1e-4 y). A subject
+    without disease losses keeps ``biological_age`` exactly.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Rows with ``biological_age`` and the doses of :func:`add_doses`.
+    cfg : SimulationConfig
+        The ageing model.
+    volumes : dict
+        From :func:`tissue_volumes`.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    b = table["biological_age"].to_numpy(dtype=np.float64)
+    target = _tissue_loss(table, volumes)
+    extra = target - _healthy_tissue_loss(b, cfg, volumes)
+    low, high = np.zeros_like(b), np.full_like(b, 200.0)
+    todo = extra > 1e-9
+    for _ in range(40):  # 200 / 2**40 years: far below the 1e-4 y rounding
+        mid = (low + high) / 2
+        enough = _healthy_tissue_loss(b + mid, cfg, volumes) >= target
+        high = np.where(todo & enough, mid, high)
+        low = np.where(todo & ~enough, mid, low)
+    return np.round(np.where(todo, b + high, b), 4)
 
 
 def _plan_effects(row: Mapping[str, Any], share: float,
@@ -813,8 +912,8 @@ def _run_jobs(jobs: list, n_jobs: int, init_args: tuple) -> list[dict[str, Any]]
 # ----------------------------------------------------------------------------- outputs
 _PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "site", "group", "mmse", "cdr_sb",
                         "updrs3", "hoehn_yahr"]
-_TRUTH_FIRST = ["participant_id", "group", "age", "biological_age", "deviation",
-                "latent_severity", "acceleration_years"]
+_TRUTH_FIRST = ["participant_id", "group", "age", "biological_age", "realised_biological_age",
+                "deviation", "latent_severity", "acceleration_years"]
 _PARTICIPANTS_JSON = {
     "age": {"Description": "chronological age at scan", "Units": "years"},
     "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
@@ -853,7 +952,9 @@ def _write_participants(root: Path, table: pd.DataFrame, seed: int, version: str
 
 
 def _realised_stats(table: pd.DataFrame, cfg: SimulationConfig) -> dict[str, Any]:
-    gap = (table["biological_age"] - table["age"]).groupby(table["group"]).mean()
+    gap = (table["realised_biological_age"] - table["age"]).groupby(table["group"]).mean()
+    global_gap = (table["biological_age"] - table["age"]).groupby(table["group"]).mean()
+    patients = table[table["group"] != "HC"]
     realised_corr = {}
     for name, sc in cfg.scores.items():
         rows = table[table["group"] == sc.group]
@@ -861,6 +962,12 @@ def _realised_stats(table: pd.DataFrame, cfg: SimulationConfig) -> dict[str, Any
         realised_corr[name] = (float(np.corrcoef(rows["latent_severity"], rows[name])[0, 1])
                                if ok else None)
     return {"true_mean_brain_age_gap": {g: round(float(v), 4) for g, v in gap.items()},
+            "true_mean_brain_age_gap_definition": "realised_biological_age - age (the age at "
+            "which a healthy brain has lost as much tissue, disease losses included)",
+            "mean_global_gap": {g: round(float(v), 4) for g, v in global_gap.items()},
+            "patients_max_biological_age": (round(float(patients["biological_age"].max()), 4)
+                                            if len(patients) else None),
+            "controls_age_range": list(cfg.hc_age_range),
             "true_correlations": {
                 name: {"score_group": sc.group, "with": ["latent_severity",
                                                          "acceleration_years"],

@@ -1,4 +1,5 @@
-"""Models: the network, the RNC loss, augmentation, datasets, training, Grad-RAM saliency.
+"""Models: the network, the RNC loss, augmentation, datasets, training, saliency (integrated
+gradients, Grad-RAM).
 
 The only users of torch. Imports only :mod:`brainage._utils` of brainage.
 """
@@ -27,12 +28,17 @@ _EXPORTS = {
     "build_model": "network",
     "disable_inplace_relu": "network",
     "GROUP_NORMALISATIONS": "saliency",
+    "compare_enrichment": "saliency",
+    "enrichment_auc": "saliency",
     "grad_ram": "saliency",
-    "ground_truth_enrichment": "saliency",
     "group_average": "saliency",
+    "integrated_gradients": "saliency",
+    "layer_shape": "saliency",
     "region_summary": "saliency",
+    "save_attribution_maps": "saliency",
     "save_map": "saliency",
     "save_subject_maps": "saliency",
+    "subject_enrichment": "saliency",
     "TrainConfig": "train",
     "TrainResult": "train",
     "encode": "train",
@@ -41,6 +47,7 @@ _EXPORTS = {
     "predict": "train",
     "resolve_device": "train",
     "train_l1": "train",
+    "train_permuted_age_model": "train",
     "train_rnc": "train",
 }
 _MODULES = (

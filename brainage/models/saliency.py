@@ -1,17 +1,38 @@
-"""Saliency for brain-age regression: Grad-RAM maps, group maps, region tables, ground truth.
+r"""Saliency for brain-age regression: integrated gradients, Grad-RAM, group maps, ground truth.
+
+Integrated gradients (Sundararajan et al. 2017) is the study's signed attribution. From a
+reference volume :math:`x'` (the mean training scan), the attribution of voxel :math:`v` is
+:math:`(x_v - x'_v) \int_0^1 \partial f(x' + \alpha (x - x')) / \partial x_v \, d\alpha`, and the
+attributions add up to :math:`f(x) - f(x')` (completeness). So a positive voxel is one whose
+difference from the reference scan pushes the predicted age above the reference's prediction,
+a negative one pulls it below; a subject predicted older than the reference has mostly
+positive attribution. The maps have the model's input grid, so they resolve whatever the input
+resolves.
 
 Grad-RAM is Grad-CAM (Selvaraju et al.) with the predicted age as the score: the weight of
 each channel of a chosen layer is the spatial mean of the gradient of the predicted age with
 respect to that channel's feature map, and the map is the weighted sum of the feature maps,
-upsampled (trilinear) to the input grid. The signed map keeps the direction of the effect:
-positive voxels raise the predicted age, negative voxels lower it. The rectified, per-subject
+upsampled (trilinear) to the input grid. Its sign has no reference point: the feature maps are
+ReLU outputs, so the map is positive wherever the positively weighted channels are active,
+whatever the predicted age (measured on the quick models: 92-99 % of voxels positive for L1 at
+every age). Its resolution is that of the layer (:func:`layer_shape`). The rectified, per-subject
 min-max normalised form equals :class:`monai.visualize.GradCAM` on a one-output head (with a
 ``[0, 1]`` normaliser instead of MONAI's default, which maps max to 0 and min to 1).
 
 The rest of the module turns maps into results: NIfTI files in template space
 (:func:`save_map`), group averages (:func:`group_average`), a table per atlas region
-(:func:`region_summary`) and, on the simulated cohort, how much attribution falls where
-ageing was simulated, against a spatial null (:func:`ground_truth_enrichment`).
+(:func:`region_summary`) and, on the simulated cohort, how much attribution falls where an
+effect was simulated against tissue-matched control voxels (:func:`enrichment_auc`), per
+subject (:func:`subject_enrichment`) and between models or groups of subjects
+(:func:`compare_enrichment`).
+
+References
+----------
+.. [1] Sundararajan M., Taly A., Yan Q. (2017). Axiomatic attribution for deep networks. ICML,
+   3319-3328. arXiv:1703.01365.
+.. [2] Selvaraju R. R. et al. (2017). Grad-CAM: visual explanations from deep networks via
+   gradient-based localization. ICCV, 618-626. arXiv:1610.02391.
+.. [3] Adebayo J. et al. (2018). Sanity checks for saliency maps. NeurIPS, 9505-9515.
 """
 
 from __future__ import annotations
@@ -38,20 +59,22 @@ from brainage._utils import check_choice, check_int
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "save_subject_maps",
     "GROUP_NORMALISATIONS",
+    "compare_enrichment",
+    "enrichment_auc",
     "grad_ram",
-    "ground_truth_enrichment",
     "group_average",
+    "integrated_gradients",
+    "layer_shape",
     "region_summary",
+    "save_attribution_maps",
     "save_map",
+    "save_subject_maps",
+    "subject_enrichment",
 ]
 
 #: Per-subject normalisations accepted by :func:`group_average`.
 GROUP_NORMALISATIONS = ("none", "maxabs")
-
-#: What :func:`ground_truth_enrichment` uses as its null (recorded in its result).
-_NULL_DESCRIPTION = "circular shifts of the truth mask within the brain bounding box"
 
 MapLike = Tensor | np.ndarray | nib.spatialimages.SpatialImage | str | PathLike
 
@@ -201,10 +224,11 @@ def grad_ram(model: nn.Module, x: Tensor, layer: str, signed: bool = True) -> Te
         (B, K, d, h, w), are weighted. It must run once per forward pass; the last convolutional
         stage (``"layer4"`` of a MONAI ResNet) is the usual choice, earlier ones are finer.
     signed : bool, default=True
-        True: the signed map, in the predicted age's units per unit of feature (positive raises
-        the predicted age, negative lowers it). False: the rectified map (ReLU before
-        upsampling), min-max normalised to [0, 1] per subject, which equals
-        ``monai.visualize.GradCAM`` with a [0, 1] normaliser on a one-output head.
+        True: the signed map, in the predicted age's units per unit of feature. Its sign has
+        no reference point (the features are ReLU outputs): it does not say whether a region
+        raises or lowers the prediction; use :func:`integrated_gradients` for that. False: the
+        rectified map (ReLU before upsampling), min-max normalised to [0, 1] per subject, which
+        equals ``monai.visualize.GradCAM`` with a [0, 1] normaliser on a one-output head.
 
     Returns
     -------
@@ -241,6 +265,107 @@ def grad_ram(model: nn.Module, x: Tensor, layer: str, signed: bool = True) -> Te
     logger.debug("Grad-RAM on layer %r: features %s -> maps %s", layer, tuple(activations.shape),
                  tuple(maps.shape))
     return maps
+
+
+def layer_shape(model: nn.Module, x: Tensor, layer: str) -> tuple[int, ...]:
+    """Spatial shape (d, h, w) of ``layer``'s feature maps for input ``x`` (B, C, D, H, W).
+
+    The resolution of a Grad-RAM map at that layer: each value covers about
+    ``(D / d, H / h, W / w)`` input voxels.
+    """
+    x = _check_image_batch(x)
+    module = _find_layer(model, layer)
+    shapes: list[tuple[int, ...]] = []
+    handle = module.register_forward_hook(
+        lambda _m, _i, output: shapes.append(tuple(output.shape[2:])))
+    try:
+        with torch.no_grad(), _eval_mode(model):
+            model(x[:1])
+    finally:
+        handle.remove()
+    if len(shapes) != 1 or len(shapes[0]) != x.ndim - 2:
+        raise ValueError(f"layer {layer!r} does not give one (B, C, d, h, w) feature map")
+    return shapes[0]
+
+
+def _check_baseline(baseline: Any, x: Tensor) -> Tensor:
+    """The reference volume as a tensor broadcastable to ``x`` (B, C, D, H, W)."""
+    if isinstance(baseline, np.ndarray):
+        baseline = torch.from_numpy(np.ascontiguousarray(baseline))
+    if not isinstance(baseline, Tensor):
+        raise TypeError(f"baseline must be a Tensor or ndarray, got {type(baseline).__name__}")
+    baseline = baseline.to(device=x.device, dtype=x.dtype)
+    while baseline.ndim < x.ndim:
+        baseline = baseline.unsqueeze(0)  # (D, H, W) or (C, D, H, W) -> (1, C, D, H, W)
+    if baseline.ndim != x.ndim or baseline.shape[0] not in (1, x.shape[0]) \
+            or baseline.shape[1:] != x.shape[1:]:
+        raise ValueError(f"baseline must have shape {tuple(x.shape[2:])}, {tuple(x.shape[1:])} or "
+                         f"{tuple(x.shape)} to match x, got {tuple(baseline.shape)}")
+    return baseline
+
+
+def integrated_gradients(model: nn.Module, x: Tensor, baseline: Tensor | np.ndarray, *,
+                         n_steps: int = 16, return_delta: bool = False
+                         ) -> Tensor | tuple[Tensor, Tensor]:
+    """Integrated gradients of the predicted age from a reference volume.
+
+    Written here because Captum (whose ``IntegratedGradients`` this mirrors: Gauss-Legendre
+    nodes, ``return_convergence_delta``) is not a dependency and MONAI has no integrated
+    gradients; it needs only ``torch.autograd.grad`` with respect to the input.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps ``x`` to a predicted age, shape (B,) or (B, 1). It runs in eval mode; flags,
+        ``requires_grad`` and the parameters' ``.grad`` are left as they were.
+    x : Tensor, shape (B, C, D, H, W)
+        Input images.
+    baseline : Tensor or ndarray, shape (D, H, W), (C, D, H, W) or (B, C, D, H, W)
+        The reference volume(s), e.g. the mean training scan.
+    n_steps : int, default=16
+        Gauss-Legendre nodes on the straight path from ``baseline`` to ``x`` (one forward and
+        backward pass of the batch each).
+    return_delta : bool, default=False
+        Also return the completeness error ``sum(maps) - (f(x) - f(baseline))`` per subject
+        (two more forward passes).
+
+    Returns
+    -------
+    maps : Tensor, shape (B, 1, D, H, W)
+        Attributions in years (channels summed), detached. ``maps[i].sum()`` equals
+        ``f(x[i]) - f(baseline)`` up to the quadrature error: a positive voxel pushes the
+        prediction above the baseline's.
+    delta : Tensor, shape (B,)
+        Only with ``return_delta``.
+
+    References
+    ----------
+    .. [1] Sundararajan M., Taly A., Yan Q. (2017). Axiomatic attribution for deep networks.
+       ICML, 3319-3328. arXiv:1703.01365.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = _check_image_batch(x).detach()
+    check_int("n_steps", n_steps, low=1)
+    baseline = _check_baseline(baseline, x).detach()
+    nodes, weights = np.polynomial.legendre.leggauss(int(n_steps))  # on [-1, 1]
+    alphas, weights = (nodes + 1) / 2, weights / 2  # on [0, 1], weights sum to 1
+    difference = x - baseline  # (B, C, D, H, W)
+    path_gradient = torch.zeros_like(x)
+    with torch.enable_grad(), _eval_mode(model):
+        for alpha, weight in zip(alphas, weights):
+            point = (baseline + float(alpha) * difference).requires_grad_(True)
+            score = _age_score(model(point), x.shape[0])
+            (gradient,) = torch.autograd.grad(score.sum(), point)
+            path_gradient += float(weight) * gradient
+        maps = (difference * path_gradient).sum(dim=1, keepdim=True)  # (B, 1, D, H, W)
+        if not return_delta:
+            return maps.detach()
+        with torch.no_grad():
+            ends = _age_score(model(x), x.shape[0]) - _age_score(
+                model(baseline.expand_as(x)), x.shape[0])  # (B,)
+    delta = maps.reshape(x.shape[0], -1).sum(dim=1) - ends  # (B, 1, ...) -> (B,)
+    return maps.detach(), delta.detach()
 
 
 # --- volumes on disk ------------------------------------------------------------------------------
@@ -494,42 +619,9 @@ def _as_mask(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _auc_from_ranks(ranks: np.ndarray, selected: np.ndarray, n_total: int) -> float:
-    """AUC of the selected voxels against the rest, from ranks (Mann-Whitney U / (n1 n0))."""
-    n1 = int(selected.sum())
-    n0 = n_total - n1
-    u = float(ranks[selected].sum()) - n1 * (n1 + 1) / 2.0
-    return u / (n1 * n0)
-
-
-def _shifted_truths(
-    truth: np.ndarray, brain: np.ndarray, n_perm: int, rng: np.random.Generator
-) -> Iterator[np.ndarray]:
-    """Yield ``n_perm`` circularly shifted copies of ``truth`` (inside ``brain``) within its box.
-
-    A shift moves the whole region rigidly, so its size, shape and spatial smoothness are kept,
-    unlike a voxel permutation that would break the spatial autocorrelation of both the map and
-    the region (an over-liberal null). Shifts that leave no truth voxel, or no other voxel, in
-    the brain are drawn again.
-    """
-    n_brain = int(brain.sum())
-    made, tries = 0, 0
-    while made < n_perm:
-        tries += 1
-        if tries > 100 * n_perm:
-            raise ValueError("truth_mask could not be moved inside brain_mask: almost every shift "
-                             "leaves it outside; check that the masks are on the same grid")
-        shift = tuple(int(rng.integers(0, size)) for size in truth.shape)
-        moved = np.roll(truth, shift, axis=(0, 1, 2)) & brain
-        if 0 < int(moved.sum()) < n_brain:
-            made += 1
-            yield moved
-
-
-def _enrichment_inputs(
-    map: MapLike, truth_mask: Any, brain_mask: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate the map and masks; return them cropped to the brain's bounding box."""
+def _enrichment_inputs(map: MapLike, truth_mask: Any, brain_mask: Any, tissue: Any
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate the map and masks; return them with integer tissue strata (all 0 if none)."""
     values = _as_volume(map, "map").astype(np.float64)
     brain = _as_mask(brain_mask, "brain_mask", values.shape)
     truth = _as_mask(truth_mask, "truth_mask", values.shape) & brain
@@ -543,92 +635,127 @@ def _enrichment_inputs(
         raise ValueError("map has NaN or infinite values inside brain_mask")
     if not np.any(values[brain]):
         raise ValueError("map is zero everywhere inside brain_mask: nothing to compare")
-    corners = np.argwhere(brain)
-    box = tuple(slice(lo, hi + 1) for lo, hi in zip(corners.min(0), corners.max(0), strict=True))
-    return values[box], truth[box], brain[box]
+    if tissue is None:
+        strata = np.zeros(values.shape, dtype=np.int64)
+    else:
+        strata = _as_labels(tissue)
+        if strata.shape != values.shape:
+            raise ValueError(f"tissue has shape {strata.shape} but map has shape {values.shape}")
+    return values, truth, brain, strata
 
 
-def ground_truth_enrichment(
-    map: MapLike,
-    truth_mask: Any,
-    brain_mask: Any,
-    *,
-    n_perm: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """How much attribution falls where ageing was simulated, against a spatial null.
+def enrichment_auc(map: MapLike, truth_mask: Any, brain_mask: Any, *, tissue: Any = None,
+                   signed: bool = False) -> dict[str, Any]:
+    """How much more attribution the truth region gets than tissue-matched control voxels.
+
+    The AUC is the probability that a random truth voxel has a larger attribution than a random
+    control voxel of the same tissue class: control voxels are the brain voxels outside the
+    truth, and only same-tissue pairs are compared (the stratified Mann-Whitney U over the
+    tissue classes divided by the number of such pairs). Matching the tissue keeps a map that
+    merely follows grey matter (where most simulated effects act, and where most image
+    structure lies) from counting as enriched.
 
     Parameters
     ----------
     map : Tensor, ndarray, nibabel image or path, shape (D, H, W)
-        A Grad-RAM map (a subject's or a group average).
+        One attribution map (a subject's, or a group average).
     truth_mask : bool ndarray, image or path, shape (D, H, W)
-        Voxels where the simulator applied an ageing effect (binary; threshold the simulator's
-        ``ageing_effect.nii.gz`` first). Only its voxels inside ``brain_mask`` count.
+        Voxels where the simulator applied the effect tested (binary: threshold the
+        simulator's ``<process>_effect.nii.gz`` first). Only its voxels in the brain count.
     brain_mask : bool ndarray, image or path, shape (D, H, W)
-        The voxels compared: truth voxels against the other brain voxels.
-    n_perm : int, default=1000
-        Number of shifted truth regions in the null.
-    seed : int, default=0
-        Seed of the shifts.
+        The voxels compared.
+    tissue : integer ndarray, image or path, shape (D, H, W), optional
+        Tissue class of each voxel (e.g. 1 GM, 2 WM, 3 CSF). None: one class, the plain AUC of
+        truth against all other brain voxels.
+    signed : bool, default=False
+        Rank the map's values (a region that raises the prediction) instead of their
+        magnitude (a region the model uses either way).
 
     Returns
     -------
-    result : dict
-        ``auc_abs`` and ``auc_signed``: ROC AUC of |map| and of the map for truth voxels against
-        other brain voxels (Mann-Whitney U / (n1 n0), ties counted one half); ``enrichment``:
-        mean |map| in the truth region over mean |map| in the brain; ``p_value`` (of
-        ``auc_abs``), ``p_auc_signed``, ``p_enrichment``: one-sided permutation p-values,
-        (1 + #{null >= observed}) / (1 + n_perm); ``null_auc_abs``, ``null_auc_signed``,
-        ``null_enrichment``: the null samples; ``n_truth``, ``n_brain``, ``n_perm``, ``seed``
-        and ``null`` (a description of the null).
-
-    Notes
-    -----
-    The null moves the truth region by random circular shifts within the brain's bounding box
-    and keeps its voxels that land in the brain: the region's shape and spatial structure are
-    kept, as in spatial-permutation ("spin") tests of brain maps [3]_, so a smooth map is not
-    declared enriched merely for being smooth.
+    dict
+        ``auc`` (0.5: no enrichment; ties count one half), ``n_truth`` and ``n_control``
+        (voxels in classes that have both), ``n_pairs``, ``by_tissue`` (class -> AUC, n_truth,
+        n_control) and ``signed``.
 
     References
     ----------
     .. [1] Hanley J. A. & McNeil B. J. (1982). The meaning and use of the area under a receiver
        operating characteristic (ROC) curve. Radiology 143(1), 29-36.
-    .. [2] Phipson B. & Smyth G. K. (2010). Permutation p-values should never be zero.
-       Stat. Appl. Genet. Mol. Biol. 9(1), 39.
-    .. [3] Alexander-Bloch A. F. et al. (2018). On testing for spatial correspondence between
-       maps of human brain structure and function. NeuroImage 178, 540-551.
     """
-    check_int("n_perm", n_perm, low=1)
-    values, truth, brain = _enrichment_inputs(map, truth_mask, brain_mask)
-    n_brain = int(brain.sum())
-    # Ranks over brain voxels once; every AUC (observed and null) is then a sum of ranks.
-    ranks_abs = np.zeros(values.shape)
-    ranks_abs[brain] = stats.rankdata(np.abs(values[brain]))
-    ranks_signed = np.zeros(values.shape)
-    ranks_signed[brain] = stats.rankdata(values[brain])
-    magnitude = np.where(brain, np.abs(values), 0.0)
-    brain_mean = magnitude.sum() / n_brain
+    values, truth, brain, strata = _enrichment_inputs(map, truth_mask, brain_mask, tissue)
+    score = values if signed else np.abs(values)
+    u_total, pairs, n1_total, n0_total, by_tissue = 0.0, 0, 0, 0, {}
+    for stratum in np.unique(strata[brain]):
+        inside = brain & (strata == stratum)
+        n1, n0 = int((truth & inside).sum()), int((~truth & inside).sum())
+        if n1 == 0 or n0 == 0:
+            continue
+        ranks = stats.rankdata(score[inside])  # average ranks: ties count one half
+        u = float(ranks[truth[inside]].sum()) - n1 * (n1 + 1) / 2.0
+        by_tissue[int(stratum)] = {"auc": u / (n1 * n0), "n_truth": n1, "n_control": n0}
+        u_total, pairs, n1_total, n0_total = u_total + u, pairs + n1 * n0, n1_total + n1, \
+            n0_total + n0
+    if pairs == 0:
+        raise ValueError("no tissue class holds both truth and control voxels: nothing to "
+                         "compare (check tissue against truth_mask)")
+    return {"auc": u_total / pairs, "n_truth": n1_total, "n_control": n0_total,
+            "n_pairs": pairs, "by_tissue": by_tissue, "signed": bool(signed)}
 
-    def statistics(region: np.ndarray) -> tuple[float, float, float]:
-        return (_auc_from_ranks(ranks_abs, region, n_brain),
-                _auc_from_ranks(ranks_signed, region, n_brain),
-                float(magnitude[region].mean() / brain_mean))
 
-    observed = statistics(truth)
-    rng = np.random.default_rng(seed)
-    null = np.array([statistics(moved) for moved in _shifted_truths(truth, brain, n_perm, rng)])
-    p_values = (1 + (null >= np.asarray(observed)[None, :]).sum(axis=0)) / (1 + n_perm)
-    logger.info("ground truth: AUC |map| %.3f (p %.4g), enrichment %.3f", observed[0],
-                p_values[0], observed[2])
-    return {
-        "auc_abs": observed[0], "auc_signed": observed[1], "enrichment": observed[2],
-        "p_value": float(p_values[0]), "p_auc_signed": float(p_values[1]),
-        "p_enrichment": float(p_values[2]),
-        "null_auc_abs": null[:, 0], "null_auc_signed": null[:, 1], "null_enrichment": null[:, 2],
-        "n_truth": int(truth.sum()), "n_brain": n_brain, "n_perm": int(n_perm), "seed": seed,
-        "null": _NULL_DESCRIPTION,
-    }
+def subject_enrichment(paths_or_arrays: Sequence[MapLike] | Tensor | np.ndarray,
+                       truth_mask: Any, brain_mask: Any, *, tissue: Any = None,
+                       signed: bool = False) -> np.ndarray:
+    """:func:`enrichment_auc` of each subject's map: one AUC per subject, in order.
+
+    Subjects, not voxels, are the units of the tests that use these values
+    (:func:`compare_enrichment`): voxels of one map are spatially correlated, subjects are
+    independent, so no spatial null model is needed.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    return np.array([enrichment_auc(item, truth_mask, brain_mask, tissue=tissue,
+                                    signed=signed)["auc"]
+                     for _, item in _iter_maps(paths_or_arrays)])
+
+
+def compare_enrichment(a: Sequence[float], b: Sequence[float], *, paired: bool,
+                       alternative: str = "greater") -> dict[str, Any]:
+    """Whether per-subject AUCs ``a`` exceed ``b``: Wilcoxon signed-rank or Mann-Whitney U.
+
+    Parameters
+    ----------
+    a, b : sequence of float
+        Per-subject AUCs (:func:`subject_enrichment`), NaN-free.
+    paired : bool
+        True: the same subjects under two models (``a[i]`` and ``b[i]``), Wilcoxon signed-rank
+        test of the differences. False: two groups of subjects, Mann-Whitney U.
+    alternative : {"greater", "two-sided", "less"}, default="greater"
+        Direction of the alternative for ``a`` against ``b``.
+
+    Returns
+    -------
+    dict
+        ``test``, ``n_a``, ``n_b``, ``median_a``, ``median_b``, ``statistic``, ``p``.
+    """
+    check_choice("alternative", alternative, ("greater", "two-sided", "less"))
+    a, b = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    if a.size < 2 or b.size < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError(f"a and b must hold >= 2 finite values each, got {a.size} and {b.size}")
+    if paired:
+        if a.size != b.size:
+            raise ValueError(f"paired comparison needs a and b of one length, got {a.size} "
+                             f"and {b.size}")
+        result = stats.wilcoxon(a, b, alternative=alternative)
+        test = "Wilcoxon signed-rank (paired subjects)"
+    else:
+        result = stats.mannwhitneyu(a, b, alternative=alternative)
+        test = "Mann-Whitney U"
+    return {"test": test, "n_a": int(a.size), "n_b": int(b.size),
+            "median_a": float(np.median(a)), "median_b": float(np.median(b)),
+            "statistic": float(result.statistic), "p": float(result.pvalue)}
 
 
 def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any,
@@ -669,3 +796,69 @@ def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any
             target = out_dir / f"{item['participant_id']}.nii.gz"
             paths.append(save_map(volume[0], reference, target))
     return paths
+
+
+def save_attribution_maps(model: nn.Module, dataset: Any, baseline: Tensor | np.ndarray,
+                          reference: Any, out_dir: str | PathLike, *, n_steps: int = 16,
+                          batch_size: int = 32, brain_mask: np.ndarray | None = None
+                          ) -> pd.DataFrame:
+    """Integrated-gradients map of every scan of a dataset, as NIfTI, with a check of each.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, 1, D, H, W) to predicted age (B,) or (B, 1).
+    dataset : Dataset
+        Items ``{"image": Tensor (1, D, H, W), "participant_id": str, ...}``.
+    baseline : Tensor or ndarray, shape (D, H, W) or (1, D, H, W)
+        The reference volume (see :func:`integrated_gradients`).
+    reference : nibabel image or path
+        A preprocessed volume: the maps get its affine (template space).
+    out_dir : str or PathLike
+        Folder of ``<participant_id>.nii.gz``.
+    n_steps : int, default=16
+        Quadrature nodes of the path integral.
+    batch_size : int, default=32
+        Scans per pass (larger batches are faster on CPU: on 2 cores, a ResNet-10 pass at the
+        quick grid took about 0.05 s per scan at batch 16 and 0.025 s at 32).
+    brain_mask : bool ndarray, shape (D, H, W), optional
+        Voxels over which ``positive_fraction`` and ``positive_share`` are counted (default:
+        voxels where the map is nonzero).
+
+    Returns
+    -------
+    DataFrame
+        One row per scan: ``participant_id``, ``path``, ``predicted``, ``baseline_predicted``,
+        ``attribution_sum`` (equals ``predicted - baseline_predicted`` up to ``delta``),
+        ``delta``, ``positive_fraction`` (share of voxels with positive attribution) and
+        ``positive_share`` (positive attribution over total absolute attribution: above 0.5
+        when the scan is predicted older than the reference). One voxel's sign mixes the
+        signal with that voxel's noise, so ``positive_share`` is the steadier readout.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_int("batch_size", batch_size, low=1)
+    rows = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+        maps = integrated_gradients(model, x, baseline, n_steps=n_steps)
+        with torch.no_grad(), _eval_mode(model):
+            predicted = _age_score(model(x), x.shape[0])
+            base = float(_age_score(model(_check_baseline(baseline, x)[:1]), 1)[0])
+        for item, volume, p in zip(items, maps, predicted):
+            values = volume[0].numpy()
+            inside = values != 0 if brain_mask is None else np.asarray(brain_mask, bool)
+            magnitude = float(np.abs(values[inside]).sum())
+            target = out_dir / f"{item['participant_id']}.nii.gz"
+            total = float(values.astype(np.float64).sum())
+            rows.append({"participant_id": item["participant_id"],
+                         "path": str(save_map(values, reference, target)),
+                         "predicted": float(p), "baseline_predicted": base,
+                         "attribution_sum": total, "delta": total - (float(p) - base),
+                         "positive_fraction": float((values[inside] > 0).mean()),
+                         "positive_share": (float(np.clip(values[inside], 0, None).sum())
+                                            / magnitude if magnitude > 0 else np.nan)})
+    logger.info("integrated gradients of %d scans written to %s", len(rows), out_dir)
+    return pd.DataFrame(rows)
+

@@ -76,6 +76,7 @@ __all__ = [
     "predict",
     "resolve_device",
     "train_l1",
+    "train_permuted_age_model",
     "train_rnc",
 ]
 
@@ -903,3 +904,48 @@ def train_l1(train_ds: Dataset, val_ds: Dataset, model_cfg: ModelConfig,
     tracker = _Tracker()
     _run_stage(_l1_stage(model, train_ds, val_ds, run), run, model_cfg, tracker)
     return _result(run, tracker, ("l1",))
+
+
+def train_permuted_age_model(train_ds: Dataset, val_ds: Dataset, model_cfg: ModelConfig,
+                             train_cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
+    """The data-randomisation control of a saliency map: the same network on permuted ages.
+
+    The L1 network of :func:`train_l1`, trained on the same scans with their ages shuffled
+    (training and validation ages each permuted, seeded by ``train_cfg.seed``, so that model
+    selection does not see the real validation ages either). It cannot have learned where age
+    acts, so whatever its attribution maps share with the real models' (image structure,
+    tissue boundaries, the architecture's receptive fields) is what a map shows without
+    knowing age (Adebayo et al. 2018).
+
+    Parameters
+    ----------
+    train_ds, val_ds : Dataset
+        The training and validation scans (ages are read, then permuted).
+    model_cfg, train_cfg : ModelConfig, TrainConfig
+        As for :func:`train_l1` (a few epochs are enough: the point is the architecture and
+        the training procedure without the age signal).
+    out_dir : str or Path
+        Checkpoint folder.
+
+    Returns
+    -------
+    TrainResult
+
+    References
+    ----------
+    .. [1] Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity
+       checks for saliency maps. NeurIPS, 9505-9515.
+    """
+    from brainage.models.datasets import VolumeDataset
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(train_cfg.seed), 15]))
+    permuted = []
+    for name, dataset in (("train_ds", train_ds), ("val_ds", val_ds)):
+        ages = _dataset_ages(dataset, name)
+        images = [dataset[i]["image"].numpy() for i in range(len(dataset))]
+        ids = [str(dataset[i].get("participant_id", i)) for i in range(len(dataset))]
+        permuted.append(VolumeDataset(np.stack(images), rng.permutation(ages), ids))
+    logger.info("permuted-age control: %d training and %d validation scans", len(permuted[0]),
+                len(permuted[1]))
+    return train_l1(permuted[0], permuted[1], model_cfg, train_cfg, out_dir)
+

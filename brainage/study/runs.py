@@ -30,12 +30,18 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "HELD_OUT",
     "RunFolder",
+    "TISSUE_NAMES",
     "ageing_truth_mask",
+    "effect_mask",
     "predict_run",
     "predictions_with_scores",
     "region_labels",
     "run_site_balanced_accuracy",
+    "tissue_labels",
 ]
+
+#: Tissue classes of :func:`tissue_labels`.
+TISSUE_NAMES = {1: "grey matter", 2: "white matter", 3: "CSF"}
 
 #: Splits that are predicted (training scans are not: their errors are optimistic);
 #: ``external_test`` holds the OpenBHB benchmark's scans from sites unseen in training.
@@ -301,26 +307,69 @@ def region_labels(run: RunFolder, reference: nib.Nifti1Image
     return None
 
 
-def ageing_truth_mask(run: RunFolder, reference: nib.Nifti1Image, threshold: float
-                      ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where the simulator aged the brain, on the grid of ``reference``; None for real data.
+def effect_mask(run: RunFolder, reference: nib.Nifti1Image, process: str, threshold: float
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where the simulator applied ``process``, on the grid of ``reference``; None for real data.
+
+    Parameters
+    ----------
+    run : RunFolder
+        A run on the simulated cohort.
+    reference : nibabel image
+        The grid of the maps.
+    process : {"ageing", "ad", "pd"}
+        The simulator's ``<process>_effect.nii.gz`` (effect strength at a reference dose).
+    threshold : float
+        Voxels whose effect strength exceeds it form the mask.
 
     Returns
     -------
     tuple of bool arrays or None
-        ``(truth_mask, brain_mask)``: brain voxels whose simulated ageing effect exceeds
+        ``(effect_mask, brain_mask)``: brain voxels whose simulated effect exceeds
         ``threshold``, and the MNI152 (2 mm) brain mask, both on the reference grid.
     """
     from nilearn import datasets
 
+    from brainage._utils import check_choice
+
+    check_choice("process", process, ("ageing", "ad", "pd"))
     truth_dir = run.truth_dir()
     if truth_dir is None:
         return None
-    effect = _on_grid(truth_dir / "ageing_effect.nii.gz", reference, "continuous")
+    effect = _on_grid(truth_dir / f"{process}_effect.nii.gz", reference, "continuous")
     brain = _on_grid(datasets.load_mni152_brain_mask(resolution=2), reference, "nearest")
     brain_mask = np.asarray(brain.dataobj) > 0
-    truth_mask = (np.asarray(effect.dataobj) > threshold) & brain_mask
-    return truth_mask, brain_mask
+    return (np.asarray(effect.dataobj) > threshold) & brain_mask, brain_mask
+
+
+def ageing_truth_mask(run: RunFolder, reference: nib.Nifti1Image, threshold: float
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`effect_mask` of the ageing process (kept for callers of the first version)."""
+    return effect_mask(run, reference, "ageing", threshold)
+
+
+def tissue_labels(reference: nib.Nifti1Image) -> np.ndarray:
+    """The MNI152 template's most probable tissue per voxel on ``reference``'s grid.
+
+    1 grey matter, 2 white matter, 3 CSF (brain mask minus the two), 0 outside the brain:
+    the strata of the tissue-matched enrichment AUC (nilearn's 2 mm probability maps,
+    resampled linearly; the simulated cohort is built from the same maps).
+
+    Returns
+    -------
+    ndarray of int, shape of ``reference``
+    """
+    from nilearn import datasets
+
+    grey = np.asarray(_on_grid(datasets.load_mni152_gm_template(resolution=2), reference,
+                               "continuous").dataobj, dtype=float)
+    white = np.asarray(_on_grid(datasets.load_mni152_wm_template(resolution=2), reference,
+                                "continuous").dataobj, dtype=float)
+    brain = np.asarray(_on_grid(datasets.load_mni152_brain_mask(resolution=2), reference,
+                                "nearest").dataobj) > 0
+    csf = np.clip(1 - grey - white, 0, 1)
+    labels = np.argmax(np.stack([grey, white, csf]), axis=0) + 1  # (3, D, H, W) -> (D, H, W)
+    return np.where(brain, labels, 0).astype(np.int64)
 
 
 def predictions_with_scores(run: RunFolder, scores: Sequence[str]) -> pd.DataFrame:

@@ -351,7 +351,8 @@ def test_bad_predictions_rejected(predictions, change, error, message):
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"confidence": 1.5}, r"confidence must be in \(0, 1\), got 1\.5"),
     ({"models": ("rnc", "rnc")}, r"models must name two different models"),
-    ({"min_corr_n": 4}, r"min_corr_n must be >= len\(covariates\) \+ 4 = 6.*got 4"),
+    # covariates age, sex and site since issue 15 (item 6): 3 + 4 = 7
+    ({"min_corr_n": 4}, r"min_corr_n must be >= len\(covariates\) \+ 4 = 7.*got 4"),
 ])
 def test_bad_settings_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -369,17 +370,63 @@ def test_pingouin_column_missing_named():
         clinical._pg_column(pd.DataFrame({"Source": ["group"]}), clinical._P_UNC)
 
 
-def test_truth_from_simulation_uses_the_analysed_subjects():
-    table = pd.DataFrame({"participant_id": ["a", "b", "c", "d"], "group": ["HC", "HC", "AD", "AD"],
-                          "age": [50.0, 60.0, 70.0, 80.0],
-                          "biological_age": [51.0, 57.0, 78.0, 90.0]})
-    meta = {"true_correlations": {"mmse": {"configured": -0.7}, "cdr_sb": {"configured": 0.7}}}
-    out = clinical.truth_from_simulation(table, meta, ["a", "b", "c"])
-    assert out["mean_gap"] == {"AD": 8.0, "HC": -1.0}
-    assert out["score_correlation"] == {"mmse": -0.7, "cdr_sb": 0.7}
-    assert clinical.truth_from_simulation(table, meta)["mean_gap"]["AD"] == 9.0
+def _with_truth(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions whose gaps are the true gap plus noise, and the matching truth table."""
+    predictions = make_predictions(rng)
+    subjects = predictions.drop_duplicates("participant_id")
+    # the true gap: the rnc gap without its model noise is not kept, so draw one that drives
+    # the scores in the same way (severity is recovered from MMSE and UPDRS-III here)
+    severity = np.where(subjects["group"] == "AD", (22 - subjects["mmse"]) / 3,
+                        np.where(subjects["group"] == "PD", (subjects["updrs3"] - 25) / 8, 0.0))
+    offset = subjects["group"].map({"HC": 0.0, "AD": 8.0, "PD": 3.0}).to_numpy()
+    true_gap = offset + 2.0 * np.nan_to_num(severity) + rng.normal(0, 1.0, len(subjects))
+    truth = pd.DataFrame({"participant_id": subjects["participant_id"].to_numpy(),
+                          "group": subjects["group"].to_numpy(), "age": subjects["age"].to_numpy(),
+                          "biological_age": subjects["age"].to_numpy() + true_gap - 0.5,
+                          "realised_biological_age": subjects["age"].to_numpy() + true_gap})
+    return predictions, truth
+
+
+def test_truth_from_simulation_is_the_same_statistic_on_the_true_gap(rng):
+    # issue 15, item 3: the truth of a correlation is that of the true gap with the score,
+    # adjusted as the estimate is, not the configured corr(latent severity, score)
+    predictions, truth = _with_truth(rng)
+    out = clinical.truth_from_simulation(truth, predictions, FAST)
+    ad = predictions[(predictions["model"] == "rnc") & (predictions["group"] == "AD")]
+    ad = ad.merge(truth[["participant_id", "realised_biological_age"]], on="participant_id")
+    frame = ad.assign(true_gap=ad["realised_biological_age"] - ad["age"],
+                      sex=ad["sex"].map({"F": 0.0, "M": 1.0}))
+    r, _, _ = _rank_residual_partial_spearman(frame, "true_gap", "mmse", ["age", "sex"])
+    assert out["score_correlation"]["mmse"] == pytest.approx(r, abs=1e-10)
+    assert set(out["score_correlation"]) == {"mmse", "cdr_sb", "updrs3", "hoehn_yahr"}
+    # issue 15, item 4: the mean gap is the realised one; the global part is kept beside it
+    assert out["mean_gap"]["AD"] == pytest.approx(frame["true_gap"].mean())
+    assert out["global_mean_gap"]["AD"] == pytest.approx(frame["true_gap"].mean() - 0.5)
+    # only the analysed subjects: a training subject's truth does not enter
+    extra = truth.iloc[:1].assign(participant_id="sub-train", realised_biological_age=500.0)
+    again = clinical.truth_from_simulation(pd.concat([truth, extra]), predictions, FAST)
+    assert again["mean_gap"] == pytest.approx(out["mean_gap"])
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['biological_age'\]"):
-        clinical.truth_from_simulation(table.drop(columns="biological_age"), meta)
+        clinical.truth_from_simulation(truth.drop(columns="biological_age"), predictions)
+    with pytest.raises(ValueError, match="2 analysed subjects are missing"):
+        clinical.truth_from_simulation(truth.iloc[2:], predictions)
+
+
+def test_a_perfect_predictor_is_covered_by_the_truth(rng):
+    # the covered column is computed against the realised truth: a gap that is the true gap
+    # has error 0 on every row, and every interval covers its truth
+    predictions, truth = _with_truth(rng)
+    perfect = predictions.merge(truth[["participant_id", "realised_biological_age"]],
+                                on="participant_id")
+    perfect["corrected_gap"] = perfect["realised_biological_age"] - perfect["age"]
+    perfect = perfect.drop(columns="realised_biological_age")
+    values = clinical.truth_from_simulation(truth, perfect, FAST)
+    res = clinical.clinical_summary(perfect, truth=values, settings=FAST)
+    table = res.truth_comparison
+    assert len(table) == 2 * (3 + 4) and table["covered"].all()
+    np.testing.assert_allclose(table["error"], 0.0, atol=1e-9)
+    gaps = table[table["quantity"] == "mean_gap"]
+    np.testing.assert_allclose(gaps["truth"] - gaps["truth_global"], 0.5)
 
 
 def test_summary_sentence_with_patients_names_every_group_and_score(predictions):
@@ -418,3 +465,88 @@ def test_summary_sentence_reports_a_correlation_without_estimate(predictions):
     results = clinical.clinical_summary(few, seed=0, settings=FAST)
     assert "Within AD, the gap's partial Spearman correlation was not estimable (n = 3) with MMSE" in (
         clinical.summary_sentence(results, "rnc"))
+
+
+def _confounded(rng: np.random.Generator, n: int = 60) -> pd.DataFrame:
+    """Gaps with an age slope and a site offset; AD older than HC and mostly from siteC.
+
+    The true AD effect is +5 years; site C adds 4 years to every gap and each year of age 0.2.
+    """
+    rows = []
+    for group, ages, sites, effect in (("HC", (20, 90), [1 / 3] * 3, 0.0),
+                                       ("AD", (60, 90), [0.1, 0.2, 0.7], 5.0)):
+        age = rng.uniform(*ages, n)
+        site = rng.choice(["siteA", "siteB", "siteC"], size=n, p=sites)
+        sex = rng.choice(["F", "M"], size=n)
+        gap = effect + 0.2 * (age - 55) + 4.0 * (site == "siteC") + rng.normal(0, 2, n)
+        mmse = np.where(group == "AD", np.round(22 - 0.5 * gap + rng.normal(0, 2, n)), np.nan)
+        rows.append(pd.DataFrame({
+            "participant_id": [f"sub-{group}{i:03d}" for i in range(n)],
+            "split": "test" if group == "HC" else "clinical", "group": group, "age": age,
+            "sex": sex, "site": site, "model": "rnc", "gap": gap, "corrected_gap": gap,
+            "mmse": mmse, "cdr_sb": np.nan, "updrs3": np.nan, "hoehn_yahr": np.nan}))
+    data = pd.concat(rows, ignore_index=True)
+    return pd.concat([data, data.assign(model="l1")], ignore_index=True)
+
+
+def test_site_enters_the_ancova_one_hot(rng):
+    # issue 15, item 6: site drives intensity, contrast and resolution, and patients and
+    # controls come from the sites in different shares
+    data = _confounded(rng)
+    table = clinical.gap_ancova(data, FAST).query("model == 'rnc'").set_index("source")
+    frame = data[data["model"] == "rnc"].assign(sex=lambda d: d["sex"].map({"F": 0.0, "M": 1.0}))
+    expected = anova_lm(smf.ols("corrected_gap ~ C(group) + age + sex + C(site)",
+                                data=frame).fit(), typ=2)
+    assert table.loc["group", "F"] == pytest.approx(expected.loc["C(group)", "F"], rel=1e-9)
+    assert table.loc["group", "df_resid"] == int(expected.loc["Residual", "df"])
+    assert {"site_siteB", "site_siteC"} <= set(table.index)
+
+
+def test_site_enters_the_partial_correlations(rng):
+    data = _confounded(rng)
+    row = clinical.gap_score_correlations(data, FAST).query(
+        "model == 'rnc' and score == 'mmse'").iloc[0]
+    assert row["covariates"] == "age,sex,site_siteB,site_siteC"
+    frame = data[(data["model"] == "rnc") & (data["group"] == "AD")].assign(
+        sex=lambda d: d["sex"].map({"F": 0.0, "M": 1.0}),
+        site_siteB=lambda d: (d["site"] == "siteB").astype(float),
+        site_siteC=lambda d: (d["site"] == "siteC").astype(float))
+    r, p, _ = _rank_residual_partial_spearman(frame, "corrected_gap", "mmse",
+                                              ["age", "sex", "site_siteB", "site_siteC"])
+    assert row["rho"] == pytest.approx(r, abs=1e-10) and row["p"] == pytest.approx(p, rel=1e-8)
+
+
+def test_site_absent_is_named_not_silent(predictions):
+    row = clinical.gap_score_correlations(predictions, FAST).iloc[0]
+    assert "covariate(s) ['site'] absent from predictions: not adjusted for" in row["note"]
+
+
+def test_adjusted_effect_size_removes_age_and_site_confounding(rng):
+    # issue 15, item 7: patients are older and come from another site mix, and the gap keeps
+    # an age slope, so the unadjusted difference overstates the +5-year AD effect
+    data = _confounded(rng)
+    row = clinical.gap_posthoc(data, FAST).query("model == 'rnc' and contrast == 'AD vs HC'")
+    row = row.iloc[0]
+    assert row["mean_diff"] > 9  # 5 + 0.2 * (75 - 55) + 4 * (0.7 - 1/3): about 10.5
+    assert row["adj_ci_low"] < 5.0 < row["adj_ci_high"]
+    frame = data[data["model"] == "rnc"].assign(sex=lambda d: d["sex"].map({"F": 0.0, "M": 1.0}))
+    fit = smf.ols("corrected_gap ~ C(group, Treatment('HC')) + age + sex + C(site)",
+                  data=frame).fit()
+    coef = fit.params["C(group, Treatment('HC'))[T.AD]"]
+    assert row["adj_diff"] == pytest.approx(coef, rel=1e-9)
+    ad, hc = frame.loc[frame["group"] == "AD", "corrected_gap"], frame.loc[
+        frame["group"] == "HC", "corrected_gap"]
+    pooled = math.sqrt((59 * ad.var() + 59 * hc.var()) / 118)
+    assert row["adj_g"] == pytest.approx(coef / pooled * (1 - 3 / (4 * 120 - 9)), rel=1e-9)
+    assert row["adj_g"] < row["hedges_g"]
+
+
+def test_summary_sentence_gives_the_adjusted_contrasts(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = clinical.summary_sentence(results, "rnc")
+    ad = results.posthoc.query("model == 'rnc' and contrast == 'AD vs HC'").iloc[0]
+    assert (f" Adjusted for age and sex, the gap exceeded the controls' by "
+            f"{ad['adj_diff']:.1f} years in AD (95% CI {ad['adj_ci_low']:.1f} to "
+            f"{ad['adj_ci_high']:.1f}; adjusted Hedges' g {ad['adj_g']:.2f}) and ") in text
+    with_site = clinical.clinical_summary(_confounded(np.random.default_rng(0)), settings=FAST)
+    assert "Adjusted for age, sex and site, the gap" in clinical.summary_sentence(with_site)

@@ -62,3 +62,23 @@ def test_evaluate_needs_test_rows(rng):
     preds, _ = evaluation.correct_predictions(_predictions(rng))
     with pytest.raises(ValueError, match="no test rows"):
         evaluation.evaluate_predictions(preds[preds["split"] != "test"], train_ages=[50.0])
+
+
+@pytest.mark.parametrize(("method", "omitted"), [("linear", False), ("beheshti", True),
+                                                 ("quadratic", True)])
+def test_circular_corrected_metrics_are_omitted(rng, method, omitted):
+    # issue 15, item 9: beheshti and quadratic subtract an offset computed from the test
+    # subject's own age, so their corrected MAE against that age is circular
+    preds, corrections = evaluation.correct_predictions(_predictions(rng), method=method)
+    assert corrections["rnc"].uses_age is omitted
+    result = evaluation.evaluate_predictions(preds, train_ages=[50.0], n_boot=100,
+                                             corrections=corrections)
+    corrected = result["models"]["rnc"]["corrected"]
+    assert ("omitted" in corrected) is omitted
+    if omitted:
+        assert method in corrected["omitted"] and "circular" in corrected["omitted"]
+        # what the omission avoids: the age-dependent offset makes the corrected MAE look better
+        test = preds[(preds["split"] == "test") & (preds["model"] == "rnc")]
+        assert mae(test["age"], test["corrected_predicted"]) < mae(test["age"], test["predicted"])
+    else:
+        assert corrected["mae"]["value"] > 0

@@ -155,6 +155,61 @@ def test_scores_follow_a_changed_correlation():
         -0.2, abs=0.06)
 
 
+def test_patients_stay_inside_the_controls_age_range():
+    # issue 15, item 5: a model trained on controls aged 20-100 never sees an older brain, so
+    # no patient's biological age may exceed the controls' oldest age
+    cfg = sim.SimulationConfig()
+    for seed in range(20):
+        table = sim.draw_cohort(0, 40, 40, cfg, np.random.default_rng(seed))
+        assert table["biological_age"].max() <= cfg.hc_age_range[1]
+    table = sim.draw_cohort(0, 2000, 0, cfg, np.random.default_rng(0))
+    old = table[table["age"] > 75]  # where the redraw acts, the severity is still untouched
+    assert old["latent_severity"].mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_patient_age_range_must_fit_inside_the_controls():
+    with pytest.raises(sim.SimulationConfigError, match="ad.age_range.*hc_age_range"):
+        sim.config_from_dict({"ad": {"age_range": [55, 90]}})  # 90 + 16 > 100
+    with pytest.raises(sim.SimulationConfigError, match="pd.age_range"):
+        sim.config_from_dict({"hc_age_range": [20, 96], "pd": {"age_range": [45, 92]}})
+    with pytest.raises(sim.SimulationConfigError, match="ad.age_range"):
+        sim.config_from_dict({"hc_age_range": [20, 90]})  # AD 80 + 16 fits, PD 85 + 6 does not
+
+
+def test_realised_brain_age_counts_the_disease_losses():
+    # issue 15, item 4: regional disease losses make a patient's brain look older than b
+    anat = build_anatomy(RES)
+    cfg = sim.SimulationConfig()
+    table = sim.add_doses(sim.draw_cohort(20, 30, 30, cfg, np.random.default_rng(4)), cfg, anat)
+    hc = table[table["group"] == "HC"]
+    np.testing.assert_allclose(hc["realised_biological_age"], hc["biological_age"], atol=1e-4)
+    patients = table[table["group"] != "HC"]
+    extra = patients["realised_biological_age"] - patients["biological_age"]
+    assert (extra >= 0).all() and (extra[patients["latent_severity"] > 0.2] > 0).all()
+    assert stats.spearmanr(patients.loc[patients["group"] == "AD", "latent_severity"],
+                           extra[patients["group"] == "AD"])[0] > 0.9
+    # at the realised age, a healthy brain has lost exactly the patient's tissue
+    volumes = sim.tissue_volumes(anat)
+    healthy = sim._healthy_tissue_loss(patients["realised_biological_age"].to_numpy(), cfg,
+                                       volumes)
+    np.testing.assert_allclose(healthy, patients["tissue_loss_ml"], rtol=1e-3)
+
+
+def test_realised_brain_age_hand_checked():
+    # one region of 100 mL GM, no ventricles: a disease loss of 0.05 on top of the cortex's
+    # age-related loss is the loss of an older healthy brain, L(b*) = 1 - (1 - L(b)) 0.95
+    cfg = sim.SimulationConfig()
+    volumes = {region: 0.0 for region in sim._AGEING_OF} | {"cortex": 100.0, "ventricles": 0.0}
+    b = 60.0
+    aged = float(sim._cumulative_loss(np.array([b]), cfg.ageing.cortex)[0])
+    row = {f"loss_{region}": 0.0 for region in sim._AGEING_OF}
+    row.update(biological_age=b, ventricle_ratio=1.0, loss_cortex=1 - (1 - aged) * 0.95)
+    onset, anchor, rate = cfg.ageing.cortex
+    expected = onset + np.sqrt(row["loss_cortex"] * 2 * (anchor - onset) / rate)
+    got = sim.realised_brain_age(pd.DataFrame([row]), cfg, volumes)[0]
+    assert got == pytest.approx(expected, abs=1e-3) and got > b
+
+
 def test_same_seed_same_table():
     cfg = sim.SimulationConfig()
     a = sim.draw_cohort(5, 3, 3, cfg, np.random.default_rng(7))

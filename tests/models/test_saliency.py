@@ -1,4 +1,5 @@
-"""Tests of brainage.models.saliency: Grad-RAM against MONAI, maps on disk, region table, ground truth."""
+"""Tests of brainage.models.saliency: integrated gradients on models whose answer is known,
+Grad-RAM against MONAI, maps on disk, region table, ground truth."""
 
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from brainage.models.saliency import (
+    compare_enrichment,
+    enrichment_auc,
     grad_ram,
-    ground_truth_enrichment,
     group_average,
+    integrated_gradients,
+    layer_shape,
     region_summary,
+    save_attribution_maps,
     save_map,
+    subject_enrichment,
 )
 
 SHAPE = (16, 18, 14)  # unequal sides: axis mix-ups fail
@@ -299,28 +305,59 @@ def masks() -> tuple[np.ndarray, np.ndarray]:
 def test_enrichment_concentrated_map(masks, rng: np.random.Generator) -> None:
     truth, brain = masks
     values = truth * 1.0 + rng.normal(0, 0.1, SHAPE)
-    result = ground_truth_enrichment(values, truth, brain, n_perm=200, seed=0)
-    inside = brain
-    assert result["auc_abs"] == pytest.approx(
-        roc_auc_score(truth[inside], np.abs(values[inside])), abs=1e-12)
-    assert result["auc_signed"] == pytest.approx(roc_auc_score(truth[inside], values[inside]),
-                                                 abs=1e-12)
-    assert result["auc_abs"] > 0.99
-    assert result["p_value"] == pytest.approx(1 / 201) and result["p_enrichment"] < 0.01
-    expected_ratio = np.abs(values[truth]).mean() / np.abs(values[brain]).mean()
-    assert result["enrichment"] == pytest.approx(expected_ratio)
-    assert result["null_auc_abs"].shape == (200,) and result["n_truth"] == int(truth.sum())
-    again = ground_truth_enrichment(values, truth, brain, n_perm=200, seed=0)
-    np.testing.assert_array_equal(again["null_enrichment"], result["null_enrichment"])
+    result = enrichment_auc(values, truth, brain)
+    assert result["auc"] == pytest.approx(roc_auc_score(truth[brain], np.abs(values[brain])),
+                                          abs=1e-12)
+    signed = enrichment_auc(-values, truth, brain, signed=True)
+    assert signed["auc"] == pytest.approx(roc_auc_score(truth[brain], -values[brain]), abs=1e-12)
+    assert result["auc"] > 0.99 and signed["auc"] < 0.01
+    assert result["n_truth"] == int(truth.sum()) and result["n_control"] == int((brain & ~truth).sum())
 
 
 def test_enrichment_random_map(masks, rng: np.random.Generator) -> None:
     truth, brain = masks
-    values = rng.normal(size=SHAPE)
-    result = ground_truth_enrichment(values, truth, brain, n_perm=200, seed=0)
-    assert result["auc_abs"] == pytest.approx(0.5, abs=0.07)
-    assert result["p_value"] > 0.1 and result["p_enrichment"] > 0.1
-    assert 0.35 < float(np.mean(result["null_auc_abs"])) < 0.65
+    assert enrichment_auc(rng.normal(size=SHAPE), truth, brain)["auc"] == pytest.approx(
+        0.5, abs=0.07)
+
+
+def test_tissue_matched_enrichment_discounts_a_map_that_follows_grey_matter(
+        masks, rng: np.random.Generator) -> None:
+    # issue 15, item 2: the truth lies in grey matter; a map bright in all grey matter is not
+    # specific to the truth, and only the tissue-matched comparison says so
+    truth, brain = masks
+    grey = np.zeros(SHAPE, bool)
+    grey[2:10, :, :] = True
+    truth = truth & grey
+    tissue = np.where(grey, 1, 2)
+    values = grey * 1.0 + rng.normal(0, 0.05, SHAPE)
+    control = brain & ~truth
+    grey_share = (control & grey).sum() / control.sum()  # controls that tie with the truth
+    assert enrichment_auc(values, truth, brain)["auc"] == pytest.approx(1 - grey_share / 2,
+                                                                        abs=0.05)
+    matched = enrichment_auc(values, truth, brain, tissue=tissue)
+    assert matched["auc"] == pytest.approx(0.5, abs=0.1)
+    assert set(matched["by_tissue"]) == {1}  # no truth in white matter: that class is skipped
+    assert matched["n_control"] == int((grey & brain & ~truth).sum())
+    specific = values + truth * 1.0
+    assert enrichment_auc(specific, truth, brain, tissue=tissue)["auc"] > 0.99
+
+
+def test_subject_level_comparison(masks, rng: np.random.Generator) -> None:
+    truth, brain = masks
+    concentrated = np.stack([truth * 1.0 + rng.normal(0, 0.5, SHAPE) for _ in range(8)])
+    noise = rng.normal(size=(8, *SHAPE))
+    a, b = subject_enrichment(concentrated, truth, brain), subject_enrichment(noise, truth, brain)
+    assert a.shape == (8,) and (a > b).all()
+    assert a[0] == pytest.approx(enrichment_auc(concentrated[0], truth, brain)["auc"])
+    paired = compare_enrichment(a, b, paired=True)
+    assert paired["p"] == pytest.approx(1 / 256) and paired["median_a"] > paired["median_b"]
+    groups = compare_enrichment(a, b[:5], paired=False)
+    assert groups["test"] == "Mann-Whitney U" and groups["p"] < 0.01
+    assert compare_enrichment(b, a, paired=True)["p"] > 0.9
+    with pytest.raises(ValueError, match="one length"):
+        compare_enrichment(a, b[:5], paired=True)
+    with pytest.raises(ValueError, match=">= 2 finite values"):
+        compare_enrichment(a[:1], b, paired=False)
 
 
 def test_enrichment_bad_inputs(masks) -> None:
@@ -328,12 +365,131 @@ def test_enrichment_bad_inputs(masks) -> None:
     values = np.ones(SHAPE)
     with pytest.raises(ValueError, match=r"truth_mask has shape \(14, 18, 16\) but map has shape "
                                          r"\(16, 18, 14\)"):
-        ground_truth_enrichment(values, truth.transpose(2, 1, 0), brain)
+        enrichment_auc(values, truth.transpose(2, 1, 0), brain)
     with pytest.raises(ValueError, match=r"truth_mask must be binary.*threshold"):
-        ground_truth_enrichment(values, truth * 0.3, brain)
+        enrichment_auc(values, truth * 0.3, brain)
     with pytest.raises(ValueError, match=r"truth_mask must cover some but not all of brain_mask"):
-        ground_truth_enrichment(values, np.zeros(SHAPE, bool), brain)
+        enrichment_auc(values, np.zeros(SHAPE, bool), brain)
     with pytest.raises(ValueError, match=r"map is zero everywhere inside brain_mask"):
-        ground_truth_enrichment(np.zeros(SHAPE), truth, brain)
-    with pytest.raises(ValueError, match=r"n_perm must be an integer >= 1, got 0"):
-        ground_truth_enrichment(values, truth, brain, n_perm=0)
+        enrichment_auc(np.zeros(SHAPE), truth, brain)
+    with pytest.raises(ValueError, match=r"tissue has shape"):
+        enrichment_auc(values, truth, brain, tissue=np.ones((2, 2, 2), int))
+    with pytest.raises(ValueError, match=r"no tissue class holds both"):
+        enrichment_auc(values, truth, brain, tissue=np.where(truth, 1, 2))
+
+
+# --- integrated gradients: the sign property on models whose answer is known -----------------------
+
+
+class _RegionAge(nn.Module):
+    """Predicted age = 50 + 20 * mean intensity inside ``region``; nothing else counts."""
+
+    def __init__(self, region: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("region", torch.as_tensor(region, dtype=torch.float32))
+        self.gain = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inside = (x[:, 0] * self.region).sum(dim=(1, 2, 3)) / self.region.sum()  # (B,)
+        return 50.0 + self.gain * torch.tanh(inside)
+
+
+def test_integrated_gradients_of_a_linear_model_is_weight_times_difference(rng) -> None:
+    weights = torch.as_tensor(rng.normal(size=(1, *SHAPE)), dtype=torch.float32)
+
+    class Linear(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 40.0 + (x * weights).sum(dim=(1, 2, 3, 4))  # (B,)
+
+    x = torch.randn(3, 1, *SHAPE)
+    baseline = torch.randn(SHAPE)
+    maps, delta = integrated_gradients(Linear(), x, baseline, n_steps=2, return_delta=True)
+    torch.testing.assert_close(maps, weights * (x - baseline), rtol=1e-5, atol=1e-5)
+    assert delta.abs().max() < 1e-3
+
+
+def test_integrated_gradients_sign_means_older_or_younger_than_the_reference() -> None:
+    # issue 15, item 1: a positive voxel must mean "pushes the predicted age above the
+    # reference's prediction"; here the answer is known: only the region counts, and a
+    # brighter region means older
+    region = np.zeros(SHAPE, bool)
+    region[4:9, 6:12, 3:8] = True
+    model = _RegionAge(region)
+    baseline = torch.full((1, *SHAPE), 0.5)
+    older = baseline.clone()
+    older[0, torch.as_tensor(region)] = 0.9
+    younger = baseline.clone()
+    younger[0, torch.as_tensor(region)] = 0.1
+    x = torch.stack([older, younger])  # (2, 1, D, H, W)
+    maps, delta = integrated_gradients(model, x, baseline, n_steps=32, return_delta=True)
+    with torch.no_grad():
+        gap = model(x) - model(baseline[None])  # older: +, younger: -
+    assert gap[0] > 0 > gap[1]
+    inside = torch.as_tensor(region)
+    assert (maps[0, 0][inside] > 0).all() and (maps[1, 0][inside] < 0).all()
+    assert (maps[:, 0][:, ~inside] == 0).all()  # voxels the model ignores get nothing
+    torch.testing.assert_close(maps.sum(dim=(1, 2, 3, 4)), gap, rtol=1e-4, atol=1e-4)
+    assert delta.abs().max() < 1e-4
+    assert model.gain.grad is None  # no parameter gradient accumulated
+
+
+def test_integrated_gradients_completeness_on_a_smooth_network(x: torch.Tensor) -> None:
+    # attributions add up to f(x) - f(baseline); a smooth network makes the quadrature exact
+    # to a few digits with 16 nodes (a ReLU network's integrand is piecewise constant)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.Softplus(), nn.Conv3d(4, 1, 3),
+                        nn.Softplus(), nn.Flatten(), nn.LazyLinear(1))
+    net(x)  # materialise the lazy layer
+    baseline = x.mean(dim=0)  # (1, D, H, W): the batch's mean scan
+    maps, delta = integrated_gradients(net, 3 * x, baseline, n_steps=16, return_delta=True)
+    with torch.no_grad():
+        gap = net(3 * x).reshape(-1) - net(baseline[None]).reshape(-1)
+    assert maps.shape == (2, 1, *SHAPE)
+    assert (delta.abs() <= 1e-3 * gap.abs().max()).all()
+
+
+def test_integrated_gradients_leaves_the_model_as_it_was(model: nn.Module, x: torch.Tensor) -> None:
+    state = copy.deepcopy(model.state_dict())
+    integrated_gradients(model, x, x[0], n_steps=1)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key])  # batch-norm statistics untouched
+
+
+def test_integrated_gradients_bad_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"baseline must have shape \(16, 18, 14\)"):
+        integrated_gradients(model, x, torch.zeros(4, 4, 4))
+    with pytest.raises(TypeError, match="baseline must be a Tensor or ndarray"):
+        integrated_gradients(model, x, [0.0])
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+        integrated_gradients(model, x, x[0], n_steps=0)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, D, H, W\)"):
+        integrated_gradients(model, x[0], x[0])
+
+
+def test_save_attribution_maps_checks_every_map(tmp_path) -> None:
+    region = np.zeros(SHAPE, bool)
+    region[4:9, 6:12, 3:8] = True
+    model = _RegionAge(region)
+    levels = (0.1, 0.3, 0.7, 0.9)
+    images = [torch.full((1, *SHAPE), level) for level in levels]
+    dataset = [{"image": image, "participant_id": f"sub-{i}"} for i, image in enumerate(images)]
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    table = save_attribution_maps(model, dataset, np.full(SHAPE, 0.5), affine, tmp_path,
+                                  n_steps=16, batch_size=3, brain_mask=region)
+    assert table["participant_id"].tolist() == ["sub-0", "sub-1", "sub-2", "sub-3"]
+    np.testing.assert_allclose(table["attribution_sum"],
+                               table["predicted"] - table["baseline_predicted"], atol=1e-3)
+    assert table["positive_fraction"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert table["positive_share"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    np.testing.assert_allclose(table["delta"], 0.0, atol=1e-3)
+    saved = nib.load(table["path"].iloc[3])
+    np.testing.assert_allclose(saved.affine, affine)
+    assert float(np.asarray(saved.dataobj).sum()) == pytest.approx(table["attribution_sum"].iloc[3],
+                                                                   rel=1e-4)
+
+
+def test_layer_shape_is_the_grad_ram_resolution(model: nn.Module, x: torch.Tensor) -> None:
+    # stride-2 stem and max pool: 16 x 18 x 14 -> 4 x 5 x 4 at layer1, halved again at layer2
+    assert layer_shape(model, x, "layer1") == (4, 5, 4)
+    assert layer_shape(model, x, "layer2") == (2, 3, 2)

@@ -346,3 +346,22 @@ def test_ddp_gloo_matches_one_process(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "best.pt").exists()
     assert len(pd.read_csv(tmp_path / "run" / "log.csv")) == 3
     assert os.listdir(tmp_path / "run").count("rnc_head_last.pt") == 1
+
+
+def test_permuted_age_model_sees_the_scans_without_their_ages(data, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    # issue 15, item 2: the null model of the saliency enrichment trains on permuted ages
+    train_ds, val_ds = data
+    seen: list[dict] = []
+    monkeypatch.setattr(train_module, "train_l1",
+                        lambda train, val, *args: seen.append({"train": train, "val": val}))
+    cfg = TrainConfig(epochs=1, head_epochs=0, **FAST)
+    for _ in range(2):
+        train_module.train_permuted_age_model(train_ds, val_ds, TINY, cfg, tmp_path)
+    for name, original_ds in (("train", train_ds), ("val", val_ds)):
+        permuted = seen[0][name]
+        assert sorted(permuted.ages) == sorted(original_ds.ages)  # a permutation
+        assert not np.array_equal(permuted.ages, original_ds.ages)
+        assert permuted.ids == original_ds.ids
+        np.testing.assert_array_equal(permuted[3]["image"], original_ds[3]["image"])
+    np.testing.assert_array_equal(seen[1]["train"].ages, seen[0]["train"].ages)  # seeded

@@ -133,6 +133,36 @@ def test_ageing_truth_mask_thresholds_the_effect_inside_the_brain(run, tmp_path)
     assert not ageing_truth_mask(run, brain, threshold=0.6)[0].any()
 
 
+def test_effect_mask_of_each_process(run, tmp_path):
+    from nilearn import datasets
+
+    from brainage.study.runs import effect_mask
+
+    brain = datasets.load_mni152_brain_mask(resolution=2)
+    truth = _simulated(run, tmp_path)
+    effect = np.zeros(brain.shape, np.float32)
+    effect[40:45, 50:55, 30:35] = 0.3
+    nib.save(nib.Nifti1Image(effect, brain.affine), truth / "pd_effect.nii.gz")
+    mask, _ = effect_mask(run, brain, "pd", threshold=0.05)
+    assert mask.sum() == 125
+    with pytest.raises(ValueError, match="process"):
+        effect_mask(run, brain, "ms", threshold=0.05)
+
+
+def test_tissue_labels_follow_the_template():
+    from nilearn import datasets
+
+    from brainage.study.runs import tissue_labels
+
+    brain = datasets.load_mni152_brain_mask(resolution=2)
+    labels = tissue_labels(brain)
+    grey = np.asarray(datasets.load_mni152_gm_template(resolution=2).dataobj)
+    white = np.asarray(datasets.load_mni152_wm_template(resolution=2).dataobj)
+    inside = np.asarray(brain.dataobj) > 0
+    assert set(np.unique(labels)) == {0, 1, 2, 3} and (labels[~inside] == 0).all()
+    assert (labels[inside & (grey > 0.7)] == 1).all() and (labels[inside & (white > 0.7)] == 2).all()
+
+
 def test_predictions_with_scores_merges_and_fills(run):
     from brainage.study.runs import predictions_with_scores
 
