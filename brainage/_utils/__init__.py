@@ -7,7 +7,14 @@
 from __future__ import annotations
 
 from brainage._utils.bids import bids_id, bids_label
-from brainage._utils.constants import AGE_RANGE, GROUPS, PREDICTION_VALUES, SPACES, VERSION
+from brainage._utils.constants import (
+    AGE_RANGE,
+    GROUPS,
+    PREDICTION_VALUES,
+    SPACES,
+    TRUST_VALUES,
+    VERSION,
+)
 from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
 from brainage._utils.lazy import lazy_exports
 from brainage._utils.validation import (
@@ -24,6 +31,7 @@ __all__ = [
     "GROUPS",
     "PREDICTION_VALUES",
     "SPACES",
+    "TRUST_VALUES",
     "VERSION",
     "atomic_write",
     "bids_id",

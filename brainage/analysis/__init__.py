@@ -1,4 +1,4 @@
-"""Analysis: metrics, evaluation, clinical statistics and benchmark scores of predictions.
+"""Analysis: metrics, evaluation, uncertainty, clinical statistics and benchmark scores.
 
 Imports only :mod:`brainage._utils` of brainage: it works on tables and arrays, not files of
 a run or models.
@@ -48,8 +48,18 @@ _EXPORTS = {
     "r2": "metrics",
     "regression_metrics": "metrics",
     "rmse": "metrics",
+    "ConformalInterval": "uncertainty",
+    "FeatureOOD": "uncertainty",
+    "assign_bins": "uncertainty",
+    "binomial_ci": "uncertainty",
+    "coverage_table": "uncertainty",
+    "cross_fitted_gaps": "uncertainty",
+    "evidence_table": "uncertainty",
+    "interval_coverage": "uncertainty",
+    "min_calibration_size": "uncertainty",
+    "quantile_edges": "uncertainty",
 }
-_MODULES = ('benchmark', 'clinical', 'evaluation', 'metrics')
+_MODULES = ('benchmark', 'clinical', 'evaluation', 'metrics', 'uncertainty')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

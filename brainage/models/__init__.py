@@ -17,6 +17,8 @@ _EXPORTS = {
     "read_checkpoint": "checkpoint",
     "write_checkpoint": "checkpoint",
     "VolumeDataset": "datasets",
+    "FeatureCapture": "features",
+    "capture_features": "features",
     "RnCLoss": "losses",
     "rnc_loss_reference": "losses",
     "BrainAgeModel": "network",
@@ -43,7 +45,8 @@ _EXPORTS = {
     "train_l1": "train",
     "train_rnc": "train",
 }
-_MODULES = ('augment', 'checkpoint', 'datasets', 'losses', 'network', 'saliency', 'train')
+_MODULES = ('augment', 'checkpoint', 'datasets', 'features', 'losses', 'network', 'saliency',
+            'train')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -1,4 +1,5 @@
-"""Study: the run folder, prediction on new scans, figures, profiles, provenance, the book.
+"""Study: the run folder, prediction on new scans and its trust, figures, profiles, provenance,
+the book.
 
 May import every other subpackage.
 """
@@ -57,8 +58,32 @@ _EXPORTS = {
     "predictions_with_scores": "runs",
     "region_labels": "runs",
     "run_site_balanced_accuracy": "runs",
+    "CONFORMAL_FILE": "trust",
+    "CONFORMAL_FORMAT": "trust",
+    "DOMAIN_SCHEMA": "trust",
+    "DomainCheck": "trust",
+    "DomainWarning": "trust",
+    "HeadCalibration": "trust",
+    "HeadTrust": "trust",
+    "IntervalSettings": "trust",
+    "OOD_FILE": "trust",
+    "OOD_FORMAT": "trust",
+    "add_trust_columns": "trust",
+    "calibrate": "trust",
+    "calibrate_run": "trust",
+    "coverage_report": "trust",
+    "domain_summary": "trust",
+    "fit_ood_references": "trust",
+    "is_simulated_scan": "trust",
+    "load_calibration": "trust",
+    "load_head_trust": "trust",
+    "load_ood": "trust",
+    "save_calibration": "trust",
+    "save_ood": "trust",
+    "training_domain": "trust",
+    "trust_columns": "trust",
 }
-_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs')
+_MODULES = ('book', 'figures', 'predict', 'profiles', 'provenance', 'runs', 'trust')
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)
