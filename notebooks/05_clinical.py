@@ -22,7 +22,7 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage.analysis import clinical
+from brainage.analysis import clinical, uncertainty
 from brainage.study import runs
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
@@ -94,6 +94,27 @@ if not results.truth_comparison.empty:
                      "correlation is that of latent severity with the score, which a gap measured "
                      "with error can only approach from below."))
     display(results.truth_comparison.round(3))
+
+# %% [markdown]
+# ## Individual evidence: gap intervals above 0
+#
+# Each scan's bias-corrected gap has a conformal interval (notebook 03). When it lies entirely
+# above 0, that scan on its own is evidence of an older-looking brain. Among healthy controls
+# this is a false positive, expected in about (1 - level) / 2 of them.
+
+# %%
+evidence = uncertainty.evidence_table(analysed)
+level = float(analysed["interval_level"].dropna().iloc[0])
+display(Markdown(f"Interval level {level:.0%}: expected share of controls above 0 about "
+                 f"{(1 - level) / 2:.0%}."))
+glue("evidence_expected_hc", f"{(1 - level) / 2:.0%}", display=False)
+shares = evidence.set_index(["model", "group"])
+for model in ("rnc", "l1"):
+    for group in ("HC", "AD", "PD"):
+        row = shares.loc[(model, group)] if (model, group) in shares.index else None
+        glue(f"evidence_{group.lower()}_{model}", "n/a" if row is None or not row["n"] else
+             f"{row['above']} of {row['n']} ({row['share']:.0%})", display=False)
+evidence.round(3)
 
 # %%
 glue("clinical_sentence", clinical.summary_sentence(results, "rnc"), display=False)

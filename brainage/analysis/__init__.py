@@ -55,6 +55,7 @@ _EXPORTS = {
     "coverage_table": "uncertainty",
     "cross_fitted_gaps": "uncertainty",
     "evidence_table": "uncertainty",
+    "flag_rates": "uncertainty",
     "interval_coverage": "uncertainty",
     "min_calibration_size": "uncertainty",
     "quantile_edges": "uncertainty",

@@ -66,6 +66,7 @@ __all__ = [
     "coverage_table",
     "cross_fitted_gaps",
     "evidence_table",
+    "flag_rates",
     "interval_coverage",
     "min_calibration_size",
     "quantile_edges",
@@ -385,11 +386,18 @@ def cross_fitted_gaps(age: ArrayLike, predicted: ArrayLike, *, method: str = "li
         raise ValueError(f"cross-fitting needs at least 2 scans, got {y.size}")
     gaps = np.empty(y.size)
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_rows, held_rows in splitter.split(y):
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(y)):
         with warnings.catch_warnings():
             # a held-out fold's ages may lie just outside the fitting folds' range: expected
             warnings.filterwarnings("ignore", message=".*outside the fitting range")
-            correction = AgeBiasCorrection.fit(y[fit_rows], p[fit_rows], method=method)
+            warnings.filterwarnings("ignore", message=".*slope .* is small")
+            try:
+                correction = AgeBiasCorrection.fit(y[fit_rows], p[fit_rows], method=method)
+            except ValueError as err:  # e.g. a fold's slope <= 0 on a tiny split
+                warnings.warn(f"cross-fitting fold {fold + 1} of {folds}: {err}; its gaps use "
+                              f"the correction fitted on all {y.size} scans (in-sample, so the "
+                              f"gap's interval may be too narrow)", stacklevel=2)
+                correction = AgeBiasCorrection.fit(y, p, method=method)
             gaps[held_rows] = correction.apply(y[held_rows], p[held_rows]) - y[held_rows]
     return gaps
 
@@ -497,6 +505,30 @@ def evidence_table(frame: pd.DataFrame, *, lower: str = "corrected_gap_lower",
         low, high = binomial_ci(above, bound.size, confidence) if bound.size else (math.nan,) * 2
         rows.append({**dict(zip(by, key)), "n": int(bound.size), "above": above,
                      "share": above / bound.size if bound.size else math.nan,
+                     "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def flag_rates(frame: pd.DataFrame, *, column: str = "ood", by: Sequence[str] = ("model", "split"),
+               confidence: float = 0.95) -> pd.DataFrame:
+    """Share of rows flagged in ``column`` (True/False; missing values left out) per group.
+
+    Returns
+    -------
+    DataFrame
+        ``by`` columns, ``n``, ``flagged``, ``rate``, ``ci_low``, ``ci_high`` (exact binomial CI).
+    """
+    missing = [c for c in (column, *by) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
+    rows = []
+    for key, rows_of in frame.groupby(list(by), sort=False, observed=True):
+        key = key if isinstance(key, tuple) else (key,)
+        flags = rows_of[column].dropna().astype(bool).to_numpy()
+        flagged = int(flags.sum())
+        low, high = binomial_ci(flagged, flags.size, confidence) if flags.size else (math.nan,) * 2
+        rows.append({**dict(zip(by, key)), "n": int(flags.size), "flagged": flagged,
+                     "rate": flagged / flags.size if flags.size else math.nan,
                      "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
 

@@ -23,6 +23,7 @@ threshold and the intervals are calibrated on the validation split, as the bias 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -62,23 +63,31 @@ __all__ = [
     "IntervalSettings",
     "OOD_FILE",
     "OOD_FORMAT",
+    "TRUST_FILE",
     "add_trust_columns",
+    "broken_versions",
     "calibrate",
     "calibrate_run",
     "coverage_report",
+    "coverage_text",
+    "describe_model",
     "domain_summary",
     "fit_ood_references",
+    "glue_values",
     "is_simulated_scan",
     "load_calibration",
     "load_head_trust",
     "load_ood",
     "save_calibration",
     "save_ood",
+    "score_volumes",
+    "summary",
     "training_domain",
     "trust_columns",
 ]
 
 CONFORMAL_FILE = "conformal.json"
+CHECKPOINT = "best.pt"
 OOD_FILE = "ood.npz"
 CONFORMAL_FORMAT = "brainage-conformal/1"
 OOD_FORMAT = "brainage-ood/1"
@@ -175,6 +184,20 @@ def domain_summary(card: Mapping[str, Any]) -> str:
             f"{low:.0f}-{high:.0f} years from {site_text}; {where}")
 
 
+def describe_model(path: str | os.PathLike) -> str | None:
+    """:func:`domain_summary` of the card of a model folder (or of a head folder's parent);
+    None when it cannot be read (loading the folder then reports why)."""
+    folder = Path(path)
+    for candidate in (folder / "model.json", folder.parent / "model.json"):
+        if candidate.is_file():
+            try:
+                card = json.loads(candidate.read_text(encoding="utf-8"))
+                return domain_summary(card) if isinstance(card, dict) else None
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                return None
+    return None
+
+
 @lru_cache(maxsize=256)
 def _simulated_folder(folder: str) -> bool:
     """Whether ``folder`` or a parent holds a ``dataset_description.json`` of the simulator."""
@@ -227,22 +250,46 @@ class DomainCheck:
 # --- out-of-distribution reference ---------------------------------------------------------------
 
 
-def save_ood(head_dir: str | os.PathLike, ood: FeatureOOD) -> Path:
-    """Write ``head_dir/ood.npz`` (plain arrays, the format tag included)."""
+def _checkpoint_sha256(head_dir: str | os.PathLike) -> str:
+    from brainage._utils import sha256_file
+
+    return sha256_file(Path(head_dir) / CHECKPOINT)
+
+
+def _check_checkpoint(path: Path, field: str, stored: object, expected: str | None) -> None:
+    """Refuse a trust file made for another checkpoint than the head's (retrained since)."""
+    if expected is not None and stored != expected:
+        raise ValueError(f"{path}: {field} {str(stored)[:12]}... is not the SHA-256 of the "
+                         f"head's {CHECKPOINT} ({expected[:12]}...): it was fitted for other "
+                         f"weights; rerun the notebooks 02 and 03 that write it")
+
+
+def save_ood(head_dir: str | os.PathLike, ood: FeatureOOD, checkpoint_sha256: str) -> Path:
+    """Write ``head_dir/ood.npz`` (plain arrays, the format tag and the checkpoint's SHA-256)."""
     path = Path(head_dir) / OOD_FILE
     with path.open("wb") as handle:
-        np.savez(handle, format=np.asarray(OOD_FORMAT), **ood.to_arrays())
+        np.savez(handle, format=np.asarray(OOD_FORMAT),
+                 checkpoint_sha256=np.asarray(checkpoint_sha256), **ood.to_arrays())
     return path
 
 
-def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None) -> FeatureOOD | None:
+def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None,
+             checkpoint_sha256: str | None = None) -> FeatureOOD | None:
     """The head's OOD reference, or None (logged) when ``ood.npz`` is absent.
+
+    Parameters
+    ----------
+    head_dir : str or PathLike
+    feature_dim : int, optional
+        The head's feature size: the reference must have it.
+    checkpoint_sha256 : str, optional
+        The head's checkpoint checksum (the card's): the reference must be fitted for it.
 
     Raises
     ------
     ValueError
         Naming the file and the array: not an npz, another format, a missing, malformed or
-        non-finite array, features of another size than the head's.
+        non-finite array, features of another size than the head's, another checkpoint.
     """
     path = Path(head_dir) / OOD_FILE
     if not path.is_file():
@@ -257,6 +304,9 @@ def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None) -> Fea
     if found is None or found.shape != () or str(found) != OOD_FORMAT:
         raise ValueError(f"{path}: array 'format' must be {OOD_FORMAT!r}, got "
                          f"{None if found is None else str(found)!r}")
+    stored = arrays.pop("checkpoint_sha256", None)
+    _check_checkpoint(path, "array 'checkpoint_sha256'", None if stored is None else str(stored),
+                      checkpoint_sha256)
     ood = FeatureOOD.from_arrays(arrays, source=str(path))
     if feature_dim is not None and ood.feature_dim != feature_dim:
         raise ValueError(f"{path}: array 'reference' has {ood.feature_dim} features per scan but "
@@ -270,24 +320,37 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
     """Each head's OOD reference: training features, threshold from the validation scans.
 
     Encodes the training and validation scans with each head's ``best.pt``
-    (:func:`brainage.models.train.encode`) and writes ``<head>/ood.npz``.
+    (:func:`brainage.models.train.encode`) and writes ``<head>/ood.npz``. With too few
+    validation scans for ``rate`` (``1 / rate - 1``) no reference is written (a stale one is
+    removed), with a warning: those scans get no OOD score.
 
     Returns
     -------
     dict of str to FeatureOOD
+        The heads that have a reference.
     """
     from brainage.models.train import encode, load_model
 
-    datasets = {split: run.dataset(split) for split in ("train", CALIBRATION_SPLIT)}
-    references = {}
+    rate = check_number("ood_rate", rate, low=0.0, high=1.0, low_open=True, high_open=True)
+    val = run.rows(CALIBRATION_SPLIT)
+    needed = math.ceil(1 / rate - 1 - 1e-9)
+    references: dict[str, FeatureOOD] = {}
+    for head in heads:
+        (Path(models_dir) / head / OOD_FILE).unlink(missing_ok=True)
+    if len(val) < needed:
+        warnings.warn(f"an OOD flag rate of {rate:g} needs at least {needed} {CALIBRATION_SPLIT} "
+                      f"scans, the run has {len(val)}: no out-of-distribution reference is "
+                      f"written (raise ood_rate or enlarge the split)", stacklevel=2)
+        return references
+    datasets = {"train": run.dataset("train"), CALIBRATION_SPLIT: run.dataset(val)}
     for head in heads:
         head_dir = Path(models_dir) / head
-        model = load_model(head_dir / "best.pt", device="cpu")
+        model = load_model(head_dir / CHECKPOINT, device="cpu")
         features = {split: encode(model, data, batch_size=batch_size, device=device)
                     for split, data in datasets.items()}
         references[head] = FeatureOOD.fit(features["train"], features[CALIBRATION_SPLIT],
                                           rate=rate, k=k)
-        save_ood(head_dir, references[head])
+        save_ood(head_dir, references[head], _checkpoint_sha256(head_dir))
     return references
 
 
@@ -308,12 +371,15 @@ class HeadCalibration:
         residuals were cross-fitted with.
     folds : int
         Cross-fitting folds.
+    checkpoint_sha256 : str or None
+        The checkpoint whose predictions were calibrated.
     """
 
     age: ConformalInterval
     corrected_gap: ConformalInterval | None
     correction: dict[str, Any] | None
     folds: int
+    checkpoint_sha256: str | None = None
 
     @property
     def level(self) -> float:
@@ -325,6 +391,7 @@ class HeadCalibration:
         return {"format": CONFORMAL_FORMAT, "level": self.level,
                 "library": f"crepes {getattr(crepes, '__version__', '?')}",
                 "calibration_split": CALIBRATION_SPLIT,
+                "checkpoint_sha256": self.checkpoint_sha256,
                 "age": {"around": "predicted", "bins_on": "predicted", **self.age.to_dict()},
                 "corrected_gap": None if self.corrected_gap is None else {
                     "around": "corrected_gap", "bins_on": "age", "scheme": "cross-fit",
@@ -354,9 +421,10 @@ def calibrate(predictions: pd.DataFrame, corrections: Mapping[str, Any], *,
         predicted = rows["predicted"].to_numpy(dtype=np.float64)
         needed = min_calibration_size(settings.level)
         if age.size < needed:
-            raise ValueError(f"calibrating head {head!r} at interval_level {settings.level:g} "
-                             f"needs at least {needed} {split} scans, got {age.size}; lower "
-                             f"interval_level or enlarge the {split} split")
+            warnings.warn(f"head {head!r} gets no interval: interval_level {settings.level:g} "
+                          f"needs at least {needed} {split} scans, the run has {age.size} (lower "
+                          f"interval_level or enlarge the {split} split)", stacklevel=2)
+            continue
         interval = ConformalInterval.fit(age - predicted, level=settings.level,
                                          bin_values=predicted, n_bins=settings.n_bins,
                                          y_range=AGE_RANGE)
@@ -372,8 +440,6 @@ def calibrate(predictions: pd.DataFrame, corrections: Mapping[str, Any], *,
             min(settings.folds, age.size))
         logger.info("head %s: %g intervals on %d %s scans, age half-widths %s", head,
                     settings.level, age.size, split, np.round(interval.half_widths(), 2))
-    if not result:
-        raise ValueError(f"predictions hold no {split!r} rows to calibrate on")
     return result
 
 
@@ -394,8 +460,8 @@ def _same_correction(stored: Mapping[str, Any] | None, correction: Any) -> bool:
                     for k, v in correction.coefficients.items()))
 
 
-def load_calibration(head_dir: str | os.PathLike, correction: Any = None
-                     ) -> HeadCalibration | None:
+def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
+                     checkpoint_sha256: str | None = None) -> HeadCalibration | None:
     """The head's intervals, or None (logged) when ``conformal.json`` is absent.
 
     Parameters
@@ -403,6 +469,8 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None
     head_dir : str or PathLike
     correction : AgeBiasCorrection, optional
         The head's stored correction: the gap's interval must have been calibrated with it.
+    checkpoint_sha256 : str, optional
+        The head's checkpoint checksum: the calibration must be of its predictions.
 
     Raises
     ------
@@ -421,6 +489,8 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None
     if not isinstance(data, dict) or data.get("format") != CONFORMAL_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: field 'format' must be {CONFORMAL_FORMAT!r}, got {found!r}")
+    _check_checkpoint(path, "field 'checkpoint_sha256'", data.get("checkpoint_sha256"),
+                      checkpoint_sha256)
     age = ConformalInterval.from_dict(data.get("age"), source=f"{path}: field 'age'")
     gap = None
     if data.get("corrected_gap") is not None:
@@ -437,7 +507,8 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None
                          f"the gap's interval was calibrated for another correction; rerun the "
                          f"evaluation notebook")
     folds = data["corrected_gap"].get("folds", 0) if gap is not None else 0
-    return HeadCalibration(age, gap, stored, int(folds) if isinstance(folds, int) else 0)
+    return HeadCalibration(age, gap, stored, int(folds) if isinstance(folds, int) else 0,
+                           data.get("checkpoint_sha256"))
 
 
 # --- applying them ------------------------------------------------------------------------------
@@ -454,11 +525,17 @@ class HeadTrust:
 
 def load_head_trust(head_dir: str | os.PathLike, *, card: Mapping[str, Any],
                     correction: Any = None, feature_dim: int | None = None) -> HeadTrust:
-    """Read (and validate) a head's ``conformal.json`` and ``ood.npz``; either may be absent."""
+    """Read (and validate) a head's ``conformal.json`` and ``ood.npz``; either may be absent.
+
+    Both must belong to the checkpoint the card describes (``heads.<name>.sha256``), the
+    gap's interval to the head's bias correction, the OOD reference to its feature size.
+    """
     domain = card.get("domain") or {}
     age_range = tuple(float(v) for v in domain["age_range"]) if domain.get("age_range") else None
-    return HeadTrust(load_calibration(head_dir, correction), load_ood(head_dir, feature_dim),
-                     age_range)  # type: ignore[arg-type]
+    entry = (card.get("heads") or {}).get(Path(head_dir).name) or {}
+    sha = entry.get("sha256")
+    return HeadTrust(load_calibration(head_dir, correction, sha),
+                     load_ood(head_dir, feature_dim, sha), age_range)  # type: ignore[arg-type]
 
 
 def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.ndarray,
@@ -544,12 +621,20 @@ def calibrate_run(run: RunFolder, predictions: pd.DataFrame, corrections: Mappin
         train = run.rows("train")
         card = {**card, "domain": {"age_range": [float(train["age"].min()),
                                                  float(train["age"].max())]}}
+    calibrations = calibrate(predictions, corrections, settings=settings)
+    age_range = tuple(card["domain"]["age_range"])
     trusts = {}
-    for head, calibration in calibrate(predictions, corrections, settings=settings).items():
+    for head in dict.fromkeys(predictions["model"].astype(str)):
         head_dir = run.models / head
-        save_calibration(head_dir, calibration)
-        age_range = tuple(card["domain"]["age_range"])
-        trusts[head] = HeadTrust(calibration, load_ood(head_dir), age_range)  # type: ignore[arg-type]
+        sha = _checkpoint_sha256(head_dir)
+        calibration = calibrations.get(head)
+        if calibration is None:
+            (head_dir / CONFORMAL_FILE).unlink(missing_ok=True)  # no stale calibration
+        else:
+            calibration = dataclasses.replace(calibration, checkpoint_sha256=sha)
+            save_calibration(head_dir, calibration)
+        trusts[head] = HeadTrust(calibration, load_ood(head_dir, checkpoint_sha256=sha),
+                                 age_range)  # type: ignore[arg-type]
     return add_trust_columns(predictions, trusts, features), trusts
 
 
@@ -586,3 +671,151 @@ def coverage_report(test: pd.DataFrame, *, level: float, age_bins: Sequence[floa
         report["biological"] = coverage_table(joined, truth="biological_age", lower="age_lower",
                                               upper="age_upper", **common)
     return report
+
+
+#: Run-folder file of notebook 03's trust summary (:func:`summary`).
+TRUST_FILE = "trust.json"
+
+
+def coverage_text(table: pd.DataFrame) -> pd.DataFrame:
+    """A coverage table (:func:`brainage.analysis.uncertainty.coverage_table`) for reading:
+    ``coverage [CI]``, covered of n, the mean width, and whether the CI holds the nominal level."""
+    out = table.drop(columns=["ci_low", "ci_high", "coverage", "covered", "n", "confidence",
+                              "mean_width", "nominal", "nominal_in_ci"], errors="ignore").copy()
+    out = out.astype({c: str for c in out.columns})
+    out["coverage [95% CI]"] = [f"{r.coverage:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+                                if r.n else "n/a" for r in table.itertuples()]
+    out["covered / n"] = [f"{r.covered} / {r.n}" for r in table.itertuples()]
+    out["mean width (years)"] = table["mean_width"].round(1).to_numpy()
+    if "nominal_in_ci" in table.columns:
+        out["nominal in CI"] = table["nominal_in_ci"].to_numpy()
+    return out
+
+
+def broken_versions(volume: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Three preprocessed volumes a model should not trust, made from a good one.
+
+    ``noise`` (gamma noise inside the brain), ``inverted contrast`` (the brain's intensities
+    reversed, as a T2-weighted scan roughly is) and ``upside down`` (the superior-inferior axis
+    reversed, as a wrong orientation in the header gives), each normalised as preprocessing
+    normalises a scan (mean 1 inside the brain); ``original`` is the volume itself.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (D, H, W)
+        A preprocessed scan (RAS, background 0).
+    """
+    from brainage.imaging.preprocess import normalise_intensity
+
+    if volume.ndim != 3:
+        raise ValueError(f"volume must have shape (D, H, W), got {volume.shape}")
+    brain = volume > 0
+    rng = np.random.default_rng(seed)
+    inverted = np.where(brain, volume.max() - volume, 0.0)
+    return {"original": volume.astype(np.float32),
+            "noise": normalise_intensity(rng.gamma(2.0, 0.5, volume.shape), brain),
+            "inverted contrast": normalise_intensity(inverted, brain),
+            "upside down": np.ascontiguousarray(volume[:, :, ::-1]).astype(np.float32)}
+
+
+def score_volumes(models: Mapping[str, str | os.PathLike], trusts: Mapping[str, HeadTrust],
+                  volumes: Mapping[str, np.ndarray], *, device: str = "cpu") -> pd.DataFrame:
+    """Predicted age, OOD score and flag of preprocessed volumes, for each head.
+
+    Returns
+    -------
+    DataFrame
+        ``volume``, ``model``, ``predicted``, ``ood_score``, ``ood``.
+    """
+    from brainage.models.datasets import VolumeDataset
+    from brainage.models.features import capture_features
+    from brainage.models.train import load_model, predict
+
+    names = list(volumes)
+    dataset = VolumeDataset(np.stack([volumes[n] for n in names]).astype(np.float32),
+                            np.zeros(len(names)), names)
+    rows = []
+    for head, checkpoint in models.items():
+        model = load_model(checkpoint, device=device)
+        with capture_features(model) as captured:
+            predicted = predict(model, dataset, device=device)
+        ood = trusts[head].ood if head in trusts else None
+        scores = ood.score(captured.array()) if ood is not None else np.full(len(names), np.nan)
+        rows += [{"volume": n, "model": head, "predicted": p, "ood_score": s,
+                  "ood": bool(s > 1) if np.isfinite(s) else None}
+                 for n, p, s in zip(names, predicted, scores)]
+    return pd.DataFrame(rows)
+
+
+def summary(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
+            trusts: Mapping[str, HeadTrust], *, seconds: float) -> dict[str, Any]:
+    """Plain-JSON summary of notebook 03's trust results (``trust.json``): per head the test
+    coverage of each interval, the calibration, the OOD flag rates; the seconds spent."""
+
+    def records(table: pd.DataFrame | None, head: str) -> dict[str, Any] | None:
+        if table is None or table.empty:
+            return None
+        row = table[table["model"] == head]
+        return None if row.empty else json.loads(row.iloc[0].to_json())
+
+    heads: dict[str, Any] = {}
+    for head, head_trust in trusts.items():
+        calibration = head_trust.calibration
+        head_rates = rates[rates["model"] == head]
+        heads[head] = {
+            "coverage_age": records(report.get("age"), head),
+            "coverage_gap": records(report.get("gap"), head),
+            "coverage_biological": records(report.get("biological"), head),
+            "calibration": None if calibration is None else {
+                "level": calibration.level, "n": calibration.age.n,
+                "age_half_widths": calibration.age.half_widths().tolist(),
+                "age_edges": list(calibration.age.edges),
+                "gap_half_widths": None if calibration.corrected_gap is None
+                else calibration.corrected_gap.half_widths().tolist()},
+            "ood_rate": None if head_trust.ood is None else head_trust.ood.rate,
+            "flag_rates": json.loads(head_rates.to_json(orient="records")),
+        }
+    return {"heads": heads, "seconds": float(seconds)}
+
+
+def glue_values(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
+                trusts: Mapping[str, HeadTrust], broken: pd.DataFrame | None = None
+                ) -> dict[str, str]:
+    """The trust numbers the book's prose quotes, as text (``"n/a"`` where there are none).
+
+    Keys per head ``h``: ``coverage_h``, ``coverage_h_ci``, ``width_h``, ``gap_coverage_h``,
+    ``gap_coverage_h_ci``, ``bio_coverage_h``, ``ood_test_h``, ``ood_broken_h``; and
+    ``interval_level``, ``n_calibration``, ``ood_rate_nominal``.
+    """
+    def row(name: str, head: str) -> Any:
+        table = report.get(name)
+        if table is None or table.empty or head not in set(table["model"]):
+            return None
+        found = table.set_index("model").loc[head]
+        return found if found["n"] else None
+
+    values: dict[str, str] = {}
+    calibrated = [t.calibration for t in trusts.values() if t.calibration is not None]
+    references = [t.ood for t in trusts.values() if t.ood is not None]
+    values["interval_level"] = f"{calibrated[0].level:.0%}" if calibrated else "n/a"
+    values["n_calibration"] = str(calibrated[0].age.n) if calibrated else "n/a"
+    values["ood_rate_nominal"] = f"{references[0].rate:.0%}" if references else "n/a"
+    for head in trusts:
+        for key, name in (("coverage", "age"), ("gap_coverage", "gap"),
+                          ("bio_coverage", "biological")):
+            found = row(name, head)
+            values[f"{key}_{head}"] = "n/a" if found is None else f"{found['coverage']:.2f}"
+            values[f"{key}_{head}_ci"] = ("n/a" if found is None else
+                                          f"{found['ci_low']:.2f} to {found['ci_high']:.2f}")
+        found = row("age", head)
+        values[f"width_{head}"] = "n/a" if found is None else f"{found['mean_width']:.1f}"
+        test = rates[(rates["model"] == head) & (rates["split"] == "test")]
+        values[f"ood_test_{head}"] = ("n/a" if test.empty or not test.iloc[0]["n"] else
+                                      f"{test.iloc[0]['flagged']} of {test.iloc[0]['n']} "
+                                      f"({test.iloc[0]['rate']:.0%})")
+        shown = [] if broken is None else [
+            f"{r.volume} {'flagged' if r.ood else 'not flagged'} (score {r.ood_score:.1f})"
+            for r in broken[(broken["model"] == head) & (broken["volume"] != "original")]
+            .itertuples() if r.ood is not None]
+        values[f"ood_broken_{head}"] = ", ".join(shown) or "n/a"
+    return values
