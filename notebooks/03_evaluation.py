@@ -41,7 +41,7 @@ from brainage.study.runs import RunFolder
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
 models = {"rnc": run.models / "rnc" / "best.pt", "l1": run.models / "l1" / "best.pt"}
-features = {}  # each model's encoder features of the same scans, from the same forward pass
+features = {}  # each model's feature statistics of the same scans, from the same forward pass
 raw = runs.predict_run(run, models, features=features)
 predictions, corrections = evaluation.correct_predictions(raw, method=bias_method)
 for name, correction in corrections.items():
@@ -197,9 +197,10 @@ show(fig)
 # %% [markdown]
 # ## How far each prediction can be trusted: out-of-distribution flags
 #
-# The out-of-distribution score of a scan is the distance of its encoder features to the 5th
-# nearest training scan's (features standardised by the training scans'), divided by the
-# threshold that a share `ood_rate` of the validation scans exceeds (notebook 02). A score above
+# The out-of-distribution score of a scan is the distance of its features (the channel means and
+# standard deviations of the encoder's four stages, standardised by the training scans') to those
+# of its 5th nearest training scan, divided by the threshold that a share `ood_rate` of the
+# validation scans exceeds (notebook 02). A score above
 # 1 flags the scan (`ood`). Test scans come from the training distribution, so about that share
 # of them should be flagged. Below the rates, the scores of deliberately broken versions of
 # the first test scan.

@@ -18,7 +18,7 @@ validation split fits the age-bias correction *and* calibrates, so its residuals
 cross-fitted (:func:`cross_fitted_gaps`): each fold's corrected gaps come from a correction
 fitted on the other folds.
 
-**Out-of-distribution score.** :class:`FeatureOOD` is the distance of a scan's encoder features
+**Out-of-distribution score.** :class:`FeatureOOD` is the distance of a scan's features
 to its ``k``-th nearest training scan [4]_, after standardising each feature by the training
 mean and standard deviation, divided by a threshold: the conformal quantile of the same score
 on calibration (validation) scans [5]_. A new in-distribution scan scores above 1 (is flagged)
@@ -600,7 +600,7 @@ class FeatureOOD:
         Parameters
         ----------
         train_features : array-like, shape (N, D)
-            Encoder features of the training scans (the reference set).
+            Features of the training scans (the reference set).
         calibration_features : array-like, shape (n, D)
             Features of held-apart in-distribution scans (validation); none may be in the
             reference set. Needs ``n >= 1 / rate - 1``.

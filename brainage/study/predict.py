@@ -471,10 +471,12 @@ def _load_correction(head_dir: Path) -> Any:
 def _load_trust(root: Path, name: str, card: dict[str, Any], correction: Any,
                 model: Any) -> Any:
     """The head's :class:`brainage.study.trust.HeadTrust` (its files validated)."""
+    from brainage.models.features import feature_size
+
     try:
         return trust.load_head_trust(_inside(root, name, "head folder"), card=card,
                                      correction=correction,
-                                     feature_dim=model.head.linear.in_features)
+                                     feature_dim=feature_size(model))
     except ValueError as err:
         raise ModelFolderError(str(err)) from err
 
@@ -836,7 +838,7 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
            ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]],
                       dict[str, dict[int, np.ndarray]]]:
     """Every head's predicted age of every image, its signed Grad-RAM file if asked, and its
-    encoder features (captured in the same forward pass, for the OOD score).
+    feature statistics (captured in the same forward pass, for the OOD score).
 
     Volumes are read from the cache one batch at a time, so memory does not grow with the
     number of scans. Returns ``{head: {index: years}}``, ``{head: {index: map path}}`` and

@@ -203,8 +203,9 @@ def predict_run(run: RunFolder, models: Mapping[str, str | Path], *, batch_size:
     device : str, default="auto"
         Where to run the models.
     features : dict, optional
-        Filled with each model's encoder features of the same scans, shape (N, D) in the rows'
-        order, captured in the same forward pass (for the out-of-distribution score).
+        Filled with each model's feature statistics of the same scans
+        (:func:`brainage.models.features.capture_features`), shape (N, F) in the rows' order,
+        captured in the same forward pass (for the out-of-distribution score).
 
     Returns
     -------

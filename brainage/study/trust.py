@@ -7,8 +7,9 @@ columns (:data:`brainage._utils.TRUST_VALUES`) to the prediction tables.
 Files of each head's folder (``models/<head>/``)::
 
     ood.npz          out-of-distribution reference (notebook 02, :func:`fit_ood_references`):
-                     the training scans' standardised encoder features and the threshold, the
-                     conformal quantile of the validation scans' scores
+                     the training scans' standardised feature statistics (the encoder's four
+                     stages, :mod:`brainage.models.features`) and the threshold, the conformal
+                     quantile of the validation scans' scores
     conformal.json   split-conformal calibration (notebook 03, :func:`calibrate_run`): the level,
                      the validation residuals of the age interval (Mondrian bins of the
                      predicted age) and the cross-fitted validation gaps of the corrected gap's
@@ -319,8 +320,9 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
                        batch_size: int = 8, device: str = "auto") -> dict[str, FeatureOOD]:
     """Each head's OOD reference: training features, threshold from the validation scans.
 
-    Encodes the training and validation scans with each head's ``best.pt``
-    (:func:`brainage.models.train.encode`) and writes ``<head>/ood.npz``. With too few
+    Computes the feature statistics (:func:`brainage.models.features.capture_features`) of the
+    training and validation scans with each head's ``best.pt`` and writes ``<head>/ood.npz``.
+    With too few
     validation scans for ``rate`` (``1 / rate - 1``) no reference is written (a stale one is
     removed), with a warning: those scans get no OOD score.
 
@@ -329,7 +331,8 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
     dict of str to FeatureOOD
         The heads that have a reference.
     """
-    from brainage.models.train import encode, load_model
+    from brainage.models.features import capture_features
+    from brainage.models.train import load_model, predict
 
     rate = check_number("ood_rate", rate, low=0.0, high=1.0, low_open=True, high_open=True)
     val = run.rows(CALIBRATION_SPLIT)
@@ -346,8 +349,11 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
     for head in heads:
         head_dir = Path(models_dir) / head
         model = load_model(head_dir / CHECKPOINT, device="cpu")
-        features = {split: encode(model, data, batch_size=batch_size, device=device)
-                    for split, data in datasets.items()}
+        features = {}
+        for split, data in datasets.items():
+            with capture_features(model) as captured:
+                predict(model, data, batch_size=batch_size, device=device)
+            features[split] = captured.array()
         references[head] = FeatureOOD.fit(features["train"], features[CALIBRATION_SPLIT],
                                           rate=rate, k=k)
         save_ood(head_dir, references[head], _checkpoint_sha256(head_dir))
@@ -549,7 +555,7 @@ def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.nda
     predicted, age, corrected_gap : ndarray, shape (n,)
         NaN where unknown (a failed scan, no age, no correction).
     features : ndarray, shape (n, D), optional
-        Encoder features (rows of NaN for failed scans).
+        Feature statistics (:mod:`brainage.models.features`; rows of NaN for failed scans).
     """
     n = predicted.size
     nan = np.full(n, np.nan)
