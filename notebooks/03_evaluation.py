@@ -210,7 +210,8 @@ rates = uncertainty.flag_rates(predictions[predictions["split"].isin(["val", "te
 display(rates.round(3))
 volume = run.volumes(run.rows("test").head(1))[0]  # (D, H, W)
 broken = trust.score_volumes(models, trusts, trust.broken_versions(volume, seed=seed))
-broken.pivot(index="volume", columns="model", values=["predicted", "ood_score", "ood"]).round(2)
+broken.round({"predicted": 1, "ood_score": 2}).pivot(index="volume", columns="model",
+                                                    values=["predicted", "ood_score", "ood"])
 
 # %%
 summary = trust.summary(report, rates, trusts, seconds=trust_seconds)
