@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from _timing import median_s
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import make_mni_scan, make_model_folder  # noqa: E402
+from bench_predict import make_mni_scan, make_model_folder
 
 
 def _forward_costs(models: dict, dataset) -> tuple[float, float]:
