@@ -104,10 +104,12 @@ if not results.truth_comparison.empty:
 
 # %%
 evidence = uncertainty.evidence_table(analysed)
-level = float(analysed["interval_level"].dropna().iloc[0])
-display(Markdown(f"Interval level {level:.0%}: expected share of controls above 0 about "
-                 f"{(1 - level) / 2:.0%}."))
-glue("evidence_expected_hc", f"{(1 - level) / 2:.0%}", display=False)
+levels = analysed["interval_level"].dropna()
+expected = f"{(1 - levels.iloc[0]) / 2:.0%}" if len(levels) else "n/a"
+display(Markdown(f"Interval level {levels.iloc[0]:.0%}: expected share of controls above 0 "
+                 f"about {expected}." if len(levels) else "No gap intervals: the validation "
+                 "split was too small to calibrate them (notebook 03)."))
+glue("evidence_expected_hc", expected, display=False)
 shares = evidence.set_index(["model", "group"])
 for model in ("rnc", "l1"):
     for group in ("HC", "AD", "PD"):
