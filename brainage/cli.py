@@ -256,7 +256,20 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         description="Preprocess each scan as the model's training scans were (native scans are "
                     "registered to MNI152), predict with every head of the model folder and "
                     "write a CSV with the brain-age gap and its bias-corrected value when ages "
-                    "are given. Exit status 1 if any scan failed (its row names the problem).")
+                    "are given. Exit status 1 if any scan failed (its row names the problem).",
+        epilog="Columns: participant_id, session, path, model (head), space, age; predicted "
+               "(years), gap (predicted - age), corrected_predicted, corrected_gap (after the "
+               "head's age-bias correction); interval_level, age_lower, age_upper (split-"
+               "conformal interval of the age around predicted: it holds the true age in "
+               "interval_level of scans like the validation scans; needs no age), "
+               "corrected_gap_lower, corrected_gap_upper (interval of the corrected gap; above "
+               "0 means an older-looking brain at that level); ood_score (distance of the scan's "
+               "features to the training scans', 1 = the threshold), ood (score above 1: unlike "
+               "the training scans, do not trust the age), outside_age_range (the age, or the "
+               "predicted age when unknown, lies outside the training ages); bias_correction, "
+               "alignment (registration QC), saliency, error. The model's training domain is "
+               "printed first; a model trained on simulated data warns when it meets real "
+               "scans.")
     parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
                         help="NIfTI scans and/or BIDS folders (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
     parser.add_argument("--model", required=True, metavar="DIR",
@@ -292,7 +305,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     """1 if any scan failed, else 0; 130 after Ctrl-C and 143 after SIGTERM, the scans that
     finished written first."""
     from brainage.study.predict import predict_to_csv
+    from brainage.study.trust import describe_model
 
+    domain = describe_model(args.model)
+    if domain:
+        print(f"model {args.model}: {domain}")
     run = predict_to_csv(args.inputs, args.model, args.out, overwrite=args.overwrite,
                          ages=args.age, space=args.space, skull_stripped=args.skull_stripped,
                          saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
@@ -309,6 +326,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     n_scans = table["path"].nunique()
     print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
           f"{table['model'].nunique()} head(s) -> {run.out}")
+    for column, what in (("ood", "flagged out of distribution (ood) by at least one head"),
+                         ("outside_age_range", "outside the training ages (outside_age_range)")):
+        marked = table.loc[table[column].fillna(False).astype(bool), "path"].nunique()
+        if marked:
+            print(f"{marked} of {n_scans} scan(s) {what}")
     if run.interrupted is not None:
         name = "Ctrl-C" if run.interrupted == "SIGINT" else run.interrupted
         print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {run.out} "

@@ -12,7 +12,9 @@
 #
 # Only the training split is used for fitting and the validation split for model selection; the
 # test split and the patients are not read here. Checkpoints (plain state dicts with metadata)
-# are written every epoch to `models/`, and an interrupted run resumes from the last one.
+# are written every epoch to `models/`, and an interrupted run resumes from the last one. The
+# model card records the training domain, and each model keeps its training scans' features as
+# the reference of its out-of-distribution score, thresholded on the validation scans.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -36,8 +38,11 @@ torch_threads = 0
 grid_mm = 4.0
 crop_to_brain = True
 saliency_layer = "encoder.layer2"
+ood_rate = 0.05
 
 # %%
+import json
+
 import pandas as pd
 import plotly.express as px
 import torch
@@ -48,6 +53,7 @@ from brainage.analysis import metrics
 from brainage.imaging.preprocess import PreprocessParams
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1, train_rnc
+from brainage.study import trust
 from brainage.study.figures import show
 from brainage.study.predict import write_model_card
 from brainage.study.profiles import display_path, resolve_path
@@ -78,9 +84,13 @@ l1 = train_l1(train_ds, val_ds, model_cfg,
 info = run.dataset_info()
 card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
-    crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile)
-display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.models)}` "
-                 f"(card: `{card.name}`)."))
+    crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile,
+    domain=trust.training_domain(run))
+# Out-of-distribution reference of each model: its training scans' features, and the threshold
+# that flags a share ood_rate of the validation scans (notebook 03 reports the test split's rate).
+references = trust.fit_ood_references(run, run.models, rate=ood_rate, device=device)
+display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.models)}` (card: `{card.name}`), "
+                 f"{trust.domain_summary(json.loads(card.read_text()))}."))
 
 # %% [markdown]
 # ## Training curves

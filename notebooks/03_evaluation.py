@@ -12,8 +12,11 @@
 # with a paired test. Corrected accuracy is reported only for a correction that does not use
 # the test subject's own age (the default `linear` one): `beheshti` and `quadratic` subtract an
 # offset computed from that age, which makes their corrected MAE and $R^2$ against it circular.
+# Every prediction also carries a calibrated interval and an out-of-distribution flag (see
+# the last sections).
 #
-# Writes `predictions.csv`, `metrics.json` and each model's `bias_correction.json`.
+# Writes `predictions.csv`, `metrics.json`, `trust.json` and each model's `bias_correction.json`
+# and `conformal.json`.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -22,9 +25,12 @@ seed = 0
 n_boot = 2000
 bias_method = "linear"
 age_bins = [20, 30, 40, 50, 60, 70, 80, 90, 101]
+interval_level = 0.9
+interval_bins = 3
 
 # %%
 import json
+import time
 
 import pandas as pd
 import plotly.express as px
@@ -32,8 +38,8 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage.analysis import benchmark, evaluation, metrics
-from brainage.study import runs
+from brainage.analysis import benchmark, evaluation, metrics, uncertainty
+from brainage.study import runs, trust
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
@@ -41,11 +47,17 @@ from brainage.study.runs import RunFolder
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
 models = {"rnc": run.models / "rnc" / "best.pt", "l1": run.models / "l1" / "best.pt"}
-raw = runs.predict_run(run, models)
+features = {}  # each model's feature statistics of the same scans, from the same forward pass
+raw = runs.predict_run(run, models, features=features)
 predictions, corrections = evaluation.correct_predictions(raw, method=bias_method)
-predictions.to_csv(run.predictions_csv, index=False)
 for name, correction in corrections.items():
     (run.models / name / "bias_correction.json").write_text(json.dumps(correction.to_dict(), indent=2))
+start = time.perf_counter()  # intervals calibrated on the validation split, OOD scores
+predictions, trusts = trust.calibrate_run(run, predictions, corrections, features,
+                                          settings=trust.IntervalSettings(
+                                              level=interval_level, n_bins=interval_bins, seed=seed))
+trust_seconds = time.perf_counter() - start
+predictions.to_csv(run.predictions_csv, index=False)
 predictions.groupby(["model", "split"]).size().unstack()
 
 # %% [markdown]
@@ -161,6 +173,72 @@ for name, rows in ba.groupby("model"):
     for y, dash in ((mean, "solid"), (mean - 1.96 * sd, "dot"), (mean + 1.96 * sd, "dot")):
         fig.add_hline(y=y, line_dash=dash, annotation_text=f"{name} {y:+.1f}", opacity=0.6)
 show(fig)
+
+# %% [markdown]
+# ## How far each prediction can be trusted: intervals
+#
+# Each prediction carries a split-conformal interval (crepes) at the nominal level: for the age,
+# around the predicted age, calibrated on the validation split's residuals within bins of the
+# predicted age (Mondrian); for the bias-corrected gap, calibrated on the validation split's
+# cross-fitted gaps within bins of the age. Neither saw the test split. Below, on the test split:
+# the share of intervals that hold the true value (coverage) with its exact 95% binomial CI,
+# and the mean width. A healthy control's gap interval covers when it holds 0.
+
+# %%
+report = trust.coverage_report(test, level=interval_level, age_bins=age_bins,
+                               truth=None if truth is None else truth[0])
+calibrated = {h: t.calibration.age.n for h, t in trusts.items() if t.calibration is not None}
+display(Markdown(f"Nominal level {interval_level:.0%}; validation scans calibrating each model: "
+                 f"{calibrated or 'none (too few for this level)'}."))
+display(pd.concat({"age interval": trust.coverage_text(report["age"]),
+                   "corrected-gap interval (0 covered)": trust.coverage_text(report["gap"]),
+                   **({"age interval, biological age (simulated truth)":
+                       trust.coverage_text(report["biological"])} if "biological" in report else {})},
+                  names=["interval"]).reset_index(level=0))
+
+# %%
+display(Markdown("**By age bin** (the categories are bins of the predicted age, so coverage "
+                 "within bins of the true age is not guaranteed) **and by site:**"))
+display(trust.coverage_text(report["by_age_bin"]))
+trust.coverage_text(report["by_site"])
+
+# %%
+bars = test.assign(plus=test["age_upper"] - test["predicted"],
+                   minus=test["predicted"] - test["age_lower"])
+fig = px.scatter(bars, x="age", y="predicted", color="model", facet_col="model", error_y="plus",
+                 error_y_minus="minus", hover_name="participant_id",
+                 title=f"Test set: predicted age with its {interval_level:.0%} interval",
+                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
+for col in (1, 2):
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
+                             name="identity", showlegend=col == 1), row=1, col=col)
+show(fig)
+
+# %% [markdown]
+# ## How far each prediction can be trusted: out-of-distribution flags
+#
+# The out-of-distribution score of a scan is the distance of its features (the channel means and
+# standard deviations of the encoder's four stages, standardised by the training scans') to those
+# of its 5th nearest training scan, divided by the threshold that a share `ood_rate` of the
+# validation scans exceeds (notebook 02). A score above
+# 1 flags the scan (`ood`). Test scans come from the training distribution, so about that share
+# of them should be flagged. Below the rates, the scores of deliberately broken versions of
+# the first test scan.
+
+# %%
+rates = uncertainty.flag_rates(predictions[predictions["split"].isin(["val", "test"])])
+display(rates.round(3))
+volume = run.volumes(run.rows("test").head(1))[0]  # (D, H, W)
+broken = trust.score_volumes(models, trusts, trust.broken_versions(volume, seed=seed))
+broken.round({"predicted": 1, "ood_score": 2}).pivot(index="volume", columns="model",
+                                                    values=["predicted", "ood_score", "ood"])
+
+# %%
+summary = trust.summary(report, rates, trusts, seconds=trust_seconds)
+(run.path / trust.TRUST_FILE).write_text(json.dumps(summary, indent=2))
+for key, value in trust.glue_values(report, rates, trusts, broken).items():
+    glue(key, value, display=False)
+glue("trust_seconds", f"{trust_seconds:.2f}", display=False)
 
 # %% [markdown]
 # ## The OpenBHB benchmark

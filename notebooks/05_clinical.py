@@ -29,7 +29,7 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage.analysis import clinical
+from brainage.analysis import clinical, uncertainty
 from brainage.study import runs
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
@@ -110,6 +110,29 @@ if not results.truth_comparison.empty:
         "predictor would reach. A gap measured with error attenuates a correlation a little, so "
         "an interval may fall short of it."))
     display(results.truth_comparison.round(3))
+
+# %% [markdown]
+# ## Individual evidence: gap intervals above 0
+#
+# Each scan's bias-corrected gap has a conformal interval (notebook 03). When it lies entirely
+# above 0, that scan on its own is evidence of an older-looking brain. Among healthy controls
+# this is a false positive, expected in about (1 - level) / 2 of them.
+
+# %%
+evidence = uncertainty.evidence_table(analysed)
+levels = analysed["interval_level"].dropna()
+expected = f"{(1 - levels.iloc[0]) / 2:.0%}" if len(levels) else "n/a"
+display(Markdown(f"Interval level {levels.iloc[0]:.0%}: expected share of controls above 0 "
+                 f"about {expected}." if len(levels) else "No gap intervals: the validation "
+                 "split was too small to calibrate them (notebook 03)."))
+glue("evidence_expected_hc", expected, display=False)
+shares = evidence.set_index(["model", "group"])
+for model in ("rnc", "l1"):
+    for group in ("HC", "AD", "PD"):
+        row = shares.loc[(model, group)] if (model, group) in shares.index else None
+        glue(f"evidence_{group.lower()}_{model}", "n/a" if row is None or not row["n"] else
+             f"{row['above']} of {row['n']} ({row['share']:.0%})", display=False)
+evidence.round(3)
 
 # %%
 glue("clinical_sentence", clinical.summary_sentence(results, "rnc"), display=False)

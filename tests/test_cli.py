@@ -17,6 +17,17 @@ def test_help_lists_the_subcommands(capsys):
         assert command in out
 
 
+def test_predict_help_explains_the_trust_columns(capsys):
+    from brainage._utils import TRUST_VALUES
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for column in TRUST_VALUES:
+        assert column in out.replace("- ", "-")
+    assert "split-conformal interval" in out.replace("- ", "-")
+
+
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) == 1
     assert "usage: brainage" in capsys.readouterr().out

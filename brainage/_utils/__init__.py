@@ -13,6 +13,7 @@ from brainage._utils.constants import (
     GROUPS,
     PREDICTION_VALUES,
     SPACES,
+    TRUST_VALUES,
     VERSION,
 )
 from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
@@ -40,6 +41,7 @@ __all__ = [
     "PREDICTION_VALUES",
     "SPACES",
     "TaskOutcome",
+    "TRUST_VALUES",
     "VERSION",
     "atomic_write",
     "bids_id",

@@ -23,3 +23,12 @@ BRAIN_EXTRACTION_METHODS = ("deepbet", "template")
 #: ``predictions.csv`` and ``brainage predict``'s CSV): the predicted age, the gap (predicted
 #: minus chronological age), and both after the head's age-bias correction, in years.
 PREDICTION_VALUES = ("predicted", "gap", "corrected_predicted", "corrected_gap")
+
+#: What each prediction says of its own trust, in the same tables, after
+#: :data:`PREDICTION_VALUES`: the nominal level of the intervals; the split-conformal interval
+#: of the age (around ``predicted``; needs no age) and of the bias-corrected gap (needs the age
+#: and a correction); the out-of-distribution score (distance of the scan's features to the
+#: training scans', in units of the threshold) and flag (score above 1); and whether the
+#: chronological age (the predicted age when the age is unknown) lies outside the training ages.
+TRUST_VALUES = ("interval_level", "age_lower", "age_upper", "corrected_gap_lower",
+                "corrected_gap_upper", "ood_score", "ood", "outside_age_range")

@@ -36,6 +36,7 @@ _EXPORTS = {
     "PREDICTION_COLUMNS": "evaluation",
     "correct_predictions": "evaluation",
     "evaluate_predictions": "evaluation",
+    "AGE_DEPENDENT_METHODS": "metrics",
     "AgeBiasCorrection": "metrics",
     "BIAS_CORRECTION_METHODS": "metrics",
     "error_by_age_bin": "metrics",
@@ -48,9 +49,20 @@ _EXPORTS = {
     "r2": "metrics",
     "regression_metrics": "metrics",
     "rmse": "metrics",
+    "ConformalInterval": "uncertainty",
+    "FeatureOOD": "uncertainty",
+    "assign_bins": "uncertainty",
+    "binomial_ci": "uncertainty",
+    "coverage_table": "uncertainty",
+    "cross_fitted_gaps": "uncertainty",
+    "evidence_table": "uncertainty",
+    "flag_rates": "uncertainty",
+    "interval_coverage": "uncertainty",
+    "min_calibration_size": "uncertainty",
+    "quantile_edges": "uncertainty",
 }
 _MODULES = (
-    "benchmark", "clinical", "evaluation", "metrics",
+    "benchmark", "clinical", "evaluation", "metrics", "uncertainty",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

@@ -1,5 +1,4 @@
-"""Models: the network, the RNC loss, augmentation, datasets, training, saliency (integrated
-gradients, Grad-RAM).
+"""Models: the network, the RNC loss, augmentation, datasets, training, Grad-RAM saliency.
 
 The only users of torch. Imports only :mod:`brainage._utils` of brainage.
 """
@@ -18,6 +17,10 @@ _EXPORTS = {
     "read_checkpoint": "checkpoint",
     "write_checkpoint": "checkpoint",
     "VolumeDataset": "datasets",
+    "FEATURE_STAGES": "features",
+    "FeatureCapture": "features",
+    "capture_features": "features",
+    "feature_size": "features",
     "RnCLoss": "losses",
     "rnc_loss_reference": "losses",
     "BrainAgeModel": "network",
@@ -51,7 +54,7 @@ _EXPORTS = {
     "train_rnc": "train",
 }
 _MODULES = (
-    "augment", "checkpoint", "datasets", "losses", "network", "saliency", "train",
+    "augment", "checkpoint", "datasets", "features", "losses", "network", "saliency", "train",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

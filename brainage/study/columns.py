@@ -79,6 +79,48 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
                        "age or a stored correction.",
         **_YEARS,
     },
+    "interval_level": {
+        "LongName": "Nominal level of the prediction intervals",
+        "Description": "Share of scans like the calibration (validation) scans whose true age "
+                       "lies inside [age_lower, age_upper]; n/a without a stored calibration.",
+    },
+    "age_lower": {
+        "LongName": "Lower end of the age interval",
+        "Description": "Split-conformal prediction interval of the age around predicted, at "
+                       "interval_level; needs no chronological age.",
+        **_YEARS,
+    },
+    "age_upper": {
+        "LongName": "Upper end of the age interval",
+        "Description": "See age_lower.",
+        **_YEARS,
+    },
+    "corrected_gap_lower": {
+        "LongName": "Lower end of the corrected-gap interval",
+        "Description": "Interval of the bias-corrected gap at interval_level; above 0 means an "
+                       "older-looking brain at that level. n/a without an age.",
+        **_YEARS,
+    },
+    "corrected_gap_upper": {
+        "LongName": "Upper end of the corrected-gap interval",
+        "Description": "See corrected_gap_lower.",
+        **_YEARS,
+    },
+    "ood_score": {
+        "LongName": "Out-of-distribution score",
+        "Description": "Distance of the scan's encoder features to the training scans' features, "
+                       "in units of the threshold stored in the model folder (1 = threshold).",
+    },
+    "ood": {
+        "LongName": "Out-of-distribution flag",
+        "Description": "True when ood_score is above 1: the scan is unlike the training scans and "
+                       "its predicted age should not be trusted.",
+    },
+    "outside_age_range": {
+        "LongName": "Outside the training ages",
+        "Description": "True when the age (or the predicted age, when the age is unknown) lies "
+                       "outside the ages the model was trained on.",
+    },
     "bias_correction": {
         "LongName": "Age-bias correction method",
         "Description": "The age-bias correction applied to the corrected columns.",

@@ -10,6 +10,8 @@ everything prediction needs, so that a model trained on one machine predicts on 
     models/<head>/best.pt             weights + model config + age normalisation (models.train)
     models/<head>/bias_correction.json   age-bias correction fitted on the validation split
                                       (notebook 03; optional: without it gaps are uncorrected)
+    models/<head>/conformal.json, ood.npz  interval calibration and out-of-distribution
+                                      reference (optional; :mod:`brainage.study.trust`)
 
 The card is checked against :data:`MODEL_CARD_SCHEMA` (messages name the field), and every path
 it names must lie inside the model folder (after resolving ``..`` and symbolic links).
@@ -45,7 +47,7 @@ import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ import pandas as pd
 from brainage._utils import (
     AGE_RANGE,
     PREDICTION_VALUES,
+    TRUST_VALUES,
     atomic_write,
     check_scheduler,
     dask_client,
@@ -73,6 +76,7 @@ from brainage.imaging.preprocess import (
     PreprocessParams,
     preprocess_cohort,
 )
+from brainage.study import trust
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
 # them, so that the command line, which imports this module to build its parser, starts fast.
@@ -109,7 +113,8 @@ DEFAULT_SALIENCY_LAYER = "encoder.layer2"
 SPACE_OPTIONS = ("auto", *SPACES)
 #: Columns of the table :func:`predict_scans` returns (one row per scan and head).
 PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
-                      *PREDICTION_VALUES, "bias_correction", "alignment", "saliency", "error")
+                      *PREDICTION_VALUES, *TRUST_VALUES, "bias_correction", "alignment",
+                      "saliency", "error")
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
 _VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
@@ -160,6 +165,7 @@ MODEL_CARD_SCHEMA: dict[str, Any] = {
         },
         "saliency_layer": {"type": ["string", "null"]},
         "versions": {"type": "object"},
+        "domain": trust.DOMAIN_SCHEMA,
     },
 }
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
@@ -197,7 +203,8 @@ def _checkpoint_summary(path: Path) -> dict[str, Any]:
 
 def write_model_card(models_dir: str | os.PathLike, *,
                      preprocess: PreprocessParams | Mapping[str, Any],
-                     saliency_layer: str | None, profile: str) -> Path:
+                     saliency_layer: str | None, profile: str,
+                     domain: Mapping[str, Any] | None = None) -> Path:
     """Write ``models_dir/model.json``: what :func:`predict_scans` needs besides the weights.
 
     Parameters
@@ -212,6 +219,10 @@ def write_model_card(models_dir: str | os.PathLike, *,
         Module whose feature maps Grad-RAM weights; None: :data:`DEFAULT_SALIENCY_LAYER`.
     profile : str
         The profile the models were trained with.
+    domain : mapping, optional
+        The training domain (:func:`brainage.study.trust.training_domain`): dataset,
+        simulated or real, size, ages, sites; ``brainage predict`` prints it and checks new
+        scans against it.
 
     Returns
     -------
@@ -248,6 +259,12 @@ def write_model_card(models_dir: str | os.PathLike, *,
         "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
         "versions": package_versions(_VERSION_PACKAGES),
     }
+    if domain is not None:
+        card["domain"] = dict(domain)
+        validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
+        problems = [_explain(e) for e in validator.iter_errors(card)]
+        if problems:
+            raise ValueError(f"domain is not a valid training domain: {'; '.join(problems)}")
     path = models_dir / MODEL_CARD_FILE
     path.write_text(json.dumps(card, indent=2), encoding="utf-8")
     logger.info("wrote %s (heads %s, grid %s at %g mm)", path, list(card["heads"]), shape,
@@ -280,6 +297,8 @@ class ModelFolder:
         Each head's stored age-bias correction (None when ``bias_correction.json`` is absent).
     saliency_layer : str
         Grad-RAM layer.
+    trust : dict of str to HeadTrust
+        Each head's intervals, OOD reference and training ages (:mod:`brainage.study.trust`).
     """
 
     root: Path
@@ -290,6 +309,7 @@ class ModelFolder:
     models: dict[str, Any]
     corrections: dict[str, Any]
     saliency_layer: str
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def params_for(self, space: str, skull_stripped: bool) -> PreprocessParams:
         """Preprocessing of a new scan: its own space and skull flag, the model's grid and
@@ -454,6 +474,19 @@ def _load_correction(head_dir: Path) -> Any:
     return correction
 
 
+def _load_trust(root: Path, name: str, card: dict[str, Any], correction: Any,
+                model: Any) -> Any:
+    """The head's :class:`brainage.study.trust.HeadTrust` (its files validated)."""
+    from brainage.models.features import feature_size
+
+    try:
+        return trust.load_head_trust(_inside(root, name, "head folder"), card=card,
+                                     correction=correction,
+                                     feature_dim=feature_size(model))
+    except ValueError as err:
+        raise ModelFolderError(str(err)) from err
+
+
 def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelFolder:
     """Read and validate a model folder (see the module docstring) and load its heads.
 
@@ -491,11 +524,12 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
     layer = card.get("saliency_layer") or DEFAULT_SALIENCY_LAYER
     models = {n: _load_head(root, n, card["heads"][n], layer, device) for n in names}
     corrections = {n: _load_correction(_inside(root, n, "head folder")) for n in names}
+    trusts = {n: _load_trust(root, n, card, corrections[n], models[n]) for n in names}
     logger.info("model folder %s: heads %s, grid %s at %g mm (profile %s)", root, names, shape,
                 params.grid_mm, card.get("profile"))
     return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
                        grid_affine=affine, models=models, corrections=corrections,
-                       saliency_layer=layer)
+                       saliency_layer=layer, trust=trusts)
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -809,18 +843,23 @@ def _forward(model: Any, x: Any) -> np.ndarray:
 
 def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Sequence[str],
            saliency_dir: Path | None, batch_size: int = 4,
-           ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]]]:
-    """Every head's predicted age of every image, and its signed Grad-RAM file if asked.
+           ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]],
+                      dict[str, dict[int, np.ndarray]]]:
+    """Every head's predicted age of every image, its signed Grad-RAM file if asked, and its
+    feature statistics (captured in the same forward pass, for the OOD score).
 
     Volumes are read from the cache one batch at a time, so memory does not grow with the
-    number of scans. Returns ``{head: {index: years}}`` and ``{head: {index: map path}}``.
+    number of scans. Returns ``{head: {index: years}}``, ``{head: {index: map path}}`` and
+    ``{head: {index: features}}``.
     """
     import torch
 
+    from brainage.models.features import capture_features
     from brainage.models.saliency import grad_ram, save_map
 
     ages: dict[str, dict[int, float]] = {head: {} for head in folder.models}
     maps: dict[str, dict[int, str]] = {head: {} for head in folder.models}
+    features: dict[str, dict[int, np.ndarray]] = {head: {} for head in folder.models}
     ok = sorted(images)
     for start in range(0, len(ok), batch_size):
         batch = ok[start:start + batch_size]
@@ -828,14 +867,16 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
         x = torch.from_numpy(volumes)[:, None]  # (B, D, H, W) -> (B, 1, D, H, W)
         for head, model in folder.models.items():
             x_head = x.to(next(model.parameters()).device)
-            ages[head].update(zip(batch, _forward(model, x_head)))
+            with capture_features(model) as captured:
+                ages[head].update(zip(batch, _forward(model, x_head)))
+            features[head].update(zip(batch, captured.array()))
             if saliency_dir is None:
                 continue
             found = grad_ram(model, x_head, folder.saliency_layer, signed=True)  # (B, 1, D, H, W)
             for i, volume in zip(batch, found):
                 path = saliency_dir / head / f"{names[i]}.nii.gz"
                 maps[head][i] = str(save_map(volume[0], folder.grid_affine, path))
-    return ages, maps
+    return ages, maps, features
 
 
 def _output_names(scans: pd.DataFrame) -> list[str]:
@@ -863,21 +904,26 @@ def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.nd
 
 def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Sequence[int],
                predicted: Mapping[int, float], prepared: _Prepared,
-               saliency: Mapping[int, str]) -> pd.DataFrame:
+               saliency: Mapping[int, str], features: Mapping[int, np.ndarray]) -> pd.DataFrame:
     """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
-    bias-corrected gaps, QC and errors."""
+    bias-corrected gaps, their intervals and OOD flags, QC and errors."""
     index = list(index)
     rows = scans.loc[index]
     correction = folder.corrections[head]
     age = rows["age"].to_numpy(dtype=np.float64)
     years = np.array([predicted.get(i, np.nan) for i in index], dtype=np.float64)
     corrected = _corrected(correction, age, years)
+    dim = next((len(v) for v in features.values()), 0)
+    head_features = np.array([features.get(i, np.full(dim, np.nan)) for i in index]).reshape(
+        len(index), dim)  # (n, D); NaN rows for failed scans
+    trusted = trust.trust_columns(folder.trust.get(head), predicted=years, age=age,
+                                  corrected_gap=corrected - age, features=head_features)
     return pd.DataFrame({
         "participant_id": rows["participant_id"].to_numpy(),
         "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
         "space": [prepared.spaces.get(i, "") for i in index],
         "predicted": years, "age": age, "gap": years - age,
-        "corrected_predicted": corrected, "corrected_gap": corrected - age,
+        "corrected_predicted": corrected, "corrected_gap": corrected - age, **trusted,
         "bias_correction": correction.method if correction is not None else "none",
         "alignment": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],
@@ -937,15 +983,17 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
     workers = n_jobs if client is None else worker_count(client)
     step = 1 if workers == 1 and client is None else _SCANS_PER_JOB * workers
     predicted = 0
+    domain = trust.DomainCheck(folder.card)  # warns once: simulated training, real scans
     for start in range(0, len(files), step):
         index = range(start, min(start + step, len(files)))
         prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs,
                                client)
-        ages_by_head, maps = _infer(folder, prepared.images, names, saliency)
+        domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
+        ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
         predicted += len(prepared.images)
         logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
         yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
-                                    maps[head]) for head in folder.models])
+                                    maps[head], features[head]) for head in folder.models])
 
 
 def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
@@ -992,6 +1040,12 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         names the file and the problem of a failed scan (its predictions are NaN): among them
         a native scan whose registration failed (alignment score below
         :data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD`; its score is still reported).
+        The trust columns (:data:`brainage._utils.TRUST_VALUES`) come from the head's
+        ``conformal.json`` and ``ood.npz`` and the card's training domain (NaN or empty where
+        absent): ``age_lower``/``age_upper`` bound the age around ``predicted`` at
+        ``interval_level``, ``corrected_gap_lower``/``corrected_gap_upper`` the corrected gap,
+        ``ood`` is True when ``ood_score`` exceeds 1. A model trained on simulated data warns
+        (:class:`brainage.study.trust.DomainWarning`) once when it meets real scans.
 
     References
     ----------

@@ -195,7 +195,8 @@ class RunFolder:
 
 
 def predict_run(run: RunFolder, models: Mapping[str, str | Path], *, batch_size: int = 8,
-                device: str = "auto") -> pd.DataFrame:
+                device: str = "auto", features: dict[str, np.ndarray] | None = None
+                ) -> pd.DataFrame:
     """Predicted age of every validation, test and clinical scan, for each model.
 
     Parameters
@@ -208,6 +209,10 @@ def predict_run(run: RunFolder, models: Mapping[str, str | Path], *, batch_size:
         Scans per forward pass.
     device : str, default="auto"
         Where to run the models.
+    features : dict, optional
+        Filled with each model's feature statistics of the same scans
+        (:func:`brainage.models.features.capture_features`), shape (N, F) in the rows' order,
+        captured in the same forward pass (for the out-of-distribution score).
 
     Returns
     -------
@@ -215,6 +220,7 @@ def predict_run(run: RunFolder, models: Mapping[str, str | Path], *, batch_size:
         One row per scan and model: participant_id, split, group, age, sex, site, model,
         predicted, gap (predicted minus chronological age).
     """
+    from brainage.models.features import capture_features
     from brainage.models.train import load_model, predict
 
     rows = run.rows(HELD_OUT)
@@ -222,7 +228,10 @@ def predict_run(run: RunFolder, models: Mapping[str, str | Path], *, batch_size:
     frames = []
     for name, checkpoint in models.items():
         model = load_model(checkpoint)
-        predicted = predict(model, dataset, batch_size=batch_size, device=device)
+        with capture_features(model) as captured:
+            predicted = predict(model, dataset, batch_size=batch_size, device=device)
+        if features is not None:
+            features[name] = captured.array()
         frame = rows[["participant_id", "split", "group", "age", "sex", "site"]].copy()
         frame["model"] = name
         frame["predicted"] = predicted
