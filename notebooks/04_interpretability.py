@@ -250,6 +250,7 @@ regions = runs.region_labels(run, reference)
 if regions is None:
     display(Markdown("No regions: the dataset is not simulated and the manifest names no atlas, "
                      "so the region table is skipped."))
+    glue("region_ratio_text", "n/a", display=False)
 else:
     labels, names, source = regions
     table = pd.concat([saliency.region_summary(magnitude[name], labels, names)
@@ -260,6 +261,17 @@ else:
     show(px.bar(table, x="region", y="mean_abs", color="model", barmode="group",
                 title="Mean |attribution| per region (test subjects)",
                 labels={"mean_abs": "mean |attribution| (scaled)"}))
+    region_text = "n/a"
+    if "permuted" in magnitude:
+        shares = table.pivot(index="region", columns="model", values="share_abs")
+        ratio = shares[["RNC", "L1"]].div(shares["PERMUTED"], axis=0).dropna()
+        top = ratio.min(axis=1).sort_values(ascending=False).head(3).index
+        display(Markdown("Each region's share of the mean |attribution| over the permuted-age "
+                         "control's share (descriptive, no test):"))
+        display(ratio.round(2).sort_values("RNC", ascending=False))
+        region_text = "; ".join(f"{region.replace('_', ' ')} {ratio.loc[region, 'RNC']:.1f} and "
+                                f"{ratio.loc[region, 'L1']:.1f} times" for region in top)
+    glue("region_ratio_text", region_text, display=False)
 
 # %% [markdown]
 # ## Do the maps find where ageing was simulated?
