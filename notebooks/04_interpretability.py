@@ -250,6 +250,7 @@ regions = runs.region_labels(run, reference)
 if regions is None:
     display(Markdown("No regions: the dataset is not simulated and the manifest names no atlas, "
                      "so the region table is skipped."))
+    glue("region_ratio_text", "n/a", display=False)
 else:
     labels, names, source = regions
     table = pd.concat([saliency.region_summary(magnitude[name], labels, names)
@@ -260,6 +261,17 @@ else:
     show(px.bar(table, x="region", y="mean_abs", color="model", barmode="group",
                 title="Mean |attribution| per region (test subjects)",
                 labels={"mean_abs": "mean |attribution| (scaled)"}))
+    region_text = "n/a"
+    if "permuted" in magnitude:
+        shares = table.pivot(index="region", columns="model", values="share_abs")
+        ratio = shares[["RNC", "L1"]].div(shares["PERMUTED"], axis=0).dropna()
+        top = ratio.min(axis=1).sort_values(ascending=False).head(3).index
+        display(Markdown("Each region's share of the mean |attribution| over the permuted-age "
+                         "control's share (descriptive, no test):"))
+        display(ratio.round(2).sort_values("RNC", ascending=False))
+        region_text = "; ".join(f"{region.replace('_', ' ')} {ratio.loc[region, 'RNC']:.1f} and "
+                                f"{ratio.loc[region, 'L1']:.1f} times" for region in top)
+    glue("region_ratio_text", region_text, display=False)
 
 # %% [markdown]
 # ## Do the maps find where ageing was simulated?
@@ -361,19 +373,23 @@ parts = [f"integrated-gradients maps add up to each prediction's difference from
          f"reference's within a median {100 * relative.median():.0f} % (median absolute "
          f"error {real['delta'].abs().median():.2f} years, {ig_steps} quadrature nodes)"]
 if truth_dir is not None:
-    ageing_text = (f"test subjects' |attribution| favoured the simulated ageing regions over "
-                   f"same-tissue voxels with a median AUC of {np.median(auc['rnc']):.2f} (RNC) "
-                   f"and {np.median(auc['l1']):.2f} (L1)")
+    ageing_text = (f"the median AUC of the test subjects' |attribution| in the simulated ageing "
+                   f"regions against same-tissue voxels (0.5: no preference) was "
+                   f"{np.median(auc['rnc']):.2f} for RNC and {np.median(auc['l1']):.2f} for L1")
     if "permuted" in auc:
-        ageing_text += (f", against {np.median(auc['permuted']):.2f} for the permuted-age "
-                        f"control (paired p = {enrichment['p (vs permuted)'].iloc[0]:.2g} and "
-                        f"{enrichment['p (vs permuted)'].iloc[1]:.2g})")
+        p_values = enrichment["p (vs permuted)"].to_numpy()
+        verdict = ("both above" if (p_values < 0.05).all() else
+                   "neither above" if (p_values >= 0.05).all() else "not both above")
+        ageing_text += (f", {verdict} the permuted-age control's {np.median(auc['permuted']):.2f} "
+                        f"(one-sided paired p = {p_values[0]:.2g} and {p_values[1]:.2g})")
     parts.append(ageing_text)
 if truth_dir is not None and has_patients and not disease.empty:
     own = disease[disease["patients"] == disease["mask"]]
-    parts.append("in their own disease's regions, patients' signed attribution against that of "
-                 "age-matched controls gave " + "; ".join(
+    n_significant = int((own["p"] < 0.05).sum())
+    parts.append(f"in their own disease's regions, the patients' signed attribution exceeded "
+                 f"that of age-matched controls (one-sided p < 0.05) in {n_significant} of "
+                 f"{len(own)} model and disease comparisons (" + "; ".join(
                      f"{r['model']} {r['patients']}: median AUC {r['patients median AUC']:.2f} "
                      f"vs {r['controls median AUC']:.2f}, p = {r['p']:.2g}"
-                     for _, r in own.iterrows()))
+                     for _, r in own.iterrows()) + ")")
 glue("saliency_sentence", "; ".join(parts), display=False)

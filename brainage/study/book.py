@@ -270,8 +270,10 @@ def build_book(book_dir: str | Path) -> Path:
     book_dir = Path(book_dir)
     _copy_static_assets(book_dir)
     exe = Path(sys.executable).with_name("jupyter-book")
+    # --all: Sphinx does not know that the Markdown pages depend on the numbers they paste from
+    # the notebooks (glue), so an incremental build kept an earlier run's numbers there.
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir),
-           "--builder", "html"]
+           "--builder", "html", "--all"]
     logger.info("rendering the book: %s", " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     log = book_dir / "_build" / "build.log"
