@@ -157,15 +157,15 @@ def print_model(models: Path, data: Path, cache, scratch: Path) -> None:
     folder = _loadable_folder(models, scratch)
     card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     table = predict_scans([str(data)], folder, cache=cache)
-    failed = table[table["error"].notna()]
-    for row in failed.itertuples():
+    ok = table["error"].fillna("") == ""  # predict_scans: "" when the scan succeeded
+    for row in table[~ok].itertuples():
         print(f"  {row.path} ({row.model}): {row.error}")
     print(f"\nModel {models} (profile {card.get('profile')}, trained on "
           f"{card['preprocess']['space']}) on {table['path'].nunique()} real scans "
           f"(ages {table['age'].min():.0f}-{table['age'].max():.0f}); r is undefined for a "
           f"constant")
     print(f"{'predictor':<34}{'r':>8}{'MAE':>8}{'mean gap':>10}{'n':>4}")
-    for head, rows in table[table["error"].isna()].groupby("model", sort=False):
+    for head, rows in table[ok].groupby("model", sort=False):
         age, predicted = rows["age"].to_numpy(float), rows["predicted"].to_numpy(float)
         r = stats.pearsonr(age, predicted)[0] if np.ptp(predicted) > 0 else float("nan")
         print(f"{head:<34}{r:>8.2f}{np.abs(predicted - age).mean():>8.1f}"

@@ -4,9 +4,9 @@ Scans in native (scanner) space, by default (``brain_extraction="deepbet"``)::
 
     load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation)
     -> brain extraction: the subject's brain mask (deepbet, imaging.brain_extraction)
-    -> N4 bias-field correction fitted inside that mask
+    -> crop to the mask's bounding box plus 10 mm -> N4 bias-field correction inside the mask
     -> brain-to-brain affine registration to nilearn's MNI152 template, from the mask's centre
-       of mass (ANTsPy, imaging.registration)
+       of mass and pitch (ANTsPy, imaging.registration)
     -> resampling of the scan and its mask onto the template grid of ``grid_mm`` (one
        interpolation each, MONAI SpatialResample) -> skull removal by the subject's mask
     -> intensity normalisation inside the brain

@@ -410,6 +410,15 @@ def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
     assert "alignment" in capsys.readouterr().out
 
 
+def test_cli_brain_extraction_option(template_scan: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.nii.gz"
+    assert _cli(str(template_scan), str(out), "--space", MNI, "--grid-mm", "4",
+                "--brain-extraction", "template") == 0
+    with pytest.raises(SystemExit) as info:
+        _cli(str(template_scan), str(out), "--brain-extraction", "bet")
+    assert info.value.code == 2 and "invalid choice: 'bet'" in capsys.readouterr().err
+
+
 def test_cli_folder_reports_failures(template_scan: Path, tmp_path: Path, capsys,
                                      rng: np.random.Generator, tmp_path_factory) -> None:
     bad = _corrupt(tmp_path, rng)

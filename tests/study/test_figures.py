@@ -60,6 +60,11 @@ def test_registration_qc_one_panel_per_scan_with_outline():
     montage = titled[0].images[0].get_array()
     assert montage.shape == (11, (10 + 2) + (9 + 2) + (9 + 2))
     np.testing.assert_array_equal(montage[:, :10], data[4, :, :].T[::-1])
+    # each scan's own brain mask (its voxels > 0), outlined last in the colour asked for
+    fig = figures.registration_qc(rows[:1], [(mask, "red")], cut_coords=(4, 5, 5),
+                                  brain_colour="yellow")
+    ax = [a for a in fig.axes if a.get_title()][0]
+    assert [c.get_edgecolor()[0][:3].tolist() for c in ax.collections] == [[1, 0, 0], [1, 1, 0]]
     with pytest.raises(ValueError, match="at least one"):
         figures.registration_qc([], [(mask, "red")])
     with pytest.raises(ValueError, match="n_cols must be at least 1; got 0"):
