@@ -79,7 +79,7 @@ if truth_dir is not None and null_epochs > 0:
     start = time.perf_counter()
     payload = read_checkpoint(run.models / "l1" / "best.pt")
     null_cfg = TrainConfig.from_dict({**payload["train_config"], "epochs": null_epochs,
-                                      "augment": None, "progress": False})
+                                      "augment": None, "progress": False, "resume": False})
     null = train_permuted_age_model(run.dataset("train"), run.dataset("val"),
                                     ModelConfig.from_dict(payload["model_config"]), null_cfg,
                                     run.saliency / "permuted_age_model")
