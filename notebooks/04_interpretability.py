@@ -79,7 +79,7 @@ if truth_dir is not None and null_epochs > 0:
     start = time.perf_counter()
     payload = read_checkpoint(run.models / "l1" / "best.pt")
     null_cfg = TrainConfig.from_dict({**payload["train_config"], "epochs": null_epochs,
-                                      "augment": None, "progress": False})
+                                      "augment": None, "progress": False, "resume": False})
     null = train_permuted_age_model(run.dataset("train"), run.dataset("val"),
                                     ModelConfig.from_dict(payload["model_config"]), null_cfg,
                                     run.saliency / "permuted_age_model")
@@ -306,9 +306,10 @@ else:
             row.update({"permuted-age median AUC": test_result["median_b"],
                         "p (vs permuted)": test_result["p"]})
             glue(f"ageing_p_{name}", f"{test_result['p']:.2g}", display=False)
-            glue("ageing_auc_permuted", f"{test_result['median_b']:.2f}", display=False)
         rows.append(row)
         glue(f"ageing_auc_{name}", f"{np.median(auc[name]):.2f}", display=False)
+    if "permuted" in auc:
+        glue("ageing_auc_permuted", f"{np.median(auc['permuted']):.2f}", display=False)
     enrichment = pd.DataFrame(rows)
     enrichment.to_csv(run.saliency / "enrichment.csv", index=False)
     display(Markdown(f"Ageing mask: {int(ageing.sum())} of {int(brain.sum())} brain voxels "
