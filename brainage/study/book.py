@@ -261,8 +261,10 @@ def build_book(book_dir: str | Path) -> Path:
     book_dir = Path(book_dir)
     _copy_static_assets(book_dir)
     exe = Path(sys.executable).with_name("jupyter-book")
+    # --all: every page is written again, so that a prose page's glued numbers follow the
+    # notebooks (Sphinx does not know that a page gluing a notebook's value depends on it)
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir),
-           "--builder", "html"]
+           "--builder", "html", "--all"]
     logger.info("rendering the book: %s", " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     log = book_dir / "_build" / "build.log"
