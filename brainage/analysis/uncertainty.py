@@ -567,11 +567,9 @@ class FeatureOOD:
     threshold: float
     rate: float
     calibration_scores: np.ndarray
-    _index: Any = field(default=None, init=False, repr=False)
+    _squared_norms: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from sklearn.neighbors import NearestNeighbors
-
         reference = _matrix(self.reference, "reference")
         dim = reference.shape[1]
         mean = _vector(self.mean, "mean")
@@ -590,7 +588,7 @@ class FeatureOOD:
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "calibration_scores", scores)
-        object.__setattr__(self, "_index", NearestNeighbors(n_neighbors=k).fit(reference))
+        object.__setattr__(self, "_squared_norms", np.einsum("ij,ij->i", reference, reference))
 
     @classmethod
     def fit(cls, train_features: ArrayLike, calibration_features: ArrayLike, *,
@@ -639,10 +637,17 @@ class FeatureOOD:
         return int(self.reference.shape[1])
 
     def raw_scores(self, features: ArrayLike) -> np.ndarray:
-        """Distance to the ``k``-th nearest reference scan (standardised features), shape (m,)."""
+        """Distance to the ``k``-th nearest reference scan (standardised features), shape (m,).
+
+        Brute force with one matrix product (a few hundred reference scans): a tree or
+        scikit-learn's ``NearestNeighbors`` costs more per call in checks than the distances
+        themselves, and ``brainage predict`` scores one scan at a time.
+        """
         x = (_matrix(features, "features", self.feature_dim) - self.mean) / self.scale
-        distances, _ = self._index.kneighbors(x, n_neighbors=self.k)
-        return distances[:, -1]
+        squared = (np.einsum("ij,ij->i", x, x)[:, None] - 2.0 * x @ self.reference.T
+                   + self._squared_norms[None, :])  # (m, N): |x|^2 - 2 x.r + |r|^2
+        kth = np.partition(squared, self.k - 1, axis=1)[:, self.k - 1]
+        return np.sqrt(np.maximum(kth, 0.0))
 
     def score(self, features: ArrayLike) -> np.ndarray:
         """Raw score divided by the threshold: above 1 is flagged, shape (m,)."""

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 __all__ = ["FEATURE_STAGES", "FeatureCapture", "capture_features", "feature_size"]
@@ -63,7 +64,7 @@ class FeatureCapture:
     def __init__(self, n_stages: int) -> None:
         self.n_stages = n_stages
         self.batches: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []
+        self._pending: list[Tensor] = []
 
     def hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         """Forward hook of a stage: keep ``output : Tensor, shape (B, C, D, H, W)`` summarised
@@ -71,17 +72,21 @@ class FeatureCapture:
         if output.ndim != 5:
             raise ValueError(f"an encoder stage must output (B, C, D, H, W) feature maps, got "
                              f"shape {tuple(output.shape)}")
-        maps = output.detach().float().flatten(2)  # (B, C, D, H, W) -> (B, C, DHW)
-        stats = [maps.mean(dim=2), maps.std(dim=2, unbiased=False)]  # 2 x (B, C)
-        self._pending.append(np.concatenate([s.cpu().numpy() for s in stats], axis=1))
-        if len(self._pending) == self.n_stages:  # the last stage of one forward pass
-            self.batches.append(np.concatenate(self._pending, axis=1).astype(np.float64))
+        maps = output.detach().flatten(2)  # (B, C, D, H, W) -> (B, C, DHW)
+        if maps.dtype != torch.float32:  # bf16 under CUDA autocast
+            maps = maps.float()
+        std, mean = torch.std_mean(maps, dim=2, unbiased=False)  # 2 x (B, C), one pass
+        self._pending += [mean, std]
+        if len(self._pending) == 2 * self.n_stages:  # the last stage of one forward pass
+            self.batches.append(torch.cat(self._pending, dim=1).cpu().numpy())  # (B, F)
             self._pending = []
 
     def array(self) -> np.ndarray:
         """Every recorded row in call order, shape (N, F) (:func:`feature_size`): per stage the
         channel means, then the channel standard deviations; (0, 0) when nothing was recorded."""
-        return np.concatenate(self.batches) if self.batches else np.zeros((0, 0))
+        if not self.batches:
+            return np.zeros((0, 0))
+        return np.concatenate(self.batches).astype(np.float64)
 
 
 @contextmanager

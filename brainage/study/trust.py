@@ -558,11 +558,11 @@ def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.nda
         Feature statistics (:mod:`brainage.models.features`; rows of NaN for failed scans).
     """
     n = predicted.size
-    nan = np.full(n, np.nan)
+    nan, unknown = np.full(n, np.nan), np.zeros(n, bool)
     columns: dict[str, Any] = {"interval_level": nan, "age_lower": nan, "age_upper": nan,
                                "corrected_gap_lower": nan, "corrected_gap_upper": nan,
-                               "ood_score": nan, "ood": pd.array([pd.NA] * n, dtype="boolean"),
-                               "outside_age_range": pd.array([pd.NA] * n, dtype="boolean")}
+                               "ood_score": nan, "ood": _flags(unknown, unknown),
+                               "outside_age_range": _flags(unknown, unknown)}
     if trust is None:
         return columns
     calibration = trust.calibration
@@ -578,14 +578,17 @@ def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.nda
         if usable.any():
             scores[usable] = trust.ood.score(features[usable])
         columns["ood_score"] = scores
-        columns["ood"] = pd.array(np.where(usable, scores > 1.0, pd.NA), dtype="boolean")
+        columns["ood"] = _flags(scores > 1.0, usable)
     if trust.age_range is not None:
         low, high = trust.age_range
         value = np.where(np.isfinite(age), age, predicted)
-        outside = (value < low) | (value > high)
-        columns["outside_age_range"] = pd.array(np.where(np.isfinite(value), outside, pd.NA),
-                                                dtype="boolean")
+        columns["outside_age_range"] = _flags((value < low) | (value > high), np.isfinite(value))
     return columns
+
+
+def _flags(values: np.ndarray, known: np.ndarray) -> pd.arrays.BooleanArray:
+    """True/False where ``known``, missing elsewhere (pandas' nullable booleans)."""
+    return pd.arrays.BooleanArray(np.asarray(values, bool) & known, ~np.asarray(known, bool))
 
 
 def add_trust_columns(predictions: pd.DataFrame, trusts: Mapping[str, HeadTrust],

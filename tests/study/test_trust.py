@@ -363,37 +363,41 @@ def _edit_npz(path: Path, change) -> None:
 
 
 @pytest.mark.parametrize(("breaks", "culprit", "message"), [
-    (lambda h: (h / "ood.npz").write_bytes(b"not an npz"), "ood.npz", "cannot be read as an npz"),
-    (lambda h: _edit_npz(h / "ood.npz", lambda a: a.update(format=np.asarray("x/1"))),
-     "ood.npz", "array 'format' must be 'brainage-ood/1'"),
-    (lambda h: _edit_npz(h / "ood.npz", lambda a: a.update(reference=a["reference"][:, :5],
+    (lambda r: (r / "rnc" / "ood.npz").write_bytes(b"not an npz"), "rnc/ood.npz",
+     "cannot be read as an npz"),
+    (lambda r: _edit_npz(r / "rnc" / "ood.npz", lambda a: a.update(format=np.asarray("x/1"))),
+     "rnc/ood.npz", "array 'format' must be 'brainage-ood/1'"),
+    (lambda r: _edit_npz(r / "rnc" / "ood.npz", lambda a: a.update(reference=a["reference"][:, :5],
                                                             mean=a["mean"][:5],
                                                             scale=a["scale"][:5])),
-     "ood.npz", "has 5 features per scan but the head's encoder gives 120"),
-    (lambda h: _edit_npz(h / "ood.npz", lambda a: a.update(threshold=np.asarray(np.nan))),
-     "ood.npz", "threshold must be a finite number"),
-    (lambda h: _edit_npz(h / "ood.npz", lambda a: a.update(checkpoint_sha256=np.asarray("0"))),
-     "ood.npz", "array 'checkpoint_sha256' 0... is not the SHA-256"),
-    (lambda h: (h / "conformal.json").write_text("{"), "conformal.json", "cannot be read as JSON"),
-    (lambda h: _edit_json(h / "conformal.json", lambda d: d.update(format="x")),
-     "conformal.json", "field 'format' must be 'brainage-conformal/1'"),
-    (lambda h: _edit_json(h / "conformal.json", lambda d: d["age"].pop("residuals")),
-     "conformal.json", r"field 'age' lacks the field\(s\) \['residuals'\]"),
-    (lambda h: _edit_json(h / "conformal.json", lambda d: d["corrected_gap"].update(level=0.5)),
-     "conformal.json", r"'age.level' \(0.8\) and 'corrected_gap.level' \(0.5\) differ"),
-    (lambda h: _edit_json(h / "conformal.json", lambda d: d.update(checkpoint_sha256="f" * 64)),
-     "conformal.json", "field 'checkpoint_sha256' ffffffffffff... is not the SHA-256"),
-    (lambda h: _edit_json(h / "bias_correction.json",
+     "rnc/ood.npz", "has 5 features per scan but the head's encoder gives 120"),
+    (lambda r: _edit_npz(r / "rnc" / "ood.npz", lambda a: a.update(threshold=np.asarray(np.nan))),
+     "rnc/ood.npz", "threshold must be a finite number"),
+    (lambda r: _edit_npz(r / "rnc" / "ood.npz", lambda a: a.update(checkpoint_sha256=np.asarray("0"))),
+     "rnc/ood.npz", "array 'checkpoint_sha256' 0... is not the SHA-256"),
+    (lambda r: (r / "rnc" / "conformal.json").write_text("{"), "rnc/conformal.json",
+     "cannot be read as JSON"),
+    (lambda r: _edit_json(r / "model.json", lambda d: d["domain"].update(n_train="many")),
+     "model.json", "domain.n_train must be an integer"),
+    (lambda r: _edit_json(r / "rnc" / "conformal.json", lambda d: d.update(format="x")),
+     "rnc/conformal.json", "field 'format' must be 'brainage-conformal/1'"),
+    (lambda r: _edit_json(r / "rnc" / "conformal.json", lambda d: d["age"].pop("residuals")),
+     "rnc/conformal.json", r"field 'age' lacks the field\(s\) \['residuals'\]"),
+    (lambda r: _edit_json(r / "rnc" / "conformal.json", lambda d: d["corrected_gap"].update(level=0.5)),
+     "rnc/conformal.json", r"'age.level' \(0.8\) and 'corrected_gap.level' \(0.5\) differ"),
+    (lambda r: _edit_json(r / "rnc" / "conformal.json", lambda d: d.update(checkpoint_sha256="f" * 64)),
+     "rnc/conformal.json", "field 'checkpoint_sha256' ffffffffffff... is not the SHA-256"),
+    (lambda r: _edit_json(r / "rnc" / "bias_correction.json",
                           lambda d: d["coefficients"].update(intercept=99.0)),
-     "conformal.json", "field 'bias_correction' .* is not the head's bias_correction.json"),
+     "rnc/conformal.json", "field 'bias_correction' .* is not the head's bias_correction.json"),
 ])
 def test_bad_trust_file_names_the_file(study, evaluated, tmp_path, breaks, culprit: str,
                                        message: str) -> None:
     root = shutil.copytree(study.models, tmp_path / "models")
-    breaks(root / "rnc")
+    breaks(root)
     with pytest.raises(bp.ModelFolderError, match=message) as info:
         bp.load_model_folder(root)
-    assert str(root / "rnc" / culprit) in str(info.value)
+    assert str(root / culprit) in str(info.value)
 
 
 def test_too_small_validation_split_writes_no_trust_file(study, evaluated, tmp_path) -> None:
