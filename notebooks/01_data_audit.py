@@ -50,6 +50,8 @@ from brainage.study import provenance
 from brainage.study.figures import example_slices, registration_qc, show
 from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.sentences import alignment_by_site, alignment_sentence, eta_squared
+from brainage.study.tables import report_table
 
 root = find_project_root()
 run = resolve_path(run_dir, root)
@@ -77,7 +79,19 @@ if spec.simulated:
                      f"({truth['counts']}) at {truth['resolution_mm']} mm, seed {truth['seed']}."))
 loaded = cohort_io.load_cohort(spec)
 table = loaded.table
-table.head().assign(path=lambda t: t["path"].map(lambda p: display_path(p, root)))
+glue("n_rows_shown", min(5, len(table)), display=False)
+glue("tab_01_cohort", report_table(
+    table.head()[[c for c in ("participant_id", "age", "sex", "site", "group", "path")
+                  if c in table.columns]], paths=["path"], labels={"path": "scan"}), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_01_cohort
+# :name: tab-01-cohort
+#
+# The first {glue:text}`n_rows_shown` rows of the cohort table as read from `participants.tsv`
+# and the scans found on disk: chronological age in years, sex, acquisition site, group (HC
+# healthy control, AD, PD) and the scan's path relative to the project.
+# ```
 
 # %% [markdown]
 # ## Preprocessing and alignment with the template
@@ -110,6 +124,27 @@ table.to_csv(run / "audit" / "alignment.csv", index=False,
 show(px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
               title="Alignment of each preprocessed scan with the MNI152 template")
      .add_hline(y=alignment_threshold, line_dash="dash", annotation_text="threshold"))
+
+# %%
+by_site = alignment_by_site(table, alignment_threshold)
+glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
+glue("alignment_site_sentence", alignment_sentence(
+    by_site, alignment_threshold, simulated=bool(spec.simulated),
+    eta_squared=eta_squared(table["alignment"], table["site"])), display=False)
+glue("tab_01_alignment_sites", report_table(by_site, labels={
+    "n": "scans", "below": "below threshold", "median": "median score", "min": "lowest",
+    "max": "highest"}, digits=2), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_01_alignment_sites
+# :name: tab-01-alignment-sites
+#
+# Alignment score (Pearson correlation with the MNI152 template inside its eroded brain mask;
+# no unit) of the {glue:text}`n_scans` preprocessed scans by site, and how many fall below the
+# threshold of {glue:text}`alignment_threshold`.
+# ```
+#
+# {glue:text}`alignment_site_sentence`
 
 # %% [markdown]
 # ## Registration QC, scan by scan
@@ -144,7 +179,10 @@ else:
 
 # %%
 if table["tiv_cm3"].notna().any():
-    display(audit.tiv_summary(table, by=["group", "sex"]))
+    glue("tab_01_tiv", report_table(audit.tiv_summary(table, by=["group", "sex"])),
+         display=False)
+    display(Markdown("```{glue:figure} tab_01_tiv\n:name: tab-01-tiv\n\nTotal intracranial "
+                     "volume (cm³) of the extracted brain masks by group and sex.\n```"))
     show(px.scatter(table, x="age", y="tiv_cm3", color="sex", hover_name="participant_id",
                     labels={"tiv_cm3": "TIV (cm³)", "age": "age (years)"},
                     title="Total intracranial volume of each extracted brain mask"))
@@ -174,12 +212,33 @@ glue("n_problems", len(problems), display=False)
 glue("n_errors", int((problems["severity"] == "error").sum()), display=False)
 if problems.empty:
     display(Markdown("No problems found: every scan and every participants row passed all checks."))
+    none = pd.DataFrame({"check": ["all"], "result": ["no problem found"]})
+    summary_table, problem_table = none, none
 else:
-    display(audit.problem_summary(problems))
-    display(display_paths(problems, ["path", "message"], root))
+    summary_table = audit.problem_summary(problems)
+    problem_table = display_paths(problems, ["path", "message"], root)[
+        [c for c in ("participant_id", "check", "severity", "message") if c in problems.columns]]
+glue("tab_01_problem_summary", report_table(summary_table), display=False)
+glue("tab_01_problems", report_table(problem_table, labels={"message": "problem"}),
+     display=False)
 errors = problems[problems["severity"] == "error"]
 if not errors.empty:
     raise cohort_io.CohortError(errors)  # names every subject, file and reason
+
+# %% [markdown]
+# ```{glue:figure} tab_01_problem_summary
+# :name: tab-01-problem-summary
+#
+# Problems found, by check and severity: {glue:text}`n_problems` in all,
+# {glue:text}`n_errors` of them errors. Counts of scans or participants rows.
+# ```
+#
+# ```{glue:figure} tab_01_problems
+# :name: tab-01-problems
+#
+# Every problem of {numref}`tab-01-problem-summary`, one row per subject and check (paths
+# relative to the project).
+# ```
 
 # %% [markdown]
 # ## Example scans
@@ -211,10 +270,20 @@ show(px.scatter(long, x="age", y="fraction of brain", color="group", facet_col="
 # ## Demographics
 
 # %%
-display(audit.demographics(table))
+glue("tab_01_demographics", report_table(audit.demographics(table), labels={
+    "age_mean": "mean age (years)", "age_sd": "SD of age (years)", "age_min": "youngest (years)",
+    "age_max": "oldest (years)", "female_%": "female (%)"}), display=False)
 show(px.histogram(table, x="age", color="group", facet_row="site" if table["site"].nunique() <= 6 else None,
                   nbins=20, barmode="overlay", opacity=0.7,
                   title="Age by group and site", labels={"age": "age (years)"}))
+
+# %% [markdown]
+# ```{glue:figure} tab_01_demographics
+# :name: tab-01-demographics
+#
+# Demographics of the {glue:text}`n_scans` subjects by group: number, age (years) and the share
+# of women (%).
+# ```
 
 # %%
 counts = table.groupby("group").size()
@@ -246,9 +315,21 @@ else:
                                      stratify_site=stratify_site)
 splits.save_splits(split_table, run / "splits.csv")
 merged = table.merge(split_table, on="participant_id")
-display(merged.groupby("split")["age"].describe().round(1))
+ages = merged.groupby("split")["age"].describe()
+glue("tab_01_splits", report_table(ages, index="split", labels={
+    "count": "n", "mean": "mean age (years)", "std": "SD (years)", "min": "youngest (years)",
+    "25%": "25th percentile (years)", "50%": "median (years)", "75%": "75th percentile (years)",
+    "max": "oldest (years)"}), display=False)
 show(px.box(merged, x="split", y="age", color="split", points="all",
             title="Age by split", category_orders={"split": ["train", "val", "test", "external_test", "clinical"]}))
+
+# %% [markdown]
+# ```{glue:figure} tab_01_splits
+# :name: tab-01-splits
+#
+# Chronological age (years) of the subjects in each split: training, validation and test
+# controls, and the patients (`clinical`), who are in none of them.
+# ```
 
 # %% [markdown]
 # ## Data checksums

@@ -7,8 +7,12 @@
 # - **RNC**: stage 1 trains the encoder with the Rank-N-Contrast loss on two random augmentations
 #   of every training scan; stage 2 freezes it and fits the linear regressor with the L1 loss.
 # - **L1 baseline**: the same backbone and head trained end to end with the L1 loss, on the same
-#   scans and augmentations. What the two share is stated below from this run's parameters:
-#   RNC's encoder sees two augmented views of each scan per epoch, L1 one.
+#   scans and augmentations. The two models share the architecture, the training and validation
+#   scans, the augmentations, the optimiser and learning-rate schedule, the batch size, the seed
+#   and the rule that picks the checkpoint; they do not share the number of epochs: RNC's encoder
+#   sees two augmented views of each scan per epoch and L1 one, so the profile gives L1 the
+#   epochs that make the number of augmented volumes each sees equal (stated below from this
+#   run's parameters).
 #
 # Only the training split is used for fitting and the validation split for model selection; the
 # test split and the patients are not read here. Checkpoints (plain state dicts with metadata)
@@ -58,6 +62,8 @@ from brainage.study.figures import show
 from brainage.study.predict import write_model_card
 from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.sentences import augmentation_text, schedule_text
+from brainage.study.tables import report_table
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -123,8 +129,10 @@ summary = pd.DataFrame([
      **{f"s/epoch {k}": v for k, v in l1.seconds_per_epoch.items()},
      "checkpoint": display_path(l1.best_checkpoint)},
     {"model": "mean age", "best validation MAE (years)": mean_age_mae},
-]).round(2)
-summary
+])
+glue("tab_02_summary", report_table(summary, paths=["checkpoint"], labels={
+    "s/epoch rnc_encoder": "s/epoch (RNC encoder)", "s/epoch rnc_head": "s/epoch (RNC head)",
+    "s/epoch l1": "s/epoch (L1)"}), display=False)
 
 # %%
 glue("val_mae_rnc", f"{rnc.best_val_mae:.2f}", display=False)
@@ -142,3 +150,18 @@ budget += (": both saw the same number of augmented volumes" if views_rnc == vie
 glue("training_budget", budget, display=False)
 display(Markdown(budget + "."))
 glue("n_val", len(val_ds), display=False)
+glue("augmentation_text", augmentation_text(augment), display=False)
+glue("schedule_text", schedule_text({**common, "head_epochs": head_epochs, "schedule":
+                                     TrainConfig(epochs=epochs).schedule}), display=False)
+glue("epochs_rnc", epochs, display=False)
+glue("epochs_l1", l1_epochs, display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_02_summary
+# :name: tab-02-summary
+#
+# The selected checkpoint of each model: its validation MAE (years) on the
+# {glue:text}`n_val` validation scans, the epoch it comes from (of the head for RNC), the
+# seconds per epoch of each stage and the checkpoint file; the mean-age predictor (the
+# training mean, {glue:text}`n_train` scans) for comparison.
+# ```

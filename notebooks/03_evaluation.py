@@ -43,6 +43,8 @@ from brainage.study import runs, trust
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.sentences import bias_correction_text, gap_age_correlation, site_accuracy
+from brainage.study.tables import format_number, report_table
 
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
@@ -58,7 +60,16 @@ predictions, trusts = trust.calibrate_run(run, predictions, corrections, feature
                                               level=interval_level, n_bins=interval_bins, seed=seed))
 trust_seconds = time.perf_counter() - start
 predictions.to_csv(run.predictions_csv, index=False)
-predictions.groupby(["model", "split"]).size().unstack()
+counts = predictions.groupby(["split", "model"]).size().unstack("model")
+counts.columns = [c.upper() for c in counts.columns]
+glue("tab_03_counts", report_table(counts, index="split"), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_counts
+# :name: tab-03-counts
+#
+# Number of scans each model predicted, by split (validation, test and patients).
+# ```
 
 # %% [markdown]
 # ## Test-set accuracy
@@ -72,23 +83,45 @@ results = evaluation.evaluate_predictions(predictions, train_ages=train_ages,
 run.metrics_json.write_text(json.dumps(results, indent=2))
 
 rows = []
+statistics = ("mae", "rmse", "r2", "pearson_r")
 for name, kinds in results["models"].items():
     for kind, m in kinds.items():
-        if "omitted" in m:
-            rows.append({"model": name.upper(), "gap": kind, "mae": f"omitted: {m['omitted']}"})
-            continue
-        rows.append({"model": name.upper(), "gap": kind,
-                     **{f"{k}": f"{m[k]['value']:.2f} [{m[k]['ci_low']:.2f}, {m[k]['ci_high']:.2f}]"
-                        for k in ("mae", "rmse", "r2", "pearson_r")}})
+        row = {"model": name.upper(), "predicted age": kind, "note": m.get("omitted", "")}
+        for k in statistics:
+            value = m.get(k, {})
+            row.update({k: value.get("value", float("nan")), f"{k}_low": value.get("ci_low"),
+                        f"{k}_high": value.get("ci_high")})
+        rows.append(row)
 table = pd.DataFrame(rows)
 floors = pd.DataFrame([{"reference": "mean-age predictor (training mean)",
-                        "MAE (years)": round(results["baselines"]["mean_age_mae"], 2)}])
+                        "mae": results["baselines"]["mean_age_mae"]}])
 if "irreducible_mae" in results["baselines"]:
     floors.loc[len(floors)] = {"reference": "irreducible error (true biological age as prediction)",
-                               "MAE (years)": round(results["baselines"]["irreducible_mae"], 2)}
-display(Markdown(f"Test set: {results['n_test']} healthy controls. Value [95% bootstrap CI]."))
-display(table)
-floors
+                               "mae": results["baselines"]["irreducible_mae"]}
+glue("tab_03_accuracy", report_table(
+    table, intervals={k: (f"{k}_low", f"{k}_high") for k in statistics},
+    labels={"note": "why omitted"}), display=False)
+glue("tab_03_baselines", report_table(floors), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_accuracy
+# :name: tab-03-accuracy
+#
+# Accuracy on the {glue:text}`n_test` healthy test subjects: mean absolute error (MAE) and root
+# mean squared error (RMSE) in years, $R^2$ and Pearson's $r$ of predicted against
+# chronological age, each as value [95% bootstrap CI], for the raw and the bias-corrected
+# prediction.
+# ```
+#
+# ```{glue:figure} tab_03_baselines
+# :name: tab-03-baselines
+#
+# Reference errors on the same {glue:text}`n_test` test subjects (MAE, years): predicting the
+# training mean for everyone, and, on simulated data, predicting each subject's true
+# biological age (the error no model can beat).
+# ```
+
+# %%
 
 # %%
 rnc_m, l1_m = results["models"]["rnc"]["raw"], results["models"]["l1"]["raw"]
@@ -126,10 +159,34 @@ glue("comparison_verdict", verdict, display=False)
 display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
 
 # %% [markdown]
-# ## Predicted against chronological age
+# ## Accuracy by site
+#
+# The sites differ in contrast, bias field, noise and resolution, so the error may differ
+# between them.
 
 # %%
 test = predictions[predictions["split"] == "test"]
+sites = site_accuracy(test, n_boot=n_boot, seed=seed).assign(model=lambda t: t["model"].str.upper())
+sites.to_csv(run.path / "site_accuracy.csv", index=False)
+glue("tab_03_site_mae", report_table(sites, intervals={"mae": ("ci_low", "ci_high")},
+                                     labels={"mae": "MAE (years) [95% CI]"}), display=False)
+for name, rows in sites.groupby("model"):
+    glue(f"site_mae_{name.lower()}", "; ".join(
+        f"{r.site} {format_number(r.mae)} years (n = {r.n})" for r in rows.itertuples()),
+        display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_site_mae
+# :name: tab-03-site-mae
+#
+# Test MAE (years) of each model at each site, [95% bootstrap CI] (none for a site with a
+# single test scan); n is the number of test scans at the site.
+# ```
+
+# %% [markdown]
+# ## Predicted against chronological age
+
+# %%
 fig = px.scatter(test, x="age", y="predicted", color="model", facet_col="model",
                  hover_name="participant_id", title="Test set: predicted against chronological age",
                  labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
@@ -155,6 +212,27 @@ show(px.bar(by_bin, x="age_bin", y="mae", color="model", barmode="group", hover_
 # The correction is fitted on the validation split; a good correction leaves the test gap flat
 # against age. The Bland-Altman view plots the gap against the mean of predicted and
 # chronological age, with the mean gap and its 95% limits of agreement.
+
+# %%
+correlation = gap_age_correlation(test).assign(model=lambda t: t["model"].str.upper())
+glue("tab_03_gap_age", report_table(correlation, intervals={"r": ("ci_low", "ci_high")},
+                                    labels={"r": "Pearson r [95% CI]", "gap": "gap"}),
+     display=False)
+for r in correlation.itertuples():
+    glue(f"gap_age_r_{r.model.lower()}_{'raw' if r.gap == 'raw' else 'corrected'}",
+         f"r = {format_number(r.r, 2)}", display=False)
+for name, correction in corrections.items():
+    glue(f"bias_formula_{name}", bias_correction_text(correction.to_dict()), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_gap_age
+# :name: tab-03-gap-age
+#
+# Pearson correlation of the brain-age gap (predicted minus chronological age, years) with
+# chronological age on the {glue:text}`n_test` test subjects, before and after the age-bias
+# correction fitted on the validation split, [95% Fisher-z CI] and p. A gap that regresses to
+# the mean correlates negatively with age; a correction that works leaves r near 0.
+# ```
 
 # %%
 long = pd.concat([test.assign(kind="raw gap", value=test["gap"]),
@@ -190,17 +268,46 @@ report = trust.coverage_report(test, level=interval_level, age_bins=age_bins,
 calibrated = {h: t.calibration.age.n for h, t in trusts.items() if t.calibration is not None}
 display(Markdown(f"Nominal level {interval_level:.0%}; validation scans calibrating each model: "
                  f"{calibrated or 'none (too few for this level)'}."))
-display(pd.concat({"age interval": trust.coverage_text(report["age"]),
-                   "corrected-gap interval (0 covered)": trust.coverage_text(report["gap"]),
-                   **({"age interval, biological age (simulated truth)":
-                       trust.coverage_text(report["biological"])} if "biological" in report else {})},
-                  names=["interval"]).reset_index(level=0))
+coverage = pd.concat({"age interval": trust.coverage_text(report["age"]),
+                     "corrected-gap interval (0 covered)": trust.coverage_text(report["gap"]),
+                     **({"age interval, biological age (simulated truth)":
+                         trust.coverage_text(report["biological"])} if "biological" in report
+                        else {})}, names=["interval"]).reset_index(level=0)
+glue("tab_03_coverage", report_table(coverage), display=False)
+glue("interval_level_pct", f"{interval_level:.0%}", display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_coverage
+# :name: tab-03-coverage
+#
+# Coverage of the {glue:text}`interval_level_pct` conformal intervals on the
+# {glue:text}`n_test` test subjects: the share of intervals holding the true value [exact
+# Clopper-Pearson 95% CI], how many of n, the mean width in years, and whether the CI holds the
+# nominal level.
+# ```
 
 # %%
-display(Markdown("**By age bin** (the categories are bins of the predicted age, so coverage "
-                 "within bins of the true age is not guaranteed) **and by site:**"))
-display(trust.coverage_text(report["by_age_bin"]))
-trust.coverage_text(report["by_site"])
+glue("tab_03_coverage_age", report_table(trust.coverage_text(report["by_age_bin"]),
+                                         labels={"age_bin": "age bin (years)"}), display=False)
+glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"])), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_coverage_age
+# :name: tab-03-coverage-age
+#
+# Coverage of the age intervals by bin of chronological age (years), on the test subjects; the
+# intervals' categories are bins of the *predicted* age, so coverage within bins of the true age
+# is not guaranteed. Columns as in {numref}`tab-03-coverage`.
+# ```
+#
+# ```{glue:figure} tab_03_coverage_site
+# :name: tab-03-coverage-site
+#
+# Coverage of the age intervals by site, on the test subjects. Columns as in
+# {numref}`tab-03-coverage`.
+# ```
+
+# %%
 
 # %%
 bars = test.assign(plus=test["age_upper"] - test["predicted"],
@@ -227,11 +334,34 @@ show(fig)
 
 # %%
 rates = uncertainty.flag_rates(predictions[predictions["split"].isin(["val", "test"])])
-display(rates.round(3))
+glue("tab_03_flag_rates", report_table(rates.assign(model=rates["model"].str.upper()),
+                                       intervals={"rate": ("ci_low", "ci_high")},
+                                       labels={"flagged": "flagged", "rate": "rate [95% CI]"}),
+     display=False)
 volume = run.volumes(run.rows("test").head(1))[0]  # (D, H, W)
 broken = trust.score_volumes(models, trusts, trust.broken_versions(volume, seed=seed))
-broken.round({"predicted": 1, "ood_score": 2}).pivot(index="volume", columns="model",
-                                                    values=["predicted", "ood_score", "ood"])
+broken_wide = broken.pivot(index="volume", columns="model", values=["predicted", "ood_score", "ood"])
+broken_wide.columns = [f"{model.upper()} {label}" for label, model in broken_wide.columns]
+glue("tab_03_broken", report_table(broken_wide, index="volume", labels={
+    **{f"{m} predicted": f"{m} predicted age (years)" for m in ("RNC", "L1")},
+    **{f"{m} ood_score": f"{m} OOD score" for m in ("RNC", "L1")},
+    **{f"{m} ood": f"{m} flagged" for m in ("RNC", "L1")}}), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_flag_rates
+# :name: tab-03-flag-rates
+#
+# Share of scans flagged out-of-distribution (OOD score above 1) by model and split, with its
+# exact 95% CI; n scans per row. The validation split set the threshold, so its rate is the
+# nominal one by construction; the test split checks it.
+# ```
+#
+# ```{glue:figure} tab_03_broken
+# :name: tab-03-broken
+#
+# Predicted age (years), OOD score (no unit; above 1 is flagged) and flag of the first test scan
+# and of three broken versions of it.
+# ```
 
 # %%
 summary = trust.summary(report, rates, trusts, seconds=trust_seconds)
@@ -259,7 +389,11 @@ if (predictions["split"] == "external_test").any():
     n_sites_train = cohort.loc[cohort["split"] == "train", "site"].nunique()
     display(Markdown(f"Chance level of the site accuracy: 1/{n_sites_train} = "
                      f"{1 / n_sites_train:.3f} ({n_sites_train} training sites)."))
-    display(benchmark.round(3))
+    glue("tab_03_benchmark", report_table(benchmark), display=False)
+    display(Markdown("```{glue:figure} tab_03_benchmark\n:name: tab-03-benchmark\n\nThe "
+                     "OpenBHB benchmark's measures per model: MAE (years) on the internal and "
+                     "external test sets, the balanced site accuracy and the challenge score."
+                     "\n```"))
     for row in benchmark.itertuples():
         glue(f"{row.metric}_{row.model}", f"{row.value:.2f}", display=False)
 else:

@@ -54,6 +54,7 @@ from brainage.study import runs
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.tables import report_table
 
 run = RunFolder(resolve_path(run_dir))
 reference = run.reference_image()
@@ -108,8 +109,19 @@ for name, model in models.items():
 checks = pd.concat(tables, ignore_index=True).merge(
     run.cohort()[["participant_id", "age", "group"]], on="participant_id")
 checks.to_csv(run.saliency / "attribution_checks.csv", index=False)
-timing = pd.DataFrame({"step": list(seconds), "seconds": [round(v, 1) for v in seconds.values()]})
-display(timing)
+timing = pd.DataFrame({"step": list(seconds), "seconds": list(seconds.values())})
+glue("tab_04_timing", report_table(timing, labels={"seconds": "wall time (s)"}, digits=2),
+     display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_timing
+# :name: tab-04-timing
+#
+# Wall time (seconds) of each step of this notebook: training the permuted-age control and
+# computing the maps of each model for the test subjects and the patients.
+# ```
+
+# %%
 
 # %%
 real = checks[checks["model"] != "permuted"]
@@ -137,9 +149,21 @@ display(Markdown("Median positive share of the attribution (positive over total 
                  "reference's. One 4 mm voxel's sign mixes signal and noise, so the share of "
                  "positive *voxels* stays near half; the positive share of the attribution "
                  "follows the prediction."))
-display(sign_table.groupby(["model", "prediction"])[["positive_share", "positive_fraction"]]
-        .median().mul(100).round(0).rename(columns={"positive_share": "positive share %",
-                                                    "positive_fraction": "positive voxels %"}))
+sign_summary = sign_table.groupby(["model", "prediction"])[["positive_share", "positive_fraction"]]
+glue("tab_04_sign", report_table(
+    sign_summary.median().mul(100).join(sign_summary.size().rename("n")).reset_index()
+    .assign(model=lambda t: t["model"].str.upper()),
+    labels={"positive_share": "positive share (%)", "positive_fraction": "positive voxels (%)",
+            "prediction": "prediction against the reference"}, digits=2), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_sign
+# :name: tab-04-sign
+#
+# Median positive share of the integrated-gradients attribution (positive over total absolute
+# attribution in the brain, %) and median share of positive voxels (%), by model and by how the
+# prediction compares with the reference's; n maps per row (test subjects and patients).
+# ```
 
 # %% [markdown]
 # ## Resolution
@@ -183,10 +207,13 @@ signs["prediction"] = np.select([signs["offset"] < -10, signs["offset"] > 10],
                                 ["> 10 y below reference", "> 10 y above reference"], "within 10 y")
 columns = ["gradram_positive", "gradram_share", "positive_share"]
 summary = signs.groupby(["model", "prediction"])[columns]
-display((summary.median() * 100).round(0).rename(columns={
-    "gradram_positive": "Grad-RAM: positive voxels %",
-    "gradram_share": "Grad-RAM: positive share %",
-    "positive_share": "integrated gradients: positive share %"}))
+glue("tab_04_gradram", report_table(
+    (summary.median() * 100).join(summary.size().rename("n")).reset_index()
+    .assign(model=lambda t: t["model"].str.upper()), labels={
+        "gradram_positive": "Grad-RAM: positive voxels (%)",
+        "gradram_share": "Grad-RAM: positive share (%)",
+        "positive_share": "integrated gradients: positive share (%)",
+        "prediction": "prediction against the reference"}, digits=2), display=False)
 
 
 def median_pct(rows, column, where):
@@ -207,6 +234,17 @@ for name in ("rnc", "l1"):
                    f"{median_pct(rows, 'positive_share', above)}")
 glue("gradram_sign_text", "; ".join(gradram_text), display=False)
 glue("ig_sign_text", "; ".join(ig_text), display=False)
+glue("n_test_maps", len(test), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_gradram
+# :name: tab-04-gradram
+#
+# Grad-RAM's sign against integrated gradients' on the {glue:text}`n_test_maps` test subjects:
+# median share of brain voxels where the Grad-RAM map is positive, Grad-RAM's positive share of
+# its absolute values, and integrated gradients' positive share (all %), by how the prediction
+# compares with the reference's; n subjects per row.
+# ```
 
 # %% [markdown]
 # ## Group maps
@@ -251,13 +289,20 @@ if regions is None:
     display(Markdown("No regions: the dataset is not simulated and the manifest names no atlas, "
                      "so the region table is skipped."))
     glue("region_ratio_text", "n/a", display=False)
+    none = report_table(pd.DataFrame({"regions": ["none: no region labels for this dataset"]}))
+    glue("tab_04_region_share", none, display=False)
+    glue("tab_04_region_ratio", none, display=False)
+    glue("region_source", "no atlas", display=False)
 else:
     labels, names, source = regions
     table = pd.concat([saliency.region_summary(magnitude[name], labels, names)
                        .assign(model=name.upper()) for name in magnitude], ignore_index=True)
     table.to_csv(run.saliency / "regions.csv", index=False)
-    display(Markdown(f"Share of the mean |attribution| per region of {source}:"))
-    display(table.pivot(index="region", columns="model", values="share_abs").round(4))
+    glue("region_source", source, display=False)
+    glue("tab_04_region_share", report_table(
+        table.pivot(index="region", columns="model", values="share_abs").mul(100),
+        index="region", labels={m: f"{m} (%)" for m in table["model"].unique()}, digits=2),
+        display=False)
     show(px.bar(table, x="region", y="mean_abs", color="model", barmode="group",
                 title="Mean |attribution| per region (test subjects)",
                 labels={"mean_abs": "mean |attribution| (scaled)"}))
@@ -266,12 +311,31 @@ else:
         shares = table.pivot(index="region", columns="model", values="share_abs")
         ratio = shares[["RNC", "L1"]].div(shares["PERMUTED"], axis=0).dropna()
         top = ratio.min(axis=1).sort_values(ascending=False).head(3).index
-        display(Markdown("Each region's share of the mean |attribution| over the permuted-age "
-                         "control's share (descriptive, no test):"))
-        display(ratio.round(2).sort_values("RNC", ascending=False))
+        glue("tab_04_region_ratio", report_table(ratio.sort_values("RNC", ascending=False),
+                                                 index="region", digits=2), display=False)
         region_text = "; ".join(f"{region.replace('_', ' ')} {ratio.loc[region, 'RNC']:.1f} and "
                                 f"{ratio.loc[region, 'L1']:.1f} times" for region in top)
     glue("region_ratio_text", region_text, display=False)
+    if "permuted" not in magnitude:
+        glue("tab_04_region_ratio", report_table(pd.DataFrame(
+            {"regions": ["no permuted-age control in this run"]})), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_region_share
+# :name: tab-04-region-share
+#
+# Each region's share (%) of the mean |attribution| of the {glue:text}`n_test_maps` test
+# subjects' maps, per model and for the permuted-age control; regions of
+# {glue:text}`region_source`.
+# ```
+#
+# ```{glue:figure} tab_04_region_ratio
+# :name: tab-04-region-ratio
+#
+# Each region's share of the mean |attribution| ({numref}`tab-04-region-share`) over the
+# permuted-age control's share (a ratio, no unit; above 1: more than the control). Descriptive,
+# no test.
+# ```
 
 # %% [markdown]
 # ## Do the maps find where ageing was simulated?
@@ -288,6 +352,8 @@ if truth_dir is None:
     display(Markdown("Not a simulated cohort: there is no ground truth of where ageing acts."))
     glue("truth_coverage", "n/a", display=False)
     glue("truth_threshold", "n/a", display=False)
+    glue("tab_04_enrichment", report_table(pd.DataFrame(
+        {"test": ["not run: no simulated ground truth"]})), display=False)
 else:
     tissue = runs.tissue_labels(reference)
     ageing, brain = runs.effect_mask(run, reference, "ageing", truth_threshold)
@@ -314,7 +380,19 @@ else:
     enrichment.to_csv(run.saliency / "enrichment.csv", index=False)
     display(Markdown(f"Ageing mask: {int(ageing.sum())} of {int(brain.sum())} brain voxels "
                      f"({100 * ageing.sum() / brain.sum():.0f} %); {len(test)} test subjects."))
-    display(enrichment.round(3))
+    glue("tab_04_enrichment", report_table(enrichment, labels={
+        "p (vs permuted)": "p (one-sided, vs permuted)"}, p_columns=["p (vs permuted)"]),
+        display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_enrichment
+# :name: tab-04-enrichment
+#
+# Do the maps find the simulated ageing regions? AUC (no unit; 0.5: no preference) of
+# |attribution| in the ageing mask against same-tissue voxels outside it: of the group map, and
+# the median over the {glue:text}`n_test_maps` test subjects, beside the permuted-age
+# control's median, with the one-sided Wilcoxon signed-rank p.
+# ```
 
 # %% [markdown]
 # ## Do the patients' maps find where AD and PD were simulated?
@@ -329,6 +407,7 @@ else:
 # %%
 if truth_dir is None or not has_patients:
     display(Markdown("No simulated patients: the disease effect maps cannot be tested."))
+    disease = pd.DataFrame()
 else:
     masks = {process: runs.effect_mask(run, reference, process, disease_threshold)[0]
              for process in ("ad", "pd")}
@@ -366,7 +445,17 @@ else:
     disease.to_csv(run.saliency / "disease_enrichment.csv", index=False)
     for process, mask in masks.items():
         glue(f"{process}_mask_voxels", int(mask.sum()), display=False)
-    display(disease.round(3))
+glue("tab_04_disease", report_table(disease if not disease.empty else pd.DataFrame(
+    {"comparison": ["none: too few patients or age-matched test controls"]})), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_disease
+# :name: tab-04-disease
+#
+# Do the patients' maps find the simulated disease regions? Median AUC (no unit) of the signed
+# attribution in each disease mask against same-tissue voxels, patients against the test
+# controls within the patients' age range (one-sided Mann-Whitney p); n subjects per group.
+# ```
 
 # %%
 # One sentence for the Discussion, from whatever this dataset allowed.
@@ -384,7 +473,7 @@ if truth_dir is not None:
         ageing_text += (f", {verdict} the permuted-age control's {np.median(auc['permuted']):.2f} "
                         f"(one-sided paired p = {p_values[0]:.2g} and {p_values[1]:.2g})")
     parts.append(ageing_text)
-if truth_dir is not None and has_patients and not disease.empty:
+if truth_dir is not None and not disease.empty:
     own = disease[disease["patients"] == disease["mask"]]
     n_significant = int((own["p"] < 0.05).sum())
     parts.append(f"in their own disease's regions, the patients' signed attribution exceeded "

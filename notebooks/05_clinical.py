@@ -24,6 +24,8 @@ seed = 0
 n_boot = 2000
 
 # %%
+import json
+
 import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
@@ -34,6 +36,8 @@ from brainage.study import runs
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.sentences import closing_sentence, fdr_sentence, group_effect_sentence
+from brainage.study.tables import report_table
 
 run = RunFolder(resolve_path(run_dir))
 scores = [s for scores in clinical.SCORES_BY_GROUP.values() for s in scores]
@@ -47,8 +51,18 @@ if truth is not None:
 results = clinical.clinical_summary(predictions, truth=truth_values, seed=seed, settings=settings)
 results.to_json(run.clinical_json)
 subjects = analysed.drop_duplicates("participant_id")
-display(Markdown("Subjects analysed, by group and site:"))
-pd.crosstab(subjects["group"], subjects["site"].fillna("n/a"), margins=True)
+glue("n_analysed", len(subjects), display=False)
+glue("tab_05_subjects", report_table(
+    pd.crosstab(subjects["group"], subjects["site"].fillna("not recorded"), margins=True,
+                margins_name="all"), index="group"), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_subjects
+# :name: tab-05-subjects
+#
+# The {glue:text}`n_analysed` subjects of the clinical analysis (test controls and patients),
+# by group and site.
+# ```
 
 # %% [markdown]
 # ## The gap by group
@@ -60,13 +74,53 @@ show(px.violin(analysed, x="group", y="corrected_gap", color="model", box=True, 
                labels={"corrected_gap": "corrected gap (years)"}))
 
 # %%
-display(results.group_stats.round(2))
-display(results.ancova.round(4))
-display(Markdown("Pairwise contrasts: adjusted difference (years) and adjusted Hedges' g "
-                 "(covariates as in the ANCOVA), beside the unadjusted g."))
-results.posthoc[["model", "contrast", "n_a", "n_b", "mean_diff", "adj_diff", "adj_ci_low",
-                 "adj_ci_high", "adj_g", "adj_g_ci_low", "adj_g_ci_high", "hedges_g", "p",
-                 "p_fdr", "covariates", "note"]].round(3)
+upper = {"model": lambda t: t["model"].str.upper()}
+glue("tab_05_group_stats", report_table(
+    results.group_stats.assign(**upper), drop=["estimable"],
+    intervals={"mean": ("ci_low", "ci_high")},
+    labels={"mean": "mean gap (years) [95% CI]", "sd": "SD (years)",
+            "age_mean": "mean age (years)", "n_female": "women"}), display=False)
+glue("tab_05_ancova", report_table(
+    results.ancova.assign(**upper), drop=["estimable", "groups", "SS"],
+    labels={"DF": "df", "df_resid": "residual df", "np2": "partial η²"}), display=False)
+posthoc = results.posthoc.assign(**upper)
+glue("tab_05_posthoc", report_table(
+    posthoc[[c for c in ("model", "contrast", "n_a", "n_b", "mean_diff", "adj_diff", "adj_ci_low",
+                         "adj_ci_high", "adj_g", "adj_g_ci_low", "adj_g_ci_high", "hedges_g", "p",
+                         "p_fdr", "note") if c in posthoc.columns]],
+    intervals={"adj_diff": ("adj_ci_low", "adj_ci_high"), "adj_g": ("adj_g_ci_low", "adj_g_ci_high")},
+    labels={"n_a": "n (first)", "n_b": "n (second)", "mean_diff": "difference (years)",
+            "adj_diff": "adjusted difference (years) [95% CI]",
+            "adj_g": "adjusted Hedges' g [95% CI]", "hedges_g": "unadjusted Hedges' g"}),
+    display=False)
+covariates = sorted({c.split("_")[0] for cs in results.posthoc.get("covariates", pd.Series(dtype=str))
+                     .dropna() for c in str(cs).split(",") if c})
+glue("covariates_text", ", ".join(covariates) if covariates else "none", display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_group_stats
+# :name: tab-05-group-stats
+#
+# The bias-corrected brain-age gap (years) by model and group: n, mean [95% bootstrap CI], SD,
+# mean chronological age (years) and number of women.
+# ```
+#
+# ```{glue:figure} tab_05_ancova
+# :name: tab-05-ancova
+#
+# ANCOVA of the corrected gap on group with the covariates ({glue:text}`n_analysed` subjects):
+# F, its degrees of freedom, p, p after Benjamini-Hochberg correction over the clinical family
+# (group effects only), and partial η².
+# ```
+#
+# ```{glue:figure} tab_05_posthoc
+# :name: tab-05-posthoc
+#
+# Pairwise contrasts of the corrected gap: the raw difference of the group means (years), the
+# covariate-adjusted difference (years) and adjusted Hedges' g [95% CI], the unadjusted g, p
+# and FDR-corrected p; n subjects in the first and second group. Covariates:
+# {glue:text}`covariates_text`.
+# ```
 
 # %% [markdown]
 # ## The gap and disease severity
@@ -81,14 +135,27 @@ for group, group_scores in clinical.SCORES_BY_GROUP.items():
             continue
         stats = results.correlations.query("group == @group and score == @score")
         title = ", ".join(
-            f"{r.model.upper()}: rho {r.rho:.2f}, p {r.p:.3g} (n {r.n})" if r.estimable
+            f"{r.model.upper()}: rho {r.rho:.2f}, uncorrected p {r.p:.3g} (n {r.n})" if r.estimable
             else f"{r.model.upper()}: not estimable (n {r.n})" for r in stats.itertuples())
         show(px.scatter(data, x=score, y="corrected_gap", color="model", trendline="ols",
                         hover_name="participant_id", title=f"{group}: gap against {score}<br><sup>{title}</sup>",
                         labels={"corrected_gap": "corrected gap (years)"}))
 
 # %%
-results.correlations.round(4)
+correlations = results.correlations.assign(**upper)
+glue("tab_05_correlations", report_table(
+    correlations, drop=["estimable", "expected_sign"], intervals={"rho": ("ci_low", "ci_high")},
+    labels={"rho": "partial Spearman ρ [95% CI]", "n_missing": "n without the score"}),
+    display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_correlations
+# :name: tab-05-correlations
+#
+# Partial Spearman correlation of the corrected gap with each clinical score within the patient
+# group (controlling the covariates), [95% bootstrap CI], p and FDR-corrected p; n patients with
+# the score.
+# ```
 
 # %% [markdown]
 # ## Which model's gap tracks severity better?
@@ -97,7 +164,21 @@ results.correlations.round(4)
 # so that a positive value means RNC tracks severity more strongly, with a paired bootstrap CI.
 
 # %%
-results.model_comparison.round(3)
+glue("tab_05_model_comparison", report_table(
+    results.model_comparison.assign(model_a=lambda t: t["model_a"].str.upper(),
+                                    model_b=lambda t: t["model_b"].str.upper()),
+    drop=["estimable", "expected_sign", "n_boot_valid"], intervals={"diff": ("ci_low", "ci_high")},
+    labels={"rho_a": "ρ (first)", "rho_b": "ρ (second)", "diff": "difference [95% CI]",
+            "model_a": "first", "model_b": "second"}), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_model_comparison
+# :name: tab-05-model-comparison
+#
+# The difference of the two models' partial Spearman correlations with each score on the same
+# n patients (signed so that a positive value means RNC tracks severity more strongly), with a
+# paired bootstrap 95% CI and p.
+# ```
 
 # %%
 if not results.truth_comparison.empty:
@@ -109,7 +190,23 @@ if not results.truth_comparison.empty:
         "on the true gap of the same subjects, with the same covariates: the value a perfect "
         "predictor would reach. A gap measured with error attenuates a correlation a little, so "
         "an interval may fall short of it."))
-    display(results.truth_comparison.round(3))
+glue("tab_05_truth", report_table(
+    results.truth_comparison.assign(model=lambda t: t["model"].str.upper())
+    if not results.truth_comparison.empty
+    else pd.DataFrame({"comparison": ["none: not a simulated cohort"]}),
+    intervals={"estimate": ("ci_low", "ci_high")} if not results.truth_comparison.empty else None,
+    labels={"estimate": "estimate [95% CI]", "truth": "truth", "truth_global":
+            "truth without regional losses", "error": "estimate − truth", "covered":
+            "CI covers the truth"}), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_truth
+# :name: tab-05-truth
+#
+# Each clinical estimate beside the same statistic computed on the subjects' true gap: group
+# mean gaps in years, score correlations as ρ; the estimate's 95% CI and whether it covers the
+# truth.
+# ```
 
 # %% [markdown]
 # ## Individual evidence: gap intervals above 0
@@ -132,10 +229,29 @@ for model in ("rnc", "l1"):
         row = shares.loc[(model, group)] if (model, group) in shares.index else None
         glue(f"evidence_{group.lower()}_{model}", "n/a" if row is None or not row["n"] else
              f"{row['above']} of {row['n']} ({row['share']:.0%})", display=False)
-evidence.round(3)
+glue("tab_05_evidence", report_table(evidence.assign(model=lambda t: t["model"].str.upper()),
+                                     intervals={"share": ("ci_low", "ci_high")},
+                                     labels={"above": "interval above 0",
+                                             "share": "share [95% CI]"}), display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_05_evidence
+# :name: tab-05-evidence
+#
+# Scans whose corrected-gap interval lies entirely above 0, by model and group: how many of n,
+# and the share with its exact 95% CI. Among controls these are false positives.
+# ```
+
+# %%
 
 # %%
 glue("clinical_sentence", clinical.summary_sentence(results, "rnc"), display=False)
+glue("group_effect_sentence", group_effect_sentence(results, "rnc"), display=False)
+glue("group_effect_sentence_l1", group_effect_sentence(results, "l1"), display=False)
+glue("fdr_sentence", fdr_sentence(results, "rnc"), display=False)
+glue("fdr_sentence_l1", fdr_sentence(results, "l1"), display=False)
+comparison = json.loads(run.metrics_json.read_text())["comparison"]
+glue("closing_sentence", closing_sentence(comparison, results, "rnc"), display=False)
 table = results.truth_comparison
 for quantity in ("mean_gap", "score_correlation"):
     rows = table[(table["quantity"] == quantity) & table["covered"].notna()]

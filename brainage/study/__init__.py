@@ -74,9 +74,21 @@ _EXPORTS = {
     "run_site_balanced_accuracy": "runs",
     "tissue_labels": "runs",
     "LABELS": "tables",
+    "format_interval": "tables",
     "format_number": "tables",
     "format_p": "tables",
     "report_table": "tables",
+    "alignment_by_site": "sentences",
+    "alignment_sentence": "sentences",
+    "augmentation_text": "sentences",
+    "bias_correction_text": "sentences",
+    "closing_sentence": "sentences",
+    "eta_squared": "sentences",
+    "fdr_sentence": "sentences",
+    "gap_age_correlation": "sentences",
+    "group_effect_sentence": "sentences",
+    "schedule_text": "sentences",
+    "site_accuracy": "sentences",
     "CONFORMAL_FILE": "trust",
     "CONFORMAL_FORMAT": "trust",
     "DOMAIN_SCHEMA": "trust",
@@ -111,7 +123,7 @@ _EXPORTS = {
 }
 _MODULES = (
     "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "runs",
-    "tables", "trust",
+    "sentences", "tables", "trust",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

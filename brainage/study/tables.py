@@ -10,6 +10,7 @@ HTML table with its caption; the book's stylesheet wraps it to the content colum
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from collections.abc import Iterable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LABELS", "format_number", "format_p", "report_table"]
+__all__ = ["LABELS", "format_interval", "format_number", "format_p", "report_table"]
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
@@ -99,48 +100,146 @@ def format_p(value: Any) -> str:
     return "< 0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def _formatter(column: str, digits: int, p_columns: frozenset[str]) -> Any:
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _formatter(column: str, digits: int, p_columns: frozenset[str], text: bool = False) -> Any:
     if column in p_columns:
         return format_p
+    if text:  # a missing label (no score for a group-mean row) is "not applicable", not NaN
+        return lambda value: "–" if _is_missing(value) else format_number(value, digits)
     return lambda value: format_number(value, digits)
+
+
+def format_interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
+    """``value [low, high]`` with :func:`format_number`; a missing value: not estimable.
+
+    Examples
+    --------
+    >>> format_interval(4.4213, 3.912, 5.01)
+    '4.42 [3.91, 5.01]'
+    """
+    text = format_number(value, digits)
+    if text == _NOT_ESTIMABLE:
+        return text
+    bounds = [format_number(b, digits) for b in (low, high)]
+    if _NOT_ESTIMABLE in bounds:
+        return text
+    return f"{text} [{bounds[0]}, {bounds[1]}]"
+
+
+def _is_empty(series: pd.Series) -> bool:
+    """A column with nothing to show: every value missing or an empty string."""
+    return bool(series.map(lambda v: _is_missing(v) or (isinstance(v, str) and not v.strip()))
+                .all())
+
+
+def _merge_intervals(table: pd.DataFrame, intervals: Mapping[str, tuple[str, str]],
+                     digits: int) -> pd.DataFrame:
+    for column, (low, high) in intervals.items():
+        missing = [c for c in (column, low, high) if c not in table.columns]
+        if missing:
+            raise ValueError(f"intervals: column(s) {missing} not in the table; columns: "
+                             f"{list(table.columns)}")
+        table[column] = [format_interval(v, lo, hi, digits)
+                         for v, lo, hi in zip(table[column], table[low], table[high])]
+        table = table.drop(columns=[low, high])
+    return table
+
+
+def _p_beside_fdr(columns: list[str], p_columns: frozenset[str]) -> list[str]:
+    """Move an FDR-corrected ``p_fdr`` column right after the raw p-value it corrects."""
+    if "p_fdr" not in columns:
+        return columns
+    raw = [c for c in columns if c in p_columns and c != "p_fdr"]
+    if not raw:
+        return columns
+    ordered = [c for c in columns if c != "p_fdr"]
+    ordered.insert(ordered.index(raw[0]) + 1, "p_fdr")
+    return ordered
 
 
 def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None,
                  drop: Iterable[str] = (), caption: str | None = None, digits: int = 3,
-                 p_columns: Iterable[str] = P_COLUMNS) -> Any:
+                 p_columns: Iterable[str] = P_COLUMNS,
+                 intervals: Mapping[str, tuple[str, str]] | None = None,
+                 paths: Iterable[str] = (), drop_empty: bool = True,
+                 index: bool | str = False) -> Any:
     """A results table for the book: labelled, rounded, without index, NaN as not estimable.
 
     Parameters
     ----------
     frame : pandas.DataFrame
-        The table; its index is dropped (move what matters into a column first).
+        The table; its index is dropped unless ``index`` is set (move what matters into a
+        column first). Hierarchical column labels are joined with a space.
     labels : mapping of str to str, optional
         Column labels that override or extend :data:`LABELS`; other columns keep their name,
         with underscores as spaces.
     drop : iterable of str, default=()
-        Columns left out (e.g. an all-empty ``note``); absent names are ignored.
+        Columns left out (e.g. a constant ``covariates``); absent names are ignored.
     caption : str, optional
-        The table's caption (what is shown, n, units).
+        A caption inside the HTML table. The book's tables get theirs from the page instead
+        (``{glue:figure}`` with ``:name: tab-...``), which numbers them; leave this out there.
     digits : int, default=3
         Significant digits of the numbers.
     p_columns : iterable of str, default=P_COLUMNS
-        Columns holding p-values.
+        Columns holding p-values. An FDR-corrected ``p_fdr`` column is moved beside the first
+        raw one.
+    intervals : mapping of str to (str, str), optional
+        ``{value_column: (low_column, high_column)}``: each value is shown as ``value [low,
+        high]`` in one column (narrower than three), the bound columns are dropped.
+    paths : iterable of str, default=()
+        Columns holding file paths, shown relative to the project
+        (:func:`brainage.study.profiles.display_path`).
+    drop_empty : bool, default=True
+        Leave out columns in which every value is missing or an empty string (an unused
+        ``note``).
+    index : bool or str, default=False
+        Keep the index as the first column (its name, or this string, as the label).
 
     Returns
     -------
     pandas.io.formats.style.Styler
     """
+    from brainage.study.profiles import display_path
+
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
     names = {**LABELS, **(labels or {})}
-    keep = [c for c in frame.columns if c not in set(drop)]
-    table = frame[keep].reset_index(drop=True)
+    table = frame.copy()
+    if isinstance(table.columns, pd.MultiIndex):
+        table.columns = [" ".join(str(p) for p in parts if str(p)) for parts in table.columns]
+    if index is not False:
+        label = index if isinstance(index, str) else (table.index.name or "")
+        table = table.reset_index(names=[label] if table.index.nlevels == 1 else None)
+    table = table.reset_index(drop=True)
+    table.columns = [str(c) for c in table.columns]
+    table = table[[c for c in table.columns if c not in set(drop)]]
+    if drop_empty:
+        table = table[[c for c in table.columns if not _is_empty(table[c])]]
+    for column in paths:
+        if column in table.columns:
+            table[column] = table[column].map(lambda p: display_path(p) if isinstance(p, str) and p
+                                              else p)
+    table = _merge_intervals(table, intervals or {}, digits)
+    intervals_done = set(intervals or {})
     pcols = frozenset(p_columns)
-    formats = {column: _formatter(str(column), digits, pcols) for column in table.columns}
-    renamed = {c: names.get(str(c), str(c).replace("_", " ")) for c in table.columns}
+    table = table[_p_beside_fdr(list(table.columns), pcols)]
+    numeric, boolean = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
+    is_text = {c: not numeric(table[c]) or boolean(table[c]) for c in table.columns}
+    formats = {c: _formatter(c, digits, pcols, is_text[c] and c not in intervals_done)
+               for c in table.columns}
+    renamed = {c: names.get(c, c.replace("_", " ")) for c in table.columns}
     if len(set(renamed.values())) != len(renamed):
         raise ValueError(f"two columns would get the same label: {renamed}")
+    text = [renamed[c] for c in table.columns if is_text[c]]
     styler = table.rename(columns=renamed).style.format(
         {renamed[c]: f for c, f in formats.items()}).hide(axis="index")
     styler = styler.set_table_attributes('class="brainage-table"')
+    if text:
+        styler = styler.set_properties(subset=text, **{"text-align": "left"})
+    # a uuid from the labels, not a random one: the same table renders to the same HTML
+    digest = hashlib.sha1("|".join(renamed.values()).encode()).hexdigest()[:8]
+    styler = styler.set_uuid(f"t{digest}")
     return styler.set_caption(caption) if caption else styler

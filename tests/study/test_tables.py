@@ -49,3 +49,45 @@ def test_report_table_extra_labels_and_bad_input():
         report_table([1, 2])
     with pytest.raises(ValueError, match="same label"):
         report_table(pd.DataFrame({"p_unc": [0.1], "p": [0.2]}))
+
+
+def test_report_table_merges_intervals_and_puts_fdr_beside_p():
+    frame = pd.DataFrame({"p_fdr": [0.04], "model": ["rnc"], "mae": [4.4213], "ci_low": [3.912],
+                          "ci_high": [5.01], "p": [0.0123], "note": [""], "extra": [None]})
+    styler = report_table(frame, intervals={"mae": ("ci_low", "ci_high")})
+    html = styler.to_html()
+    assert "4.42 [3.91, 5.01]" in html
+    assert list(styler.data.columns) == ["model", "MAE (years)", "p", "p (FDR)"]  # empty ones gone
+    assert "95% CI low" not in html and "note" not in html and "None" not in html
+    with pytest.raises(ValueError, match=r"intervals: column\(s\) \['r2'\] not in the table"):
+        report_table(frame, intervals={"r2": ("ci_low", "ci_high")})
+
+
+def test_report_table_paths_index_multiindex_and_stable_html(tmp_path, monkeypatch):
+    (tmp_path / "data_manifest.yaml").write_text("version: 1\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path)
+    frame = pd.DataFrame({"path": [str(tmp_path / "runs" / "a.nii.gz")], "n": [3]})
+    html = report_table(frame, paths=["path"]).to_html()
+    assert "runs/a.nii.gz" in html and str(tmp_path) not in html
+    wide = pd.DataFrame([[1.23456, 2.0]], index=pd.Index(["siteA"], name="site"),
+                        columns=pd.MultiIndex.from_tuples([("mae", "rnc"), ("mae", "l1")]))
+    styler = report_table(wide, index=True)
+    assert list(styler.data.columns) == ["site", "mae rnc", "mae l1"]
+    assert "siteA" in styler.to_html() and "1.23" in styler.to_html()
+    assert report_table(wide, index=True).to_html() == styler.to_html()  # no random ids
+
+
+def test_format_interval():
+    from brainage.study.tables import format_interval
+
+    assert format_interval(0.5, 0.25, 0.75) == "0.500 [0.250, 0.750]"
+    assert format_interval(float("nan"), 0.1, 0.2) == "not estimable"
+    assert format_interval(0.5, float("nan"), 0.2) == "0.500"
+
+
+def test_missing_label_is_a_dash_and_missing_number_not_estimable():
+    frame = pd.DataFrame({"quantity": ["mean_gap", "score_correlation"], "score": [None, "mmse"],
+                          "estimate": [1.5, float("nan")]})
+    html = report_table(frame).to_html()
+    assert ">–<" in html and "mmse" in html and "not estimable" in html and "None" not in html

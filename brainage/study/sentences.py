@@ -1,0 +1,290 @@
+"""Sentences and small tables of the book computed from a run, so that no number is typed by hand.
+
+The notebooks glue what these functions return; the Markdown pages (Abstract, Methods,
+Discussion) paste it. Each function states a result together with the test it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from brainage.analysis import clinical, metrics
+from brainage.models.augment import AugmentConfig
+from brainage.study.tables import format_number, format_p
+
+__all__ = [
+    "alignment_by_site",
+    "alignment_sentence",
+    "augmentation_text",
+    "bias_correction_text",
+    "closing_sentence",
+    "eta_squared",
+    "fdr_sentence",
+    "gap_age_correlation",
+    "group_effect_sentence",
+    "schedule_text",
+    "site_accuracy",
+]
+
+
+def _p_text(p: float, label: str = "p") -> str:
+    text = format_p(p)
+    return f"{label} {text}" if text.startswith("<") else f"{label} = {text}"
+
+
+def augmentation_text(augment: Mapping[str, Any] | None = None) -> str:
+    """The random augmentations a profile's ``augment`` mapping means (``{}``: the defaults).
+
+    Every transform of :class:`brainage.models.augment.AugmentConfig` is listed with its
+    probability per view and its range, from the configuration itself.
+
+    Examples
+    --------
+    >>> augmentation_text({})[:60]
+    'random affine (p = 0.8; rotations up to 8° about each axis, '
+    """
+    cfg = AugmentConfig(**dict(augment or {}))
+    g = cfg.contrast_gamma
+    parts = [
+        f"random affine (p = {cfg.affine_prob:g}; rotations up to {cfg.rotate_deg:g}° about each "
+        f"axis, scaling by up to ±{100 * cfg.scale:g} %, translations up to "
+        f"{cfg.translate_vox:g} voxels)",
+        f"flip along axis {cfg.flip_axis} "
+        f"({'left-right' if cfg.flip_axis == 0 else 'not left-right'}; p = {cfg.flip_prob:g})",
+        f"smooth multiplicative bias field (p = {cfg.bias_field_prob:g}; degree-3 polynomial, "
+        f"coefficients up to {cfg.bias_field_coeff:g})",
+        f"gamma contrast change (p = {cfg.contrast_prob:g}; γ in [{g[0]:g}, {g[1]:g}])",
+        f"intensity scaling (p = {cfg.intensity_prob:g}; by 1 ± up to {cfg.intensity_scale:g})",
+        f"Gaussian noise (p = {cfg.noise_prob:g}; SD up to {cfg.noise_std:g} of the normalised "
+        f"intensity)",
+    ]
+    changed = sorted(k for k, v in dict(augment or {}).items())
+    source = ("the defaults of `AugmentConfig`" if not changed else
+              f"the defaults of `AugmentConfig` with {', '.join(changed)} set by the profile")
+    return f"{'; '.join(parts)} ({source})"
+
+
+def schedule_text(train_config: Mapping[str, Any]) -> str:
+    """Optimiser and learning-rate schedule of a stage, from a checkpoint's ``train_config``."""
+    cfg = dict(train_config)
+    optimiser = {"adamw": "AdamW", "sgd": "SGD with momentum"}.get(cfg.get("optimizer"),
+                                                                   str(cfg.get("optimizer")))
+    schedule = cfg.get("schedule", "cosine")
+    lr = float(cfg["lr"])
+    text = (f"{optimiser} (weight decay {format_number(cfg.get('weight_decay', 0.0))}) "
+            f"at a learning rate of {format_number(lr)}")
+    if schedule == "cosine":
+        text += (f", annealed by a cosine schedule over the stage's steps to "
+                 f"{format_number(lr * 1e-3)}")
+    else:
+        text += ", constant"
+    text += f"; batches of {cfg.get('batch_size')} scans"
+    if cfg.get("head_epochs"):
+        text += (f"; the RNC head: {cfg['head_epochs']} epochs at "
+                 f"{format_number(float(cfg.get('head_lr', lr)))} on the same schedule")
+    return text
+
+
+def bias_correction_text(correction: Mapping[str, Any]) -> str:
+    """The fitted age-bias correction as a formula with its coefficients.
+
+    ``correction`` is :meth:`brainage.analysis.metrics.AgeBiasCorrection.to_dict` output.
+    """
+    method = correction.get("method")
+    coef = correction.get("coefficients", {})
+    n_fit = correction.get("n_fit", 0)
+    if method == "linear":
+        a, b = float(coef["slope"]), float(coef["intercept"])
+        return (f"ŷ′ = (ŷ − {format_number(b)}) / {format_number(a)}, the inverse of the "
+                f"least-squares line ŷ = {format_number(a)}·age + {format_number(b)} fitted on "
+                f"the {n_fit} validation scans")
+    terms = ", ".join(f"{k} = {format_number(v)}" for k, v in coef.items())
+    return f"the {method} correction ({terms}), fitted on the {n_fit} validation scans"
+
+
+def site_accuracy(test: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0,
+                  column: str = "predicted") -> pd.DataFrame:
+    """Test MAE per model and site with its bootstrap 95% CI.
+
+    Parameters
+    ----------
+    test : DataFrame
+        Test-split predictions with ``model``, ``site``, ``age`` and ``column``.
+    n_boot, seed : int
+        Bootstrap settings (as :func:`brainage.analysis.metrics.regression_metrics`).
+
+    Returns
+    -------
+    DataFrame
+        ``model, site, n, mae, ci_low, ci_high``; a site with fewer than 2 scans has no CI.
+    """
+    missing = {"model", "site", "age", column} - set(test.columns)
+    if missing:
+        raise ValueError(f"test lacks the column(s) {sorted(missing)}")
+    rows = []
+    for (model, site), part in test.groupby(["model", "site"], sort=True):
+        y, p = part["age"].to_numpy(float), part[column].to_numpy(float)
+        row = {"model": model, "site": site, "n": len(part), "mae": float(np.abs(p - y).mean()),
+               "ci_low": math.nan, "ci_high": math.nan}
+        if len(part) >= 2:
+            m = metrics.regression_metrics(y, p, n_boot=n_boot, seed=seed)["mae"]
+            row.update(ci_low=m["ci_low"], ci_high=m["ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "site", "n", "mae", "ci_low", "ci_high"])
+
+
+def _pearson_ci(r: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    if n <= 3 or not math.isfinite(r) or abs(r) >= 1:
+        return math.nan, math.nan
+    z, half = np.arctanh(r), stats.norm.ppf(0.5 + confidence / 2) / math.sqrt(n - 3)
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def gap_age_correlation(test: pd.DataFrame) -> pd.DataFrame:
+    """Pearson correlation of the gap with chronological age, before and after correction.
+
+    A gap that regresses to the mean correlates negatively with age; a good correction leaves
+    it near 0. The CI is Fisher's z interval.
+
+    Returns
+    -------
+    DataFrame
+        ``model, gap, n, r, ci_low, ci_high, p`` for ``gap`` in raw, corrected.
+    """
+    rows = []
+    for model, part in test.groupby("model", sort=True):
+        for kind, column in (("raw", "gap"), ("bias-corrected", "corrected_gap")):
+            data = part[["age", column]].dropna()
+            if len(data) < 3 or data[column].std() == 0:
+                rows.append({"model": model, "gap": kind, "n": len(data), "r": math.nan,
+                             "ci_low": math.nan, "ci_high": math.nan, "p": math.nan})
+                continue
+            r, p = stats.pearsonr(data["age"], data[column])
+            low, high = _pearson_ci(float(r), len(data))
+            rows.append({"model": model, "gap": kind, "n": len(data), "r": float(r),
+                         "ci_low": low, "ci_high": high, "p": float(p)})
+    return pd.DataFrame(rows)
+
+
+def alignment_by_site(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Alignment scores per site: n, how many fall below ``threshold``, median and range."""
+    data = table.dropna(subset=["alignment"])
+    out = data.groupby("site", sort=True)["alignment"].agg(
+        n="size", below=lambda s: int((s < threshold).sum()), median="median", min="min",
+        max="max").reset_index()
+    return out
+
+
+def alignment_sentence(by_site: pd.DataFrame, threshold: float, *, simulated: bool,
+                       eta_squared: float | None = None) -> str:
+    """Why scans score below the alignment threshold, from the per-site scores.
+
+    ``eta_squared`` is the share of the scores' variance between sites. For a simulated cohort
+    every site draws the subjects' pose and anatomy from the same distribution, so a site
+    difference in the score is one of contrast (the site's tissue intensities, bias field and
+    resolution), not of registration.
+    """
+    if by_site.empty:
+        return "No scan has an alignment score."
+    parts = [f"{r.site}: {int(r.below)} of {int(r.n)} below {threshold:g}, median "
+             f"{r.median:.2f}" for r in by_site.itertuples()]
+    text = f"Scans below the alignment threshold by site ({'; '.join(parts)})"
+    if eta_squared is not None:
+        text += f"; the site accounts for {100 * eta_squared:.0f} % of the scores' variance"
+    if simulated:
+        text += (". The simulator places every subject on the template grid with the same "
+                 "distribution of head pose and individual deformation at every site, so the "
+                 "differences between sites are not misregistration: the score is a "
+                 "correlation with the template's T1 contrast, and the sites differ in tissue "
+                 "intensities, bias field and resolution. A low score of a scan delivered in "
+                 "template space is therefore a warning to look at its overlay, not an error")
+    return text + "."
+
+
+def eta_squared(values: pd.Series, groups: pd.Series) -> float:
+    """Share of the variance of ``values`` between ``groups`` (one-way ANOVA η²)."""
+    data = pd.DataFrame({"v": values, "g": groups}).dropna()
+    total = float(((data["v"] - data["v"].mean()) ** 2).sum())
+    if total == 0:
+        return math.nan
+    means = data.groupby("g")["v"].transform("mean")
+    return float(((means - data["v"].mean()) ** 2).sum() / total)
+
+
+def group_effect_sentence(results: clinical.ClinicalResults, model: str = "rnc") -> str:
+    """The ANCOVA group effect (F, FDR p) and the patients' adjusted Hedges' g with CI."""
+    ancova = results.ancova
+    row = ancova[(ancova["model"] == model) & (ancova["source"] == "group")]
+    if row.empty or not bool(row["estimable"].iloc[0]):
+        return f"the {model.upper()} gap's group effect was not estimable"
+    r = row.iloc[0]
+    text = (f"the ANCOVA of the {model.upper()} gap found a group effect of "
+            f"F({int(r['DF'])}, {int(r['df_resid'])}) = {format_number(r['F'])} "
+            f"({_p_text(r['p_fdr'], 'p_FDR')})")
+    contrasts = []
+    for group in clinical.SCORES_BY_GROUP:
+        ph = results.posthoc[(results.posthoc["model"] == model)
+                             & (results.posthoc["contrast"] == f"{group} vs HC")]
+        if ph.empty or not bool(ph["estimable"].iloc[0]):
+            continue
+        c = ph.iloc[0]
+        contrasts.append(f"{group} against controls adjusted Hedges' g "
+                         f"{format_number(c['adj_g'], 2)} (95% CI "
+                         f"{format_number(c['adj_g_ci_low'], 2)} to "
+                         f"{format_number(c['adj_g_ci_high'], 2)}; "
+                         f"{_p_text(c['p_fdr'], 'p_FDR')})")
+    if contrasts:
+        text += "; " + " and ".join(contrasts)
+    return text
+
+
+def fdr_sentence(results: clinical.ClinicalResults, model: str = "rnc",
+                 alpha: float = 0.05) -> str:
+    """Which score correlations of the gap survive FDR correction and which do not."""
+    rows = results.correlations[results.correlations["model"] == model]
+    rows = rows[rows["estimable"].astype(bool)]
+    if rows.empty:
+        return f"no correlation of the {model.upper()} gap with a clinical score was estimable"
+
+    def name(r: Any) -> str:
+        return (f"{clinical.SCORE_NAMES.get(r.score, r.score)} in {r.group} "
+                f"(ρ = {format_number(r.rho, 2)}, {_p_text(r.p_fdr, 'p_FDR')})")
+
+    kept = [name(r) for r in rows.itertuples() if r.p_fdr < alpha]
+    lost = [name(r) for r in rows.itertuples() if not r.p_fdr < alpha]
+    parts = []
+    if kept:
+        parts.append(f"the {model.upper()} gap's partial correlations with "
+                     f"{', '.join(kept)} survived FDR correction")
+    if lost:
+        lead = "those with" if kept else f"the {model.upper()} gap's partial correlations with"
+        parts.append(f"{lead} {', '.join(lost)} were not significant after FDR correction")
+    return "; ".join(parts)
+
+
+def closing_sentence(comparison: Mapping[str, Any], results: clinical.ClinicalResults,
+                     model: str = "rnc", alpha: float = 0.05) -> str:
+    """One closing sentence: what this build supports, and for which data."""
+    if comparison.get("significant"):
+        accuracy = (f"RNC estimated age {'more' if comparison['mae_diff'] < 0 else 'less'} "
+                    "accurately than L1 regression with the same backbone")
+    else:
+        accuracy = ("this build gives no evidence that RNC estimates age more accurately than "
+                    "L1 regression with the same backbone")
+    ancova = results.ancova
+    row = ancova[(ancova["model"] == model) & (ancova["source"] == "group")]
+    if row.empty or not bool(row["estimable"].iloc[0]):
+        clinical_part = "the clinical question could not be tested"
+    elif row["p_fdr"].iloc[0] < alpha:
+        clinical_part = (f"the {model.upper()} brain-age gap differed between patients and "
+                         "controls after adjustment for age, sex and site")
+    else:
+        clinical_part = (f"the {model.upper()} brain-age gap did not differ significantly "
+                         "between patients and controls after adjustment")
+    return f"In short, {accuracy}, and {clinical_part}."
