@@ -55,6 +55,8 @@ class PastedTables(SphinxTransform):
             others = [c for c in figure.children if c not in captions]
             table.extend([c.deepcopy() for c in captions] + [c.deepcopy() for c in others])
             figure.replace_self(table)
+            for node_id in table["ids"]:  # {numref} finds its target through document.ids
+                self.document.ids[node_id] = table
 
 
 def setup(app: Any) -> dict[str, Any]:

@@ -184,6 +184,31 @@ def _markdown_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _captioned(table: str, caption: str, name: str) -> str:
+    """A Markdown table in a MyST ``table`` directive: numbered, captioned, named for {numref}.
+
+    A colon fence, since a backtick fence may not hold backticks (code) in its caption.
+    """
+    return f":::{{table}} {caption}\n:name: {name}\n\n{table}:::\n"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checkpoint_rows(run_dir: Path, root: Path) -> list[tuple[str, str]]:
+    """``(checkpoint, sha256)`` of every selected model (``best.pt``) under the run folder."""
+    found = sorted((run_dir / "models").glob("*/best.pt")) + sorted(
+        (run_dir / "saliency").glob("*/best.pt"))
+    return [(display_path(path, root), _sha256(path)) for path in found]
+
+
 def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> None:
     """Write the parameter table and the provenance appendix from the run's files.
 
@@ -193,11 +218,15 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
     generated.mkdir(parents=True, exist_ok=True)
     params = [(k, json.dumps(v) if not isinstance(v, str) else v)
               for k, v in sorted(profile.params.items())]
-    (generated / "parameters.md").write_text(
-        f"Profile **{profile.name}** (`{profile.path.name}`).\n\n"
-        + _markdown_table(params, ("parameter", "value")), encoding="utf-8")
-
     root = book_dir.parent
+    (generated / "parameters.md").write_text(
+        f"Profile **{profile.name}** (`{display_path(profile.path, root)}`). The book is rebuilt "
+        f"from scratch, data, models and all, with `brainage build --profile {profile.name}` "
+        "run in the project folder.\n\n"
+        + _captioned(_markdown_table(params, ("parameter", "value")),
+                     f"The parameters of profile {profile.name}, as the notebooks received them.",
+                     "tab-methods-parameters"), encoding="utf-8")
+
     (generated / "simulation.md").write_text(_simulation_page(run_dir, root), encoding="utf-8")
 
     record = read_provenance(run_dir)
@@ -207,22 +236,43 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
     summary = [("profile", record.get("profile", profile.name)),
                ("created", env.get("created", "")),
                ("git commit", git.get("commit") or "not a git checkout"),
-               ("uncommitted changes", git.get("dirty")),
+               ("uncommitted changes", {True: "yes", False: "no"}.get(git.get("dirty"),
+                                                                      "not recorded")),
                ("python", env.get("python", ""))]
-    summary += [(f"hardware: {k}", v) for k, v in sorted(env.get("hardware", {}).items())]
-    parts.append("## Run\n\n" + _markdown_table(summary, ("item", "value")))
+    summary += [(f"hardware: {k}", "not recorded" if v is None else v)
+                for k, v in sorted(env.get("hardware", {}).items())]
+    parts.append("## Run\n\n" + _captioned(_markdown_table(summary, ("item", "value")),
+                                            "The run: profile, commit, Python and hardware.",
+                                            "tab-appendix-run"))
     timings = [(stem, f"{info.get('seconds', '')} s")
                for stem, info in sorted(record.get("notebooks", {}).items())]
+    total = sum(float(info.get("seconds") or 0) for info in record.get("notebooks", {}).values())
     parts.append("## Wall time of each notebook\n\n"
-                 + _markdown_table(timings, ("notebook", "wall time")))
+                 + _captioned(_markdown_table(timings, ("notebook", "wall time")),
+                              f"Wall time (seconds) of each notebook in this build; "
+                              f"{total / 60:.1f} minutes in all, rendering the book not included.",
+                              "tab-appendix-wall-time"))
     versions = sorted((k, v or "not installed") for k, v in env.get("packages", {}).items())
-    parts.append("## Package versions\n\n" + _markdown_table(versions, ("package", "version")))
+    parts.append("## Package versions\n\n" + _captioned(
+        _markdown_table(versions, ("package", "version")),
+        "Versions of the packages the build imported.", "tab-appendix-versions"))
+    checkpoints = _checkpoint_rows(run_dir, root)
+    if checkpoints:
+        parts.append("## Model checkpoints\n\n" + _captioned(
+            _markdown_table(checkpoints, ("checkpoint", "sha256")),
+            "SHA-256 of each selected model checkpoint (`best.pt`; the permuted-age control "
+            "under `saliency/`), paths relative to the project.", "tab-appendix-checkpoints"))
+    else:
+        parts.append("## Model checkpoints\n\nThis run wrote no model checkpoint.\n")
     data = record.get("data", {})
     if data:
         rows = [(name, f"{d.get('n_files')} files, sha256 {d.get('sha256')}")
                 for name, d in sorted(data.items())]
         parts.append("## Data checksums\n\nPer-file digests are in the run folder "
-                     "(`checksums.json`).\n\n" + _markdown_table(rows, ("dataset", "digest")))
+                     "(`checksums.json`).\n\n" + _captioned(
+                         _markdown_table(rows, ("dataset", "digest")),
+                         "Number of data files read and their combined SHA-256, per dataset.",
+                         "tab-appendix-data"))
     else:
         parts.append("## Data checksums\n\nNo data were recorded by this run.\n")
     (generated / "provenance.md").write_text("\n".join(parts), encoding="utf-8")
@@ -249,8 +299,10 @@ def _simulation_page(run_dir: Path, root: Path) -> str:
             ("counts", json.dumps(meta.get("counts")))]
     rows += _flatten("", meta.get("config", {}))
     return (f"Read from `{display_path(meta_path, root)}`.\n\n"
-            f"```{{dropdown}} All {len(rows)} settings\n\n"
-            + _markdown_table(rows, ("setting", "value")) + "```\n")
+            f"````{{dropdown}} All {len(rows)} settings\n\n"
+            + _captioned(_markdown_table(rows, ("setting", "value")),
+                         f"All {len(rows)} settings of this run's simulated cohort, from its "
+                         "`simulation.json`.", "tab-methods-simulation") + "````\n")
 
 
 def _copy_static_assets(book_dir: Path) -> None:

@@ -193,8 +193,8 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         Columns holding file paths, shown relative to the project
         (:func:`brainage.study.profiles.display_path`).
     drop_empty : bool, default=True
-        Leave out columns in which every value is missing or an empty string (an unused
-        ``note``).
+        Leave out text columns in which every value is missing or an empty string (an unused
+        ``note``). Numeric columns stay: there a missing value reads "not estimable".
     index : bool or str, default=False
         Keep the index as the first column (its name, or this string, as the label).
 
@@ -216,8 +216,10 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     table = table.reset_index(drop=True)
     table.columns = [str(c) for c in table.columns]
     table = table[[c for c in table.columns if c not in set(drop)]]
-    if drop_empty:
-        table = table[[c for c in table.columns if not _is_empty(table[c])]]
+    if drop_empty:  # empty text columns (a blank note); a numeric NaN says "not estimable"
+        keep_numeric = {c for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+        keep_numeric |= {c for v, bounds in (intervals or {}).items() for c in (v, *bounds)}
+        table = table[[c for c in table.columns if c in keep_numeric or not _is_empty(table[c])]]
     for column in paths:
         if column in table.columns:
             table[column] = table[column].map(lambda p: display_path(p) if isinstance(p, str) and p

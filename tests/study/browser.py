@@ -75,3 +75,56 @@ def visit(driver: Any, page: Path) -> dict[str, Any]:
         if message["method"] == "Network.requestWillBeSent":
             requests.append(message["params"]["request"]["url"])
     return {"errors": errors, "requests": requests}
+
+
+def screenshot_full_page(driver: Any, path: Path, max_height: int = 16000) -> Path:
+    """Save a PNG of the whole page (up to ``max_height`` CSS pixels), not only the viewport."""
+    import base64
+
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    width, height = int(size["width"]), min(int(size["height"]), max_height)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+#: JavaScript run on each page: what a reader of the content column sees, as findings.
+READER_CHECKS = r"""
+const article = document.querySelector('.bd-article') || document.querySelector('main');
+const found = {latex: [], mathErrors: 0, wideTables: [], uncaptionedTables: [],
+               uncaptionedFigures: [], text: ''};
+if (!article) { return found; }
+const clone = article.cloneNode(true);
+clone.querySelectorAll('mjx-container, script, style, pre, .cell_input, .js-plotly-plot, '
+                       + 'iframe, .headerlink').forEach(e => e.remove());
+found.text = clone.textContent;
+found.mathErrors = article.querySelectorAll('mjx-merror').length;
+const column = article.getBoundingClientRect();
+const captionOf = (el, word) => {
+  // a numbered caption: of the figure around it (figures, pasted tables) or its own <caption>
+  const own = el.tagName === 'TABLE' ? el.querySelector(':scope > caption .caption-number') : null;
+  const figure = el.closest('figure');
+  const number = own || (figure && figure.querySelector(':scope > figcaption .caption-number'));
+  return !!number && number.textContent.trim().startsWith(word);
+};
+const label = el => (el.closest('[id]') || {}).id || el.tagName;
+article.querySelectorAll('table').forEach(t => {
+  const box = t.getBoundingClientRect();
+  if (box.right > column.right + 1 || box.width > column.width + 1) {
+    found.wideTables.push(`${label(t)}: ${Math.round(box.width)} px in a ${Math.round(column.width)} px column`);
+  }
+  if (!captionOf(t, 'Table')) { found.uncaptionedTables.push(label(t) + ': ' + t.textContent.trim().slice(0, 60)); }
+});
+article.querySelectorAll('.plotly-graph-div, .cell_output img, iframe').forEach(f => {
+  if (!captionOf(f, 'Figure')) {
+    const title = f.querySelector ? (f.querySelector('.gtitle') || {}).textContent : '';
+    found.uncaptionedFigures.push(`${f.tagName.toLowerCase()} ${title || f.getAttribute('alt') || ''}`.trim());
+  }
+});
+return found;
+"""

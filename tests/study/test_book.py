@@ -7,6 +7,7 @@ network off.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -168,3 +169,81 @@ def test_book_reads_offline_in_chromium(built):
     assert seen["methods.html"]["math"] > 0
     assert all(seen[f"results/{stem}.html"]["plots"] > 0 for stem in NOTEBOOKS)
     assert (ARTIFACTS / "results_page.png").stat().st_size > 10_000
+
+
+#: A machine's own folders in rendered text (the project's paths are shown relative to it).
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s(\[`'\"=:])(/(?:tmp|home|work|Users|root|var|mnt|opt|srv|private)/\S*"
+                           r"|[A-Z]:\\\S+)")
+#: Missing values that leaked into the text instead of "not estimable" or "n/a".
+MISSING = re.compile(r"\b(?:nan|NaN|None)\b")
+RAW_LATEX = ("$", "\\max", "_{", "^{", "\\(", "\\[", "\\frac", "\\mathrm")
+
+
+def reader_findings(found: dict, root: Path) -> list[str]:
+    """The problems a reader would see on a page, from :data:`browser.READER_CHECKS`."""
+    text = found["text"]
+    problems = [f"raw LaTeX {token!r}: ...{text[max(0, text.index(token) - 60):text.index(token) + 20]!r}"
+                for token in RAW_LATEX if token in text]
+    if found["mathErrors"]:
+        problems.append(f"{found['mathErrors']} MathJax errors")
+    problems += [f"table wider than the column: {t}" for t in found["wideTables"]]
+    problems += [f"table without a numbered caption: {t}" for t in found["uncaptionedTables"]]
+    problems += [f"figure without a numbered caption: {f}" for f in found["uncaptionedFigures"]]
+    problems += [f"absolute path {m.group(1)!r}" for m in ABSOLUTE_PATH.finditer(text)]
+    if str(root) in text:
+        problems.append(f"the build's own folder {root}")
+    problems += [f"missing value {m.group(0)!r}: ...{text[max(0, m.start() - 60):m.end() + 20]!r}"
+                 for m in MISSING.finditer(text)]
+    return problems
+
+
+def test_reader_findings_catch_each_defect(tmp_path):
+    clean = {"text": "MAE 4.42 years (not estimable)", "mathErrors": 0, "wideTables": [],
+             "uncaptionedTables": [], "uncaptionedFigures": []}
+    assert reader_findings(clean, tmp_path) == []
+    dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None",
+             "mathErrors": 1, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
+             "uncaptionedFigures": ["div"]}
+    found = " | ".join(reader_findings(dirty, tmp_path))
+    for text in ("raw LaTeX '$'", "raw LaTeX '_{'", "MathJax errors", "wider than the column",
+                 "table without", "figure without", "absolute path '/tmp/run/simulation.json'",
+                 "the build's own folder", "missing value 'nan'", "missing value 'None'"):
+        assert text in found, text
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_every_page_reads_as_a_paper_in_chromium(built):
+    """Each page, as Chromium renders it offline, screenshotted whole: no raw LaTeX, no table
+    wider than the content column, a numbered caption on every figure and table, no absolute
+    path and no nan/NaN/None in the text. Screenshots: tests/_artifacts/pages/."""
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root, _ = built
+    html = root / "book" / "_build" / "html"
+    pages = sorted(p for p in html.rglob("*.html")
+                   if p.name not in {"genindex.html", "search.html", "index.html"}
+                   and not p.relative_to(html).parts[0].startswith("_"))
+    shots = ARTIFACTS / "pages"
+    driver = browser.start()
+    problems: dict[str, list[str]] = {}
+    try:
+        for page in pages:
+            name = str(page.relative_to(html))
+            browser.visit(driver, page)
+            if driver.execute_script("return document.querySelectorAll('.math').length"):
+                browser.wait_for(driver, "document.querySelectorAll('mjx-container').length > 0 && "
+                                         "!document.querySelector('.math:not(:has(mjx-container))')")
+            n_plot = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
+            browser.wait_for(driver, "document.querySelectorAll('.js-plotly-plot .main-svg')"
+                                     f".length >= {n_plot}")
+            browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
+            problems[name] = reader_findings(driver.execute_script(browser.READER_CHECKS), root)
+    finally:
+        driver.quit()
+    (ARTIFACTS / "reader_findings.json").write_text(json.dumps(problems, indent=2))
+    assert len(problems) >= 10
+    assert all((shots / (n.replace("/", "__") + ".png")).stat().st_size > 10_000 for n in problems)
+    bad = {name: found for name, found in problems.items() if found}
+    assert not bad, json.dumps(bad, indent=2)

@@ -91,3 +91,11 @@ def test_missing_label_is_a_dash_and_missing_number_not_estimable():
                           "estimate": [1.5, float("nan")]})
     html = report_table(frame).to_html()
     assert ">–<" in html and "mmse" in html and "not estimable" in html and "None" not in html
+
+
+def test_all_missing_numbers_stay_as_not_estimable():
+    frame = pd.DataFrame({"rho": [float("nan")], "ci_low": [float("nan")],
+                          "ci_high": [float("nan")], "note": ["n = 3 is too few"]})
+    styler = report_table(frame, intervals={"rho": ("ci_low", "ci_high")})
+    assert list(styler.data.columns) == ["Spearman ρ", "note"]
+    assert "not estimable" in styler.to_html()
