@@ -80,8 +80,10 @@ glue("tab_05_group_stats", report_table(
     intervals={"mean": ("ci_low", "ci_high")},
     labels={"mean": "mean gap (years) [95% CI]", "sd": "SD (years)",
             "age_mean": "mean age (years)", "n_female": "women"}), display=False)
+ancova = results.ancova.assign(**upper).astype({"p_fdr": object})
+ancova.loc[ancova["source"] != "group", "p_fdr"] = "covariate, not corrected"
 glue("tab_05_ancova", report_table(
-    results.ancova.assign(**upper), drop=["estimable", "groups", "SS"],
+    ancova, drop=["estimable", "groups", "SS"],
     labels={"DF": "df", "df_resid": "residual df", "np2": "partial η²"}), display=False)
 posthoc = results.posthoc.assign(**upper)
 glue("tab_05_posthoc", report_table(

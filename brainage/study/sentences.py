@@ -224,7 +224,7 @@ def group_effect_sentence(results: clinical.ClinicalResults, model: str = "rnc")
     if row.empty or not bool(row["estimable"].iloc[0]):
         return f"the {model.upper()} gap's group effect was not estimable"
     r = row.iloc[0]
-    text = (f"the ANCOVA of the {model.upper()} gap found a group effect of "
+    text = (f"the group effect on the {model.upper()} gap was "
             f"F({int(r['DF'])}, {int(r['df_resid'])}) = {format_number(r['F'])} "
             f"({_p_text(r['p_fdr'], 'p_FDR')})")
     contrasts = []

@@ -94,6 +94,8 @@ def format_p(value: Any) -> str:
     """A p-value as a reader expects it: ``< 0.001`` below 0.001, else three decimals."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return _NOT_ESTIMABLE
+    if isinstance(value, str):  # a reason in place of a p-value ("not in the FDR family")
+        return value
     x = float(value)
     if math.isnan(x):
         return _NOT_ESTIMABLE
@@ -240,7 +242,8 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         {renamed[c]: f for c, f in formats.items()}).hide(axis="index")
     styler = styler.set_table_attributes('class="brainage-table"')
     if text:
-        styler = styler.set_properties(subset=text, **{"text-align": "left"})
+        styler = styler.set_properties(subset=text, **{"text-align": "left",
+                                                        "white-space": "normal"})
     # a uuid from the labels, not a random one: the same table renders to the same HTML
     digest = hashlib.sha1("|".join(renamed.values()).encode()).hexdigest()[:8]
     styler = styler.set_uuid(f"t{digest}")

@@ -78,15 +78,23 @@ def visit(driver: Any, page: Path) -> dict[str, Any]:
 
 
 def screenshot_full_page(driver: Any, path: Path, max_height: int = 16000) -> Path:
-    """Save a PNG of the whole page (up to ``max_height`` CSS pixels), not only the viewport."""
+    """Save a PNG of the whole page (up to ``max_height`` CSS pixels), not only the viewport.
+
+    The viewport is stretched to the page's height for the shot (the width stays that of the
+    window, so the layout is the one a reader sees), then restored.
+    """
     import base64
 
-    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
-    size = metrics.get("cssContentSize") or metrics["contentSize"]
-    width, height = int(size["width"]), min(int(size["height"]), max_height)
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    width = int(driver.execute_script("return window.innerWidth"))
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    height = max(1, min(height, max_height))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        time.sleep(0.5)  # let plotly and the theme settle at the new size
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
@@ -96,7 +104,7 @@ def screenshot_full_page(driver: Any, path: Path, max_height: int = 16000) -> Pa
 #: JavaScript run on each page: what a reader of the content column sees, as findings.
 READER_CHECKS = r"""
 const article = document.querySelector('.bd-article') || document.querySelector('main');
-const found = {latex: [], mathErrors: 0, wideTables: [], uncaptionedTables: [],
+const found = {latex: [], mathErrors: 0, pageOverflow: 0, wideTables: [], uncaptionedTables: [],
                uncaptionedFigures: [], text: ''};
 if (!article) { return found; }
 const clone = article.cloneNode(true);
@@ -105,6 +113,9 @@ clone.querySelectorAll('mjx-container, script, style, pre, .cell_input, .js-plot
 found.text = clone.textContent;
 found.mathErrors = article.querySelectorAll('mjx-merror').length;
 const column = article.getBoundingClientRect();
+const container = article.closest('.bd-article-container') || article;
+found.pageOverflow = Math.max(document.documentElement.scrollWidth - document.documentElement.clientWidth,
+                              container.scrollWidth - container.clientWidth);
 const captionOf = (el, word) => {
   // a numbered caption: of the figure around it (figures, pasted tables) or its own <caption>
   const own = el.tagName === 'TABLE' ? el.querySelector(':scope > caption .caption-number') : null;

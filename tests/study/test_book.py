@@ -187,6 +187,8 @@ def reader_findings(found: dict, root: Path) -> list[str]:
     if found["mathErrors"]:
         problems.append(f"{found['mathErrors']} MathJax errors")
     problems += [f"table wider than the column: {t}" for t in found["wideTables"]]
+    if found.get("pageOverflow", 0) > 1:
+        problems.append(f"the page scrolls sideways by {found['pageOverflow']} px")
     problems += [f"table without a numbered caption: {t}" for t in found["uncaptionedTables"]]
     problems += [f"figure without a numbered caption: {f}" for f in found["uncaptionedFigures"]]
     problems += [f"absolute path {m.group(1)!r}" for m in ABSOLUTE_PATH.finditer(text)]
@@ -202,12 +204,13 @@ def test_reader_findings_catch_each_defect(tmp_path):
              "uncaptionedTables": [], "uncaptionedFigures": []}
     assert reader_findings(clean, tmp_path) == []
     dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None",
-             "mathErrors": 1, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
+             "mathErrors": 1, "pageOverflow": 40, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
              "uncaptionedFigures": ["div"]}
     found = " | ".join(reader_findings(dirty, tmp_path))
     for text in ("raw LaTeX '$'", "raw LaTeX '_{'", "MathJax errors", "wider than the column",
                  "table without", "figure without", "absolute path '/tmp/run/simulation.json'",
-                 "the build's own folder", "missing value 'nan'", "missing value 'None'"):
+                 "the build's own folder", "missing value 'nan'", "missing value 'None'",
+                 "scrolls sideways by 40 px"):
         assert text in found, text
 
 

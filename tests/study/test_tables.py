@@ -99,3 +99,7 @@ def test_all_missing_numbers_stay_as_not_estimable():
     styler = report_table(frame, intervals={"rho": ("ci_low", "ci_high")})
     assert list(styler.data.columns) == ["Spearman ρ", "note"]
     assert "not estimable" in styler.to_html()
+
+
+def test_format_p_passes_a_reason_through():
+    assert format_p("covariate, not corrected") == "covariate, not corrected"

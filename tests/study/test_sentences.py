@@ -1,0 +1,120 @@
+"""Tests of brainage.study.sentences: the book's result sentences, from hand-made results."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage.analysis.clinical import ClinicalResults
+from brainage.study import sentences
+
+
+def _results(p_group=0.004, p_mmse=0.01, p_updrs=0.2, estimable=True):
+    ancova = pd.DataFrame([
+        {"model": "rnc", "source": "group", "DF": 2, "df_resid": 50, "F": 7.254, "p": 0.001,
+         "p_fdr": p_group, "estimable": estimable},
+        {"model": "rnc", "source": "age", "DF": 1, "df_resid": 50, "F": 1.0, "p": 0.3,
+         "p_fdr": math.nan, "estimable": True}])
+    posthoc = pd.DataFrame([
+        {"model": "rnc", "contrast": "AD vs HC", "adj_g": 1.234, "adj_g_ci_low": 0.51,
+         "adj_g_ci_high": 1.96, "p_fdr": 0.0004, "estimable": True},
+        {"model": "rnc", "contrast": "PD vs HC", "adj_g": 0.3, "adj_g_ci_low": -0.2,
+         "adj_g_ci_high": 0.8, "p_fdr": 0.31, "estimable": True}])
+    correlations = pd.DataFrame([
+        {"model": "rnc", "group": "AD", "score": "mmse", "rho": -0.61, "p_fdr": p_mmse,
+         "estimable": True},
+        {"model": "rnc", "group": "PD", "score": "updrs3", "rho": 0.2, "p_fdr": p_updrs,
+         "estimable": True},
+        {"model": "rnc", "group": "PD", "score": "hoehn_yahr", "rho": math.nan, "p_fdr": math.nan,
+         "estimable": False}])
+    empty = pd.DataFrame()
+    return ClinicalResults(empty, ancova, posthoc, correlations, empty, empty)
+
+
+def test_group_effect_sentence_states_f_fdr_p_and_hedges_g():
+    text = sentences.group_effect_sentence(_results())
+    assert text.startswith("the group effect on the RNC gap was F(2, 50) = 7.25 (p_FDR = 0.004)")
+    assert "AD against controls adjusted Hedges' g 1.2 (95% CI 0.51 to 2.0; p_FDR < 0.001)" in text
+    assert "PD against controls adjusted Hedges' g 0.30 (95% CI -0.20 to 0.80; p_FDR = 0.310)" in text
+    assert "not estimable" in sentences.group_effect_sentence(_results(estimable=False))
+
+
+def test_fdr_sentence_says_which_survive():
+    text = sentences.fdr_sentence(_results())
+    assert "MMSE in AD (ρ = -0.61, p_FDR = 0.010) survived FDR correction" in text
+    assert "those with MDS-UPDRS-III in PD (ρ = 0.20, p_FDR = 0.200) were not significant " \
+           "after FDR correction" in text
+    assert "Hoehn" not in text  # not estimable: neither survived nor failed
+    none_survive = sentences.fdr_sentence(_results(p_mmse=0.3))
+    assert "survived" not in none_survive and "MMSE in AD" in none_survive
+
+
+def test_closing_sentence_follows_the_tests():
+    worse = {"significant": True, "mae_diff": 0.8}
+    assert "RNC estimated age less accurately" in sentences.closing_sentence(worse, _results())
+    tie = {"significant": False, "mae_diff": -0.2}
+    text = sentences.closing_sentence(tie, _results(p_group=0.2))
+    assert "no evidence that RNC estimates age more accurately" in text
+    assert "did not differ significantly" in text
+    assert "differed between patients and controls" in sentences.closing_sentence(tie, _results())
+
+
+def test_augmentation_text_lists_the_defaults_and_overrides():
+    text = sentences.augmentation_text({})
+    for part in ("random affine (p = 0.8; rotations up to 8°", "flip along axis 0 (left-right; p = 0.5)",
+                 "γ in [0.98, 1.02]", "Gaussian noise (p = 0.3; SD up to 0.03",
+                 "the defaults of `AugmentConfig`)"):
+        assert part in text, part
+    changed = sentences.augmentation_text({"rotate_deg": 3.0})
+    assert "rotations up to 3°" in changed and "with rotate_deg set by the profile" in changed
+    with pytest.raises(TypeError):
+        sentences.augmentation_text({"no_such": 1})
+
+
+def test_schedule_and_bias_text():
+    text = sentences.schedule_text({"optimizer": "adamw", "lr": 0.001, "weight_decay": 1e-4,
+                                    "batch_size": 16, "head_epochs": 100, "head_lr": 0.01})
+    assert text.startswith("AdamW (weight decay 0.000100) at a learning rate of 0.00100, "
+                           "annealed by a cosine schedule over the stage's steps to 0.00000100")
+    assert "the RNC head: 100 epochs at 0.0100" in text
+    assert "constant" in sentences.schedule_text({"optimizer": "sgd", "lr": 0.1,
+                                                  "schedule": "constant", "batch_size": 4})
+    bias = sentences.bias_correction_text({"method": "linear", "n_fit": 60,
+                                           "coefficients": {"slope": 0.8, "intercept": 10.0}})
+    assert bias.startswith("ŷ′ = (ŷ − 10.0) / 0.800") and "60 validation scans" in bias
+
+
+def test_site_accuracy_and_gap_age_correlation(rng):
+    age = rng.uniform(20, 80, 40)
+    test = pd.DataFrame({"model": "rnc", "site": np.repeat(["siteA", "siteB"], 20), "age": age,
+                         "predicted": age + np.r_[np.full(20, 2.0), np.full(20, -5.0)]})
+    sites = sentences.site_accuracy(test, n_boot=200)
+    assert list(sites["site"]) == ["siteA", "siteB"] and list(sites["n"]) == [20, 20]
+    assert np.allclose(sites["mae"], [2.0, 5.0])
+    one = sentences.site_accuracy(test.iloc[:21], n_boot=200)
+    assert one.loc[one["site"] == "siteB", "ci_low"].isna().all()  # one scan: no CI
+    regressed = age.mean() + 0.5 * (age - age.mean())  # regression to the mean
+    gaps = pd.DataFrame({"model": "l1", "age": age, "gap": regressed - age,
+                         "corrected_gap": rng.normal(0, 1, 40)})
+    table = sentences.gap_age_correlation(gaps).set_index("gap")
+    assert table.loc["raw", "r"] == pytest.approx(-1.0)
+    assert abs(table.loc["bias-corrected", "r"]) < 0.5
+    assert table.loc["bias-corrected", "ci_low"] < table.loc["bias-corrected", "r"]
+    with pytest.raises(ValueError, match="lacks the column"):
+        sentences.site_accuracy(test.drop(columns="site"))
+
+
+def test_alignment_by_site_and_sentence():
+    table = pd.DataFrame({"site": ["A"] * 4 + ["B"] * 4,
+                          "alignment": [0.30, 0.32, 0.35, 0.45, 0.55, 0.56, 0.58, 0.60]})
+    by_site = sentences.alignment_by_site(table, 0.4)
+    assert list(by_site["below"]) == [3, 0] and list(by_site["n"]) == [4, 4]
+    eta = sentences.eta_squared(table["alignment"], table["site"])
+    assert 0.8 < eta < 1
+    text = sentences.alignment_sentence(by_site, 0.4, simulated=True, eta_squared=eta)
+    assert text.startswith("Scans below the alignment threshold by site (A: 3 of 4 below 0.4")
+    assert "not misregistration" in text and "% of the scores' variance" in text
+    assert "misregistration" not in sentences.alignment_sentence(by_site, 0.4, simulated=False)
