@@ -85,14 +85,14 @@ ancova.loc[ancova["source"] != "group", "p_fdr"] = "covariate, not corrected"
 glue("tab_05_ancova", report_table(
     ancova, drop=["estimable", "groups", "SS"],
     labels={"DF": "df", "df_resid": "residual df", "np2": "partial η²"}), display=False)
-posthoc = results.posthoc.assign(**upper)
+posthoc = results.posthoc.assign(**upper, n=lambda t: [f"{a} / {b}" for a, b in zip(t["n_a"],
+                                                                                   t["n_b"])])
 glue("tab_05_posthoc", report_table(
-    posthoc[[c for c in ("model", "contrast", "n_a", "n_b", "mean_diff", "adj_diff", "adj_ci_low",
-                         "adj_ci_high", "adj_g", "adj_g_ci_low", "adj_g_ci_high", "hedges_g", "p",
-                         "p_fdr", "note") if c in posthoc.columns]],
+    posthoc[[c for c in ("model", "contrast", "n", "adj_diff", "adj_ci_low", "adj_ci_high",
+                         "adj_g", "adj_g_ci_low", "adj_g_ci_high", "hedges_g", "p", "p_fdr", "note")
+             if c in posthoc.columns]],
     intervals={"adj_diff": ("adj_ci_low", "adj_ci_high"), "adj_g": ("adj_g_ci_low", "adj_g_ci_high")},
-    labels={"n_a": "n (first)", "n_b": "n (second)", "mean_diff": "difference (years)",
-            "adj_diff": "adjusted difference (years) [95% CI]",
+    labels={"n": "n (first / second)", "adj_diff": "adjusted difference (years) [95% CI]",
             "adj_g": "adjusted Hedges' g [95% CI]", "hedges_g": "unadjusted Hedges' g"}),
     display=False)
 covariates = sorted({c.split("_")[0] for cs in results.posthoc.get("covariates", pd.Series(dtype=str))
@@ -118,10 +118,9 @@ glue("covariates_text", ", ".join(covariates) if covariates else "none", display
 # ```{glue:figure} tab_05_posthoc
 # :name: tab-05-posthoc
 #
-# Pairwise contrasts of the corrected gap: the raw difference of the group means (years), the
-# covariate-adjusted difference (years) and adjusted Hedges' g [95% CI], the unadjusted g, p
-# and FDR-corrected p; n subjects in the first and second group. Covariates:
-# {glue:text}`covariates_text`.
+# Pairwise contrasts of the corrected gap: the covariate-adjusted difference of the group means
+# (years) and adjusted Hedges' g [95% CI], the unadjusted g, p and FDR-corrected p; n subjects
+# in the first and second group. Covariates: {glue:text}`covariates_text`.
 # ```
 
 # %% [markdown]

@@ -237,13 +237,13 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     renamed = {c: names.get(c, c.replace("_", " ")) for c in table.columns}
     if len(set(renamed.values())) != len(renamed):
         raise ValueError(f"two columns would get the same label: {renamed}")
-    text = [renamed[c] for c in table.columns if is_text[c]]
+    text = [renamed[c] for c in table.columns if is_text[c] and c not in intervals_done]
     styler = table.rename(columns=renamed).style.format(
         {renamed[c]: f for c, f in formats.items()}).hide(axis="index")
     styler = styler.set_table_attributes('class="brainage-table"')
     if text:
         styler = styler.set_properties(subset=text, **{"text-align": "left",
-                                                        "white-space": "normal"})
+                                                        "overflow-wrap": "anywhere"})
     # a uuid from the labels, not a random one: the same table renders to the same HTML
     digest = hashlib.sha1("|".join(renamed.values()).encode()).hexdigest()[:8]
     styler = styler.set_uuid(f"t{digest}")

@@ -231,6 +231,7 @@ def test_every_page_reads_as_a_paper_in_chromium(built):
     shots = ARTIFACTS / "pages"
     driver = browser.start()
     problems: dict[str, list[str]] = {}
+    nav: set[str] = set()
     try:
         for page in pages:
             name = str(page.relative_to(html))
@@ -242,11 +243,21 @@ def test_every_page_reads_as_a_paper_in_chromium(built):
             browser.wait_for(driver, "document.querySelectorAll('.js-plotly-plot .main-svg')"
                                      f".length >= {n_plot}")
             browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
-            problems[name] = reader_findings(driver.execute_script(browser.READER_CHECKS), root)
+            found = driver.execute_script(browser.READER_CHECKS)
+            problems[name] = reader_findings(found, root)
+            if len(found["text"].split()) < 100:
+                problems[name].append(f"an empty page: {len(found['text'].split())} words")
+            nav |= set(driver.execute_script(
+                "return [...document.querySelectorAll('.bd-sidebar-primary a.reference.internal')]"
+                ".map(a => a.href.split('#')[0])"))
     finally:
         driver.quit()
     (ARTIFACTS / "reader_findings.json").write_text(json.dumps(problems, indent=2))
     assert len(problems) >= 10
+    # every page the navigation offers is one of the checked (non-empty) pages; no empty index
+    visited = {page.resolve().as_uri() for page in pages}
+    assert nav and nav <= visited, sorted(nav - visited)
+    assert not (html / "genindex.html").exists()
     assert all((shots / (n.replace("/", "__") + ".png")).stat().st_size > 10_000 for n in problems)
     bad = {name: found for name, found in problems.items() if found}
     assert not bad, json.dumps(bad, indent=2)
