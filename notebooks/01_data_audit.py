@@ -50,7 +50,12 @@ from brainage.study import provenance
 from brainage.study.figures import example_slices, registration_qc, show
 from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
-from brainage.study.sentences import alignment_by_site, alignment_sentence, eta_squared
+from brainage.study.sentences import (
+    alignment_by_site,
+    alignment_sentence,
+    eta_squared,
+    pose_by_site,
+)
 from brainage.study.tables import report_table
 
 root = find_project_root()
@@ -127,10 +132,12 @@ show(px.strip(table, x="site", y="alignment", color="group", hover_name="partici
 
 # %%
 by_site = alignment_by_site(table, alignment_threshold)
+truth_table = RunFolder(run).ground_truth() if spec.simulated else None
 glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 glue("alignment_site_sentence", alignment_sentence(
     by_site, alignment_threshold, simulated=bool(spec.simulated),
-    eta_squared=eta_squared(table["alignment"], table["site"])), display=False)
+    eta_squared=eta_squared(table["alignment"], table["site"]),
+    rotation=None if truth_table is None else pose_by_site(truth_table[0])), display=False)
 glue("tab_01_alignment_sites", report_table(by_site, labels={
     "n": "scans", "below": "below threshold", "median": "median score", "min": "lowest",
     "max": "highest"}, digits=2), display=False)

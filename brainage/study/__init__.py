@@ -87,6 +87,7 @@ _EXPORTS = {
     "fdr_sentence": "sentences",
     "gap_age_correlation": "sentences",
     "group_effect_sentence": "sentences",
+    "pose_by_site": "sentences",
     "schedule_text": "sentences",
     "site_accuracy": "sentences",
     "CONFORMAL_FILE": "trust",

@@ -28,6 +28,7 @@ __all__ = [
     "fdr_sentence",
     "gap_age_correlation",
     "group_effect_sentence",
+    "pose_by_site",
     "schedule_text",
     "site_accuracy",
 ]
@@ -181,8 +182,23 @@ def alignment_by_site(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return out
 
 
+def pose_by_site(truth: pd.DataFrame) -> pd.Series:
+    """Median total head rotation (degrees) per site of a simulated cohort's truth table.
+
+    The rotation about the three axes (``rotation_{x,y,z}_deg`` of ``participants_truth.tsv``)
+    combined as the Euclidean norm: how far each subject's head was turned from the template.
+    """
+    columns = [f"rotation_{axis}_deg" for axis in "xyz"]
+    missing = [c for c in ["site", *columns] if c not in truth.columns]
+    if missing:
+        raise ValueError(f"truth lacks the column(s) {missing}")
+    total = np.sqrt((truth[columns].to_numpy(float) ** 2).sum(axis=1))
+    return pd.Series(total, index=truth.index).groupby(truth["site"]).median()
+
+
 def alignment_sentence(by_site: pd.DataFrame, threshold: float, *, simulated: bool,
-                       eta_squared: float | None = None) -> str:
+                       eta_squared: float | None = None,
+                       rotation: pd.Series | None = None) -> str:
     """Why scans score below the alignment threshold, from the per-site scores.
 
     ``eta_squared`` is the share of the scores' variance between sites. For a simulated cohort
@@ -198,9 +214,14 @@ def alignment_sentence(by_site: pd.DataFrame, threshold: float, *, simulated: bo
     if eta_squared is not None:
         text += f"; the site accounts for {100 * eta_squared:.0f} % of the scores' variance"
     if simulated:
-        text += (". The simulator places every subject on the template grid with the same "
-                 "distribution of head pose and individual deformation at every site, so the "
-                 "differences between sites are not misregistration: the score is a "
+        pose = ""
+        if rotation is not None and len(rotation):
+            pose = (" (median head rotation " + ", ".join(
+                f"{site} {value:.1f}°" for site, value in rotation.items()) + ")")
+        text += (". The simulator draws every subject's head pose and individual deformation "
+                 f"from the same distribution at every site{pose} and writes it on the "
+                 "template grid, so the differences between sites are not misregistration: the "
+                 "score is a "
                  "correlation with the template's T1 contrast, and the sites differ in tissue "
                  "intensities, bias field and resolution. A low score of a scan delivered in "
                  "template space is therefore a warning to look at its overlay, not an error")

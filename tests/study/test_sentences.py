@@ -118,3 +118,11 @@ def test_alignment_by_site_and_sentence():
     assert text.startswith("Scans below the alignment threshold by site (A: 3 of 4 below 0.4")
     assert "not misregistration" in text and "% of the scores' variance" in text
     assert "misregistration" not in sentences.alignment_sentence(by_site, 0.4, simulated=False)
+    truth = pd.DataFrame({"site": ["A", "A", "B"], "rotation_x_deg": [3.0, 1.0, 0.0],
+                          "rotation_y_deg": [4.0, 0.0, 0.0], "rotation_z_deg": [0.0, 0.0, 2.0]})
+    rotation = sentences.pose_by_site(truth)
+    assert rotation.to_dict() == {"A": 3.0, "B": 2.0}  # medians of 5 and 1; of 2
+    text = sentences.alignment_sentence(by_site, 0.4, simulated=True, rotation=rotation)
+    assert "(median head rotation A 3.0°, B 2.0°)" in text
+    with pytest.raises(ValueError, match="lacks the column"):
+        sentences.pose_by_site(truth.drop(columns="site"))
