@@ -187,6 +187,7 @@ for name, rows in sites.groupby("model"):
 # ## Predicted against chronological age
 
 # %%
+test = predictions[predictions["split"] == "test"]
 fig = px.scatter(test, x="age", y="predicted", color="model", facet_col="model",
                  hover_name="participant_id", title="Test set: predicted against chronological age",
                  labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})

@@ -136,7 +136,7 @@ for group, group_scores in clinical.SCORES_BY_GROUP.items():
             continue
         stats = results.correlations.query("group == @group and score == @score")
         title = ", ".join(
-            f"{r.model.upper()}: rho {r.rho:.2f}, uncorrected p {r.p:.3g} (n {r.n})" if r.estimable
+            f"{r.model.upper()}: rho {r.rho:.2f}, p {r.p:.3g} (n {r.n})" if r.estimable
             else f"{r.model.upper()}: not estimable (n {r.n})" for r in stats.itertuples())
         show(px.scatter(data, x=score, y="corrected_gap", color="model", trendline="ols",
                         hover_name="participant_id", title=f"{group}: gap against {score}<br><sup>{title}</sup>",

@@ -239,7 +239,8 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
                ("uncommitted changes", {True: "yes", False: "no"}.get(git.get("dirty"),
                                                                       "not recorded")),
                ("python", env.get("python", ""))]
-    summary += [(f"hardware: {k}", "not recorded" if v is None else v)
+    summary += [(f"hardware: {k}", "not recorded" if v is None else
+                 ("yes" if v else "no") if isinstance(v, bool) else v)
                 for k, v in sorted(env.get("hardware", {}).items())]
     parts.append("## Run\n\n" + _captioned(_markdown_table(summary, ("item", "value")),
                                             "The run: profile, commit, Python and hardware.",
