@@ -39,6 +39,8 @@ grid_mm = 4.0
 crop_to_brain = True
 saliency_layer = "encoder.layer2"
 ood_rate = 0.05
+n_seeds = 1
+init_from = None
 
 # %%
 import json
@@ -52,12 +54,13 @@ from myst_nb import glue
 from brainage.analysis import metrics
 from brainage.imaging.preprocess import PreprocessParams
 from brainage.models.network import ModelConfig
-from brainage.models.train import TrainConfig, train_l1, train_rnc
+from brainage.models.train import TrainConfig
 from brainage.study import trust
 from brainage.study.figures import show
-from brainage.study.predict import write_model_card
+from brainage.study.predict import pretrained_checkpoints, write_model_card
 from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.training import train_study_models
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -74,10 +77,21 @@ model_cfg = ModelConfig(depth=model_depth, widths=tuple(model_widths), conv1_str
 common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, head_lr=head_lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, device=device,
               augment=augment or {}, progress=False)
-rnc = train_rnc(train_ds, val_ds, model_cfg,
-                TrainConfig(epochs=epochs, head_epochs=head_epochs, **common), run.models / "rnc")
-l1 = train_l1(train_ds, val_ds, model_cfg,
-              TrainConfig(epochs=l1_epochs, head_epochs=0, **common), run.models / "l1")
+# init_from: a model folder whose encoders start both models (fine-tuning, e.g. the quick
+# model on a small real cohort); None trains from scratch. n_seeds repeats both trainings over
+# seeds seed, seed + 1, ...: the first seed's models are the study's, notebook 03 reports the
+# spread of the others' test MAE.
+pretrained = (None if init_from is None else
+              pretrained_checkpoints(resolve_path(init_from), grid_mm=grid_mm,
+                                     crop_to_brain=crop_to_brain))
+trained = train_study_models(
+    train_ds, val_ds, model_cfg, models_dir=run.models, n_seeds=n_seeds, init_from=pretrained,
+    rnc_cfg=TrainConfig(epochs=epochs, head_epochs=head_epochs, **common),
+    l1_cfg=TrainConfig(epochs=l1_epochs, head_epochs=0, **common))
+rnc, l1 = trained.rnc, trained.l1
+if pretrained is not None:
+    display(Markdown(f"Both encoders start from `{display_path(resolve_path(init_from))}` "
+                     f"(fine-tuning): {', '.join(f'{h.upper()} from `{display_path(p)}`' for h, p in pretrained.items())}."))
 # The model folder carries what `brainage predict` needs on another machine: weights (above),
 # preprocessing parameters and grid, the saliency layer and versions (model.json); the age-bias
 # correction is added by 03_evaluation.
@@ -142,3 +156,10 @@ budget += (": both saw the same number of augmented volumes" if views_rnc == vie
 glue("training_budget", budget, display=False)
 display(Markdown(budget + "."))
 glue("n_val", len(val_ds), display=False)
+glue("n_seeds", n_seeds, display=False)
+glue("seeds_text", (f"each model was trained once (seed {seed})" if n_seeds == 1 else
+                    f"each model was trained {n_seeds} times (seeds {seed} to {seed + n_seeds - 1}); "
+                    f"the first seed's models are the ones evaluated below, the others give the "
+                    f"spread over seeds in the evaluation"), display=False)
+glue("init_text", "from a random initialisation" if init_from is None else
+     f"from the encoders of `{display_path(resolve_path(init_from))}` (fine-tuning)", display=False)

@@ -39,10 +39,11 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import benchmark, evaluation, metrics, uncertainty
-from brainage.study import runs, trust
+from brainage.study import runs, training, trust
 from brainage.study.figures import show
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
+from brainage.study.tables import report_table
 
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
@@ -124,6 +125,47 @@ else:
                f"{comparison['ci_high']:.2f}; Wilcoxon p = {comparison['p_value']:.3g})")
 glue("comparison_verdict", verdict, display=False)
 display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
+
+# %% [markdown]
+# ## Repeatability over training seeds
+#
+# One training run is one draw of initialisation, data order and augmentation. With the
+# profile's `n_seeds` above 1, notebook 02 trained both models once per seed; here every seed's
+# models are scored on the same test subjects (uncorrected predictions), and the spread of
+# each model's MAE and of the RNC - L1 difference over seeds shows how much of the comparison
+# above is the draw.
+
+# %%
+repeats = training.seed_repeats(run, raw)
+spread = training.seed_summary(repeats)
+results["seeds"] = spread
+run.metrics_json.write_text(json.dumps(results, indent=2))
+
+
+def _over_seeds(s):
+    return (f"{s['mean']:.2f} years" if s["sd"] is None else
+            f"{s['mean']:.2f} ± {s['sd']:.2f} years (range {s['min']:.2f} to {s['max']:.2f})")
+
+
+n_seeds_run = spread["n_seeds"]
+if n_seeds_run == 1:
+    seeds_verdict = ("each model was trained with one seed, so the spread of the comparison over "
+                     "training seeds is not estimated (set the profile's n_seeds to 3 or more)")
+else:
+    d = spread["difference"]
+    consistency = ("RNC lower in every seed" if d["max"] < 0 else
+                   "RNC higher in every seed" if d["min"] > 0 else
+                   "its sign changing between seeds")
+    seeds_verdict = (f"over {n_seeds_run} training seeds the test MAE was "
+                     f"{_over_seeds(spread['models']['rnc'])} for RNC and "
+                     f"{_over_seeds(spread['models']['l1'])} for L1 (mean ± SD); RNC minus L1 was "
+                     f"{_over_seeds(d)}, {consistency}")
+glue("seeds_verdict", seeds_verdict, display=False)
+glue("n_seeds_run", n_seeds_run, display=False)
+display(Markdown(seeds_verdict[0].upper() + seeds_verdict[1:] + "."))
+report_table(repeats.assign(model=repeats["model"].str.upper()),
+             caption=f"Test MAE of each model for each training seed (uncorrected, "
+                     f"{int(repeats['n'].iloc[0])} test subjects, years).")
 
 # %% [markdown]
 # ## Predicted against chronological age

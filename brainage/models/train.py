@@ -143,6 +143,12 @@ class TrainConfig:
         Show tqdm progress bars (main process only).
     resume : bool, default=True
         Continue from ``<stage>_last.pt`` in ``out_dir`` when present.
+    init_from : str or None, default=None
+        A checkpoint (``best.pt`` or ``<stage>_last.pt`` of an earlier run) whose encoder
+        weights start this run instead of a random initialisation: fine-tuning a pretrained
+        encoder (e.g. the simulated cohort's) on a small real cohort. Only the encoder is
+        taken; the head starts afresh with this run's age normalisation. Its model
+        configuration must equal ``model_cfg``.
     """
 
     epochs: int = 10
@@ -166,6 +172,7 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     progress: bool = True
     resume: bool = True
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 0), ("head_epochs", 0), ("batch_size", 1),
@@ -181,6 +188,12 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise TypeError(f"TrainConfig.device must be a string, "
                             f"got {type(self.device).__name__}")
+        if isinstance(self.init_from, os.PathLike):
+            object.__setattr__(self, "init_from", os.fspath(self.init_from))
+        if self.init_from is not None and not (isinstance(self.init_from, str)
+                                               and self.init_from):
+            raise TypeError(f"TrainConfig.init_from must be a checkpoint path or None, "
+                            f"got {self.init_from!r}")
         if isinstance(self.augment, Mapping):
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
         if self.augment is not None and not isinstance(self.augment, AugmentConfig):
@@ -664,12 +677,31 @@ def _new_model(model_cfg: ModelConfig, train_ds: Dataset, val_ds: Dataset,
     torch.manual_seed(run.cfg.seed)
     np.random.seed(run.cfg.seed)
     random.seed(run.cfg.seed)
-    model = build_model(model_cfg, age_mean=float(ages.mean()), age_scale=scale).to(run.device)
+    model = build_model(model_cfg, age_mean=float(ages.mean()), age_scale=scale)
+    if run.cfg.init_from is not None:
+        _load_pretrained_encoder(model, model_cfg, Path(run.cfg.init_from))
+    model = model.to(run.device)
     if run.cuda and run.cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     if run.cuda and run.world_size > 1 and run.cfg.sync_batchnorm:
         model.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
     return model
+
+
+def _load_pretrained_encoder(model: BrainAgeModel, model_cfg: ModelConfig, path: Path) -> None:
+    """Copy the encoder weights of checkpoint ``path`` into ``model`` (same architecture)."""
+    payload = read_checkpoint(path)  # names the file when absent, unreadable or not ours
+    saved = payload["model_config"]
+    diffs = [f"{k}: {v!r} there, {model_cfg.to_dict().get(k)!r} here"
+             for k, v in saved.items() if model_cfg.to_dict().get(k) != v]
+    if diffs:
+        raise ValueError(f"init_from {path}: its encoder has another architecture "
+                         f"({'; '.join(diffs)}); use the model settings it was trained with")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in payload["model"].items() if k.startswith(prefix)}
+    model.encoder.load_state_dict(state)  # strict: every encoder tensor, nothing else
+    logger.info("encoder initialised from %s (stage %s, epoch %s)", path, payload.get("stage"),
+                payload.get("epoch"))
 
 
 def _wrap(module: nn.Module, run: _Run) -> nn.Module:

@@ -47,6 +47,7 @@ _EXPORTS = {
     "load_model_folder": "predict",
     "predict_scans": "predict",
     "predict_to_csv": "predict",
+    "pretrained_checkpoints": "predict",
     "scan_space": "predict",
     "write_model_card": "predict",
     "Profile": "profiles",
@@ -108,10 +109,15 @@ _EXPORTS = {
     "summary": "trust",
     "training_domain": "trust",
     "trust_columns": "trust",
+    "SEEDS_FILE": "training",
+    "StudyModels": "training",
+    "seed_repeats": "training",
+    "seed_summary": "training",
+    "train_study_models": "training",
 }
 _MODULES = (
     "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "runs",
-    "tables", "trust",
+    "tables", "training", "trust",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
