@@ -244,7 +244,12 @@ class TrainResult:
 
 
 class _ViewsDataset(Dataset):
-    """Wrap a dataset: each item becomes ``n_views`` augmented views seeded by (seed, epoch, i)."""
+    """Wrap a dataset: each item carries the seed of its views, (seed, epoch, index).
+
+    The views themselves are drawn per batch on the training device
+    (:meth:`RandomViews.batch`), each sample from its own seed, so they do not depend on the
+    batch it lands in, the number of processes or a resume.
+    """
 
     def __init__(self, base: Dataset, views: RandomViews, seed: int) -> None:
         self.base, self.views, self.seed, self.epoch = base, views, seed, 0
@@ -254,8 +259,8 @@ class _ViewsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
-        images = self.views(item["image"], view_seed(self.seed, self.epoch, index))
-        return {"image": images, "age": torch.tensor(float(item["age"])), "index": index}
+        return {"image": item["image"], "age": torch.tensor(float(item["age"])), "index": index,
+                "seed": torch.tensor(view_seed(self.seed, self.epoch, index), dtype=torch.int64)}
 
 
 def _dataset_ages(dataset: Dataset, name: str) -> np.ndarray:
@@ -760,8 +765,8 @@ def _rnc_encoder_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset,
         encoder.train()
         losses = []
         for batch in _progress(_train_loader(views, run, epoch), run, f"RNC {epoch + 1}"):
-            images = batch["image"]  # (B, 2, C, D, H, W)
-            n = images.shape[0]
+            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+            n = images.shape[0]  # images: (B, 2, C, D, H, W)
             flat = _to_device(images.flatten(0, 1), run)  # (B, 2, C, ...) -> (2B, C, D, H, W)
             with _autocast(run):
                 features = encoder(flat)  # (2B, F); the two views of a scan are adjacent
@@ -847,7 +852,8 @@ def _l1_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset, run: _Ru
         network.train()
         errors = []
         for batch in _progress(_train_loader(views, run, epoch), run, f"L1 {epoch + 1}"):
-            images = _to_device(batch["image"].flatten(0, 1), run)  # (B, 1, C, ...) -> (B, C, ...)
+            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+            images = _to_device(images.flatten(0, 1), run)  # (B, 1, C, ...) -> (B, C, ...)
             with _autocast(run):
                 prediction = network(images).float()  # (B,), years
             error = (prediction - batch["age"].to(run.device).float()).abs()
