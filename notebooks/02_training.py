@@ -41,6 +41,7 @@ saliency_layer = "encoder.layer2"
 ood_rate = 0.05
 n_seeds = 1
 init_from = None
+probe_every = 1
 
 # %%
 import json
@@ -77,6 +78,7 @@ model_cfg = ModelConfig(depth=model_depth, widths=tuple(model_widths), conv1_str
 common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, head_lr=head_lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, device=device,
               augment=augment or {}, progress=False)
+rnc_only = dict(probe_every=probe_every)  # the ridge probe of the RNC encoder stage
 # init_from: a model folder whose encoders start both models (fine-tuning, e.g. the quick
 # model on a small real cohort); None trains from scratch. n_seeds repeats both trainings over
 # seeds seed, seed + 1, ...: the first seed's models are the study's, notebook 03 reports the
@@ -86,7 +88,7 @@ pretrained = (None if init_from is None else
                                      crop_to_brain=crop_to_brain))
 trained = train_study_models(
     train_ds, val_ds, model_cfg, models_dir=run.models, n_seeds=n_seeds, init_from=pretrained,
-    rnc_cfg=TrainConfig(epochs=epochs, head_epochs=head_epochs, **common),
+    rnc_cfg=TrainConfig(epochs=epochs, head_epochs=head_epochs, **rnc_only, **common),
     l1_cfg=TrainConfig(epochs=l1_epochs, head_epochs=0, **common))
 rnc, l1 = trained.rnc, trained.l1
 if pretrained is not None:
@@ -110,15 +112,16 @@ display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.model
 # ## Training curves
 #
 # Stage 1 of RNC logs the validation MAE of a ridge-regression probe on the encoder's features
-# (the head is not trained yet); stage 2 and the L1 baseline log the validation MAE of the model
-# itself. The dashed line is the validation MAE of predicting the mean training age.
+# (the head is not trained yet) every `probe_every` epochs and after the last; stage 2 and the
+# L1 baseline log the validation MAE of the model itself after every epoch. The dashed line is
+# the validation MAE of predicting the mean training age.
 
 # %%
 mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)
 history = pd.concat([rnc.history.assign(model="RNC"), l1.history.assign(model="L1")],
                     ignore_index=True)
 history.to_csv(run.models / "history.csv", index=False)
-show(px.line(history, x="epoch", y="val_mae", color="stage", markers=True,
+show(px.line(history.dropna(subset=["val_mae"]), x="epoch", y="val_mae", color="stage", markers=True,
              title="Validation MAE by epoch", labels={"val_mae": "validation MAE (years)"})
      .add_hline(y=mean_age_mae, line_dash="dash", annotation_text="mean-age predictor"))
 
