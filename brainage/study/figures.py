@@ -18,6 +18,7 @@ plotly mime type is offered too, so figures also draw when a notebook is run by 
 from __future__ import annotations
 
 import json
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -272,6 +273,7 @@ def training_curves(history: pd.DataFrame, mean_age_mae: float) -> Any:
     frame, style = _staged(history)
     fig = px.line(frame, x="epoch", y="val_mae", color="model", line_dash="stage", markers=True,
                   labels={"val_mae": "validation MAE (years)", "epoch": "epoch"}, **style)
+    _stage_names(fig)
     fig.add_hline(y=mean_age_mae, line_dash="dot", line_color="grey",
                   annotation_text=f"mean-age predictor {mean_age_mae:.2f} years",
                   annotation_position="top right")
@@ -287,7 +289,14 @@ def training_loss(history: pd.DataFrame) -> Any:
                   markers=True, facet_col_spacing=0.07,
                   labels={"train_loss": "training loss", "epoch": "epoch"}, **style)
     fig.update_yaxes(matches=None, showticklabels=True)
+    _stage_names(fig)
     return _finish(fig)
+
+
+def _stage_names(fig: Any) -> None:
+    """Legend entries named by stage alone (each stage's label names its model)."""
+    fig.for_each_trace(lambda t: t.update(name=t.name.split(", ", 1)[-1]))
+    fig.update_layout(legend_title_text="stage")
 
 
 # --- 03 evaluation ---------------------------------------------------------------------------
@@ -477,6 +486,15 @@ def severity_residuals(residuals: Mapping[tuple[str, str, str], pd.DataFrame],
         for c, model in enumerate(models, start=1):
             data = residuals[(model, group, score)]
             colour = model_colour(model)
+            row = stats.loc[(model, group, score)]
+            if not bool(row["estimable"]):
+                note = str(row.get("note", "") or "too few subjects")
+                fig.add_annotation(text="<br>".join(textwrap.wrap(note, 34)), showarrow=False,
+                                   xref="x domain" if (r, c) == (1, 1) else
+                                   f"x{(r - 1) * len(models) + c} domain",
+                                   yref="y domain" if (r, c) == (1, 1) else
+                                   f"y{(r - 1) * len(models) + c} domain",
+                                   x=0.5, y=0.5, font=dict(size=11, color="grey"))
             fig.add_trace(go.Scatter(x=data["score_residual"], y=data["gap_residual"],
                                      mode="markers", marker=dict(color=colour),
                                      text=data["participant_id"], name=_model_label(model),
