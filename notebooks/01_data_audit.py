@@ -134,6 +134,7 @@ glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 qc = table[table["preprocessed"] != ""].sort_values("alignment").head(qc_max_scans)
 if qc.empty:
     display(Markdown("No scan was preprocessed, so there is nothing to check."))
+    glue("fig-01-registration-qc", Markdown("No scan was preprocessed."), display=False)
 else:
     display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
                      f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))

@@ -285,8 +285,7 @@ if regions is None:
     display(Markdown(no_regions))
     glue("region_ratio_text", "n/a", display=False)
     glue("fig-04-regions", Markdown(no_regions), display=False)
-    glue("regions_caption", "Attribution by region: no regions in this dataset.",
-         display=False)
+    glue("regions_source", "no atlas (this dataset has none)", display=False)
 else:
     labels, names, source = regions
     table = pd.concat([saliency.region_summary(magnitude[name], labels, names)
@@ -295,8 +294,7 @@ else:
     display(Markdown(f"Share of the mean |attribution| per region of {source}:"))
     display(table.pivot(index="region", columns="model", values="share_abs").round(4))
     figures.glue_figure("fig-04-regions", figures.region_attribution(table))
-    glue("regions_caption", f"Mean |attribution| per region of {source} (scaled maps, no "
-         f"unit), {len(test)} test subjects, one colour per model.", display=False)
+    glue("regions_source", source, display=False)
     region_text = "n/a"
     if "permuted" in magnitude:
         shares = table.pivot(index="region", columns="model", values="share_abs")
@@ -313,7 +311,9 @@ else:
 # ```{glue:figure} fig-04-regions
 # :name: fig-04-regions
 #
-# {glue:text}`regions_caption`
+# Mean |attribution| per region of {glue:text}`regions_source` (each subject's map scaled by
+# its largest absolute value; no unit) over the {glue:text}`n_test_maps` test subjects, one
+# colour per model.
 # ```
 #
 # ## Do the maps find where ageing was simulated?

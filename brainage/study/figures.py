@@ -164,9 +164,13 @@ def _labelled_models(frame: pd.DataFrame, column: str = "model") -> tuple[pd.Dat
 
 
 def _group_style(frame: pd.DataFrame, column: str = "group") -> dict:
+    """Group colours and order (HC, AD, PD), and sites in sorted order where there are any."""
     order = [g for g in GROUP_ORDER if g in set(frame[column])]
     order += sorted(set(frame[column].dropna()) - set(order))
-    return {"color_discrete_map": GROUP_COLOURS, "category_orders": {column: order}}
+    orders = {column: order}
+    if "site" in frame.columns:
+        orders["site"] = sorted(frame["site"].dropna().astype(str).unique())
+    return {"color_discrete_map": GROUP_COLOURS, "category_orders": orders}
 
 
 def _finish(fig: Any, **layout: Any) -> Any:
@@ -289,7 +293,6 @@ def training_loss(history: pd.DataFrame) -> Any:
                   markers=True, facet_col_spacing=0.07,
                   labels={"train_loss": "training loss", "epoch": "epoch"}, **style)
     fig.update_yaxes(matches=None, showticklabels=True)
-    _stage_names(fig)
     return _finish(fig)
 
 

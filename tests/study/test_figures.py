@@ -164,8 +164,10 @@ def test_facet_labels_and_axes(rng):
     assert len(yaxes) == 2 and all(y.showticklabels and y.matches is None for y in yaxes)
     table = pd.DataFrame({"age": np.linspace(20, 80, 6), "group": "HC",
                           "site": ["siteA", "siteB"] * 3})
-    assert sorted(a.text for a in figures.age_histogram(table).layout.annotations) == [
-        "siteA", "siteB"]
+    table = pd.DataFrame({"age": np.linspace(20, 80, 6), "group": "HC",
+                          "site": ["siteC", "siteA", "siteB"] * 2})
+    rows = sorted(figures.age_histogram(table).layout.annotations, key=lambda a: -a.y)
+    assert [a.text for a in rows] == ["siteA", "siteB", "siteC"]  # in order, top to bottom
     for fig in _model_figures(rng):
         assert not [a.text for a in fig.layout.annotations if a.text and "=" in a.text
                     and not a.text.startswith("n=")], "a facet label kept its name= prefix"
