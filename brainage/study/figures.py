@@ -174,10 +174,14 @@ def _group_style(frame: pd.DataFrame, column: str = "group") -> dict:
 
 
 def _finish(fig: Any, **layout: Any) -> Any:
-    """The book's layout: no title (the caption has it), facet labels without ``name=``."""
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1])
-                            if a.text and "=" in a.text.split("<")[0] else None)
+    """The book's layout: no title (the caption has it)."""
     fig.update_layout(**{**_LAYOUT, **layout})
+    return fig
+
+
+def _facet_labels(fig: Any) -> Any:
+    """Facet labels without plotly express's ``column=`` prefix (call before other notes)."""
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     return fig
 
 
@@ -226,6 +230,7 @@ def tissue_by_age(tissue: pd.DataFrame) -> Any:
                      facet_col_spacing=0.08,
                      **_merge(_group_style(long), {"category_orders": {"tissue": list(
                          names.values())}}))
+    _facet_labels(fig)
     fig.update_yaxes(matches=None, showticklabels=True)
     return _finish(fig)
 
@@ -244,6 +249,7 @@ def age_histogram(table: pd.DataFrame, *, max_sites: int = 6) -> Any:
     fig = px.histogram(table, x="age", color="group", facet_row="site" if by_site else None,
                        nbins=20, barmode="overlay", opacity=0.7,
                        labels={"age": "age (years)", "count": "scans"}, **_group_style(table))
+    _facet_labels(fig)
     fig.update_yaxes(title_text="scans")
     return _finish(fig, height=max(300, 170 * table["site"].nunique()) if by_site else 350)
 
@@ -292,6 +298,7 @@ def training_loss(history: pd.DataFrame) -> Any:
     fig = px.line(frame, x="epoch", y="train_loss", color="model", facet_col="stage",
                   markers=True, facet_col_spacing=0.07,
                   labels={"train_loss": "training loss", "epoch": "epoch"}, **style)
+    _facet_labels(fig)
     fig.update_yaxes(matches=None, showticklabels=True)
     return _finish(fig)
 
@@ -323,6 +330,7 @@ def predicted_against_age(test: pd.DataFrame, *, intervals: bool = False) -> Any
                      hover_name="participant_id", **extra, **style,
                      labels={"age": "chronological age (years)",
                              "predicted": "predicted age (years)"})
+    _facet_labels(fig)
     lo, hi = float(test["age"].min()), float(test["age"].max())
     for col in range(1, len(style["category_orders"]["model"]) + 1):
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity",
@@ -366,6 +374,7 @@ def gap_against_age(test: pd.DataFrame) -> Any:
                      **_merge(style, {"category_orders": {"kind": ["raw gap",
                                                                    "bias-corrected gap"]}}),
                      labels={"value": "brain-age gap (years)", "age": "chronological age (years)"})
+    _facet_labels(fig)
     fig.add_hline(y=0, line_color="grey", line_width=1)
     return _finish(fig)
 
@@ -383,6 +392,7 @@ def bland_altman(test: pd.DataFrame) -> Any:
                      hover_name="participant_id", **style,
                      labels={"mean_age": "(predicted + chronological age) / 2 (years)",
                              "gap": "gap: predicted - chronological age (years)"})
+    _facet_labels(fig)
     for col, name in enumerate(style["category_orders"]["model"], start=1):
         gaps = frame.loc[frame["model"] == name, "gap"]
         mean, sd = float(gaps.mean()), float(gaps.std())

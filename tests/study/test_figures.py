@@ -218,13 +218,15 @@ def test_severity_residuals_titles_and_fit():
         {"model": "rnc", "group": "AD", "score": "mmse", "n": 11, "rho": -0.41, "p": 0.0004,
          "p_fdr": 0.0312, "estimable": True},
         {"model": "l1", "group": "AD", "score": "mmse", "n": 3, "rho": np.nan, "p": np.nan,
-         "p_fdr": np.nan, "estimable": False}])
+         "p_fdr": np.nan, "estimable": False,
+         "note": "n=3 complete AD subjects with mmse < 8 required"}])
     fig = figures.severity_residuals(residuals, correlations)
     titles = [a.text for a in fig.layout.annotations]
     assert titles[0] == ("AD, MMSE: RNC<br>ρ = -0.41, p < 0.001, p<sub>FDR</sub> = 0.031, "
                          "n = 11")
     assert titles[1] == "AD, MMSE: L1<br>not estimable (n = 3)"
-    assert "too few subjects" in titles[2]  # the reason, in the empty panel
+    # the reason, in the empty panel, whole (not taken for a facet label)
+    assert titles[2].replace("<br>", " ") == "n=3 complete AD subjects with mmse < 8 required"
     points, line = fig.data[0], fig.data[1]
     assert points.marker.color == line.line.color == figures.MODEL_COLOURS["rnc"]
     np.testing.assert_allclose(np.diff(line.y) / np.diff(line.x), -0.5)  # the residuals' fit
