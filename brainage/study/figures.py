@@ -501,7 +501,8 @@ def severity_residuals(residuals: Mapping[tuple[str, str, str], pd.DataFrame],
             colour = model_colour(model)
             row = stats.loc[(model, group, score)]
             if not bool(row["estimable"]):
-                note = str(row.get("note", "") or "too few subjects")
+                note = str(row.get("note", "") or "too few subjects").removeprefix(
+                    "not estimable: ")
                 fig.add_annotation(text="<br>".join(textwrap.wrap(note, 34)), showarrow=False,
                                    xref="x domain" if (r, c) == (1, 1) else
                                    f"x{(r - 1) * len(models) + c} domain",
