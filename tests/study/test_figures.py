@@ -277,12 +277,21 @@ def test_attribution_montage_masks_and_shares_one_scale():
     assert letters == ["A", "L", "L", "P", "R", "R"]
 
 
-def test_attribution_viewer_masks_and_keeps_title_short():
+def test_attribution_viewer_masks_and_keeps_title_short(monkeypatch):
+    from nilearn import plotting
+
     data = _brain()
-    background = nib.Nifti1Image(data, np.eye(4) * 4 + np.diag([0, 0, 0, -3]))
+    background = nib.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0]))
     view = figures.attribution_viewer(np.ones(data.shape), background, data > 0, threshold=0.1,
                                       title="RNC, oldest third")
-    assert "RNC, oldest third" in view.get_iframe() or "RNC, oldest third" in str(view)
+    assert "RNC, oldest third" in view.get_standalone()
+    passed = {}
+    monkeypatch.setattr(plotting, "view_img", lambda img, **kw: passed.update(img=img, **kw))
+    figures.attribution_viewer(np.ones(data.shape), background, data > 0, threshold=0.1,
+                               title="RNC, oldest third")
+    shown = np.asarray(passed["img"].dataobj)
+    assert (shown[data == 0] == 0).all() and (shown[data > 0] == 1).all()  # masked
+    assert passed["threshold"] == 0.1 and passed["bg_img"] is background
     with pytest.raises(ValueError, match="viewer titles are cut"):
         figures.attribution_viewer(np.ones(data.shape), background, data > 0, threshold=0.1,
                                    title="RNC: mean signed attribution of the oldest third")
