@@ -47,7 +47,6 @@ probe_every = 1
 import json
 
 import pandas as pd
-import plotly.express as px
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -56,8 +55,7 @@ from brainage.analysis import metrics
 from brainage.imaging.preprocess import PreprocessParams
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig
-from brainage.study import trust
-from brainage.study.figures import show
+from brainage.study import figures, trust
 from brainage.study.predict import pretrained_checkpoints, write_model_card
 from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
@@ -121,14 +119,28 @@ mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)
 history = pd.concat([rnc.history.assign(model="RNC"), l1.history.assign(model="L1")],
                     ignore_index=True)
 history.to_csv(run.models / "history.csv", index=False)
-show(px.line(history.dropna(subset=["val_mae"]), x="epoch", y="val_mae", color="stage", markers=True,
-             title="Validation MAE by epoch", labels={"val_mae": "validation MAE (years)"})
-     .add_hline(y=mean_age_mae, line_dash="dash", annotation_text="mean-age predictor"))
+figures.glue_figure("fig-02-validation", figures.training_curves(history.dropna(subset=["val_mae"]), mean_age_mae))
+figures.glue_figure("fig-02-loss", figures.training_loss(history))
+glue("n_val_curves", len(val_ds), display=False)
+glue("probe_every", probe_every, display=False)
 
-# %%
-show(px.line(history, x="epoch", y="train_loss", color="stage", facet_col="stage",
-             title="Training loss by epoch (RNC loss in stage 1, L1 in years elsewhere)")
-     .update_yaxes(matches=None))
+# %% [markdown]
+# ```{glue:figure} fig-02-validation
+# :name: fig-02-validation
+#
+# Validation MAE (years, {glue:text}`n_val_curves` validation scans) by epoch, one colour
+# per model and one dash per stage: RNC stage 1 (a ridge probe on the encoder's features, every
+# {glue:text}`probe_every` epochs and after the last),
+# RNC stage 2 (the linear head) and the L1 baseline. Dotted line: the validation MAE of
+# predicting the mean training age.
+# ```
+#
+# ```{glue:figure} fig-02-loss
+# :name: fig-02-loss
+#
+# Training loss by epoch, one panel per stage, each on its own y scale: the Rank-N-Contrast
+# loss (no unit) in RNC stage 1, the L1 loss (years) in RNC stage 2 and the L1 baseline.
+# ```
 
 # %%
 summary = pd.DataFrame([

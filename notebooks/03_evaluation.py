@@ -33,14 +33,11 @@ import json
 import time
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import benchmark, evaluation, metrics, uncertainty
-from brainage.study import runs, training, trust
-from brainage.study.figures import show
+from brainage.study import figures, runs, training, trust
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.tables import report_table
@@ -172,24 +169,33 @@ report_table(repeats.assign(model=repeats["model"].str.upper()),
 
 # %%
 test = predictions[predictions["split"] == "test"]
-fig = px.scatter(test, x="age", y="predicted", color="model", facet_col="model",
-                 hover_name="participant_id", title="Test set: predicted against chronological age",
-                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
-lo, hi = float(test["age"].min()), float(test["age"].max())
-for col in (1, 2):
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
-                             name="identity", showlegend=col == 1), row=1, col=col)
-show(fig)
+figures.glue_figure("fig-03-predicted", figures.predicted_against_age(test))
+
+# %% [markdown]
+# ```{glue:figure} fig-03-predicted
+# :name: fig-03-predicted
+#
+# Predicted against chronological age (years) of the {glue:text}`n_test` test subjects, one
+# panel per model, before age-bias correction; dashed line: identity.
+# ```
 
 # %% [markdown]
 # ## Error by age
 
 # %%
 by_bin = pd.concat([metrics.error_by_age_bin(rows["age"].to_numpy(), rows["predicted"].to_numpy(),
-                                             age_bins).assign(model=name)
+                                             age_bins, n_boot=n_boot, seed=seed).assign(model=name)
                     for name, rows in test.groupby("model")], ignore_index=True)
-show(px.bar(by_bin, x="age_bin", y="mae", color="model", barmode="group", hover_data=["n"],
-            title="Test MAE by age bin", labels={"mae": "MAE (years)", "age_bin": "age (years)"}))
+figures.glue_figure("fig-03-age-bins", figures.error_by_age(by_bin))
+
+# %% [markdown]
+# ```{glue:figure} fig-03-age-bins
+# :name: fig-03-age-bins
+#
+# Test MAE (years, raw predictions) by age bin and model, {glue:text}`n_test` test subjects;
+# the number of subjects in each bin is written on its bar. Error bars: 95% bootstrap CI
+# (BCa), drawn for bins of at least three subjects.
+# ```
 
 # %% [markdown]
 # ## The gap before and after age-bias correction
@@ -199,22 +205,27 @@ show(px.bar(by_bin, x="age_bin", y="mae", color="model", barmode="group", hover_
 # chronological age, with the mean gap and its 95% limits of agreement.
 
 # %%
-long = pd.concat([test.assign(kind="raw gap", value=test["gap"]),
-                  test.assign(kind="corrected gap", value=test["corrected_gap"])])
-show(px.scatter(long, x="age", y="value", color="model", facet_col="kind", trendline="ols",
-                hover_name="participant_id", title="Test gap against age, before and after correction",
-                labels={"value": "brain-age gap (years)", "age": "chronological age (years)"}))
+figures.glue_figure("fig-03-gap-age", figures.gap_against_age(test))
+figures.glue_figure("fig-03-bland-altman", figures.bland_altman(test))
 
-# %%
-ba = test.assign(mean_age=(test["predicted"] + test["age"]) / 2)
-fig = px.scatter(ba, x="mean_age", y="gap", color="model", hover_name="participant_id",
-                 title="Bland-Altman: gap against the mean of predicted and chronological age",
-                 labels={"mean_age": "(predicted + chronological) / 2 (years)", "gap": "gap (years)"})
-for name, rows in ba.groupby("model"):
-    mean, sd = rows["gap"].mean(), rows["gap"].std()
-    for y, dash in ((mean, "solid"), (mean - 1.96 * sd, "dot"), (mean + 1.96 * sd, "dot")):
-        fig.add_hline(y=y, line_dash=dash, annotation_text=f"{name} {y:+.1f}", opacity=0.6)
-show(fig)
+# %% [markdown]
+# ```{glue:figure} fig-03-gap-age
+# :name: fig-03-gap-age
+#
+# Brain-age gap (predicted minus chronological age, years) of the {glue:text}`n_test` test
+# subjects against age, before (left) and after (right) the {glue:text}`bias_method`
+# age-bias correction fitted on the validation split; lines: least-squares fit of the gap
+# on age per model (descriptive).
+# ```
+#
+# ```{glue:figure} fig-03-bland-altman
+# :name: fig-03-bland-altman
+#
+# Bland-Altman plot of the {glue:text}`n_test` test subjects, one panel per model: the raw
+# gap (years) against the mean of predicted and chronological age (years). Solid line: the
+# mean gap; dotted lines: the 95% limits of agreement (mean ± 1.96 SD), each labelled with
+# its value in years.
+# ```
 
 # %% [markdown]
 # ## How far each prediction can be trusted: intervals
@@ -245,16 +256,17 @@ display(trust.coverage_text(report["by_age_bin"]))
 trust.coverage_text(report["by_site"])
 
 # %%
-bars = test.assign(plus=test["age_upper"] - test["predicted"],
-                   minus=test["predicted"] - test["age_lower"])
-fig = px.scatter(bars, x="age", y="predicted", color="model", facet_col="model", error_y="plus",
-                 error_y_minus="minus", hover_name="participant_id",
-                 title=f"Test set: predicted age with its {interval_level:.0%} interval",
-                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
-for col in (1, 2):
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
-                             name="identity", showlegend=col == 1), row=1, col=col)
-show(fig)
+figures.glue_figure("fig-03-intervals", figures.predicted_against_age(test, intervals=True))
+glue("interval_level_text", f"{interval_level:.0%}", display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-03-intervals
+# :name: fig-03-intervals
+#
+# Predicted age (years) of the {glue:text}`n_test` test subjects with its
+# {glue:text}`interval_level_text` split-conformal interval (error bars), against
+# chronological age (years), one panel per model; dashed line: identity.
+# ```
 
 # %% [markdown]
 # ## How far each prediction can be trusted: out-of-distribution flags

@@ -31,6 +31,7 @@ _EXPORTS = {
     "describe_columns": "columns",
     "PlotlyFigure": "figures",
     "example_slices": "figures",
+    "glue_figure": "figures",
     "registration_qc": "figures",
     "show": "figures",
     "BIAS_CORRECTION_FILE": "predict",
