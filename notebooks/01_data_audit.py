@@ -35,7 +35,6 @@ qc_max_scans = 12
 import json
 
 import pandas as pd
-import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
 from nilearn import datasets
@@ -46,8 +45,7 @@ from brainage.data import manifest as manifest_io
 from brainage.imaging import preprocess
 from brainage.imaging.brain_extraction import TIV_RANGE_CM3
 from brainage.imaging.registration import template_images
-from brainage.study import provenance
-from brainage.study.figures import example_slices, registration_qc, show
+from brainage.study import figures, provenance
 from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import (
@@ -126,9 +124,18 @@ table["tiv_cm3"] = [tivs.get(p, float("nan")) for p in paths]
 table.to_csv(run / "audit" / "alignment.csv", index=False,
              columns=["participant_id", "group", "site", "path", "preprocessed", "alignment",
                       "tiv_cm3"])
-show(px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
-              title="Alignment of each preprocessed scan with the MNI152 template")
-     .add_hline(y=alignment_threshold, line_dash="dash", annotation_text="threshold"))
+figures.glue_figure("fig-01-alignment", figures.alignment_strip(table, alignment_threshold))
+glue("n_aligned", int(table["alignment"].notna().sum()), display=False)
+glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-01-alignment
+# :name: fig-01-alignment
+#
+# Alignment score of each of the {glue:text}`n_aligned` preprocessed scans with the MNI152
+# template (correlation inside the eroded template brain mask; no unit), by site, one colour
+# per group. Dashed line: the threshold, {glue:text}`alignment_threshold`.
+# ```
 
 # %%
 by_site = alignment_by_site(table, alignment_threshold)
@@ -169,13 +176,28 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 qc = table[table["preprocessed"] != ""].sort_values("alignment").head(qc_max_scans)
 if qc.empty:
     display(Markdown("No scan was preprocessed, so there is nothing to check."))
+    glue("fig-01-registration-qc", Markdown("No scan was preprocessed."), display=False)
 else:
     display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
                      f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
-    registration_qc([(f"{r.participant_id} ({r.site}): {r.alignment:.2f}", r.preprocessed,
-                      bool(r.alignment < alignment_threshold)) for r in qc.itertuples()],
-                    [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
-                     (template_images()[1], "red")], brain_colour="yellow");
+    figures.glue_figure("fig-01-registration-qc", figures.registration_qc(
+        [(f"{r.participant_id} ({r.site}): {r.alignment:.2f}", r.preprocessed,
+          bool(r.alignment < alignment_threshold)) for r in qc.itertuples()],
+        [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
+         (template_images()[1], "red")], brain_colour="yellow"))
+glue("n_qc", len(qc), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-01-registration-qc
+# :name: fig-01-registration-qc
+#
+# Registration QC of the {glue:text}`n_qc` scans with the lowest alignment scores (of
+# {glue:text}`n_scans`), lowest first: sagittal, coronal and axial slices (edges lettered
+# P/A and L/R, left shown on the left) through the ventricles and hippocampi. Cyan: the
+# template's white-matter boundary; red: its brain mask; yellow: the scan's own brain mask.
+# Panel titles: subject, site and alignment score; red titles mark scores under the
+# threshold, {glue:text}`alignment_threshold`.
+# ```
 
 # %% [markdown]
 # ## Total intracranial volume
@@ -190,12 +212,24 @@ if table["tiv_cm3"].notna().any():
          display=False)
     display(Markdown("```{glue:figure} tab_01_tiv\n:name: tab-01-tiv\n\nTotal intracranial "
                      "volume (cm³) of the extracted brain masks by group and sex.\n```"))
-    show(px.scatter(table, x="age", y="tiv_cm3", color="sex", hover_name="participant_id",
-                    labels={"tiv_cm3": "TIV (cm³)", "age": "age (years)"},
-                    title="Total intracranial volume of each extracted brain mask"))
+    figures.glue_figure("fig-01-tiv", figures.tiv_by_age(table))
+    glue("tiv_caption", f"Total intracranial volume (cm³) of each of the "
+         f"{int(table['tiv_cm3'].notna().sum())} extracted brain masks against age (years), "
+         "one colour per sex.", display=False)
 else:
-    display(Markdown("No brain was extracted (the scans are in a template space or delivered "
-                     "skull-stripped), so there is no TIV to report."))
+    no_tiv = ("No brain was extracted (the scans are in a template space or delivered "
+              "skull-stripped), so there is no TIV to report.")
+    display(Markdown(no_tiv))
+    glue("fig-01-tiv", Markdown(no_tiv), display=False)
+    glue("tiv_caption", "Total intracranial volume: not measured in this dataset.",
+         display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-01-tiv
+# :name: fig-01-tiv
+#
+# {glue:text}`tiv_caption`
+# ```
 
 # %%
 glue("alignment_min", f"{table['alignment'].min():.2f}", display=False)
@@ -255,8 +289,21 @@ if not errors.empty:
 
 # %%
 examples = audit.example_subjects(table)
-example_slices([(f"{r.example} ({r.participant_id}, {r.age:.0f} y)", r.path, r.preprocessed)
-                for r in examples.itertuples()]);
+figures.glue_figure("fig-01-examples", figures.example_slices(
+    [(f"{r.example}\n{r.participant_id}, {r.age:.0f} y", r.path, r.preprocessed)
+     for r in examples.itertuples()]))
+glue("n_examples", len(examples), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-01-examples
+# :name: fig-01-examples
+#
+# {glue:text}`n_examples` example scans (rows: subject, group and age in years), as read
+# (left, cut through the scan's centre) and after preprocessing (right, on the model's MNI152
+# grid, cut through the ventricles and hippocampi). Sagittal, coronal and axial slices, edges
+# lettered P/A and L/R; column titles give the voxel size (mm). Grey scale: intensity over the
+# image's 99.5th percentile (MRI intensities have no absolute unit).
+# ```
 
 # %% [markdown]
 # ## Tissue by age
@@ -266,12 +313,17 @@ example_slices([(f"{r.example} ({r.participant_id}, {r.age:.0f} y)", r.path, r.p
 
 # %%
 tissue = audit.tissue_table(table, path_column="preprocessed")
-long = tissue.melt(id_vars=["participant_id", "age", "group"],
-                   value_vars=["csf_fraction", "gm_fraction"], var_name="tissue",
-                   value_name="fraction of brain")
-show(px.scatter(long, x="age", y="fraction of brain", color="group", facet_col="tissue",
-                trendline="lowess", hover_name="participant_id", title="Tissue fractions by age")
-     .update_yaxes(matches=None))
+figures.glue_figure("fig-01-tissue", figures.tissue_by_age(tissue))
+glue("n_tissue", len(tissue), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-01-tissue
+# :name: fig-01-tissue
+#
+# CSF (left) and grey-matter (right) fraction of the brain voxels of each of the
+# {glue:text}`n_tissue` preprocessed scans against age (years), from intensity bands, one
+# colour per group; lines: LOWESS fits per group. Each panel has its own y scale.
+# ```
 
 # %% [markdown]
 # ## Demographics
@@ -280,9 +332,15 @@ show(px.scatter(long, x="age", y="fraction of brain", color="group", facet_col="
 glue("tab_01_demographics", report_table(audit.demographics(table), labels={
     "age_mean": "mean age (years)", "age_sd": "SD of age (years)", "age_min": "youngest (years)",
     "age_max": "oldest (years)", "female_%": "female (%)"}), display=False)
-show(px.histogram(table, x="age", color="group", facet_row="site" if table["site"].nunique() <= 6 else None,
-                  nbins=20, barmode="overlay", opacity=0.7,
-                  title="Age by group and site", labels={"age": "age (years)"}))
+figures.glue_figure("fig-01-ages", figures.age_histogram(table))
+
+# %% [markdown]
+# ```{glue:figure} fig-01-ages
+# :name: fig-01-ages
+#
+# Age (years) of the {glue:text}`n_scans` scans by group (overlaid histograms), one panel
+# per site ({glue:text}`sites_text`); y axis: number of scans.
+# ```
 
 # %% [markdown]
 # ```{glue:figure} tab_01_demographics
@@ -327,8 +385,15 @@ glue("tab_01_splits", report_table(ages, index="split", labels={
     "count": "n", "mean": "mean age (years)", "std": "SD (years)", "min": "youngest (years)",
     "25%": "25th percentile (years)", "50%": "median (years)", "75%": "75th percentile (years)",
     "max": "oldest (years)"}), display=False)
-show(px.box(merged, x="split", y="age", color="split", points="all",
-            title="Age by split", category_orders={"split": ["train", "val", "test", "external_test", "clinical"]}))
+figures.glue_figure("fig-01-splits", figures.split_ages(merged))
+
+# %% [markdown]
+# ```{glue:figure} fig-01-splits
+# :name: fig-01-splits
+#
+# Age (years) of the {glue:text}`n_scans` subjects by split: training, validation and test
+# (healthy controls) and the patients (clinical); boxes: quartiles, points: subjects.
+# ```
 
 # %% [markdown]
 # ```{glue:figure} tab_01_splits

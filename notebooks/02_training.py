@@ -43,12 +43,14 @@ grid_mm = 4.0
 crop_to_brain = True
 saliency_layer = "encoder.layer2"
 ood_rate = 0.05
+n_seeds = 1
+init_from = None
+probe_every = 1
 
 # %%
 import json
 
 import pandas as pd
-import plotly.express as px
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -56,14 +58,14 @@ from myst_nb import glue
 from brainage.analysis import metrics
 from brainage.imaging.preprocess import PreprocessParams
 from brainage.models.network import ModelConfig
-from brainage.models.train import TrainConfig, train_l1, train_rnc
-from brainage.study import trust
-from brainage.study.figures import show
-from brainage.study.predict import write_model_card
+from brainage.models.train import TrainConfig
+from brainage.study import figures, trust
+from brainage.study.predict import pretrained_checkpoints, write_model_card
 from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import augmentation_text, schedule_text
 from brainage.study.tables import report_table
+from brainage.study.training import train_study_models
 
 if torch_threads:
     torch.set_num_threads(torch_threads)
@@ -80,10 +82,22 @@ model_cfg = ModelConfig(depth=model_depth, widths=tuple(model_widths), conv1_str
 common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, head_lr=head_lr,
               weight_decay=weight_decay, temperature=temperature, seed=seed, device=device,
               augment=augment or {}, progress=False)
-rnc = train_rnc(train_ds, val_ds, model_cfg,
-                TrainConfig(epochs=epochs, head_epochs=head_epochs, **common), run.models / "rnc")
-l1 = train_l1(train_ds, val_ds, model_cfg,
-              TrainConfig(epochs=l1_epochs, head_epochs=0, **common), run.models / "l1")
+rnc_only = dict(probe_every=probe_every)  # the ridge probe of the RNC encoder stage
+# init_from: a model folder whose encoders start both models (fine-tuning, e.g. the quick
+# model on a small real cohort); None trains from scratch. n_seeds repeats both trainings over
+# seeds seed, seed + 1, ...: the first seed's models are the study's, notebook 03 reports the
+# spread of the others' test MAE.
+pretrained = (None if init_from is None else
+              pretrained_checkpoints(resolve_path(init_from), grid_mm=grid_mm,
+                                     crop_to_brain=crop_to_brain))
+trained = train_study_models(
+    train_ds, val_ds, model_cfg, models_dir=run.models, n_seeds=n_seeds, init_from=pretrained,
+    rnc_cfg=TrainConfig(epochs=epochs, head_epochs=head_epochs, **rnc_only, **common),
+    l1_cfg=TrainConfig(epochs=l1_epochs, head_epochs=0, **common))
+rnc, l1 = trained.rnc, trained.l1
+if pretrained is not None:
+    display(Markdown(f"Both encoders start from `{display_path(resolve_path(init_from))}` "
+                     f"(fine-tuning): {', '.join(f'{h.upper()} from `{display_path(p)}`' for h, p in pretrained.items())}."))
 # The model folder carries what `brainage predict` needs on another machine: weights (above),
 # preprocessing parameters and grid, the saliency layer and versions (model.json); the age-bias
 # correction is added by 03_evaluation.
@@ -102,22 +116,37 @@ display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.model
 # ## Training curves
 #
 # Stage 1 of RNC logs the validation MAE of a ridge-regression probe on the encoder's features
-# (the head is not trained yet); stage 2 and the L1 baseline log the validation MAE of the model
-# itself. The dashed line is the validation MAE of predicting the mean training age.
+# (the head is not trained yet) every `probe_every` epochs and after the last; stage 2 and the
+# L1 baseline log the validation MAE of the model itself after every epoch. The dashed line is
+# the validation MAE of predicting the mean training age.
 
 # %%
 mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)
 history = pd.concat([rnc.history.assign(model="RNC"), l1.history.assign(model="L1")],
                     ignore_index=True)
 history.to_csv(run.models / "history.csv", index=False)
-show(px.line(history, x="epoch", y="val_mae", color="stage", markers=True,
-             title="Validation MAE by epoch", labels={"val_mae": "validation MAE (years)"})
-     .add_hline(y=mean_age_mae, line_dash="dash", annotation_text="mean-age predictor"))
+figures.glue_figure("fig-02-validation", figures.training_curves(history.dropna(subset=["val_mae"]), mean_age_mae))
+figures.glue_figure("fig-02-loss", figures.training_loss(history))
+glue("n_val_curves", len(val_ds), display=False)
+glue("probe_every", probe_every, display=False)
 
-# %%
-show(px.line(history, x="epoch", y="train_loss", color="stage", facet_col="stage",
-             title="Training loss by epoch (RNC loss in stage 1, L1 in years elsewhere)")
-     .update_yaxes(matches=None))
+# %% [markdown]
+# ```{glue:figure} fig-02-validation
+# :name: fig-02-validation
+#
+# Validation MAE (years, {glue:text}`n_val_curves` validation scans) by epoch, one colour
+# per model and one dash per stage: RNC stage 1 (a ridge probe on the encoder's features, every
+# {glue:text}`probe_every` epochs and after the last),
+# RNC stage 2 (the linear head) and the L1 baseline. Dotted line: the validation MAE of
+# predicting the mean training age.
+# ```
+#
+# ```{glue:figure} fig-02-loss
+# :name: fig-02-loss
+#
+# Training loss by epoch, one panel per stage, each on its own y scale: the Rank-N-Contrast
+# loss (no unit) in RNC stage 1, the L1 loss (years) in RNC stage 2 and the L1 baseline.
+# ```
 
 # %%
 summary = pd.DataFrame([
@@ -155,6 +184,13 @@ glue("schedule_text", schedule_text({**common, "head_epochs": head_epochs, "sche
                                      TrainConfig(epochs=epochs).schedule}), display=False)
 glue("epochs_rnc", epochs, display=False)
 glue("epochs_l1", l1_epochs, display=False)
+glue("n_seeds", n_seeds, display=False)
+glue("seeds_text", (f"each model was trained once (seed {seed})" if n_seeds == 1 else
+                    f"each model was trained {n_seeds} times (seeds {seed} to {seed + n_seeds - 1}); "
+                    f"the first seed's models are the ones evaluated below, the others give the "
+                    f"spread over seeds in the evaluation"), display=False)
+glue("init_text", "from a random initialisation" if init_from is None else
+     f"from the encoders of `{display_path(resolve_path(init_from))}` (fine-tuning)", display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_02_summary

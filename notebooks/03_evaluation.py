@@ -33,14 +33,11 @@ import json
 import time
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import benchmark, evaluation, metrics, uncertainty
-from brainage.study import runs, trust
-from brainage.study.figures import show
+from brainage.study import figures, runs, training, trust
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import bias_correction_text, gap_age_correlation, site_accuracy
@@ -159,6 +156,54 @@ glue("comparison_verdict", verdict, display=False)
 display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
 
 # %% [markdown]
+# ## Repeatability over training seeds
+#
+# One training run is one draw of initialisation, data order and augmentation. With the
+# profile's `n_seeds` above 1, notebook 02 trained both models once per seed; here every seed's
+# models are scored on the same test subjects (uncorrected predictions), and the spread of
+# each model's MAE and of the RNC - L1 difference over seeds shows how much of the comparison
+# above is the draw.
+
+# %%
+repeats = training.seed_repeats(run, raw)
+spread = training.seed_summary(repeats)
+results["seeds"] = spread
+run.metrics_json.write_text(json.dumps(results, indent=2))
+
+
+def _over_seeds(s):
+    return (f"{s['mean']:.2f} years" if s["sd"] is None else
+            f"{s['mean']:.2f} ± {s['sd']:.2f} years (range {s['min']:.2f} to {s['max']:.2f})")
+
+
+n_seeds_run = spread["n_seeds"]
+if n_seeds_run == 1:
+    seeds_verdict = ("each model was trained with one seed, so the spread of the comparison over "
+                     "training seeds is not estimated (set the profile's n_seeds to 3 or more)")
+else:
+    d = spread["difference"]
+    consistency = ("RNC lower in every seed" if d["max"] < 0 else
+                   "RNC higher in every seed" if d["min"] > 0 else
+                   "its sign changing between seeds")
+    seeds_verdict = (f"over {n_seeds_run} training seeds the test MAE was "
+                     f"{_over_seeds(spread['models']['rnc'])} for RNC and "
+                     f"{_over_seeds(spread['models']['l1'])} for L1 (mean ± SD); RNC minus L1 was "
+                     f"{_over_seeds(d)}, {consistency}")
+glue("seeds_verdict", seeds_verdict, display=False)
+glue("n_seeds_run", n_seeds_run, display=False)
+display(Markdown(seeds_verdict[0].upper() + seeds_verdict[1:] + "."))
+glue("tab_03_seeds", report_table(repeats.assign(model=repeats["model"].str.upper())),
+     display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_03_seeds
+# :name: tab-03-seeds
+#
+# Test MAE (years) of each model for each of the {glue:text}`n_seeds_run` training seeds,
+# uncorrected predictions on the {glue:text}`n_test` test subjects.
+# ```
+
+# %% [markdown]
 # ## Accuracy by site
 #
 # The sites differ in contrast, bias field, noise and resolution, so the error may differ
@@ -188,24 +233,33 @@ for name, rows in sites.groupby("model"):
 
 # %%
 test = predictions[predictions["split"] == "test"]
-fig = px.scatter(test, x="age", y="predicted", color="model", facet_col="model",
-                 hover_name="participant_id", title="Test set: predicted against chronological age",
-                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
-lo, hi = float(test["age"].min()), float(test["age"].max())
-for col in (1, 2):
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
-                             name="identity", showlegend=col == 1), row=1, col=col)
-show(fig)
+figures.glue_figure("fig-03-predicted", figures.predicted_against_age(test))
+
+# %% [markdown]
+# ```{glue:figure} fig-03-predicted
+# :name: fig-03-predicted
+#
+# Predicted against chronological age (years) of the {glue:text}`n_test` test subjects, one
+# panel per model, before age-bias correction; dashed line: identity.
+# ```
 
 # %% [markdown]
 # ## Error by age
 
 # %%
 by_bin = pd.concat([metrics.error_by_age_bin(rows["age"].to_numpy(), rows["predicted"].to_numpy(),
-                                             age_bins).assign(model=name)
+                                             age_bins, n_boot=n_boot, seed=seed).assign(model=name)
                     for name, rows in test.groupby("model")], ignore_index=True)
-show(px.bar(by_bin, x="age_bin", y="mae", color="model", barmode="group", hover_data=["n"],
-            title="Test MAE by age bin", labels={"mae": "MAE (years)", "age_bin": "age (years)"}))
+figures.glue_figure("fig-03-age-bins", figures.error_by_age(by_bin))
+
+# %% [markdown]
+# ```{glue:figure} fig-03-age-bins
+# :name: fig-03-age-bins
+#
+# Test MAE (years, raw predictions) by age bin and model, {glue:text}`n_test` test subjects;
+# the number of subjects in each bin is written on its bar. Error bars: 95% bootstrap CI
+# (BCa), drawn for bins of at least three subjects.
+# ```
 
 # %% [markdown]
 # ## The gap before and after age-bias correction
@@ -236,22 +290,27 @@ for name, correction in corrections.items():
 # ```
 
 # %%
-long = pd.concat([test.assign(kind="raw gap", value=test["gap"]),
-                  test.assign(kind="corrected gap", value=test["corrected_gap"])])
-show(px.scatter(long, x="age", y="value", color="model", facet_col="kind", trendline="ols",
-                hover_name="participant_id", title="Test gap against age, before and after correction",
-                labels={"value": "brain-age gap (years)", "age": "chronological age (years)"}))
+figures.glue_figure("fig-03-gap-age", figures.gap_against_age(test))
+figures.glue_figure("fig-03-bland-altman", figures.bland_altman(test))
 
-# %%
-ba = test.assign(mean_age=(test["predicted"] + test["age"]) / 2)
-fig = px.scatter(ba, x="mean_age", y="gap", color="model", hover_name="participant_id",
-                 title="Bland-Altman: gap against the mean of predicted and chronological age",
-                 labels={"mean_age": "(predicted + chronological) / 2 (years)", "gap": "gap (years)"})
-for name, rows in ba.groupby("model"):
-    mean, sd = rows["gap"].mean(), rows["gap"].std()
-    for y, dash in ((mean, "solid"), (mean - 1.96 * sd, "dot"), (mean + 1.96 * sd, "dot")):
-        fig.add_hline(y=y, line_dash=dash, annotation_text=f"{name} {y:+.1f}", opacity=0.6)
-show(fig)
+# %% [markdown]
+# ```{glue:figure} fig-03-gap-age
+# :name: fig-03-gap-age
+#
+# Brain-age gap (predicted minus chronological age, years) of the {glue:text}`n_test` test
+# subjects against age, before (left) and after (right) the {glue:text}`bias_method`
+# age-bias correction fitted on the validation split; lines: least-squares fit of the gap
+# on age per model (descriptive).
+# ```
+#
+# ```{glue:figure} fig-03-bland-altman
+# :name: fig-03-bland-altman
+#
+# Bland-Altman plot of the {glue:text}`n_test` test subjects, one panel per model: the raw
+# gap (years) against the mean of predicted and chronological age (years). Solid line: the
+# mean gap; dotted lines: the 95% limits of agreement (mean ± 1.96 SD), each labelled with
+# its value in years.
+# ```
 
 # %% [markdown]
 # ## How far each prediction can be trusted: intervals
@@ -311,16 +370,17 @@ glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"])
 # %%
 
 # %%
-bars = test.assign(plus=test["age_upper"] - test["predicted"],
-                   minus=test["predicted"] - test["age_lower"])
-fig = px.scatter(bars, x="age", y="predicted", color="model", facet_col="model", error_y="plus",
-                 error_y_minus="minus", hover_name="participant_id",
-                 title=f"Test set: predicted age with its {interval_level:.0%} interval",
-                 labels={"age": "chronological age (years)", "predicted": "predicted age (years)"})
-for col in (1, 2):
-    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash", color="grey"),
-                             name="identity", showlegend=col == 1), row=1, col=col)
-show(fig)
+figures.glue_figure("fig-03-intervals", figures.predicted_against_age(test, intervals=True))
+glue("interval_level_text", f"{interval_level:.0%}", display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-03-intervals
+# :name: fig-03-intervals
+#
+# Predicted age (years) of the {glue:text}`n_test` test subjects with its
+# {glue:text}`interval_level_text` split-conformal interval (error bars), against
+# chronological age (years), one panel per model; dashed line: identity.
+# ```
 
 # %% [markdown]
 # ## How far each prediction can be trusted: out-of-distribution flags

@@ -40,18 +40,15 @@ import time
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
-from nilearn import plotting
 
 from brainage.models import saliency
 from brainage.models.checkpoint import read_checkpoint
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, load_model, train_permuted_age_model
-from brainage.study import runs
-from brainage.study.figures import show
+from brainage.study import figures, runs
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.tables import report_table
@@ -127,11 +124,8 @@ glue("tab_04_timing", report_table(timing, labels={"seconds": "wall time (s)"}, 
 real = checks[checks["model"] != "permuted"]
 offset = real["predicted"] - real["baseline_predicted"]
 relative = (real["delta"].abs() / offset.abs().clip(lower=1.0))
-show(px.scatter(real.assign(offset=offset), x="offset", y="attribution_sum", color="model",
-                hover_name="participant_id",
-                title="Sum of the attributions against predicted minus reference age",
-                labels={"offset": "predicted age - reference's predicted age (years)",
-                        "attribution_sum": "sum of attributions (years)"}))
+figures.glue_figure("fig-04-completeness", figures.attribution_sums(real))
+glue("n_maps", len(real), display=False)
 young, old = offset < -10, offset > 10
 glue("ig_steps", ig_steps, display=False)
 glue("ig_median_delta", f"{real['delta'].abs().median():.2f}", display=False)
@@ -166,6 +160,15 @@ glue("tab_04_sign", report_table(
 # ```
 
 # %% [markdown]
+# ```{glue:figure} fig-04-completeness
+# :name: fig-04-completeness
+#
+# Completeness of the {glue:text}`n_maps` integrated-gradients maps (test subjects and
+# patients, both models): the sum of a map's attributions (years) against its prediction
+# minus the reference's predicted age (years), one colour per model; dashed line: identity,
+# where every map would lie with exact integration.
+# ```
+#
 # ## Resolution
 
 # %%
@@ -259,12 +262,28 @@ for name in models:
     stack = np.stack([np.abs(np.asarray(nib.load(p).dataobj)) for p in paths])  # (N, D, H, W)
     magnitude[name] = saliency.group_average(stack, normalise="maxabs")
     saliency.save_map(magnitude[name], reference, run.saliency / f"group_{name}.nii.gz")
-for name, group_map in magnitude.items():
-    img = nib.Nifti1Image(group_map.astype(np.float32), reference.affine)
-    plotting.plot_stat_map(img, bg_img=reference, display_mode="ortho", cut_coords=(0, -18, 4),
-                           title=f"{name.upper()}: mean |attribution| (test subjects)",
-                           threshold=display_threshold * float(group_map.max()), cmap="hot",
-                           draw_cross=False)
+# One mask, scale and threshold for every map: the background scan's brain (nothing is drawn
+# outside it), the largest value of all maps, and display_threshold of it.
+display_mask = brain_mask & (np.asarray(reference.dataobj) > 0)
+shared_max = max(float(figures.masked_map(m, display_mask).max()) for m in magnitude.values())
+figures.glue_figure("fig-04-group-maps", figures.attribution_montage(
+    magnitude, reference, display_mask, threshold=display_threshold * shared_max,
+    colourbar_label="mean |attribution|\n(each map scaled to max 1; no unit)"))
+glue("n_group_maps", len(magnitude), display=False)
+glue("n_test_maps", len(test), display=False)
+glue("display_threshold_pct", f"{100 * display_threshold:.0f} %", display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-04-group-maps
+# :name: fig-04-group-maps
+#
+# Mean |attribution| over the {glue:text}`n_test_maps` test subjects (each subject's map scaled
+# by its largest absolute value first), one row per model ({glue:text}`n_group_maps` maps),
+# over one preprocessed scan. Sagittal, coronal and axial slices, edges lettered P/A and
+# L/R. All maps share one colour scale and are masked by that scan's brain and drawn above
+# the same threshold, {glue:text}`display_threshold_pct` of the largest value of all maps
+# (black line on the colour bar).
+# ```
 
 # %% [markdown]
 # The mean signed map of the RNC model over the oldest third of the test subjects (their
@@ -275,10 +294,23 @@ for name, group_map in magnitude.items():
 rnc_test = checks[(checks["model"] == "rnc") & (checks["split"] == "test")]
 oldest = rnc_test[rnc_test["age"] >= rnc_test["age"].quantile(2 / 3)]
 signed_old = saliency.group_average(list(oldest["path"]), normalise="maxabs")
-plotting.view_img(nib.Nifti1Image(signed_old.astype(np.float32), reference.affine),
-                  bg_img=reference, cmap="cold_hot", symmetric_cmap=True,
-                  threshold=display_threshold * float(np.abs(signed_old).max()),
-                  title="RNC: mean signed attribution, oldest third", width_view=640)
+signed_shown = figures.masked_map(signed_old, display_mask)
+figures.glue_figure("fig-04-viewer", figures.attribution_viewer(
+    signed_shown, reference, display_mask,
+    threshold=display_threshold * float(np.abs(signed_shown).max()),
+    title="RNC, oldest third: signed"))
+glue("n_oldest", len(oldest), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-04-viewer
+# :name: fig-04-viewer
+#
+# Interactive viewer: the mean signed attribution of the RNC model over the
+# {glue:text}`n_oldest` oldest test subjects (each map scaled by its largest absolute value
+# first; no unit), masked by the brain, over one preprocessed scan. Red pushes the predicted
+# age up, blue down; values under {glue:text}`display_threshold_pct` of the largest magnitude
+# are not drawn. Click to move the cursor.
+# ```
 
 # %% [markdown]
 # ## Attribution by region
@@ -286,26 +318,26 @@ plotting.view_img(nib.Nifti1Image(signed_old.astype(np.float32), reference.affin
 # %%
 regions = runs.region_labels(run, reference)
 if regions is None:
-    display(Markdown("No regions: the dataset is not simulated and the manifest names no atlas, "
-                     "so the region table is skipped."))
+    no_regions = ("No regions: the dataset is not simulated and the manifest names no atlas, "
+                  "so the region table is skipped.")
+    display(Markdown(no_regions))
     glue("region_ratio_text", "n/a", display=False)
     none = report_table(pd.DataFrame({"regions": ["none: no region labels for this dataset"]}))
     glue("tab_04_region_share", none, display=False)
     glue("tab_04_region_ratio", none, display=False)
-    glue("region_source", "no atlas", display=False)
+    glue("fig-04-regions", Markdown(no_regions), display=False)
+    glue("regions_source", "no atlas (this dataset has none)", display=False)
 else:
     labels, names, source = regions
     table = pd.concat([saliency.region_summary(magnitude[name], labels, names)
                        .assign(model=name.upper()) for name in magnitude], ignore_index=True)
     table.to_csv(run.saliency / "regions.csv", index=False)
-    glue("region_source", source, display=False)
     glue("tab_04_region_share", report_table(
         table.pivot(index="region", columns="model", values="share_abs").mul(100),
         index="region", labels={m: f"{m} (%)" for m in table["model"].unique()}, digits=2),
         display=False)
-    show(px.bar(table, x="region", y="mean_abs", color="model", barmode="group",
-                title="Mean |attribution| per region (test subjects)",
-                labels={"mean_abs": "mean |attribution| (scaled)"}))
+    figures.glue_figure("fig-04-regions", figures.region_attribution(table))
+    glue("regions_source", source, display=False)
     region_text = "n/a"
     if "permuted" in magnitude:
         shares = table.pivot(index="region", columns="model", values="share_abs")
@@ -326,7 +358,7 @@ else:
 #
 # Each region's share (%) of the mean |attribution| of the {glue:text}`n_test_maps` test
 # subjects' maps, per model and for the permuted-age control; regions of
-# {glue:text}`region_source`.
+# {glue:text}`regions_source`.
 # ```
 #
 # ```{glue:figure} tab_04_region_ratio
@@ -338,6 +370,14 @@ else:
 # ```
 
 # %% [markdown]
+# ```{glue:figure} fig-04-regions
+# :name: fig-04-regions
+#
+# Mean |attribution| per region of {glue:text}`regions_source` (each subject's map scaled by
+# its largest absolute value; no unit) over the {glue:text}`n_test_maps` test subjects, one
+# colour per model.
+# ```
+#
 # ## Do the maps find where ageing was simulated?
 #
 # The ageing mask holds the brain voxels whose simulated ageing effect (local volume change,

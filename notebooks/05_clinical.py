@@ -27,13 +27,11 @@ n_boot = 2000
 import json
 
 import pandas as pd
-import plotly.express as px
 from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import clinical, uncertainty
-from brainage.study import runs
-from brainage.study.figures import show
+from brainage.study import figures, runs
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import closing_sentence, fdr_sentence, group_effect_sentence
@@ -68,10 +66,19 @@ glue("tab_05_subjects", report_table(
 # ## The gap by group
 
 # %%
-show(px.violin(analysed, x="group", y="corrected_gap", color="model", box=True, points="all",
-               hover_name="participant_id", category_orders={"group": ["HC", "AD", "PD"]},
-               title="Bias-corrected brain-age gap by group",
-               labels={"corrected_gap": "corrected gap (years)"}))
+figures.glue_figure("fig-05-groups", figures.gap_by_group(analysed))
+glue("groups_n_text", ", ".join(f"{group} {n}" for group, n in subjects["group"].value_counts()
+                                .reindex(["HC", "AD", "PD"]).dropna().astype(int).items()),
+     display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-05-groups
+# :name: fig-05-groups
+#
+# Bias-corrected brain-age gap (years) by group ({glue:text}`groups_n_text` subjects: test
+# controls and patients), one colour per model: violins with the quartiles (boxes) and every
+# subject (points). Grey line: no gap.
+# ```
 
 # %%
 upper = {"model": lambda t: t["model"].str.upper()}
@@ -127,20 +134,26 @@ glue("covariates_text", ", ".join(covariates) if covariates else "none", display
 # ## The gap and disease severity
 
 # %%
-for group, group_scores in clinical.SCORES_BY_GROUP.items():
-    rows = analysed[analysed["group"] == group]
-    for score in group_scores:
-        data = rows.dropna(subset=[score])
-        if data.empty:
-            display(Markdown(f"No {group} subject has a {score} score."))
-            continue
-        stats = results.correlations.query("group == @group and score == @score")
-        title = ", ".join(
-            f"{r.model.upper()}: rho {r.rho:.2f}, p {r.p:.3g} (n {r.n})" if r.estimable
-            else f"{r.model.upper()}: not estimable (n {r.n})" for r in stats.itertuples())
-        show(px.scatter(data, x=score, y="corrected_gap", color="model", trendline="ols",
-                        hover_name="participant_id", title=f"{group}: gap against {score}<br><sup>{title}</sup>",
-                        labels={"corrected_gap": "corrected gap (years)"}))
+residuals = {(model, group, score): clinical.partial_rank_residuals(predictions, model, group,
+                                                                    score, settings)
+             for model in settings.models for group, group_scores in clinical.SCORES_BY_GROUP.items()
+             for score in group_scores}
+figures.glue_figure("fig-05-severity", figures.severity_residuals(residuals,
+                                                                  results.correlations))
+glue("n_fdr_family", results.meta["fdr_family_size"], display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig-05-severity
+# :name: fig-05-severity
+#
+# The partial Spearman correlations that were tested: within each patient group, the
+# bias-corrected gap against each clinical score, controlling age, sex and site, one row per
+# test and one column per model. Each point is a patient: its gap's rank against its score's
+# rank, each after the covariates' ranks were regressed out (rank units), so that their
+# correlation is the partial rho; line: least-squares fit. Panel titles: rho, the uncorrected
+# p, the Benjamini-Hochberg p over the {glue:text}`n_fdr_family` clinical tests
+# (p{sub}`FDR`), and n.
+# ```
 
 # %%
 correlations = results.correlations.assign(**upper)

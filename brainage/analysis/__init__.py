@@ -30,6 +30,7 @@ _EXPORTS = {
     "gap_posthoc": "clinical",
     "gap_score_correlations": "clinical",
     "hedges_g": "clinical",
+    "partial_rank_residuals": "clinical",
     "partial_spearman": "clinical",
     "summary_sentence": "clinical",
     "truth_from_simulation": "clinical",

@@ -80,6 +80,7 @@ __all__ = [
     "gap_posthoc",
     "gap_score_correlations",
     "hedges_g",
+    "partial_rank_residuals",
     "partial_spearman",
     "summary_sentence",
     "truth_from_simulation",
@@ -707,6 +708,49 @@ def gap_score_correlations(predictions: pd.DataFrame,
                 rows.append({**base, **result, "n_missing": n_missing,
                              "covariates": ",".join(covar), "estimable": True, "note": cov_note})
     return pd.DataFrame(rows)
+
+
+def partial_rank_residuals(predictions: pd.DataFrame, model: str, group: str, score: str,
+                           settings: ClinicalSettings | None = None) -> pd.DataFrame:
+    """The two rank residuals whose Pearson correlation is the partial Spearman rho tested.
+
+    The same subjects and covariate columns as :func:`gap_score_correlations`: the gap, the
+    score and every covariate are ranked (average ranks for ties, as ``pingouin.partial_corr``
+    does), and the gap's and the score's ranks are each regressed on the covariates' ranks
+    (least squares with an intercept). A scatter of these residuals shows the association that
+    was tested, with the covariates removed; their correlation is the partial rho.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        The predictions table (see ``clinical_summary``).
+    model, group, score : str
+        One test: a model's gap against a score within a patient group.
+    settings : ClinicalSettings, optional
+        Defaults to ``ClinicalSettings()``.
+
+    Returns
+    -------
+    DataFrame
+        One row per subject of the test: ``participant_id``, ``gap_residual`` and
+        ``score_residual`` (rank units); empty where the test is not estimable.
+    """
+    settings = settings or ClinicalSettings()
+    data = _prepare(predictions, settings)
+    columns = ["participant_id", "gap_residual", "score_residual"]
+    if score not in SCORES_BY_GROUP.get(group, ()):
+        raise ValueError(f"score {score!r} is not tested within group {group!r}; "
+                         f"the tests are {SCORES_BY_GROUP}")
+    frame, _, covar, reason, _ = _score_frame(data, model, group, score, settings)
+    if reason:
+        return pd.DataFrame(columns=columns)
+    ranks = frame[[settings.gap_column, score, *covar]].rank()  # average ranks, as pingouin
+    design = np.column_stack([np.ones(len(frame)), ranks[covar].to_numpy()])  # (n, 1 + k)
+    targets = ranks[[settings.gap_column, score]].to_numpy()  # (n, 2)
+    beta, *_ = np.linalg.lstsq(design, targets, rcond=None)  # (1 + k, 2)
+    residuals = targets - design @ beta  # (n, 2)
+    return pd.DataFrame({"participant_id": data.loc[frame.index, "participant_id"].to_numpy(),
+                         "gap_residual": residuals[:, 0], "score_residual": residuals[:, 1]})
 
 
 def fdr_correct(pvalues: Sequence[float]) -> np.ndarray:

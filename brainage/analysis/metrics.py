@@ -614,7 +614,8 @@ def _bin_edges(age: np.ndarray, bins: int | Sequence[float]) -> np.ndarray:
 
 
 def error_by_age_bin(
-    age: ArrayLike, predicted: ArrayLike, bins: int | Sequence[float]
+    age: ArrayLike, predicted: ArrayLike, bins: int | Sequence[float], *, n_boot: int = 0,
+    seed: int = 0, confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Errors of predicted age within age bins ``[low, high)``.
 
@@ -625,15 +626,26 @@ def error_by_age_bin(
     bins : int or sequence of float
         Number of equal-width bins over the age range, or strictly increasing bin edges.
         Ages outside explicit edges are left out with a warning.
+    n_boot : int, default=0
+        Bootstrap resamples of each bin's MAE confidence interval (BCa, as
+        :func:`regression_metrics`; at least 100); 0 computes no interval.
+    seed : int, default=0
+        Seed of the bootstrap resamples.
+    confidence : float, default=0.95
+        Level of the interval.
 
     Returns
     -------
     DataFrame
         One row per bin: ``age_bin`` (label such as ``"[20, 30)"``), ``age_low``,
         ``age_high``, ``n``, ``mae``, ``rmse``, ``mean_error`` (mean of predicted - age,
-        the bias) and ``mean_age``. Empty bins have n = 0 and NaN errors.
+        the bias) and ``mean_age``; with ``n_boot``, also ``mae_ci_low`` and ``mae_ci_high``
+        (NaN in bins of fewer than 3 scans, where a bootstrap interval means nothing). Empty
+        bins have n = 0 and NaN errors.
     """
     y, p = _check_pair(age, predicted, ("age", "predicted"), min_n=1)
+    if n_boot:
+        _check_bootstrap_settings(n_boot, confidence)
     edges = _bin_edges(y, bins)
     index = np.searchsorted(edges, y, side="right") - 1  # bin of each age, -1 / len-1 outside
     inside = (index >= 0) & (index < edges.size - 1)
@@ -645,12 +657,19 @@ def error_by_age_bin(
         chosen = inside & (index == k)
         err = p[chosen] - y[chosen]
         empty = not chosen.any()
-        rows.append({
+        row = {
             "age_bin": f"[{edges[k]:.4g}, {edges[k + 1]:.4g})", "age_low": edges[k],
             "age_high": edges[k + 1], "n": int(chosen.sum()),
             "mae": np.nan if empty else float(np.mean(np.abs(err))),
             "rmse": np.nan if empty else float(np.sqrt(np.mean(err**2))),
             "mean_error": np.nan if empty else float(np.mean(err)),
             "mean_age": np.nan if empty else float(np.mean(y[chosen])),
-        })
+        }
+        if n_boot:
+            low = high = np.nan
+            if chosen.sum() >= 3:
+                low, high, _ = _bootstrap_ci((y[chosen], p[chosen]), _mae, n_boot=n_boot,
+                                             seed=seed, confidence=confidence)
+            row.update(mae_ci_low=low, mae_ci_high=high)
+        rows.append(row)
     return pd.DataFrame(rows)

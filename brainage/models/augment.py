@@ -1,9 +1,20 @@
 """Random MRI augmentations and the two-view sampling of Rank-N-Contrast.
 
-The transforms are MONAI's random array transforms, applied on CPU to one scan ``(C, D, H, W)``
-at a time: a small random affine (rotation, scaling, translation), a left-right flip, a smooth
-multiplicative bias field, a gamma contrast change, an intensity scaling and Gaussian noise.
-The intensity magnitudes assume scans normalised to unit scale (brain intensities of order 1).
+A small random affine (rotation, scaling, translation), a left-right flip, a smooth
+multiplicative bias field, a gamma contrast change, an intensity scaling and Gaussian noise,
+in that order. The intensity magnitudes assume scans normalised to unit scale (brain
+intensities of order 1).
+
+:class:`RandomViews` applies them to a whole batch at once, on the batch's device: MONAI's
+random transforms (:func:`build_augmentation`, the same transforms one scan at a time, kept as
+the reference) cost more than the network itself on the CPU. Measured by
+``benchmarks/bench_augment.py``: MONAI's ``RandAffine`` alone took 146 ms per 4 mm view where
+one batched ``grid_sample`` takes about 11 ms per view, and the augmentations were the larger
+part of the quick profile's training time. MONAI has no batched form of these transforms with
+a seed per sample, hence this one; its formulas are MONAI's (``RandBiasField``'s Legendre
+field, ``AdjustContrast``'s gamma on the min-max range, ``RandGaussianNoise``'s uniformly
+drawn standard deviation), and the affine is ``torch.nn.functional.affine_grid`` /
+``grid_sample`` (trilinear, zero padding) with its matrix built in voxel space.
 
 Determinism without hidden state: every draw is seeded from ``(seed, epoch, index)`` with
 :func:`view_seed`, so a sample's augmentations do not depend on the data order, on the worker
@@ -14,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,12 +40,13 @@ from monai.transforms import (
     RandScaleIntensity,
 )
 from torch import Tensor
+from torch.nn import functional as F
 
 from brainage._utils import check_int
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AugmentConfig", "RandomViews", "build_augmentation", "view_seed"]
+__all__ = ["AugmentConfig", "RandomViews", "affine_theta", "build_augmentation", "view_seed"]
 
 _PROBABILITIES = ("affine_prob", "flip_prob", "bias_field_prob", "contrast_prob",
                   "intensity_prob", "noise_prob")
@@ -168,6 +181,95 @@ def view_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
 
 
+def _legendre_basis(shape: tuple[int, int, int], degree: int) -> np.ndarray:
+    """Products of Legendre polynomials on [-1, 1]^3 of total degree <= ``degree``.
+
+    MONAI's ``RandBiasField`` terms in its order; shape (n_terms, D, H, W), float32.
+    """
+    coords = [np.linspace(-1.0, 1.0, n) for n in shape]
+    terms = []
+    for i in range(degree + 1):
+        for j in range(degree + 1 - i):
+            for k in range(degree + 1 - i - j):
+                polys = [np.polynomial.legendre.legval(c, np.eye(degree + 1)[n])
+                         for c, n in zip(coords, (i, j, k))]
+                terms.append(np.einsum("d,h,w->dhw", *polys))
+    return np.stack(terms).astype(np.float32)
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrix about the three axes (x, then y, then z), angles in radians."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def affine_theta(matrix: np.ndarray, translation: np.ndarray,
+                 shape: tuple[int, int, int]) -> np.ndarray:
+    """``affine_grid``'s matrix for a voxel-space affine about the volume's centre.
+
+    Output voxel ``c`` (centred coordinates, axes D, H, W) samples the input at
+    ``matrix @ c + translation``.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (3, 3)
+        Linear part, voxel axes (D, H, W).
+    translation : ndarray, shape (3,)
+        Voxels.
+    shape : tuple of 3 int
+        (D, H, W).
+
+    Returns
+    -------
+    ndarray, shape (3, 4)
+        For ``torch.nn.functional.affine_grid(..., align_corners=False)``, whose coordinates
+        are normalised to [-1, 1] and ordered (W, H, D).
+    """
+    half = np.asarray(shape[::-1], dtype=np.float64) / 2  # centred voxel = normalised * half
+    linear = np.asarray(matrix, dtype=np.float64)[::-1, ::-1]  # (D, H, W) -> (W, H, D)
+    theta = np.empty((3, 4))
+    theta[:, :3] = linear * half[None, :] / half[:, None]
+    theta[:, 3] = np.asarray(translation, dtype=np.float64)[::-1] / half
+    return theta
+
+
+@dataclass
+class _Draws:
+    """Every random number of one view (drawn whether or not its transform applies)."""
+
+    theta: np.ndarray | None
+    flip: bool
+    bias: np.ndarray | None
+    gamma: float | None
+    scale: float | None
+    noise_std: float | None
+    noise_seed: int
+
+
+def _draw(cfg: AugmentConfig, rng: np.random.Generator, shape: tuple[int, int, int],
+          n_terms: int) -> _Draws:
+    rotate = math.radians(cfg.rotate_deg)
+    apply = rng.uniform(size=6) < np.array([getattr(cfg, p) for p in _PROBABILITIES])
+    angles = rng.uniform(-rotate, rotate, 3)
+    scales = 1.0 + rng.uniform(-cfg.scale, cfg.scale, 3)
+    shifts = rng.uniform(-cfg.translate_vox, cfg.translate_vox, 3)
+    coeffs = rng.uniform(0.0, cfg.bias_field_coeff, n_terms)
+    gamma = rng.uniform(*cfg.contrast_gamma)
+    factor = 1.0 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale)
+    std = rng.uniform(0.0, cfg.noise_std)
+    noise_seed = int(rng.integers(2**62))
+    return _Draws(
+        theta=(affine_theta(_rotation(angles) @ np.diag(scales), shifts, shape)
+               if apply[0] else None),
+        flip=bool(apply[1]), bias=coeffs if apply[2] else None,
+        gamma=float(gamma) if apply[3] else None, scale=float(factor) if apply[4] else None,
+        noise_std=float(std) if apply[5] else None, noise_seed=noise_seed)
+
+
 class RandomViews:
     """Draw ``n_views`` augmented views of a scan, reproducibly.
 
@@ -188,9 +290,11 @@ class RandomViews:
 
     def __init__(self, cfg: AugmentConfig | None, n_views: int = 2) -> None:
         check_int("n_views", n_views, low=1)
+        if cfg is not None and not isinstance(cfg, AugmentConfig):
+            raise TypeError(f"cfg must be an AugmentConfig or None, got {type(cfg).__name__}")
         self.cfg = cfg
         self.n_views = n_views
-        self.transform = build_augmentation(cfg) if cfg is not None else None
+        self._basis: dict[tuple[tuple[int, ...], str], Tensor] = {}
 
     def __call__(self, image: Tensor, seed: int) -> Tensor:
         """Return ``n_views`` views of ``image : Tensor, shape (C, D, H, W)``.
@@ -203,13 +307,62 @@ class RandomViews:
         if not isinstance(image, Tensor) or image.ndim != 4:
             shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
             raise ValueError(f"image must be a tensor of shape (C, D, H, W), got {shape}")
-        image = image.detach().to("cpu", torch.float32)
-        if self.transform is None:
-            return image.unsqueeze(0).repeat(self.n_views, 1, 1, 1, 1)  # (V, C, D, H, W)
-        self.transform.set_random_state(seed=seed)
-        views = []
-        for _ in range(self.n_views):  # successive draws from one seeded stream
-            view = self.transform(image)
-            views.append(torch.as_tensor(view.as_tensor() if hasattr(view, "as_tensor") else view,
-                                         dtype=torch.float32))
-        return torch.stack(views)  # V x (C, D, H, W) -> (V, C, D, H, W)
+        return self.batch(image.detach().to("cpu", torch.float32)[None], [seed])[0]
+
+    def _bias_basis(self, shape: tuple[int, int, int], device: torch.device) -> Tensor:
+        key = (shape, str(device))
+        if key not in self._basis:
+            self._basis[key] = torch.from_numpy(_legendre_basis(shape, 3)).to(device)
+        return self._basis[key]
+
+    @torch.no_grad()
+    def batch(self, images: Tensor, seeds: Sequence[int] | Tensor) -> Tensor:
+        """Views of a batch: ``images (B, C, D, H, W)`` -> ``(B, n_views, C, D, H, W)``.
+
+        The views of sample ``b`` depend on ``seeds[b]`` alone (not on the other samples of
+        the batch, their order, or the device's other work), drawn in one seeded stream:
+        the affine, the flip, the bias field, the gamma, the scaling, the noise.
+        """
+        if not isinstance(images, Tensor) or images.ndim != 5:
+            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+            raise ValueError(f"images must be a tensor of shape (B, C, D, H, W), got {shape}")
+        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, Tensor) else seeds)]
+        if len(seeds) != images.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {images.shape[0]} images")
+        n, v = images.shape[0], self.n_views
+        x = images.float().unsqueeze(1).expand(n, v, *images.shape[1:])
+        x = x.reshape(n * v, *images.shape[1:]).clone()  # (B * V, C, D, H, W), sample-major
+        if self.cfg is None:
+            return x.view(n, v, *images.shape[1:])
+        shape = tuple(int(d) for d in images.shape[2:])
+        basis = self._bias_basis(shape, x.device)  # (T, D, H, W)
+        draws = []
+        for seed in seeds:  # successive views of a sample: successive draws of its stream
+            rng = np.random.default_rng(seed)
+            draws += [_draw(self.cfg, rng, shape, basis.shape[0]) for _ in range(v)]
+        rows = [i for i, d in enumerate(draws) if d.theta is not None]
+        if rows:
+            theta = torch.as_tensor(np.stack([draws[i].theta for i in rows]),
+                                    dtype=torch.float32, device=x.device)
+            grid = F.affine_grid(theta, [len(rows), *x.shape[1:]], align_corners=False)
+            x[rows] = F.grid_sample(x[rows], grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)
+        rows = [i for i, d in enumerate(draws) if d.flip]
+        if rows:
+            x[rows] = x[rows].flip(2 + self.cfg.flip_axis)
+        for i, d in enumerate(draws):  # one view at a time: a batched product's summation
+            if d.bias is not None:    # order would depend on how many views it holds
+                coeffs = torch.as_tensor(d.bias, dtype=torch.float32, device=x.device)  # (T,)
+                x[i] *= torch.tensordot(coeffs, basis, dims=1).exp()  # (D, H, W)
+        for i, d in enumerate(draws):  # per view: vectorised pow rounds by lane position
+            if d.gamma is not None:
+                low, high = x[i].amin(), x[i].amax()
+                x[i] = ((x[i] - low) / (high - low + 1e-7)).pow(d.gamma) * (high - low) + low
+            if d.scale is not None:
+                x[i] *= d.scale
+        for i, d in enumerate(draws):
+            if d.noise_std is not None:
+                generator = torch.Generator(device=x.device).manual_seed(d.noise_seed)
+                x[i] += d.noise_std * torch.randn(x.shape[1:], generator=generator,
+                                                  device=x.device)
+        return x.view(n, v, *images.shape[1:])

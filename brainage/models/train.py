@@ -143,6 +143,12 @@ class TrainConfig:
         Show tqdm progress bars (main process only).
     resume : bool, default=True
         Continue from ``<stage>_last.pt`` in ``out_dir`` when present.
+    init_from : str or None, default=None
+        A checkpoint (``best.pt`` or ``<stage>_last.pt`` of an earlier run) whose encoder
+        weights start this run instead of a random initialisation: fine-tuning a pretrained
+        encoder (e.g. the simulated cohort's) on a small real cohort. Only the encoder is
+        taken; the head starts afresh with this run's age normalisation. Its model
+        configuration must equal ``model_cfg``.
     """
 
     epochs: int = 10
@@ -166,6 +172,7 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     progress: bool = True
     resume: bool = True
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 0), ("head_epochs", 0), ("batch_size", 1),
@@ -181,6 +188,12 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise TypeError(f"TrainConfig.device must be a string, "
                             f"got {type(self.device).__name__}")
+        if isinstance(self.init_from, os.PathLike):
+            object.__setattr__(self, "init_from", os.fspath(self.init_from))
+        if self.init_from is not None and not (isinstance(self.init_from, str)
+                                               and self.init_from):
+            raise TypeError(f"TrainConfig.init_from must be a checkpoint path or None, "
+                            f"got {self.init_from!r}")
         if isinstance(self.augment, Mapping):
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
         if self.augment is not None and not isinstance(self.augment, AugmentConfig):
@@ -231,7 +244,12 @@ class TrainResult:
 
 
 class _ViewsDataset(Dataset):
-    """Wrap a dataset: each item becomes ``n_views`` augmented views seeded by (seed, epoch, i)."""
+    """Wrap a dataset: each item carries the seed of its views, (seed, epoch, index).
+
+    The views themselves are drawn per batch on the training device
+    (:meth:`RandomViews.batch`), each sample from its own seed, so they do not depend on the
+    batch it lands in, the number of processes or a resume.
+    """
 
     def __init__(self, base: Dataset, views: RandomViews, seed: int) -> None:
         self.base, self.views, self.seed, self.epoch = base, views, seed, 0
@@ -241,8 +259,8 @@ class _ViewsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
-        images = self.views(item["image"], view_seed(self.seed, self.epoch, index))
-        return {"image": images, "age": torch.tensor(float(item["age"])), "index": index}
+        return {"image": item["image"], "age": torch.tensor(float(item["age"])), "index": index,
+                "seed": torch.tensor(view_seed(self.seed, self.epoch, index), dtype=torch.int64)}
 
 
 def _dataset_ages(dataset: Dataset, name: str) -> np.ndarray:
@@ -664,12 +682,31 @@ def _new_model(model_cfg: ModelConfig, train_ds: Dataset, val_ds: Dataset,
     torch.manual_seed(run.cfg.seed)
     np.random.seed(run.cfg.seed)
     random.seed(run.cfg.seed)
-    model = build_model(model_cfg, age_mean=float(ages.mean()), age_scale=scale).to(run.device)
+    model = build_model(model_cfg, age_mean=float(ages.mean()), age_scale=scale)
+    if run.cfg.init_from is not None:
+        _load_pretrained_encoder(model, model_cfg, Path(run.cfg.init_from))
+    model = model.to(run.device)
     if run.cuda and run.cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     if run.cuda and run.world_size > 1 and run.cfg.sync_batchnorm:
         model.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(model.encoder)
     return model
+
+
+def _load_pretrained_encoder(model: BrainAgeModel, model_cfg: ModelConfig, path: Path) -> None:
+    """Copy the encoder weights of checkpoint ``path`` into ``model`` (same architecture)."""
+    payload = read_checkpoint(path)  # names the file when absent, unreadable or not ours
+    saved = payload["model_config"]
+    diffs = [f"{k}: {v!r} there, {model_cfg.to_dict().get(k)!r} here"
+             for k, v in saved.items() if model_cfg.to_dict().get(k) != v]
+    if diffs:
+        raise ValueError(f"init_from {path}: its encoder has another architecture "
+                         f"({'; '.join(diffs)}); use the model settings it was trained with")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in payload["model"].items() if k.startswith(prefix)}
+    model.encoder.load_state_dict(state)  # strict: every encoder tensor, nothing else
+    logger.info("encoder initialised from %s (stage %s, epoch %s)", path, payload.get("stage"),
+                payload.get("epoch"))
 
 
 def _wrap(module: nn.Module, run: _Run) -> nn.Module:
@@ -728,8 +765,8 @@ def _rnc_encoder_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset,
         encoder.train()
         losses = []
         for batch in _progress(_train_loader(views, run, epoch), run, f"RNC {epoch + 1}"):
-            images = batch["image"]  # (B, 2, C, D, H, W)
-            n = images.shape[0]
+            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+            n = images.shape[0]  # images: (B, 2, C, D, H, W)
             flat = _to_device(images.flatten(0, 1), run)  # (B, 2, C, ...) -> (2B, C, D, H, W)
             with _autocast(run):
                 features = encoder(flat)  # (2B, F); the two views of a scan are adjacent
@@ -815,7 +852,8 @@ def _l1_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset, run: _Ru
         network.train()
         errors = []
         for batch in _progress(_train_loader(views, run, epoch), run, f"L1 {epoch + 1}"):
-            images = _to_device(batch["image"].flatten(0, 1), run)  # (B, 1, C, ...) -> (B, C, ...)
+            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+            images = _to_device(images.flatten(0, 1), run)  # (B, 1, C, ...) -> (B, C, ...)
             with _autocast(run):
                 prediction = network(images).float()  # (B,), years
             error = (prediction - batch["age"].to(run.device).float()).abs()

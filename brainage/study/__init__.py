@@ -31,6 +31,7 @@ _EXPORTS = {
     "describe_columns": "columns",
     "PlotlyFigure": "figures",
     "example_slices": "figures",
+    "glue_figure": "figures",
     "registration_qc": "figures",
     "show": "figures",
     "BIAS_CORRECTION_FILE": "predict",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "load_model_folder": "predict",
     "predict_scans": "predict",
     "predict_to_csv": "predict",
+    "pretrained_checkpoints": "predict",
     "scan_space": "predict",
     "write_model_card": "predict",
     "Profile": "profiles",
@@ -121,10 +123,15 @@ _EXPORTS = {
     "summary": "trust",
     "training_domain": "trust",
     "trust_columns": "trust",
+    "SEEDS_FILE": "training",
+    "StudyModels": "training",
+    "seed_repeats": "training",
+    "seed_summary": "training",
+    "train_study_models": "training",
 }
 _MODULES = (
     "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "runs",
-    "sentences", "tables", "trust",
+    "sentences", "tables", "training", "trust",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

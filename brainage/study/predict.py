@@ -98,6 +98,7 @@ __all__ = [
     "predict_scans",
     "CsvRun",
     "predict_to_csv",
+    "pretrained_checkpoints",
     "scan_space",
     "write_model_card",
 ]
@@ -530,6 +531,62 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
     return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
                        grid_affine=affine, models=models, corrections=corrections,
                        saliency_layer=layer, trust=trusts)
+
+
+def pretrained_checkpoints(path: str | os.PathLike, *, grid_mm: float,
+                           crop_to_brain: bool) -> dict[str, Path]:
+    """The checkpoints of a model folder, checked for fine-tuning on this run's grid.
+
+    A run's ``init_from`` (notebook 02) starts each head's encoder from the same head of an
+    earlier model folder, e.g. the simulated cohort's quick model before training on a small
+    real cohort. The folder's card and checksums are checked as :func:`load_model_folder`
+    checks them, and its input grid must be this run's (the encoder's receptive fields are in
+    voxels); the space and brain extraction may differ (both end on the template grid).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A model folder holding ``model.json`` (``runs/<profile>/models``).
+    grid_mm, crop_to_brain : float, bool
+        This run's preprocessing grid.
+
+    Returns
+    -------
+    dict of str to Path
+        Head name (``rnc``, ``l1``) to its ``best.pt``.
+
+    Raises
+    ------
+    ModelFolderError
+        Naming the file: no card, another preprocessing version or grid, a missing or changed
+        checkpoint.
+    """
+    root = Path(path)
+    if not (root / MODEL_CARD_FILE).is_file():
+        raise ModelFolderError(f"init_from {root}: no {MODEL_CARD_FILE} there; give the models "
+                               f"folder of a finished run (runs/<profile>/models)")
+    card_path = root / MODEL_CARD_FILE
+    card = _read_card(card_path)
+    stored = card["preprocess"]
+    if (float(stored["grid_mm"]), bool(stored["crop_to_brain"])) != (float(grid_mm),
+                                                                     bool(crop_to_brain)):
+        raise ModelFolderError(
+            f"init_from {card_path}: the model was trained on a {stored['grid_mm']} mm grid "
+            f"(crop_to_brain={stored['crop_to_brain']}), this run preprocesses onto {grid_mm} mm "
+            f"(crop_to_brain={crop_to_brain}); set the profile's grid_mm and crop_to_brain to "
+            f"the model's")
+    out = {}
+    for name, entry in card["heads"].items():
+        checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
+                             f"heads.{name}.checkpoint")
+        if not checkpoint.is_file():
+            raise ModelFolderError(f"{card_path} lists head {name!r} but its checkpoint "
+                                   f"{checkpoint} is missing")
+        if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
+            raise ModelFolderError(f"checkpoint {checkpoint} is not the one {card_path} "
+                                   f"describes (SHA-256 differs): it is corrupt or changed")
+        out[name] = checkpoint
+    return out
 
 
 # --- inputs ---------------------------------------------------------------------------------

@@ -550,3 +550,27 @@ def test_summary_sentence_gives_the_adjusted_contrasts(predictions):
             f"{ad['adj_ci_high']:.1f}; adjusted Hedges' g {ad['adj_g']:.2f}) and ") in text
     with_site = clinical.clinical_summary(_confounded(np.random.default_rng(0)), settings=FAST)
     assert "Adjusted for age, sex and site, the gap" in clinical.summary_sentence(with_site)
+
+
+@pytest.mark.parametrize(("model", "group", "score"), [("rnc", "AD", "mmse"),
+                                                       ("l1", "PD", "updrs3")])
+def test_partial_rank_residuals_correlate_as_the_tested_rho(predictions, model, group, score):
+    residuals = clinical.partial_rank_residuals(predictions, model, group, score, FAST)
+    tested = clinical.gap_score_correlations(predictions, FAST).query(
+        "model == @model and group == @group and score == @score").iloc[0]
+    assert len(residuals) == tested["n"]
+    r = stats.pearsonr(residuals["gap_residual"], residuals["score_residual"]).statistic
+    assert r == pytest.approx(tested["rho"], abs=1e-10)
+    assert abs(residuals["gap_residual"].mean()) < 1e-9  # regressed with an intercept
+    assert set(residuals["participant_id"]) <= set(
+        predictions.loc[predictions["group"] == group, "participant_id"])
+
+
+def test_partial_rank_residuals_empty_when_not_estimable_and_bad_score(predictions):
+    few = predictions[~((predictions["group"] == "AD")
+                        & (predictions["participant_id"] > "sub-AD003"))]
+    residuals = clinical.partial_rank_residuals(few, "rnc", "AD", "mmse", FAST)
+    assert residuals.empty and list(residuals.columns) == ["participant_id", "gap_residual",
+                                                           "score_residual"]
+    with pytest.raises(ValueError, match="score 'updrs3' is not tested within group 'AD'"):
+        clinical.partial_rank_residuals(predictions, "rnc", "AD", "updrs3", FAST)

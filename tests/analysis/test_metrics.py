@@ -368,3 +368,21 @@ def test_error_by_age_bin_bad_inputs() -> None:
         error_by_age_bin([25], [25], [20, 10])
     with pytest.raises(ValueError, match="bins must be >= 1 when an integer, got 0"):
         error_by_age_bin([25], [25], 0)
+
+
+def test_error_by_age_bin_bootstrap_ci() -> None:
+    rng = np.random.default_rng(3)
+    age = np.concatenate([rng.uniform(20, 40, 30), rng.uniform(40, 60, 2)])
+    predicted = age + rng.normal(0, 4, age.size)
+    table = error_by_age_bin(age, predicted, [20, 40, 60, 80], n_boot=500, seed=1)
+    first = table.iloc[0]
+    assert first["mae_ci_low"] < first["mae"] < first["mae_ci_high"]
+    # the same interval regression_metrics gives the bin's scans
+    inside = age < 40
+    whole = regression_metrics(age[inside], predicted[inside], n_boot=500, seed=1)["mae"]
+    assert (first["mae_ci_low"], first["mae_ci_high"]) == pytest.approx(
+        (whole["ci_low"], whole["ci_high"]))
+    assert table["mae_ci_low"].iloc[1:].isna().all()  # 2 scans, then none: no interval
+    assert "mae_ci_low" not in error_by_age_bin(age, predicted, [20, 40, 60, 80]).columns
+    with pytest.raises(ValueError, match="n_boot"):
+        error_by_age_bin(age, predicted, [20, 40, 60, 80], n_boot=10)

@@ -365,3 +365,63 @@ def test_permuted_age_model_sees_the_scans_without_their_ages(data, tmp_path: Pa
         assert permuted.ids == original_ds.ids
         np.testing.assert_array_equal(permuted[3]["image"], original_ds[3]["image"])
     np.testing.assert_array_equal(seen[1]["train"].ages, seen[0]["train"].ages)  # seeded
+
+
+# --- init_from: fine-tuning a pretrained encoder -------------------------------------------------
+
+
+def _encoder_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    model = load_model(checkpoint)
+    return {k: v.clone() for k, v in model.encoder.state_dict().items()}
+
+
+def test_init_from_starts_from_the_pretrained_encoder(data, tmp_path: Path) -> None:
+    train_ds, val_ds = data
+    pretrained = train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=2, seed=3, **FAST),
+                          tmp_path / "pre").best_checkpoint
+    # zero encoder epochs: the RNC encoder is exactly the pretrained one, only the head learns
+    tuned = train_rnc(train_ds, val_ds, TINY,
+                      TrainConfig(epochs=0, head_epochs=2, init_from=str(pretrained), **FAST),
+                      tmp_path / "rnc")
+    before, after = _encoder_state(pretrained), _encoder_state(tuned.best_checkpoint)
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    # the same run from scratch has another encoder
+    scratch = train_rnc(train_ds, val_ds, TINY, TrainConfig(epochs=0, head_epochs=2, **FAST),
+                        tmp_path / "scratch")
+    assert any(not torch.equal(before[k], v)
+               for k, v in _encoder_state(scratch.best_checkpoint).items()
+               if v.is_floating_point())
+    # L1 fine-tunes the whole network from the pretrained encoder: one epoch moves it a little
+    l1 = train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=1, seed=5, init_from=pretrained,
+                                                       lr=1e-5, **FAST), tmp_path / "l1")
+    moved = _encoder_state(l1.best_checkpoint)
+    weight = next(k for k in before if k.endswith("weight") and before[k].ndim == 5)
+    change = (moved[weight] - before[weight]).abs().max() / before[weight].abs().max()
+    assert 0 < change < 0.05
+
+
+def test_init_from_errors(data, tmp_path: Path) -> None:
+    train_ds, val_ds = data
+    with pytest.raises(TypeError, match="init_from must be a checkpoint path"):
+        TrainConfig(init_from=3)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=1, init_from=str(tmp_path / "missing.pt"),
+                                                     **FAST), tmp_path / "a")
+    pretrained = train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=1, **FAST),
+                          tmp_path / "pre").best_checkpoint
+    other = ModelConfig(depth=10, widths=(4, 8, 16, 16))
+    with pytest.raises(ValueError, match=r"another architecture \(widths"):
+        train_l1(train_ds, val_ds, other, TrainConfig(epochs=1, init_from=str(pretrained), **FAST),
+                 tmp_path / "b")
+
+
+def test_init_from_is_a_resume_setting(data, tmp_path: Path) -> None:
+    train_ds, val_ds = data
+    pretrained = train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=1, **FAST),
+                          tmp_path / "pre").best_checkpoint
+    train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=1, **FAST), tmp_path / "run")
+    with pytest.raises(ValueError, match="train_cfg.init_from"):
+        train_l1(train_ds, val_ds, TINY, TrainConfig(epochs=2, init_from=str(pretrained), **FAST),
+                 tmp_path / "run")

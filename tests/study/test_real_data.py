@@ -108,3 +108,43 @@ def test_book_says_what_a_healthy_only_cohort_allows(ixi10_build):
     interpretability = (html / "results" / "04_interpretability.html").read_text()
     assert "No regions: the dataset is not simulated and the manifest names no atlas" in interpretability
     assert "Not a simulated cohort" in interpretability
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_real_scans_starts_from_the_pretrained_encoders(ixi10_build, repo_root,
+                                                                        tmp_path):
+    """init_from on the ten real scans, tiny schedule: each head's encoder starts from the
+    pretrained folder's (here the smoke build's own models) and moves only a little."""
+    from brainage.models.network import ModelConfig
+    from brainage.models.train import TrainConfig, load_model
+    from brainage.study.predict import pretrained_checkpoints
+    from brainage.study.runs import RunFolder
+    from brainage.study.training import train_study_models
+
+    root, _ = ixi10_build
+    run = RunFolder(root / "runs" / "ixi10")
+    tiny = yaml.safe_load((repo_root / "notebooks" / "params" / "tiny.yaml").read_text())
+    model_cfg = ModelConfig(depth=tiny["model_depth"], widths=tuple(tiny["model_widths"]),
+                            conv1_stride=tiny["conv1_stride"])
+    default = PreprocessParams()
+    start = pretrained_checkpoints(run.models, grid_mm=default.grid_mm,
+                                   crop_to_brain=default.crop_to_brain)
+    common = dict(batch_size=tiny["batch_size"], lr=1e-4, progress=False, device="cpu",
+                  probe_every=0)
+    train_ds, val_ds = run.dataset("train"), run.dataset("val")
+
+    def encoders(init):
+        out = train_study_models(train_ds, val_ds, model_cfg,
+                                 models_dir=tmp_path / ("tuned" if init else "scratch"),
+                                 init_from=init,
+                                 rnc_cfg=TrainConfig(epochs=1, head_epochs=2, **common),
+                                 l1_cfg=TrainConfig(epochs=1, **common))
+        return {h: load_model(p).encoder.state_dict() for h, p in out.checkpoints[0].items()}
+
+    def distance(state, before):
+        return sum(float((state[k] - v).norm()) for k, v in before.items() if v.ndim == 5)
+
+    tuned, scratch = encoders(start), encoders(None)
+    for head, checkpoint in start.items():
+        before = load_model(checkpoint).encoder.state_dict()
+        assert distance(tuned[head], before) < 0.1 * distance(scratch[head], before), head
