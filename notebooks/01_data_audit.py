@@ -140,7 +140,6 @@ glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 # %%
 by_site = alignment_by_site(table, alignment_threshold)
 truth_table = RunFolder(run).ground_truth() if spec.simulated else None
-glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 glue("alignment_site_sentence", alignment_sentence(
     by_site, alignment_threshold, simulated=bool(spec.simulated),
     eta_squared=eta_squared(table["alignment"], table["site"]),

@@ -237,7 +237,6 @@ for name in ("rnc", "l1"):
                    f"{median_pct(rows, 'positive_share', above)}")
 glue("gradram_sign_text", "; ".join(gradram_text), display=False)
 glue("ig_sign_text", "; ".join(ig_text), display=False)
-glue("n_test_maps", len(test), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_04_gradram
