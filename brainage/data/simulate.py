@@ -368,7 +368,7 @@ class AnatomyConfig:
         SD of the random displacement at the control points.
     control_spacing_mm : float, default=24
         Spacing of the random displacement's control grid.
-    male_head_scale : float, default=1.04
+    male_head_scale : float, default=1.02
         Linear head scale of men (women: its inverse): male TIV about 12 % larger.
     head_scale_sd : float, default=0.033
         SD of the log linear head scale (isotropic): TIV SD about 10 %.
@@ -389,7 +389,7 @@ class AnatomyConfig:
 
     deformation_sd_mm: float = 3.0
     control_spacing_mm: float = 24.0
-    male_head_scale: float = 1.04
+    male_head_scale: float = 1.02
     head_scale_sd: float = 0.033
     registered_scale_sd: float = 0.012
     rotation_sd_deg: float = 2.0
