@@ -19,18 +19,22 @@ Realised brain age
     The disease's regional losses come on top of :math:`b`, so a patient's brain looks older
     than :math:`b`. The realised brain age :math:`b^*` is the age at which a healthy brain has
     lost as much tissue: :math:`T(b^*) = T_{subject}` with
-    :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1)` (template grey-matter volume
-    :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`). It equals
+    :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1) + V_{tis} k_{brain}` (template
+    grey-matter volume :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`,
+    tissue volume :math:`V_{tis}`, whole-brain contraction :math:`k_{brain}`). It equals
     :math:`b` for controls; the true brain-age gap is :math:`b^* - a`.
 Ageing dose-response
-    Fractional volume loss of region group *g* accumulates from a rate rising linearly after an
-    onset :math:`o_g`: :math:`r_g(b) = r_g^* (b - o_g)_+ / (a_g^* - o_g)`, hence
-    :math:`L_g(b) = r_g^* (b - o_g)_+^2 / (2 (a_g^* - o_g))`. Cortex: :math:`o = 18.3`,
-    :math:`r^* = 0.5\,\%/y` at 60 (0.2 %/y at 35, Hedman 2012); hippocampus and entorhinal
-    cortex: :math:`o = 40`, :math:`1\,\%/y` at 75 (Barnes 2009; Fjell 2013); thalamus, putamen,
-    caudate: :math:`o = 20`, :math:`0.3\,\%/y` at 60. Lateral ventricles expand by the ratio
-    :math:`V(b)/V_{20} = 1 + k_v ((b - 20)_+ / 50)^2`, :math:`k_v = 1` (doubling by 70,
-    Pfefferbaum). GM/WM contrast falls as :math:`\Delta(b) = \Delta_{site}\max(0.3,
+    Whole-brain tissue (GM + WM) is lost at a rate :math:`r(b)` per year of the tissue left,
+    piecewise linear through ``ageing.brain_rate`` (0 at 18.3, 0.5 %/y at 60, so 0.2 %/y at 35,
+    0.6 %/y at 100; Hedman 2012): :math:`L_{brain} = 1 - \exp(-\int_0^b r)`. It is shared
+    out: lateral ventricles grow as :math:`V(b)/V_{20} = 1 + k_v ((b - 20)_+ / 50)^2`,
+    :math:`k_v = 1` (Pfefferbaum); hippocampus and entorhinal cortex (:math:`o = 40`,
+    :math:`1\,\%/y` at 75; Barnes 2009, Fjell 2013) and thalamus, putamen, caudate
+    (:math:`o = 20`, :math:`0.3\,\%/y` at 60) follow
+    :math:`L_g(b) = r_g^* (b - o_g)_+^2 / (2 (a_g^* - o_g))`; of the rest, the share
+    ``ageing.wm_share`` (0 before 40, 0.5 by 70: white matter declines late; Walhovd 2005) is a
+    contraction of the whole brain inside its mask (white and grey matter), the remainder the
+    cortex's loss. GM/WM contrast falls as :math:`\Delta(b) = \Delta_{scan}\max(0.3,
     1 - \kappa (b - 20)_+)`, :math:`\kappa = 0.003/y` (Salat 2009). Periventricular WM
     hypointensity load :math:`h(b) = \min(1, h_{max} e^{(b - 90)/\tau})`, :math:`h_{max} = 0.6`,
     :math:`\tau = 10` y (de Leeuw 2001).
@@ -45,20 +49,31 @@ Volume loss as deformation
     template. A target loss :math:`L` is realised as :math:`L_{def} = \min(1 - (1 - L)^{s},
     R_{max})` by deformation (share :math:`s = 0.5`) and the rest by converting grey matter to
     CSF (partial-volume sulcal widening): :math:`c = 1 - (1 - L) / (1 - L_{def})`.
-Individual anatomy
-    Pull-back :math:`y(x) = c + M (x - c) + u(x)`, :math:`M = (\text{scale}\cdot R)^{-1}` with
-    a head scale of 1.02 (men) or 0.98 (women) times :math:`e^{N(0, 0.03^2)}` per axis, rotations
-    :math:`N(0, 2°)`, and :math:`u` a random displacement on a 20 mm control grid (SD 2.5 mm,
-    smoothed, trilinearly upsampled). The subject image is
-    :math:`I(x) = B(x)\, T_s(y(x) + M\,d(x))`, masked by the template mask at :math:`y(x)`;
-    :math:`d` sums the disease and ageing flows, and :math:`T_s` is the template-space image
-    :math:`\mu_{GM} p'_{GM} + \mu_{WM} p_{WM} (1 - w) + \mu_{WMH} p_{WM} w + \mu_{CSF} p'_{CSF}
-    + \mu_{WM} \epsilon` (:math:`\epsilon`: the template T1's residual texture, :math:`w` the
-    patchy WMH map).
+Individual anatomy (independent of age)
+    Head size: linear scale 1.02 (men) or 1/1.02 (women) times :math:`e^{N(0, 0.033^2)}`
+    (TIV SD about 10 %, men about 12 % larger), in the truth (``tiv_cm3``) and in native-space
+    images; template-space images keep only the per-axis residual scale
+    :math:`s = e^{N(0, 0.012^2)}` an affine registration leaves. Own ventricle size
+    :math:`e^{N(0, 0.3^2)}` times the ageing ratio (the ventricles' flow runs both ways).
+    Pull-back :math:`y(x) = c + M (x - c) + u(x)`, :math:`M = (\mathrm{diag}(s) R)^{-1}`,
+    rotations :math:`N(0, 2°)`, and :math:`u` a random displacement on a 24 mm control grid
+    (SD 3 mm, smoothed, trilinearly upsampled). The subject image is
+    :math:`I(x) = B(x)\, T_s(y(x) + M\,d(x))`, masked by the template mask widened by 2 mm at
+    :math:`y(x)`; :math:`d` sums the disease and ageing flows and the whole brain's contraction
+    :math:`(1 + k)(x - c)`, :math:`(1 + k)^{-3} = 1 - k_{brain}`; :math:`T_s` is the
+    template-space image :math:`\mu_{GM} p'_{GM} + \mu_{WM} p_{WM} (1 - w) + \mu_{WMH} p_{WM} w
+    + \mu_{CSF} p'_{CSF} + \mu_{WM} \epsilon` (:math:`\epsilon`: the template T1's residual
+    texture, :math:`w` the patchy WMH map).
 Scanner
     Per site: tissue intensities, a multiplicative bias :math:`B = e^{\beta \cdot P}` on a
-    second-order polynomial basis (site pattern plus subject variation), a Gaussian point
-    spread for the acquired voxel size, Rician noise of SD ``noise`` times the WM intensity.
+    second-order polynomial basis (site pattern plus subject variation; the residual after a
+    bias correction), a Gaussian point spread for the acquired voxel size, Rician noise of SD
+    ``noise`` times the WM intensity per acquired voxel, averaged down on coarser grids. The
+    defaults are calibrated to real IXI scans after the project's preprocessing
+    (``benchmarks/bench_sim2real.py``: noise, WM CV, GM/WM contrast, histogram peaks, 95th
+    percentile, CSF fraction). Per subject (:class:`ScannerRandomisation`, SynthSeg-style domain
+    randomisation, Billot 2023): GM and CSF intensities, bias strength, noise level, texture and
+    an extra blur drawn around the site's, independently of age.
 Scores
     From the same latent severity: :math:`u = \rho z_S + \sqrt{1 - \rho^2}\,\varepsilon`
     (:math:`z_S` the standardised severity), score = clip(round(mean ± sd u)); MMSE falls,
@@ -81,6 +96,10 @@ References
    signal intensity and gray to white matter contrast. NeuroImage 48(1), 21-28.
 .. [8] de Leeuw F.E. et al. (2001). Prevalence of cerebral white matter lesions in elderly
    people. J Neurol Neurosurg Psychiatry 70(1), 9-14.
+.. [9] Walhovd K.B. et al. (2005). Effects of age on volumes of cortex, white matter and
+   subcortical structures. Neurobiol Aging 26(9), 1261-1270.
+.. [10] Billot B. et al. (2023). SynthSeg: segmentation of brain MRI scans of any contrast and
+   resolution without retraining. Med Image Anal 86, 102789.
 """
 
 from __future__ import annotations
@@ -120,6 +139,7 @@ __all__ = [
     "SiteConfig",
     "config_from_dict",
     "ensure_cohort",
+    "model_summary",
     "read_truth",
     "simulate_cohort",
 ]
@@ -1345,6 +1365,89 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
                         sep="\t", na_values="n/a")
     return SimulatedCohort(root, participants, truth)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}"
+
+
+def model_summary(config: SimulationConfig | Mapping[str, Any],
+                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ageing, anatomy and scanner model of a configuration, in the units of its sources.
+
+    The book's Methods show this table (``brainage.study.book`` writes it from the run's
+    ``simulation.json`` and ground truth), so that no rate or range is typed by hand.
+
+    Parameters
+    ----------
+    config : SimulationConfig or mapping
+        The configuration (a ``simulation.json``'s ``config`` is read with
+        :func:`config_from_dict`).
+    truth : DataFrame, optional
+        ``participants_truth.tsv`` of a cohort: adds the realised head-size spread.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``quantity``, ``value``, ``source`` (MyST citation roles).
+    """
+    cfg = config if isinstance(config, SimulationConfig) else config_from_dict(config)
+    ag, an, sc = cfg.ageing, cfg.anatomy, cfg.scanner
+    rate = [float(np.interp(a, *zip(*ag.brain_rate))) for a in (35, 60, 80)]
+    share = [float(np.interp(a, *zip(*ag.wm_share))) for a in (40, 55, 70)]
+    lost = float(brain_loss(np.array([80.0]), cfg)[0] - brain_loss(np.array([20.0]), cfg)[0])
+    vent = [1 + ag.ventricle_gain * ((a - 20) / 50) ** 2 for a in (70, 90)]
+    sex_ratio = an.male_head_scale ** 6
+    rows = [
+        ("whole-brain tissue loss at 35 / 60 / 80 y (%/y of the tissue left)",
+         " / ".join(_pct(r) for r in rate), "{cite}`hedman2012lifespan`"),
+        ("whole-brain tissue lost from 20 to 80 y (%)", _pct(lost), "the rate's integral"),
+        ("share of the parenchymal loss by the whole brain's contraction (white and grey "
+         "matter; the rest thins the cortex) at 40 / 55 / 70 y",
+         " / ".join(f"{x:.2g}" for x in share),
+         "{cite}`walhovd2005volumes`, {cite}`fjell2013critical`"),
+        ("hippocampus, entorhinal: onset, anchor age, rate at anchor",
+         f"{ag.hippocampus[0]:g} y, {ag.hippocampus[1]:g} y, {_pct(ag.hippocampus[2])} %/y",
+         "{cite}`barnes2009hippocampal`, {cite}`fjell2013critical`"),
+        ("thalamus, putamen, caudate: onset, anchor age, rate at anchor",
+         f"{ag.subcortical[0]:g} y, {ag.subcortical[1]:g} y, {_pct(ag.subcortical[2])} %/y",
+         "{cite}`fjell2013critical`"),
+        ("lateral ventricles: volume ratio to age 20 at 70 / 90 y",
+         " / ".join(f"{v:.3g}" for v in vent), "{cite}`pfefferbaum1994morphology`"),
+        ("TIV: SD within sex (%), men over women",
+         f"{_pct(np.expm1(3 * an.head_scale_sd))}, {sex_ratio:.3g}", "modelling choice"),
+        ("linear scale left in template space by an affine registration (SD per axis, %)",
+         _pct(an.registered_scale_sd), "modelling choice"),
+        ("own ventricle size, independent of age (SD of its log)", f"{an.ventricle_sd:g}",
+         "modelling choice"),
+        ("random displacement: SD, control spacing (mm)",
+         f"{an.deformation_sd_mm:g}, {an.control_spacing_mm:g}", "modelling choice"),
+        ("brain mask margin around the template's (mm)", f"{an.mask_margin_mm:g}",
+         "calibrated (`benchmarks/bench_sim2real.py`)"),
+    ]
+    for site in cfg.sites:
+        rows.append((f"site {site.name}: GM, CSF (x WM); noise per acquired voxel (%); bias; "
+                     "voxel (mm)",
+                     f"{site.gm:g}, {site.csf:g}; {_pct(site.noise)}; {site.bias:g}; "
+                     + " x ".join(f"{v:g}" for v in site.voxel_mm),
+                     "calibrated (`benchmarks/bench_sim2real.py`)"))
+    rows.append(("per-subject scanner: GM, CSF SD; noise, bias, texture factors; extra blur "
+                 "FWHM (mm)",
+                 f"{sc.gm_sd:g}, {sc.csf_sd:g}; {sc.noise_range[0]:g}-{sc.noise_range[1]:g}, "
+                 f"{sc.bias_range[0]:g}-{sc.bias_range[1]:g}, "
+                 f"{sc.texture_range[0]:g}-{sc.texture_range[1]:g}; "
+                 f"{sc.blur_fwhm_mm[0]:g}-{sc.blur_fwhm_mm[1]:g}",
+                 "domain randomisation {cite}`billot2023synthseg`"))
+    if truth is not None and {"tiv_cm3", "sex"} <= set(truth.columns):
+        log_tiv = np.log(truth["tiv_cm3"].astype(float))
+        within = float(log_tiv.groupby(truth["sex"]).std().mean())
+        means = truth.groupby("sex")["tiv_cm3"].mean()
+        ratio = (f", men over women {means['M'] / means['F']:.3g}"
+                 if {"M", "F"} <= set(means.index) else "")
+        rows.append(("TIV realised in this cohort: mean (cm³), SD within sex (%)",
+                     f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
+                     "ground truth"))
+    return pd.DataFrame(rows, columns=["quantity", "value", "source"])
 
 
 def read_truth(root: str | Path) -> dict[str, Any]:
