@@ -10,11 +10,12 @@ Run from the repository root::
 
 **Realism table.** ``--n-sim`` scans of the simulated cohort (``--simulated``, default
 ``data/simulated/quick``; a small cohort is simulated into a temporary folder when it is
-absent) and the real scans (``../shared/data/ixi10``) are preprocessed as the project does
-(simulated: template space, skull-stripped; real: native, the default brain extraction) onto the
-``--grid-mm`` MNI152 grids (default 2 mm; with ``--profile``, also the profile's model grid,
-``grid_mm`` and ``crop_to_brain``, where a small cohort is simulated at the profile's
-``sim_resolution_mm``), and each is summarised by:
+absent), healthy controls within the real scans' age range, and the real scans
+(``../shared/data/ixi10``) are preprocessed as the project does (simulated: template space,
+skull-stripped; real: native, the default brain extraction) onto the ``--grid-mm`` MNI152 grids
+(default 2 mm; with ``--profile``, also the profile's model grid, ``grid_mm`` and
+``crop_to_brain``, where a small cohort is simulated at the profile's ``sim_resolution_mm``),
+and each is summarised by:
 
 * ``noise``: robust SD (1.4826 x MAD) of the high-pass image (the volume minus its Gaussian
   smoothing, sigma one voxel) in white matter, over the white-matter median;
@@ -68,19 +69,30 @@ def realism(img, wm_prior: np.ndarray, gm_prior: np.ndarray) -> dict[str, float]
     return realism_statistics(img, wm_prior, gm_prior)
 
 
-def simulated_scans(folder: Path | None, n: int, scratch: Path,
-                    resolution_mm: float = 2.0) -> list[Path]:
-    """The first ``n`` scans of a simulated cohort (simulated into ``scratch`` if absent)."""
+def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: float = 2.0,
+                    ages: tuple[float, float] = (0.0, 200.0)) -> list[Path]:
+    """The first ``n`` healthy controls of a simulated cohort aged within ``ages`` (the real
+    scans' range, so that atrophy does not stand in for realism), simulated into ``scratch``
+    (controls only, in that age range) when the folder holds no cohort."""
+    import pandas as pd
+
     if folder is None or not (folder / "participants.tsv").is_file():
         from brainage.data import simulate
 
         where = "no folder given" if folder is None else f"{folder} holds no cohort"
-        print(f"simulated cohort: {where}; simulating {n} healthy subjects (seed 0, "
-              f"{resolution_mm:g} mm)")
+        print(f"simulated cohort: {where}; simulating {n} healthy subjects aged "
+              f"{ages[0]:.0f}-{ages[1]:.0f} (seed 0, {resolution_mm:g} mm)")
         folder = scratch / f"simulated_{resolution_mm:g}mm"
         if not (folder / "participants.tsv").is_file():
-            simulate.simulate_cohort(folder, n_healthy=n, seed=0, resolution_mm=resolution_mm)
-    return sorted(folder.glob("sub-*/anat/*_T1w.nii*"))[:n]
+            span = [max(ages[0], 0.0), min(ages[1], 100.0)]  # patients: none are simulated
+            cfg = simulate.config_from_dict({
+                "hc_age_range": span, "ad": {"age_range": span, "acceleration_max_years": 0},
+                "pd": {"age_range": span, "acceleration_max_years": 0}})
+            simulate.simulate_cohort(folder, n_healthy=n, seed=0, resolution_mm=resolution_mm,
+                                     config=cfg)
+    table = pd.read_csv(folder / "participants.tsv", sep="\t", na_values="n/a")
+    keep = table[(table["group"] == "HC") & table["age"].between(*ages)]["participant_id"]
+    return [folder / p / "anat" / f"{p}_T1w.nii.gz" for p in sorted(keep)[:n]]
 
 
 def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[dict]:
@@ -189,6 +201,11 @@ def main() -> None:
     real = sorted(data.glob("sub-*/anat/*_T1w.nii*"))
     if not real:
         raise SystemExit(f"no real scans under {data}: they live in ../shared/data/ixi10")
+    import pandas as pd
+
+    real_ages = pd.read_csv(data / "participants.tsv", sep="\t")["age"]
+    ages = (float(real_ages.min()), float(real_ages.max()))
+    print(f"real scans aged {ages[0]:.0f}-{ages[1]:.0f}: simulated controls of those ages")
     # (label, grid_mm, crop_to_brain, simulation resolution when a cohort must be simulated)
     grids = [(f"{g:g} mm grid", float(g), False, 2.0) for g in args.grid_mm]
     if args.profile:
@@ -206,7 +223,7 @@ def main() -> None:
         for label, grid_mm, crop, sim_mm in grids:
             masks = tissue_masks(template_grid(grid_mm, crop_to_brain=crop))
             sim = simulated_scans(Path(args.simulated) if args.simulated else None,
-                                  args.n_sim, scratch, sim_mm)
+                                  args.n_sim, scratch, sim_mm, ages)
             rows = realism_rows("simulated", sim, PreprocessParams(
                 space="MNI152NLin2009cSym", grid_mm=grid_mm, skull_stripped=True,
                 crop_to_brain=crop), cache, masks)
