@@ -42,7 +42,7 @@ def sim_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("raw") / "bids"
     young = config_from_dict({"hc_age_range": [20, 60], "ad": {"age_range": [30, 44]},
                               "pd": {"age_range": [30, 54]}})
-    simulate_cohort(root, n_healthy=3, n_ad=1, seed=1, resolution_mm=4.0, config=young)
+    simulate_cohort(root, n_healthy=3, n_ad=1, seed=8, resolution_mm=4.0, config=young)
     return root
 
 
