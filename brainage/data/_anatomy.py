@@ -27,10 +27,6 @@ from scipy import ndimage as ndi
 
 logger = logging.getLogger(__name__)
 
-#: Origin (mm) of nilearn's MNI152 2009 grids; coarser grids share it.
-_ORIGIN_MM = np.array([-98.0, -134.0, -72.0])
-#: Field of view (mm, first to last voxel centre) of nilearn's 1 mm grid (197 x 233 x 189).
-_FOV_MM = np.array([196.0, 232.0, 188.0])
 #: Seed of the fixed WMH texture basis (part of the template anatomy, not of a cohort).
 _TEXTURE_SEED = 20240531
 #: Largest flow amplitude (mm travelled by the fastest voxel) tabulated per kind of basis.
@@ -154,33 +150,31 @@ class TemplateAnatomy:
 def grid_for(resolution_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Affine and shape of the template grid at ``resolution_mm`` (nilearn's own at 1 and 2 mm).
 
-    Other resolutions cover nilearn's field of view on the lattice of the brain-cropped model
-    grid of the same spacing (``brainage.imaging.registration.template_grid(resolution_mm,
-    crop_to_brain=True)``), so that preprocessing a scan simulated at the model's grid copies
-    its voxels instead of interpolating them (tests/data/test_simulate.py checks the lattices).
+    Other resolutions use the brain-cropped model grid of that spacing
+    (``brainage.imaging.registration.template_grid(resolution_mm, crop_to_brain=True)``: the
+    template brain's bounding box widened by 8 mm), so that preprocessing a scan simulated at the
+    model's grid copies its voxels instead of interpolating them, and ``brainage predict``
+    recognises such scans as template space (tests/data/test_simulate.py checks the grids).
     """
     if resolution_mm == 1:
         return _nilearn_grid(1)
     if resolution_mm == 2:
         return _nilearn_grid(2)
-    anchor = _brain_grid_origin(float(resolution_mm))
-    start = anchor - np.ceil((anchor - _ORIGIN_MM) / resolution_mm - 1e-6) * resolution_mm
-    end = _ORIGIN_MM + _FOV_MM
-    shape = tuple(int(n) for n in np.ceil((end - start) / resolution_mm - 1e-6).astype(int) + 1)
-    affine = np.diag([resolution_mm] * 3 + [1.0])
-    affine[:3, 3] = start
-    return affine, shape  # type: ignore[return-value]
+    return _brain_grid(float(resolution_mm))
 
 
-def _brain_grid_origin(resolution_mm: float, margin_mm: float = 8.0) -> np.ndarray:
-    """Origin (mm) of the brain-cropped model grid: the bounding box of nilearn's 2 mm brain
-    mask widened by ``margin_mm``, its voxels centred in it (as the preprocessing's grid)."""
+def _brain_grid(resolution_mm: float,
+                margin_mm: float = 8.0) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The brain-cropped model grid: the bounding box of nilearn's 2 mm brain mask widened by
+    ``margin_mm``, its voxels centred in it (as the preprocessing's grid)."""
     mask = datasets.load_mni152_brain_mask(resolution=2)
     ijk = np.argwhere(np.asarray(mask.dataobj) > 0)
     xyz = ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
     low, high = xyz.min(axis=0) - margin_mm, xyz.max(axis=0) + margin_mm
     shape = np.floor((high - low) / resolution_mm + 1e-6).astype(int) + 1
-    return (low + high) / 2 - (shape - 1) / 2 * resolution_mm
+    affine = np.diag([resolution_mm] * 3 + [1.0])
+    affine[:3, 3] = (low + high) / 2 - (shape - 1) / 2 * resolution_mm
+    return affine, (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
 def _nilearn_grid(res: int) -> tuple[np.ndarray, tuple[int, int, int]]:
