@@ -76,6 +76,11 @@ def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: f
     (controls only, in that age range) when the folder holds no cohort."""
     import pandas as pd
 
+    meta = folder / "derivatives" / "ground_truth" / "simulation.json" if folder else None
+    if meta is not None and meta.is_file() and \
+            json.loads(meta.read_text())["resolution_mm"] != resolution_mm:
+        print(f"simulated cohort {folder} is at another resolution than {resolution_mm:g} mm")
+        folder = None
     if folder is None or not (folder / "participants.tsv").is_file():
         from brainage.data import simulate
 
