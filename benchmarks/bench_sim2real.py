@@ -6,18 +6,24 @@ Run from the repository root::
     python benchmarks/bench_sim2real.py                                   # realism table only
     python benchmarks/bench_sim2real.py --models runs/quick/models        # and the model's ages
     python benchmarks/bench_sim2real.py --simulated data/simulated/quick --n-sim 20
+    python benchmarks/bench_sim2real.py --profile quick      # also at the quick model's grid
 
 **Realism table.** ``--n-sim`` scans of the simulated cohort (``--simulated``, default
 ``data/simulated/quick``; a small cohort is simulated into a temporary folder when it is
-absent) and the real scans (``../shared/data/ixi10``) are preprocessed as the project does
-(simulated: template space, skull-stripped; real: native, the default brain extraction) onto the
-``--grid-mm`` MNI152 grid (default 2 mm), and each is summarised by:
+absent), healthy controls within the real scans' age range, and the real scans
+(``../shared/data/ixi10``) are preprocessed as the project does (simulated: template space,
+skull-stripped; real: native, the default brain extraction) onto the ``--grid-mm`` MNI152 grids
+(default 2 mm; with ``--profile``, also the profile's model grid, ``grid_mm`` and
+``crop_to_brain``, where a small cohort is simulated at the profile's ``sim_resolution_mm``),
+and each is summarised by:
 
 * ``noise``: robust SD (1.4826 x MAD) of the high-pass image (the volume minus its Gaussian
   smoothing, sigma one voxel) in white matter, over the white-matter median;
 * ``wm_cv``: white-matter intensity SD over its mean;
 * ``contrast``: (WM - GM) / (WM + GM) of the tissue medians;
 * ``p95``: 95th percentile of the normalised intensity inside the brain (the brain's mean is 1);
+* ``gm_level``, ``wm_level``: grey- and white-matter medians of the normalised intensity
+  (the histogram's two peaks);
 * ``csf_fraction``: :func:`brainage.data.audit.tissue_fractions` (intensity bands);
 * ``mask_cm3``: volume of the brain mask on the grid (MNI space, cm³).
 
@@ -45,59 +51,53 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 IXI10 = ROOT.parent / "shared" / "data" / "ixi10"
-METRICS = ("noise", "wm_cv", "contrast", "p95", "csf_fraction", "mask_cm3")
-#: Tissue masks from nilearn's MNI152 probability maps.
-WM_PROBABILITY, GM_PROBABILITY = 0.9, 0.7
+METRICS = ("noise", "wm_cv", "contrast", "p95", "gm_level", "wm_level", "csf_fraction",
+           "mask_cm3")
 
 
 def tissue_masks(grid: tuple) -> tuple[np.ndarray, np.ndarray]:
     """White- and grey-matter masks on a template grid (from nilearn's probability maps)."""
-    import nibabel as nib
-    from nilearn import datasets, image
+    from brainage.data.audit import tissue_priors
 
-    shape, affine = grid
-    target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
-    masks = []
-    for load, level in ((datasets.load_mni152_wm_template, WM_PROBABILITY),
-                        (datasets.load_mni152_gm_template, GM_PROBABILITY)):
-        prob = image.resample_to_img(load(resolution=2), target, interpolation="continuous",
-                                     force_resample=True, copy_header=True)
-        masks.append(np.asarray(prob.dataobj) > level)
-    return masks[0], masks[1]
+    return tissue_priors(*grid)
 
 
 def realism(img, wm_prior: np.ndarray, gm_prior: np.ndarray) -> dict[str, float]:
     """The realism metrics of one preprocessed volume (see the module docstring)."""
-    from scipy import ndimage
+    from brainage.data.audit import realism_statistics
 
-    from brainage.data.audit import tissue_fractions
-
-    data = np.asarray(img.dataobj, dtype=np.float64)
-    brain = data > 0
-    wm, gm = wm_prior & brain, gm_prior & brain
-    high_pass = data - ndimage.gaussian_filter(data, sigma=1.0)
-    hp = high_pass[wm]
-    wm_median = float(np.median(data[wm]))
-    gm_median = float(np.median(data[gm]))
-    voxel_cm3 = float(abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
-    return {"noise": 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) / wm_median,
-            "wm_cv": float(data[wm].std() / data[wm].mean()),
-            "contrast": (wm_median - gm_median) / (wm_median + gm_median),
-            "p95": float(np.percentile(data[brain], 95)),
-            "csf_fraction": tissue_fractions(img)["csf_fraction"],
-            "mask_cm3": float(brain.sum()) * voxel_cm3}
+    return realism_statistics(img, wm_prior, gm_prior)
 
 
-def simulated_scans(folder: Path | None, n: int, scratch: Path) -> list[Path]:
-    """The first ``n`` scans of a simulated cohort (simulated into ``scratch`` if absent)."""
+def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: float = 2.0,
+                    ages: tuple[float, float] = (0.0, 200.0)) -> list[Path]:
+    """The first ``n`` healthy controls of a simulated cohort aged within ``ages`` (the real
+    scans' range, so that atrophy does not stand in for realism), simulated into ``scratch``
+    (controls only, in that age range) when the folder holds no cohort."""
+    import pandas as pd
+
+    meta = folder / "derivatives" / "ground_truth" / "simulation.json" if folder else None
+    if meta is not None and meta.is_file() and \
+            json.loads(meta.read_text())["resolution_mm"] != resolution_mm:
+        print(f"simulated cohort {folder} is at another resolution than {resolution_mm:g} mm")
+        folder = None
     if folder is None or not (folder / "participants.tsv").is_file():
         from brainage.data import simulate
 
         where = "no folder given" if folder is None else f"{folder} holds no cohort"
-        print(f"simulated cohort: {where}; simulating {n} healthy subjects (seed 0, 2 mm)")
-        folder = scratch / "simulated"
-        simulate.simulate_cohort(folder, n_healthy=n, seed=0, resolution_mm=2)
-    return sorted(folder.glob("sub-*/anat/*_T1w.nii*"))[:n]
+        print(f"simulated cohort: {where}; simulating {n} healthy subjects aged "
+              f"{ages[0]:.0f}-{ages[1]:.0f} (seed 0, {resolution_mm:g} mm)")
+        folder = scratch / f"simulated_{resolution_mm:g}mm"
+        if not (folder / "participants.tsv").is_file():
+            span = [max(ages[0], 0.0), min(ages[1], 100.0)]  # patients: none are simulated
+            cfg = simulate.config_from_dict({
+                "hc_age_range": span, "ad": {"age_range": span, "acceleration_max_years": 0},
+                "pd": {"age_range": span, "acceleration_max_years": 0}})
+            simulate.simulate_cohort(folder, n_healthy=n, seed=0, resolution_mm=resolution_mm,
+                                     config=cfg)
+    table = pd.read_csv(folder / "participants.tsv", sep="\t", na_values="n/a")
+    keep = table[(table["group"] == "HC") & table["age"].between(*ages)]["participant_id"]
+    return [folder / p / "anat" / f"{p}_T1w.nii.gz" for p in sorted(keep)[:n]]
 
 
 def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[dict]:
@@ -113,8 +113,8 @@ def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[di
     return rows
 
 
-def print_realism(rows: list[dict], grid_mm: float) -> None:
-    print(f"\nRealism after the project's preprocessing ({grid_mm:g} mm grid): median [min-max]")
+def print_realism(rows: list[dict], grid: str) -> None:
+    print(f"\nRealism after the project's preprocessing ({grid}): median [min-max]")
     print(f"{'metric':<14}" + "".join(f"{label:>28}" for label in dict.fromkeys(
         r["data"] for r in rows)))
     for metric in METRICS:
@@ -186,7 +186,12 @@ def main() -> None:
                         help="a simulated cohort (default: data/simulated/quick)")
     parser.add_argument("--n-sim", type=int, default=20, help="simulated scans (default: 20)")
     parser.add_argument("--data", default=str(IXI10), help="BIDS folder of real raw T1w scans")
-    parser.add_argument("--grid-mm", type=float, default=2.0, help="grid of the realism table")
+    parser.add_argument("--grid-mm", type=float, nargs="+", default=[2.0],
+                        help="grids of the realism table (default: 2 mm)")
+    parser.add_argument("--profile", default=None,
+                        help="also a realism table at this profile's model grid (grid_mm, "
+                             "crop_to_brain), simulated at its sim_resolution_mm when no "
+                             "cohort is given (e.g. quick)")
     parser.add_argument("--cache", default=None,
                         help="preprocessing cache folder (default: a temporary one)")
     args = parser.parse_args()
@@ -201,17 +206,36 @@ def main() -> None:
     real = sorted(data.glob("sub-*/anat/*_T1w.nii*"))
     if not real:
         raise SystemExit(f"no real scans under {data}: they live in ../shared/data/ixi10")
+    import pandas as pd
+
+    real_ages = pd.read_csv(data / "participants.tsv", sep="\t")["age"]
+    ages = (float(real_ages.min()), float(real_ages.max()))
+    print(f"real scans aged {ages[0]:.0f}-{ages[1]:.0f}: simulated controls of those ages")
+    # (label, grid_mm, crop_to_brain, simulation resolution when a cohort must be simulated)
+    grids = [(f"{g:g} mm grid", float(g), False, 2.0) for g in args.grid_mm]
+    if args.profile:
+        import yaml
+
+        prof = yaml.safe_load((ROOT / "notebooks" / "params" / f"{args.profile}.yaml")
+                              .read_text(encoding="utf-8"))
+        grids.append((f"profile {args.profile}'s model grid: {prof['grid_mm']:g} mm, crop "
+                      f"{prof['crop_to_brain']}, simulated at {prof['sim_resolution_mm']:g} mm",
+                      float(prof["grid_mm"]), bool(prof["crop_to_brain"]),
+                      float(prof["sim_resolution_mm"])))
     with tempfile.TemporaryDirectory(prefix="bench_sim2real_") as tmp:
         scratch = Path(tmp)
         cache = PreprocessCache(args.cache or scratch / "cache")
-        masks = tissue_masks(template_grid(args.grid_mm))
-        sim = simulated_scans(Path(args.simulated) if args.simulated else None, args.n_sim,
-                              scratch)
-        rows = realism_rows("simulated", sim, PreprocessParams(
-            space="MNI152NLin2009cSym", grid_mm=args.grid_mm, skull_stripped=True), cache, masks)
-        rows += realism_rows("real (ixi10, deepbet)", real,
-                             PreprocessParams(grid_mm=args.grid_mm), cache, masks)
-        print_realism(rows, args.grid_mm)
+        for label, grid_mm, crop, sim_mm in grids:
+            masks = tissue_masks(template_grid(grid_mm, crop_to_brain=crop))
+            sim = simulated_scans(Path(args.simulated) if args.simulated else None,
+                                  args.n_sim, scratch, sim_mm, ages)
+            rows = realism_rows("simulated", sim, PreprocessParams(
+                space="MNI152NLin2009cSym", grid_mm=grid_mm, skull_stripped=True,
+                crop_to_brain=crop), cache, masks)
+            rows += realism_rows("real (ixi10, deepbet)", real,
+                                 PreprocessParams(grid_mm=grid_mm, crop_to_brain=crop), cache,
+                                 masks)
+            print_realism(rows, label)
         if args.models is None:
             print("\nModel: skipped (no --models folder given, e.g. runs/quick/models)")
         elif not (Path(args.models) / "model.json").is_file():

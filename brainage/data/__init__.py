@@ -70,6 +70,7 @@ _EXPORTS = {
     "SimulationConfig": "simulate",
     "SimulationConfigError": "simulate",
     "SiteConfig": "simulate",
+    "ScannerRandomisation": "simulate",
     "config_from_dict": "simulate",
     "ensure_cohort": "simulate",
     "read_truth": "simulate",

@@ -27,14 +27,12 @@ from scipy import ndimage as ndi
 
 logger = logging.getLogger(__name__)
 
-#: Origin (mm) of nilearn's MNI152 2009 grids; coarser grids share it.
-_ORIGIN_MM = np.array([-98.0, -134.0, -72.0])
-#: Field of view (mm, first to last voxel centre) of nilearn's 1 mm grid (197 x 233 x 189).
-_FOV_MM = np.array([196.0, 232.0, 188.0])
 #: Seed of the fixed WMH texture basis (part of the template anatomy, not of a cohort).
 _TEXTURE_SEED = 20240531
 #: Largest flow amplitude (mm travelled by the fastest voxel) tabulated per kind of basis.
 _T_MAX_MM = {"contract": 8.0, "expand": 12.0}
+#: Largest amplitude of the ventricles' reverse flow (smaller ventricles than the template's).
+_T_SHRINK_MM = 4.0
 #: Number of tabulated amplitudes per basis (including 0).
 _N_LEVELS = 9
 
@@ -93,6 +91,8 @@ class Basis:
     holds the displacement phi_t(x) - x in voxels at amplitudes ``amplitudes`` (mm travelled at
     the fastest point); ``response`` the calibrated volume effect at each level: fractional loss
     of the tissue in the region (``kind="contract"``) or volume ratio of CSF (``"expand"``).
+    An ``"expand"`` basis is two-sided: negative amplitudes run the flow backwards (ratios
+    below 1: a subject's ventricles smaller than the template's).
     """
 
     name: str
@@ -140,6 +140,7 @@ class TemplateAnatomy:
     bias_basis: np.ndarray | None = None
     support_flat: np.ndarray | None = None
     centre: np.ndarray | None = None
+    outside_mm: np.ndarray | None = None
 
     @property
     def box_shape(self) -> tuple[int, int, int]:
@@ -147,15 +148,33 @@ class TemplateAnatomy:
 
 
 def grid_for(resolution_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Affine and shape of the template grid at ``resolution_mm`` (nilearn's own at 1 and 2 mm)."""
+    """Affine and shape of the template grid at ``resolution_mm`` (nilearn's own at 1 and 2 mm).
+
+    Other resolutions use the brain-cropped model grid of that spacing
+    (``brainage.imaging.registration.template_grid(resolution_mm, crop_to_brain=True)``: the
+    template brain's bounding box widened by 8 mm), so that preprocessing a scan simulated at the
+    model's grid copies its voxels instead of interpolating them, and ``brainage predict``
+    recognises such scans as template space (tests/data/test_simulate.py checks the grids).
+    """
     if resolution_mm == 1:
         return _nilearn_grid(1)
     if resolution_mm == 2:
         return _nilearn_grid(2)
-    shape = tuple(int(n) for n in np.floor(_FOV_MM / resolution_mm + 1e-6).astype(int) + 1)
+    return _brain_grid(float(resolution_mm))
+
+
+def _brain_grid(resolution_mm: float,
+                margin_mm: float = 8.0) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The brain-cropped model grid: the bounding box of nilearn's 2 mm brain mask widened by
+    ``margin_mm``, its voxels centred in it (as the preprocessing's grid)."""
+    mask = datasets.load_mni152_brain_mask(resolution=2)
+    ijk = np.argwhere(np.asarray(mask.dataobj) > 0)
+    xyz = ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
+    low, high = xyz.min(axis=0) - margin_mm, xyz.max(axis=0) + margin_mm
+    shape = np.floor((high - low) / resolution_mm + 1e-6).astype(int) + 1
     affine = np.diag([resolution_mm] * 3 + [1.0])
-    affine[:3, 3] = _ORIGIN_MM
-    return affine, shape  # type: ignore[return-value]
+    affine[:3, 3] = (low + high) / 2 - (shape - 1) / 2 * resolution_mm
+    return affine, (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
 def _nilearn_grid(res: int) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -172,9 +191,10 @@ def load_template_maps(resolution_mm: float) -> dict[str, np.ndarray]:
                 "wm": datasets.load_mni152_wm_template(resolution=res),
                 "mask": datasets.load_mni152_brain_mask(resolution=res)}
     else:
-        # Other grids: smooth the 1 mm maps to the target voxel size, then resample linearly.
+        # Other grids: smooth the 1 mm maps as the preprocessing's anti-aliasing smooths a 1 mm
+        # scan (FWHM sqrt(res^2 - 1) mm), then resample linearly: partial volume at the grid.
         affine, shape = grid_for(resolution_mm)
-        fwhm = max(resolution_mm - 1.0, 0.0) or None
+        fwhm = float(np.sqrt(max(resolution_mm**2 - 1.0, 0.0))) or None
         imgs = {}
         for key, loader in (("t1", datasets.load_mni152_template),
                             ("gm", datasets.load_mni152_gm_template),
@@ -365,12 +385,18 @@ def _build_bases(anat: TemplateAnatomy, groups: dict[str, np.ndarray]) -> None:
         union = acting | roi
         points = np.stack(np.nonzero(union)).astype(np.float32)  # (3, n) voxel coordinates
         levels = _flow_levels(vec, points, res, _T_MAX_MM[kind], _N_LEVELS)
+        amplitudes = np.linspace(0, _T_MAX_MM[kind], _N_LEVELS)
+        if kind == "expand":  # the reverse flow: amplitudes -T_SHRINK .. 0 .. T_MAX
+            back = _flow_levels(-vec, points, res, _T_SHRINK_MM, _N_LEVELS)
+            levels = np.concatenate([back[:0:-1], levels])
+            amplitudes = np.concatenate([-np.linspace(0, _T_SHRINK_MM, _N_LEVELS)[:0:-1],
+                                         amplitudes])
         in_roi = roi[union]
         response = _response(levels[:, :, in_roi], points[:, in_roi], tissue, kind)
         keep = acting[union]
         anat.bases[name] = Basis(name, np.flatnonzero(acting),
-                                 np.ascontiguousarray(levels[:, :, keep]),
-                                 np.linspace(0, _T_MAX_MM[kind], _N_LEVELS), response, kind)
+                                 np.ascontiguousarray(levels[:, :, keep]), amplitudes,
+                                 response, kind)
         logger.debug("basis %s: %d voxels, response %.3f at %.1f mm", name, keep.sum(),
                      response[-1], _T_MAX_MM[kind])
 
@@ -440,6 +466,10 @@ def build_anatomy(resolution_mm: float, margin_mm: float = 12.0) -> TemplateAnat
     _build_wmh(anat, groups)
     anat.bias_basis = _bias_basis(anat.points, anat.box_shape)
     anat.support_flat = np.flatnonzero(support)
+    # Signed distance (mm) to the template brain mask's surface, positive outside: a subject's
+    # brain mask is the template's at y(x), widened by a margin (a brain extraction's CSF rim).
+    anat.outside_mm = (ndi.distance_transform_edt(mask_box == 0)
+                       - ndi.distance_transform_edt(mask_box > 0)).astype(np.float32) * res
     anat.centre = np.argwhere(mask_box > 0).mean(axis=0).astype(np.float32)
     lookup = np.full(support.size, -1, dtype=np.int64)
     lookup[np.flatnonzero(support)] = np.arange(anat.points.shape[1])
@@ -451,11 +481,14 @@ def build_anatomy(resolution_mm: float, margin_mm: float = 12.0) -> TemplateAnat
 
 
 def effect_strength(anat: TemplateAnatomy, amplitudes: dict[str, float],
-                    conversions: dict[str, float], wmh: float = 0.0) -> np.ndarray:
+                    conversions: dict[str, float], wmh: float = 0.0,
+                    shrink: float = 0.0) -> np.ndarray:
     """Map of where and how strongly a process acts, on the full template grid.
 
     The value is |log det J| of the process's displacement (local volume change) plus the
-    fraction of grey matter converted to CSF plus the WMH intensity loss.
+    fraction of grey matter converted to CSF plus the WMH intensity loss; ``shrink`` is the
+    linear factor - 1 of the whole brain's contraction (``3 log(1 + shrink)`` everywhere in the
+    brain).
     """
     box_shape = anat.box_shape
     disp = np.zeros((3, int(np.prod(box_shape))), dtype=np.float32)
@@ -468,7 +501,7 @@ def effect_strength(anat: TemplateAnatomy, amplitudes: dict[str, float],
         for j, g in enumerate(np.gradient(disp[i])):
             jac[i, j] = g + (i == j)
     det = np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)))
-    strength = np.abs(np.log(np.clip(det, 1e-3, None)))
+    strength = np.abs(np.log(np.clip(det, 1e-3, None)) + 3 * np.log1p(shrink))
     flat = strength.reshape(-1)
     for name, frac in conversions.items():
         idx, w = anat.conversions[name]

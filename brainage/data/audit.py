@@ -22,7 +22,9 @@ __all__ = [
     "demographics",
     "example_subjects",
     "problem_summary",
+    "realism_statistics",
     "tissue_fractions",
+    "tissue_priors",
     "tissue_table",
     "tiv_problems",
     "tiv_summary",
@@ -35,6 +37,8 @@ __all__ = [
 #: atrophy rather than volumes in mL.
 CSF_BAND = (0.0, 0.5)
 GM_BAND = (0.5, 0.82)
+#: Tissue masks of :func:`realism_statistics`: nilearn's MNI152 probability maps above these.
+WM_PROBABILITY, GM_PROBABILITY = 0.9, 0.7
 
 
 def problem_summary(problems: pd.DataFrame) -> pd.DataFrame:
@@ -103,6 +107,58 @@ def tissue_fractions(image: nib.Nifti1Image | str | Path,
     gm = (rel >= GM_BAND[0]) & (rel < GM_BAND[1])
     return {"csf_fraction": float(csf.mean()), "gm_fraction": float(gm.mean()),
             "brain_voxels": int(brain.sum())}
+
+
+def tissue_priors(shape: tuple[int, int, int],
+                  affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """White- and grey-matter masks on a template grid: nilearn's MNI152 2 mm probability maps
+    resampled there, above :data:`WM_PROBABILITY` and :data:`GM_PROBABILITY`."""
+    from nilearn import datasets, image
+
+    target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
+    masks = []
+    for load, level in ((datasets.load_mni152_wm_template, WM_PROBABILITY),
+                        (datasets.load_mni152_gm_template, GM_PROBABILITY)):
+        prob = image.resample_to_img(load(resolution=2), target, interpolation="continuous",
+                                     force_resample=True, copy_header=True)
+        masks.append(np.asarray(prob.dataobj) > level)
+    return masks[0], masks[1]
+
+
+def realism_statistics(image: nib.Nifti1Image, wm_prior: np.ndarray,
+                       gm_prior: np.ndarray) -> dict[str, float]:
+    """Image statistics that tell a simulated from a real preprocessed T1w scan (issue 19).
+
+    For a scan preprocessed onto a template grid (normalised, 0 outside the brain):
+
+    * ``noise``: robust SD (1.4826 x MAD) of the high-pass image (the volume minus its
+      Gaussian smoothing, sigma one voxel) in white matter, over the white-matter median;
+    * ``wm_cv``: white-matter intensity SD over its mean;
+    * ``contrast``: (WM - GM) / (WM + GM) of the tissue medians;
+    * ``p95``: 95th percentile of the intensity inside the brain;
+    * ``gm_level``, ``wm_level``: the grey- and white-matter medians (the histogram's peaks);
+    * ``csf_fraction``: :func:`tissue_fractions`;
+    * ``mask_cm3``: volume of the brain (voxels > 0), cm³.
+
+    White and grey matter are the brain's voxels inside ``wm_prior`` and ``gm_prior``
+    (:func:`tissue_priors`).
+    """
+    from scipy import ndimage
+
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    brain = data > 0
+    wm, gm = wm_prior & brain, gm_prior & brain
+    hp = (data - ndimage.gaussian_filter(data, sigma=1.0))[wm]
+    wm_median = float(np.median(data[wm]))
+    gm_median = float(np.median(data[gm]))
+    voxel_cm3 = float(abs(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+    return {"noise": 1.4826 * float(np.median(np.abs(hp - np.median(hp)))) / wm_median,
+            "wm_cv": float(data[wm].std() / data[wm].mean()),
+            "contrast": (wm_median - gm_median) / (wm_median + gm_median),
+            "p95": float(np.percentile(data[brain], 95)),
+            "gm_level": gm_median, "wm_level": wm_median,
+            "csf_fraction": tissue_fractions(image)["csf_fraction"],
+            "mask_cm3": float(brain.sum()) * voxel_cm3}
 
 
 def tissue_table(table: pd.DataFrame, path_column: str = "path") -> pd.DataFrame:

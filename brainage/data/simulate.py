@@ -19,18 +19,22 @@ Realised brain age
     The disease's regional losses come on top of :math:`b`, so a patient's brain looks older
     than :math:`b`. The realised brain age :math:`b^*` is the age at which a healthy brain has
     lost as much tissue: :math:`T(b^*) = T_{subject}` with
-    :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1)` (template grey-matter volume
-    :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`). It equals
+    :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1) + V_{tis} k_{brain}` (template
+    grey-matter volume :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`,
+    tissue volume :math:`V_{tis}`, whole-brain contraction :math:`k_{brain}`). It equals
     :math:`b` for controls; the true brain-age gap is :math:`b^* - a`.
 Ageing dose-response
-    Fractional volume loss of region group *g* accumulates from a rate rising linearly after an
-    onset :math:`o_g`: :math:`r_g(b) = r_g^* (b - o_g)_+ / (a_g^* - o_g)`, hence
-    :math:`L_g(b) = r_g^* (b - o_g)_+^2 / (2 (a_g^* - o_g))`. Cortex: :math:`o = 18.3`,
-    :math:`r^* = 0.5\,\%/y` at 60 (0.2 %/y at 35, Hedman 2012); hippocampus and entorhinal
-    cortex: :math:`o = 40`, :math:`1\,\%/y` at 75 (Barnes 2009; Fjell 2013); thalamus, putamen,
-    caudate: :math:`o = 20`, :math:`0.3\,\%/y` at 60. Lateral ventricles expand by the ratio
-    :math:`V(b)/V_{20} = 1 + k_v ((b - 20)_+ / 50)^2`, :math:`k_v = 1` (doubling by 70,
-    Pfefferbaum). GM/WM contrast falls as :math:`\Delta(b) = \Delta_{site}\max(0.3,
+    Whole-brain tissue (GM + WM) is lost at a rate :math:`r(b)` per year of the tissue left,
+    piecewise linear through ``ageing.brain_rate`` (0 at 18.3, 0.5 %/y at 60, so 0.2 %/y at 35,
+    0.6 %/y at 100; Hedman 2012): :math:`L_{brain} = 1 - \exp(-\int_0^b r)`. It is shared
+    out: lateral ventricles grow as :math:`V(b)/V_{20} = 1 + k_v ((b - 20)_+ / 50)^2`,
+    :math:`k_v = 1` (Pfefferbaum); hippocampus and entorhinal cortex (:math:`o = 40`,
+    :math:`1\,\%/y` at 75; Barnes 2009, Fjell 2013) and thalamus, putamen, caudate
+    (:math:`o = 20`, :math:`0.3\,\%/y` at 60) follow
+    :math:`L_g(b) = r_g^* (b - o_g)_+^2 / (2 (a_g^* - o_g))`; of the rest, the share
+    ``ageing.wm_share`` (0 before 40, 0.5 by 70: white matter declines late; Walhovd 2005) is a
+    contraction of the whole brain inside its mask (white and grey matter), the remainder the
+    cortex's loss. GM/WM contrast falls as :math:`\Delta(b) = \Delta_{scan}\max(0.3,
     1 - \kappa (b - 20)_+)`, :math:`\kappa = 0.003/y` (Salat 2009). Periventricular WM
     hypointensity load :math:`h(b) = \min(1, h_{max} e^{(b - 90)/\tau})`, :math:`h_{max} = 0.6`,
     :math:`\tau = 10` y (de Leeuw 2001).
@@ -45,20 +49,31 @@ Volume loss as deformation
     template. A target loss :math:`L` is realised as :math:`L_{def} = \min(1 - (1 - L)^{s},
     R_{max})` by deformation (share :math:`s = 0.5`) and the rest by converting grey matter to
     CSF (partial-volume sulcal widening): :math:`c = 1 - (1 - L) / (1 - L_{def})`.
-Individual anatomy
-    Pull-back :math:`y(x) = c + M (x - c) + u(x)`, :math:`M = (\text{scale}\cdot R)^{-1}` with
-    a head scale of 1.02 (men) or 0.98 (women) times :math:`e^{N(0, 0.03^2)}` per axis, rotations
-    :math:`N(0, 2°)`, and :math:`u` a random displacement on a 20 mm control grid (SD 2.5 mm,
-    smoothed, trilinearly upsampled). The subject image is
-    :math:`I(x) = B(x)\, T_s(y(x) + M\,d(x))`, masked by the template mask at :math:`y(x)`;
-    :math:`d` sums the disease and ageing flows, and :math:`T_s` is the template-space image
-    :math:`\mu_{GM} p'_{GM} + \mu_{WM} p_{WM} (1 - w) + \mu_{WMH} p_{WM} w + \mu_{CSF} p'_{CSF}
-    + \mu_{WM} \epsilon` (:math:`\epsilon`: the template T1's residual texture, :math:`w` the
-    patchy WMH map).
+Individual anatomy (independent of age)
+    Head size: linear scale 1.02 (men) or 1/1.02 (women) times :math:`e^{N(0, 0.033^2)}`
+    (TIV SD about 10 %, men about 12 % larger), in the truth (``tiv_cm3``) and in native-space
+    images; template-space images keep only the per-axis residual scale
+    :math:`s = e^{N(0, 0.012^2)}` an affine registration leaves. Own ventricle size
+    :math:`e^{N(0, 0.3^2)}` times the ageing ratio (the ventricles' flow runs both ways).
+    Pull-back :math:`y(x) = c + M (x - c) + u(x)`, :math:`M = (\mathrm{diag}(s) R)^{-1}`,
+    rotations :math:`N(0, 2°)`, and :math:`u` a random displacement on a 24 mm control grid
+    (SD 3 mm, smoothed, trilinearly upsampled). The subject image is
+    :math:`I(x) = B(x)\, T_s(y(x) + M\,d(x))`, masked by the template mask widened by 2 mm at
+    :math:`y(x)`; :math:`d` sums the disease and ageing flows and the whole brain's contraction
+    :math:`(1 + k)(x - c)`, :math:`(1 + k)^{-3} = 1 - k_{brain}`; :math:`T_s` is the
+    template-space image :math:`\mu_{GM} p'_{GM} + \mu_{WM} p_{WM} (1 - w) + \mu_{WMH} p_{WM} w
+    + \mu_{CSF} p'_{CSF} + \mu_{WM} \epsilon` (:math:`\epsilon`: the template T1's residual
+    texture, :math:`w` the patchy WMH map).
 Scanner
     Per site: tissue intensities, a multiplicative bias :math:`B = e^{\beta \cdot P}` on a
-    second-order polynomial basis (site pattern plus subject variation), a Gaussian point
-    spread for the acquired voxel size, Rician noise of SD ``noise`` times the WM intensity.
+    second-order polynomial basis (site pattern plus subject variation; the residual after a
+    bias correction), a Gaussian point spread for the acquired voxel size, Rician noise of SD
+    ``noise`` times the WM intensity per acquired voxel, averaged down on coarser grids. The
+    defaults are calibrated to real IXI scans after the project's preprocessing
+    (``benchmarks/bench_sim2real.py``: noise, WM CV, GM/WM contrast, histogram peaks, 95th
+    percentile, CSF fraction). Per subject (:class:`ScannerRandomisation`, SynthSeg-style domain
+    randomisation, Billot 2023): GM and CSF intensities, bias strength, noise level, texture and
+    an extra blur drawn around the site's, independently of age.
 Scores
     From the same latent severity: :math:`u = \rho z_S + \sqrt{1 - \rho^2}\,\varepsilon`
     (:math:`z_S` the standardised severity), score = clip(round(mean ± sd u)); MMSE falls,
@@ -81,6 +96,10 @@ References
    signal intensity and gray to white matter contrast. NeuroImage 48(1), 21-28.
 .. [8] de Leeuw F.E. et al. (2001). Prevalence of cerebral white matter lesions in elderly
    people. J Neurol Neurosurg Psychiatry 70(1), 9-14.
+.. [9] Walhovd K.B. et al. (2005). Effects of age on volumes of cortex, white matter and
+   subcortical structures. Neurobiol Aging 26(9), 1261-1270.
+.. [10] Billot B. et al. (2023). SynthSeg: segmentation of brain MRI scans of any contrast and
+   resolution without retraining. Med Image Anal 86, 102789.
 """
 
 from __future__ import annotations
@@ -112,6 +131,7 @@ __all__ = [
     "AgeingConfig",
     "AnatomyConfig",
     "DiseaseConfig",
+    "ScannerRandomisation",
     "ScoreConfig",
     "SimulatedCohort",
     "SimulationConfig",
@@ -119,6 +139,7 @@ __all__ = [
     "SiteConfig",
     "config_from_dict",
     "ensure_cohort",
+    "model_summary",
     "read_truth",
     "simulate_cohort",
 ]
@@ -149,14 +170,16 @@ class SiteConfig:
     ----------
     name : str
         Site label written to participants.tsv.
-    gm, wm, csf : float, default=0.65, 1.0, 0.25
+    gm, wm, csf : float, default=0.74, 1.0, 0.35
         Tissue intensities relative to white matter.
     scale : float, default=1000
         Stored intensity of white matter.
-    noise : float, default=0.02
-        Rician noise SD as a fraction of the WM intensity.
-    bias : float, default=0.15
-        SD of the log bias field's polynomial coefficients.
+    noise : float, default=0.03
+        Rician noise SD as a fraction of the WM intensity, in one acquired voxel
+        (``voxel_mm``); a coarser grid averages it down (:func:`_noise_gain`).
+    bias : float, default=0.04
+        SD of the log bias field's polynomial coefficients: the bias left after a bias-field
+        correction (the simulated scans, delivered in template space, get no N4).
     voxel_mm : tuple of float, default=(1, 1, 1)
         Acquired voxel size: a Gaussian point spread blurs axes coarser than the output grid;
         native-space output uses it (or the output resolution, if coarser) as voxel size.
@@ -167,12 +190,12 @@ class SiteConfig:
     """
 
     name: str
-    gm: float = 0.65
+    gm: float = 0.74
     wm: float = 1.0
-    csf: float = 0.25
+    csf: float = 0.35
     scale: float = 1000.0
-    noise: float = 0.02
-    bias: float = 0.15
+    noise: float = 0.03
+    bias: float = 0.04
     voxel_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
     orientation: str = "RAS"
     weight: float = 1.0
@@ -198,13 +221,26 @@ def _axis(code: str) -> int:
 
 
 DEFAULT_SITES = (
-    SiteConfig("siteA", gm=0.62, csf=0.22, scale=900.0, noise=0.02, bias=0.15,
+    SiteConfig("siteA", gm=0.74, csf=0.35, scale=900.0, noise=0.03, bias=0.04,
                voxel_mm=(1.0, 1.0, 1.0), orientation="RAS"),
-    SiteConfig("siteB", gm=0.70, csf=0.30, scale=1100.0, noise=0.035, bias=0.25,
+    SiteConfig("siteB", gm=0.76, csf=0.38, scale=1100.0, noise=0.035, bias=0.05,
                voxel_mm=(1.2, 1.2, 1.2), orientation="LPS"),
-    SiteConfig("siteC", gm=0.58, csf=0.18, scale=700.0, noise=0.025, bias=0.10,
+    SiteConfig("siteC", gm=0.72, csf=0.32, scale=700.0, noise=0.03, bias=0.035,
                voxel_mm=(0.9, 0.9, 3.0), orientation="PIR"),
 )
+
+
+def _knots(value: Any) -> tuple[tuple[float, float], ...]:
+    """``((age, value), ...)`` as a tuple of float pairs (JSON/YAML gives lists)."""
+    return tuple((float(a), float(v)) for a, v in value)
+
+
+def _check_knots(name: str, knots: Any, high: float) -> None:
+    ok = (len(knots) >= 2 and all(len(k) == 2 for k in knots)
+          and all(0 <= k[0] <= 120 and 0 <= k[1] <= high for k in knots)
+          and all(a[0] < b[0] for a, b in zip(knots, knots[1:])))
+    _check(ok, name, f"at least two (age, value) pairs with increasing ages in [0, 120] and "
+           f"values in [0, {high:g}]", knots)
 
 
 @dataclass(frozen=True)
@@ -213,9 +249,19 @@ class AgeingConfig:
 
     Parameters
     ----------
-    cortex, hippocampus, subcortical : tuple of float
+    brain_rate : tuple of (age, rate) pairs
+        Whole-brain tissue (grey plus white matter) volume loss per year, as a fraction of the
+        current volume, at these ages (linear between them, constant beyond the last; the first
+        pair's rate before it). Default 0 at 18.3, 0.5 %/y at 60 (0.2 %/y at 35) and
+        0.6 %/y at 100 (over 0.5 %/y after 60; Hedman 2012).
+    wm_share : tuple of (age, share) pairs
+        Share of the parenchymal loss (outside the ventricles and the regions below) carried by
+        a contraction of the whole brain, which removes white matter with grey (the rest thins
+        the cortex): none before 40, half by 70 (white matter grows into middle age and
+        declines late; Walhovd 2005, Fjell 2013).
+    hippocampus, subcortical : tuple of float
         ``(onset_years, anchor_age, rate_per_year_at_anchor)`` of the cumulative volume loss
-        of cortical GM; hippocampus and entorhinal cortex; thalamus, putamen and caudate.
+        of hippocampus and entorhinal cortex; thalamus, putamen and caudate.
     ventricle_gain : float, default=1.0
         Ventricular volume ratio at 70 minus 1 (ratio 1 + gain ((b - 20)+ / 50)^2).
     contrast_decline : float, default=0.003
@@ -224,7 +270,8 @@ class AgeingConfig:
         Periventricular WM hypointensity at b = 90 and its e-folding time (years).
     """
 
-    cortex: tuple[float, float, float] = (18.3, 60.0, 0.005)
+    brain_rate: tuple[tuple[float, float], ...] = ((18.3, 0.0), (60.0, 0.005), (100.0, 0.006))
+    wm_share: tuple[tuple[float, float], ...] = ((40.0, 0.0), (70.0, 0.5))
     hippocampus: tuple[float, float, float] = (40.0, 75.0, 0.010)
     subcortical: tuple[float, float, float] = (20.0, 60.0, 0.003)
     ventricle_gain: float = 1.0
@@ -233,7 +280,13 @@ class AgeingConfig:
     wmh_tau: float = 10.0
 
     def __post_init__(self) -> None:
-        for key in ("cortex", "hippocampus", "subcortical"):
+        for key, high in (("brain_rate", 0.05), ("wm_share", 1.0)):
+            knots = getattr(self, key)
+            _check(isinstance(knots, (list, tuple)), f"ageing.{key}", "(age, value) pairs",
+                   knots)
+            _check_knots(f"ageing.{key}", knots, high)
+            object.__setattr__(self, key, _knots(knots))
+        for key in ("hippocampus", "subcortical"):
             onset, anchor, rate = getattr(self, key)
             _check(0 <= onset < anchor <= 120 and 0 <= rate < 0.1, f"ageing.{key}",
                    "(onset, anchor, rate) with 0 <= onset < anchor <= 120, 0 <= rate < 0.1",
@@ -327,29 +380,41 @@ def _default_scores() -> dict[str, ScoreConfig]:
 
 @dataclass(frozen=True)
 class AnatomyConfig:
-    """Individual anatomy.
+    """Individual anatomy, independent of age.
 
     Parameters
     ----------
-    deformation_sd_mm : float, default=2.5
+    deformation_sd_mm : float, default=3
         SD of the random displacement at the control points.
-    control_spacing_mm : float, default=20
+    control_spacing_mm : float, default=24
         Spacing of the random displacement's control grid.
     male_head_scale : float, default=1.02
-        Linear head scale of men (women: its inverse).
-    head_scale_sd : float, default=0.03
-        SD of the log linear scale per axis.
+        Linear head scale of men (women: its inverse): male TIV about 12 % larger.
+    head_scale_sd : float, default=0.033
+        SD of the log linear head scale (isotropic): TIV SD about 10 %.
+    registered_scale_sd : float, default=0.012
+        SD of the log linear scale per axis left after an affine registration: images in
+        template space show this, not the head size (an affine registration removes it, as it
+        does from real scans); native-space images show the whole head size.
     rotation_sd_deg : float, default=2
         SD of the rotation about each axis.
+    ventricle_sd : float, default=0.3
+        SD of the log ventricular volume (a subject's own ventricle size at any age).
+    mask_margin_mm : float, default=2
+        Margin of a subject's brain mask around the template brain mask at y(x): the CSF rim a
+        brain extraction keeps.
     deformation_share : float, default=0.5
         Exponent share of a volume loss realised by deformation (rest: GM-to-CSF conversion).
     """
 
-    deformation_sd_mm: float = 2.5
-    control_spacing_mm: float = 20.0
+    deformation_sd_mm: float = 3.0
+    control_spacing_mm: float = 24.0
     male_head_scale: float = 1.02
-    head_scale_sd: float = 0.03
+    head_scale_sd: float = 0.033
+    registered_scale_sd: float = 0.012
     rotation_sd_deg: float = 2.0
+    ventricle_sd: float = 0.3
+    mask_margin_mm: float = 2.0
     deformation_share: float = 0.5
 
     def __post_init__(self) -> None:
@@ -359,12 +424,50 @@ class AnatomyConfig:
                "in [8, 80]", self.control_spacing_mm)
         _check(0.8 <= self.male_head_scale <= 1.25, "anatomy.male_head_scale",
                "in [0.8, 1.25]", self.male_head_scale)
-        _check(0 <= self.head_scale_sd <= 0.2, "anatomy.head_scale_sd", "in [0, 0.2]",
-               self.head_scale_sd)
-        _check(0 <= self.rotation_sd_deg <= 15, "anatomy.rotation_sd_deg", "in [0, 15]",
-               self.rotation_sd_deg)
-        _check(0 <= self.deformation_share <= 1, "anatomy.deformation_share", "in [0, 1]",
-               self.deformation_share)
+        for key, high in (("head_scale_sd", 0.2), ("registered_scale_sd", 0.2),
+                          ("ventricle_sd", 1.0), ("deformation_share", 1.0),
+                          ("mask_margin_mm", 10.0), ("rotation_sd_deg", 15.0)):
+            _check(0 <= getattr(self, key) <= high, f"anatomy.{key}", f"in [0, {high:g}]",
+                   getattr(self, key))
+
+
+@dataclass(frozen=True)
+class ScannerRandomisation:
+    """Per-subject domain randomisation of the scanner around its site (SynthSeg-style).
+
+    Each subject's scan draws its own tissue intensities, bias-field strength, noise level,
+    extra blur and texture strength, independently of age, so that no intensity cue can stand
+    in for age and sites differ only mildly (Billot 2023).
+
+    Parameters
+    ----------
+    gm_sd, csf_sd : float, default=0.03, 0.04
+        SD of the subject's GM and CSF intensities (relative to WM) around the site's.
+    noise_range : tuple of float, default=(0.6, 1.6)
+        Range of the noise level's factor (log-uniform).
+    bias_range : tuple of float, default=(0.3, 1.5)
+        Range of the bias field strength's factor (uniform).
+    blur_fwhm_mm : tuple of float, default=(0, 2)
+        Range of an extra isotropic Gaussian blur's FWHM (uniform; resolution randomisation).
+    texture_range : tuple of float, default=(0.5, 1.5)
+        Range of the template texture's factor (uniform).
+    """
+
+    gm_sd: float = 0.03
+    csf_sd: float = 0.04
+    noise_range: tuple[float, float] = (0.6, 1.6)
+    bias_range: tuple[float, float] = (0.3, 1.5)
+    blur_fwhm_mm: tuple[float, float] = (0.0, 2.0)
+    texture_range: tuple[float, float] = (0.5, 1.5)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.gm_sd <= 0.2, "scanner.gm_sd", "in [0, 0.2]", self.gm_sd)
+        _check(0 <= self.csf_sd <= 0.2, "scanner.csf_sd", "in [0, 0.2]", self.csf_sd)
+        for key, low, high in (("noise_range", 0.01, 10.0), ("bias_range", 0.0, 10.0),
+                               ("blur_fwhm_mm", 0.0, 8.0), ("texture_range", 0.0, 3.0)):
+            rng = getattr(self, key)
+            _check(len(rng) == 2 and low <= rng[0] <= rng[1] <= high, f"scanner.{key}",
+                   f"a (low, high) pair in [{low:g}, {high:g}]", rng)
 
 
 def _default_ad() -> DiseaseConfig:
@@ -398,6 +501,8 @@ class SimulationConfig:
         Dose-response of ageing.
     anatomy : AnatomyConfig
         Individual anatomy.
+    scanner : ScannerRandomisation
+        Per-subject randomisation of the scanner around its site.
     scores : dict of ScoreConfig
         ``mmse``, ``cdr_sb``, ``updrs3``, ``hoehn_yahr``.
     sites : tuple of SiteConfig
@@ -416,6 +521,7 @@ class SimulationConfig:
     pd: DiseaseConfig = field(default_factory=_default_pd)
     ageing: AgeingConfig = field(default_factory=AgeingConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    scanner: ScannerRandomisation = field(default_factory=ScannerRandomisation)
     scores: dict[str, ScoreConfig] = field(default_factory=_default_scores)
     sites: tuple[SiteConfig, ...] = DEFAULT_SITES
     native_space: bool = False
@@ -449,7 +555,7 @@ class SimulationConfig:
 
 _DEFAULT = SimulationConfig()
 _NESTED: dict[str, Any] = {"ad": DiseaseConfig, "pd": DiseaseConfig, "ageing": AgeingConfig,
-                           "anatomy": AnatomyConfig}
+                           "anatomy": AnatomyConfig, "scanner": ScannerRandomisation}
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -561,14 +667,34 @@ def _draw_scores(table: pd.DataFrame, cfg: SimulationConfig,
 
 def _draw_head(table: pd.DataFrame, cfg: SimulationConfig,
                rng: np.random.Generator) -> pd.DataFrame:
-    """Per-subject linear head scale (3 axes) and rotation (degrees)."""
+    """Per-subject head size, the scale an affine registration leaves, rotation, ventricles."""
     an = cfg.anatomy
+    n = len(table)
     base = np.where(table["sex"] == "M", an.male_head_scale, 1 / an.male_head_scale)
-    scale = base[:, None] * np.exp(rng.normal(0, an.head_scale_sd, size=(len(table), 3)))
-    rot = rng.normal(0, an.rotation_sd_deg, size=(len(table), 3))
+    table["head_scale"] = base * np.exp(rng.normal(0, an.head_scale_sd, size=n))
+    scale = np.exp(rng.normal(0, an.registered_scale_sd, size=(n, 3)))
+    rot = rng.normal(0, an.rotation_sd_deg, size=(n, 3))
     for i, ax in enumerate("xyz"):
         table[f"head_scale_{ax}"] = scale[:, i]
         table[f"rotation_{ax}_deg"] = rot[:, i]
+    table["ventricle_scale"] = np.exp(rng.normal(0, an.ventricle_sd, size=n))
+    return table
+
+
+def _draw_scanner(table: pd.DataFrame, cfg: SimulationConfig,
+                  rng: np.random.Generator) -> pd.DataFrame:
+    """Per-subject scanner settings around the subject's site (domain randomisation)."""
+    sc, n = cfg.scanner, len(table)
+    sites = [cfg.sites[int(i)] for i in table["site_index"]]
+    table["scan_gm"] = (np.array([s.gm for s in sites]) + rng.normal(0, sc.gm_sd, n)).clip(
+        0.3, 0.95)
+    table["scan_csf"] = (np.array([s.csf for s in sites]) + rng.normal(0, sc.csf_sd, n)).clip(
+        0.05, 0.6)
+    low, high = np.log(sc.noise_range)
+    table["scan_noise"] = np.array([s.noise for s in sites]) * np.exp(rng.uniform(low, high, n))
+    table["scan_bias"] = np.array([s.bias for s in sites]) * rng.uniform(*sc.bias_range, n)
+    table["scan_blur_mm"] = rng.uniform(*sc.blur_fwhm_mm, n)
+    table["scan_texture"] = rng.uniform(*sc.texture_range, n)
     return table
 
 
@@ -581,46 +707,99 @@ def draw_cohort(n_healthy: int, n_ad: int, n_pd: int, cfg: SimulationConfig,
     width = max(4, len(str(len(table))))
     table.insert(0, "participant_id", [f"sub-{i + 1:0{width}d}" for i in range(len(table))])
     table = _draw_scores(table, cfg, rng)
-    return _draw_head(table, cfg, rng)
+    return _draw_scanner(_draw_head(table, cfg, rng), cfg, rng)
 
 
 # ----------------------------------------------------------------------------- doses
-#: Region groups with a displacement basis and GM conversion, and their ageing parameters.
-_AGEING_OF = {"cortex": "cortex", "hippocampus": "hippocampus", "entorhinal": "hippocampus",
+#: Region groups with a displacement basis and GM conversion, and their ageing parameters
+#: (the cortex's loss is what the whole-brain rate leaves, see :func:`_ageing_doses`).
+_AGEING_OF = {"cortex": "brain", "hippocampus": "hippocampus", "entorhinal": "hippocampus",
               "thalamus": "subcortical", "putamen": "subcortical", "caudate": "subcortical",
               "temporoparietal": None, "midbrain": None}
 
 
+def _integrated_rate(b: np.ndarray, knots: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Integral from age 0 to ``b`` of the piecewise-linear rate through ``knots`` (exact)."""
+    ages, rates = (np.array(v, dtype=np.float64) for v in zip(*knots))
+    b = np.asarray(b, dtype=np.float64)
+    total = rates[0] * np.clip(np.minimum(b, ages[0]), 0, None)
+    for a0, a1, r0 in zip(ages[:-1], ages[1:], rates[:-1]):
+        t = np.clip(b, a0, a1)
+        total = total + (t - a0) * (r0 + np.interp(t, ages, rates)) / 2
+    return total + np.clip(b - ages[-1], 0, None) * rates[-1]
+
+
+def brain_loss(b: np.ndarray, cfg: SimulationConfig) -> np.ndarray:
+    """Fraction of brain tissue lost by a healthy brain of biological age ``b``.
+
+    The rate is relative to the current volume, so ``1 - exp(-integral of the rate)``: its
+    derivative over the remaining volume is exactly ``cfg.ageing.brain_rate``.
+    """
+    return 1 - np.exp(-_integrated_rate(b, cfg.ageing.brain_rate))
+
+
+def _ageing_doses(b: np.ndarray, cfg: SimulationConfig,
+                  volumes: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Healthy ageing of biological age ``b``: losses per region, ventricles, brain shrink.
+
+    The whole-brain tissue loss ``brain_loss(b) * V_tissue`` is shared out: the ventricles'
+    growth and the regional losses (hippocampus, entorhinal cortex, thalamus, putamen, caudate)
+    take their own curves; of the rest, the share ``wm_share(b)`` is a contraction of the whole
+    brain inside its mask (white and grey matter, widening sulci and the CSF rim) and the
+    remainder thins the cortex (deformation and GM-to-CSF conversion).
+    """
+    ag = cfg.ageing
+    b = np.asarray(b, dtype=np.float64)
+    doses = {region: (_cumulative_loss(b, getattr(ag, key)) if key in ("hippocampus",
+                                                                         "subcortical")
+                      else np.zeros_like(b)) for region, key in _AGEING_OF.items()}
+    young = np.clip(b - 20.0, 0, None) / 50.0
+    doses["ventricle_ratio"] = 1 + ag.ventricle_gain * young**2
+    budget = volumes["tissue"] * brain_loss(b, cfg)
+    taken = volumes["ventricles"] * (doses["ventricle_ratio"] - 1) + sum(
+        volumes[region] * doses[region] for region in _AGEING_OF if region != "cortex")
+    rest = np.clip(budget - taken, 0, None)
+    share = np.interp(b, *zip(*ag.wm_share))
+    doses["brain_shrink"] = np.minimum(share * rest / volumes["tissue"], 0.5)
+    doses["cortex"] = np.minimum((1 - share) * rest / volumes["cortex"], 0.9)
+    return doses
+
+
 def add_doses(table: pd.DataFrame, cfg: SimulationConfig,
               anat: _anatomy.TemplateAnatomy) -> pd.DataFrame:
-    """Add each subject's target volume losses, ventricle ratio, WMH load and contrast factor."""
-    b = table["biological_age"].to_numpy()
+    """Add each subject's target volume losses, ventricle ratio, brain shrink, WMH load,
+    contrast factor, whole-brain loss and TIV."""
+    b = table["biological_age"].to_numpy(dtype=np.float64)
     sev = table["latent_severity"].to_numpy()
-    for region, ageing_key in _AGEING_OF.items():
-        aged = (_cumulative_loss(b, getattr(cfg.ageing, ageing_key)) if ageing_key
-                else np.zeros(len(table)))
+    volumes = tissue_volumes(anat)
+    aged = _ageing_doses(b, cfg, volumes)
+    for region in _AGEING_OF:
         disease = np.zeros(len(table))
         for group, dis in (("AD", cfg.ad), ("PD", cfg.pd)):
             rows = (table["group"] == group).to_numpy()
             disease[rows] = dis.losses.get(region, 0.0) * sev[rows]
-        table[f"loss_{region}"] = 1 - (1 - aged) * (1 - disease)
-    young = np.clip(b - 20.0, 0, None) / 50.0
-    table["ventricle_ratio"] = 1 + cfg.ageing.ventricle_gain * young**2
+        table[f"loss_{region}"] = 1 - (1 - aged[region]) * (1 - disease)
+    table["ventricle_ratio"] = aged["ventricle_ratio"]
+    table["brain_shrink"] = aged["brain_shrink"]
+    table["brain_loss"] = brain_loss(b, cfg)
     table["wmh_load"] = np.minimum(1.0, cfg.ageing.wmh_max
                                    * np.exp((b - 90.0) / cfg.ageing.wmh_tau))
     table["contrast_factor"] = np.maximum(
         0.3, 1 - cfg.ageing.contrast_decline * np.clip(b - 20.0, 0, None))
-    volumes = tissue_volumes(anat)
+    if "head_scale" in table:
+        table["tiv_cm3"] = volumes["intracranial"] * table["head_scale"].to_numpy() ** 3
     table["tissue_loss_ml"] = _tissue_loss(table, volumes)
     table["realised_biological_age"] = realised_brain_age(table, cfg, volumes)
     return table
 
 
 def tissue_volumes(anat: _anatomy.TemplateAnatomy) -> dict[str, float]:
-    """Template volume (mL) each loss acts on: GM of every loss region, CSF of the ventricles.
+    """Template volumes (mL) the losses act on.
 
-    The cortical loss acts on the cortex and the temporo-parietal cortex together (as its
-    GM-to-CSF conversion does, see ``_anatomy._build_conversions``).
+    GM of every loss region (the cortical loss acts on the cortex and the temporo-parietal
+    cortex together, as its GM-to-CSF conversion does, see ``_anatomy._build_conversions``),
+    CSF of the ventricles, all brain tissue (GM + WM, ``tissue``) and the brain mask
+    (``intracranial``).
     """
     groups = _anatomy._region_masks(anat.labels[anat.box], anat.regions)
     voxel_ml = anat.resolution_mm**3 / 1000.0
@@ -629,24 +808,27 @@ def tissue_volumes(anat: _anatomy.TemplateAnatomy) -> dict[str, float]:
         mask = groups[region] | (groups["temporoparietal"] if region == "cortex" else False)
         volumes[region] = float(anat.gm[mask].sum()) * voxel_ml
     volumes["ventricles"] = float(anat.csf[groups["lateral_ventricles"]].sum()) * voxel_ml
+    volumes["tissue"] = float((anat.gm + anat.wm).sum()) * voxel_ml
+    volumes["intracranial"] = float(anat.mask.sum()) * voxel_ml
     return volumes
 
 
 def _tissue_loss(table: pd.DataFrame, volumes: Mapping[str, float]) -> np.ndarray:
-    """Tissue lost (mL): GM volume times fractional loss per region plus ventricular growth."""
+    """Tissue lost (mL): GM volume times fractional loss per region, ventricular growth and
+    the whole brain's contraction (template volumes: a subject's own ventricle size and head
+    size are anatomy, not loss)."""
     lost = sum(volumes[region] * table[f"loss_{region}"].to_numpy() for region in _AGEING_OF)
-    return lost + volumes["ventricles"] * (table["ventricle_ratio"].to_numpy() - 1.0)
+    return (lost + volumes["ventricles"] * (table["ventricle_ratio"].to_numpy() - 1.0)
+            + volumes["tissue"] * table["brain_shrink"].to_numpy())
 
 
 def _healthy_tissue_loss(b: np.ndarray, cfg: SimulationConfig,
                          volumes: Mapping[str, float]) -> np.ndarray:
     """Tissue lost (mL) by a healthy brain of biological age ``b`` (no disease losses)."""
-    lost = np.zeros_like(b, dtype=np.float64)
-    for region, ageing_key in _AGEING_OF.items():
-        if ageing_key:
-            lost += volumes[region] * _cumulative_loss(b, getattr(cfg.ageing, ageing_key))
-    young = np.clip(b - 20.0, 0, None) / 50.0
-    return lost + volumes["ventricles"] * cfg.ageing.ventricle_gain * young**2
+    d = _ageing_doses(np.asarray(b, dtype=np.float64), cfg, volumes)
+    lost = sum(volumes[region] * d[region] for region in _AGEING_OF)
+    return (lost + volumes["ventricles"] * (d["ventricle_ratio"] - 1.0)
+            + volumes["tissue"] * d["brain_shrink"])
 
 
 def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
@@ -687,8 +869,12 @@ def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
 
 def _plan_effects(row: Mapping[str, Any], share: float,
                   anat: _anatomy.TemplateAnatomy) -> tuple[dict[str, float], dict[str, float]]:
-    """Flow amplitudes and GM-to-CSF conversion fractions realising a subject's losses."""
-    amplitudes = {"ventricles": anat.bases["ventricles"].amplitude_for(row["ventricle_ratio"])}
+    """Flow amplitudes and GM-to-CSF conversion fractions realising a subject's losses.
+
+    The ventricles' flow realises the ageing ratio times the subject's own ventricle size.
+    """
+    ratio = float(row["ventricle_ratio"]) * float(row.get("ventricle_scale", 1.0))
+    amplitudes = {"ventricles": anat.bases["ventricles"].amplitude_for(ratio)}
     conversions = {}
     for region in _AGEING_OF:
         loss = float(row[f"loss_{region}"])
@@ -700,9 +886,19 @@ def _plan_effects(row: Mapping[str, Any], share: float,
 
 
 # ----------------------------------------------------------------------------- one subject
+def _scan_value(row: Mapping[str, Any], key: str, default: float) -> float:
+    """A per-subject scanner setting of the cohort table (the site's value if absent)."""
+    value = row.get(f"scan_{key}", default)
+    return float(default if value is None or not np.isfinite(value) else value)
+
+
 def _source_image(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], site: SiteConfig,
                   conversions: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
-    """The subject's template-space intensities on the box: tissue mixture plus texture."""
+    """The subject's template-space intensities on the box: tissue mixture plus texture.
+
+    Tissue intensities and texture strength are the subject's own (``scan_*`` columns of the
+    cohort table, drawn around the site's values).
+    """
     factor = np.ones(anat.gm.size, dtype=np.float32)
     for name, frac in conversions.items():
         idx, w = anat.conversions[name]
@@ -712,11 +908,14 @@ def _source_image(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], site: 
     weights = rng.normal(0, 0.5, size=4).astype(np.float32)
     patchy = np.clip(1 + np.tensordot(weights, anat.wmh_patches, axes=1), 0, 2)
     wmh = np.float32(row["wmh_load"]) * anat.wmh_prior * patchy
-    mid, half = (site.wm + site.gm) / 2, (site.wm - site.gm) / 2 * row["contrast_factor"]
+    gm_level = _scan_value(row, "gm", site.gm) * site.wm
+    csf_level = _scan_value(row, "csf", site.csf) * site.wm
+    texture = np.float32(_scan_value(row, "texture", 1.0))
+    mid, half = (site.wm + gm_level) / 2, (site.wm - gm_level) / 2 * row["contrast_factor"]
     mu_gm, mu_wm = np.float32(mid - half), np.float32(mid + half)
     mu_wmh = np.float32(mu_gm * 0.9)  # T1 hypointense, about as dark as grey matter
     return (mu_gm * gm + anat.wm * (mu_wm * (1 - wmh) + mu_wmh * wmh)
-            + np.float32(site.csf) * csf + mu_wm * anat.texture).astype(np.float32)
+            + np.float32(csf_level) * csf + mu_wm * texture * anat.texture).astype(np.float32)
 
 
 def _rotation(deg: np.ndarray) -> np.ndarray:
@@ -754,27 +953,48 @@ def _random_displacement(anat: _anatomy.TemplateAnatomy, an: AnatomyConfig,
 def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
                       amplitudes: Mapping[str, float], an: AnatomyConfig,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Template coordinates sampled by each support voxel: with and without atrophy."""
+    """Template coordinates sampled by each support voxel: with and without atrophy.
+
+    The atrophy sums the flows of each process and the whole brain's contraction about its
+    centre, ``(1 + k)(x - c)`` with ``(1 + k)^-3 = 1 - brain_shrink``.
+    """
     scale = np.array([row["head_scale_x"], row["head_scale_y"], row["head_scale_z"]])
     rot = _rotation(np.array([row["rotation_x_deg"], row["rotation_y_deg"],
                               row["rotation_z_deg"]]))
     pull = np.linalg.inv(rot @ np.diag(scale)).astype(np.float32)  # subject -> template
     c = anat.centre[:, None]
     y_anat = c + pull @ (anat.points - c) + _random_displacement(anat, an, rng)
-    atrophy = np.zeros_like(anat.points)
+    shrink = float(row.get("brain_shrink", 0.0))
+    atrophy = ((1 - shrink) ** (-1 / 3) - 1) * (anat.points - c)
     for name, amp in amplitudes.items():
         basis = anat.bases[name]
         atrophy[:, basis.pos] += basis.displacement(amp)
     return y_anat, y_anat + pull @ atrophy
 
 
+def _noise_gain(voxel_mm: tuple[float, float, float], res: float) -> float:
+    """Noise SD on a grid of ``res`` mm over that in one acquired voxel: the square root of the
+    number of acquired voxels a grid voxel averages (1 where the grid is finer)."""
+    return float(np.sqrt(np.prod([min(v / res, 1.0) for v in voxel_mm])))
+
+
 def _scanner(anat: _anatomy.TemplateAnatomy, values: np.ndarray, site: SiteConfig,
-             site_beta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Bias field, point spread and Rician noise applied to the support values."""
-    beta = (site_beta + rng.normal(0, 0.3, size=site_beta.shape)) * site.bias
+             site_beta: np.ndarray, rng: np.random.Generator,
+             row: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Bias field, point spread and Rician noise applied to the support values.
+
+    The bias strength, noise level and extra blur are the subject's (``scan_*`` columns of
+    ``row``), else the site's. The point spread blurs axes whose acquired voxel is coarser than
+    the grid, plus the extra blur; the noise SD is the site's per acquired voxel times
+    :func:`_noise_gain`.
+    """
+    row = {} if row is None else row
+    beta = (site_beta + rng.normal(0, 0.3, size=site_beta.shape)) * _scan_value(
+        row, "bias", site.bias)
     values = values * np.exp(beta.astype(np.float32) @ anat.bias_basis)
     res = anat.resolution_mm
-    sigmas = [np.sqrt(max(v * v - res * res, 0.0) / (8 * np.log(2))) / res
+    blur = _scan_value(row, "blur_mm", 0.0)
+    sigmas = [np.sqrt(max(v * v - res * res, 0.0) + blur * blur) / (np.sqrt(8 * np.log(2)) * res)
               for v in site.voxel_mm]
     if max(sigmas) > 0.2:
         vol = np.zeros(anat.gm.size, dtype=np.float32)
@@ -784,7 +1004,8 @@ def _scanner(anat: _anatomy.TemplateAnatomy, values: np.ndarray, site: SiteConfi
             if sigma > 0.2:
                 vol = ndi.gaussian_filter1d(vol, sigma, axis=axis, mode="nearest")
         values = vol.reshape(-1)[anat.support_flat]
-    sigma = np.float32(site.noise * site.wm)
+    sigma = np.float32(_scan_value(row, "noise", site.noise) * site.wm
+                       * _noise_gain(site.voxel_mm, res))
     n1 = rng.standard_normal(values.shape, dtype=np.float32)
     n2 = rng.standard_normal(values.shape, dtype=np.float32)
     return np.sqrt((values + sigma * n1) ** 2 + (sigma * n2) ** 2)
@@ -814,9 +1035,9 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     source = _source_image(anat, row, site, conversions, rng)
     y_anat, y = _warp_coordinates(anat, row, amplitudes, cfg.anatomy, rng)
     values = ndi.map_coordinates(source, y, order=1, mode="nearest", output=np.float32)
-    inside = ndi.map_coordinates(anat.mask, y_anat, order=1, mode="constant", cval=0.0,
-                                 output=np.float32) > 0.5
-    values = _scanner(anat, values, site, site_beta, rng) * inside
+    inside = ndi.map_coordinates(anat.outside_mm, y_anat, order=1, mode="nearest",
+                                 output=np.float32) < cfg.anatomy.mask_margin_mm
+    values = _scanner(anat, values, site, site_beta, rng, row) * inside
     box = np.zeros(anat.gm.size, dtype=np.float32)
     box[anat.support_flat] = values * np.float32(site.scale / site.wm)
     out = np.zeros(anat.shape, dtype=np.float32)
@@ -825,16 +1046,17 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
 
 
 def _native_resample(volume: np.ndarray, anat: _anatomy.TemplateAnatomy, site: SiteConfig,
-                     cfg: SimulationConfig,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample a template-space image to a native grid with a random rigid pose.
+                     cfg: SimulationConfig, rng: np.random.Generator,
+                     head_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a template-space image to a native grid with a random rigid pose, at the
+    subject's head size (``head_scale``, linear).
 
     Returns the data, its header affine (voxel to scanner mm) and the true scanner-to-template
-    transform (4 x 4, mm).
+    transform (4 x 4, mm; rigid times 1 / ``head_scale``).
     """
     res = anat.resolution_mm
     voxel = np.maximum(np.asarray(site.voxel_mm, dtype=float), res)
-    fov = np.asarray(anat.shape) * res + 20.0
+    fov = np.asarray(anat.shape) * res * max(head_scale, 1.0) + 20.0
     shape_ras = np.ceil(fov / voxel).astype(int)
     centre = anat.affine[:3, :3] @ ((np.asarray(anat.shape) - 1) / 2) + anat.affine[:3, 3]
     affine_ras = np.diag([*voxel, 1.0])
@@ -844,7 +1066,7 @@ def _native_resample(volume: np.ndarray, anat: _anatomy.TemplateAnatomy, site: S
     affine = affine_ras @ nib.orientations.inv_ornt_aff(ornt, shape_ras)
     shape = tuple(int(shape_ras[int(k)]) for k in ornt[:, 0].argsort())
     pose = np.eye(4)
-    pose[:3, :3] = _rotation(rng.uniform(-1, 1, 3) * cfg.native_max_rotation_deg)
+    pose[:3, :3] = _rotation(rng.uniform(-1, 1, 3) * cfg.native_max_rotation_deg) / head_scale
     pose[:3, 3] = rng.uniform(-1, 1, 3) * cfg.native_max_shift_mm
     to_template_voxel = np.linalg.inv(anat.affine) @ pose @ affine
     data = ndi.affine_transform(volume, to_template_voxel[:3, :3], to_template_voxel[:3, 3],
@@ -887,7 +1109,8 @@ def _subject_job(job: tuple[dict[str, Any], np.random.SeedSequence]) -> dict[str
     info: dict[str, Any] = {"participant_id": sub}
     if cfg.native_space:
         volume, affine, pose = _native_resample(volume, anat, cfg.sites[site_index], cfg,
-                                                np.random.default_rng(pose_seed))
+                                                np.random.default_rng(pose_seed),
+                                                float(row.get("head_scale", 1.0)))
         info["native_to_template"] = pose.tolist()
         out.write_bytes(nifti_bytes(np.round(volume), affine, np.int16, code=1))
     else:
@@ -989,9 +1212,11 @@ def _effect_maps(anat: _anatomy.TemplateAnatomy, cfg: SimulationConfig) -> dict[
                 key = f"loss_{region}"
                 t[key] = 1 - (1 - t[key]) / (1 - base[key])
             t["ventricle_ratio"] = 1.0
+            t["brain_shrink"] = 0.0
         amps, conv = _plan_effects(t, cfg.anatomy.deformation_share, anat)
         wmh = float(t["wmh_load"]) if process == "ageing" else 0.0
-        maps[process] = _anatomy.effect_strength(anat, amps, conv, wmh)
+        shrink = (1 - float(t["brain_shrink"])) ** (-1 / 3) - 1
+        maps[process] = _anatomy.effect_strength(anat, amps, conv, wmh, shrink)
     return maps
 
 
@@ -1140,6 +1365,89 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
                         sep="\t", na_values="n/a")
     return SimulatedCohort(root, participants, truth)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}"
+
+
+def model_summary(config: SimulationConfig | Mapping[str, Any],
+                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ageing, anatomy and scanner model of a configuration, in the units of its sources.
+
+    The book's Methods show this table (``brainage.study.book`` writes it from the run's
+    ``simulation.json`` and ground truth), so that no rate or range is typed by hand.
+
+    Parameters
+    ----------
+    config : SimulationConfig or mapping
+        The configuration (a ``simulation.json``'s ``config`` is read with
+        :func:`config_from_dict`).
+    truth : DataFrame, optional
+        ``participants_truth.tsv`` of a cohort: adds the realised head-size spread.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``quantity``, ``value``, ``source`` (MyST citation roles).
+    """
+    cfg = config if isinstance(config, SimulationConfig) else config_from_dict(config)
+    ag, an, sc = cfg.ageing, cfg.anatomy, cfg.scanner
+    rate = [float(np.interp(a, *zip(*ag.brain_rate))) for a in (35, 60, 80)]
+    share = [float(np.interp(a, *zip(*ag.wm_share))) for a in (40, 55, 70)]
+    lost = float(brain_loss(np.array([80.0]), cfg)[0] - brain_loss(np.array([20.0]), cfg)[0])
+    vent = [1 + ag.ventricle_gain * ((a - 20) / 50) ** 2 for a in (70, 90)]
+    sex_ratio = an.male_head_scale ** 6
+    rows = [
+        ("whole-brain tissue loss at 35 / 60 / 80 y (%/y of the tissue left)",
+         " / ".join(_pct(r) for r in rate), "{cite}`hedman2012lifespan`"),
+        ("whole-brain tissue lost from 20 to 80 y (%)", _pct(lost), "the rate's integral"),
+        ("share of the parenchymal loss by the whole brain's contraction (white and grey "
+         "matter; the rest thins the cortex) at 40 / 55 / 70 y",
+         " / ".join(f"{x:.2g}" for x in share),
+         "{cite}`walhovd2005volumes`, {cite}`fjell2013critical`"),
+        ("hippocampus, entorhinal: onset, anchor age, rate at anchor",
+         f"{ag.hippocampus[0]:g} y, {ag.hippocampus[1]:g} y, {_pct(ag.hippocampus[2])} %/y",
+         "{cite}`barnes2009hippocampal`, {cite}`fjell2013critical`"),
+        ("thalamus, putamen, caudate: onset, anchor age, rate at anchor",
+         f"{ag.subcortical[0]:g} y, {ag.subcortical[1]:g} y, {_pct(ag.subcortical[2])} %/y",
+         "{cite}`fjell2013critical`"),
+        ("lateral ventricles: volume ratio to age 20 at 70 / 90 y",
+         " / ".join(f"{v:.3g}" for v in vent), "{cite}`pfefferbaum1994morphology`"),
+        ("TIV: SD within sex (%), men over women",
+         f"{_pct(np.expm1(3 * an.head_scale_sd))}, {sex_ratio:.3g}", "modelling choice"),
+        ("linear scale left in template space by an affine registration (SD per axis, %)",
+         _pct(an.registered_scale_sd), "modelling choice"),
+        ("own ventricle size, independent of age (SD of its log)", f"{an.ventricle_sd:g}",
+         "modelling choice"),
+        ("random displacement: SD, control spacing (mm)",
+         f"{an.deformation_sd_mm:g}, {an.control_spacing_mm:g}", "modelling choice"),
+        ("brain mask margin around the template's (mm)", f"{an.mask_margin_mm:g}",
+         "calibrated (`benchmarks/bench_sim2real.py`)"),
+    ]
+    for site in cfg.sites:
+        rows.append((f"site {site.name}: GM, CSF (x WM); noise per acquired voxel (%); bias; "
+                     "voxel (mm)",
+                     f"{site.gm:g}, {site.csf:g}; {_pct(site.noise)}; {site.bias:g}; "
+                     + " x ".join(f"{v:g}" for v in site.voxel_mm),
+                     "calibrated (`benchmarks/bench_sim2real.py`)"))
+    rows.append(("per-subject scanner: GM, CSF SD; noise, bias, texture factors; extra blur "
+                 "FWHM (mm)",
+                 f"{sc.gm_sd:g}, {sc.csf_sd:g}; {sc.noise_range[0]:g}-{sc.noise_range[1]:g}, "
+                 f"{sc.bias_range[0]:g}-{sc.bias_range[1]:g}, "
+                 f"{sc.texture_range[0]:g}-{sc.texture_range[1]:g}; "
+                 f"{sc.blur_fwhm_mm[0]:g}-{sc.blur_fwhm_mm[1]:g}",
+                 "domain randomisation {cite}`billot2023synthseg`"))
+    if truth is not None and {"tiv_cm3", "sex"} <= set(truth.columns):
+        log_tiv = np.log(truth["tiv_cm3"].astype(float))
+        within = float(log_tiv.groupby(truth["sex"]).std().mean())
+        means = truth.groupby("sex")["tiv_cm3"].mean()
+        ratio = (f", men over women {means['M'] / means['F']:.3g}"
+                 if {"M", "F"} <= set(means.index) else "")
+        rows.append(("TIV realised in this cohort: mean (cm³), SD within sex (%)",
+                     f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
+                     "ground truth"))
+    return pd.DataFrame(rows, columns=["quantity", "value", "source"])
 
 
 def read_truth(root: str | Path) -> dict[str, Any]:

@@ -228,6 +228,8 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
                      "tab-methods-parameters"), encoding="utf-8")
 
     (generated / "simulation.md").write_text(_simulation_page(run_dir, root), encoding="utf-8")
+    (generated / "simulation_model.md").write_text(_simulation_model_page(run_dir, root),
+                                                   encoding="utf-8")
 
     record = read_provenance(run_dir)
     env = record.get("environment", {})
@@ -304,6 +306,34 @@ def _simulation_page(run_dir: Path, root: Path) -> str:
             + _captioned(_markdown_table(rows, ("setting", "value")),
                          f"All {len(rows)} settings of this run's simulated cohort, from its "
                          "`simulation.json`.", "tab-methods-simulation") + "````\n")
+
+
+def _simulation_model_page(run_dir: Path, root: Path) -> str:
+    """The ageing, anatomy and scanner model of the run's simulated cohort, with its sources
+    (:func:`brainage.data.simulate.model_summary` of its ``simulation.json``)."""
+    import pandas as pd
+
+    from brainage.data import simulate
+
+    info_path = run_dir / "dataset.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    if not info.get("simulated"):
+        return "This run used no simulated data.\n"
+    cohort = resolve_path(info["root"], root)
+    meta = simulate.read_truth(cohort)
+    truth = pd.read_csv(cohort / "derivatives" / "ground_truth" / "participants_truth.tsv",
+                        sep="\t", na_values="n/a")
+    sex = pd.read_csv(cohort / "participants.tsv", sep="\t", na_values="n/a")
+    truth = truth.merge(sex[["participant_id", "sex"]], on="participant_id")
+    table = simulate.model_summary(meta.get("config", {}), truth)
+    lines = ["| Quantity | This run | Source |", "| --- | --- | --- |"]
+    lines += [f"| {r.quantity} | {r.value} | {r.source} |" for r in table.itertuples()]
+    return (f"Simulated at {meta.get('resolution_mm')} mm (read from the run's "
+            "`simulation.json`):\n\n"
+            + _captioned("\n".join(lines) + "\n",
+                         "The ageing, anatomy and scanner model of this run's simulated cohort: "
+                         "each quantity, its value in this run and its source.",
+                         "tab-methods-sim-model"))
 
 
 def _copy_static_assets(book_dir: Path) -> None:

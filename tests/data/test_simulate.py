@@ -107,11 +107,63 @@ def test_cumulative_loss_hand_checked(b, params, expected):
     assert sim._cumulative_loss(np.array([b]), params)[0] == pytest.approx(expected)
 
 
-def test_hedman_rates_are_the_derivative():
-    b = np.array([35.0, 60.0])
-    rate = (sim._cumulative_loss(b + 0.01, sim.AgeingConfig().cortex)
-            - sim._cumulative_loss(b - 0.01, sim.AgeingConfig().cortex)) / 0.02
-    np.testing.assert_allclose(rate, [0.002, 0.005], atol=1e-4)
+@pytest.mark.parametrize(("b", "cited"), [(35.0, 0.002), (60.0, 0.005), (70.0, 0.005),
+                                          (80.0, 0.005)])
+def test_whole_brain_loss_follows_the_cited_rates(b, cited):
+    # issue 19: whole-brain tissue loss about 0.2 %/y at 35 and 0.5 %/y at 60-80 (Hedman 2012),
+    # measured on the doses of a healthy brain: tissue lost per year over the tissue left
+    anat = build_anatomy(RES)
+    cfg = sim.SimulationConfig()
+    volumes = sim.tissue_volumes(anat)
+    ages = np.array([b - 0.5, b + 0.5])
+    lost = sim._healthy_tissue_loss(ages, cfg, volumes)
+    rate = (lost[1] - lost[0]) / (volumes["tissue"] - lost.mean())
+    assert rate == pytest.approx(cited, abs=0.2 * cited if b < 60 else 0.001)
+
+
+def test_grey_and_white_matter_both_lose_volume():
+    anat = build_anatomy(RES)
+    cfg = sim.SimulationConfig()
+    volumes = sim.tissue_volumes(anat)
+    d = sim._ageing_doses(np.array([30.0, 50.0, 70.0, 90.0]), cfg, volumes)
+    assert (np.diff(d["cortex"]) > 0).all()  # grey matter: all along
+    assert d["brain_shrink"][0] == 0 and (np.diff(d["brain_shrink"]) > 0).all()  # WM: late
+    assert (np.diff(d["ventricle_ratio"]) > 0).all()
+    # the shares add up to the whole-brain loss
+    np.testing.assert_allclose(sim._healthy_tissue_loss(np.array([30.0, 50.0, 70.0, 90.0]),
+                                                        cfg, volumes),
+                               volumes["tissue"] * sim.brain_loss(
+                                   np.array([30.0, 50.0, 70.0, 90.0]), cfg), rtol=1e-9)
+
+
+def test_integrated_rate_hand_checked():
+    knots = ((20.0, 0.0), (40.0, 0.01), (60.0, 0.01))
+    got = sim._integrated_rate(np.array([10.0, 30.0, 40.0, 50.0, 70.0]), knots)
+    # 30: triangle 10 y * 0.005 / 2; 40: 0.1; 50: + 0.1; 70: 0.1 + 0.2 + 0.1
+    np.testing.assert_allclose(got, [0.0, 0.025, 0.1, 0.2, 0.4])
+
+
+def test_images_realise_the_whole_brain_loss():
+    # the same person at four biological ages, no noise, bias or contrast: the tissue left on
+    # the image (CSF -> 0, tissue -> 1) falls as the doses say
+    anat = build_anatomy(RES)
+    cfg = sim.config_from_dict({
+        "sites": [{"name": "s", "gm": 0.95, "csf": 0.3, "noise": 0, "bias": 0}],
+        "scanner": {"gm_sd": 0, "csf_sd": 0, "texture_range": [0, 0], "blur_fwhm_mm": [0, 0]},
+        "ageing": {"wmh_max": 0, "contrast_decline": 0}})
+    one = sim.draw_cohort(1, 0, 0, cfg, np.random.default_rng(0))
+    rows = pd.concat([one] * 3, ignore_index=True)
+    rows["biological_age"] = [20.0, 60.0, 80.0]
+    rows = sim.add_doses(rows, cfg, anat)
+    tissue = []
+    for row in rows.to_dict("records"):
+        img = sim.synthesise_subject(anat, row, cfg, np.zeros(9), np.random.SeedSequence(5))
+        v = img[img > 0] / cfg.sites[0].scale
+        tissue.append(np.clip((v - 0.3) / 0.65, 0, 1).sum())
+    realised = 1 - np.array(tissue[1:]) / tissue[0]
+    dosed = (rows["tissue_loss_ml"] - rows["tissue_loss_ml"][0]).to_numpy()[1:] / \
+        sim.tissue_volumes(anat)["tissue"]
+    np.testing.assert_allclose(realised, dosed, rtol=0.25)
 
 
 # ----------------------------------------------------------------------------- cohort table
@@ -196,16 +248,26 @@ def test_realised_brain_age_counts_the_disease_losses():
 
 
 def test_realised_brain_age_hand_checked():
-    # one region of 100 mL GM, no ventricles: a disease loss of 0.05 on top of the cortex's
-    # age-related loss is the loss of an older healthy brain, L(b*) = 1 - (1 - L(b)) 0.95
-    cfg = sim.SimulationConfig()
-    volumes = {region: 0.0 for region in sim._AGEING_OF} | {"cortex": 100.0, "ventricles": 0.0}
+    # 400 mL of tissue, 100 of it cortex, no ventricles or other regions, no WM share: a
+    # healthy brain loses 400 L(b) mL, all from the cortex; a disease loss of 0.05 of the
+    # cortex left at b adds 5 (1 - L_cortex(b)) mL, the loss of a healthy brain at b* with
+    # 400 L(b*) = 400 L(b) + 5 (1 - L_cortex(b))
+    from scipy.optimize import brentq
+
+    cfg = sim.config_from_dict({"ageing": {"wm_share": [[0, 0], [100, 0]],
+                                           "hippocampus": [40, 75, 0], "subcortical": [20, 60, 0],
+                                           "ventricle_gain": 0}})
+    volumes = {region: 0.0 for region in sim._AGEING_OF} | {
+        "cortex": 100.0, "ventricles": 0.0, "tissue": 400.0}
     b = 60.0
-    aged = float(sim._cumulative_loss(np.array([b]), cfg.ageing.cortex)[0])
+    aged = float(sim._ageing_doses(np.array([b]), cfg, volumes)["cortex"][0])
+    assert aged == pytest.approx(4 * float(sim.brain_loss(np.array([b]), cfg)[0]))
     row = {f"loss_{region}": 0.0 for region in sim._AGEING_OF}
-    row.update(biological_age=b, ventricle_ratio=1.0, loss_cortex=1 - (1 - aged) * 0.95)
-    onset, anchor, rate = cfg.ageing.cortex
-    expected = onset + np.sqrt(row["loss_cortex"] * 2 * (anchor - onset) / rate)
+    row.update(biological_age=b, ventricle_ratio=1.0, brain_shrink=0.0,
+               loss_cortex=1 - (1 - aged) * 0.95)
+    target = 400 * float(sim.brain_loss(np.array([b]), cfg)[0]) + 5 * (1 - aged)
+    expected = brentq(lambda x: 400 * float(sim.brain_loss(np.array([x]), cfg)[0]) - target,
+                      b, 120)
     got = sim.realised_brain_age(pd.DataFrame([row]), cfg, volumes)[0]
     assert got == pytest.approx(expected, abs=1e-3) and got > b
 
@@ -215,6 +277,121 @@ def test_same_seed_same_table():
     a = sim.draw_cohort(5, 3, 3, cfg, np.random.default_rng(7))
     b = sim.draw_cohort(5, 3, 3, cfg, np.random.default_rng(7))
     pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- variability
+def test_head_size_varies_at_real_scale():
+    # issue 19: TIV SD about 10 %, men's about 12 % larger; template-space images keep only the
+    # few per cent an affine registration leaves
+    anat = build_anatomy(RES)
+    cfg = sim.SimulationConfig()
+    table = sim.add_doses(sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(3)), cfg,
+                          anat)
+    tiv = table["tiv_cm3"]
+    men, women = tiv[table["sex"] == "M"], tiv[table["sex"] == "F"]
+    assert men.mean() / women.mean() == pytest.approx(1.12, abs=0.02)
+    within = np.log(tiv).groupby(table["sex"]).std().mean()
+    assert within == pytest.approx(0.1, abs=0.01)
+    assert tiv.std() / tiv.mean() == pytest.approx(0.11, abs=0.02)
+    residual = np.log(table[["head_scale_x", "head_scale_y", "head_scale_z"]].to_numpy())
+    assert residual.std() == pytest.approx(cfg.anatomy.registered_scale_sd, rel=0.1)
+    assert abs(stats.pearsonr(table["age"], tiv)[0]) < 0.06
+
+
+def test_ventricle_size_is_anatomy_independent_of_age():
+    cfg = sim.SimulationConfig()
+    table = sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(4))
+    log_size = np.log(table["ventricle_scale"])
+    assert log_size.std() == pytest.approx(cfg.anatomy.ventricle_sd, rel=0.1)
+    assert abs(stats.pearsonr(table["age"], log_size)[0]) < 0.06
+
+
+def test_ventricle_flow_realises_smaller_and_larger_ventricles():
+    anat = build_anatomy(RES)
+    basis = anat.bases["ventricles"]
+    assert basis.response[0] < 0.75 < 2.5 < basis.response[-1]
+    assert basis.amplitude_for(0.75) < 0 < basis.amplitude_for(2.5)
+    assert basis.amplitude_for(1.0) == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(basis.displacement(0.0), 0.0)
+
+
+def test_subjects_ventricles_differ_at_the_same_age():
+    # same age, same site: the subject's own ventricle size shows on the image
+    anat = build_anatomy(RES)
+    cfg = sim.SimulationConfig()
+    table = sim.draw_cohort(2, 0, 0, cfg, np.random.default_rng(5))
+    table["biological_age"] = 40.0
+    table["site_index"] = 0
+    table["ventricle_scale"] = [0.6, 1.8]
+    table = sim.add_doses(table, cfg, anat)
+    assert table["tissue_loss_ml"].nunique() == 1  # anatomy, not loss
+    vent = np.isin(anat.labels, [r["index"] for r in anat.regions
+                                 if r["group"] == "lateral_ventricles"])
+    vent = ndi.binary_dilation(vent, iterations=2)
+    dark = []
+    for row in table.to_dict("records"):
+        img = sim.synthesise_subject(anat, row, cfg, np.zeros(9), np.random.SeedSequence(1))
+        dark.append(int((img[vent] < 0.6 * np.percentile(img[img > 0], 90)).sum()))
+    assert dark[1] > 1.5 * dark[0]
+
+
+def test_scanner_is_randomised_per_subject_not_by_age():
+    # issue 19: no intensity cue stands in for age; sites differ only mildly
+    cfg = sim.SimulationConfig()
+    table = sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(6))
+    for key in ("scan_gm", "scan_csf", "scan_noise", "scan_bias", "scan_blur_mm",
+                "scan_texture"):
+        assert table[key].std() > 0, key
+        assert abs(stats.spearmanr(table["age"], table[key])[0]) < 0.06, key
+    by_site = table.groupby("site")["scan_gm"]
+    spread = by_site.mean().max() - by_site.mean().min()
+    assert spread < 2 * by_site.std().mean()  # site offsets smaller than subject variation
+
+
+def test_same_seed_same_scanner_draws():
+    cfg = sim.SimulationConfig()
+    a = sim.draw_cohort(20, 0, 0, cfg, np.random.default_rng(8))
+    b = sim.draw_cohort(20, 0, 0, cfg, np.random.default_rng(8))
+    c = sim.draw_cohort(20, 0, 0, cfg, np.random.default_rng(9))
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["scan_gm"], c["scan_gm"])
+
+
+@pytest.fixture(scope="module")
+def realism(tmp_path_factory):
+    """Realism statistics of young simulated scans at the quick model's grid (4 mm, cropped),
+    preprocessed as the build does."""
+    from brainage.data import audit
+    from brainage.imaging.preprocess import preprocess_file
+    from brainage.imaging.registration import template_grid
+
+    cfg = sim.config_from_dict({"hc_age_range": [20, 96],
+                                "ad": {"age_range": [20, 30], "acceleration_max_years": 0},
+                                "pd": {"age_range": [20, 30], "acceleration_max_years": 0}})
+    young = sim.config_from_dict({**sim.config_to_dict(cfg), "hc_age_range": [20, 52]})
+    cohort = sim.simulate_cohort(tmp_path_factory.mktemp("realism"), n_healthy=10, seed=2,
+                                 resolution_mm=RES, config=young, n_jobs=2)
+    priors = audit.tissue_priors(*template_grid(RES, crop_to_brain=True))
+    rows = []
+    for sub in cohort.participants["participant_id"]:
+        img = preprocess_file(cohort.root / sub / "anat" / f"{sub}_T1w.nii.gz",
+                              space=sim.SPACE, grid_mm=RES, skull_stripped=True,
+                              crop_to_brain=True)
+        rows.append(audit.realism_statistics(img, *priors))
+    return pd.DataFrame(rows).median()
+
+
+#: Real IXI scans (../shared/data/ixi10, ages 23-51) after the project's preprocessing at
+#: 4 mm, cropped (benchmarks/bench_sim2real.py --profile quick), and the accepted band.
+REAL_4MM = {"noise": (0.0265, 0.005), "wm_cv": (0.070, 0.02), "contrast": (0.108, 0.015),
+            "p95": (1.30, 0.04), "gm_level": (1.026, 0.06), "wm_level": (1.275, 0.06),
+            "csf_fraction": (0.104, 0.04)}
+
+
+@pytest.mark.parametrize("metric", sorted(REAL_4MM))
+def test_simulated_scans_match_real_statistics(realism, metric):
+    value, band = REAL_4MM[metric]
+    assert realism[metric] == pytest.approx(value, abs=band)
 
 
 # ----------------------------------------------------------------------------- files
@@ -234,8 +411,21 @@ def test_nifti_bytes_are_deterministic_and_readable(tmp_path, rng):
 @pytest.mark.parametrize("res", [2.0, RES])
 def test_template_grid(res):
     affine, shape = grid_for(res)
-    assert shape == {2.0: (99, 117, 95), RES: (50, 59, 48)}[res]
-    np.testing.assert_allclose(affine[:3, 3], [-98, -134, -72])
+    assert shape == {2.0: (99, 117, 95), RES: (41, 49, 43)}[res]
+    np.testing.assert_allclose(affine[:3, 3], {2.0: [-98, -134, -72],
+                                               RES: [-80, -113, -79]}[res])
+
+
+@pytest.mark.parametrize("res", [3.0, RES, 5.0])
+def test_coarse_grids_are_the_model_grid(res):
+    # issue 20: a cohort simulated at the model's grid is copied, not interpolated, onto the
+    # brain-cropped grid of the preprocessing, and predict reads it as template space
+    from brainage.imaging.registration import template_grid
+
+    affine, shape = grid_for(res)
+    crop_shape, crop = template_grid(res, crop_to_brain=True)
+    assert shape == crop_shape
+    np.testing.assert_allclose(affine, crop, atol=1e-9)
 
 
 def test_regions_land_in_their_tissue():
@@ -267,7 +457,7 @@ def test_small_cohort_files_and_determinism(tmp_path):
     regions = pd.read_csv(gt / "regions.tsv", sep="\t")
     assert set(regions["effect"]) == {"ageing", "AD", "PD"}
     labels = nib.load(gt / "regions.nii.gz")
-    assert labels.shape == (50, 59, 48) and set(np.unique(labels.get_fdata())) == set(
+    assert labels.shape == grid_for(RES)[1] and set(np.unique(labels.get_fdata())) == set(
         [0, *regions["index"]])
     for process in ("ageing", "ad", "pd"):
         effect = nib.load(gt / f"{process}_effect.nii.gz").get_fdata()
@@ -323,19 +513,30 @@ def test_cli_arguments(tmp_path):
 
 
 # ----------------------------------------------------------------------------- image effects
-def _tissue_counts(path: Path, labels: np.ndarray, rois: dict[str, np.ndarray]) -> dict:
-    """Segment a T1 by intensity (relative to its WM peak) and count voxels in fixed ROIs."""
+def _tissue_counts(path: Path, labels: np.ndarray, rois: dict[str, np.ndarray],
+                   levels: tuple[float, float, float]) -> dict:
+    """Segment a T1 by intensity (relative to its WM level) and count voxels in fixed ROIs.
+
+    ``levels``: the scan's own CSF and GM intensities relative to WM (its ``scan_csf`` and
+    ``scan_gm`` in the ground truth) and its site's stored WM intensity: the scanner is
+    randomised per subject, and the 90th percentile falls with atrophy, so fixed bands
+    relative to it would measure contrast and age as much as anatomy.
+    """
+    csf_level, gm_level, wm_scale = levels
     data = nib.load(path).get_fdata(dtype=np.float32)
     brain = data > 0
-    wm_level = np.percentile(data[brain], 90)
-    rel = data / wm_level
-    # Thresholds between the sites' CSF (0.18-0.30), GM (0.58-0.70) and WM (1) levels; at 4 mm
+    rel = data / wm_scale
+    # Thresholds between the sites' CSF (0.32-0.38), GM (0.72-0.76) and WM (1) levels; at 4 mm
     # the thin ventricles are partial-volumed, so "dark" reaches up to mid-way to GM.
-    csf, gm = brain & (rel < 0.55), brain & (rel >= 0.45) & (rel < 0.82)
+    csf = brain & (rel < (csf_level + gm_level) / 2)
+    gm = brain & (rel >= 0.55) & (rel < 0.87)
+    # Tissue amount: 0 at the CSF level, 1 from the GM level up (grey and white matter alike),
+    # so that partial-volume darkening of bright deep grey matter counts as loss.
+    tissue = np.clip((rel - csf_level) / (gm_level - csf_level), 0, 1) * brain
     out = {"gm_fraction": gm.sum() / brain.sum()}
     for name, roi in rois.items():
         out[f"csf_{name}"] = csf[roi].sum()
-        out[f"gm_{name}"] = gm[roi].sum()
+        out[f"tissue_{name}"] = float(tissue[roi].sum())
     return out
 
 
@@ -348,40 +549,42 @@ def _measure(root: Path, participants: pd.Series) -> pd.DataFrame:
                                     for s in ("left", "right")]),
             "striatum": ndi.binary_dilation(np.isin(labels, [
                 idx[f"{r}_{s}"] for r in ("putamen", "caudate") for s in ("left", "right")]))}
-    return pd.DataFrame([_tissue_counts(root / p / "anat" / f"{p}_T1w.nii.gz", labels, rois)
+    truth = pd.read_csv(gt / "participants_truth.tsv", sep="\t").set_index("participant_id")
+    scales = {site.name: site.scale for site in sim.SimulationConfig().sites}
+    return pd.DataFrame([_tissue_counts(root / p / "anat" / f"{p}_T1w.nii.gz", labels, rois,
+                                        (truth.at[p, "scan_csf"], truth.at[p, "scan_gm"],
+                                         scales[truth.at[p, "site"]]))
                          for p in participants])
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """A cohort measured on its images, and the same people without disease effects."""
+    """A cohort measured on its images, and the same people without the diseases' regional
+    losses (same biological ages: the whole-brain ageing of the acceleration stays)."""
     base = tmp_path_factory.mktemp("cohort")
     kw = {"n_healthy": 30, "n_ad": 12, "n_pd": 12, "seed": 11, "resolution_mm": RES,
           "n_jobs": 2}
     cohort = sim.simulate_cohort(base / "bids", **kw)
-    healthy = sim.config_from_dict({
-        "ad": {"acceleration_max_years": 0, "losses": {}},
-        "pd": {"acceleration_max_years": 0, "losses": {}}})
+    healthy = sim.config_from_dict({"ad": {"losses": {}}, "pd": {"losses": {}}})
     sim.simulate_cohort(base / "no_disease", config=healthy, **kw)
     ids = cohort.participants["participant_id"]
     table = cohort.participants.join(_measure(base / "bids", ids))
     without = _measure(base / "no_disease", ids).add_suffix("_without_disease")
     return table.join(without).merge(
-        cohort.truth[["participant_id", "latent_severity"]], on="participant_id")
-
-
-def _age_adjusted_patients(table: pd.DataFrame, column: str, group: str) -> np.ndarray:
-    """Residuals of patients from the controls' linear age trend of ``column``."""
-    hc = table[table["group"] == "HC"]
-    fit = stats.linregress(hc["age"], hc[column])
-    pat = table[table["group"] == group]
-    return (pat[column] - (fit.intercept + fit.slope * pat["age"])).to_numpy()
+        cohort.truth[["participant_id", "latent_severity", "ventricle_ratio",
+                      "ventricle_scale"]], on="participant_id")
 
 
 @pytest.mark.slow
 def test_ventricular_csf_rises_with_age(cohort):
     hc = cohort[cohort["group"] == "HC"]
-    assert stats.pearsonr(hc["age"], hc["csf_vent"])[0] > 0.7
+    # the subject's own ventricle size (anatomy, SD 0.3 in log) weakens the age trend; the
+    # image follows the true size (ageing ratio times the subject's own size)
+    size = np.log(hc["ventricle_ratio"] * hc["ventricle_scale"])
+    # (30 controls; partial volume at 4 mm, bias fields and the random deformation blur the
+    # count: in larger samples both correlations are about 0.6-0.7)
+    assert stats.spearmanr(size, hc["csf_vent"])[0] > 0.3
+    assert stats.pearsonr(hc["age"], hc["csf_vent"])[0] > 0.3
 
 
 @pytest.mark.slow
@@ -392,16 +595,17 @@ def test_grey_matter_fraction_falls_with_age(cohort):
 
 @pytest.mark.slow
 def test_ad_loses_more_medial_temporal_grey_matter(cohort):
-    resid = _age_adjusted_patients(cohort, "gm_mtl", "AD")
-    assert resid.mean() < 0 and stats.ttest_1samp(resid, 0, alternative="less").pvalue < 0.05
+    # The same people with and without the disease's losses (anatomy and scanner fixed):
+    # between subjects, 12 patients against the controls' age trend, the per-subject anatomy
+    # and scanner randomisation of issue 19 hide a 2-voxel-wide region's loss at 4 mm.
     ad = cohort[cohort["group"] == "AD"]
-    paired = ad["gm_mtl"] - ad["gm_mtl_without_disease"]
+    paired = ad["tissue_mtl"] - ad["tissue_mtl_without_disease"]
     assert stats.ttest_1samp(paired, 0, alternative="less").pvalue < 0.01
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("group", "roi", "other"), [("PD", "gm_striatum", "gm_mtl"),
-                                                      ("AD", "gm_mtl", "gm_striatum")])
+@pytest.mark.parametrize(("group", "roi", "other"), [("PD", "tissue_striatum", "tissue_mtl"),
+                                                      ("AD", "tissue_mtl", "tissue_striatum")])
 def test_disease_acts_on_its_own_regions(cohort, group, roi, other):
     """Same people with and without the disease: loss in its regions, not in the other's."""
     rows = cohort[cohort["group"] == group]
@@ -438,3 +642,15 @@ def test_ensure_cohort_reuses_same_settings_and_regenerates_on_change(tmp_path):
 def test_read_truth_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="simulation.json does not exist"):
         sim.read_truth(tmp_path)
+
+
+def test_model_summary_reads_the_configuration():
+    # the book's Methods table of the ageing, anatomy and scanner model comes from here
+    table = sim.model_summary(sim.SimulationConfig()).set_index("quantity")["value"]
+    assert table.iloc[0] == "0.2 / 0.5 / 0.55"  # whole-brain %/y at 35 / 60 / 80
+    changed = sim.model_summary({"ageing": {"brain_rate": [[20, 0], [60, 0.01]]}})
+    assert changed["value"].iloc[0] == "0.38 / 1 / 1"
+    truth = pd.DataFrame({"tiv_cm3": [1500.0, 1600.0, 1700.0, 1800.0],
+                          "sex": ["F", "F", "M", "M"]})
+    realised = sim.model_summary(sim.SimulationConfig(), truth)["value"].iloc[-1]
+    assert realised.startswith("1650,") and realised.endswith("men over women 1.13")  # 1750 / 1550
