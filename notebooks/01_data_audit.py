@@ -107,6 +107,8 @@ glue("tab_01_cohort", report_table(
 # with the template inside the template brain mask eroded by 6 mm. For scans registered here
 # (native space) a score below the threshold is an error; for scans delivered in template space
 # it is a warning, since strong bias fields and atrophy lower the score of aligned brains too.
+#
+# {numref}`fig-01-alignment` shows every scan's alignment score.
 
 # %%
 params = preprocess.PreprocessParams(space=spec.space, grid_mm=grid_mm,
@@ -170,6 +172,8 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 # Scans are ordered from the lowest alignment score
 # up, so the doubtful ones come first; red titles mark scores under the threshold. At most
 # `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the score of every scan.
+#
+# {numref}`fig-01-registration-qc` shows the panels.
 
 # %%
 qc = table[table["preprocessed"] != ""].sort_values("alignment").head(qc_max_scans)
@@ -204,6 +208,8 @@ glue("n_qc", len(qc), display=False)
 # The volume of each native scan's extracted brain mask, in its own space (cm³). Adult TIVs lie
 # about 1100-2000 cm³ (larger in men); a value outside the plausible range is a warning below.
 # Scans in a template space have none.
+#
+# {numref}`fig-01-tiv` shows the volumes.
 
 # %%
 if table["tiv_cm3"].notna().any():
@@ -285,6 +291,8 @@ if not errors.empty:
 #
 # The youngest and the oldest healthy control and a patient of median age from each group, as
 # read from disk and after preprocessing.
+#
+# {numref}`fig-01-examples` shows them.
 
 # %%
 examples = audit.example_subjects(table)
@@ -309,6 +317,8 @@ glue("n_examples", len(examples), display=False)
 #
 # CSF and grey-matter fractions of each preprocessed brain, from intensity bands (an index of
 # atrophy, not a segmentation): CSF should rise and grey matter fall with age, more so in AD.
+#
+# {numref}`fig-01-tissue` plots both fractions against age.
 
 # %%
 tissue = audit.tissue_table(table, path_column="preprocessed")
@@ -326,6 +336,8 @@ glue("n_tissue", len(tissue), display=False)
 
 # %% [markdown]
 # ## Demographics
+#
+# {numref}`fig-01-ages` shows the ages of each group.
 
 # %%
 glue("tab_01_demographics", report_table(audit.demographics(table), labels={
@@ -368,6 +380,8 @@ glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False
 # test set is the test split, its external test set (sites unseen in training) stays apart as
 # `external_test`, and the validation split is drawn from its training set by subject, in the
 # proportion `split_fractions` gives validation to training.
+#
+# {numref}`fig-01-splits` shows the ages in each split.
 
 # %%
 if "official_split" in table.columns:

@@ -119,6 +119,8 @@ display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.model
 # (the head is not trained yet) every `probe_every` epochs and after the last; stage 2 and the
 # L1 baseline log the validation MAE of the model itself after every epoch. The dashed line is
 # the validation MAE of predicting the mean training age.
+#
+# {numref}`fig-02-validation` shows the validation curves and {numref}`fig-02-loss` the training losses.
 
 # %%
 mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)

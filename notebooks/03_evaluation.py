@@ -230,6 +230,8 @@ for name, rows in sites.groupby("model"):
 
 # %% [markdown]
 # ## Predicted against chronological age
+#
+# {numref}`fig-03-predicted` plots every test subject's predicted against chronological age.
 
 # %%
 test = predictions[predictions["split"] == "test"]
@@ -245,6 +247,8 @@ figures.glue_figure("fig-03-predicted", figures.predicted_against_age(test))
 
 # %% [markdown]
 # ## Error by age
+#
+# {numref}`fig-03-age-bins` shows the test MAE in each age bin.
 
 # %%
 by_bin = pd.concat([metrics.error_by_age_bin(rows["age"].to_numpy(), rows["predicted"].to_numpy(),
@@ -267,6 +271,8 @@ figures.glue_figure("fig-03-age-bins", figures.error_by_age(by_bin))
 # The correction is fitted on the validation split; a good correction leaves the test gap flat
 # against age. The Bland-Altman view plots the gap against the mean of predicted and
 # chronological age, with the mean gap and its 95% limits of agreement.
+#
+# {numref}`fig-03-gap-age` and {numref}`fig-03-bland-altman` show the test gaps.
 
 # %%
 correlation = gap_age_correlation(test).assign(model=lambda t: t["model"].str.upper())

@@ -253,6 +253,8 @@ glue("ig_sign_text", "; ".join(ig_text), display=False)
 #
 # The mean magnitude of the test subjects' attributions (each subject's map scaled by its
 # largest absolute value first): where each model looks, whichever way a region pushes.
+#
+# {numref}`fig-04-group-maps` shows the maps and {numref}`fig-04-viewer` one of them in three dimensions.
 
 # %%
 magnitude = {}
@@ -313,6 +315,8 @@ glue("n_oldest", len(oldest), display=False)
 
 # %% [markdown]
 # ## Attribution by region
+#
+# {numref}`fig-04-regions` shows each region's share.
 
 # %%
 regions = runs.region_labels(run, reference)

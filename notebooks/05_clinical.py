@@ -64,6 +64,8 @@ glue("tab_05_subjects", report_table(
 
 # %% [markdown]
 # ## The gap by group
+#
+# {numref}`fig-05-groups` shows the gap of each group.
 
 # %%
 figures.glue_figure("fig-05-groups", figures.gap_by_group(analysed))
@@ -132,6 +134,8 @@ glue("covariates_text", ", ".join(covariates) if covariates else "none", display
 
 # %% [markdown]
 # ## The gap and disease severity
+#
+# {numref}`fig-05-severity` shows each tested association.
 
 # %%
 residuals = {(model, group, score): clinical.partial_rank_residuals(predictions, model, group,

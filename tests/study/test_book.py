@@ -149,6 +149,9 @@ def test_book_reads_offline_in_chromium(built):
                                      if e["level"] == "SEVERE"]
         # The nilearn viewer (an iframe with brainsprite) draws its canvas.
         driver.get((html / "results" / "04_interpretability.html").as_uri())
+        # on a loaded machine get() can return before the page is parsed: wait for the frame
+        browser.wait_for(driver, "document.readyState === 'complete' && "
+                                 "document.querySelectorAll('iframe').length > 0")
         frames = driver.find_elements("tag name", "iframe")
         assert frames, "no nilearn viewer on the interpretability page"
         driver.switch_to.frame(frames[0])
