@@ -208,9 +208,18 @@ if not results.truth_comparison.empty:
         "on the true gap of the same subjects, with the same covariates: the value a perfect "
         "predictor would reach. A gap measured with error attenuates a correlation a little, so "
         "an interval may fall short of it."))
+# A note shared by many rows reads as a sentence under the caption, not as a narrow column.
+truth_table = results.truth_comparison
+truth_notes = sorted({n for n in truth_table.get("note", pd.Series(dtype=str)).dropna()
+                      if str(n).strip()})
+glue("truth_notes", " ".join(f"Note ({i + 1}): {n}." for i, n in enumerate(truth_notes))
+     or "No estimate carries a note.", display=False)
+if truth_notes:
+    truth_table = truth_table.assign(note=truth_table["note"].map(
+        lambda n: f"({truth_notes.index(n) + 1})" if n in truth_notes else ""))
 glue("tab_05_truth", report_table(
-    results.truth_comparison.assign(model=lambda t: t["model"].str.upper())
-    if not results.truth_comparison.empty
+    truth_table.assign(model=lambda t: t["model"].str.upper())
+    if not truth_table.empty
     else pd.DataFrame({"comparison": ["none: not a simulated cohort"]}),
     intervals={"estimate": ("ci_low", "ci_high")} if not results.truth_comparison.empty else None,
     labels={"estimate": "estimate [95% CI]", "truth": "truth", "truth_global":
@@ -223,7 +232,7 @@ glue("tab_05_truth", report_table(
 #
 # Each clinical estimate beside the same statistic computed on the subjects' true gap: group
 # mean gaps in years, score correlations as ρ; the estimate's 95% CI and whether it covers the
-# truth.
+# truth. {glue:text}`truth_notes`
 # ```
 
 # %% [markdown]
