@@ -18,8 +18,10 @@ import yaml
 from brainage.data.simulate import ensure_cohort
 from brainage.study.book import build
 
+#: The tiny profile's model and schedule, and its age-bias correction: a barely trained model's
+#: predictions need not rise with age, which the 'linear' correction requires.
 TINY_KEYS = ("model_depth", "model_widths", "conv1_stride", "epochs", "l1_epochs", "head_epochs",
-             "batch_size", "n_boot", "device", "grid_mm")
+             "batch_size", "n_boot", "device", "grid_mm", "bias_method")
 
 
 def _openbhb_tree(simulated: pd.DataFrame, source, root) -> None:

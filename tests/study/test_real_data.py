@@ -88,7 +88,9 @@ def test_audit_shows_registration_qc_of_every_scan(ixi10_build):
     outputs = _outputs(root / "book" / "results" / "01_data_audit.ipynb", "registration_qc(")
     texts = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
     assert texts == ["10 of 10 scans shown (space `native`: registered here)."]
-    images = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+    # the panel figure is glued for its numbered caption: myst-nb's record of the PNG
+    record = "application/papermill.record/image/png"
+    images = [o["data"][record] for o in outputs if record in o.get("data", {})]
     assert len(images) == 1 and len(base64.b64decode(images[0])) > 50_000  # ten panels
     page = (root / "book" / "_build" / "html" / "results" / "01_data_audit.html").read_text()
     assert "Registration QC, scan by scan" in page
