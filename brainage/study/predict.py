@@ -425,11 +425,9 @@ def _inside(root: Path, relative: str, what: str) -> Path:
     return root / relative
 
 
-def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
-               device: str) -> Any:
-    """Load one head's checkpoint after checking it is the one the card describes."""
-    from brainage.models.train import load_model
-
+def _card_checkpoint(root: Path, name: str, entry: Mapping[str, Any]) -> Path:
+    """A head's checkpoint, checked to lie inside the folder, exist and be the one the card
+    describes (its SHA-256)."""
     checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
                          f"heads.{name}.checkpoint")
     if not checkpoint.is_file():
@@ -440,6 +438,15 @@ def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
                                f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): it is "
                                f"corrupt or changed (retrained, replaced or damaged); retrain, or "
                                f"rewrite the card with write_model_card for the new weights")
+    return checkpoint
+
+
+def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
+               device: str) -> Any:
+    """Load one head's checkpoint after checking it is the one the card describes."""
+    from brainage.models.train import load_model
+
+    checkpoint = _card_checkpoint(root, name, entry)
     try:
         model = load_model(checkpoint, device=device)
     except (ValueError, FileNotFoundError) as err:
@@ -575,18 +582,7 @@ def pretrained_checkpoints(path: str | os.PathLike, *, grid_mm: float,
             f"(crop_to_brain={stored['crop_to_brain']}), this run preprocesses onto {grid_mm} mm "
             f"(crop_to_brain={crop_to_brain}); set the profile's grid_mm and crop_to_brain to "
             f"the model's")
-    out = {}
-    for name, entry in card["heads"].items():
-        checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
-                             f"heads.{name}.checkpoint")
-        if not checkpoint.is_file():
-            raise ModelFolderError(f"{card_path} lists head {name!r} but its checkpoint "
-                                   f"{checkpoint} is missing")
-        if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
-            raise ModelFolderError(f"checkpoint {checkpoint} is not the one {card_path} "
-                                   f"describes (SHA-256 differs): it is corrupt or changed")
-        out[name] = checkpoint
-    return out
+    return {name: _card_checkpoint(root, name, entry) for name, entry in card["heads"].items()}
 
 
 # --- inputs ---------------------------------------------------------------------------------
