@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -497,16 +497,9 @@ def evidence_table(frame: pd.DataFrame, *, lower: str = "corrected_gap_lower",
     missing = [c for c in (lower, *by) if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
-    rows = []
-    for key, rows_of in frame.groupby(list(by), sort=False, observed=True):
-        key = key if isinstance(key, tuple) else (key,)
-        bound = pd.to_numeric(rows_of[lower], errors="coerce").dropna().to_numpy()
-        above = int((bound > 0).sum())
-        low, high = binomial_ci(above, bound.size, confidence) if bound.size else (math.nan,) * 2
-        rows.append({**dict(zip(by, key)), "n": int(bound.size), "above": above,
-                     "share": above / bound.size if bound.size else math.nan,
-                     "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows)
+    return _binomial_shares(
+        frame, by, lambda rows: pd.to_numeric(rows[lower], errors="coerce").dropna().to_numpy() > 0,
+        count="above", share="share", confidence=confidence)
 
 
 def flag_rates(frame: pd.DataFrame, *, column: str = "ood", by: Sequence[str] = ("model", "split"),
@@ -521,14 +514,23 @@ def flag_rates(frame: pd.DataFrame, *, column: str = "ood", by: Sequence[str] = 
     missing = [c for c in (column, *by) if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks column(s) {missing}; it has {list(frame.columns)}")
+    return _binomial_shares(frame, by, lambda rows: rows[column].dropna().astype(bool).to_numpy(),
+                            count="flagged", share="rate", confidence=confidence)
+
+
+def _binomial_shares(frame: pd.DataFrame, by: Sequence[str],
+                     hits: Callable[[pd.DataFrame], np.ndarray], *, count: str, share: str,
+                     confidence: float) -> pd.DataFrame:
+    """Per group of ``by``: ``n`` (scans with a value), ``count`` (True among ``hits(rows)``),
+    ``share`` and its exact binomial CI (NaN for a group without values)."""
     rows = []
     for key, rows_of in frame.groupby(list(by), sort=False, observed=True):
         key = key if isinstance(key, tuple) else (key,)
-        flags = rows_of[column].dropna().astype(bool).to_numpy()
-        flagged = int(flags.sum())
-        low, high = binomial_ci(flagged, flags.size, confidence) if flags.size else (math.nan,) * 2
-        rows.append({**dict(zip(by, key)), "n": int(flags.size), "flagged": flagged,
-                     "rate": flagged / flags.size if flags.size else math.nan,
+        values = hits(rows_of)
+        k = int(values.sum())
+        low, high = binomial_ci(k, values.size, confidence) if values.size else (math.nan,) * 2
+        rows.append({**dict(zip(by, key)), "n": int(values.size), count: k,
+                     share: k / values.size if values.size else math.nan,
                      "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
 
