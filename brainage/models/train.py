@@ -243,7 +243,7 @@ class TrainResult:
 # --- data ---------------------------------------------------------------------------------------
 
 
-class _ViewsDataset(Dataset):
+class _SeededDataset(Dataset):
     """Wrap a dataset: each item carries the seed of its views, (seed, epoch, index).
 
     The views themselves are drawn per batch on the training device
@@ -251,8 +251,8 @@ class _ViewsDataset(Dataset):
     batch it lands in, the number of processes or a resume.
     """
 
-    def __init__(self, base: Dataset, views: RandomViews, seed: int) -> None:
-        self.base, self.views, self.seed, self.epoch = base, views, seed, 0
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base, self.seed, self.epoch = base, seed, 0
 
     def __len__(self) -> int:
         return len(self.base)
@@ -755,17 +755,18 @@ def _rnc_encoder_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset,
 
     cfg = run.cfg
     loss_fn = RnCLoss(temperature=cfg.temperature)
-    views = _ViewsDataset(train_ds, RandomViews(cfg.augment, n_views=2), cfg.seed)
+    seeded = _SeededDataset(train_ds, cfg.seed)
+    views = RandomViews(cfg.augment, n_views=2)
     encoder = _wrap(model.encoder, run)
     optimizer = _optimizer(model.encoder.parameters(), cfg, cfg.lr)
     scheduler = _scheduler(optimizer, cfg, cfg.epochs * _steps_per_epoch(train_ds, run), cfg.lr)
 
     def run_epoch(epoch: int) -> float:
-        views.epoch = epoch
+        seeded.epoch = epoch
         encoder.train()
         losses = []
-        for batch in _progress(_train_loader(views, run, epoch), run, f"RNC {epoch + 1}"):
-            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+        for batch in _progress(_train_loader(seeded, run, epoch), run, f"RNC {epoch + 1}"):
+            images = views.batch(batch["image"].to(run.device), batch["seed"])
             n = images.shape[0]  # images: (B, 2, C, D, H, W)
             flat = _to_device(images.flatten(0, 1), run)  # (B, 2, C, ...) -> (2B, C, D, H, W)
             with _autocast(run):
@@ -840,7 +841,8 @@ def _rnc_head_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset,
 def _l1_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset, run: _Run) -> _Stage:
     """The baseline: the whole network trained end to end with L1 on one view per scan."""
     cfg = run.cfg
-    views = _ViewsDataset(train_ds, RandomViews(cfg.augment, n_views=1), cfg.seed)
+    seeded = _SeededDataset(train_ds, cfg.seed)
+    views = RandomViews(cfg.augment, n_views=1)
     network = _wrap(model, run)
     optimizer = _optimizer(model.parameters(), cfg, cfg.lr)
     scheduler = _scheduler(optimizer, cfg, cfg.epochs * _steps_per_epoch(train_ds, run), cfg.lr)
@@ -848,11 +850,11 @@ def _l1_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset, run: _Ru
     scale = float(model.age_scale)
 
     def run_epoch(epoch: int) -> float:
-        views.epoch = epoch
+        seeded.epoch = epoch
         network.train()
         errors = []
-        for batch in _progress(_train_loader(views, run, epoch), run, f"L1 {epoch + 1}"):
-            images = views.views.batch(batch["image"].to(run.device), batch["seed"])
+        for batch in _progress(_train_loader(seeded, run, epoch), run, f"L1 {epoch + 1}"):
+            images = views.batch(batch["image"].to(run.device), batch["seed"])
             images = _to_device(images.flatten(0, 1), run)  # (B, 1, C, ...) -> (B, C, ...)
             with _autocast(run):
                 prediction = network(images).float()  # (B,), years
