@@ -7,10 +7,12 @@ intensities of order 1).
 
 :class:`RandomViews` applies them to a whole batch at once, on the batch's device: MONAI's
 random transforms (:func:`build_augmentation`, the same transforms one scan at a time, kept as
-the reference) cost more than the network itself on the CPU. Measured by
-``benchmarks/bench_augment.py``: MONAI's ``RandAffine`` alone took 146 ms per 4 mm view where
-one batched ``grid_sample`` takes about 11 ms per view, and the augmentations were the larger
-part of the quick profile's training time. MONAI has no batched form of these transforms with
+the reference) are a large part of a CPU training step. Measured by
+``benchmarks/bench_augment.py`` on the project's idle 2-core machine, per 4 mm view: 7.6 ms for
+MONAI's per-scan transforms against 2.5 ms batched (2 threads; 8.8 against 5.3 ms on one
+thread); at 2 mm the gain is 1.6x on 2 threads and none on one (the trilinear resampling
+dominates). Under load MONAI's many small per-scan operations slow down far more (245 against
+31 ms per 4 mm view at a load of about 10). MONAI has no batched form of these transforms with
 a seed per sample, hence this one; its formulas are MONAI's (``RandBiasField``'s Legendre
 field, ``AdjustContrast``'s gamma on the min-max range, ``RandGaussianNoise``'s uniformly
 drawn standard deviation), and the affine is ``torch.nn.functional.affine_grid`` /
