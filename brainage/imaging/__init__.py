@@ -15,6 +15,7 @@ _EXPORTS = {
     "crop_to_mask": "brain_extraction",
     "extract_brain": "brain_extraction",
     "ROBUSTNESS_CASES": "perturb",
+    "erode_brain": "perturb",
     "pad_neck": "perturb",
     "reorder_axes": "perturb",
     "robustness_case": "perturb",

@@ -340,12 +340,31 @@ def test_scanner_is_randomised_per_subject_not_by_age():
     cfg = sim.SimulationConfig()
     table = sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(6))
     for key in ("scan_gm", "scan_csf", "scan_noise", "scan_bias", "scan_blur_mm",
-                "scan_texture"):
+                "scan_texture", "scan_mask_margin_mm"):
         assert table[key].std() > 0, key
         assert abs(stats.spearmanr(table["age"], table[key])[0]) < 0.06, key
     by_site = table.groupby("site")["scan_gm"]
     spread = by_site.mean().max() - by_site.mean().min()
     assert spread < 2 * by_site.std().mean()  # site offsets smaller than subject variation
+
+
+def test_each_subject_has_its_own_brain_mask_margin():
+    # the CSF rim a brain extraction keeps is drawn per subject (in the cohort table), so that
+    # its width does not grow with atrophy alone; a wider margin keeps more voxels
+    anat = build_anatomy(RES)
+    cfg = sim.config_from_dict({"scanner": {"mask_margin_sd_mm": 0}})
+    table = sim.draw_cohort(1, 0, 0, cfg, np.random.default_rng(0))
+    table = sim.add_doses(pd.concat([table] * 2, ignore_index=True), cfg, anat)
+    table["scan_mask_margin_mm"] = [0.0, 4.0]
+    kept = [np.count_nonzero(sim.synthesise_subject(anat, row, cfg, np.zeros(9),
+                                                    np.random.SeedSequence(2)))
+            for row in table.to_dict("records")]
+    assert kept[1] > 1.05 * kept[0]
+    lo, hi = cfg.scanner.mask_margin_mm
+    drawn = sim.draw_cohort(500, 0, 0, cfg, np.random.default_rng(1))["scan_mask_margin_mm"]
+    assert lo <= drawn.min() and drawn.max() <= hi and drawn.std() > (hi - lo) / 4
+    with pytest.raises(ValueError, match="mask_margin_sd_mm"):
+        sim.config_from_dict({"scanner": {"mask_margin_sd_mm": -1}})
 
 
 def test_same_seed_same_scanner_draws():

@@ -85,3 +85,24 @@ def test_bad_arguments() -> None:
         perturb.reorder_axes(img, (0, 0, 1), (False, False, False))
     with pytest.raises(ValueError, match="case must be one of .*got 'tilted'"):
         perturb.robustness_case(img, "tilted")
+
+
+def test_erode_brain_removes_the_outer_shell_and_renormalises() -> None:
+    volume = np.zeros((9, 9, 9), np.float32)
+    volume[2:7, 2:7, 2:7] = 0.5
+    volume[3:6, 3:6, 3:6] = 2.0  # the core is brighter than the rim
+    out = perturb.erode_brain(volume)
+    assert np.array_equal(out != 0, volume == 2.0)  # exactly the 3x3x3 core is left
+    assert out[out != 0].mean() == pytest.approx(1.0)
+    assert volume[2, 2, 2] == 0.5  # the input is not changed
+    two = perturb.erode_brain(volume, voxels=2)
+    assert np.count_nonzero(two) == 1
+
+
+def test_erode_brain_rejects_bad_arguments() -> None:
+    volume = np.zeros((5, 5, 5), np.float32)
+    volume[2, 2, 2] = 1.0
+    with pytest.raises(ValueError, match="leaves nothing"):
+        perturb.erode_brain(volume)
+    with pytest.raises(ValueError, match="whole number"):
+        perturb.erode_brain(volume, voxels=0)
