@@ -36,6 +36,12 @@ Pearson r, MAE and mean gap (predicted - age) are printed against two constant p
 training cohort's mean age (from the checkpoint) and the real scans' own mean age (an oracle).
 Without the folder the model part is skipped with the reason. Nothing is tuned on these ages.
 
+**Simulated reference.** With ``--models`` and the run's ``splits.csv`` beside the model folder
+(``runs/<profile>/splits.csv``), the same statistics on the simulated cohort's (``--simulated``,
+the run's cohort) test-split controls aged within the real scans' range: what the model reaches
+on simulated scans of those ages it never saw, the ceiling a perfect sim-to-real transfer would
+give.
+
 **Mask sensitivity.** With ``--models``, also each head's mean change of predicted age when the
 brain mask of a preprocessed scan is one grid voxel tighter
 (:func:`brainage.imaging.perturb.erode_brain`), on the simulated controls (simulated at the
@@ -196,6 +202,46 @@ def _ages(folder, volumes: list[np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def print_simulated_reference(models: Path, simulated: Path | None, ages: tuple[float, float],
+                              cache, scratch: Path) -> None:
+    """r, MAE and mean gap of every head on the run's simulated test-split controls aged within
+    ``ages`` (module docstring); skipped with the reason without the splits or the cohort."""
+    import pandas as pd
+    from scipy import stats
+
+    from brainage.imaging.preprocess import preprocess_cohort
+    from brainage.study.predict import load_model_folder
+
+    splits = models.parent / "splits.csv"
+    table = simulated / "participants.tsv" if simulated else None
+    if not splits.is_file() or table is None or not table.is_file():
+        print(f"\nSimulated reference: skipped (needs {splits} and the run's cohort "
+              f"--simulated)")
+        return
+    cohort = pd.read_csv(table, sep="\t", na_values="n/a").merge(
+        pd.read_csv(splits), on="participant_id")
+    keep = cohort[(cohort["split"] == "test") & (cohort["group"] == "HC")
+                  & cohort["age"].between(*ages)]
+    if len(keep) < 3:
+        print(f"\nSimulated reference: skipped ({len(keep)} test-split controls aged "
+              f"{ages[0]:.0f}-{ages[1]:.0f} in {simulated}; is it the run's cohort?)")
+        return
+    folder = load_model_folder(_loadable_folder(models, scratch / "reference"))
+    paths = [str(simulated / p / "anat" / f"{p}_T1w.nii.gz") for p in keep["participant_id"]]
+    items = preprocess_cohort(paths, folder.params_for("MNI152NLin2009cSym", True), cache)
+    ok = [k for k, item in enumerate(items) if item.ok]
+    age = keep["age"].to_numpy(float)[ok]
+    predicted = _ages(folder, [np.asarray(items[k].image.dataobj, np.float32) for k in ok])
+    print(f"\nSimulated reference: {models} on its run's simulated test-split controls aged "
+          f"{ages[0]:.0f}-{ages[1]:.0f} (never seen in training)")
+    print(f"{'predictor':<34}{'r':>8}{'MAE':>8}{'mean gap':>10}{'n':>4}")
+    for head, values in predicted.items():
+        print(f"{head:<34}{stats.pearsonr(age, values)[0]:>8.2f}"
+              f"{np.abs(values - age).mean():>8.1f}{(values - age).mean():>10.1f}{len(age):>4}")
+    print(f"{'  their own mean age':<34}{'':>8}{np.abs(age.mean() - age).mean():>8.1f}"
+          f"{0.0:>10.1f}{len(age):>4}")
+
+
 def print_mask_sensitivity(models: Path, real: list[Path], simulated: Path | None, n_sim: int,
                            ages: tuple[float, float], cache, scratch: Path) -> None:
     """Mean change of each head's age under a one-voxel tighter brain mask (module docstring)."""
@@ -286,6 +332,9 @@ def main() -> None:
             print(f"\nModel: skipped ({args.models} holds no model.json: train a profile first)")
         else:
             print_model(Path(args.models), data, cache, scratch)
+            print_simulated_reference(Path(args.models),
+                                      Path(args.simulated) if args.simulated else None, ages,
+                                      cache, scratch)
             print_mask_sensitivity(Path(args.models), real,
                                    Path(args.simulated) if args.simulated else None,
                                    args.n_sim, ages, cache, scratch)
