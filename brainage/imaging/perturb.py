@@ -115,8 +115,9 @@ def erode_brain(volume: np.ndarray, voxels: int = 1) -> np.ndarray:
     """A preprocessed volume under a tighter brain mask: its outer ``voxels`` shells removed.
 
     The brain is the volume's non-zero voxels (preprocessing sets the outside to 0); it is
-    eroded by ``voxels`` steps of the 6-neighbourhood and the rest divided by its mean again,
-    as :func:`brainage.imaging.preprocess.normalise_intensity` would for that mask.
+    eroded by ``voxels`` steps of the 6-neighbourhood and the rest divided by its mean again:
+    the division of :func:`brainage.imaging.preprocess.normalise_intensity` (its percentile
+    clipping is not redone; the volume was clipped when it was preprocessed).
 
     Parameters
     ----------
