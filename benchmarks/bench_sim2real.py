@@ -160,14 +160,21 @@ def _loadable_folder(models: Path, scratch: Path) -> Path:
     return copy
 
 
-def print_model(models: Path, data: Path, cache, scratch: Path) -> None:
-    """Pearson r, MAE and mean gap of every head on the real scans, against constant predictors."""
+def _accuracy_row(label: str, age: np.ndarray, predicted: np.ndarray) -> str:
+    """One row of an accuracy table: Pearson r (undefined for a constant), MAE, mean gap, n."""
     from scipy import stats
 
+    r = stats.pearsonr(age, predicted)[0] if np.ptp(predicted) > 0 else float("nan")
+    return (f"{label:<34}{r:>8.2f}{np.abs(predicted - age).mean():>8.1f}"
+            f"{(predicted - age).mean():>10.1f}{len(age):>4}")
+
+
+def print_model(models: Path, folder, data: Path, cache) -> None:
+    """Pearson r, MAE and mean gap of every head on the real scans, against constant predictors
+    (``folder``: the loaded model folder of ``models``)."""
     from brainage.study.predict import predict_scans
 
-    folder = _loadable_folder(models, scratch)
-    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    card = folder.card
     table = predict_scans([str(data)], folder, cache=cache)
     ok = table["error"].fillna("") == ""  # predict_scans: "" when the scan succeeded
     for row in table[~ok].itertuples():
@@ -179,9 +186,7 @@ def print_model(models: Path, data: Path, cache, scratch: Path) -> None:
     print(f"{'predictor':<34}{'r':>8}{'MAE':>8}{'mean gap':>10}{'n':>4}")
     for head, rows in table[ok].groupby("model", sort=False):
         age, predicted = rows["age"].to_numpy(float), rows["predicted"].to_numpy(float)
-        r = stats.pearsonr(age, predicted)[0] if np.ptp(predicted) > 0 else float("nan")
-        print(f"{head:<34}{r:>8.2f}{np.abs(predicted - age).mean():>8.1f}"
-              f"{(predicted - age).mean():>10.1f}{len(age):>4}")
+        print(_accuracy_row(head, age, predicted))
         train_mean = float(card["heads"][head]["age_mean"])
         for label, constant in ((f"  training mean age ({train_mean:.1f})", train_mean),
                                 (f"  real scans' mean age ({age.mean():.1f})", age.mean())):
@@ -190,27 +195,23 @@ def print_model(models: Path, data: Path, cache, scratch: Path) -> None:
 
 
 def _ages(folder, volumes: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every head's predicted age (before bias correction) of preprocessed volumes."""
+    """Every head's predicted age (before bias correction) of preprocessed volumes, through the
+    forward pass ``brainage predict`` uses."""
     import torch
 
-    x = torch.from_numpy(np.stack(volumes).astype(np.float32))[:, None]
-    out = {}
-    for head, model in folder.models.items():
-        model.eval()
-        with torch.no_grad():
-            out[head] = model(x).double().numpy()
-    return out
+    from brainage.study.predict import _forward
+
+    x = torch.from_numpy(np.stack(volumes).astype(np.float32))[:, None]  # (B, 1, D, H, W)
+    return {head: _forward(model, x) for head, model in folder.models.items()}
 
 
-def print_simulated_reference(models: Path, simulated: Path | None, ages: tuple[float, float],
-                              cache, scratch: Path) -> None:
+def print_simulated_reference(models: Path, folder, simulated: Path | None,
+                              ages: tuple[float, float], cache) -> None:
     """r, MAE and mean gap of every head on the run's simulated test-split controls aged within
     ``ages`` (module docstring); skipped with the reason without the splits or the cohort."""
     import pandas as pd
-    from scipy import stats
 
     from brainage.imaging.preprocess import preprocess_cohort
-    from brainage.study.predict import load_model_folder
 
     splits = models.parent / "splits.csv"
     table = simulated / "participants.tsv" if simulated else None
@@ -226,7 +227,6 @@ def print_simulated_reference(models: Path, simulated: Path | None, ages: tuple[
         print(f"\nSimulated reference: skipped ({len(keep)} test-split controls aged "
               f"{ages[0]:.0f}-{ages[1]:.0f} in {simulated}; is it the run's cohort?)")
         return
-    folder = load_model_folder(_loadable_folder(models, scratch / "reference"))
     paths = [str(simulated / p / "anat" / f"{p}_T1w.nii.gz") for p in keep["participant_id"]]
     items = preprocess_cohort(paths, folder.params_for("MNI152NLin2009cSym", True), cache)
     ok = [k for k, item in enumerate(items) if item.ok]
@@ -236,20 +236,17 @@ def print_simulated_reference(models: Path, simulated: Path | None, ages: tuple[
           f"{ages[0]:.0f}-{ages[1]:.0f} (never seen in training)")
     print(f"{'predictor':<34}{'r':>8}{'MAE':>8}{'mean gap':>10}{'n':>4}")
     for head, values in predicted.items():
-        print(f"{head:<34}{stats.pearsonr(age, values)[0]:>8.2f}"
-              f"{np.abs(values - age).mean():>8.1f}{(values - age).mean():>10.1f}{len(age):>4}")
+        print(_accuracy_row(head, age, values))
     print(f"{'  their own mean age':<34}{'':>8}{np.abs(age.mean() - age).mean():>8.1f}"
           f"{0.0:>10.1f}{len(age):>4}")
 
 
-def print_mask_sensitivity(models: Path, real: list[Path], simulated: Path | None, n_sim: int,
-                           ages: tuple[float, float], cache, scratch: Path) -> None:
+def print_mask_sensitivity(models: Path, folder, real: list[Path], simulated: Path | None,
+                           n_sim: int, ages: tuple[float, float], cache, scratch: Path) -> None:
     """Mean change of each head's age under a one-voxel tighter brain mask (module docstring)."""
     from brainage.imaging.perturb import erode_brain
     from brainage.imaging.preprocess import preprocess_cohort
-    from brainage.study.predict import load_model_folder
 
-    folder = load_model_folder(_loadable_folder(models, scratch / "mask"))
     sim = simulated_scans(simulated, n_sim, scratch, folder.preprocess.grid_mm, ages)
     sets = (("simulated controls", sim, folder.params_for("MNI152NLin2009cSym", True)),
             ("real (ixi10)", real, folder.params_for("native", False)))
@@ -331,13 +328,15 @@ def main() -> None:
         elif not (Path(args.models) / "model.json").is_file():
             print(f"\nModel: skipped ({args.models} holds no model.json: train a profile first)")
         else:
-            print_model(Path(args.models), data, cache, scratch)
-            print_simulated_reference(Path(args.models),
-                                      Path(args.simulated) if args.simulated else None, ages,
-                                      cache, scratch)
-            print_mask_sensitivity(Path(args.models), real,
-                                   Path(args.simulated) if args.simulated else None,
-                                   args.n_sim, ages, cache, scratch)
+            from brainage.study.predict import load_model_folder
+
+            models = Path(args.models)
+            folder = load_model_folder(_loadable_folder(models, scratch))  # loaded once
+            simulated = Path(args.simulated) if args.simulated else None
+            print_model(models, folder, data, cache)
+            print_simulated_reference(models, folder, simulated, ages, cache)
+            print_mask_sensitivity(models, folder, real, simulated, args.n_sim, ages, cache,
+                                   scratch)
 
 
 if __name__ == "__main__":
