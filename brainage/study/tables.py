@@ -61,6 +61,12 @@ P_COLUMNS = frozenset({"p", "p_unc", "p_fdr", "p_value", "pval", "p-unc", "p_cor
 _NOT_ESTIMABLE = "not estimable"
 
 
+def _longest_token(column: pd.Series) -> int:
+    """Length of the longest whitespace-free run of characters in a column's values."""
+    return max((len(token) for value in column if isinstance(value, str)
+                for token in value.split()), default=0)
+
+
 def format_number(value: Any, digits: int = 3) -> str:
     """``value`` to ``digits`` significant digits (integers as they are); NaN: not estimable.
 
@@ -242,8 +248,14 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         {renamed[c]: f for c, f in formats.items()}).hide(axis="index")
     styler = styler.set_table_attributes('class="brainage-table"')
     if text:
-        styler = styler.set_properties(subset=text, **{"text-align": "left",
-                                                        "overflow-wrap": "anywhere"})
+        styler = styler.set_properties(subset=text, **{"text-align": "left"})
+    # Only a column with a long unbreakable token (a path) may break anywhere: "anywhere" also
+    # lets the browser's automatic layout squeeze a short label to one character's width
+    # ("site" above "B" in the cohort table), so short words keep "normal".
+    long_tokens = [renamed[c] for c in table.columns
+                   if is_text[c] and c not in intervals_done and _longest_token(table[c]) > 16]
+    if long_tokens:
+        styler = styler.set_properties(subset=long_tokens, **{"overflow-wrap": "anywhere"})
     # a uuid from the labels, not a random one: the same table renders to the same HTML
     digest = hashlib.sha1("|".join(renamed.values()).encode()).hexdigest()[:8]
     styler = styler.set_uuid(f"t{digest}")

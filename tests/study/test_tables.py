@@ -103,3 +103,23 @@ def test_all_missing_numbers_stay_as_not_estimable():
 
 def test_format_p_passes_a_reason_through():
     assert format_p("covariate, not corrected") == "covariate, not corrected"
+
+
+def test_only_columns_with_long_tokens_break_anywhere():
+    """A short label ("siteB") never breaks inside; a path may, so it cannot widen the table."""
+    import re
+
+    frame = pd.DataFrame({"site": ["siteB", "siteC"], "note": ["a short note", "two words"],
+                          "scan": ["data/simulated/quick/sub-0001/anat/sub-0001_T1w.nii.gz",
+                                   "data/simulated/quick/sub-0002/anat/sub-0002_T1w.nii.gz"],
+                          "age": [26.2, 85.4]})
+    html = report_table(frame).to_html()
+
+    def style(column: int) -> str:
+        rules = re.findall(r"#T_\w+_row0_col" + str(column) + r"[^{]*\{([^}]*)\}", html)
+        return " ".join(rules)
+
+    assert "overflow-wrap: anywhere" not in style(0) and "text-align: left" in style(0)
+    assert "overflow-wrap: anywhere" not in style(1) and "text-align: left" in style(1)
+    assert "overflow-wrap: anywhere" in style(2) and "text-align: left" in style(2)
+    assert "overflow-wrap" not in style(3) and "text-align" not in style(3)  # numbers: the CSS
