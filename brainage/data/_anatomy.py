@@ -138,6 +138,7 @@ class TemplateAnatomy:
     wmh_prior: np.ndarray | None = None
     wmh_patches: np.ndarray | None = None
     bias_basis: np.ndarray | None = None
+    bias_basis_rms: float = 1.0
     support_flat: np.ndarray | None = None
     centre: np.ndarray | None = None
     outside_mm: np.ndarray | None = None
@@ -465,6 +466,9 @@ def build_anatomy(resolution_mm: float, margin_mm: float = 12.0) -> TemplateAnat
     _build_conversions(anat, groups)
     _build_wmh(anat, groups)
     anat.bias_basis = _bias_basis(anat.points, anat.box_shape)
+    # RMS over the support of a field with unit-normal coefficients (the mask margin's scale)
+    anat.bias_basis_rms = float(np.sqrt((anat.bias_basis.astype(np.float64) ** 2)
+                                        .sum(axis=0).mean()))
     anat.support_flat = np.flatnonzero(support)
     # Signed distance (mm) to the template brain mask's surface, positive outside: a subject's
     # brain mask is the template's at y(x), widened by a margin (a brain extraction's CSF rim).

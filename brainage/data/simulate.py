@@ -1038,8 +1038,8 @@ def _mask_margin(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], cfg: Si
     (the anatomy's fixed margin if absent) plus a smooth field of SD ``mask_margin_sd_mm``."""
     margin = _scan_value(row, "mask_margin_mm", cfg.anatomy.mask_margin_mm)
     basis = anat.bias_basis
-    rms = float(np.sqrt((basis.astype(np.float64) ** 2).sum(axis=0).mean()))
-    field = rng.standard_normal(basis.shape[0]).astype(np.float32) @ basis / np.float32(rms)
+    field = (rng.standard_normal(basis.shape[0]).astype(np.float32) @ basis
+             / np.float32(anat.bias_basis_rms))
     return np.float32(margin) + np.float32(cfg.scanner.mask_margin_sd_mm) * field
 
 
