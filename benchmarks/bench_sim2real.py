@@ -298,7 +298,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None,
                         help="also a realism table at this profile's model grid (grid_mm, "
                              "crop_to_brain), simulated at its sim_resolution_mm when no "
-                             "cohort is given (e.g. quick)")
+                             "cohort is given (a name, e.g. quick, or a YAML path)")
     parser.add_argument("--cache", default=None,
                         help="preprocessing cache folder (default: a temporary one)")
     args = parser.parse_args()
@@ -321,11 +321,11 @@ def main() -> None:
     # (label, grid_mm, crop_to_brain, simulation resolution when a cohort must be simulated)
     grids = [(f"{g:g} mm grid", float(g), False, 2.0) for g in args.grid_mm]
     if args.profile:
-        import yaml
+        from brainage.study.profiles import load_profile
 
-        prof = yaml.safe_load((ROOT / "notebooks" / "params" / f"{args.profile}.yaml")
-                              .read_text(encoding="utf-8"))
-        grids.append((f"profile {args.profile}'s model grid: {prof['grid_mm']:g} mm, crop "
+        profile = load_profile(args.profile, ROOT / "notebooks" / "params")  # a name or a path
+        prof = profile.params
+        grids.append((f"profile {profile.name}'s model grid: {prof['grid_mm']:g} mm, crop "
                       f"{prof['crop_to_brain']}, simulated at {prof['sim_resolution_mm']:g} mm",
                       float(prof["grid_mm"]), bool(prof["crop_to_brain"]),
                       float(prof["sim_resolution_mm"])))
