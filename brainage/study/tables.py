@@ -243,19 +243,18 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     renamed = {c: names.get(c, c.replace("_", " ")) for c in table.columns}
     if len(set(renamed.values())) != len(renamed):
         raise ValueError(f"two columns would get the same label: {renamed}")
-    text = [renamed[c] for c in table.columns if is_text[c] and c not in intervals_done]
     styler = table.rename(columns=renamed).style.format(
         {renamed[c]: f for c, f in formats.items()}).hide(axis="index")
     styler = styler.set_table_attributes('class="brainage-table"')
-    if text:
-        styler = styler.set_properties(subset=text, **{"text-align": "left"})
-    # Only a column with a long unbreakable token (a path) may break anywhere: "anywhere" also
-    # lets the browser's automatic layout squeeze a short label to one character's width
-    # ("site" above "B" in the cohort table), so short words keep "normal".
-    long_tokens = [renamed[c] for c in table.columns
-                   if is_text[c] and c not in intervals_done and _longest_token(table[c]) > 16]
-    if long_tokens:
-        styler = styler.set_properties(subset=long_tokens, **{"overflow-wrap": "anywhere"})
+    # Text columns break anywhere, so that a long path or note cannot widen the table; but
+    # "anywhere" also lets the browser's automatic layout squeeze a column to one character
+    # ("site" above "B" in the cohort table), so each keeps a minimum width of its longest word
+    # (at most 8 characters, plus one for proportional letters wider than the "0" of a ch).
+    for c in table.columns:
+        if is_text[c] and c not in intervals_done:
+            width = min(_longest_token(table[c].map(formats[c])), 8) + 1
+            styler = styler.set_properties(subset=[renamed[c]], **{
+                "text-align": "left", "overflow-wrap": "anywhere", "min-width": f"{width}ch"})
     # a uuid from the labels, not a random one: the same table renders to the same HTML
     digest = hashlib.sha1("|".join(renamed.values()).encode()).hexdigest()[:8]
     styler = styler.set_uuid(f"t{digest}")

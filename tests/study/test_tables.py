@@ -105,8 +105,9 @@ def test_format_p_passes_a_reason_through():
     assert format_p("covariate, not corrected") == "covariate, not corrected"
 
 
-def test_only_columns_with_long_tokens_break_anywhere():
-    """A short label ("siteB") never breaks inside; a path may, so it cannot widen the table."""
+def test_text_columns_break_anywhere_but_keep_their_longest_word():
+    """A path may break anywhere, so it cannot widen the table; a short label ("siteB") keeps
+    a minimum width of its longest word (at most 8 characters, plus one), so it never breaks."""
     import re
 
     frame = pd.DataFrame({"site": ["siteB", "siteC"], "note": ["a short note", "two words"],
@@ -119,7 +120,7 @@ def test_only_columns_with_long_tokens_break_anywhere():
         rules = re.findall(r"#T_\w+_row0_col" + str(column) + r"[^{]*\{([^}]*)\}", html)
         return " ".join(rules)
 
-    assert "overflow-wrap: anywhere" not in style(0) and "text-align: left" in style(0)
-    assert "overflow-wrap: anywhere" not in style(1) and "text-align: left" in style(1)
-    assert "overflow-wrap: anywhere" in style(2) and "text-align: left" in style(2)
-    assert "overflow-wrap" not in style(3) and "text-align" not in style(3)  # numbers: the CSS
+    for column, width in ((0, 6), (1, 6), (2, 9)):
+        assert "overflow-wrap: anywhere" in style(column) and "text-align: left" in style(column)
+        assert f"min-width: {width}ch" in style(column)
+    assert "overflow-wrap" not in style(3) and "min-width" not in style(3)  # numbers: the CSS
