@@ -170,8 +170,8 @@ def _accuracy_row(label: str, age: np.ndarray, predicted: np.ndarray) -> str:
     """One row of an accuracy table: Pearson r (undefined for a constant) with its 95 %
     confidence interval (Fisher z, scipy; needs n >= 4), MAE, mean gap, n.
 
-    The interval says what a handful of real scans can tell: r = 0.2 on ten scans is
-    [-0.49, 0.74], so such a table cannot tell r = 0.6 from no correlation."""
+    The interval says what a handful of real scans can tell: on ten scans r = 0.2 is
+    [-0.49, 0.74] and r = 0.6 is [-0.05, 0.89], so ten scans cannot tell r = 0.6 from none."""
     from scipy import stats
 
     r, ci = float("nan"), ""
