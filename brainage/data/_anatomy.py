@@ -138,7 +138,6 @@ class TemplateAnatomy:
     wmh_prior: np.ndarray | None = None
     wmh_patches: np.ndarray | None = None
     bias_basis: np.ndarray | None = None
-    bias_basis_rms: float = 1.0
     support_flat: np.ndarray | None = None
     centre: np.ndarray | None = None
     outside_mm: np.ndarray | None = None
@@ -146,6 +145,12 @@ class TemplateAnatomy:
     @property
     def box_shape(self) -> tuple[int, int, int]:
         return self.gm.shape
+
+    @functools.cached_property
+    def bias_basis_rms(self) -> float:
+        """RMS over the support of a field with unit-normal coefficients on ``bias_basis`` (the
+        scale of a subject's mask-margin field); computed once per anatomy."""
+        return float(np.sqrt((self.bias_basis.astype(np.float64) ** 2).sum(axis=0).mean()))
 
 
 def grid_for(resolution_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -466,9 +471,6 @@ def build_anatomy(resolution_mm: float, margin_mm: float = 12.0) -> TemplateAnat
     _build_conversions(anat, groups)
     _build_wmh(anat, groups)
     anat.bias_basis = _bias_basis(anat.points, anat.box_shape)
-    # RMS over the support of a field with unit-normal coefficients (the mask margin's scale)
-    anat.bias_basis_rms = float(np.sqrt((anat.bias_basis.astype(np.float64) ** 2)
-                                        .sum(axis=0).mean()))
     anat.support_flat = np.flatnonzero(support)
     # Signed distance (mm) to the template brain mask's surface, positive outside: a subject's
     # brain mask is the template's at y(x), widened by a margin (a brain extraction's CSF rim).
