@@ -215,6 +215,16 @@ def print_model(models: Path, folder, data: Path, cache) -> None:
             print(_constant_row(label, age, constant))
 
 
+def _volumes(paths: list, params, cache) -> tuple[list[int], list[np.ndarray]]:
+    """The scans ``paths`` preprocessed with ``params`` (through ``cache``): the positions of
+    those that succeeded and their volumes."""
+    from brainage.imaging.preprocess import preprocess_cohort
+
+    items = preprocess_cohort([str(p) for p in paths], params, cache)
+    ok = [k for k, item in enumerate(items) if item.ok]
+    return ok, [np.asarray(items[k].image.dataobj, np.float32) for k in ok]
+
+
 def _ages(folder, volumes: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Every head's predicted age (before bias correction) of preprocessed volumes, through the
     forward pass ``brainage predict`` uses."""
@@ -232,8 +242,6 @@ def print_simulated_reference(models: Path, folder, simulated: Path | None,
     ``ages`` (module docstring); skipped with the reason without the splits or the cohort."""
     import pandas as pd
 
-    from brainage.imaging.preprocess import preprocess_cohort
-
     splits = models.parent / "splits.csv"
     table = simulated / "participants.tsv" if simulated else None
     if not splits.is_file() or table is None or not table.is_file():
@@ -248,11 +256,10 @@ def print_simulated_reference(models: Path, folder, simulated: Path | None,
         print(f"\nSimulated reference: skipped ({len(keep)} test-split controls aged "
               f"{ages[0]:.0f}-{ages[1]:.0f} in {simulated}; is it the run's cohort?)")
         return
-    paths = [str(simulated / p / "anat" / f"{p}_T1w.nii.gz") for p in keep["participant_id"]]
-    items = preprocess_cohort(paths, folder.params_for("MNI152NLin2009cSym", True), cache)
-    ok = [k for k, item in enumerate(items) if item.ok]
+    paths = [simulated / p / "anat" / f"{p}_T1w.nii.gz" for p in keep["participant_id"]]
+    ok, volumes = _volumes(paths, folder.params_for("MNI152NLin2009cSym", True), cache)
     age = keep["age"].to_numpy(float)[ok]
-    predicted = _ages(folder, [np.asarray(items[k].image.dataobj, np.float32) for k in ok])
+    predicted = _ages(folder, volumes)
     print(f"\nSimulated reference: {models} on its run's simulated test-split controls aged "
           f"{ages[0]:.0f}-{ages[1]:.0f} (never seen in training)")
     print(ACCURACY_HEADER)
@@ -265,7 +272,6 @@ def print_mask_sensitivity(models: Path, folder, real: list[Path], simulated: Pa
                            n_sim: int, ages: tuple[float, float], cache, scratch: Path) -> None:
     """Mean change of each head's age under a one-voxel tighter brain mask (module docstring)."""
     from brainage.imaging.perturb import erode_brain
-    from brainage.imaging.preprocess import preprocess_cohort
 
     sim = simulated_scans(simulated, n_sim, scratch, folder.preprocess.grid_mm, ages)
     sets = (("simulated controls", sim, folder.params_for("MNI152NLin2009cSym", True)),
@@ -274,8 +280,7 @@ def print_mask_sensitivity(models: Path, folder, real: list[Path], simulated: Pa
           f"brain mask is one voxel ({folder.preprocess.grid_mm:g} mm) tighter")
     print(f"{'scans':<22}" + "".join(f"{head:>10}" for head in folder.models) + f"{'n':>4}")
     for label, paths, params in sets:
-        items = [i for i in preprocess_cohort([str(p) for p in paths], params, cache) if i.ok]
-        volumes = [np.asarray(i.image.dataobj, np.float32) for i in items]
+        _, volumes = _volumes(paths, params, cache)
         if not volumes:
             print(f"{label:<22}  (no scan preprocessed)")
             continue
