@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -35,9 +35,13 @@ from scipy import stats
 
 from brainage._utils import check_int, check_number
 
+if TYPE_CHECKING:
+    from brainage.analysis.uncertainty import FeatureOOD
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["GapTest", "MMDTest", "gap_test", "mmd_statistic", "mmd_test"]
+__all__ = ["BatchShift", "GapTest", "MMDTest", "batch_shift", "gap_test", "mmd_statistic",
+           "mmd_test"]
 
 
 def _pair(batch: ArrayLike, reference: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -245,3 +249,63 @@ def gap_test(gap: ArrayLike, *, confidence: float = 0.95) -> GapTest:
     ci = result.confidence_interval(confidence_level=confidence)
     return GapTest(int(g.size), float(g.mean()), float(ci.low), float(ci.high), confidence,
                    float(result.statistic), float(result.pvalue))
+
+
+@dataclass(frozen=True)
+class BatchShift:
+    """A batch's verdict numbers: the feature test and, when ages are known, the gap test.
+
+    Attributes
+    ----------
+    features : MMDTest
+        Batch against the model's training reference.
+    gap : GapTest or None
+        The controls' mean gap against 0 (None: fewer than 2 controls with an age).
+    n_failed : int
+        Scans left out for lack of features (failed preprocessing).
+    """
+
+    features: MMDTest
+    gap: GapTest | None
+    n_failed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": self.features.to_dict(),
+                "gap": None if self.gap is None else self.gap.to_dict(),
+                "n_failed": self.n_failed}
+
+
+def batch_shift(ood: FeatureOOD, features: ArrayLike, *, gap: ArrayLike | None = None,
+                permutations: int = 1000, seed: int = 0) -> BatchShift:
+    """Test a batch of scans of one site against a head's training reference.
+
+    Parameters
+    ----------
+    ood : FeatureOOD
+        The head's OOD reference (``ood.npz``): standardised training features, their mean
+        and scale; the batch is standardised the same way.
+    features : array-like, shape (m, D)
+        The batch's feature statistics (:mod:`brainage.models.features`); rows with NaN
+        (failed scans) are left out and counted.
+    gap : array-like, shape (c,), optional
+        Brain-age gaps of the batch's healthy controls with known ages (NaN left out).
+    permutations, seed
+        Of :func:`mmd_test`.
+    """
+    try:
+        x = np.asarray(features, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"features must be a 2-D array of numbers, got "
+                        f"{type(features).__name__}") from err
+    if x.ndim != 2 or x.shape[1] != ood.feature_dim:
+        raise ValueError(f"features must have shape (m, {ood.feature_dim}) (the reference's "
+                         f"feature count), got shape {x.shape}")
+    usable = np.isfinite(x).all(axis=1)
+    result = mmd_test((x[usable] - ood.mean) / ood.scale, ood.reference,
+                      permutations=permutations, seed=seed)
+    gaps = None
+    if gap is not None:
+        g = np.asarray(gap, dtype=np.float64).ravel()
+        g = g[np.isfinite(g)]
+        gaps = gap_test(g) if g.size >= 2 else None
+    return BatchShift(result, gaps, int((~usable).sum()))

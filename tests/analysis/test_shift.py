@@ -106,3 +106,33 @@ def test_gap_test_without_spread() -> None:
 def test_gap_test_refuses_bad_input(gap, match) -> None:
     with pytest.raises(ValueError, match=match):
         shift.gap_test(gap)
+
+
+# --- a batch against a head's reference ---------------------------------------------------------
+
+
+def _reference(rng):
+    from brainage.analysis.uncertainty import FeatureOOD
+
+    train = rng.normal(5.0, 2.0, size=(80, 6))
+    return FeatureOOD.fit(train, rng.normal(5.0, 2.0, size=(40, 6)), rate=0.05)
+
+
+def test_batch_shift_standardises_like_the_reference_and_leaves_failed_scans_out(rng) -> None:
+    ood = _reference(rng)
+    same = rng.normal(5.0, 2.0, size=(12, 6))
+    same[3] = np.nan  # a failed scan
+    result = shift.batch_shift(ood, same, gap=[1.0, -2.0, np.nan, 0.5], permutations=199)
+    expected = shift.mmd_test((np.delete(same, 3, axis=0) - ood.mean) / ood.scale,
+                              ood.reference, permutations=199)
+    assert result.features == expected
+    assert (result.n_failed, result.features.n_batch) == (1, 11)
+    assert result.gap == shift.gap_test([1.0, -2.0, 0.5])
+    assert result.to_dict()["gap"]["n"] == 3
+    moved = shift.batch_shift(ood, rng.normal(7.0, 2.0, size=(12, 6)), permutations=199)
+    assert moved.features.p_value <= 0.01 and moved.gap is None
+
+
+def test_batch_shift_refuses_features_of_another_model(rng) -> None:
+    with pytest.raises(ValueError, match=r"shape \(m, 6\).*got shape \(4, 5\)"):
+        shift.batch_shift(_reference(rng), np.zeros((4, 5)))
