@@ -20,7 +20,8 @@ coverage and width of the 90 % interval, for three ways of reading the model:
 * ``site``: :func:`brainage.analysis.site_calibration.fit_site_calibration`: the correction
   with its slope shrunk towards the training correction's, and the interval recalibrated on
   the ``k`` scans' cross-fitted residuals. At ``k`` below the interval's minimum (10 at 0.9)
-  only the correction is fitted and the interval is reported as missing;
+  only the correction is fitted and the interval is reported as missing; ``site, own slope``
+  is the same without shrinkage (``prior_scans=0``; no interval below 10 scans either);
 * ``mean age``: no model at all, the ``k`` scans' mean age for everyone (interval from its
   leave-one-out residuals): what a model must beat to be worth calibrating.
 
@@ -132,10 +133,27 @@ def mean_age(calibration_ages: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
     return (estimate, *ConformalInterval.fit(loo, level=LEVEL).predict(estimate))
 
 
-def one_split(age, predicted, cal, ev, prior, interval) -> dict[str, dict]:
-    """Measures on the ``ev`` scans of the three methods calibrated on the ``cal`` scans."""
-    from brainage.analysis.metrics import AgeBiasCorrection
+def site_estimate(age, predicted, cal, ev, prior, prior_scans: float):
+    """``(corrected, lower, upper)`` of the ``ev`` scans from a site calibration on the ``cal``
+    scans (bounds NaN when too few for the interval; None when no correction fits)."""
     from brainage.analysis.site_calibration import fit_site_calibration, fit_site_correction
+
+    try:
+        return fit_site_calibration(age[cal], predicted[cal], site="IXI", prior=prior,
+                                    prior_scans=prior_scans, level=LEVEL).predict(predicted[ev])
+    except ValueError:
+        pass
+    try:  # too few scans for the interval: the correction alone
+        corrected = fit_site_correction(age[cal], predicted[cal], prior=prior,
+                                        prior_scans=prior_scans).apply(predicted[ev])
+    except ValueError:
+        return None
+    return corrected, np.full(ev.size, np.nan), np.full(ev.size, np.nan)
+
+
+def one_split(age, predicted, cal, ev, prior, interval) -> dict[str, dict]:
+    """Measures on the ``ev`` scans of each method calibrated on the ``cal`` scans."""
+    from brainage.analysis.metrics import AgeBiasCorrection
 
     out = {}
     estimates = {"none": (predicted[ev], *interval.predict(predicted[ev], predicted[ev]))}
@@ -145,17 +163,10 @@ def one_split(age, predicted, cal, ev, prior, interval) -> dict[str, dict]:
         estimates["refit"] = (corrected, *interval.predict(corrected, corrected))
     except ValueError:
         pass  # a slope <= 0 on these k scans: no refit (counted as a failed fit)
-    try:
-        site = fit_site_calibration(age[cal], predicted[cal], site="IXI", prior=prior,
-                                    level=LEVEL)
-        estimates["site"] = site.predict(predicted[ev])
-    except ValueError:
-        try:  # too few scans for the interval: the correction alone
-            corrected = fit_site_correction(age[cal], predicted[cal], prior=prior).apply(
-                predicted[ev])
-            estimates["site"] = (corrected, np.full(ev.size, np.nan), np.full(ev.size, np.nan))
-        except ValueError:
-            pass
+    for method, prior_scans in (("site", 10.0), ("site, own slope", 0.0)):
+        found = site_estimate(age, predicted, cal, ev, prior, prior_scans)
+        if found is not None:
+            estimates[method] = found
     estimates["mean age"] = mean_age(age[cal], ev.size)
     for method, (estimate, lower, upper) in estimates.items():
         y = age[ev]
@@ -179,7 +190,8 @@ def calibration_table(age, predicted: dict, folder, repeats: int, seed: int) -> 
         interval = folder.trust[head].calibration.age
         for k in KS:
             rng = np.random.default_rng(seed)
-            runs: dict[str, list[dict]] = {"none": [], "refit": [], "site": [], "mean age": []}
+            runs: dict[str, list[dict]] = {"none": [], "refit": [], "site": [],
+                                           "site, own slope": [], "mean age": []}
             for _ in range(repeats):
                 order = rng.permutation(y.size)
                 with warnings.catch_warnings():
@@ -188,6 +200,9 @@ def calibration_table(age, predicted: dict, folder, repeats: int, seed: int) -> 
                                                     interval).items():
                         runs[method].append(values)
             for method, values in runs.items():
+                if not values:
+                    print(f"{head} {method} k={k}: no split could be fitted")
+                    continue
                 frame = pd.DataFrame(values)
                 rows.append({"head": head, "method": method, "k": k, "fits": len(frame),
                              "mae": frame["mae"].mean(), "gap": frame["gap"].mean(),
@@ -204,13 +219,13 @@ def print_calibration(table: pd.DataFrame, repeats: int) -> None:
     print(f"\nCalibration on k real scans, measured on the other scans ({repeats} random "
           f"splits; means over splits; coverage of the {LEVEL:.0%} interval, p10-p90 over "
           f"splits; 'fits': splits where the method could be fitted)")
-    print(f"{'head':<5}{'method':<9}{'k':>3}{'fits':>6}{'MAE':>7}{'mean gap':>10}{'SD':>6}"
+    print(f"{'head':<5}{'method':<16}{'k':>3}{'fits':>6}{'MAE':>7}{'mean gap':>10}{'SD':>6}"
           f"{'|gap|<=3':>9}{'r':>6}{'coverage':>10}{'p10-p90':>12}{'width':>7}")
     for row in table.itertuples():
         band = (f"{row.cov_p10:.2f}-{row.cov_p90:.2f}" if np.isfinite(row.cov_p10) else "-")
         coverage = f"{row.coverage:.3f}" if np.isfinite(row.coverage) else "-"
         width = f"{row.width:.1f}" if np.isfinite(row.width) else "-"
-        print(f"{row.head:<5}{row.method:<9}{row.k:>3}{row.fits:>6}{row.mae:>7.1f}"
+        print(f"{row.head:<5}{row.method:<16}{row.k:>3}{row.fits:>6}{row.mae:>7.1f}"
               f"{row.gap:>10.1f}{row.gap_sd:>6.1f}{row.gap_within_3:>9.2f}{row.r:>6.2f}"
               f"{coverage:>10}{band:>12}{width:>7}")
 
@@ -227,6 +242,8 @@ def plot_curve(table: pd.DataFrame, path: Path) -> None:
     for (head, method), rows in table.groupby(["head", "method"], sort=False):
         if method == "mean age" and head != first:
             continue  # the same for every head (no model)
+        if method == "site, own slope":
+            continue  # in the table only
         style = {"none": ":", "refit": "--", "site": "-", "mean age": "-."}[method]
         colour, label = (("0.3", "k scans' mean age") if method == "mean age"
                           else (colours[head], f"{head} {method}"))
@@ -298,13 +315,13 @@ def print_shift(folder, scans, real_features, real_predicted, sim_features, sim_
     for head in folder.models:
         correction = folder.corrections[head]
         for label, age, predicted in (
-                ("real, raw", scans["age"].to_numpy(float), real_predicted[head]),
-                ("simulated test, raw", sim_rows["age"].to_numpy(float), sim_predicted[head])):
+                ("real", scans["age"].to_numpy(float), real_predicted[head]),
+                ("simulated test", sim_rows["age"].to_numpy(float), sim_predicted[head])):
             ok = np.isfinite(age) & np.isfinite(predicted)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a few ages outside the correction's range
                 corrected = correction.apply(age[ok], predicted[ok])
-            for kind, estimate in (("", predicted[ok]), (" corr.", corrected)):
+            for kind, estimate in ((", raw", predicted[ok]), (", corrected", corrected)):
                 result = gap_test(estimate - age[ok])
                 ci = f"[{result.ci_low:.1f}, {result.ci_high:.1f}]"
                 print(f"{head:<5}{(label + kind):<26}{result.n:>4}{result.mean_gap:>10.1f}"

@@ -39,7 +39,7 @@ def test_one_split_site_calibration_recovers_a_shifted_site(bench) -> None:
     interval = ConformalInterval.fit(rng.normal(0.0, 3.0, 40), level=0.9)
     order = rng.permutation(50)
     out = bench.one_split(age, predicted, order[:20], order[20:], (0.9, 5.0), interval)
-    assert set(out) == {"none", "refit", "site", "mean age"}
+    assert set(out) == {"none", "refit", "site", "site, own slope", "mean age"}
     assert out["none"]["gap"] < -25 and out["none"]["coverage"] < 0.1
     assert abs(out["site"]["gap"]) < 2 and out["site"]["mae"] < 5
     assert out["site"]["mae"] < out["mean age"]["mae"]  # the model carries information here
