@@ -1,4 +1,5 @@
-"""Analysis: metrics, evaluation, clinical statistics and benchmark scores of predictions.
+"""Analysis: metrics, evaluation, clinical statistics, uncertainty, site calibration, shift tests
+and benchmark scores of predictions.
 
 Imports only :mod:`brainage._utils` of brainage: it works on tables and arrays, not files of
 a run or models.
@@ -61,9 +62,23 @@ _EXPORTS = {
     "interval_coverage": "uncertainty",
     "min_calibration_size": "uncertainty",
     "quantile_edges": "uncertainty",
+    "BatchShift": "shift",
+    "GapTest": "shift",
+    "batch_shift": "shift",
+    "MMDTest": "shift",
+    "gap_test": "shift",
+    "mmd_statistic": "shift",
+    "mmd_test": "shift",
+    "MIN_SITE_SCANS": "site_calibration",
+    "SITE_CALIBRATION_FORMAT": "site_calibration",
+    "SiteCalibration": "site_calibration",
+    "SiteCorrection": "site_calibration",
+    "fit_site_calibration": "site_calibration",
+    "fit_site_correction": "site_calibration",
+    "training_line": "site_calibration",
 }
 _MODULES = (
-    "benchmark", "clinical", "evaluation", "metrics", "uncertainty",
+    "benchmark", "clinical", "evaluation", "metrics", "shift", "site_calibration", "uncertainty",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
