@@ -16,6 +16,36 @@ everything prediction needs, so that a model trained on one machine predicts on 
 The card is checked against :data:`MODEL_CARD_SCHEMA` (messages name the field), and every path
 it names must lie inside the model folder (after resolving ``..`` and symbolic links).
 
+What is checked, and what a tampered folder can still do. The project trusts a model folder
+it wrote itself; :func:`load_model_folder` checks that the folder is whole and consistent,
+not that it is honest:
+
+- ``model.json``: JSON (a file that is not, is nested too deeply or holds an integer Python
+  will not convert is refused naming it), the format tag, the schema, the preprocessing
+  version, the grid against the template grid computed here, paths inside the folder.
+- ``best.pt``: its SHA-256 must equal the card's ``heads.<head>.sha256``; a card without it is
+  refused unless ``allow_unverified`` (``--allow-unverified``), which warns
+  (:class:`UnverifiedCheckpointWarning`). It is read with ``torch.load(weights_only=True)``
+  (no pickled code runs), must hold ``model_config``, ``model``, finite ``age_mean`` and
+  ``age_scale > 0`` (also in the weights' buffers), and must build the network.
+- ``bias_correction.json``, ``conformal.json``, ``ood.npz``: optional, but a path that exists
+  and is not a readable file (a folder ...) is an error, not an absent file. Each is
+  validated field by field; ``conformal.json`` and ``ood.npz`` carry the SHA-256 of the
+  checkpoint they were fitted for and must match the checkpoint *file* (even when the card has
+  no checksum), and the gap interval the bias correction. ``ood.npz``'s arrays are
+  size-checked from the zip directory and ``.npy`` headers before any is read
+  (:data:`brainage.study.trust.OOD_MAX_BYTES`).
+
+The checksums are not signatures: whoever can write the folder can replace the weights and
+rewrite the card's checksum (and the trust files' bindings) to match, and the folder then
+predicts whatever those weights predict, with intervals and OOD flags that look valid. The
+checks catch damage, stale files and mix-ups, not a deliberate forgery: use model folders
+from sources you trust, as with any model weights. Within the checks a tampered folder can
+still choose the predictions (weights), the bias correction and interval widths (any finite
+numbers), the OOD threshold, and the training domain the card reports; it cannot run code
+or make brainage read or write files outside the folder. (A ``model_config`` declaring a huge
+network is not size-checked before the network is built.)
+
 :func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk

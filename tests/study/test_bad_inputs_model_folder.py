@@ -206,7 +206,8 @@ def _truncated(path: Path) -> None:
 
 
 def _junk(path: Path) -> None:
-    path.write_bytes(np.random.default_rng(0).bytes(4000))
+    """Random bytes behind a zip file's signature (np.load then takes it for an npz)."""
+    path.write_bytes(b"PK\x03\x04" + np.random.default_rng(0).bytes(4000))
 
 
 def _bad_crc(path: Path) -> None:
