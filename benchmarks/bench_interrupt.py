@@ -5,6 +5,7 @@ inside brain extraction, N4 or registration when the signal comes)::
 
     python benchmarks/bench_interrupt.py --model runs/quick/models
     python benchmarks/bench_interrupt.py --model runs/quick/models --scans 6 --after 20
+    python benchmarks/bench_interrupt.py --model runs/quick/models --data /path/to/ixi10
 
 For each case ``brainage predict`` runs in its own session on ``--scans`` scans with ``--jobs``
 workers and an empty cache; after ``--after`` seconds it gets SIGINT sent to its whole process
@@ -73,10 +74,11 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--after", type=float, default=20.0, help="seconds before the signal")
+    parser.add_argument("--data", type=Path, default=IXI10, help=f"BIDS folder ({IXI10})")
     args = parser.parse_args()
-    scans = sorted(IXI10.glob("sub-*/anat/*_T1w.nii.gz"))[: args.scans]
+    scans = sorted(args.data.glob("sub-*/anat/*_T1w.nii.gz"))[: args.scans]
     if len(scans) < args.scans:
-        sys.exit(f"needs {args.scans} scans in {IXI10}, found {len(scans)}")
+        sys.exit(f"needs {args.scans} scans in {args.data}, found {len(scans)}")
     with tempfile.TemporaryDirectory() as tmp:
         results = [_case(scans, args.model, args.jobs, args.after, how, Path(tmp))
                    for how in ("SIGINT to group", "SIGTERM to main")]
