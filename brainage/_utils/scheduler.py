@@ -211,6 +211,9 @@ def _stop_workers(pool: Any, grace_s: float = 2.0) -> None:
     minutes), and a worker keeps running after its parent exits; Python 3.14's
     ``terminate_workers`` does this, earlier versions need the pool's process table.
     """
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:

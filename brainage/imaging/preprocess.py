@@ -282,12 +282,16 @@ def memory_budget() -> int:
 def _check_resampling_memory(path: Path, grid: tuple[tuple[int, int, int], np.ndarray]) -> None:
     """Refuse, from the header alone, a scan whose resampling onto ``grid`` would need more
     memory than :func:`memory_budget` (a 0.2 mm scan, or a tiny ``grid_mm``)."""
+    from brainage.data.cohort import check_header
+
     if path.name.endswith(".npy"):
         return  # OpenBHB arrays have one fixed grid
     try:
         header = nib.load(str(path))
         shape = tuple(int(n) for n in header.shape[:3])
         zooms = np.asarray(header.header.get_zooms()[:3], dtype=float)
+        if check_header(header, plausible=False)[0]:
+            return  # too many voxels, a short file ...: load_scan says so
     except Exception:  # load_scan reports an unreadable file with its reason
         return
     if len(shape) < 3 or not np.all(np.isfinite(zooms) & (zooms > 0)):

@@ -1133,7 +1133,9 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         The scans hold the brain only (their own outline is kept, no template-mask stripping).
     saliency_dir : str or PathLike, optional
         Write the signed Grad-RAM map of each scan and head to
-        ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm).
+        ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm),
+        replacing a map of that name (:func:`predict_to_csv`, ``brainage predict``, refuses a
+        folder holding maps unless ``overwrite``).
     cache : PreprocessCache, str or PathLike, optional
         Preprocessed-volume cache (default: :func:`brainage._utils.default_cache_dir`).
     n_jobs : int, default=1
