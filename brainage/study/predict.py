@@ -478,7 +478,8 @@ def _card_checkpoint(root: Path, name: str, entry: Mapping[str, Any],
                    f"weights the card, bias correction and calibrations were made for")
         if not allow_unverified:
             raise ModelFolderError(f"{message}; rewrite the card with write_model_card, or "
-                                   f"accept unverified weights explicitly (--allow-unverified)")
+                                   f"accept unverified weights explicitly (brainage predict "
+                                   f"--allow-unverified)")
         warnings.warn(f"{message}; used anyway because unverified weights were allowed "
                       f"(SHA-256 of the file: {digest})", UnverifiedCheckpointWarning,
                       stacklevel=3)
