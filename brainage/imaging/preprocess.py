@@ -126,8 +126,8 @@ _OTHER_FORMATS = {".mgz": "a FreeSurfer MGH file (.mgz)", ".mgh": "a FreeSurfer 
                   ".mnc": "a MINC file (.mnc)", ".dcm": "a DICOM file (.dcm)"}
 #: Memory :func:`resample_to_grid` takes, in bytes per voxel of the scan when it is smoothed
 #: first (anti-aliasing onto a coarser grid) or not, and per voxel of the output grid. Measured
-#: on a 2-core CPU with torch 2 / MONAI 1.5 (peak RSS of one call, 160^3-240^3 scans onto the
-#: 0.5-4 mm grids: 86-96, under 8 and 28-32 bytes), rounded up.
+#: on a 2-core CPU (peak RSS of one call, 120^3-240^3 scans onto the 0.5-4 mm grids), rounded
+#: up: ``benchmarks/bench_resample_memory.py`` prints the measured peak beside the estimate.
 _SMOOTHED_BYTES, _UNSMOOTHED_BYTES, _GRID_BYTES = 100, 8, 32
 
 
