@@ -449,3 +449,13 @@ def test_fine_scan_over_the_memory_budget_is_refused(tmp_path: Path, monkeypatch
     monkeypatch.setattr(pp, "memory_budget", lambda: 10**12)
     with pytest.raises(pp.PreprocessError, match="is constant"):  # now its data is read
         pp.preprocess_file(path, space=MNI, grid_mm=4.0)
+
+
+@pytest.mark.parametrize("grid_mm", [1.0, 2.0, 4.0])
+def test_real_scans_are_not_refused_for_memory(ixi10: Path, grid_mm: float) -> None:
+    """The normal case the memory check must let through: every real IXI scan, on the grids the
+    study uses (the estimate stays far below any machine's memory)."""
+    scans = sorted(ixi10.glob("sub-*/anat/*_T1w.nii.gz"))
+    assert len(scans) == 10
+    for scan in scans:
+        pp._check_resampling_memory(scan, template_grid(grid_mm))
