@@ -284,7 +284,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                              "interrupted run (Ctrl-C: exit 130, SIGTERM: 143) keeps the scans "
                              "that finished")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace --out if it exists (default: refuse, exit 2)")
+                        help="replace --out if it exists, and the maps already in --saliency "
+                             "(default: refuse, exit 2)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="use a head whose model.json records no SHA-256 of its "
+                             "checkpoint, with a warning (default: refuse, exit 2)")
     parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
                         help="space of the scans (default: auto: MNI152 if the scan lies on an "
                              "MNI152 template grid, else native: registered)")
@@ -313,7 +317,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     run = predict_to_csv(args.inputs, args.model, args.out, overwrite=args.overwrite,
                          ages=args.age, space=args.space, skull_stripped=args.skull_stripped,
                          saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
-                         device=args.device, scheduler=args.scheduler)
+                         device=args.device, scheduler=args.scheduler,
+                         allow_unverified=args.allow_unverified)
     code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
     if run.table is None:
         print(f"brainage predict: interrupted before any scan finished; {run.out} is not "

@@ -157,7 +157,8 @@ def run_tasks(func: Callable[..., Any], tasks: Sequence[tuple], *, n_jobs: int =
     -------
     list of TaskOutcome
         One per task: its return value, or the exception it raised (``Exception`` subclasses;
-        ``KeyboardInterrupt`` stops the run, cancelling the calls not yet done).
+        ``KeyboardInterrupt`` stops the run, cancelling the calls not yet done; a local pool's
+        worker processes are ended within seconds, their running calls abandoned).
     """
     from tqdm.auto import tqdm
 
@@ -190,18 +191,40 @@ def _on_pool(n_jobs: int, func: Callable[..., Any], tasks: Sequence[tuple],
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=get_context("spawn"))
+    try:
         futures = {pool.submit(func, *args): i for i, args in enumerate(tasks)}
-        try:
-            for future in as_completed(futures):
-                error = future.exception()
-                outcomes[futures[future]] = TaskOutcome(
-                    None if error else future.result(), error)
-                progress.update()
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            raise
+        for future in as_completed(futures):
+            error = future.exception()
+            outcomes[futures[future]] = TaskOutcome(None if error else future.result(), error)
+            progress.update()
+    except BaseException:  # Ctrl-C, SIGTERM raised as KeyboardInterrupt: stop at once
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: Any, grace_s: float = 2.0) -> None:
+    """Cancel a pool's queued calls and end its worker processes now, not after their calls.
+
+    ``ProcessPoolExecutor.shutdown`` waits for the running calls (a scan takes seconds to
+    minutes), and a worker keeps running after its parent exits; Python 3.14's
+    ``terminate_workers`` does this, earlier versions need the pool's process table.
+    """
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join(grace_s)
+    pool.shutdown(wait=True)  # the pool's thread sees its workers gone and closes its queues
 
 
 def _on_dask(client: Any, func: Callable[..., Any], tasks: Sequence[tuple],

@@ -181,8 +181,9 @@ def _short_file_problems(img: Any, shape: tuple[int, ...], dtype: np.dtype) -> l
     """An uncompressed image file shorter than the data its header declares."""
     proxy = img.dataobj
     name, offset = getattr(proxy, "file_like", None), getattr(proxy, "offset", None)
-    if not isinstance(name, str) or name.endswith((".gz", ".bz2", ".zst")) or offset is None:
-        return []  # in memory, compressed (its size says little) or not a NIfTI-like file
+    if not isinstance(name, str) or name.endswith((".gz", ".bz2", ".zst", ".mgz")) or (
+            offset is None):
+        return []  # in memory, compressed (.mgz: gzip; its size says little) or not NIfTI-like
     needed = int(offset) + math.prod(shape) * dtype.itemsize
     size = os.path.getsize(name)
     if size >= needed:

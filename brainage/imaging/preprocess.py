@@ -53,6 +53,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -70,6 +71,7 @@ from brainage._utils import (
     SPACES,
     atomic_write,
     check_choice,
+    check_int,
     run_tasks,
     sha256_file,
 )
@@ -89,7 +91,9 @@ __all__ = [
     "PreprocessCache",
     "PreprocessError",
     "PreprocessParams",
+    "check_scan_format",
     "header_tiv",
+    "memory_budget",
     "load_scan",
     "normalise_intensity",
     "preprocess_cohort",
@@ -113,6 +117,18 @@ _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 #: The TIV record in a preprocessed volume's header (``descrip``, 80 bytes at most).
 _TIV_RECORD = "brainage brain mask {method}, TIV {tiv:.1f} cm3"
 _TIV_PATTERN = re.compile(r"^brainage brain mask (\w+), TIV ([0-9.]+) cm3$")
+#: Image formats nibabel opens but the preprocessing does not read (MONAI's NIfTI reader):
+#: refused by name before any reading, with the conversion to make.
+_OTHER_FORMATS = {".mgz": "a FreeSurfer MGH file (.mgz)", ".mgh": "a FreeSurfer MGH file (.mgh)",
+                  ".img": "an Analyze or NIfTI-pair image (.img/.hdr)",
+                  ".hdr": "an Analyze or NIfTI-pair header (.img/.hdr)",
+                  ".img.gz": "an Analyze or NIfTI-pair image (.img.gz)",
+                  ".mnc": "a MINC file (.mnc)", ".dcm": "a DICOM file (.dcm)"}
+#: Memory :func:`resample_to_grid` takes, in bytes per voxel of the scan when it is smoothed
+#: first (anti-aliasing onto a coarser grid) or not, and per voxel of the output grid. Measured
+#: on a 2-core CPU (peak RSS of one call, 120^3-240^3 scans onto the 0.5-4 mm grids), rounded
+#: up: ``benchmarks/bench_resample_memory.py`` prints the measured peak beside the estimate.
+_SMOOTHED_BYTES, _UNSMOOTHED_BYTES, _GRID_BYTES = 100, 8, 32
 
 
 class PreprocessError(BrainageError, ValueError):
@@ -208,6 +224,7 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
     path = Path(path)
+    check_scan_format(path)
     _check_scan_file(path)
     if path.name.endswith(".npy"):
         data = _load_array(path)  # its header is checked by load_openbhb_array
@@ -231,6 +248,72 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     ras = Orientation(axcodes="RAS", labels=_RAS_LABELS)(channel_first)
     affine = np.asarray(ras.affine, dtype=np.float64)
     return nib.Nifti1Image(np.asarray(ras[0], dtype=np.float32), affine)
+
+
+def check_scan_format(path: str | os.PathLike) -> None:
+    """Refuse, by name, an image format that nibabel opens but the preprocessing does not read
+    (FreeSurfer ``.mgz``, Analyze ``.img``/``.hdr``, MINC, DICOM); NIfTI and OpenBHB ``.npy``
+    pass.
+
+    Raises
+    ------
+    PreprocessError
+        One line naming the file, its format and how to convert it.
+    """
+    name = Path(path).name.lower()
+    kind = next((v for k, v in _OTHER_FORMATS.items() if name.endswith(k)), None)
+    if kind is not None:
+        raise PreprocessError(f"scan {path} is {kind}, which brainage does not read: convert it "
+                              f"to NIfTI (.nii.gz) first, e.g. with FreeSurfer's mri_convert or "
+                              f"nibabel (nib.save(nib.load(path), 'scan.nii.gz'))")
+
+
+def memory_budget() -> int:
+    """Bytes of memory one scan's preprocessing may take: this machine's physical memory, or
+    the container's limit (cgroup v2 ``memory.max``) when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = int(Path("/sys/fs/cgroup/memory.max").read_text().strip())
+    except (OSError, ValueError):  # no cgroup v2, or "max"
+        limit = total
+    return min(total, limit)
+
+
+def _check_resampling_memory(path: Path, grid: tuple[tuple[int, int, int], np.ndarray]) -> None:
+    """Refuse, from the header alone, a scan whose resampling onto ``grid`` would need more
+    memory than :func:`memory_budget` (a 0.2 mm scan, or a tiny ``grid_mm``)."""
+    from brainage.data.cohort import check_header
+
+    if path.name.endswith(".npy"):
+        return  # OpenBHB arrays have one fixed grid
+    try:
+        header = nib.load(str(path))
+        shape = tuple(int(n) for n in header.shape[:3])
+        zooms = np.asarray(header.header.get_zooms()[:3], dtype=float)
+        if check_header(header, plausible=False)[0]:
+            return  # too many voxels, a short file ...: load_scan says so
+    except Exception:  # load_scan reports an unreadable file with its reason
+        return
+    if len(shape) < 3 or not np.all(np.isfinite(zooms) & (zooms > 0)):
+        return  # load_scan refuses it with the reason
+    grid_shape, grid_affine = grid
+    grid_mm = float(abs(grid_affine[0, 0]))
+    smoothed = grid_mm**2 - float(zooms.min()) ** 2 > (0.5 * grid_mm) ** 2  # resample_to_grid
+    voxels, grid_voxels = math.prod(shape), math.prod(grid_shape)
+    need = voxels * (_SMOOTHED_BYTES if smoothed else _UNSMOOTHED_BYTES) + grid_voxels * _GRID_BYTES
+    budget = memory_budget()
+    if need > budget:
+        raise PreprocessError(
+            f"scan {path}: resampling its {' x '.join(map(str, shape))} voxels "
+            f"({' x '.join(f'{z:g}' for z in zooms)} mm) onto the {grid_mm:g} mm grid "
+            f"({' x '.join(map(str, grid_shape))} voxels) would need about {_size(need)} of "
+            f"memory, more than the {_size(budget)} here; the data was not read (use a "
+            f"coarser grid, or downsample the scan first)")
+
+
+def _size(count: float) -> str:
+    """Bytes in GB, or TB from 1000 GB."""
+    return f"{count / 1e9:.3g} GB" if count < 1e12 else f"{count / 1e12:.3g} TB"
 
 
 def _check_scan_file(path: str | os.PathLike) -> None:
@@ -401,6 +484,8 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     params = PreprocessParams(space=space, grid_mm=grid_mm, skull_stripped=skull_stripped,
                               crop_to_brain=crop_to_brain, brain_extraction=brain_extraction)
     grid = reg.template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
+    check_scan_format(path)
+    _check_resampling_memory(Path(path), grid)
     scan = load_scan(path)
     brain = None
     if params.space == "native" and params.skull_removal == "deepbet":
@@ -747,13 +832,14 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
     Raises
     ------
     ValueError
-        Before any work: an output that is an input or lies inside the ``source`` folder
-        (symlinks and hard links resolved), a cache inside ``source``, or existing outputs
-        without ``overwrite``.
+        Before any work: ``n_jobs`` below 1, an output that is an input or lies inside the
+        ``source`` folder (symlinks and hard links resolved), a cache inside ``source``, or
+        existing outputs without ``overwrite``.
     FileNotFoundError
         ``source`` is neither a file nor a folder (the message says what it is), or a folder
         without scans.
     """
+    check_int("n_jobs (--jobs)", n_jobs, low=1)
     source, dest = Path(source), Path(dest)
     paths, outputs, cache_root = _plan(source, dest, cache)
     _check_outputs(source, dest, paths, outputs, cache_root, overwrite=overwrite)

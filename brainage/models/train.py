@@ -558,9 +558,30 @@ def load_model(checkpoint_path: str | Path, device: str = "cpu") -> BrainAgeMode
     if payload.get("stage") == "rnc_encoder":
         raise ValueError(f"checkpoint {checkpoint_path} holds an RNC encoder without a trained "
                          f"head (stage 'rnc_encoder'); load best.pt or rnc_head_last.pt")
-    model = build_model(ModelConfig.from_dict(payload["model_config"]),
-                        payload["age_mean"], payload["age_scale"])
-    model.load_state_dict(payload["model"])
+    missing = [k for k in ("model_config", "model", "age_mean", "age_scale") if k not in payload]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint_path} lacks the field(s) {missing}: it was not "
+                         f"written by brainage.models.train (or was edited)")
+    for key in ("age_mean", "age_scale"):
+        value = payload[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value) or (key == "age_scale" and not value > 0):
+            wanted = "a finite number > 0" if key == "age_scale" else "a finite number"
+            raise ValueError(f"checkpoint {checkpoint_path}: field {key!r} must be {wanted}; "
+                             f"got {value!r}"[:300])
+    try:
+        model = build_model(ModelConfig.from_dict(payload["model_config"]),
+                            float(payload["age_mean"]), float(payload["age_scale"]))
+        model.load_state_dict(payload["model"])
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as err:
+        detail = " ".join(str(err).split())[:500]
+        raise ValueError(f"checkpoint {checkpoint_path}: its model_config and weights do not "
+                         f"build a model: {type(err).__name__}: {detail}") from err
+    for key in ("age_mean", "age_scale"):  # the weights carry their own copy of both
+        value = float(getattr(model, key))
+        if not math.isfinite(value) or (key == "age_scale" and not value > 0):
+            raise ValueError(f"checkpoint {checkpoint_path}: the weights' buffer {key!r} is "
+                             f"{value!r}; it must be finite (and > 0 for age_scale)")
     return model.to(resolve_device(device)).eval()
 
 

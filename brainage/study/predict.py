@@ -16,6 +16,36 @@ everything prediction needs, so that a model trained on one machine predicts on 
 The card is checked against :data:`MODEL_CARD_SCHEMA` (messages name the field), and every path
 it names must lie inside the model folder (after resolving ``..`` and symbolic links).
 
+What is checked, and what a tampered folder can still do. The project trusts a model folder
+it wrote itself; :func:`load_model_folder` checks that the folder is whole and consistent,
+not that it is honest:
+
+- ``model.json``: JSON (a file that is not, is nested too deeply or holds an integer Python
+  will not convert is refused naming it), the format tag, the schema, the preprocessing
+  version, the grid against the template grid computed here, paths inside the folder.
+- ``best.pt``: its SHA-256 must equal the card's ``heads.<head>.sha256``; a card without it is
+  refused unless ``allow_unverified`` (``--allow-unverified``), which warns
+  (:class:`UnverifiedCheckpointWarning`). It is read with ``torch.load(weights_only=True)``
+  (no pickled code runs), must hold ``model_config``, ``model``, finite ``age_mean`` and
+  ``age_scale > 0`` (also in the weights' buffers), and must build the network.
+- ``bias_correction.json``, ``conformal.json``, ``ood.npz``: optional, but a path that exists
+  and is not a readable file (a folder ...) is an error, not an absent file. Each is
+  validated field by field; ``conformal.json`` and ``ood.npz`` carry the SHA-256 of the
+  checkpoint they were fitted for and must match the checkpoint *file* (even when the card has
+  no checksum), and the gap interval the bias correction. ``ood.npz``'s arrays are
+  size-checked from the zip directory and ``.npy`` headers before any is read
+  (:data:`brainage.study.trust.OOD_MAX_BYTES`).
+
+The checksums are not signatures: whoever can write the folder can replace the weights and
+rewrite the card's checksum (and the trust files' bindings) to match, and the folder then
+predicts whatever those weights predict, with intervals and OOD flags that look valid. The
+checks catch damage, stale files and mix-ups, not a deliberate forgery: use model folders
+from sources you trust, as with any model weights. Within the checks a tampered folder can
+still choose the predictions (weights), the bias correction and interval widths (any finite
+numbers), the OOD threshold, and the training domain the card reports; it cannot run code
+or make brainage read or write files outside the folder. (A ``model_config`` declaring a huge
+network is not size-checked before the network is built.)
+
 :func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk
@@ -44,7 +74,9 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,9 +106,11 @@ from brainage.imaging.preprocess import (
     SPACES,
     PreprocessCache,
     PreprocessParams,
+    check_scan_format,
     preprocess_cohort,
 )
 from brainage.study import trust
+from brainage.study.trust import read_json_file
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
 # them, so that the command line, which imports this module to build its parser, starts fast.
@@ -92,6 +126,7 @@ __all__ = [
     "PREDICTION_COLUMNS",
     "ModelFolder",
     "ModelFolderError",
+    "UnverifiedCheckpointWarning",
     "collect_scans",
     "iter_predictions",
     "load_model_folder",
@@ -176,6 +211,10 @@ _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
 
 class ModelFolderError(BrainageError, ValueError):
     """A model folder is incomplete or inconsistent; the message names the file."""
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A head is used although the model card records no checksum of its checkpoint."""
 
 
 # --- the model card -------------------------------------------------------------------------
@@ -368,10 +407,7 @@ def _explain(error: jsonschema.ValidationError) -> str:
 def _read_card(path: Path) -> dict[str, Any]:
     """Parse model.json, check its format tag, its fields (:data:`MODEL_CARD_SCHEMA`) and its
     preprocessing version."""
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFolderError(f"{path} cannot be read as JSON: {err}") from err
+    card = read_json_file(path, ModelFolderError)
     if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__
         raise ModelFolderError(f"{path} has format {found!r}; this brainage reads "
@@ -425,28 +461,43 @@ def _inside(root: Path, relative: str, what: str) -> Path:
     return root / relative
 
 
-def _card_checkpoint(root: Path, name: str, entry: Mapping[str, Any]) -> Path:
-    """A head's checkpoint, checked to lie inside the folder, exist and be the one the card
-    describes (its SHA-256)."""
+def _card_checkpoint(root: Path, name: str, entry: Mapping[str, Any],
+                     allow_unverified: bool = False) -> tuple[Path, str]:
+    """A head's checkpoint and its SHA-256, checked to lie inside the folder, exist and be the
+    one the card describes (``heads.<name>.sha256``). A card without that checksum is refused,
+    or, with ``allow_unverified``, accepted with a warning."""
     checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
                          f"heads.{name}.checkpoint")
     if not checkpoint.is_file():
         raise ModelFolderError(f"{root / MODEL_CARD_FILE} lists head {name!r} but its "
                                f"checkpoint {checkpoint} is missing")
-    if entry.get("sha256") and sha256_file(checkpoint) != entry["sha256"]:
+    digest = sha256_file(checkpoint)
+    if not entry.get("sha256"):
+        message = (f"{root / MODEL_CARD_FILE}: head {name!r} has no checkpoint checksum "
+                   f"(heads.{name}.sha256), so nothing shows that {checkpoint} holds the "
+                   f"weights the card, bias correction and calibrations were made for")
+        if not allow_unverified:
+            raise ModelFolderError(f"{message}; rewrite the card with write_model_card, or "
+                                   f"accept unverified weights explicitly (brainage predict "
+                                   f"--allow-unverified)")
+        warnings.warn(f"{message}; used anyway because unverified weights were allowed "
+                      f"(SHA-256 of the file: {digest})", UnverifiedCheckpointWarning,
+                      stacklevel=3)
+    elif digest != entry["sha256"]:
         raise ModelFolderError(f"checkpoint {checkpoint} is not the one "
                                f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): it is "
                                f"corrupt or changed (retrained, replaced or damaged); retrain, or "
                                f"rewrite the card with write_model_card for the new weights")
-    return checkpoint
+    return checkpoint, digest
 
 
 def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
-               device: str) -> Any:
-    """Load one head's checkpoint after checking it is the one the card describes."""
+               device: str, allow_unverified: bool = False) -> tuple[Any, str]:
+    """Load one head's checkpoint after checking it is the one the card describes; the model
+    and the checkpoint's SHA-256."""
     from brainage.models.train import load_model
 
-    checkpoint = _card_checkpoint(root, name, entry)
+    checkpoint, digest = _card_checkpoint(root, name, entry, allow_unverified)
     try:
         model = load_model(checkpoint, device=device)
     except (ValueError, FileNotFoundError) as err:
@@ -454,7 +505,7 @@ def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
     if layer not in dict(model.named_modules()):
         raise ModelFolderError(f"{root / MODEL_CARD_FILE}: saliency_layer {layer!r} is not a "
                                f"module of head {name!r} (e.g. 'encoder.layer2')")
-    return model
+    return model, digest
 
 
 def _load_correction(head_dir: Path) -> Any:
@@ -462,14 +513,14 @@ def _load_correction(head_dir: Path) -> Any:
     from brainage.analysis.metrics import AgeBiasCorrection
 
     path = head_dir / BIAS_CORRECTION_FILE
-    if not path.is_file():
+    if not trust.present(path, ModelFolderError):
         logger.warning("%s is absent: gaps of head %r are reported without age-bias "
                        "correction", path, head_dir.name)
         return None
+    data = read_json_file(path, ModelFolderError)
     try:
-        correction = AgeBiasCorrection.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, ValueError, TypeError, KeyError,
-            AttributeError) as err:
+        correction = AgeBiasCorrection.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ModelFolderError(f"{path} is not a valid age-bias correction: {err}") from err
     coefficients = correction.coefficients
     bad = {k: v for k, v in coefficients.items() if not math.isfinite(v)}
@@ -483,19 +534,21 @@ def _load_correction(head_dir: Path) -> Any:
 
 
 def _load_trust(root: Path, name: str, card: dict[str, Any], correction: Any,
-                model: Any) -> Any:
-    """The head's :class:`brainage.study.trust.HeadTrust` (its files validated)."""
+                model: Any, digest: str) -> Any:
+    """The head's :class:`brainage.study.trust.HeadTrust` (its files validated, and bound to
+    the checkpoint file's own SHA-256 ``digest``, whether or not the card records one)."""
     from brainage.models.features import feature_size
 
     try:
         return trust.load_head_trust(_inside(root, name, "head folder"), card=card,
                                      correction=correction,
-                                     feature_dim=feature_size(model))
+                                     feature_dim=feature_size(model), checkpoint_sha256=digest)
     except ValueError as err:
         raise ModelFolderError(str(err)) from err
 
 
-def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelFolder:
+def load_model_folder(path: str | os.PathLike, *, device: str = "cpu",
+                      allow_unverified: bool = False) -> ModelFolder:
     """Read and validate a model folder (see the module docstring) and load its heads.
 
     Parameters
@@ -504,6 +557,10 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
         ``runs/<profile>/models`` (every head) or ``runs/<profile>/models/<head>`` (that head).
     device : str, default="cpu"
         Where the heads are put (see :func:`brainage.models.train.resolve_device`).
+    allow_unverified : bool, default=False
+        Accept a head whose card entry has no ``sha256``, with an
+        :class:`UnverifiedCheckpointWarning` (default: refuse it). Its trust files are still
+        bound to the checkpoint file's own checksum.
 
     Returns
     -------
@@ -513,8 +570,8 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
     ------
     ModelFolderError
         Naming the file: missing ``model.json``, another card or checkpoint format, another
-        preprocessing version, another template grid, a missing or changed checkpoint, an
-        invalid ``bias_correction.json``, a head that is not in the card.
+        preprocessing version, another template grid, a missing, changed or unverified
+        checkpoint, an invalid ``bias_correction.json``, a head that is not in the card.
     """
     root, wanted = _locate_card(Path(path))
     card_path = root / MODEL_CARD_FILE
@@ -530,9 +587,12 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu") -> ModelF
         raise ModelFolderError(f"{card_path} does not list head {wanted!r}; it lists "
                                f"{sorted(card['heads'])}")
     layer = card.get("saliency_layer") or DEFAULT_SALIENCY_LAYER
-    models = {n: _load_head(root, n, card["heads"][n], layer, device) for n in names}
+    loaded = {n: _load_head(root, n, card["heads"][n], layer, device, allow_unverified)
+              for n in names}
+    models = {n: model for n, (model, _) in loaded.items()}
     corrections = {n: _load_correction(_inside(root, n, "head folder")) for n in names}
-    trusts = {n: _load_trust(root, n, card, corrections[n], models[n]) for n in names}
+    trusts = {n: _load_trust(root, n, card, corrections[n], models[n], loaded[n][1])
+              for n in names}
     logger.info("model folder %s: heads %s, grid %s at %g mm (profile %s)", root, names, shape,
                 params.grid_mm, card.get("profile"))
     return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
@@ -582,7 +642,7 @@ def pretrained_checkpoints(path: str | os.PathLike, *, grid_mm: float,
             f"(crop_to_brain={stored['crop_to_brain']}), this run preprocesses onto {grid_mm} mm "
             f"(crop_to_brain={crop_to_brain}); set the profile's grid_mm and crop_to_brain to "
             f"the model's")
-    return {name: _card_checkpoint(root, name, entry) for name, entry in card["heads"].items()}
+    return {name: _card_checkpoint(root, name, entry)[0] for name, entry in card["heads"].items()}
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -694,6 +754,7 @@ def _scan_header(path: Path) -> nib.spatialimages.SpatialImage | None:
     _check_file(path)
     if path.name.endswith(".npy"):
         return None
+    check_scan_format(path)
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises several types for a corrupt header
@@ -999,7 +1060,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      skull_stripped: bool = False,
                      saliency_dir: str | os.PathLike | None = None,
                      cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
-                     device: str = "cpu", scheduler: Any = None) -> Iterator[pd.DataFrame]:
+                     device: str = "cpu", scheduler: Any = None,
+                     allow_unverified: bool = False) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
     The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
@@ -1019,7 +1081,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
     check_scheduler(scheduler)
     scans = collect_scans(paths, ages)  # argument errors first, before the heads are loaded
     folder = (model_folder if isinstance(model_folder, ModelFolder)
-              else load_model_folder(model_folder, device=device))
+              else load_model_folder(model_folder, device=device,
+                                     allow_unverified=allow_unverified))
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
@@ -1053,7 +1116,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   *, ages: Sequence[float | None] | None = None, space: str = "auto",
                   skull_stripped: bool = False, saliency_dir: str | os.PathLike | None = None,
                   cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
-                  device: str = "cpu", scheduler: Any = None) -> pd.DataFrame:
+                  device: str = "cpu", scheduler: Any = None,
+                  allow_unverified: bool = False) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -1070,7 +1134,9 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         The scans hold the brain only (their own outline is kept, no template-mask stripping).
     saliency_dir : str or PathLike, optional
         Write the signed Grad-RAM map of each scan and head to
-        ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm).
+        ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm),
+        replacing a map of that name (:func:`predict_to_csv`, ``brainage predict``, refuses a
+        folder holding maps unless ``overwrite``).
     cache : PreprocessCache, str or PathLike, optional
         Preprocessed-volume cache (default: :func:`brainage._utils.default_cache_dir`).
     n_jobs : int, default=1
@@ -1082,6 +1148,9 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         Preprocess on a Dask cluster (``"local:N"``, a scheduler address or file, or a Client;
         :func:`brainage._utils.scheduler.run_tasks`) instead of ``n_jobs`` local processes;
         the models still run here. The table is the same as a local run's.
+    allow_unverified : bool, default=False
+        Accept a head whose card records no checkpoint checksum, with a warning
+        (:func:`load_model_folder`).
 
     Returns
     -------
@@ -1110,7 +1179,7 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     table = _ordered(list(iter_predictions(
         paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
         saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device,
-        scheduler=scheduler)))
+        scheduler=scheduler, allow_unverified=allow_unverified)))
     failed = table.loc[table["error"] != "", "path"].nunique()
     logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
                 table["path"].nunique(), list(dict.fromkeys(table["model"])))
@@ -1136,8 +1205,32 @@ def _check_out(out: Path, overwrite: bool) -> Path:
         raise ValueError(f"--out {out}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: the folder {existing} is not writable")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:  # what access() cannot know (a read-only or pseudo file system such as /sys)
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write a file in {folder} "
+                         f"({err.strerror or err})") from err
     return out
+
+
+def _check_saliency(saliency_dir: str | os.PathLike | None, overwrite: bool) -> None:
+    """Refuse, before any work, a ``--saliency`` folder that is a file, or that holds maps of
+    an earlier run (``<head>/*.nii.gz``) without ``overwrite``: they would be replaced."""
+    if saliency_dir is None:
+        return
+    folder = Path(saliency_dir)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise ValueError(f"--saliency {folder} exists and is not a folder")
+    if overwrite or not folder.is_dir():
+        return
+    maps = sorted(folder.glob("*/*.nii.gz"))
+    if maps:
+        raise ValueError(f"--saliency {folder} holds {len(maps)} saliency map(s) already "
+                         f"(e.g. {maps[0]}); pass --overwrite to replace them, or give another "
+                         f"folder")
 
 
 def _write_table(table: pd.DataFrame, out: Path) -> None:
@@ -1192,11 +1285,13 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
     """:func:`iter_predictions` into a CSV that holds every finished scan at any moment.
 
     The output path is checked before any work (a folder, a file in its path, not writable,
-    or existing without ``overwrite`` is refused with ``ValueError``); the CSV is rewritten
-    atomically after each group of scans. Ctrl-C and SIGTERM stop the run after writing the
-    scans that finished. ``options`` are those of :func:`iter_predictions`.
+    or existing without ``overwrite`` is refused with ``ValueError``), and so is the
+    ``saliency_dir`` option (a file, or a folder holding maps already without ``overwrite``);
+    the CSV is rewritten atomically after each group of scans. Ctrl-C and SIGTERM stop the run
+    after writing the scans that finished. ``options`` are those of :func:`iter_predictions`.
     """
     out = _check_out(Path(out), overwrite)
+    _check_saliency(options.get("saliency_dir"), overwrite)
     frames: list[pd.DataFrame] = []
     interrupted: KeyboardInterrupt | None = None
     with _sigterm_as_interrupt():

@@ -79,6 +79,8 @@ __all__ = [
     "load_calibration",
     "load_head_trust",
     "load_ood",
+    "present",
+    "read_json_file",
     "save_calibration",
     "save_ood",
     "score_volumes",
@@ -92,6 +94,10 @@ CHECKPOINT = "best.pt"
 OOD_FILE = "ood.npz"
 CONFORMAL_FORMAT = "brainage-conformal/1"
 OOD_FORMAT = "brainage-ood/1"
+#: Most bytes ``ood.npz`` may inflate to, read from its zip and array headers before any
+#: array is read (a zip bomb or a header declaring a huge array is refused). The paper
+#: profile's reference (a few thousand scans x a few hundred features, float64) is about 10 MB.
+OOD_MAX_BYTES = 1 << 30
 #: The split that calibrates the intervals and the OOD threshold (and fits the bias correction).
 CALIBRATION_SPLIT = "val"
 #: ``GeneratedBy`` name in the ``dataset_description.json`` of a simulated cohort.
@@ -192,9 +198,9 @@ def describe_model(path: str | os.PathLike) -> str | None:
     for candidate in (folder / "model.json", folder.parent / "model.json"):
         if candidate.is_file():
             try:
-                card = json.loads(candidate.read_text(encoding="utf-8"))
+                card = read_json_file(candidate)
                 return domain_summary(card) if isinstance(card, dict) else None
-            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError):
                 return None
     return None
 
@@ -248,6 +254,37 @@ class DomainCheck:
                 return
 
 
+# --- reading the model folder's files ------------------------------------------------------------
+
+
+def present(path: Path, error: type[Exception] = ValueError) -> bool:
+    """Whether an optional file of a model folder is there: False when nothing is at
+    ``path``; ``error`` (naming the file) when something is but it is not a readable
+    regular file (a folder, a symlink loop, a FIFO ...): that is not an absent file."""
+    from brainage.data.cohort import file_problem
+
+    if not os.path.lexists(path):
+        return False
+    problem = file_problem(path)
+    if problem is not None:
+        raise error(f"{path} {problem}")
+    return True
+
+
+def read_json_file(path: Path, error: type[Exception] = ValueError) -> Any:
+    """``path`` parsed as JSON; any failure raises ``error`` naming the file (not UTF-8,
+    not JSON, nested too deeply, an integer of more digits than Python converts ...)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise error(f"{path} cannot be read as JSON: it is nested too deeply for this "
+                    f"reader (Python's recursion limit); a brainage file has a few levels") \
+            from None
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError, long integers
+        detail = " ".join(str(err).split())[:300]
+        raise error(f"{path} cannot be read as JSON: {detail}") from err
+
+
 # --- out-of-distribution reference ---------------------------------------------------------------
 
 
@@ -293,14 +330,10 @@ def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None,
         non-finite array, features of another size than the head's, another checkpoint.
     """
     path = Path(head_dir) / OOD_FILE
-    if not path.is_file():
+    if not present(path):
         logger.warning("%s is absent: scans get no out-of-distribution score", path)
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{path} cannot be read as an npz file: {err}") from err
+    arrays = _read_npz(path)
     found = arrays.pop("format", None)
     if found is None or found.shape != () or str(found) != OOD_FORMAT:
         raise ValueError(f"{path}: array 'format' must be {OOD_FORMAT!r}, got "
@@ -313,6 +346,54 @@ def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None,
         raise ValueError(f"{path}: array 'reference' has {ood.feature_dim} features per scan but "
                          f"the head's encoder gives {feature_dim}: it belongs to another model")
     return ood
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an npz file, each one's size checked from the zip directory and its
+    ``.npy`` header before it is read (``np.load`` checks neither).
+
+    Written here because numpy reads an npz member whatever size its headers declare: a small
+    file inflating to gigabytes, or a header declaring a (400000, 400000) array, would be
+    allocated before any check.
+    """
+    import zipfile
+    import zlib
+
+    arrays: dict[str, np.ndarray] = {}
+    total, max_bytes = 0, OOD_MAX_BYTES
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename.removesuffix(".npy")
+                total += info.file_size
+                if total > max_bytes:
+                    raise ValueError(f"its members inflate to more than {max_bytes:,} bytes "
+                                     f"(member {info.filename!r}: {info.file_size:,} bytes); "
+                                     f"an OOD reference is a few MB")
+                with archive.open(info) as member:  # zipfile stops at the declared size
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        raise ValueError(f"array {name!r} has .npy format version {version}")
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member, max_header_size=10_000)
+                    declared = math.prod(shape) * dtype.itemsize
+                    if declared > info.file_size:
+                        raise ValueError(f"array {name!r} declares shape {shape} of {dtype} "
+                                         f"({declared:,} bytes) but its member holds "
+                                         f"{info.file_size:,} bytes")
+                    if dtype.hasobject:
+                        raise ValueError(f"array {name!r} holds Python objects")
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path} cannot be read as an OOD reference: {err}") from err
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+            NotImplementedError) as err:  # truncated, junk, bad CRC, unknown compression
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise ValueError(f"{path} cannot be read as an npz file (damaged, truncated or not "
+                         f"an npz): {detail}") from err
+    return arrays
 
 
 def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
@@ -466,6 +547,21 @@ def _same_correction(stored: Mapping[str, Any] | None, correction: Any) -> bool:
                     for k, v in correction.coefficients.items()))
 
 
+def _check_stored_correction(path: Path, stored: object) -> None:
+    """``conformal.json``'s ``bias_correction``: null, or a method and numeric coefficients."""
+    if stored is None:
+        return
+    if isinstance(stored, dict) and isinstance(stored.get("method"), str):
+        coefficients = stored.get("coefficients")
+        if isinstance(coefficients, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in coefficients.values()):
+            return
+    raise ValueError(f"{path}: field 'bias_correction' must be null or a mapping with a "
+                     f"'method' (string) and 'coefficients' (numbers); got "
+                     f"{type(stored).__name__} {str(stored)[:80]}")
+
+
 def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
                      checkpoint_sha256: str | None = None) -> HeadCalibration | None:
     """The head's intervals, or None (logged) when ``conformal.json`` is absent.
@@ -485,13 +581,10 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
         level in the two intervals, a bias correction that differs from ``correction``.
     """
     path = Path(head_dir) / CONFORMAL_FILE
-    if not path.is_file():
+    if not present(path):
         logger.warning("%s is absent: predictions get no interval", path)
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} cannot be read as JSON: {err}") from err
+    data = read_json_file(path)
     if not isinstance(data, dict) or data.get("format") != CONFORMAL_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: field 'format' must be {CONFORMAL_FORMAT!r}, got {found!r}")
@@ -506,6 +599,7 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
             raise ValueError(f"{path}: fields 'age.level' ({age.level}) and "
                              f"'corrected_gap.level' ({gap.level}) differ")
     stored = data.get("bias_correction")
+    _check_stored_correction(path, stored)
     if gap is not None and not _same_correction(stored, correction):
         current = None if correction is None else correction.to_dict()
         raise ValueError(f"{path}: field 'bias_correction' ({stored}) is not the head's "
@@ -530,16 +624,18 @@ class HeadTrust:
 
 
 def load_head_trust(head_dir: str | os.PathLike, *, card: Mapping[str, Any],
-                    correction: Any = None, feature_dim: int | None = None) -> HeadTrust:
+                    correction: Any = None, feature_dim: int | None = None,
+                    checkpoint_sha256: str | None = None) -> HeadTrust:
     """Read (and validate) a head's ``conformal.json`` and ``ood.npz``; either may be absent.
 
-    Both must belong to the checkpoint the card describes (``heads.<name>.sha256``), the
-    gap's interval to the head's bias correction, the OOD reference to its feature size.
+    Both must belong to the checkpoint (``checkpoint_sha256``: the file's own checksum;
+    default: the card's ``heads.<name>.sha256``), the gap's interval to the head's bias
+    correction, the OOD reference to its feature size.
     """
     domain = card.get("domain") or {}
     age_range = tuple(float(v) for v in domain["age_range"]) if domain.get("age_range") else None
     entry = (card.get("heads") or {}).get(Path(head_dir).name) or {}
-    sha = entry.get("sha256")
+    sha = checkpoint_sha256 or entry.get("sha256")
     return HeadTrust(load_calibration(head_dir, correction, sha),
                      load_ood(head_dir, feature_dim, sha), age_range)  # type: ignore[arg-type]
 

@@ -1,0 +1,51 @@
+"""Interrupting a local worker pool (issue 26, defect 6): Ctrl-C or SIGTERM (raised as
+``KeyboardInterrupt`` by ``brainage predict``) must stop :func:`run_tasks` within seconds, not
+after the running calls, and leave no worker process behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from brainage._utils.scheduler import run_tasks
+
+
+class _Terminated(KeyboardInterrupt):
+    """What ``brainage predict`` raises on SIGTERM."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_ends_the_pool_within_seconds(signum: int) -> None:
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    sent: list[float] = []
+
+    def interrupt() -> None:
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signum)
+
+    timer = threading.Timer(4.0, interrupt)  # the two workers have started their calls
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tasks(time.sleep, [(120.0,)] * 4, n_jobs=2)  # each call would take 2 minutes
+        stopped = time.monotonic()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    assert sent and stopped - sent[0] < 10.0  # not 120 s: the running calls were abandoned
+    assert multiprocessing.active_children() == []  # no worker left behind
+
+
+def test_pool_without_interrupt_returns_every_outcome() -> None:
+    outcomes = run_tasks(divmod, [(7, 2), (1, 0), (9, 4)], n_jobs=2)
+    assert [o.value for o in outcomes] == [(3, 1), None, (2, 1)]
+    assert isinstance(outcomes[1].error, ZeroDivisionError)
