@@ -1,4 +1,5 @@
-"""Analysis: metrics, evaluation, clinical statistics and benchmark scores of predictions.
+"""Analysis: metrics, evaluation, clinical statistics, reliability and benchmark scores of
+predictions.
 
 Imports only :mod:`brainage._utils` of brainage: it works on tables and arrays, not files of
 a run or models.
@@ -61,9 +62,16 @@ _EXPORTS = {
     "interval_coverage": "uncertainty",
     "min_calibration_size": "uncertainty",
     "quantile_edges": "uncertainty",
+    "RELIABILITY_COLUMNS": "reliability",
+    "agreement": "reliability",
+    "icc": "reliability",
+    "pair_sessions": "reliability",
+    "paired_sem_difference": "reliability",
+    "reliability_table": "reliability",
+    "sdc_from_sem": "reliability",
 }
 _MODULES = (
-    "benchmark", "clinical", "evaluation", "metrics", "uncertainty",
+    "benchmark", "clinical", "evaluation", "metrics", "reliability", "uncertainty",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
