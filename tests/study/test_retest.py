@@ -1,0 +1,117 @@
+"""Tests of brainage.study.retest: which subjects are rescanned, and the whole retest of a tiny
+model on a tiny simulated cohort (rescans predicted by the user's tool, paired, tabulated)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainage.analysis.metrics import AgeBiasCorrection
+from brainage.data import simulate as sim
+from brainage.imaging.registration import template_grid
+from brainage.models.datasets import VolumeDataset
+from brainage.models.network import ModelConfig
+from brainage.models.train import TrainConfig, train_l1, train_rnc
+from brainage.study import predict as bp
+from brainage.study import retest
+
+MNI = "MNI152NLin2009cSym"
+GRID_MM = 8.0
+
+
+def _cohort_table(n: int = 12) -> pd.DataFrame:
+    split = ["train"] * 4 + ["val"] * 2 + ["test"] * 3 + ["clinical"] * 3
+    group = ["HC"] * 9 + ["AD", "AD", "PD"]
+    return pd.DataFrame({"participant_id": [f"sub-{i:04d}" for i in range(1, n + 1)],
+                         "split": split, "group": group})
+
+
+def test_choose_rescan_subjects_takes_only_held_out_scans():
+    table = _cohort_table()
+    chosen = retest.choose_rescan_subjects(table, n_controls=2, n_patients=2, seed=0)
+    rows = table.set_index("participant_id").loc[chosen]
+    assert (rows["split"] == "test").sum() == 2
+    assert (rows["split"] == "clinical").sum() == 2
+    assert set(rows.loc[rows["split"] == "clinical", "group"]) == {"AD", "PD"}  # alternately
+    assert not rows["split"].isin(["train", "val"]).any()
+    assert chosen == retest.choose_rescan_subjects(table, n_controls=2, n_patients=2, seed=0)
+    everyone = retest.choose_rescan_subjects(table, n_controls=50, n_patients=50)
+    assert len(everyone) == 6
+
+
+@pytest.mark.parametrize("kwargs", [{"n_controls": -1, "n_patients": 1},
+                                    {"n_controls": 1.5, "n_patients": 1},
+                                    {"n_controls": True, "n_patients": 1}])
+def test_choose_rescan_subjects_bad_counts(kwargs):
+    with pytest.raises(ValueError, match="must be an int >= 0"):
+        retest.choose_rescan_subjects(_cohort_table(), **kwargs)
+
+
+def test_choose_rescan_subjects_needs_held_out_subjects():
+    table = _cohort_table().assign(split="train")
+    with pytest.raises(ValueError, match="no test-split"):
+        retest.choose_rescan_subjects(table, n_controls=3, n_patients=3)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_run_retest_end_to_end(tmp_path):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    shape, _ = template_grid(GRID_MM, crop_to_brain=True)
+    images = rng.gamma(2.0, 0.5, size=(6, *shape)).astype(np.float32)  # (N, D, H, W)
+    ages = np.linspace(20.0, 80.0, 6)
+    train = VolumeDataset(images[:4], ages[:4], [f"t{i}" for i in range(4)])
+    val = VolumeDataset(images[4:], ages[4:], ["v0", "v1"])
+    cfg = ModelConfig(depth=10, widths=(4, 8, 16, 32))
+    common = dict(batch_size=2, augment=None, progress=False, device="cpu", probe_every=0)
+    models = tmp_path / "models"
+    train_rnc(train, val, cfg, TrainConfig(epochs=1, head_epochs=2, **common), models / "rnc")
+    train_l1(train, val, cfg, TrainConfig(epochs=1, **common), models / "l1")
+    bp.write_model_card(models, preprocess={"space": MNI, "grid_mm": GRID_MM,
+                                            "skull_stripped": True, "crop_to_brain": True},
+                        saliency_layer="encoder.layer2", profile="test")
+    correction = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 10.0}, 12, (20.0, 80.0))
+    (models / "rnc" / bp.BIAS_CORRECTION_FILE).write_text(json.dumps(correction.to_dict()))
+
+    made = sim.simulate_cohort(tmp_path / "cohort", n_healthy=5, n_ad=1, n_pd=1, seed=2,
+                               resolution_mm=4)
+    table = made.participants.copy()
+    table["path"] = [str(made.root / p / "anat" / f"{p}_T1w.nii.gz")
+                     for p in table["participant_id"]]
+    table["split"] = ["test" if g == "HC" else "clinical" for g in table["group"]]
+    chosen = retest.choose_rescan_subjects(table, n_controls=3, n_patients=2, seed=0)
+    before = _digests(made.root)
+    result = retest.run_retest(table, made.root, models, tmp_path / "rescans",
+                               participants=chosen, skull_stripped=True, n_boot=200,
+                               cache=tmp_path / "cache")
+    assert _digests(made.root) == before  # the cohort is only read
+    assert (result.predictions["error"].fillna("") == "").all()
+    # 5 subjects x 3 scans x 2 heads
+    assert len(result.predictions) == 30
+    assert set(result.predictions["session"]) == {"", "ses-repeat", "ses-travel"}
+    t = result.table.set_index(["subjects", "model", "comparison", "measure"])
+    for model in ("rnc", "l1"):
+        for comparison in retest.COMPARISONS:
+            assert t.loc[("all", model, comparison, "predicted"), "n"] == 5
+            assert t.loc[("controls", model, comparison, "predicted"), "n"] == 3
+    # the rnc head's correction maps predicted p to (p - 10) / 0.8: every difference of the
+    # corrected gap is the raw difference / 0.8, so its SEM is the raw SEM / 0.8
+    for comparison in retest.COMPARISONS:
+        raw = t.loc[("all", "rnc", comparison, "predicted"), "sem"]
+        corrected = t.loc[("all", "rnc", comparison, "corrected_gap"), "sem"]
+        assert corrected == pytest.approx(raw / 0.8, rel=1e-6)
+    assert set(result.comparison["comparison"]) == {"within site"} | {"across sites"}
+    assert set(result.offsets["model"]) == {"rnc"}  # l1 has no correction: no corrected gap
+    assert (result.offsets["from"] != result.offsets["to"]).all()
+    assert result.seconds["simulate_rescans"] > 0 and result.seconds["predict"] > 0
