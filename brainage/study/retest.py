@@ -26,8 +26,9 @@ from brainage.analysis import reliability
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COMPARISONS", "RetestResult", "choose_rescan_subjects", "retest_predictions",
-           "run_retest", "site_offsets", "sem_comparison"]
+__all__ = ["CASE_SESSIONS", "COMPARISONS", "RetestResult", "choose_rescan_subjects",
+           "perturbation_predictions", "perturbation_table", "retest_predictions", "run_retest",
+           "site_offsets", "sem_comparison"]
 
 #: Comparison name -> the rescan's BIDS session.
 COMPARISONS = {"within site": "ses-repeat", "across sites": "ses-travel"}
@@ -178,3 +179,64 @@ def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescan
                                                                   seed=seed),
                         site_offsets(predictions, rescans.truth),
                         {"simulate_rescans": simulated, "predict": predicted})
+
+
+#: BIDS session label of each acquisition change
+#: (:data:`brainage.imaging.perturb.ACQUISITION_CASES`).
+CASE_SESSIONS = {"moved_3deg_4mm": "moved", "voxel_1.5mm": "vox1p5", "voxel_3mm": "vox3",
+                 "rician_2pct": "rician", "bias_0.15": "bias", "ghosting": "ghost",
+                 "axes_reordered": "axes"}
+
+
+def perturbation_predictions(scans: Sequence[Path], ages: Sequence[float], models_dir: Path,
+                             out_dir: Path, *, cases: Sequence[str] = tuple(CASE_SESSIONS),
+                             seed: int = 0, n_jobs: int = 1, cache: Any = None) -> pd.DataFrame:
+    """Predictions of real scans and of their acquisition changes (predictions only).
+
+    Each scan ``sub-X_T1w.nii.gz`` is written changed as ``out_dir/sub-X_ses-<label>_T1w.nii.gz``
+    (:data:`CASE_SESSIONS`; the inputs are only read) and all are predicted by
+    :func:`brainage.study.predict.predict_scans` in native space.
+    """
+    import nibabel as nib
+
+    from brainage.imaging.perturb import acquisition_case
+    from brainage.study.predict import predict_scans
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, all_ages = [str(p) for p in scans], list(ages)
+    for path, age in zip(scans, ages):
+        img = nib.load(path)
+        stem = Path(path).name.removesuffix(".nii.gz").removesuffix("_T1w")
+        for case in cases:
+            target = out_dir / f"{stem}_ses-{CASE_SESSIONS[case]}_T1w.nii.gz"
+            changed = acquisition_case(img, case, seed=seed)
+            nib.save(nib.Nifti1Image(np.asarray(changed.dataobj, dtype=np.float32),
+                                     changed.affine), target)
+            paths.append(str(target))
+            all_ages.append(age)
+    return predict_scans(paths, models_dir, ages=all_ages, space="native", cache=cache,
+                         n_jobs=n_jobs)
+
+
+def perturbation_table(predictions: pd.DataFrame,
+                       measures: Sequence[str] = MEASURES) -> pd.DataFrame:
+    """Change of each measure from the original scan to each acquisition change, per model:
+    n, mean change, mean and largest absolute change, SD of the change, ICC(3,1) (n >= 3)."""
+    labels = {v: k for k, v in CASE_SESSIONS.items()}
+    sessions = sorted(set(predictions["session"].fillna("")) - {""})
+    pairs = reliability.pair_sessions(predictions, comparisons={
+        labels.get(s.removeprefix("ses-"), s): s for s in sessions}, measures=list(measures))
+    rows = []
+    for (model, case, measure), g in pairs.groupby(["model", "comparison", "measure"],
+                                                    sort=False):
+        d = (g["second"] - g["first"]).to_numpy()
+        row = {"model": model, "change": case, "measure": measure, "n": len(d),
+               "mean_change": float(d.mean()), "mean_abs_change": float(np.abs(d).mean()),
+               "max_abs_change": float(np.abs(d).max()),
+               "sd_change": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+               "icc3": float("nan")}
+        if len(d) >= 3:
+            row["icc3"] = reliability.icc(g["first"], g["second"])["icc3"]
+        rows.append(row)
+    return pd.DataFrame(rows)

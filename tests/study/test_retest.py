@@ -115,3 +115,66 @@ def test_run_retest_end_to_end(tmp_path):
     assert set(result.offsets["model"]) == {"rnc"}  # l1 has no correction: no corrected gap
     assert (result.offsets["from"] != result.offsets["to"]).all()
     assert result.seconds["simulate_rescans"] > 0 and result.seconds["predict"] > 0
+
+
+def _table(icc2: float, sdc: float) -> pd.DataFrame:
+    rows = []
+    for comparison, scale in (("within site", 1.0), ("across sites", 1.5)):
+        rows.append({"subjects": "all", "model": "rnc", "comparison": comparison,
+                     "measure": "corrected_gap", "n": 40, "icc2": icc2 / scale,
+                     "icc2_low": icc2 / scale - 0.02, "icc2_high": min(icc2 / scale + 0.01, 1),
+                     "sdc": sdc * scale, "sdc_low": sdc * scale - 0.5,
+                     "sdc_high": sdc * scale + 0.5})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("icc2", "sdc", "place", "pd_word"),
+                         [(0.99, 2.0, "above", "below the PD"),
+                          (0.95, 3.5, "within", "not below the PD"),
+                          (0.80, 9.0, "below", "not below the PD")])
+def test_reliability_words_follow_the_numbers(icc2, sdc, place, pd_word):
+    from brainage.study.sentences import icc_against_published, reliability_sentence
+
+    table = _table(icc2, sdc)
+    text = reliability_sentence(table, {"AD": 8.0, "PD": 3.0})
+    assert text.startswith("Within site the ICC(2,1) of RNC's bias-corrected gap was")
+    assert f"{pd_word} effect of 3" in text
+    assert ("not below the AD" in text) == (sdc >= 8.0)
+    assert icc_against_published(table) == place
+    assert reliability_sentence(table.iloc[0:0], {"PD": 3.0}) == "no rescans were predicted"
+
+
+def test_retest_bland_altman_draws_each_comparison_and_model():
+    from brainage.study.figures import retest_bland_altman
+
+    rng = np.random.default_rng(0)
+
+    rows = []
+    for model in ("rnc", "l1"):
+        for comparison in retest.COMPARISONS:
+            first = rng.normal(0, 5, 10)
+            rows.append(pd.DataFrame({"participant_id": [f"s{i}" for i in range(10)],
+                                      "model": model, "comparison": comparison,
+                                      "measure": "corrected_gap", "first": first,
+                                      "second": first + rng.normal(1, 1, 10)}))
+    fig = retest_bland_altman(pd.concat(rows))
+    assert len(fig.data) == 4  # one trace per model and panel
+    assert {t.name for t in fig.data} == {"RNC", "L1"}
+    assert len(fig.layout.shapes) == 2 * 2 * 3  # mean and two limits per model and panel
+
+
+def test_perturbation_table_from_predictions():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(50, 70, 5)
+    frames = [pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(5)], "session": "",
+                            "model": "rnc", "predicted": base, "corrected_gap": base - 60,
+                            "error": ""})]
+    for label, shift in (("ses-moved", 1.0), ("ses-vox3", -2.0)):
+        frames.append(frames[0].assign(session=label, predicted=base + shift,
+                                       corrected_gap=base - 60 + shift))
+    table = retest.perturbation_table(pd.concat(frames, ignore_index=True))
+    t = table.set_index(["change", "measure"])
+    assert t.loc[("moved_3deg_4mm", "predicted"), "mean_change"] == pytest.approx(1.0)
+    assert t.loc[("voxel_3mm", "corrected_gap"), "max_abs_change"] == pytest.approx(2.0)
+    assert t.loc[("voxel_3mm", "predicted"), "sd_change"] == pytest.approx(0.0, abs=1e-9)
+    assert t.loc[("moved_3deg_4mm", "predicted"), "icc3"] == pytest.approx(1.0)
