@@ -293,7 +293,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                "0 means an older-looking brain at that level); ood_score (distance of the scan's "
                "features to the training scans', 1 = the threshold), ood (score above 1: unlike "
                "the training scans, do not trust the age), outside_age_range (the age, or the "
-               "predicted age when unknown, lies outside the training ages); bias_correction, "
+               "predicted age when unknown, lies outside the training ages); retest_sd (the "
+               "test-retest SD of the corrected gap the study measured: two scans of one person "
+               "differ by more than 2.77 x it only by a real change); bias_correction, "
                "alignment (registration QC), saliency, error. The model's training domain is "
                "printed first; a model trained on simulated data warns when it meets real "
                "scans.")

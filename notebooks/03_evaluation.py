@@ -489,6 +489,7 @@ else:
 info = run.dataset_info()
 if info.get("simulated") and rescan_controls + rescan_patients > 0:
     from brainage.study import retest
+    from brainage.study.predict import record_retest
     from brainage.study.profiles import find_project_root
     from brainage.study.sentences import icc_against_published, reliability_sentence
 
@@ -499,6 +500,7 @@ if info.get("simulated") and rescan_controls + rescan_patients > 0:
         skull_stripped=bool(info.get("skull_stripped")), seed=seed, n_boot=n_boot,
         n_jobs=rescan_jobs, cache=find_project_root() / ".cache" / "brainage" / "preprocessed")
     retested.table.to_csv(run.path / "reliability.csv", index=False)
+    record_retest(run.models, retest.card_values(retested.table))  # predict's retest_sd
     retested.predictions.to_csv(run.path / "rescan_predictions.csv", index=False)
     shown = retested.table[retested.table["subjects"] == "all"].assign(
         model=lambda t: t["model"].str.upper(),

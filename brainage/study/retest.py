@@ -26,7 +26,7 @@ from brainage.analysis import reliability
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CASE_SESSIONS", "COMPARISONS", "RetestResult", "choose_rescan_subjects",
+__all__ = ["CASE_SESSIONS", "COMPARISONS", "RetestResult", "card_values", "choose_rescan_subjects",
            "perturbation_predictions", "perturbation_table", "retest_predictions", "run_retest",
            "site_offsets", "sem_comparison"]
 
@@ -240,3 +240,19 @@ def perturbation_table(predictions: pd.DataFrame,
             row["icc3"] = reliability.icc(g["first"], g["second"])["icc3"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def card_values(table: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """The within-site agreement of each head for the model card
+    (:func:`brainage.study.predict.record_retest`): per head and measure the within-subject SD
+    (``sd_years``), the smallest detectable change (``sdc_years``) and ``n``."""
+    rows = table[(table["comparison"] == "within site")]
+    if "subjects" in rows.columns:
+        rows = rows[rows["subjects"] == "all"]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows.itertuples():
+        out.setdefault(str(r.model), {})[str(r.measure)] = {
+            "sd_years": round(float(r.sem), 4), "sdc_years": round(float(r.sdc), 4),
+            "n": int(r.n), "source": "simulated repeat sessions of held-out subjects "
+                                     "(brainage.study.retest)"}
+    return out

@@ -116,6 +116,20 @@ def test_run_retest_end_to_end(tmp_path):
     assert (result.offsets["from"] != result.offsets["to"]).all()
     assert result.seconds["simulate_rescans"] > 0 and result.seconds["predict"] > 0
 
+    # the card records the within-site SD; predict reports it beside the intervals
+    scan = [table.loc[table["participant_id"] == chosen[0], "path"].iloc[0]]
+    before = bp.predict_scans(scan, models, ages=[50.0], skull_stripped=True,
+                              cache=tmp_path / "cache")
+    assert before["retest_sd"].isna().all()
+    with pytest.raises(bp.ModelFolderError, match="no head"):
+        bp.record_retest(models, {"vit": {}})
+    bp.record_retest(models, retest.card_values(result.table))
+    after = bp.predict_scans(scan, models, ages=[50.0], skull_stripped=True,
+                             cache=tmp_path / "cache").set_index("model")
+    within = t.xs(("all", "within site", "corrected_gap"), level=(0, 2, 3))
+    assert after.at["rnc", "retest_sd"] == pytest.approx(within.at["rnc", "sem"], abs=1e-4)
+    assert np.isnan(after.at["l1", "retest_sd"])  # l1 has no corrected gap here
+
 
 def _table(icc2: float, sdc: float) -> pd.DataFrame:
     rows = []
