@@ -14,6 +14,12 @@ Usage (a finished quick build; the rescans go to ``--out``, outside the cohort):
 
     python benchmarks/bench_retest.py --run /work/wt/base/runs/quick \\
         --n-controls 30 --n-patients 20 --jobs 2
+
+With ``--real N`` it also predicts N real scans (``../shared/data/ixi10``, ``ixi40``) and their
+acquisition changes (``brainage.imaging.perturb.ACQUISITION_CASES``: a head moved by 3-4
+degrees and mm, 1.5 and 3 mm voxels, 2 % Rician noise, a bias field, motion ghosting, another
+axis order) and prints the change of prediction per change: predictions only, the real scans
+never train, calibrate or select anything (``--skip-sim`` for only that part).
 """
 
 from __future__ import annotations

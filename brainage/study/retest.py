@@ -152,9 +152,12 @@ class RetestResult:
 
 def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescans_dir: Path, *,
                participants: Sequence[str], skull_stripped: bool, seed: int = 0,
-               n_boot: int = 2000, n_jobs: int = 1, cache: Any = None) -> RetestResult:
+               n_boot: int = 2000, n_jobs: int = 1, predict_jobs: int = 1,
+               cache: Any = None) -> RetestResult:
     """Rescan ``participants`` (:func:`brainage.data.simulate.ensure_rescans` into
-    ``rescans_dir``), predict every scan and measure the agreement."""
+    ``rescans_dir``, ``n_jobs`` processes), predict every scan (``predict_jobs`` preprocessing
+    processes: 1 is fastest for template-space scans, whose preprocessing is a resampling,
+    since a pool starts per batch) and measure the agreement."""
     from brainage.data.simulate import ensure_rescans
 
     start = time.perf_counter()
@@ -162,7 +165,8 @@ def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescan
                              seed=seed, n_jobs=n_jobs)
     simulated = time.perf_counter() - start
     predictions = retest_predictions(cohort, participants, rescans.root, models_dir,
-                                     skull_stripped=skull_stripped, cache=cache, n_jobs=n_jobs)
+                                     skull_stripped=skull_stripped, cache=cache,
+                                     n_jobs=predict_jobs)
     predicted = time.perf_counter() - start - simulated
     failed = predictions.loc[predictions["error"].fillna("") != "", "error"]
     for error in failed.unique():
