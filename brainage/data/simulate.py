@@ -111,7 +111,7 @@ import json
 import logging
 import multiprocessing as mp
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,7 @@ __all__ = [
     "model_summary",
     "read_truth",
     "simulate_cohort",
+    "REDRAW",
     "RESCAN_SESSIONS",
     "SimulatedRescans",
     "ensure_rescans",
@@ -1050,7 +1051,8 @@ def _mask_margin(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], cfg: Si
 def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
                        cfg: SimulationConfig, site_beta: np.ndarray,
                        seed: np.random.SeedSequence,
-                       scanner_seed: np.random.SeedSequence | None = None) -> np.ndarray:
+                       scanner_seed: np.random.SeedSequence | None = None,
+                       mask_seed: np.random.SeedSequence | None = None) -> np.ndarray:
     """One subject's T1 image on the full template grid (float32, stored intensity units).
 
     Parameters
@@ -1069,6 +1071,9 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
         A separate stream for the scanner's draws (bias variation, noise, mask-margin field):
         the same anatomy scanned again (:mod:`brainage.data.rescan`). None: they continue
         ``seed``'s stream (the cohort's own scans).
+    mask_seed : SeedSequence, optional
+        A separate stream for the brain-mask margin's variation alone. None: it continues the
+        scanner's stream.
     """
     rng = np.random.default_rng(seed)
     site = cfg.sites[int(row["site_index"])]
@@ -1081,7 +1086,8 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     values = _scanner(anat, values, site, site_beta, rng, row)
     outside = ndi.map_coordinates(anat.outside_mm, y_anat, order=1, mode="nearest",
                                   output=np.float32)
-    values = values * (outside < _mask_margin(anat, row, cfg, rng))
+    mask_rng = rng if mask_seed is None else np.random.default_rng(mask_seed)
+    values = values * (outside < _mask_margin(anat, row, cfg, mask_rng))
     box = np.zeros(anat.gm.size, dtype=np.float32)
     box[anat.support_flat] = values * np.float32(site.scale / site.wm)
     out = np.zeros(anat.shape, dtype=np.float32)
@@ -1568,6 +1574,10 @@ def load_config_file(path: str | Path) -> SimulationConfig:
 #: it at another site (a travelling subject: every scanner setting drawn anew around that
 #: site's, as for a new subject there).
 RESCAN_SESSIONS = ("repeat", "travel")
+#: What a ``repeat`` rescan draws anew (all by default): ``pose`` (rotation and residual
+#: scale), ``scanner`` (bias field, noise and the mask margin's variation), ``mask`` (the mask
+#: margin's variation alone). Fewer of them isolate what limits the repeatability.
+REDRAW = ("pose", "scanner", "mask")
 _POSE_COLUMNS = [f"{k}_{ax}" for k in ("head_scale",) for ax in "xyz"] + [
     f"rotation_{ax}_deg" for ax in "xyz"]
 _RESCAN_TAG = 0x5E55  # spawn-key prefix of the rescans' streams, apart from the cohort's
@@ -1643,7 +1653,7 @@ def _check_rescan_request(table: pd.DataFrame, participants: Any, sessions: Any,
 
 
 def _rescan_row(row: Mapping[str, Any], session: str, cfg: SimulationConfig,
-                rng: np.random.Generator) -> dict[str, Any]:
+                rng: np.random.Generator, redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
     """The subject's truth row with a rescan's draws: a new head pose (the rotation and the
     scale an affine registration leaves), and a new bias strength (``repeat``) or a new site
     with every scanner setting drawn around it (``travel``)."""
@@ -1653,12 +1663,14 @@ def _rescan_row(row: Mapping[str, Any], session: str, cfg: SimulationConfig,
     new["original_site"] = row["site"]
     scale = np.exp(rng.normal(0, an.registered_scale_sd, size=3))
     rot = rng.normal(0, an.rotation_sd_deg, size=3)
+    bias = cfg.sites[int(row["site_index"])].bias * rng.uniform(*sc.bias_range)
+    if session == "repeat" and "pose" not in redraw:
+        return new | ({"scan_bias": bias} if "scanner" in redraw else {})
     for i, ax in enumerate("xyz"):
         new[f"head_scale_{ax}"] = float(scale[i])
         new[f"rotation_{ax}_deg"] = float(rot[i])
     if session == "repeat":
-        new["scan_bias"] = cfg.sites[int(row["site_index"])].bias * rng.uniform(*sc.bias_range)
-        return new
+        return new | ({"scan_bias": bias} if "scanner" in redraw else {})
     others = [i for i in range(len(cfg.sites)) if i != int(row["site_index"])]
     weights = np.array([cfg.sites[i].weight for i in others])
     site_index = int(others[rng.choice(len(others), p=weights / weights.sum())])
@@ -1675,14 +1687,14 @@ def _rescan_seeds(seed: int, subject: int, session: str) -> list[np.random.SeedS
     return np.random.SeedSequence(seed, spawn_key=key).spawn(3)
 
 
-def _rescan_job(job: tuple[dict[str, Any], np.random.SeedSequence, np.random.SeedSequence,
-                           np.random.SeedSequence]) -> dict[str, Any]:
-    """Synthesise and write one rescan: the subject's anatomy stream, a new scanner stream."""
-    row, image_seed, scanner_seed, pose_seed = job
+def _rescan_job(job: tuple[Any, ...]) -> dict[str, Any]:
+    """Synthesise and write one rescan: the subject's anatomy stream, a new scanner stream
+    (or the original's, with a new mask stream, or none new: see :data:`REDRAW`)."""
+    row, image_seed, scanner_seed, pose_seed, mask_seed = job
     anat, cfg, root = _STATE["anat"], _STATE["cfg"], _STATE["root"]
     site_index = int(row["site_index"])
     volume = synthesise_subject(anat, row, cfg, _STATE["site_betas"][site_index], image_seed,
-                                scanner_seed=scanner_seed)
+                                scanner_seed=scanner_seed, mask_seed=mask_seed)
     sub, ses = row["participant_id"], f"ses-{row['session']}"
     out = root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1697,11 +1709,13 @@ def _rescan_job(job: tuple[dict[str, Any], np.random.SeedSequence, np.random.See
 
 
 def _rescan_settings(cohort_root: Path, meta: Mapping[str, Any], participants: list[str],
-                     sessions: list[str], seed: int) -> dict[str, Any]:
+                     sessions: list[str], seed: int,
+                     redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
     from brainage._utils.constants import VERSION
 
     cohort_meta = cohort_root / "derivatives" / "ground_truth" / "simulation.json"
     return {"version": VERSION, "seed": seed, "sessions": sessions,
+            "repeat_redraws": [r for r in REDRAW if r in redraw],
             "participants": participants, "cohort": str(cohort_root.resolve()),
             "cohort_seed": meta["seed"],
             "cohort_simulation_sha256": _sha256(cohort_meta)}
@@ -1715,7 +1729,8 @@ def _sha256(path: Path) -> str:
 
 def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
                      participants: Any, sessions: Any = RESCAN_SESSIONS, seed: int = 0,
-                     n_jobs: int = 1, overwrite: bool = False) -> SimulatedRescans:
+                     n_jobs: int = 1, overwrite: bool = False,
+                     redraw: Sequence[str] = REDRAW) -> SimulatedRescans:
     """Scan simulated subjects again: same anatomy, ages and disease, new scanner draws.
 
     Each rescan keeps the subject's truth row (anatomy, biological age, disease, head size,
@@ -1743,6 +1758,9 @@ def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
         Worker processes.
     overwrite : bool, default=False
         Replace an existing rescans dataset in ``out_dir``.
+    redraw : sequence of str, default=("pose", "scanner", "mask")
+        What a ``repeat`` rescan draws anew (:data:`REDRAW`); fewer isolate one source of
+        disagreement (a ``travel`` rescan draws everything).
 
     Returns
     -------
@@ -1772,6 +1790,8 @@ def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
     table, cfg, meta = _cohort_table(cohort_root)
     participants, sessions = _check_rescan_request(table, participants, sessions, cfg,
                                                    cohort_root)
+    if isinstance(redraw, str) or not set(redraw) <= set(REDRAW):
+        raise SimulationConfigError(f"redraw must be a sequence of {REDRAW}, got {redraw!r}")
     root = _prepare_root(out_dir, overwrite)
     anat = _anatomy.build_anatomy(float(meta["resolution_mm"]))
     table = add_doses(table, cfg, anat)
@@ -1782,12 +1802,18 @@ def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
     jobs, rows = [], []
     for pid in participants:
         i = position[pid]
-        image_seed = subject_seeds[i].spawn(2)[0]
+        image_seed, original_pose = subject_seeds[i].spawn(2)
         for session in sessions:
             draws, scanner_seed, pose_seed = _rescan_seeds(int(seed), i, session)
             row = _rescan_row(table.iloc[i].to_dict(), session, cfg,
-                              np.random.default_rng(draws))
-            jobs.append((row, image_seed, scanner_seed, pose_seed))
+                              np.random.default_rng(draws), redraw)
+            mask_seed = None
+            if session == "repeat":
+                pose_seed = pose_seed if "pose" in redraw else original_pose
+                if "scanner" not in redraw:
+                    mask_seed = scanner_seed.spawn(1)[0] if "mask" in redraw else None
+                    scanner_seed = None
+            jobs.append((row, image_seed, scanner_seed, pose_seed, mask_seed))
             rows.append(row)
     logger.info("simulating %d rescans of %d subjects into %s", len(jobs), len(participants),
                 root)
@@ -1795,7 +1821,7 @@ def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
     truth = pd.DataFrame(rows)
     truth = truth[_RESCAN_FIRST + [c for c in truth.columns if c not in _RESCAN_FIRST]]
     _write_rescan_dataset(root, truth, _rescan_settings(cohort_root, meta, participants,
-                                                        sessions, int(seed)))
+                                                        sessions, int(seed), redraw))
     return SimulatedRescans(root, pd.read_csv(
         root / "derivatives" / "ground_truth" / "rescans_truth.tsv", sep="\t", na_values="n/a"))
 
@@ -1824,8 +1850,8 @@ def _write_rescan_dataset(root: Path, truth: pd.DataFrame, settings: dict[str, A
 
 
 def ensure_rescans(cohort_root: str | Path, out_dir: str | Path, *, participants: Any,
-                   sessions: Any = RESCAN_SESSIONS, seed: int = 0,
-                   n_jobs: int = 1) -> SimulatedRescans:
+                   sessions: Any = RESCAN_SESSIONS, seed: int = 0, n_jobs: int = 1,
+                   redraw: Sequence[str] = REDRAW) -> SimulatedRescans:
     """Reuse the rescans in ``out_dir`` if they were made with these settings from this
     cohort (same ``simulation.json``), else simulate them (:func:`simulate_rescans`)."""
     root = Path(out_dir)
@@ -1836,7 +1862,7 @@ def ensure_rescans(cohort_root: str | Path, out_dir: str | Path, *, participants
             _, _, meta = _cohort_table(Path(cohort_root))
             wanted = _rescan_settings(Path(cohort_root), meta, list(dict.fromkeys(participants)),
                                       [sessions] if isinstance(sessions, str)
-                                      else list(dict.fromkeys(sessions)), int(seed))
+                                      else list(dict.fromkeys(sessions)), int(seed), redraw)
         except (json.JSONDecodeError, FileNotFoundError, SimulationConfigError):
             old, wanted = None, {}
         if old == wanted:
@@ -1845,4 +1871,4 @@ def ensure_rescans(cohort_root: str | Path, out_dir: str | Path, *, participants
                 root / "derivatives" / "ground_truth" / "rescans_truth.tsv", sep="\t",
                 na_values="n/a"))
     return simulate_rescans(cohort_root, out_dir, participants=participants, sessions=sessions,
-                            seed=seed, n_jobs=n_jobs, overwrite=True)
+                            seed=seed, n_jobs=n_jobs, overwrite=True, redraw=redraw)

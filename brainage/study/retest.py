@@ -153,16 +153,18 @@ class RetestResult:
 def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescans_dir: Path, *,
                participants: Sequence[str], skull_stripped: bool, seed: int = 0,
                n_boot: int = 2000, n_jobs: int = 1, predict_jobs: int = 1,
-               cache: Any = None) -> RetestResult:
+               cache: Any = None, sessions: Sequence[str] = ("repeat", "travel"),
+               redraw: Sequence[str] = ("pose", "scanner", "mask")) -> RetestResult:
     """Rescan ``participants`` (:func:`brainage.data.simulate.ensure_rescans` into
     ``rescans_dir``, ``n_jobs`` processes), predict every scan (``predict_jobs`` preprocessing
     processes: 1 is fastest for template-space scans, whose preprocessing is a resampling,
-    since a pool starts per batch) and measure the agreement."""
+    since a pool starts per batch) and measure the agreement. ``sessions`` and ``redraw``:
+    as for :func:`brainage.data.simulate.simulate_rescans`."""
     from brainage.data.simulate import ensure_rescans
 
     start = time.perf_counter()
     rescans = ensure_rescans(cohort_root, rescans_dir, participants=list(participants),
-                             seed=seed, n_jobs=n_jobs)
+                             seed=seed, n_jobs=n_jobs, sessions=list(sessions), redraw=redraw)
     simulated = time.perf_counter() - start
     predictions = retest_predictions(cohort, participants, rescans.root, models_dir,
                                      skull_stripped=skull_stripped, cache=cache,
@@ -171,7 +173,9 @@ def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescan
     failed = predictions.loc[predictions["error"].fillna("") != "", "error"]
     for error in failed.unique():
         logger.warning("rescan prediction failed: %s", error)
-    pairs = reliability.pair_sessions(predictions, comparisons=COMPARISONS, measures=MEASURES)
+    pairs = reliability.pair_sessions(
+        predictions, comparisons={k: v for k, v in COMPARISONS.items()
+                                  if v.removeprefix("ses-") in sessions}, measures=MEASURES)
     group = predictions.drop_duplicates("participant_id").set_index("participant_id")["group"]
     pairs["group"] = group.loc[pairs["participant_id"]].to_numpy()
     table = pd.concat([
@@ -181,7 +185,8 @@ def run_retest(cohort: pd.DataFrame, cohort_root: Path, models_dir: Path, rescan
         ignore_index=True)
     return RetestResult(predictions, pairs, table, sem_comparison(pairs, n_boot=n_boot,
                                                                   seed=seed),
-                        site_offsets(predictions, rescans.truth),
+                        site_offsets(predictions, rescans.truth) if "travel" in sessions
+                        else pd.DataFrame(),
                         {"simulate_rescans": simulated, "predict": predicted})
 
 

@@ -228,3 +228,26 @@ def test_cli_writes_rescans(cohort, tmp_path):
     truth = pd.read_csv(tmp_path / "cli" / "derivatives" / "ground_truth" / "rescans_truth.tsv",
                         sep="\t")
     assert truth[["participant_id", "session"]].values.tolist() == [["sub-0003", "travel"]]
+
+
+def test_redraw_nothing_reproduces_the_scan_and_each_part_changes_only_itself(cohort, tmp_path):
+    """With nothing redrawn a repeat is the original scan, byte for byte in its voxels; with
+    only the mask margin's variation redrawn, the voxels inside both masks are unchanged."""
+    original = _image(cohort, "sub-0004")
+    kept = sim.simulate_rescans(cohort, tmp_path / "none", participants=["sub-0004"],
+                                sessions="repeat", redraw=())
+    np.testing.assert_array_equal(_image(kept.root, "sub-0004", "repeat"), original)
+    mask = sim.simulate_rescans(cohort, tmp_path / "mask", participants=["sub-0004"],
+                                sessions="repeat", redraw=("mask",))
+    again = _image(mask.root, "sub-0004", "repeat")
+    both = (again > 0) & (original > 0)
+    np.testing.assert_array_equal(again[both], original[both])
+    assert ((again > 0) != (original > 0)).sum() > 0  # another outline
+    pose = sim.simulate_rescans(cohort, tmp_path / "pose", participants=["sub-0004"],
+                                sessions="repeat", redraw=("pose",))
+    moved = _image(pose.root, "sub-0004", "repeat")
+    both = (moved > 0) & (original > 0)
+    assert (moved[both] != original[both]).mean() > 0.5
+    with pytest.raises(sim.SimulationConfigError, match="redraw"):
+        sim.simulate_rescans(cohort, tmp_path / "bad", participants=["sub-0004"],
+                             redraw=("noise",))
