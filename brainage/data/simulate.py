@@ -1839,10 +1839,10 @@ def _write_rescan_dataset(root: Path, truth: pd.DataFrame, settings: dict[str, A
     _write_json(root / "dataset_description.json", {
         "Name": "brainage simulated rescans", "BIDSVersion": "1.9.0", "DatasetType": "raw",
         "License": "CC0",
-        "GeneratedBy": [{"Name": "brainage.data.simulate.simulate_rescans",
-                         "Version": settings["version"],
-                         "Description": f"seed {settings['seed']}; rescans of the cohort "
-                                        f"simulated with seed {settings['cohort_seed']}"}]})
+        "GeneratedBy": [{"Name": "brainage.data.simulate", "Version": settings["version"],
+                         "Description": f"simulate_rescans, seed {settings['seed']}; rescans of "
+                                        f"the cohort simulated with seed "
+                                        f"{settings['cohort_seed']}"}]})
     gt = root / "derivatives" / "ground_truth"
     gt.mkdir(parents=True, exist_ok=True)
     _write_tsv(gt / "rescans_truth.tsv", truth)

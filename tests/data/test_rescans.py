@@ -141,6 +141,11 @@ def test_rescans_are_a_bids_dataset_with_ages(rescans):
     sessions = pd.read_csv(out / "sub-0002" / "sub-0002_sessions.tsv", sep="\t")
     assert list(sessions["session_id"]) == ["ses-repeat", "ses-travel"]
     assert (out / "dataset_description.json").is_file()
+    # the model's domain check knows them as simulated scans (no real-scan warning)
+    from brainage.study.trust import is_simulated_scan
+
+    assert is_simulated_scan(out / "sub-0002" / "ses-repeat" / "anat" /
+                             "sub-0002_ses-repeat_T1w.nii.gz")
 
 
 def test_ensure_rescans_reuses_same_settings_and_redoes_others(cohort, tmp_path):
