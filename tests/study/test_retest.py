@@ -192,3 +192,16 @@ def test_perturbation_table_from_predictions():
     assert t.loc[("voxel_3mm", "corrected_gap"), "max_abs_change"] == pytest.approx(2.0)
     assert t.loc[("voxel_3mm", "predicted"), "sd_change"] == pytest.approx(0.0, abs=1e-9)
     assert t.loc[("moved_3deg_4mm", "predicted"), "icc3"] == pytest.approx(1.0)
+
+
+def test_domain_summary_prints_the_recorded_retest_sd():
+    from brainage.study.trust import domain_summary
+
+    card = {"preprocess": {"space": MNI, "grid_mm": 4.0}, "grid": {"shape": [7, 8, 9]}}
+    assert "test-retest" not in domain_summary(card)
+    card["retest"] = {"rnc": {"corrected_gap": {"sd_years": 2.91, "sdc_years": 8.07, "n": 50},
+                              "predicted": {"sd_years": 2.64, "sdc_years": 7.32, "n": 50}}}
+    text = domain_summary(card)
+    assert ("rnc: test-retest SD of the corrected gap 2.9 y (two scans of one person differ "
+            "really beyond 8.1 y)") in text
+    assert "2.6" not in text  # the predicted age's SD is in the card, the gap's is printed
