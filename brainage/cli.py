@@ -123,6 +123,14 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of SimulationConfig settings")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--rescans-of", type=Path, default=None, metavar="COHORT",
+                        help="instead of a cohort, write rescans of subjects of this simulated "
+                             "cohort into out_dir (same anatomy and ages, new scanner draws)")
+    parser.add_argument("--participants", default=None,
+                        help="with --rescans-of: comma-separated participant ids (default all)")
+    parser.add_argument("--sessions", default="repeat,travel",
+                        help="with --rescans-of: 'repeat' (same site), 'travel' (another "
+                             "site) or both, comma-separated (repeat,travel)")
     parser.set_defaults(func=_run_simulate)
 
 
@@ -131,6 +139,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
     from brainage.data.simulate import SimulationConfig, load_config_file, simulate_cohort
 
+    if args.rescans_of is not None:
+        return _run_rescans(args)
     cfg = load_config_file(args.config) if args.config else SimulationConfig()
     if args.native:
         cfg = dataclasses.replace(cfg, native_space=True)
@@ -139,6 +149,23 @@ def _run_simulate(args: argparse.Namespace) -> int:
                              config=cfg, n_jobs=args.jobs, overwrite=args.overwrite)
     logging.getLogger(__name__).info("wrote %d subjects to %s", len(cohort.participants),
                                      cohort.root)
+    return 0
+
+
+def _run_rescans(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from brainage.data.simulate import simulate_rescans
+
+    if args.participants:
+        participants = [p.strip() for p in args.participants.split(",") if p.strip()]
+    else:
+        participants = pd.read_csv(args.rescans_of / "participants.tsv", sep="\t",
+                                   usecols=["participant_id"])["participant_id"].tolist()
+    rescans = simulate_rescans(args.rescans_of, args.out_dir, participants=participants,
+                               sessions=[s.strip() for s in args.sessions.split(",")],
+                               seed=args.seed, n_jobs=args.jobs, overwrite=args.overwrite)
+    logging.getLogger(__name__).info("wrote %d rescans to %s", len(rescans.truth), rescans.root)
     return 0
 
 
@@ -266,7 +293,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                "0 means an older-looking brain at that level); ood_score (distance of the scan's "
                "features to the training scans', 1 = the threshold), ood (score above 1: unlike "
                "the training scans, do not trust the age), outside_age_range (the age, or the "
-               "predicted age when unknown, lies outside the training ages); bias_correction, "
+               "predicted age when unknown, lies outside the training ages); retest_sd (the "
+               "test-retest SD of the corrected gap the study measured: two scans of one person "
+               "differ by more than 2.77 x it only by a real change); bias_correction, "
                "alignment (registration QC), saliency, error. The model's training domain is "
                "printed first; a model trained on simulated data warns when it meets real "
                "scans.")

@@ -1,5 +1,5 @@
-"""Analysis: metrics, evaluation, clinical statistics, uncertainty, site calibration, shift tests
-and benchmark scores of predictions.
+"""Analysis: metrics, evaluation, clinical statistics, uncertainty, site calibration, shift tests,
+reliability and benchmark scores of predictions.
 
 Imports only :mod:`brainage._utils` of brainage: it works on tables and arrays, not files of
 a run or models.
@@ -62,6 +62,13 @@ _EXPORTS = {
     "interval_coverage": "uncertainty",
     "min_calibration_size": "uncertainty",
     "quantile_edges": "uncertainty",
+    "RELIABILITY_COLUMNS": "reliability",
+    "agreement": "reliability",
+    "icc": "reliability",
+    "pair_sessions": "reliability",
+    "paired_sem_difference": "reliability",
+    "reliability_table": "reliability",
+    "sdc_from_sem": "reliability",
     "BatchShift": "shift",
     "GapTest": "shift",
     "batch_shift": "shift",
@@ -78,7 +85,8 @@ _EXPORTS = {
     "training_line": "site_calibration",
 }
 _MODULES = (
-    "benchmark", "clinical", "evaluation", "metrics", "shift", "site_calibration", "uncertainty",
+    "benchmark", "clinical", "evaluation", "metrics", "reliability", "shift", "site_calibration",
+    "uncertainty",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

@@ -111,7 +111,7 @@ import json
 import logging
 import multiprocessing as mp
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,11 @@ __all__ = [
     "model_summary",
     "read_truth",
     "simulate_cohort",
+    "REDRAW",
+    "RESCAN_SESSIONS",
+    "SimulatedRescans",
+    "ensure_rescans",
+    "simulate_rescans",
 ]
 
 SPACE = "MNI152NLin2009cSym"
@@ -1045,7 +1050,9 @@ def _mask_margin(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any], cfg: Si
 
 def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
                        cfg: SimulationConfig, site_beta: np.ndarray,
-                       seed: np.random.SeedSequence) -> np.ndarray:
+                       seed: np.random.SeedSequence,
+                       scanner_seed: np.random.SeedSequence | None = None,
+                       mask_seed: np.random.SeedSequence | None = None) -> np.ndarray:
     """One subject's T1 image on the full template grid (float32, stored intensity units).
 
     Parameters
@@ -1060,6 +1067,13 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
         The site's bias-field pattern.
     seed : SeedSequence
         The subject's own random stream (deformation, WMH patches, bias, noise).
+    scanner_seed : SeedSequence, optional
+        A separate stream for the scanner's draws (bias variation, noise, mask-margin field):
+        the same anatomy scanned again (:mod:`brainage.data.rescan`). None: they continue
+        ``seed``'s stream (the cohort's own scans).
+    mask_seed : SeedSequence, optional
+        A separate stream for the brain-mask margin's variation alone. None: it continues the
+        scanner's stream.
     """
     rng = np.random.default_rng(seed)
     site = cfg.sites[int(row["site_index"])]
@@ -1067,10 +1081,13 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     source = _source_image(anat, row, site, conversions, rng)
     y_anat, y = _warp_coordinates(anat, row, amplitudes, cfg.anatomy, rng)
     values = ndi.map_coordinates(source, y, order=1, mode="nearest", output=np.float32)
+    if scanner_seed is not None:  # anatomy drawn above from ``seed``, the scanner anew
+        rng = np.random.default_rng(scanner_seed)
     values = _scanner(anat, values, site, site_beta, rng, row)
     outside = ndi.map_coordinates(anat.outside_mm, y_anat, order=1, mode="nearest",
                                   output=np.float32)
-    values = values * (outside < _mask_margin(anat, row, cfg, rng))
+    mask_rng = rng if mask_seed is None else np.random.default_rng(mask_seed)
+    values = values * (outside < _mask_margin(anat, row, cfg, mask_rng))
     box = np.zeros(anat.gm.size, dtype=np.float32)
     box[anat.support_flat] = values * np.float32(site.scale / site.wm)
     out = np.zeros(anat.shape, dtype=np.float32)
@@ -1151,17 +1168,20 @@ def _subject_job(job: tuple[dict[str, Any], np.random.SeedSequence]) -> dict[str
     return info
 
 
-def _run_jobs(jobs: list, n_jobs: int, init_args: tuple) -> list[dict[str, Any]]:
-    """Run subject jobs in order, on ``n_jobs`` processes (results do not depend on it)."""
+def _run_jobs(jobs: list, n_jobs: int, init_args: tuple,
+              worker: Any = None) -> list[dict[str, Any]]:
+    """Run subject jobs in order, on ``n_jobs`` processes (results do not depend on it);
+    ``worker`` is :func:`_subject_job` (default) or :func:`_rescan_job`."""
     from tqdm.auto import tqdm
 
+    worker = _subject_job if worker is None else worker
     if n_jobs == 1:
         _init_worker(*init_args)
-        return [_subject_job(j) for j in tqdm(jobs, desc="subjects", disable=None)]
+        return [worker(j) for j in tqdm(jobs, desc="subjects", disable=None)]
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with cf.ProcessPoolExecutor(n_jobs, mp_context=mp.get_context(method),
                                 initializer=_init_worker, initargs=init_args) as pool:
-        return list(tqdm(pool.map(_subject_job, jobs, chunksize=4), total=len(jobs),
+        return list(tqdm(pool.map(worker, jobs, chunksize=4), total=len(jobs),
                          desc="subjects", disable=None))
 
 
@@ -1545,3 +1565,310 @@ def load_config_file(path: str | Path) -> SimulationConfig:
         return config_from_dict(data)
     except (SimulationConfigError, TypeError) as err:
         raise type(err)(f"{path}: {err}") from err
+
+
+# ----------------------------------------------------------------------------- rescans
+#: Rescan sessions: ``repeat`` scans the subject again at its own site (a repeat session:
+#: new head pose, bias field, noise and brain-mask variation; the site's protocol and the
+#: subject's contrast, noise level, blur, texture and mean mask margin kept); ``travel`` scans
+#: it at another site (a travelling subject: every scanner setting drawn anew around that
+#: site's, as for a new subject there).
+RESCAN_SESSIONS = ("repeat", "travel")
+#: What a ``repeat`` rescan draws anew (all by default): ``pose`` (rotation and residual
+#: scale), ``scanner`` (bias field, noise and the mask margin's variation), ``mask`` (the mask
+#: margin's variation alone). Fewer of them isolate what limits the repeatability.
+REDRAW = ("pose", "scanner", "mask")
+_POSE_COLUMNS = [f"{k}_{ax}" for k in ("head_scale",) for ax in "xyz"] + [
+    f"rotation_{ax}_deg" for ax in "xyz"]
+_RESCAN_TAG = 0x5E55  # spawn-key prefix of the rescans' streams, apart from the cohort's
+RESCAN_FILE = "rescans.json"
+_RESCAN_FIRST = ["participant_id", "session", "group", "age", "biological_age",
+                 "realised_biological_age", "site", "original_site"]
+
+
+@dataclass(frozen=True)
+class SimulatedRescans:
+    """What :func:`simulate_rescans` wrote.
+
+    Parameters
+    ----------
+    root : Path
+        The rescans' BIDS dataset (``sub-X/ses-<session>/anat/sub-X_ses-<session>_T1w.nii.gz``).
+    truth : DataFrame
+        ``derivatives/ground_truth/rescans_truth.tsv``: one row per rescan, the subject's
+        truth row with the rescan's own site, pose and scanner columns.
+    """
+
+    root: Path
+    truth: pd.DataFrame
+
+
+def _cohort_table(cohort_root: Path) -> tuple[pd.DataFrame, SimulationConfig, dict[str, Any]]:
+    """The cohort's table as :func:`simulate_cohort` drew it (exact floats, not the TSV's
+    rounded ones), redrawn from ``simulation.json``'s seed, counts and configuration and
+    checked against ``participants_truth.tsv``."""
+    meta = read_truth(cohort_root)
+    cfg = config_from_dict(meta["config"])
+    counts = meta["counts"]
+    cohort_seed = np.random.SeedSequence(int(meta["seed"])).spawn(3)[0]
+    table = draw_cohort(int(counts["HC"]), int(counts["AD"]), int(counts["PD"]), cfg,
+                        np.random.default_rng(cohort_seed))
+    written = pd.read_csv(cohort_root / "derivatives" / "ground_truth" / "participants_truth.tsv",
+                          sep="\t", na_values="n/a")
+    same = (len(written) == len(table)
+            and (written["participant_id"].to_numpy() == table["participant_id"].to_numpy()).all()
+            and np.allclose(written["biological_age"], table["biological_age"], atol=1e-3))
+    if not same:
+        raise SimulationConfigError(
+            f"{cohort_root}: participants_truth.tsv does not match the cohort its "
+            "simulation.json describes (edited, or simulated by another version); simulate the "
+            "cohort again before its rescans")
+    return table, cfg, meta
+
+
+def _check_rescan_request(table: pd.DataFrame, participants: Any, sessions: Any,
+                          cfg: SimulationConfig, cohort_root: Path) -> tuple[list[str], list[str]]:
+    if isinstance(participants, str) or not all(isinstance(p, str) for p in participants):
+        raise TypeError(f"participants must be a sequence of participant ids (str), got "
+                        f"{participants!r}")
+    participants = list(dict.fromkeys(participants))
+    known = table["participant_id"].tolist()
+    unknown = [p for p in participants if p not in set(known)]
+    if unknown or not participants:
+        raise SimulationConfigError(
+            f"participants must be ids of the cohort in {cohort_root}, got "
+            f"{unknown or participants!r}{closest_hint(unknown[0], known) if unknown else ''}")
+    if isinstance(sessions, str):
+        sessions = [sessions]
+    sessions = list(dict.fromkeys(sessions))
+    for name in sessions:
+        if name not in RESCAN_SESSIONS:
+            raise SimulationConfigError(f"rescan session must be one of {RESCAN_SESSIONS}, got "
+                                        f"{name!r}{closest_hint(str(name), RESCAN_SESSIONS)}")
+    _check(len(sessions) > 0, "sessions", f"one or more of {RESCAN_SESSIONS}", sessions)
+    if "travel" in sessions and len(cfg.sites) < 2:
+        raise SimulationConfigError(f"{cohort_root}: a 'travel' rescan needs another site; "
+                                    "the cohort was simulated with one")
+    return participants, sessions
+
+
+def _rescan_row(row: Mapping[str, Any], session: str, cfg: SimulationConfig,
+                rng: np.random.Generator, redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
+    """The subject's truth row with a rescan's draws: a new head pose (the rotation and the
+    scale an affine registration leaves), and a new bias strength (``repeat``) or a new site
+    with every scanner setting drawn around it (``travel``)."""
+    an, sc = cfg.anatomy, cfg.scanner
+    new = dict(row)
+    new["session"] = session
+    new["original_site"] = row["site"]
+    scale = np.exp(rng.normal(0, an.registered_scale_sd, size=3))
+    rot = rng.normal(0, an.rotation_sd_deg, size=3)
+    bias = cfg.sites[int(row["site_index"])].bias * rng.uniform(*sc.bias_range)
+    if session == "repeat" and "pose" not in redraw:
+        return new | ({"scan_bias": bias} if "scanner" in redraw else {})
+    for i, ax in enumerate("xyz"):
+        new[f"head_scale_{ax}"] = float(scale[i])
+        new[f"rotation_{ax}_deg"] = float(rot[i])
+    if session == "repeat":
+        return new | ({"scan_bias": bias} if "scanner" in redraw else {})
+    others = [i for i in range(len(cfg.sites)) if i != int(row["site_index"])]
+    weights = np.array([cfg.sites[i].weight for i in others])
+    site_index = int(others[rng.choice(len(others), p=weights / weights.sum())])
+    drawn = _draw_scanner(pd.DataFrame({"site_index": [site_index]}), cfg, rng)
+    new.update({k: float(v) for k, v in drawn.iloc[0].items() if k.startswith("scan_")})
+    new["site_index"], new["site"] = site_index, cfg.sites[site_index].name
+    return new
+
+
+def _rescan_seeds(seed: int, subject: int, session: str) -> list[np.random.SeedSequence]:
+    """Row draws, scanner and native-pose streams of one rescan: fixed by the seed, the
+    subject's position in the cohort and the session, whichever other rescans are made."""
+    key = (_RESCAN_TAG, subject, RESCAN_SESSIONS.index(session))
+    return np.random.SeedSequence(seed, spawn_key=key).spawn(3)
+
+
+def _rescan_job(job: tuple[Any, ...]) -> dict[str, Any]:
+    """Synthesise and write one rescan: the subject's anatomy stream, a new scanner stream
+    (or the original's, with a new mask stream, or none new: see :data:`REDRAW`)."""
+    row, image_seed, scanner_seed, pose_seed, mask_seed = job
+    anat, cfg, root = _STATE["anat"], _STATE["cfg"], _STATE["root"]
+    site_index = int(row["site_index"])
+    volume = synthesise_subject(anat, row, cfg, _STATE["site_betas"][site_index], image_seed,
+                                scanner_seed=scanner_seed, mask_seed=mask_seed)
+    sub, ses = row["participant_id"], f"ses-{row['session']}"
+    out = root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.native_space:
+        volume, affine, _ = _native_resample(volume, anat, cfg.sites[site_index], cfg,
+                                             np.random.default_rng(pose_seed),
+                                             float(row.get("head_scale", 1.0)))
+        out.write_bytes(nifti_bytes(np.round(volume), affine, np.int16, code=1))
+    else:
+        out.write_bytes(nifti_bytes(np.round(volume), anat.affine, np.int16, code=4))
+    return {"participant_id": sub, "session": row["session"]}
+
+
+def _rescan_settings(cohort_root: Path, meta: Mapping[str, Any], participants: list[str],
+                     sessions: list[str], seed: int,
+                     redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
+    from brainage._utils.constants import VERSION
+
+    cohort_meta = cohort_root / "derivatives" / "ground_truth" / "simulation.json"
+    return {"version": VERSION, "seed": seed, "sessions": sessions,
+            "repeat_redraws": [r for r in REDRAW if r in redraw],
+            "participants": participants, "cohort": str(cohort_root.resolve()),
+            "cohort_seed": meta["seed"],
+            "cohort_simulation_sha256": _sha256(cohort_meta)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
+                     participants: Any, sessions: Any = RESCAN_SESSIONS, seed: int = 0,
+                     n_jobs: int = 1, overwrite: bool = False,
+                     redraw: Sequence[str] = REDRAW) -> SimulatedRescans:
+    """Scan simulated subjects again: same anatomy, ages and disease, new scanner draws.
+
+    Each rescan keeps the subject's truth row (anatomy, biological age, disease, head size,
+    own ventricle size, random displacement and WMH patches: the cohort's own random stream
+    for them) and draws anew what a new session changes (see :data:`RESCAN_SESSIONS`): the
+    head pose, the bias field, the noise and the brain-mask margin's variation, and for a
+    ``travel`` rescan the site with every scanner setting of the subject. The cohort's files
+    are only read; the rescans go to their own BIDS dataset ``out_dir``.
+
+    Parameters
+    ----------
+    cohort_root : str or Path
+        A cohort written by :func:`simulate_cohort`.
+    out_dir : str or Path
+        The rescans' BIDS folder (created; must be empty unless ``overwrite``; never the
+        cohort's folder or inside it).
+    participants : sequence of str
+        Participant ids of the cohort to rescan.
+    sessions : str or sequence of str, default=("repeat", "travel")
+        Which rescans each participant gets.
+    seed : int, default=0
+        Seed of the rescans' draws: the same seed gives byte-identical rescans, whatever
+        ``n_jobs`` or which other participants are rescanned.
+    n_jobs : int, default=1
+        Worker processes.
+    overwrite : bool, default=False
+        Replace an existing rescans dataset in ``out_dir``.
+    redraw : sequence of str, default=("pose", "scanner", "mask")
+        What a ``repeat`` rescan draws anew (:data:`REDRAW`); fewer isolate one source of
+        disagreement (a ``travel`` rescan draws everything).
+
+    Returns
+    -------
+    SimulatedRescans
+
+    Raises
+    ------
+    SimulationConfigError
+        An unknown participant or session, a ``travel`` rescan of a one-site cohort, an
+        ``out_dir`` inside the cohort, or a cohort whose truth table its settings do not give.
+
+    References
+    ----------
+    .. [1] Dörfel R.P. et al. (2023). Prediction of brain age using structural magnetic
+       resonance imaging: a comparison of accuracy and test-retest reliability of publicly
+       available software packages. Hum Brain Mapp 44(17), 6139-6148.
+    """
+    cohort_root = Path(cohort_root)
+    _check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+           "seed", "an int >= 0", seed)
+    _check(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
+    out = Path(out_dir).resolve()
+    if out == cohort_root.resolve() or cohort_root.resolve() in out.parents:
+        raise SimulationConfigError(f"out_dir {out_dir} is the cohort's folder or inside it: "
+                                    "rescans go to their own dataset, the cohort is never "
+                                    "written")
+    table, cfg, meta = _cohort_table(cohort_root)
+    participants, sessions = _check_rescan_request(table, participants, sessions, cfg,
+                                                   cohort_root)
+    if isinstance(redraw, str) or not set(redraw) <= set(REDRAW):
+        raise SimulationConfigError(f"redraw must be a sequence of {REDRAW}, got {redraw!r}")
+    root = _prepare_root(out_dir, overwrite)
+    anat = _anatomy.build_anatomy(float(meta["resolution_mm"]))
+    table = add_doses(table, cfg, anat)
+    _, site_seed, subject_root = np.random.SeedSequence(int(meta["seed"])).spawn(3)
+    site_betas = np.random.default_rng(site_seed).normal(size=(len(cfg.sites), 9))
+    subject_seeds = subject_root.spawn(len(table))
+    position = {pid: i for i, pid in enumerate(table["participant_id"])}
+    jobs, rows = [], []
+    for pid in participants:
+        i = position[pid]
+        image_seed, original_pose = subject_seeds[i].spawn(2)
+        for session in sessions:
+            draws, scanner_seed, pose_seed = _rescan_seeds(int(seed), i, session)
+            row = _rescan_row(table.iloc[i].to_dict(), session, cfg,
+                              np.random.default_rng(draws), redraw)
+            mask_seed = None
+            if session == "repeat":
+                pose_seed = pose_seed if "pose" in redraw else original_pose
+                if "scanner" not in redraw:
+                    mask_seed = scanner_seed.spawn(1)[0] if "mask" in redraw else None
+                    scanner_seed = None
+            jobs.append((row, image_seed, scanner_seed, pose_seed, mask_seed))
+            rows.append(row)
+    logger.info("simulating %d rescans of %d subjects into %s", len(jobs), len(participants),
+                root)
+    _run_jobs(jobs, n_jobs, (anat, cfg, root, site_betas), worker=_rescan_job)
+    truth = pd.DataFrame(rows)
+    truth = truth[_RESCAN_FIRST + [c for c in truth.columns if c not in _RESCAN_FIRST]]
+    _write_rescan_dataset(root, truth, _rescan_settings(cohort_root, meta, participants,
+                                                        sessions, int(seed), redraw))
+    return SimulatedRescans(root, pd.read_csv(
+        root / "derivatives" / "ground_truth" / "rescans_truth.tsv", sep="\t", na_values="n/a"))
+
+
+def _write_rescan_dataset(root: Path, truth: pd.DataFrame, settings: dict[str, Any]) -> None:
+    """participants.tsv (ages for prediction), sessions.tsv per subject (site of each
+    session), the truth table and the settings."""
+    people = truth.drop_duplicates("participant_id")[["participant_id", "age", "sex", "group"]]
+    _write_tsv(root / "participants.tsv", people)
+    _write_json(root / "participants.json", {k: _PARTICIPANTS_JSON[k]
+                                             for k in ("age", "sex", "group")})
+    for pid, rows in truth.groupby("participant_id", sort=False):
+        sessions = pd.DataFrame({"session_id": "ses-" + rows["session"], "site": rows["site"]})
+        _write_tsv(root / str(pid) / f"{pid}_sessions.tsv", sessions)
+    _write_json(root / "dataset_description.json", {
+        "Name": "brainage simulated rescans", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "License": "CC0",
+        "GeneratedBy": [{"Name": "brainage.data.simulate", "Version": settings["version"],
+                         "Description": f"simulate_rescans, seed {settings['seed']}; rescans of "
+                                        f"the cohort simulated with seed "
+                                        f"{settings['cohort_seed']}"}]})
+    gt = root / "derivatives" / "ground_truth"
+    gt.mkdir(parents=True, exist_ok=True)
+    _write_tsv(gt / "rescans_truth.tsv", truth)
+    _write_json(gt / RESCAN_FILE, settings)
+
+
+def ensure_rescans(cohort_root: str | Path, out_dir: str | Path, *, participants: Any,
+                   sessions: Any = RESCAN_SESSIONS, seed: int = 0, n_jobs: int = 1,
+                   redraw: Sequence[str] = REDRAW) -> SimulatedRescans:
+    """Reuse the rescans in ``out_dir`` if they were made with these settings from this
+    cohort (same ``simulation.json``), else simulate them (:func:`simulate_rescans`)."""
+    root = Path(out_dir)
+    path = root / "derivatives" / "ground_truth" / RESCAN_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            _, _, meta = _cohort_table(Path(cohort_root))
+            wanted = _rescan_settings(Path(cohort_root), meta, list(dict.fromkeys(participants)),
+                                      [sessions] if isinstance(sessions, str)
+                                      else list(dict.fromkeys(sessions)), int(seed), redraw)
+        except (json.JSONDecodeError, FileNotFoundError, SimulationConfigError):
+            old, wanted = None, {}
+        if old == wanted:
+            logger.info("reusing the simulated rescans in %s (same settings)", root)
+            return SimulatedRescans(root, pd.read_csv(
+                root / "derivatives" / "ground_truth" / "rescans_truth.tsv", sep="\t",
+                na_values="n/a"))
+    return simulate_rescans(cohort_root, out_dir, participants=participants, sessions=sessions,
+                            seed=seed, n_jobs=n_jobs, overwrite=True, redraw=redraw)

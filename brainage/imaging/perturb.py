@@ -8,7 +8,10 @@ Scans from other scanners differ from the IXI scans in exactly these
 ways (whole-head 2 mm scans of elderly subjects, world origin far from the brain, neck in the
 field of view, defeated the head-aware registration of preprocessing version 2); the tests
 (``tests/imaging``) and ``benchmarks/bench_preprocess.py --robustness`` build them from the
-scans of ``../shared/data/ixi10``.
+scans of ``../shared/data/ixi10``. The acquisition changes (:data:`ACQUISITION_CASES`: a head
+moved in the scanner, another voxel size, Rician noise, a bias field, motion ghosting, another
+axis order) are the test-retest variations of a real scan (``benchmarks/bench_retest.py
+--real``): predictions only, never training data.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-__all__ = ["ROBUSTNESS_CASES", "erode_brain", "pad_neck", "reorder_axes", "robustness_case",
-           "shift_origin"]
+__all__ = ["ACQUISITION_CASES", "ROBUSTNESS_CASES", "acquisition_case", "add_bias_field",
+           "add_rician_noise", "erode_brain", "motion_ghosting", "pad_neck", "reorder_axes",
+           "resample_voxels", "rigid_move", "robustness_case", "shift_origin"]
 
 
 def shift_origin(img: nib.Nifti1Image, shift_mm: tuple[float, float, float]) -> nib.Nifti1Image:
@@ -143,3 +147,198 @@ def erode_brain(volume: np.ndarray, voxels: int = 1) -> np.ndarray:
     out = np.zeros_like(volume)
     out[mask] = volume[mask] / volume[mask].mean()
     return out
+
+
+# --- acquisition changes (test-retest of real scans) ----------------------------------------
+def _check_img(img: nib.Nifti1Image, name: str = "img") -> np.ndarray:
+    data = np.asanyarray(img.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"{name} must be a 3D scan, got data of shape {data.shape}")
+    return np.asarray(data, dtype=np.float32)
+
+
+def _check_triple(value: tuple[float, float, float], name: str, high: float) -> np.ndarray:
+    out = np.asarray(value, dtype=float)
+    if out.shape != (3,) or not np.isfinite(out).all() or np.abs(out).max() > high:
+        raise ValueError(f"{name} must be three finite numbers of at most {high:g} in size, "
+                         f"got {value!r}")
+    return out
+
+
+def rigid_move(img: nib.Nifti1Image, rotation_deg: tuple[float, float, float],
+               shift_mm: tuple[float, float, float]) -> nib.Nifti1Image:
+    """The head moved in the scanner: the data resampled (trilinear) after a rigid move about
+    the field of view's centre, the header unchanged (unlike :func:`shift_origin`).
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    rotation_deg : tuple of float, length 3
+        Rotations about the world x, y and z axes (degrees, at most 45).
+    shift_mm : tuple of float, length 3
+        Translation in world mm (at most 100).
+    """
+    from scipy import ndimage as ndi
+    from scipy.spatial.transform import Rotation
+
+    data = _check_img(img)
+    rot = Rotation.from_euler("xyz", _check_triple(rotation_deg, "rotation_deg", 45.0),
+                              degrees=True).as_matrix()
+    shift = _check_triple(shift_mm, "shift_mm", 100.0)
+    centre = img.affine[:3, :3] @ ((np.asarray(data.shape) - 1) / 2) + img.affine[:3, 3]
+    move = np.eye(4)  # world -> world: x' = R (x - c) + c + t
+    move[:3, :3], move[:3, 3] = rot, centre + shift - rot @ centre
+    pull = np.linalg.inv(img.affine) @ np.linalg.inv(move) @ img.affine  # output -> input voxel
+    out = ndi.affine_transform(data, pull[:3, :3], pull[:3, 3], order=1, mode="constant")
+    return nib.Nifti1Image(out, img.affine)
+
+
+def resample_voxels(img: nib.Nifti1Image, voxel_mm: float) -> nib.Nifti1Image:
+    """The scan acquired at another isotropic voxel size: smoothed by the Gaussian that takes
+    its own voxel to ``voxel_mm`` (FWHM sqrt(new^2 - old^2) per axis) and resampled (nilearn),
+    its axes' directions kept.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    voxel_mm : float
+        The new voxel size in mm, in [0.5, 8].
+    """
+    from nilearn.image import resample_img, smooth_img
+
+    data = _check_img(img)
+    if not 0.5 <= float(voxel_mm) <= 8:
+        raise ValueError(f"voxel_mm must be in [0.5, 8] mm, got {voxel_mm!r}")
+    sizes = np.linalg.norm(img.affine[:3, :3], axis=0)
+    fwhm = np.sqrt(np.clip(float(voxel_mm) ** 2 - sizes**2, 0, None))
+    source = nib.Nifti1Image(data, img.affine)
+    if fwhm.max() > 0:
+        source = smooth_img(source, fwhm=np.where(fwhm > 0, fwhm, 1e-3))
+    affine = img.affine.copy()
+    affine[:3, :3] = img.affine[:3, :3] / sizes * float(voxel_mm)
+    shape = np.maximum(np.round(np.asarray(data.shape) * sizes / float(voxel_mm)), 1)
+    out = resample_img(source, target_affine=affine, target_shape=tuple(int(v) for v in shape),
+                       interpolation="continuous", force_resample=True, copy_header=True)
+    return nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), out.affine)
+
+
+def _scale(data: np.ndarray) -> float:
+    """The bright tissue's intensity: the 99th percentile of the non-zero voxels."""
+    inside = data[data > 0]
+    return float(np.percentile(inside, 99)) if inside.size else 0.0
+
+
+def add_rician_noise(img: nib.Nifti1Image, fraction: float, seed: int = 0) -> nib.Nifti1Image:
+    """Rician noise of SD ``fraction`` times the bright tissue's intensity (the 99th
+    percentile of the non-zero voxels): the magnitude of the signal plus complex Gaussian
+    noise, as a magnitude image has it.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    fraction : float
+        Noise SD relative to the bright tissue, in [0, 0.5].
+    seed : int, default=0
+    """
+    data = _check_img(img)
+    if not 0 <= float(fraction) <= 0.5:
+        raise ValueError(f"fraction must be in [0, 0.5], got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    sigma = np.float32(float(fraction) * _scale(data))
+    real = data + sigma * rng.standard_normal(data.shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(data.shape, dtype=np.float32)
+    return nib.Nifti1Image(np.sqrt(real**2 + imag**2), img.affine)
+
+
+def add_bias_field(img: nib.Nifti1Image, strength: float, seed: int = 0) -> nib.Nifti1Image:
+    """A smooth multiplicative bias field: ``exp`` of a random second-order polynomial of the
+    voxel position (coordinates scaled to [-1, 1]) whose log has SD about ``strength`` over the
+    field of view.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    strength : float
+        SD of the log field, in [0, 1] (0.1: about ±10 % of intensity).
+    seed : int, default=0
+    """
+    data = _check_img(img)
+    if not 0 <= float(strength) <= 1:
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in data.shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    basis = np.stack([x, y, z, x * y, x * z, y * z, x * x - 1 / 3, y * y - 1 / 3,
+                      z * z - 1 / 3])  # (9, X, Y, Z)
+    coef = np.random.default_rng(seed).standard_normal(9).astype(np.float32)
+    field = np.tensordot(coef, basis, axes=1)
+    sd = float(field.std())
+    field = field * np.float32(float(strength) / sd) if sd > 0 else field * 0
+    return nib.Nifti1Image(data * np.exp(field), img.affine)
+
+
+def motion_ghosting(img: nib.Nifti1Image, intensity: float = 0.5, n_ghosts: int = 4,
+                    axis: int = 1) -> nib.Nifti1Image:
+    """Ghosts of periodic motion along the phase-encoding axis: every ``n_ghosts``-th line of
+    k-space along ``axis`` scaled by ``1 - intensity`` (the k-space model of TorchIO's
+    ``RandomGhosting``; TorchIO is not a dependency, and MONAI has no ghosting transform).
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D scan.
+    intensity : float, default=0.5
+        In [0, 1]: 0 leaves the scan, 1 removes those lines.
+    n_ghosts : int, default=4
+        Spacing of the modulated lines (the ghosts' number), at least 2.
+    axis : int, default=1
+        The phase-encoding voxel axis.
+    """
+    data = _check_img(img)
+    if not 0 <= float(intensity) <= 1:
+        raise ValueError(f"intensity must be in [0, 1], got {intensity!r}")
+    if isinstance(n_ghosts, bool) or int(n_ghosts) != n_ghosts or n_ghosts < 2:
+        raise ValueError(f"n_ghosts must be a whole number >= 2, got {n_ghosts!r}")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+    k = np.fft.fftshift(np.fft.fftn(data))
+    lines = [slice(None)] * 3
+    lines[axis] = slice(None, None, int(n_ghosts))
+    centre = data.shape[axis] // 2
+    keep = k.take([centre], axis=axis).copy()  # the k-space centre keeps the contrast
+    k[tuple(lines)] *= 1 - float(intensity)
+    index = [slice(None)] * 3
+    index[axis] = slice(centre, centre + 1)
+    k[tuple(index)] = keep
+    out = np.abs(np.fft.ifftn(np.fft.ifftshift(k))).astype(np.float32)
+    return nib.Nifti1Image(out, img.affine)
+
+
+#: Named acquisition changes of a real scan (:func:`acquisition_case`).
+ACQUISITION_CASES = ("moved_3deg_4mm", "voxel_1.5mm", "voxel_3mm", "rician_2pct",
+                     "bias_0.15", "ghosting", "axes_reordered")
+
+
+def acquisition_case(img: nib.Nifti1Image, case: str, seed: int = 0) -> nib.Nifti1Image:
+    """One of :data:`ACQUISITION_CASES` built from ``img`` (``seed`` for the noise and field)."""
+    if case == "moved_3deg_4mm":
+        return rigid_move(img, (3.0, -2.0, 3.0), (4.0, -3.0, 2.0))
+    if case == "voxel_1.5mm":
+        return resample_voxels(img, 1.5)
+    if case == "voxel_3mm":
+        return resample_voxels(img, 3.0)
+    if case == "rician_2pct":
+        return add_rician_noise(img, 0.02, seed)
+    if case == "bias_0.15":
+        return add_bias_field(img, 0.15, seed)
+    if case == "ghosting":
+        return motion_ghosting(img, 0.5, 4, 1)
+    if case == "axes_reordered":
+        return reorder_axes(img, (1, 0, 2), (False, True, False))
+    from brainage._utils import closest_hint
+
+    raise ValueError(f"case must be one of {ACQUISITION_CASES}; got {case!r}"
+                     f"{closest_hint(str(case), ACQUISITION_CASES)}")

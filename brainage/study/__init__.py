@@ -65,6 +65,9 @@ _EXPORTS = {
     "git_commit": "provenance",
     "read_provenance": "provenance",
     "update_provenance": "provenance",
+    "RetestResult": "retest",
+    "choose_rescan_subjects": "retest",
+    "run_retest": "retest",
     "HELD_OUT": "runs",
     "RunFolder": "runs",
     "TISSUE_NAMES": "runs",
@@ -130,7 +133,8 @@ _EXPORTS = {
     "train_study_models": "training",
 }
 _MODULES = (
-    "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "runs",
+    "bids_app", "book", "columns", "figures", "predict", "profiles", "provenance", "retest",
+    "runs",
     "sentences", "tables", "training", "trust",
 )
 

@@ -106,6 +106,15 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
         "Description": "See corrected_gap_lower.",
         **_YEARS,
     },
+    "retest_sd": {
+        "LongName": "Test-retest SD of the bias-corrected gap",
+        "Description": "Within-subject SD of this head's bias-corrected gap between two scans "
+                       "of one person, as the study measured it (simulated repeat sessions, "
+                       "model card); two scans' gaps differ by more than 2.77 times it (the "
+                       "smallest detectable change) only by a real change, at 95%. n/a where "
+                       "the card records none.",
+        **_YEARS,
+    },
     "ood_score": {
         "LongName": "Out-of-distribution score",
         "Description": "Distance of the scan's encoder features to the training scans' features, "

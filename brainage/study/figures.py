@@ -407,6 +407,37 @@ def bland_altman(test: pd.DataFrame) -> Any:
     return _finish(fig, showlegend=False)
 
 
+def retest_bland_altman(pairs: pd.DataFrame, measure: str = "corrected_gap") -> Any:
+    """Bland-Altman plot of scan and rescan: the difference (rescan - first scan) against
+    their mean, one column per comparison (within site, across sites), one colour per model,
+    each model's mean difference (solid) and 95 % limits of agreement (dotted)."""
+    import plotly.express as px
+
+    rows = pairs[pairs["measure"] == measure]
+    frame, style = _labelled_models(rows.assign(mean=(rows["first"] + rows["second"]) / 2,
+                                                difference=rows["second"] - rows["first"]))
+    order = list(dict.fromkeys(frame["comparison"]))
+    what = "bias-corrected gap" if measure == "corrected_gap" else measure.replace("_", " ")
+    style["category_orders"] = {**style["category_orders"], "comparison": order}
+    fig = px.scatter(frame, x="mean", y="difference", color="model", facet_col="comparison",
+                     hover_name="participant_id", **style,
+                     labels={"mean": f"mean of the two scans' {what} (years)",
+                             "difference": f"rescan - first scan, {what} (years)"})
+    _facet_labels(fig)
+    for col, comparison in enumerate(order, start=1):
+        for name in style["category_orders"]["model"]:
+            d = frame.loc[(frame["comparison"] == comparison) & (frame["model"] == name),
+                          "difference"]
+            if len(d) < 2:
+                continue
+            mean, sd = float(d.mean()), float(d.std())
+            colour = style["color_discrete_map"][name]
+            for y, dash in ((mean, "solid"), (mean + 1.96 * sd, "dot"),
+                            (mean - 1.96 * sd, "dot")):
+                fig.add_hline(y=y, line_dash=dash, line_color=colour, row=1, col=col)
+    return _finish(fig)
+
+
 # --- 04 interpretability ---------------------------------------------------------------------
 
 

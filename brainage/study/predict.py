@@ -134,6 +134,7 @@ __all__ = [
     "CsvRun",
     "predict_to_csv",
     "pretrained_checkpoints",
+    "record_retest",
     "scan_space",
     "write_model_card",
 ]
@@ -149,8 +150,10 @@ DEFAULT_SALIENCY_LAYER = "encoder.layer2"
 SPACE_OPTIONS = ("auto", *SPACES)
 #: Columns of the table :func:`predict_scans` returns (one row per scan and head).
 PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
-                      *PREDICTION_VALUES, *TRUST_VALUES, "bias_correction", "alignment",
-                      "saliency", "error")
+                      *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
+                      "alignment", "saliency", "error")
+#: Card field of the test-retest SD each head's gap showed in the study (:func:`record_retest`).
+RETEST_FIELD = "retest"
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
 _VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
@@ -1038,11 +1041,43 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         "space": [prepared.spaces.get(i, "") for i in index],
         "predicted": years, "age": age, "gap": years - age,
         "corrected_predicted": corrected, "corrected_gap": corrected - age, **trusted,
+        "retest_sd": _retest_sd(folder.card, head),
         "bias_correction": correction.method if correction is not None else "none",
         "alignment": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],
         "error": [prepared.errors.get(i, "") for i in index],
     }, index=index, columns=list(PREDICTION_COLUMNS))
+
+
+def _retest_sd(card: Mapping[str, Any], head: str) -> float:
+    """The within-subject SD of the head's bias-corrected gap the card records, else NaN."""
+    value = card.get(RETEST_FIELD, {}).get(head, {}).get("corrected_gap", {}).get("sd_years")
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def record_retest(models_dir: str | os.PathLike,
+                  values: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Path:
+    """Add the test-retest agreement the study measured to ``model.json``.
+
+    Parameters
+    ----------
+    models_dir : str or PathLike
+        The model folder (its card must exist).
+    values : mapping
+        Per head, per measure (``corrected_gap``, ``predicted``): ``sd_years`` (within-subject
+        SD of two scans), ``sdc_years`` (smallest detectable change), ``n`` and ``source``
+        (:func:`brainage.study.retest.card_values`). :func:`predict_scans` reports the
+        corrected gap's ``sd_years`` in the ``retest_sd`` column.
+    """
+    path = Path(models_dir) / MODEL_CARD_FILE
+    card = _read_card(path)
+    unknown = set(values) - set(card["heads"])
+    if unknown:
+        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test-retest SD "
+                               f"for (heads: {sorted(card['heads'])})")
+    card[RETEST_FIELD] = json.loads(json.dumps(dict(values)))
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+    return path
 
 
 def _ordered(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:

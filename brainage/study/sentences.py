@@ -26,9 +26,11 @@ __all__ = [
     "closing_sentence",
     "eta_squared",
     "fdr_sentence",
+    "icc_against_published",
     "gap_age_correlation",
     "group_effect_sentence",
     "pose_by_site",
+    "reliability_sentence",
     "schedule_text",
     "site_accuracy",
 ]
@@ -309,3 +311,57 @@ def closing_sentence(comparison: Mapping[str, Any], results: clinical.ClinicalRe
         clinical_part = (f"the {model.upper()} brain-age gap did not differ significantly "
                          "between patients and controls after adjustment")
     return f"In short, {accuracy}, and {clinical_part}."
+
+
+
+#: Dörfel et al. (2023): test-retest ICCs of the best public brain-age packages.
+DORFEL_2023_ICC = (0.94, 0.98)
+
+
+def _within(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    rows = table[(table["model"] == model) & (table["measure"] == "corrected_gap")]
+    if "subjects" in rows.columns:
+        rows = rows[rows["subjects"] == "all"]
+    return rows
+
+
+def reliability_sentence(table: pd.DataFrame, effects: Mapping[str, float],
+                         model: str = "rnc") -> str:
+    """``model``'s test-retest ICC and smallest detectable change of the bias-corrected gap
+    within and across sites, and whether the within-site change is below the group effects.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`brainage.analysis.reliability.reliability_table` rows (``subjects`` "all").
+    effects : mapping
+        Group effect to detect (years) by group, e.g. the true mean gaps of AD and PD.
+    """
+    rows = _within(table, model)
+    parts = [f"{r.comparison} the ICC(2,1) of {model.upper()}'s bias-corrected gap was "
+             f"{format_number(r.icc2, 3)} (95% CI {format_number(r.icc2_low, 2)} to "
+             f"{format_number(r.icc2_high, 2)}; n = {r.n}) and its smallest detectable change "
+             f"{format_number(r.sdc, 2)} years (95% CI {format_number(r.sdc_low, 2)} to "
+             f"{format_number(r.sdc_high, 2)})" for r in rows.itertuples()]
+    if not parts:
+        return "no rescans were predicted"
+    text = "; ".join(parts)
+    within = rows[rows["comparison"] == "within site"]
+    if len(within) and effects:
+        sdc = float(within["sdc"].iloc[0])
+        verdicts = [f"{'below' if sdc < effect else 'not below'} the {group} effect of "
+                    f"{format_number(effect, 2)} years" for group, effect in effects.items()]
+        text += (". Within site, a change of one subject's gap between two scans must exceed "
+                 f"the smallest detectable change to be real, and it is {' and '.join(verdicts)}")
+    return text[0].upper() + text[1:]
+
+
+def icc_against_published(table: pd.DataFrame, model: str = "rnc") -> str:
+    """Where ``model``'s within-site ICC(2,1) of the corrected gap lies against the range the
+    best public packages reach (:data:`DORFEL_2023_ICC`): "within", "above" or "below"."""
+    within = _within(table, model)
+    within = within[within["comparison"] == "within site"]
+    if not len(within):
+        return "not estimable"
+    icc, (low, high) = float(within["icc2"].iloc[0]), DORFEL_2023_ICC
+    return "within" if low <= icc <= high else "above" if icc > high else "below"

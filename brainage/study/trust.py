@@ -181,6 +181,12 @@ def domain_summary(card: Mapping[str, Any]) -> str:
     grid = card.get("grid", {})
     where = (f"{preprocess.get('space', '?')} scans on a {preprocess.get('grid_mm', '?')} mm grid "
              f"({' x '.join(map(str, grid.get('shape', [])))})")
+    retest = "; ".join(
+        f"{head}: test-retest SD of the corrected gap {v['sd_years']:.1f} y (two scans of one "
+        f"person differ really beyond {v['sdc_years']:.1f} y)"
+        for head, measures in (card.get("retest") or {}).items()
+        for key, v in measures.items() if key == "corrected_gap")  # predict.record_retest
+    where += f"; {retest}" if retest else ""
     if not domain:
         return f"training domain not recorded (older model card); {where}"
     low, high = domain["age_range"]
