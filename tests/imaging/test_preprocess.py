@@ -560,7 +560,8 @@ def test_ixi_scans_preprocess_and_align(ixi_results) -> None:
         np.testing.assert_allclose(item.image.affine, affine)
         score = reg.alignment_score(item.image)
         assert score > reg.ALIGNMENT_THRESHOLD, f"{item.path}: alignment score {score:.3f}"
-        assert item.alignment == pytest.approx(score)
+        assert item.alignment == pytest.approx(reg.outline_misfit(item.image))
+        assert reg.registration_passes(item.alignment), reg.registration_qc_text(item.alignment)
         # the subject's own mask (deepbet), its native TIV in the header and the item
         low, high = TIV_RANGE_CM3
         assert low < item.tiv_cm3 < high and pp.header_tiv(item.image) == pytest.approx(
@@ -583,13 +584,13 @@ def test_ixi_second_read_comes_from_cache(ixi_results, monkeypatch: pytest.Monke
     np.testing.assert_array_equal(again.get_fdata(), items[0].image.get_fdata())
 
 
-def test_cache_stores_the_alignment_score(template_scan: Path, tmp_path: Path) -> None:
+def test_cache_stores_the_registration_misfit(template_scan: Path, tmp_path: Path) -> None:
     cache = pp.PreprocessCache(tmp_path / "cache")
     params = {"space": MNI, "grid_mm": 4.0, "skull_stripped": True}
     score = cache.alignment(template_scan, params)
-    assert score == pytest.approx(reg.alignment_score(cache.get_or_compute(template_scan, params)))
+    assert score == pytest.approx(reg.outline_misfit(cache.get_or_compute(template_scan, params)))
     sidecar = cache.path_for(template_scan, params).with_suffix("").with_suffix(".json")
-    assert json.loads(sidecar.read_text())["alignment"] == pytest.approx(score)
+    assert json.loads(sidecar.read_text())["registration_misfit_mm"] == pytest.approx(score)
     items = pp.preprocess_cohort([template_scan, tmp_path / "missing.nii.gz"], params, cache)
     assert items[0].alignment == pytest.approx(score)
     assert math.isnan(items[1].alignment) and "missing.nii.gz" in items[1].error
