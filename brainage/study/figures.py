@@ -197,13 +197,14 @@ def _p_text(p: float) -> str:
 
 
 def alignment_strip(table: pd.DataFrame, threshold: float) -> Any:
-    """Alignment score of each preprocessed scan by site, one colour per group."""
+    """Registration QC figure (outline misfit, mm) of each preprocessed scan by site, one
+    colour per group; dashed: the threshold (scans above it fail)."""
     import plotly.express as px
 
     fig = px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
-                   labels={"alignment": "alignment score (correlation with template)",
+                   labels={"alignment": "registration misfit (mm; lower is better)",
                            "site": "site", "group": "group"}, **_group_style(table))
-    fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g}",
+    fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g} mm",
                   annotation_position="bottom right")
     return _finish(fig)
 
