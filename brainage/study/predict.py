@@ -239,7 +239,7 @@ def write_model_card(models_dir: str | os.PathLike, *,
         ``models_dir`` is not a folder, holds no ``<head>/best.pt``, or a checkpoint is not a
         brainage checkpoint.
     """
-    from brainage.imaging.registration import template_grid
+    from brainage.imaging.registration import MISFIT_THRESHOLD_MM, template_grid
 
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
@@ -261,6 +261,8 @@ def write_model_card(models_dir: str | os.PathLike, *,
         "heads": {p.name: {"checkpoint": f"{p.name}/{CHECKPOINT_FILE}",
                            **_checkpoint_summary(p / CHECKPOINT_FILE)} for p in heads},
         "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
+        # the registration QC the training scans passed and brainage predict applies
+        "registration_qc": {"figure": "outline misfit (mm)", "threshold_mm": MISFIT_THRESHOLD_MM},
         "versions": package_versions(_VERSION_PACKAGES),
     }
     if domain is not None:

@@ -230,6 +230,32 @@ def test_native_scan_below_the_alignment_threshold_gets_no_age(
     assert forced["alignment"].iloc[0] == pytest.approx(row["alignment"])
 
 
+def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
+        model_dir: Path, template_4mm: np.ndarray, tmp_path: Path, monkeypatch) -> None:
+    """brainage bids: a native scan refused by the registration QC still gets its QC image
+    (so that the user can judge it) and an error log, no table; --force predicts it."""
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps(
+        {"Name": "off", "BIDSVersion": "1.9.0"}))
+    affine = template_grid(SCAN_MM)[1].copy()
+    affine[0, 3] += 40.0
+    _native(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", template_4mm * 500.0, affine)
+    monkeypatch.setattr(registration, "register_to_template", lambda scan, **kw:
+                        registration.RegistrationResult(np.eye(4), math.nan, 0.0))
+    common = ["participant", "--model", str(model_dir), "--cache", str(tmp_path / "cache")]
+    out = tmp_path / "out"
+    assert main(["-q", "bids", str(bids), str(out), *common]) == 1
+    anat = out / "sub-01" / "anat"
+    assert (anat / "sub-01_space-MNI152NLin2009cSym_desc-qc_T1w.png").is_file()
+    assert not list(anat.glob("*_desc-brainage_T1w.tsv"))
+    forced = tmp_path / "forced"
+    assert main(["-q", "bids", str(bids), str(forced), *common, "--force"]) == 0
+    table = pd.read_csv(forced / "sub-01" / "anat" / "sub-01_desc-brainage_T1w.tsv", sep="\t")
+    assert table["predicted"].notna().all()
+    assert not table["alignment"].map(registration_passes).any()
+
+
 def test_native_scan_with_50_mm_voxels_gets_no_age(model_dir: Path, good: list[Path],
                                                    template_4mm: np.ndarray, tmp_path: Path,
                                                    cache: Path) -> None:

@@ -129,6 +129,7 @@ def test_model_card_records_what_predict_needs(model_dir: Path) -> None:
     assert tuple(card["grid"]["shape"]) == shape
     np.testing.assert_allclose(card["grid"]["affine"], affine)
     assert card["versions"]["torch"] and card["saliency_layer"] == "encoder.layer2"
+    assert card["registration_qc"] == {"figure": "outline misfit (mm)", "threshold_mm": 5.0}
 
 
 def test_load_model_folder_all_heads_and_one_head(model_dir: Path) -> None:
