@@ -80,12 +80,12 @@ def simulated(sim_root: Path, cache: pp.PreprocessCache) -> tuple[pd.DataFrame, 
     return truth.merge(pd.DataFrame(rows), on="participant_id"), images
 
 
-def real(cache: pp.PreprocessCache) -> tuple[pd.DataFrame, dict]:
+def real(shared: Path, cache: pp.PreprocessCache) -> tuple[pd.DataFrame, dict]:
     """Both figures of the shared real scans, preprocessed as the quick model's native scans."""
     params = pp.PreprocessParams(space="native", grid_mm=4.0, crop_to_brain=True)
     rows, images = [], {}
     for name in ("ixi10", "ixi40"):
-        for path in sorted((SHARED / name).glob("sub-*/anat/*_T1w.nii.gz")):
+        for path in sorted((shared / name).glob("sub-*/anat/*_T1w.nii.gz")):
             img = cache.get_or_compute(path, params)
             key = path.name.split("_")[0]
             images[key] = img
@@ -165,7 +165,11 @@ def main() -> None:
                         help="the build's preprocessing cache (read only)")
     parser.add_argument("--n-perturbed", type=int, default=8,
                         help="volumes per set that are misregistered (default: 8)")
+    parser.add_argument("--shared", type=Path, default=SHARED,
+                        help=f"folder of ixi10/ and ixi40/ (default: {SHARED})")
     parser.add_argument("--no-real", action="store_true", help="skip the shared real scans")
+    parser.add_argument("--no-sim", action="store_true",
+                        help="skip the simulated cohort (real scans only)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # nilearn resampling notes
     pd.set_option("display.width", 200)
@@ -174,20 +178,20 @@ def main() -> None:
 
     print(f"figure now: outline misfit (mm), fails above {reg.MISFIT_THRESHOLD_MM} mm; "
           f"before: correlation with the template, failed below {reg.ALIGNMENT_THRESHOLD}\n")
-    table, images = simulated(args.sim_root, pp.PreprocessCache(args.cache))
-    print(f"1. simulated cohort, aligned by construction ({len(table)} scans)")
-    print(atrophy_table(table).to_string(), "\n")
-    print(failing_table(table).to_string(index=False), "\n")
-
-    n = args.n_perturbed
-    young = table[(table["group"] == "HC") & (table["age"] < 40)]["participant_id"][:n]
-    old = table[(table["group"] == "HC") & (table["age"] >= 80)]["participant_id"][:n]
-    ad = table[table["group"] == "AD"].sort_values("age")["participant_id"][-n:]
-    sets = {"sim HC < 40 y": [images[p] for p in young],
-            "sim HC >= 80 y": [images[p] for p in old],
-            "sim AD (oldest)": [images[p] for p in ad]}
-    if not args.no_real and SHARED.is_dir():
-        real_table, real_images = real(pp.PreprocessCache(default_cache_dir()))
+    n, sets = args.n_perturbed, {}
+    if not args.no_sim:
+        table, images = simulated(args.sim_root, pp.PreprocessCache(args.cache))
+        print(f"1. simulated cohort, aligned by construction ({len(table)} scans)")
+        print(atrophy_table(table).to_string(), "\n")
+        print(failing_table(table).to_string(index=False), "\n")
+        young = table[(table["group"] == "HC") & (table["age"] < 40)]["participant_id"][:n]
+        old = table[(table["group"] == "HC") & (table["age"] >= 80)]["participant_id"][:n]
+        ad = table[table["group"] == "AD"].sort_values("age")["participant_id"][-n:]
+        sets = {"sim HC < 40 y": [images[p] for p in young],
+                "sim HC >= 80 y": [images[p] for p in old],
+                "sim AD (oldest)": [images[p] for p in ad]}
+    if not args.no_real and args.shared.is_dir():
+        real_table, real_images = real(args.shared, pp.PreprocessCache(default_cache_dir()))
         print(f"3. real scans (ixi10 + ixi40, {len(real_table)} scans, 4 mm native)")
         for figure in FIGURES:
             v = real_table[figure]
