@@ -575,7 +575,9 @@ class PreprocessCache:
         meta[_MISFIT_KEY] = misfit if np.isfinite(misfit) else None
         from brainage.imaging.registration import registration_passes, registration_qc_text
 
-        log = logger.info if registration_passes(misfit) else logger.warning
+        # a figure above the threshold warns; NaN (template-masked: not measured) is expected
+        log = logger.warning if np.isfinite(misfit) and not registration_passes(misfit) \
+            else logger.info
         log("%s: %s", path, registration_qc_text(misfit))
         tiv = header_tiv(img)
         if np.isfinite(tiv):
