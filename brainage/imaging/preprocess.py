@@ -793,7 +793,8 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
     paths, outputs, cache_root = _plan(source, dest, cache)
     _check_outputs(source, dest, paths, outputs, cache_root, overwrite=overwrite)
     if cache_root is None:
-        items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
+        img = preprocess_file(source, **asdict(params))
+        items = [CohortItem(source, img, None, registration_misfit(img, params), header_tiv(img))]
     else:
         items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=n_jobs,
                                   scheduler=scheduler)

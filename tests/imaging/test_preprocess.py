@@ -407,7 +407,24 @@ def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.nii.gz"
     assert _cli(str(template_scan), str(out), "--space", MNI, "--grid-mm", "4") == 0
     assert nib.load(out).shape == (50, 59, 48)
-    assert "alignment" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "registration misfit not measured (threshold 5.0 mm)" in printed  # template mask
+    # skull-stripped (the brain-only template, 0 outside): the scan's own outline; the same
+    # figure without and with a cache
+    template, _ = template_images()
+    (tmp_path / "in").mkdir()
+    brain = _save(tmp_path / "in", "brain.nii.gz",
+                  (template.get_fdata() * 300).astype(np.float32), template.affine)
+    stripped = ("--space", MNI, "--grid-mm", "4", "--skull-stripped")
+    assert _cli(str(brain), str(tmp_path / "a.nii.gz"), *stripped) == 0
+    alone = capsys.readouterr().out
+    assert _cli(str(brain), str(tmp_path / "b.nii.gz"), *stripped,
+                "--cache", str(tmp_path / "cache")) == 0
+    cached = capsys.readouterr().out
+    figure = alone.split("  ", 1)[1].strip()
+    assert figure.startswith("registration misfit ") and figure.endswith(
+        "mm (threshold 5.0 mm): passed")
+    assert cached.split("  ", 1)[1].strip() == figure
 
 
 def test_cli_brain_extraction_option(template_scan: Path, tmp_path: Path, capsys) -> None:
