@@ -152,6 +152,26 @@ def test_template_masked_volume_has_no_misfit(tmp_path: Path) -> None:
     assert not reg.registration_passes(pp.registration_misfit(shifted, own))
 
 
+def test_audit_and_predict_fail_the_same_scans(rng: np.random.Generator) -> None:
+    """The audit (notebook 01), with the library's threshold, flags exactly the registered
+    scans that brainage predict refuses (registration_passes false: above the threshold or
+    not measured), and qc_removals counts the same ones."""
+    import pandas as pd
+
+    from brainage.data import audit
+
+    values = [*rng.uniform(2.0, 9.0, 20), reg.MISFIT_THRESHOLD_MM, float("nan")]
+    table = pd.DataFrame({"dataset": "d", "participant_id": [f"sub-{i}" for i in range(22)],
+                          "path": [f"/d/{i}.nii.gz" for i in range(22)], "group": "HC",
+                          "age": rng.uniform(20.0, 90.0, 22), "alignment": values})
+    scores = dict(zip(table["path"], values))
+    problems = audit.alignment_problems(table, {}, scores, reg.MISFIT_THRESHOLD_MM)
+    refused = {p for p, v in scores.items() if not reg.registration_passes(v)}
+    assert set(problems["path"]) == refused and len(refused) > 2
+    removed = audit.qc_removals(table, reg.MISFIT_THRESHOLD_MM)
+    assert removed.set_index("age_band").loc["all", "failed"] == len(refused)
+
+
 @pytest.mark.slow
 def test_real_scans_pass_and_their_misregistrations_fail(ixi10: Path, ixi10_cache: Path) -> None:
     """The ten raw IXI scans (23-51 y), preprocessed with the default parameters (deepbet,
