@@ -524,8 +524,11 @@ def register_to_template(scan: ants.ANTsImage, *, skull_stripped: bool = False,
                 break
     assert best is not None
     if best.score < threshold:
-        logger.warning("registration: best alignment score %.3f is below the threshold %.2f",
-                       best.score, threshold)
+        # the restart criterion only: whether the scan is kept is decided by its registration
+        # QC (outline_misfit of the preprocessed volume), which atrophy does not lower
+        logger.warning("registration: no start reached a template correlation of %.2f (best "
+                       "%.3f, below the threshold of the restarts); the registration QC of the "
+                       "preprocessed scan decides whether it is kept", threshold, best.score)
     return best
 
 
