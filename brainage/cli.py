@@ -208,7 +208,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
 
 def _run_preprocess(args: argparse.Namespace) -> int:
     from brainage.imaging.preprocess import PreprocessParams, preprocess_files
-    from brainage.imaging.registration import ALIGNMENT_THRESHOLD, alignment_score
+    from brainage.imaging.registration import registration_qc_text
 
     params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
                               skull_stripped=args.skull_stripped,
@@ -219,9 +219,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
                                scheduler=args.scheduler)
     for item, out in results:
         if item.ok:
-            score = alignment_score(item.image)
-            flag = "" if score >= ALIGNMENT_THRESHOLD else "  (below threshold: check it)"
-            print(f"{item.path} -> {out}  alignment {score:.3f}{flag}")
+            # the figure stored with the volume: the one predict, bids and the audit report
+            print(f"{item.path} -> {out}  {registration_qc_text(item.alignment)}")
         else:
             print(f"{item.path}: FAILED: {item.error}")
     return 0 if all(item.ok for item, _ in results) else 1
@@ -296,7 +295,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                "predicted age when unknown, lies outside the training ages); retest_sd (the "
                "test-retest SD of the corrected gap the study measured: two scans of one person "
                "differ by more than 2.77 x it only by a real change); bias_correction, "
-               "alignment (registration QC), saliency, error. The model's training domain is "
+               "alignment (registration QC: outline misfit in mm, lower is better; a native "
+               "scan above the threshold gets no age unless --force), saliency, error. The "
+               "model's training domain is "
                "printed first; a model trained on simulated data warns when it meets real "
                "scans.")
     parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
@@ -325,6 +326,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         help="the scans hold the brain only")
     parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
                         help="write signed Grad-RAM maps to OUT_DIR/<head>/<participant>.nii.gz")
+    parser.add_argument("--qc", default=None, metavar="DIR",
+                        help="where the registration-QC picture of each scan that fails the QC "
+                             "goes (default: beside --out, in <OUT without .csv>_qc/)")
+    parser.add_argument("--force", action="store_true",
+                        help="predict native scans whose registration fails the QC too (look "
+                             "at their QC pictures first)")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help=f"preprocessing cache (default: {default_cache_dir()})")
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
@@ -332,6 +339,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         help=SCHEDULER_HELP)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_predict)
+
+
+def _qc_dir(args: argparse.Namespace) -> str:
+    """``--qc``, or ``<OUT without .csv>_qc`` beside the output table."""
+    if args.qc:
+        return args.qc
+    out = Path(args.out)
+    return str(out.with_name(f"{out.name.removesuffix('.csv')}_qc"))
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -347,7 +362,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                          ages=args.age, space=args.space, skull_stripped=args.skull_stripped,
                          saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
                          device=args.device, scheduler=args.scheduler,
-                         allow_unverified=args.allow_unverified)
+                         allow_unverified=args.allow_unverified,
+                         accept_registration=args.force, qc_dir=_qc_dir(args))
     code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
     if run.table is None:
         print(f"brainage predict: interrupted before any scan finished; {run.out} is not "
@@ -409,7 +425,11 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--saliency", action="store_true",
                         help="also write a signed Grad-RAM map per scan and head")
     parser.add_argument("--no-qc", dest="qc", action="store_false",
-                        help="do not draw the registration-QC image of each scan")
+                        help="do not draw the registration-QC image of each scan (drawn by "
+                             "default, also for scans the registration QC refused)")
+    parser.add_argument("--force", action="store_true",
+                        help="predict native scans whose registration fails the QC too (look "
+                             "at their QC images first)")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help=f"preprocessing cache, shared by parallel jobs (default: "
                              f"{default_cache_dir()})")
@@ -438,8 +458,8 @@ def _run_bids(args: argparse.Namespace) -> int:
     options = bids_app.ParticipantOptions(
         participant_labels=args.participant_label, session_labels=args.session_label,
         space=args.space, skull_stripped=args.skull_stripped, saliency=args.saliency,
-        qc=args.qc, cache=args.cache, n_jobs=args.jobs, scheduler=args.scheduler,
-        device=args.device)
+        qc=args.qc, accept_registration=args.force, cache=args.cache, n_jobs=args.jobs,
+        scheduler=args.scheduler, device=args.device)
     report = bids_app.run_participant_level(args.bids_dir, args.output_dir, args.model, options)
     for source, error in report.failed.items():
         print(f"brainage bids: FAILED {source}: {error}", file=sys.stderr)

@@ -26,7 +26,6 @@ grid_mm = 4.0
 crop_to_brain = True
 preprocess_jobs = 1
 preprocess_scheduler = None  # a Dask cluster instead of local processes: "local:N", an address
-alignment_threshold = 0.4
 split_fractions = [0.6, 0.2, 0.2]
 stratify_site = True
 qc_max_scans = 12
@@ -44,7 +43,11 @@ from brainage.data import cohort as cohort_io
 from brainage.data import manifest as manifest_io
 from brainage.imaging import preprocess
 from brainage.imaging.brain_extraction import TIV_RANGE_CM3
-from brainage.imaging.registration import template_images
+from brainage.imaging.registration import (
+    MISFIT_THRESHOLD_MM,
+    registration_passes,
+    template_images,
+)
 from brainage.study import figures, provenance
 from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
@@ -57,6 +60,8 @@ from brainage.study.sentences import (
 from brainage.study.tables import report_table
 
 root = find_project_root()
+# the threshold of brainage predict and bids: the audit refuses the scans the tool refuses
+alignment_threshold = MISFIT_THRESHOLD_MM
 run = resolve_path(run_dir, root)
 (run / "audit").mkdir(parents=True, exist_ok=True)
 spec = manifest_io.load_manifest(resolve_path(manifest, root), profile=profile,
@@ -103,12 +108,15 @@ glue("tab_01_cohort", report_table(
 # intensity-normalised; native scans first get their own brain mask (deepbet), are bias-corrected
 # (N4) inside it, registered brain to brain to the template and skull-stripped with their own
 # mask, whose volume is the total intracranial volume (TIV). Results are cached on disk, keyed by the file's
-# checksum and the parameters. The alignment score is the correlation of each preprocessed scan
-# with the template inside the template brain mask eroded by 6 mm. For scans registered here
-# (native space) a score below the threshold is an error; for scans delivered in template space
-# it is a warning, since strong bias fields and atrophy lower the score of aligned brains too.
+# checksum and the parameters. The registration QC figure (outline misfit, mm) is the spread of
+# the signed distances from each preprocessed scan's brain outline to the template brain's
+# outline: a brain smaller than the template everywhere (atrophy) moves every distance alike and
+# leaves the spread alone, a misregistered one sticks out on one side and falls short on the
+# other. It is the figure `brainage predict` and `brainage bids` print and refuse a native scan
+# by, with the same threshold. For scans registered here (native space) a figure above the
+# threshold is an error; for scans delivered in template space it is a warning.
 #
-# {numref}`fig-01-alignment` shows every scan's alignment score.
+# {numref}`fig-01-alignment` shows every scan's figure.
 
 # %%
 params = preprocess.PreprocessParams(space=spec.space, grid_mm=grid_mm,
@@ -134,9 +142,9 @@ glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 # ```{glue:figure} fig-01-alignment
 # :name: fig-01-alignment
 #
-# Alignment score of each of the {glue:text}`n_aligned` preprocessed scans with the MNI152
-# template (correlation inside the eroded template brain mask; no unit), by site, one colour
-# per group. Dashed line: the threshold, {glue:text}`alignment_threshold`.
+# Registration QC figure (outline misfit, mm; lower is better) of each of the
+# {glue:text}`n_aligned` preprocessed scans, by site, one colour per group. Dashed line: the
+# threshold, {glue:text}`alignment_threshold` mm; scans above it fail.
 # ```
 
 # %%
@@ -147,19 +155,38 @@ glue("alignment_site_sentence", alignment_sentence(
     eta_squared=eta_squared(table["alignment"], table["site"]),
     rotation=None if truth_table is None else pose_by_site(truth_table[0])), display=False)
 glue("tab_01_alignment_sites", report_table(by_site, labels={
-    "n": "scans", "below": "below threshold", "median": "median score", "min": "lowest",
+    "n": "scans", "failed": "above threshold", "median": "median (mm)", "min": "lowest",
     "max": "highest"}, digits=2), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_01_alignment_sites
 # :name: tab-01-alignment-sites
 #
-# Alignment score (Pearson correlation with the MNI152 template inside its eroded brain mask;
-# no unit) of the {glue:text}`n_scans` preprocessed scans by site, and how many fall below the
-# threshold of {glue:text}`alignment_threshold`.
+# Registration QC figure (outline misfit, mm) of the {glue:text}`n_scans` preprocessed scans by
+# site, and how many lie above the threshold of {glue:text}`alignment_threshold` mm.
 # ```
 #
 # {glue:text}`alignment_site_sentence`
+#
+# A QC that removes old or demented brains more often than young healthy ones would bias every
+# analysis of what is left. {numref}`tab-01-qc-removals` counts the scans that fail it by group
+# and age band.
+
+# %%
+glue("tab_01_qc_removals", report_table(
+    audit.qc_removals(table, alignment_threshold, registered=spec.space == "native"),
+    labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
+            "failed_percent": "failed (%)", "median": "median misfit (mm)"}, digits=1),
+    display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_01_qc_removals
+# :name: tab-01-qc-removals
+#
+# Scans failing the registration QC (outline misfit above {glue:text}`alignment_threshold` mm,
+# or not preprocessed) by group and age band, and over all ages ("all"): for scans registered
+# here they are removed from the study, for scans delivered in template space flagged.
+# ```
 
 # %% [markdown]
 # ## Registration QC, scan by scan
@@ -169,14 +196,15 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 # red; in yellow, the scan's own brain mask (for native scans the one extracted from the scan,
 # which should hug its brain; for template-space scans the template's or the delivered one).
 # A shifted, tilted or mis-scaled scan shows the cyan lines off the anatomy.
-# Scans are ordered from the lowest alignment score
-# up, so the doubtful ones come first; red titles mark scores under the threshold. At most
-# `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the score of every scan.
+# Scans are ordered from the highest registration misfit
+# down, so the doubtful ones come first; red titles mark figures above the threshold. At most
+# `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the figure of every scan.
 #
 # {numref}`fig-01-registration-qc` shows the panels.
 
 # %%
-qc = table[table["preprocessed"] != ""].sort_values("alignment").head(qc_max_scans)
+qc = table[table["preprocessed"] != ""].sort_values("alignment", ascending=False).head(
+    qc_max_scans)
 if qc.empty:
     display(Markdown("No scan was preprocessed, so there is nothing to check."))
     glue("fig-01-registration-qc", Markdown("No scan was preprocessed."), display=False)
@@ -184,8 +212,8 @@ else:
     display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
                      f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
     figures.glue_figure("fig-01-registration-qc", figures.registration_qc(
-        [(f"{r.participant_id} ({r.site}): {r.alignment:.2f}", r.preprocessed,
-          bool(r.alignment < alignment_threshold)) for r in qc.itertuples()],
+        [(f"{r.participant_id} ({r.site}): {r.alignment:.2f} mm", r.preprocessed,
+          not registration_passes(r.alignment)) for r in qc.itertuples()],
         [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
          (template_images()[1], "red")], brain_colour="yellow"))
 glue("n_qc", len(qc), display=False)
@@ -194,12 +222,12 @@ glue("n_qc", len(qc), display=False)
 # ```{glue:figure} fig-01-registration-qc
 # :name: fig-01-registration-qc
 #
-# Registration QC of the {glue:text}`n_qc` scans with the lowest alignment scores (of
-# {glue:text}`n_scans`), lowest first: sagittal, coronal and axial slices (edges lettered
+# Registration QC of the {glue:text}`n_qc` scans with the highest registration misfits (of
+# {glue:text}`n_scans`), highest first: sagittal, coronal and axial slices (edges lettered
 # P/A and L/R, left shown on the left) through the ventricles and hippocampi. Cyan: the
 # template's white-matter boundary; red: its brain mask; yellow: the scan's own brain mask.
-# Panel titles: subject, site and alignment score; red titles mark scores under the
-# threshold, {glue:text}`alignment_threshold`.
+# Panel titles: subject, site and registration misfit (mm); red titles mark figures above the
+# threshold, {glue:text}`alignment_threshold` mm.
 # ```
 
 # %% [markdown]

@@ -13,6 +13,7 @@ _EXPORTS = {
     "demographics": "audit",
     "example_subjects": "audit",
     "problem_summary": "audit",
+    "qc_removals": "audit",
     "tissue_fractions": "audit",
     "tissue_table": "audit",
     "tiv_problems": "audit",

@@ -22,6 +22,7 @@ __all__ = [
     "demographics",
     "example_subjects",
     "problem_summary",
+    "qc_removals",
     "realism_statistics",
     "tissue_fractions",
     "tissue_priors",
@@ -197,15 +198,20 @@ def alignment_problems(table: pd.DataFrame, errors: dict[str, str], scores: dict
     errors : dict
         ``path -> message`` of scans whose preprocessing failed.
     scores : dict
-        ``path -> alignment score`` (correlation with the template) of preprocessed scans.
+        ``path -> registration QC figure`` of preprocessed scans (outline misfit in mm,
+        :func:`brainage.imaging.registration.outline_misfit`; NaN: not measured).
     threshold : float
-        Scores below it are flagged.
+        Figures above it are flagged
+        (:data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`, the threshold of
+        ``brainage predict``, so that the audit and the tool refuse the same scans).
     registered : bool, default=True
-        Whether the scans were registered by the pipeline (``space: native``). Then a low score
-        means a failed registration and is an error: a misregistered scan would train the model
-        on noise (add the subject to the manifest's ``exclude`` list to drop it on purpose).
-        Scans delivered in template space were not registered here; their score also falls
-        with strong bias fields and atrophy, so a low one is a warning for the reader.
+        Whether the scans were registered by the pipeline (``space: native``). Then a high
+        figure means a failed registration and is an error: a misregistered scan would train
+        the model on noise (add the subject to the manifest's ``exclude`` list to drop it on
+        purpose). Scans delivered in template space were not registered here, so a high one
+        is a warning for the reader. A figure that could not be measured (NaN: the brain was
+        masked by the template's own mask) is an error for registered scans (``brainage
+        predict`` refuses them too) and no problem for the others.
 
     Returns
     -------
@@ -221,14 +227,81 @@ def alignment_problems(table: pd.DataFrame, errors: dict[str, str], scores: dict
                 "path": path, "severity": "error"}
         if path in errors:
             rows.append({**base, "check": "preprocessing", "message": errors[path]})
-        elif path in scores and not scores[path] >= threshold:
+        elif path in scores and registered and np.isnan(scores[path]):
+            rows.append({**base, "check": "alignment", "message":
+                         f"{path}: registration misfit not measured (no brain outline of the "
+                         f"subject's own): the registration cannot be checked"})
+        elif path in scores and scores[path] > threshold:
             cause = ("registration probably failed" if registered else
-                     "check the scan's space, bias field and anatomy")
+                     "check the scan's space and brain mask")
             rows.append({**base, "severity": "error" if registered else "warning",
                          "check": "alignment", "message":
-                         f"{path}: correlation with the MNI152 template {scores[path]:.3f} is "
-                         f"below the threshold {threshold:.2f}: {cause}"})
+                         f"{path}: registration misfit {scores[path]:.2f} mm is above the "
+                         f"threshold {threshold:.1f} mm: {cause}"})
     return pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+
+
+#: Age bands (years, left-closed) of :func:`qc_removals`.
+QC_AGE_BANDS = (0.0, 40.0, 60.0, 80.0, 200.0)
+
+
+def qc_removals(table: pd.DataFrame, threshold: float, *, registered: bool = True,
+                bands: Iterable[float] = QC_AGE_BANDS) -> pd.DataFrame:
+    """How many subjects per group and age band the registration QC removes (or flags).
+
+    A QC that drops old or demented brains more often than young healthy ones biases every
+    analysis done with what is left; this table shows whether it does.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``group``, ``age`` and ``alignment`` (the registration QC figure, mm; NaN where the
+        scan was not preprocessed or the figure not measured).
+    threshold : float
+        Figures above it fail (:data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`).
+    registered : bool, default=True
+        The scans were registered here: a NaN figure fails too (as in ``brainage predict``).
+    bands : iterable of float, default=QC_AGE_BANDS
+        Edges of the age bands (years); ages outside them are left out.
+
+    Returns
+    -------
+    DataFrame
+        One row per group and age band: ``group``, ``age_band`` (e.g. ``"60-80"``), ``n``,
+        ``failed`` (count), ``failed_percent`` and ``median`` (the figure, mm); then one row
+        per group over all ages (``age_band == "all"``).
+    """
+    missing = [c for c in ("group", "age", "alignment") if c not in table.columns]
+    if missing:
+        raise ValueError(f"qc_removals needs the column(s) {missing}; got {list(table.columns)}")
+    edges = [float(b) for b in bands]
+    if len(edges) < 2 or any(high <= low for low, high in zip(edges, edges[1:])):
+        raise ValueError(f"bands must be at least two increasing edges; got {edges}")
+    data = table[["group", "age", "alignment"]].copy()
+    score = pd.to_numeric(data["alignment"], errors="coerce")
+    data["failed"] = (score > threshold) | (score.isna() if registered else False)
+    labels = [f"{a:g}-{b:g}" if b < 200 else f"{a:g}+" for a, b in zip(edges, edges[1:])]
+    data["age_band"] = pd.cut(data["age"], edges, right=False, labels=labels)
+    data["alignment"] = score
+    summary = _qc_summary
+    by_band = (data.dropna(subset=["age_band"])
+               .groupby(["group", "age_band"], observed=True, sort=True)
+               .apply(summary, include_groups=False).reset_index())
+    overall = data.groupby("group", sort=True).apply(summary, include_groups=False).reset_index()
+    overall["age_band"] = "all"
+    out = pd.concat([by_band.assign(age_band=by_band["age_band"].astype(str)), overall],
+                    ignore_index=True)
+    out = out.sort_values(["group"], kind="stable").reset_index(drop=True)
+    out[["n", "failed"]] = out[["n", "failed"]].astype(int)
+    return out[["group", "age_band", "n", "failed", "failed_percent", "median"]]
+
+
+def _qc_summary(rows: pd.DataFrame) -> pd.Series:
+    """n, failed, failed_percent and median figure of some rows of :func:`qc_removals`."""
+    n = len(rows)
+    return pd.Series({"n": n, "failed": int(rows["failed"].sum()),
+                      "failed_percent": 100.0 * rows["failed"].mean() if n else np.nan,
+                      "median": float(rows["alignment"].median()) if n else np.nan})
 
 
 def tiv_summary(table: pd.DataFrame, by: Iterable[str] = ("group",),

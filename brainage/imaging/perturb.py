@@ -2,7 +2,9 @@
 
 Each function returns a new image of the same head as its input, stored differently: its world
 origin far from the brain, its voxel axes in another order or direction, or its field of view
-extended by more neck. :func:`erode_brain` works on a preprocessed volume instead: the same scan
+extended by more neck. :func:`misregister` moves the brain of a registered volume on its grid
+(shifted, rotated or mirrored): a registration gone wrong, for the registration QC.
+:func:`erode_brain` works on a preprocessed volume instead: the same scan
 under a tighter brain extraction (a model that reads the mask's edge moves its age with it).
 Scans from other scanners differ from the IXI scans in exactly these
 ways (whole-head 2 mm scans of elderly subjects, world origin far from the brain, neck in the
@@ -19,9 +21,10 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-__all__ = ["ACQUISITION_CASES", "ROBUSTNESS_CASES", "acquisition_case", "add_bias_field",
-           "add_rician_noise", "erode_brain", "motion_ghosting", "pad_neck", "reorder_axes",
-           "resample_voxels", "rigid_move", "robustness_case", "shift_origin"]
+__all__ = ["ACQUISITION_CASES", "MISREGISTRATIONS", "ROBUSTNESS_CASES", "acquisition_case",
+           "add_bias_field", "add_rician_noise", "erode_brain", "misregister", "motion_ghosting",
+           "pad_neck", "reorder_axes", "resample_voxels", "rigid_move", "robustness_case",
+           "shift_origin"]
 
 
 def shift_origin(img: nib.Nifti1Image, shift_mm: tuple[float, float, float]) -> nib.Nifti1Image:
@@ -147,6 +150,71 @@ def erode_brain(volume: np.ndarray, voxels: int = 1) -> np.ndarray:
     out = np.zeros_like(volume)
     out[mask] = volume[mask] / volume[mask].mean()
     return out
+
+
+#: Deliberate misregistrations of a registered volume (keyword arguments of
+#: :func:`misregister`), by kind: shifts of 6 and 12 mm and rotations of 10 and 20 degrees
+#: along / about each axis, and a flipped anterior-posterior or superior-inferior axis (a
+#: flipped left-right axis is not listed: the symmetric MNI152 template cannot tell it).
+MISREGISTRATIONS: dict[str, tuple[dict, ...]] = {
+    "shift 6 mm": tuple({"shift_mm": tuple(6.0 * np.eye(3)[k])} for k in range(3)),
+    "shift 12 mm": tuple({"shift_mm": tuple(12.0 * np.eye(3)[k])} for k in range(3)),
+    "rotation 10 deg": tuple({"rotation": (k, 10.0)} for k in range(3)),
+    "rotation 20 deg": tuple({"rotation": (k, 20.0)} for k in range(3)),
+    "flipped axis": ({"flip_axis": 1}, {"flip_axis": 2}),
+}
+
+
+def misregister(img: nib.Nifti1Image, *, shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                rotation: tuple[int, float] | None = None,
+                flip_axis: int | None = None) -> nib.Nifti1Image:
+    """A registered volume with its content moved on the same grid: a registration gone wrong.
+
+    The content is rotated about (or mirrored through) the MNI152 brain's centre of mass, then
+    shifted; the result is resampled (linear) onto the input's grid, 0 outside.
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image
+        A 3D volume in MNI152 space.
+    shift_mm : tuple of float, length 3, default=(0, 0, 0)
+        Translation in RAS mm.
+    rotation : tuple (axis, degrees), optional
+        Rotation about the world axis 0 (x), 1 (y) or 2 (z).
+    flip_axis : int, optional
+        World axis mirrored through the brain's centre (0: left-right, 1: anterior-posterior,
+        2: superior-inferior).
+    """
+    from scipy import ndimage as ndi
+
+    from brainage.imaging.registration import template_images
+
+    if len(img.shape) != 3:
+        raise ValueError(f"misregister needs a 3D image; got shape {img.shape}")
+    matrix = np.eye(3)
+    if rotation is not None:
+        axis, degrees = rotation
+        if axis not in (0, 1, 2):
+            raise ValueError(f"rotation axis must be 0, 1 or 2; got {axis!r}")
+        i, j = [k for k in range(3) if k != axis]
+        angle = np.deg2rad(float(degrees))
+        matrix[[i, j, i, j], [i, j, j, i]] = (np.cos(angle), np.cos(angle), -np.sin(angle),
+                                              np.sin(angle))
+    if flip_axis is not None:
+        if flip_axis not in (0, 1, 2):
+            raise ValueError(f"flip_axis must be 0, 1 or 2; got {flip_axis!r}")
+        matrix = np.diag([-1.0 if k == flip_axis else 1.0 for k in range(3)]) @ matrix
+    _, mask = template_images()
+    centre = nib.affines.apply_affine(mask.affine, np.argwhere(np.asarray(mask.dataobj) > 0)
+                                      ).mean(axis=0)
+    move = np.eye(4)  # world: x -> matrix (x - centre) + centre + shift
+    move[:3, :3] = matrix
+    move[:3, 3] = centre - matrix @ centre + np.asarray(shift_mm, dtype=float)
+    # output voxel -> world -> where the content came from -> input voxel
+    sample = np.linalg.inv(img.affine) @ np.linalg.inv(move) @ img.affine
+    data = ndi.affine_transform(np.asarray(img.dataobj, dtype=np.float32), sample[:3, :3],
+                                sample[:3, 3], order=1, mode="constant", cval=0.0)
+    return nib.Nifti1Image(data, img.affine)
 
 
 # --- acquisition changes (test-retest of real scans) ----------------------------------------

@@ -100,6 +100,7 @@ __all__ = [
     "preprocess_file",
     "resample_to_grid",
     "preprocess_files",
+    "registration_misfit",
 ]
 
 #: Bumped whenever the output of :func:`preprocess_file` changes: part of every cache key.
@@ -556,11 +557,10 @@ def _register_native(path: str | os.PathLike, scan: nib.Nifti1Image, params: Pre
                                               grid_mm=params.grid_mm)
     except (ValueError, RuntimeError) as err:
         raise PreprocessError(f"scan {path}: registration to MNI152 failed: {err}") from err
-    logger.info("%s: N4 %.1f s, registration %.1f s, alignment score %.3f", path, n4_s,
-                time.perf_counter() - start - n4_s, result.score)
-    if result.score < reg.ALIGNMENT_THRESHOLD:
-        logger.warning("%s: alignment score %.3f is below the threshold %.2f: check the "
-                       "registration", path, result.score, reg.ALIGNMENT_THRESHOLD)
+    # The correlation only chose among the registration's starts; the scan's QC figure is
+    # registration_misfit of the preprocessed volume (PreprocessCache logs it), one per scan.
+    logger.info("%s: N4 %.1f s, registration %.1f s", path, n4_s,
+                time.perf_counter() - start - n4_s)
     return reg.ants_to_nifti(corrected), result.matrix
 
 
@@ -631,7 +631,8 @@ class PreprocessCache:
 
     def alignment(self, path: str | os.PathLike,
                   params: PreprocessParams | Mapping | None = None) -> float:
-        """The registration-quality score (:func:`alignment_score`) of the cached volume.
+        """The registration QC figure of the cached volume (:func:`registration_misfit`, mm;
+        NaN where it cannot be measured).
 
         It is computed once, when the volume is, and stored in the JSON sidecar.
         """
@@ -650,14 +651,19 @@ class PreprocessCache:
         if cached is not None:
             logger.debug("cache hit: %s -> %s", path, target)
             img, meta = cached
-            if "alignment" in meta:
-                return target, float(meta["alignment"]), _sidecar_tiv(meta, img)
+            if _MISFIT_KEY in meta:
+                return target, _misfit_of(meta), _sidecar_tiv(meta, img)
         else:
             img = preprocess_file(path, **asdict(params))
             meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
-        from brainage.imaging.registration import alignment_score
+        misfit = registration_misfit(img, params)
+        meta[_MISFIT_KEY] = misfit if np.isfinite(misfit) else None
+        from brainage.imaging.registration import registration_passes, registration_qc_text
 
-        meta["alignment"] = alignment_score(img)
+        # a figure above the threshold warns; NaN (template-masked: not measured) is expected
+        log = logger.warning if np.isfinite(misfit) and not registration_passes(misfit) \
+            else logger.info
+        log("%s: %s", path, registration_qc_text(misfit))
         tiv = header_tiv(img)
         if np.isfinite(tiv):
             meta["tiv_cm3"] = tiv
@@ -665,7 +671,7 @@ class PreprocessCache:
         atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         if not target.is_file():
             atomic_write(target, lambda tmp: nib.save(img, tmp))
-        return target, float(meta["alignment"]), tiv
+        return target, misfit, tiv
 
     @staticmethod
     def _read_entry(target: Path, sidecar: Path) -> tuple[nib.Nifti1Image, dict] | None:
@@ -685,9 +691,10 @@ class PreprocessCache:
             img = nib.Nifti1Image(np.asanyarray(lazy.dataobj), lazy.affine, lazy.header)
             file = sidecar
             meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
-            score = meta.get("alignment", 0.0) if isinstance(meta, dict) else None
-            if isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise TypeError("not a JSON object with a numeric alignment")
+            score = meta.get(_MISFIT_KEY, 0.0) if isinstance(meta, dict) else "none"
+            if score is not None and (isinstance(score, bool)
+                                      or not isinstance(score, (int, float))):
+                raise TypeError(f"not a JSON object with a numeric {_MISFIT_KEY}")
         except Exception as err:  # nibabel, gzip, zlib, json raise many types
             detail = " ".join(f"{type(err).__name__}: {err}".split())
             warnings.warn(f"preprocessing cache entry {file} cannot be read ({detail}); the "
@@ -697,6 +704,32 @@ class PreprocessCache:
                 path.unlink(missing_ok=True)
             return None
         return img, meta
+
+
+#: Sidecar key of the registration QC figure (mm; ``null`` where it cannot be measured). Entries
+#: written before it (with the template correlation under ``alignment``) get it on first read.
+_MISFIT_KEY = "registration_misfit_mm"
+
+
+def _misfit_of(meta: Mapping[str, Any]) -> float:
+    value = meta.get(_MISFIT_KEY)
+    return float("nan") if value is None else float(value)
+
+
+def registration_misfit(img: nib.Nifti1Image, params: PreprocessParams | Mapping | None) -> float:
+    """The registration QC figure of a volume preprocessed with ``params``: its
+    :func:`brainage.imaging.registration.outline_misfit` (mm), or NaN where the volume's
+    outline is the template's own (skull removed by the template's brain mask), which says
+    nothing about the registration.
+
+    The one place every command (``preprocess``, ``predict``, ``bids``, the audit) gets the
+    figure from: the cache stores it in the volume's sidecar.
+    """
+    from brainage.imaging.registration import outline_misfit
+
+    if PreprocessParams.coerce(params).skull_removal == "template":
+        return float("nan")
+    return outline_misfit(img)
 
 
 def _sidecar_tiv(meta: Mapping[str, Any], img: nib.Nifti1Image) -> float:
@@ -720,7 +753,9 @@ class CohortItem:
     error : str or None
         What went wrong (names the file and the problem); ``None`` if it succeeded.
     alignment : float
-        Registration quality (:func:`alignment_score`); NaN if it failed.
+        Registration QC figure (:func:`registration_misfit`, mm; lower is better,
+        :func:`brainage.imaging.registration.registration_passes` says whether it passes);
+        NaN if preprocessing failed or the figure cannot be measured.
     tiv_cm3 : float
         Total intracranial volume of the subject's brain mask, in native space (cm³); NaN
         unless the brain was extracted (``brain_extraction="deepbet"`` on a native scan).
@@ -844,7 +879,8 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
     paths, outputs, cache_root = _plan(source, dest, cache)
     _check_outputs(source, dest, paths, outputs, cache_root, overwrite=overwrite)
     if cache_root is None:
-        items = [CohortItem(source, preprocess_file(source, **asdict(params)))]
+        img = preprocess_file(source, **asdict(params))
+        items = [CohortItem(source, img, None, registration_misfit(img, params), header_tiv(img))]
     else:
         items = preprocess_cohort(paths, params, PreprocessCache(cache_root), n_jobs=n_jobs,
                                   scheduler=scheduler)

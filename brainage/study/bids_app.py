@@ -377,7 +377,11 @@ class ParticipantOptions:
     saliency : bool, default=False
         Write a signed Grad-RAM map per scan and head.
     qc : bool, default=True
-        Draw a registration-QC image per scan.
+        Draw a registration-QC image per scan, also for a scan refused by the registration QC
+        (so that the user can judge it).
+    accept_registration : bool, default=False
+        Predict native scans whose registration fails the QC too (``--force``): for scans
+        whose QC picture a user looked at and found right.
     cache : str, PathLike or None, default=None
         Preprocessing cache (default: :func:`brainage._utils.default_cache_dir`); never
         inside ``BIDS_DIR``.
@@ -395,6 +399,7 @@ class ParticipantOptions:
     skull_stripped: bool = False
     saliency: bool = False
     qc: bool = True
+    accept_registration: bool = False
     cache: str | os.PathLike | None = None
     n_jobs: int = 1
     scheduler: Any = None
@@ -467,7 +472,8 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
             ages=[scans.at[i, "age"] for i in todo], space=options.space,
             skull_stripped=options.skull_stripped,
             saliency_dir=work if options.saliency else None, cache=cache,
-            n_jobs=options.n_jobs, device=options.device, scheduler=options.scheduler)
+            n_jobs=options.n_jobs, device=options.device, scheduler=options.scheduler,
+            accept_registration=options.accept_registration)
         for frame in frames:
             for k, rows in frame.groupby(level=0, sort=True):
                 i = todo[int(k)]
@@ -505,6 +511,8 @@ def _finish_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: 
         log.unlink(missing_ok=True)
         return None
     logger.error("%s", error)
+    if options.qc:
+        _refused_qc_image(scan, rows, out, folder, cache, options)
     log.parent.mkdir(parents=True, exist_ok=True)
     _write_json(log, {"participant_id": scan["participant_id"],
                       "session": scan["session"] or None,
@@ -517,7 +525,7 @@ def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: M
                 cache: PreprocessCache, bids_dir: Path, output_dir: Path,
                 options: ParticipantOptions) -> None:
     """The derivative files of one predicted scan; the table last (it marks the scan done)."""
-    from brainage.imaging.registration import ALIGNMENT_THRESHOLD
+    from brainage.imaging.registration import registration_passes, registration_qc_text
 
     params = folder.params_for(str(rows["space"].iloc[0]), options.skull_stripped)
     source = _uri(Path(scan["path"]).absolute(), bids_dir, "raw")
@@ -546,8 +554,8 @@ def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: M
             os.replace(row.saliency, maps[row.model])  # written by save_map in the work folder
     if options.qc:
         score = float(rows["alignment"].iloc[0])
-        _qc_image(out.qc, preproc, f"{out.prefix}: alignment {score:.2f}",
-                  not score >= ALIGNMENT_THRESHOLD)
+        _qc_image(out.qc, preproc, f"{out.prefix}: {registration_qc_text(score)}",
+                  not registration_passes(score))
     table = _bids_table(scan, rows, out, maps, source, output_dir)
     _write_json(out.sidecar, describe_columns(table.columns))
     atomic_write(out.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
@@ -596,19 +604,30 @@ def _brain_mask(preproc: nib.Nifti1Image, params: PreprocessParams) -> nib.Nifti
 
 def _qc_image(path: Path, preproc: nib.Nifti1Image, label: str, flagged: bool) -> None:
     """The registration-QC panel of notebook 01 for one scan, as a PNG."""
-    import matplotlib.pyplot as plt
-    from nilearn import datasets
+    from brainage.study.figures import save_registration_qc
 
-    from brainage.imaging.registration import template_images
-    from brainage.study.figures import registration_qc
+    save_registration_qc(path, preproc, label, flagged=flagged)
 
-    fig = registration_qc([(label, preproc, flagged)],
-                          [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
-                           (template_images()[1], "red")])
+
+def _refused_qc_image(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs,
+                      folder: ModelFolder, cache: PreprocessCache,
+                      options: ParticipantOptions) -> None:
+    """The QC picture of a scan refused after preprocessing (its registration failed the QC),
+    drawn from its cached volume so that the user can judge it; nothing for a scan that was
+    never preprocessed."""
+    from brainage.imaging.registration import registration_qc_text
+
+    score = float(rows["alignment"].iloc[0])
+    space = str(rows["space"].iloc[0])
+    if not np.isfinite(score):  # failed before (or without) a QC figure
+        return
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    finally:
-        plt.close(fig)
+        cached = cache.path_for(scan["path"], folder.params_for(space, options.skull_stripped))
+        if cached.is_file():
+            _qc_image(out.qc, nib.load(cached),
+                      f"{out.prefix}: REFUSED: {registration_qc_text(score)}", True)
+    except Exception as err:  # the picture is a help; the scan's error is already reported
+        logger.warning("no QC picture for %s: %s", scan["path"], err)
 
 
 # --- group level ----------------------------------------------------------------------------

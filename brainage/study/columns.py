@@ -141,11 +141,14 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
                    "none": "the model folder stores no correction for this head"},
     },
     "alignment": {
-        "LongName": "Alignment with the template",
-        "Description": "Pearson correlation of the preprocessed scan with the MNI152 template "
-                       "inside the template brain mask eroded by 6 mm: registration quality "
-                       "control (correctly aligned real brains score about 0.5; a native scan "
-                       "below 0.4 fails).",
+        "LongName": "Registration QC: outline misfit",
+        "Description": "Spread (standard deviation) of the signed distances from the "
+                       "preprocessed scan's brain outline to the MNI152 template brain's "
+                       "outline: registration quality control that atrophy does not move "
+                       "(correctly aligned brains about 2.6-4.4 mm; a native scan above the "
+                       "threshold of 5 mm fails; n/a where the brain was masked by the "
+                       "template's own mask).",
+        "Units": "mm",
     },
     "saliency": {
         "LongName": "Grad-RAM map",

@@ -48,6 +48,7 @@ __all__ = [
     "predicted_against_age",
     "region_attribution",
     "registration_qc",
+    "save_registration_qc",
     "severity_residuals",
     "show",
     "split_ages",
@@ -196,13 +197,14 @@ def _p_text(p: float) -> str:
 
 
 def alignment_strip(table: pd.DataFrame, threshold: float) -> Any:
-    """Alignment score of each preprocessed scan by site, one colour per group."""
+    """Registration QC figure (outline misfit, mm) of each preprocessed scan by site, one
+    colour per group; dashed: the threshold (scans above it fail)."""
     import plotly.express as px
 
     fig = px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
-                   labels={"alignment": "alignment score (correlation with template)",
+                   labels={"alignment": "registration misfit (mm; lower is better)",
                            "site": "site", "group": "group"}, **_group_style(table))
-    fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g}",
+    fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g} mm",
                   annotation_position="bottom right")
     return _finish(fig)
 
@@ -868,3 +870,40 @@ def _ortho_montage(scan_img: Any, masks: Sequence[np.ndarray],
         return np.hstack(padded)
 
     return montage(scan), [montage(mask) for mask in masks]
+
+
+def save_registration_qc(path: str | Path, img: Any, label: str, *, flagged: bool) -> Path:
+    """The registration-QC picture of one scan as a PNG (written atomically): the registered
+    scan under the template's white-matter boundary (cyan) and brain mask (red), with the
+    scan's own brain outline (yellow), whose fit to the red one the QC figure measures
+    (:func:`brainage.imaging.registration.outline_misfit`). Drawn for every scan by
+    ``brainage bids`` and for each refused one by ``brainage predict``, so that a user can
+    judge a scan the QC refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        The PNG (its folder is created).
+    img : nibabel image or path
+        The preprocessed scan (MNI space).
+    label : str
+        Panel title, e.g. the scan and its QC text.
+    flagged : bool
+        Red title: the scan failed the QC.
+    """
+    import matplotlib.pyplot as plt
+    from nilearn import datasets
+
+    from brainage._utils import atomic_write
+    from brainage.imaging.registration import template_images
+
+    path = Path(path)
+    fig = registration_qc([(label, img, flagged)],
+                          [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
+                           (template_images()[1], "red")], brain_colour="yellow")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
+    return path

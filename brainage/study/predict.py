@@ -51,11 +51,14 @@ and crop; the scan's own space: ``native`` scans are bias-corrected and register
 scans already on an MNI152 template grid are only resampled), through the on-disk
 :class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one
 row per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
-degenerate affine, 4D, a native scan whose alignment score after registration is below
-:data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD` ...) gets rows whose ``error`` names the
-file and the problem, and no age; the other scans complete. :func:`iter_predictions` yields the rows
-scan by scan, so that ``brainage predict`` rewrites its CSV (atomically) after each one and an
-interrupted run keeps the scans that finished.
+degenerate affine, 4D, a native scan whose registration fails the QC
+(:func:`brainage.imaging.registration.registration_passes`: its outline misfit is above
+:data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`) ...) gets rows whose ``error`` names the
+file and the problem, and no age; the other scans complete. A scan that fails the registration QC
+still gets its QC picture (``qc_dir``), and ``accept_registration`` predicts it anyway, for a
+user who looked at the picture and found the registration right. :func:`iter_predictions`
+yields the rows scan by scan, so that ``brainage predict`` rewrites its CSV (atomically) after
+each one and an interrupted run keeps the scans that finished.
 
 Space ``"auto"`` reads the scan's header: a scan whose grid (reoriented to RAS) is exactly the
 MNI152 template grid of its voxel size (:func:`brainage.imaging.registration.template_grid`, full or
@@ -278,7 +281,7 @@ def write_model_card(models_dir: str | os.PathLike, *,
         ``models_dir`` is not a folder, holds no ``<head>/best.pt``, or a checkpoint is not a
         brainage checkpoint.
     """
-    from brainage.imaging.registration import template_grid
+    from brainage.imaging.registration import MISFIT_THRESHOLD_MM, template_grid
 
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
@@ -300,6 +303,8 @@ def write_model_card(models_dir: str | os.PathLike, *,
         "heads": {p.name: {"checkpoint": f"{p.name}/{CHECKPOINT_FILE}",
                            **_checkpoint_summary(p / CHECKPOINT_FILE)} for p in heads},
         "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
+        # the registration QC the training scans passed and brainage predict applies
+        "registration_qc": {"figure": "outline misfit (mm)", "threshold_mm": MISFIT_THRESHOLD_MM},
         "versions": package_versions(_VERSION_PACKAGES),
     }
     if domain is not None:
@@ -911,20 +916,24 @@ class _Prepared:
     spaces: dict[int, str]
     errors: dict[int, str]
     scores: dict[int, float]
+    #: Native scans whose registration failed the QC (predicted only if accepted), by index.
+    flagged: dict[int, nib.Nifti1Image] = field(default_factory=dict)
 
 
 def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder, space: str,
                 skull_stripped: bool, cache: PreprocessCache, n_jobs: int,
-                client: Any = None) -> _Prepared:
+                client: Any = None, accept_registration: bool = False) -> _Prepared:
     """Preprocess the scans ``paths[i]``, ``i`` in ``index``, grouped by space (a cohort run
-    per space). A native scan whose alignment score is below the threshold fails: its
-    registration did not find the brain."""
-    from brainage.imaging.registration import ALIGNMENT_THRESHOLD
+    per space). A native scan whose registration fails the QC
+    (:func:`brainage.imaging.registration.registration_passes`) fails, unless
+    ``accept_registration``; either way it is listed in ``flagged``."""
+    from brainage.imaging.registration import registration_passes, registration_qc_text
 
     errors: dict[int, str] = {}
     spaces = _resolve_spaces(paths, index, space, errors)
     images: dict[int, nib.Nifti1Image] = {}
     scores: dict[int, float] = {}
+    flagged: dict[int, nib.Nifti1Image] = {}
     for group in sorted(set(spaces.values())):
         members = [i for i, s in spaces.items() if s == group]
         params = folder.params_for(group, skull_stripped)
@@ -938,15 +947,22 @@ def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder,
             if tuple(item.image.shape) != folder.grid_shape:
                 errors[i] = (f"scan {paths[i]}: preprocessed shape {item.image.shape} is not "
                              f"the model grid {folder.grid_shape}")
-            elif group == "native" and not item.alignment >= ALIGNMENT_THRESHOLD:
-                errors[i] = (f"scan {paths[i]}: registration to MNI152 failed: alignment score "
-                             f"{item.alignment:.3f} is below the threshold "
-                             f"{ALIGNMENT_THRESHOLD} (is the header's voxel size or "
-                             f"orientation right?); no age is predicted")
+            elif group == "native" and not registration_passes(item.alignment):
+                flagged[i] = item.image
+                qc = registration_qc_text(item.alignment)
+                if accept_registration:
+                    logger.warning("scan %s: %s; accepted on request (accept_registration): "
+                                   "its age is predicted", paths[i], qc)
+                    images[i] = item.image
+                    continue
+                errors[i] = (f"scan {paths[i]}: registration to MNI152 failed the QC: {qc} "
+                             f"(is the header's voxel size or orientation right? Look at its "
+                             f"QC picture; --force accepts a registration found right); no "
+                             f"age is predicted")
                 logger.error("%s", errors[i])
             else:
                 images[i] = item.image
-    return _Prepared(images, spaces, errors, scores)
+    return _Prepared(images, spaces, errors, scores, flagged)
 
 
 def _forward(model: Any, x: Any) -> np.ndarray:
@@ -1096,7 +1112,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      saliency_dir: str | os.PathLike | None = None,
                      cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
                      device: str = "cpu", scheduler: Any = None,
-                     allow_unverified: bool = False) -> Iterator[pd.DataFrame]:
+                     allow_unverified: bool = False, accept_registration: bool = False,
+                     qc_dir: str | os.PathLike | None = None) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
     The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
@@ -1122,12 +1139,35 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
         yield from _groups(scans, folder, space, skull_stripped, saliency_dir, cache, n_jobs,
-                           client)
+                           client, _RegistrationQC(accept_registration, qc_dir))
+
+
+@dataclass(frozen=True)
+class _RegistrationQC:
+    """What to do with a native scan that fails the registration QC: predict it anyway
+    (``accept``), and where its QC picture goes (``folder``, none if None)."""
+
+    accept: bool = False
+    folder: str | os.PathLike | None = None
+
+    def draw(self, flagged: Mapping[int, nib.Nifti1Image], scores: Mapping[int, float],
+             names: Sequence[str]) -> None:
+        """The QC picture of each flagged scan: ``folder/<participant>[_<session>]_qc.png``."""
+        if self.folder is None or not flagged:
+            return
+        from brainage.imaging.registration import registration_qc_text
+        from brainage.study.figures import save_registration_qc
+
+        for i, img in flagged.items():
+            path = Path(self.folder) / f"{names[i]}_qc.png"
+            save_registration_qc(path, img, f"{names[i]}: {registration_qc_text(scores[i])}",
+                                 flagged=True)
+            logger.warning("registration QC picture of %s: %s", names[i], path)
 
 
 def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped: bool,
             saliency_dir: str | os.PathLike | None, cache: PreprocessCache, n_jobs: int,
-            client: Any) -> Iterator[pd.DataFrame]:
+            client: Any, qc: _RegistrationQC = _RegistrationQC()) -> Iterator[pd.DataFrame]:
     """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
     files, names = scans["path"].tolist(), _output_names(scans)
     saliency = None if saliency_dir is None else Path(saliency_dir)
@@ -1138,7 +1178,8 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
     for start in range(0, len(files), step):
         index = range(start, min(start + step, len(files)))
         prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs,
-                               client)
+                               client, qc.accept)
+        qc.draw(prepared.flagged, prepared.scores, names)
         domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
         ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
         predicted += len(prepared.images)
@@ -1151,8 +1192,9 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   *, ages: Sequence[float | None] | None = None, space: str = "auto",
                   skull_stripped: bool = False, saliency_dir: str | os.PathLike | None = None,
                   cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
-                  device: str = "cpu", scheduler: Any = None,
-                  allow_unverified: bool = False) -> pd.DataFrame:
+                  device: str = "cpu", scheduler: Any = None, allow_unverified: bool = False,
+                  accept_registration: bool = False,
+                  qc_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -1186,6 +1228,12 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     allow_unverified : bool, default=False
         Accept a head whose card records no checkpoint checksum, with a warning
         (:func:`load_model_folder`).
+    accept_registration : bool, default=False
+        Predict native scans whose registration fails the QC too (a warning names each): for
+        scans whose QC picture a user looked at and found right.
+    qc_dir : str or PathLike, optional
+        Draw the registration-QC picture (the registered scan under the template's outline) of
+        each native scan that fails the QC to ``qc_dir/<participant>[_<session>]_qc.png``.
 
     Returns
     -------
@@ -1193,10 +1241,11 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         One row per scan and head, columns :data:`PREDICTION_COLUMNS`: ``gap`` is predicted
         minus chronological age, ``corrected_*`` apply the head's stored age-bias correction
         (NaN without an age or a correction; ``bias_correction`` says which), ``alignment`` is
-        the registration QC score (:func:`brainage.imaging.registration.alignment_score`), ``error``
-        names the file and the problem of a failed scan (its predictions are NaN): among them
-        a native scan whose registration failed (alignment score below
-        :data:`brainage.imaging.registration.ALIGNMENT_THRESHOLD`; its score is still reported).
+        the registration QC figure in mm (:func:`brainage.imaging.registration.outline_misfit`,
+        lower is better), ``error`` names the file and the problem of a failed scan (its
+        predictions are NaN): among them a native scan whose registration failed the QC
+        (misfit above :data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`; its figure is
+        still reported) unless ``accept_registration``.
         The trust columns (:data:`brainage._utils.TRUST_VALUES`) come from the head's
         ``conformal.json`` and ``ood.npz`` and the card's training domain (NaN or empty where
         absent): ``age_lower``/``age_upper`` bound the age around ``predicted`` at
@@ -1214,7 +1263,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     table = _ordered(list(iter_predictions(
         paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
         saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device,
-        scheduler=scheduler, allow_unverified=allow_unverified)))
+        scheduler=scheduler, allow_unverified=allow_unverified,
+        accept_registration=accept_registration, qc_dir=qc_dir)))
     failed = table.loc[table["error"] != "", "path"].nunique()
     logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
                 table["path"].nunique(), list(dict.fromkeys(table["model"])))

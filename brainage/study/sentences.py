@@ -176,10 +176,11 @@ def gap_age_correlation(test: pd.DataFrame) -> pd.DataFrame:
 
 
 def alignment_by_site(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Alignment scores per site: n, how many fall below ``threshold``, median and range."""
+    """Registration QC figures (outline misfit, mm) per site: n, how many fail (above
+    ``threshold``), median and range."""
     data = table.dropna(subset=["alignment"])
     out = data.groupby("site", sort=True)["alignment"].agg(
-        n="size", below=lambda s: int((s < threshold).sum()), median="median", min="min",
+        n="size", failed=lambda s: int((s > threshold).sum()), median="median", min="min",
         max="max").reset_index()
     return out
 
@@ -201,20 +202,20 @@ def pose_by_site(truth: pd.DataFrame) -> pd.Series:
 def alignment_sentence(by_site: pd.DataFrame, threshold: float, *, simulated: bool,
                        eta_squared: float | None = None,
                        rotation: pd.Series | None = None) -> str:
-    """Why scans score below the alignment threshold, from the per-site scores.
+    """Which scans fail the registration QC by site, from the per-site outline misfits.
 
-    ``eta_squared`` is the share of the scores' variance between sites. For a simulated cohort
-    every site draws the subjects' pose and anatomy from the same distribution, so a site
-    difference in the score is one of contrast (the site's tissue intensities, bias field and
-    resolution), not of registration.
+    ``eta_squared`` is the share of the figures' variance between sites. For a simulated
+    cohort every site draws the subjects' pose and anatomy from the same distribution, so a
+    site difference in the figure is one of the brain masks (their margin), not of
+    registration.
     """
     if by_site.empty:
-        return "No scan has an alignment score."
-    parts = [f"{r.site}: {int(r.below)} of {int(r.n)} below {threshold:g}, median "
-             f"{r.median:.2f}" for r in by_site.itertuples()]
-    text = f"Scans below the alignment threshold by site ({'; '.join(parts)})"
+        return "No scan has a registration QC figure."
+    parts = [f"{r.site}: {int(r.failed)} of {int(r.n)} above {threshold:g} mm, median "
+             f"{r.median:.2f} mm" for r in by_site.itertuples()]
+    text = f"Scans failing the registration QC by site ({'; '.join(parts)})"
     if eta_squared is not None:
-        text += f"; the site accounts for {100 * eta_squared:.0f} % of the scores' variance"
+        text += f"; the site accounts for {100 * eta_squared:.0f} % of the figures' variance"
     if simulated:
         pose = ""
         if rotation is not None and len(rotation):
@@ -223,10 +224,10 @@ def alignment_sentence(by_site: pd.DataFrame, threshold: float, *, simulated: bo
         text += (". The simulator draws every subject's head pose and individual deformation "
                  f"from the same distribution at every site{pose} and writes it on the "
                  "template grid, so the differences between sites are not misregistration: the "
-                 "score is a "
-                 "correlation with the template's T1 contrast, and the sites differ in tissue "
-                 "intensities, bias field and resolution. A low score of a scan delivered in "
-                 "template space is therefore a warning to look at its overlay, not an error")
+                 "figure is the spread of the brain outline's distance to the template's, and "
+                 "the sites' brain masks differ in margin and smoothness. A high figure of a "
+                 "scan delivered in template space is therefore a warning to look at its "
+                 "overlay, not an error")
     return text + "."
 
 

@@ -78,13 +78,16 @@ def test_tissue_fractions_bad_input(data, mask, message):
 def test_alignment_problems(registered, severity):
     table = _table().assign(dataset="d", path=[f"/d/{i}.nii.gz" for i in range(6)])
     errors = {"/d/0.nii.gz": "/d/0.nii.gz: cannot read"}
-    scores = {"/d/1.nii.gz": 0.55, "/d/2.nii.gz": 0.12, "/d/3.nii.gz": float("nan")}
-    out = audit.alignment_problems(table, errors, scores, 0.4, registered=registered)
-    assert list(out["participant_id"]) == ["sub-0", "sub-2", "sub-3"]
-    assert list(out["check"]) == ["preprocessing", "alignment", "alignment"]
+    scores = {"/d/1.nii.gz": 3.5, "/d/2.nii.gz": 7.25, "/d/3.nii.gz": float("nan"),
+              "/d/4.nii.gz": 5.0}
+    out = audit.alignment_problems(table, errors, scores, 5.0, registered=registered)
+    # 5.0 passes; NaN (not measured) fails a registered scan only, as in brainage predict
+    flagged = ["sub-0", "sub-2", "sub-3"] if registered else ["sub-0", "sub-2"]
+    assert list(out["participant_id"]) == flagged
+    assert list(out["check"]) == ["preprocessing"] + ["alignment"] * (len(flagged) - 1)
     assert out.loc[0, "severity"] == "error"
     assert set(out.loc[1:, "severity"]) == {severity}
-    assert "0.120 is below the threshold 0.40" in out.loc[1, "message"]
+    assert "misfit 7.25 mm is above the threshold 5.0 mm" in out.loc[1, "message"]
     assert out.loc[1, "message"].startswith("/d/2.nii.gz")
 
 
@@ -107,3 +110,31 @@ def test_tiv_summary_by_group():
     assert (hc["tiv_mean"], hc["tiv_min"], hc["tiv_max"]) == (1500.0, 1400.0, 1600.0)
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['tiv_cm3'\]"):
         audit.tiv_summary(_table())
+
+
+def test_qc_removals_by_group_and_age_band():
+    """Hand-checked counts: HC 20-40 y one of two fails (7.0 mm), HC 60-80 y none; AD 60-80 y
+    the unmeasured (NaN) scan fails only when the scans were registered here."""
+    table = pd.DataFrame({"group": ["HC", "HC", "HC", "AD", "AD"],
+                          "age": [25.0, 35.0, 70.0, 65.0, 75.0],
+                          "alignment": [3.0, 7.0, 4.9, float("nan"), 3.5]})
+    out = audit.qc_removals(table, 5.0).set_index(["group", "age_band"])
+    assert out.loc[("HC", "0-40"), ["n", "failed"]].tolist() == [2, 1]
+    assert out.loc[("HC", "0-40"), "failed_percent"] == pytest.approx(50.0)
+    assert out.loc[("HC", "60-80"), ["n", "failed"]].tolist() == [1, 0]
+    assert out.loc[("AD", "60-80"), ["n", "failed"]].tolist() == [2, 1]
+    assert out.loc[("AD", "all"), "median"] == pytest.approx(3.5)
+    assert out.loc[("HC", "all"), ["n", "failed"]].tolist() == [3, 1]
+    kept = audit.qc_removals(table, 5.0, registered=False).set_index(["group", "age_band"])
+    assert kept.loc[("AD", "60-80"), "failed"] == 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"bands": (40.0, 20.0)}, "increasing edges"),
+    ({"bands": (40.0,)}, "increasing edges")])
+def test_qc_removals_bad_input(kwargs, message):
+    table = pd.DataFrame({"group": ["HC"], "age": [30.0], "alignment": [3.0]})
+    with pytest.raises(ValueError, match=message):
+        audit.qc_removals(table, 5.0, **kwargs)
+    with pytest.raises(ValueError, match=r"column\(s\) \['alignment'\]"):
+        audit.qc_removals(table.drop(columns="alignment"), 5.0)

@@ -250,7 +250,8 @@ def test_unreadable_cache_entry_is_recomputed(tmp_path, rng, damage):
     assert all(item.ok for item in items), [item.error for item in items]
     for item, expected in zip(items, first):  # the damaged one recomputed, the other read
         np.testing.assert_array_equal(item.image.get_fdata(), expected)
-    assert json.loads(sidecar.read_text())["alignment"] == pytest.approx(items[0].alignment)
+    assert json.loads(sidecar.read_text())["registration_misfit_mm"] == pytest.approx(
+        items[0].alignment)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired: the next run reads it silently
         assert cache.get_or_compute(scans[0], params).shape == (25, 30, 24)

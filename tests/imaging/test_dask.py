@@ -54,7 +54,7 @@ def _entries_are_complete(root: Path, cohort: list[str]) -> None:
         data = np.asarray(nib.load(target).dataobj)  # a truncated gzip stream raises here
         assert data.shape == nib.load(target).shape and np.isfinite(data).all()
         meta = json.loads(target.with_suffix("").with_suffix(".json").read_text())
-        assert meta["sha256"] and isinstance(meta["alignment"], float)
+        assert meta["sha256"] and isinstance(meta["registration_misfit_mm"], float)
 
 
 @pytest.mark.slow

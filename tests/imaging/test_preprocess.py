@@ -407,7 +407,24 @@ def test_cli_one_file(template_scan: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.nii.gz"
     assert _cli(str(template_scan), str(out), "--space", MNI, "--grid-mm", "4") == 0
     assert nib.load(out).shape == (50, 59, 48)
-    assert "alignment" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "registration misfit not measured (threshold 5.0 mm)" in printed  # template mask
+    # skull-stripped (the brain-only template, 0 outside): the scan's own outline; the same
+    # figure without and with a cache
+    template, _ = template_images()
+    (tmp_path / "in").mkdir()
+    brain = _save(tmp_path / "in", "brain.nii.gz",
+                  (template.get_fdata() * 300).astype(np.float32), template.affine)
+    stripped = ("--space", MNI, "--grid-mm", "4", "--skull-stripped")
+    assert _cli(str(brain), str(tmp_path / "a.nii.gz"), *stripped) == 0
+    alone = capsys.readouterr().out
+    assert _cli(str(brain), str(tmp_path / "b.nii.gz"), *stripped,
+                "--cache", str(tmp_path / "cache")) == 0
+    cached = capsys.readouterr().out
+    figure = alone.split("  ", 1)[1].strip()
+    assert figure.startswith("registration misfit ") and figure.endswith(
+        "mm (threshold 5.0 mm): passed")
+    assert cached.split("  ", 1)[1].strip() == figure
 
 
 def test_cli_brain_extraction_option(template_scan: Path, tmp_path: Path, capsys) -> None:
@@ -560,7 +577,8 @@ def test_ixi_scans_preprocess_and_align(ixi_results) -> None:
         np.testing.assert_allclose(item.image.affine, affine)
         score = reg.alignment_score(item.image)
         assert score > reg.ALIGNMENT_THRESHOLD, f"{item.path}: alignment score {score:.3f}"
-        assert item.alignment == pytest.approx(score)
+        assert item.alignment == pytest.approx(reg.outline_misfit(item.image))
+        assert reg.registration_passes(item.alignment), reg.registration_qc_text(item.alignment)
         # the subject's own mask (deepbet), its native TIV in the header and the item
         low, high = TIV_RANGE_CM3
         assert low < item.tiv_cm3 < high and pp.header_tiv(item.image) == pytest.approx(
@@ -583,13 +601,13 @@ def test_ixi_second_read_comes_from_cache(ixi_results, monkeypatch: pytest.Monke
     np.testing.assert_array_equal(again.get_fdata(), items[0].image.get_fdata())
 
 
-def test_cache_stores_the_alignment_score(template_scan: Path, tmp_path: Path) -> None:
+def test_cache_stores_the_registration_misfit(template_scan: Path, tmp_path: Path) -> None:
     cache = pp.PreprocessCache(tmp_path / "cache")
     params = {"space": MNI, "grid_mm": 4.0, "skull_stripped": True}
     score = cache.alignment(template_scan, params)
-    assert score == pytest.approx(reg.alignment_score(cache.get_or_compute(template_scan, params)))
+    assert score == pytest.approx(reg.outline_misfit(cache.get_or_compute(template_scan, params)))
     sidecar = cache.path_for(template_scan, params).with_suffix("").with_suffix(".json")
-    assert json.loads(sidecar.read_text())["alignment"] == pytest.approx(score)
+    assert json.loads(sidecar.read_text())["registration_misfit_mm"] == pytest.approx(score)
     items = pp.preprocess_cohort([template_scan, tmp_path / "missing.nii.gz"], params, cache)
     assert items[0].alignment == pytest.approx(score)
     assert math.isnan(items[1].alignment) and "missing.nii.gz" in items[1].error

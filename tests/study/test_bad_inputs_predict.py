@@ -27,7 +27,7 @@ import torch
 from brainage.cli import main
 from brainage.imaging import registration
 from brainage.imaging.preprocess import resample_to_grid
-from brainage.imaging.registration import ALIGNMENT_THRESHOLD, template_grid, template_images
+from brainage.imaging.registration import registration_passes, template_grid, template_images
 from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1
@@ -216,10 +216,44 @@ def test_native_scan_below_the_alignment_threshold_gets_no_age(
     code, table = _run(tmp_path / "out.csv", tmp_path / "cache", str(good[0]), str(bad),
                        "--model", str(model_dir))
     assert code == 1
-    _assert_failed(table, bad, "registration to MNI152 failed", "below the threshold 0.4")
+    _assert_failed(table, bad, "registration to MNI152 failed the QC", "threshold 5.0 mm")
     row = table[table["path"] == str(bad)].iloc[0]
-    assert row["space"] == "native" and row["alignment"] < ALIGNMENT_THRESHOLD
+    assert row["space"] == "native" and not registration_passes(row["alignment"])
+    qc = tmp_path / "out_qc" / f"{bad.name.split('.')[0]}_qc.png"
+    assert qc.is_file(), sorted(p.name for p in tmp_path.rglob("*.png"))
     _assert_completed(table, good[:1])
+    # the user looked at the picture and accepts the scan: --force predicts it, same figure
+    code, forced = _run(tmp_path / "forced.csv", tmp_path / "cache", str(bad), "--model",
+                        str(model_dir), "--force")
+    assert code == 0
+    _assert_completed(forced, [bad])
+    assert forced["alignment"].iloc[0] == pytest.approx(row["alignment"])
+
+
+def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
+        model_dir: Path, template_4mm: np.ndarray, tmp_path: Path, monkeypatch) -> None:
+    """brainage bids: a native scan refused by the registration QC still gets its QC image
+    (so that the user can judge it) and an error log, no table; --force predicts it."""
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps(
+        {"Name": "off", "BIDSVersion": "1.9.0"}))
+    affine = template_grid(SCAN_MM)[1].copy()
+    affine[0, 3] += 40.0
+    _native(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", template_4mm * 500.0, affine)
+    monkeypatch.setattr(registration, "register_to_template", lambda scan, **kw:
+                        registration.RegistrationResult(np.eye(4), math.nan, 0.0))
+    common = ["participant", "--model", str(model_dir), "--cache", str(tmp_path / "cache")]
+    out = tmp_path / "out"
+    assert main(["-q", "bids", str(bids), str(out), *common]) == 1
+    anat = out / "sub-01" / "anat"
+    assert (anat / "sub-01_space-MNI152NLin2009cSym_desc-qc_T1w.png").is_file()
+    assert not list(anat.glob("*_desc-brainage_T1w.tsv"))
+    forced = tmp_path / "forced"
+    assert main(["-q", "bids", str(bids), str(forced), *common, "--force"]) == 0
+    table = pd.read_csv(forced / "sub-01" / "anat" / "sub-01_desc-brainage_T1w.tsv", sep="\t")
+    assert table["predicted"].notna().all()
+    assert not table["alignment"].map(registration_passes).any()
 
 
 def test_native_scan_with_50_mm_voxels_gets_no_age(model_dir: Path, good: list[Path],
@@ -249,8 +283,8 @@ def test_native_scan_that_registration_cannot_align(model_dir: Path, good: list[
     code, table = _run(tmp_path / "out.csv", cache, str(bad), str(good[0]),
                        "--model", str(model_dir), "--age", "40", "50")
     assert code == 1
-    _assert_failed(table, bad, "registration to MNI152 failed", "below the threshold 0.4")
-    assert table.loc[table["path"] == str(bad), "alignment"].lt(ALIGNMENT_THRESHOLD).all()
+    _assert_failed(table, bad, "registration to MNI152 failed the QC", "threshold 5.0 mm")
+    assert not table.loc[table["path"] == str(bad), "alignment"].map(registration_passes).any()
     _assert_completed(table, good[:1])
 
 

@@ -20,7 +20,7 @@ from brainage._utils import PREDICTION_VALUES
 from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.imaging.preprocess import PreprocessCache, PreprocessParams, preprocess_cohort
-from brainage.imaging.registration import template_grid
+from brainage.imaging.registration import registration_passes, template_grid
 from brainage.study import bids_app
 from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
 from brainage.study.predict import PREDICTION_COLUMNS, load_model_folder, predict_scans
@@ -343,7 +343,8 @@ def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, 
     assert report.ok, report.failed
     for label in labels:
         table = _read_tsv(out / f"sub-{label}" / "anat" / f"sub-{label}_desc-brainage_T1w.tsv")
-        assert (table["space"] == "native").all() and (table["alignment"] > 0.4).all()
+        assert (table["space"] == "native").all()
+        assert table["alignment"].map(registration_passes).all(), table["alignment"].tolist()
         assert table["predicted"].notna().all() and table["age"].notna().all()
     group = bids_app.run_group_level(ixi10, out)
     assert group.n_scans == 2 and group.figure.is_file()

@@ -109,20 +109,20 @@ def test_site_accuracy_and_gap_age_correlation(rng):
 
 def test_alignment_by_site_and_sentence():
     table = pd.DataFrame({"site": ["A"] * 4 + ["B"] * 4,
-                          "alignment": [0.30, 0.32, 0.35, 0.45, 0.55, 0.56, 0.58, 0.60]})
-    by_site = sentences.alignment_by_site(table, 0.4)
-    assert list(by_site["below"]) == [3, 0] and list(by_site["n"]) == [4, 4]
+                          "alignment": [6.0, 5.8, 5.6, 4.9, 3.0, 3.1, 3.2, 3.3]})
+    by_site = sentences.alignment_by_site(table, 5.0)
+    assert list(by_site["failed"]) == [3, 0] and list(by_site["n"]) == [4, 4]
     eta = sentences.eta_squared(table["alignment"], table["site"])
     assert 0.8 < eta < 1
-    text = sentences.alignment_sentence(by_site, 0.4, simulated=True, eta_squared=eta)
-    assert text.startswith("Scans below the alignment threshold by site (A: 3 of 4 below 0.4")
-    assert "not misregistration" in text and "% of the scores' variance" in text
-    assert "misregistration" not in sentences.alignment_sentence(by_site, 0.4, simulated=False)
+    text = sentences.alignment_sentence(by_site, 5.0, simulated=True, eta_squared=eta)
+    assert text.startswith("Scans failing the registration QC by site (A: 3 of 4 above 5 mm")
+    assert "not misregistration" in text and "% of the figures' variance" in text
+    assert "misregistration" not in sentences.alignment_sentence(by_site, 5.0, simulated=False)
     truth = pd.DataFrame({"site": ["A", "A", "B"], "rotation_x_deg": [3.0, 1.0, 0.0],
                           "rotation_y_deg": [4.0, 0.0, 0.0], "rotation_z_deg": [0.0, 0.0, 2.0]})
     rotation = sentences.pose_by_site(truth)
     assert rotation.to_dict() == {"A": 3.0, "B": 2.0}  # medians of 5 and 1; of 2
-    text = sentences.alignment_sentence(by_site, 0.4, simulated=True, rotation=rotation)
+    text = sentences.alignment_sentence(by_site, 5.0, simulated=True, rotation=rotation)
     assert "(median head rotation A 3.0°, B 2.0°)" in text
     with pytest.raises(ValueError, match="lacks the column"):
         sentences.pose_by_site(truth.drop(columns="site"))
