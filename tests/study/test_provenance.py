@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+
+import pytest
 
 from brainage.study.provenance import (
     PROVENANCE_FILE,
@@ -40,3 +43,30 @@ def test_environment_records_versions_and_commit(repo_root):
     assert env["packages"]["brainage"]
     assert set(env["git"]) == {"commit", "dirty"}
     assert env["hardware"]["cpu_count"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [("profile: typo\nrun_dir: runs/old\nepochz: 3\n", r"'epochz' \(did you mean 'epochs'\?\)"),
+     ("profile: typo\nrun_dir: runs/old\nseed: !!binary aGVsbG8=\n", "parameter 'seed' is a bytes"),
+     ("profile: typo\nrun_dir: runs/old\nl0: &l0 [1, 2]\n"
+      + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)),
+      "expands to more than")],
+    ids=["unknown key", "binary value", "anchor bomb"])
+def test_bad_profile_leaves_an_existing_run_as_it_was(copy_project, tmp_path, capsys, profile,
+                                                      message):
+    """Every check runs before the first write: the old run's record is not rewritten."""
+    from brainage.cli import main
+
+    root = copy_project(tmp_path / "project")
+    run = root / "runs" / "old"
+    update_provenance(run, profile="quick", parameters={"epochs": 12}, notebooks={"01": {"s": 1}})
+    before = (run / PROVENANCE_FILE).read_bytes()
+    typo = root / "typo.yaml"
+    typo.write_text(profile, encoding="utf-8")
+    assert main(["-q", "build", "--root", str(root), "--profile", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert "typo.yaml" in err and re.search(message, err), err
+    assert (run / PROVENANCE_FILE).read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == [PROVENANCE_FILE]
+    assert not (root / "book" / "results").exists()
