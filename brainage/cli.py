@@ -387,7 +387,8 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bids(args: argparse.Namespace) -> int:
-    """participant: 1 if any scan failed, else 0; group: 0. 2 on bad input."""
+    """participant: 1 if any scan failed, else 0; group: 1 if a participant table was left
+    out (unreadable), else 0. 2 on bad input."""
     from brainage.study import bids_app
 
     if args.analysis_level == "group":
@@ -398,7 +399,12 @@ def _run_bids(args: argparse.Namespace) -> int:
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "
                   f"{entry.get('error')}", file=sys.stderr)
-        return 0
+        for entry in report.skipped:
+            print(f"brainage bids: SKIPPED {entry['error']}", file=sys.stderr)
+        if report.skipped:
+            print(f"{len(report.skipped)} participant-level table(s) left out of the group "
+                  f"table (named above)", file=sys.stderr)
+        return 1 if report.skipped else 0
     if not args.model:
         raise ValueError("the participant level needs --model DIR (a model folder)")
     options = bids_app.ParticipantOptions(
