@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PROVENANCE_FILE",
     "collect_environment",
+    "cpu_description",
     "digest_files",
     "git_commit",
     "read_provenance",
@@ -57,10 +58,38 @@ def git_commit(root: str | Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+#: Vector instruction sets recorded: the floating-point kernels of numpy, scipy, ITK and torch
+#: (resampling, training) round differently with them, so results differ in their last bits
+#: from one CPU to another, and training amplifies that (see the README's "Same numbers?").
+_SIMD_FLAGS = ("avx512f", "avx2", "fma", "avx", "sse4_2", "neon", "asimd")
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name and which of :data:`_SIMD_FLAGS` it has, as text such as
+    ``"avx512f avx2 fma avx sse4_2"`` (Linux; elsewhere the platform's processor string and
+    None)."""
+    model, flags = platform.processor() or None, None
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")[:200_000]
+    except OSError:
+        return {"cpu_model": model, "simd": flags}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    model = fields.get("model name") or fields.get("cpu model") or model
+    present = set((fields.get("flags") or fields.get("features") or "").split())
+    if present:
+        flags = " ".join(flag for flag in _SIMD_FLAGS if flag in present) or "none of " + (
+            " ".join(_SIMD_FLAGS))
+    return {"cpu_model": model, "simd": flags}
+
+
 def _hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }

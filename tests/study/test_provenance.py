@@ -43,6 +43,27 @@ def test_environment_records_versions_and_commit(repo_root):
     assert env["packages"]["brainage"]
     assert set(env["git"]) == {"commit", "dirty"}
     assert env["hardware"]["cpu_count"] >= 1
+    assert "cpu_model" in env["hardware"] and "simd" in env["hardware"]
+
+
+@pytest.mark.parametrize(("text", "model", "simd"), [
+    ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 fma "
+     "avx512f avx512bw\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9R14\n",
+     "AMD EPYC 9R14", "avx512f avx2 fma avx sse4_2"),
+    ("model name\t: Intel(R) Xeon(R) CPU\nflags\t: fpu sse4_2 avx avx2 fma\n",
+     "Intel(R) Xeon(R) CPU", "avx2 fma avx sse4_2"),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm\nCPU part\t: 0xd0c\n", None, "asimd"),
+])
+def test_cpu_description_names_the_model_and_its_vector_units(tmp_path, monkeypatch, text,
+                                                              model, simd):
+    """The record says which kernels produced the numbers (AVX-512 and AVX2 round apart)."""
+    from brainage.study import provenance
+
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    assert provenance.cpu_description(path) == {"cpu_model": model, "simd": simd}
+    assert provenance.cpu_description(tmp_path / "absent") == {"cpu_model": None, "simd": None}
 
 
 @pytest.mark.parametrize(
