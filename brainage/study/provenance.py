@@ -3,6 +3,13 @@
 Every run folder holds ``provenance.json``. The build writes the environment part before the
 notebooks run and adds each notebook's wall time after it ran; the data-audit notebook adds the
 checksums of the data it read. The book's appendix renders the file.
+
+The build writes the record only after the profile passed every check (a bad profile leaves an
+existing run's record as it was), and always whole, to a temporary file renamed into place. It
+is a record for readers, not a seal: it is read back only to merge new sections and to render
+the book. What is checked on reading: size, UTF-8, JSON, nesting, a JSON object (else an error
+naming the file). What a tampered record can still do: claim any profile, commit, versions,
+hardware or data checksums; nothing verifies them against the run's files.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ __all__ = [
 ]
 
 PROVENANCE_FILE = "provenance.json"
+#: The largest provenance record read back (bytes); the build writes some tens of kilobytes.
+MAX_PROVENANCE_BYTES = 20_000_000
 
 #: Distributions whose versions are recorded.
 PACKAGES = (
@@ -148,11 +157,31 @@ def digest_files(paths: Iterable[str | Path], root: str | Path | None = None) ->
 
 
 def read_provenance(run_dir: str | Path) -> dict[str, Any]:
-    """Contents of ``run_dir/provenance.json`` (empty dict when absent)."""
+    """Contents of ``run_dir/provenance.json`` (empty dict when absent).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is larger than :data:`MAX_PROVENANCE_BYTES`, not UTF-8, not
+        JSON, nested too deeply, or not a JSON object.
+    """
     path = Path(run_dir) / PROVENANCE_FILE
     if not path.exists():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    size = path.stat().st_size
+    if size > MAX_PROVENANCE_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than a provenance record's "
+                         f"{MAX_PROVENANCE_BYTES}; move it aside and build again")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not a provenance record ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:120]}); move it aside and build "
+                         f"again") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a provenance record: a JSON object is expected, "
+                         f"got {type(record).__name__}")
+    return record
 
 
 def update_provenance(run_dir: str | Path, **sections: Any) -> dict[str, Any]:

@@ -91,3 +91,17 @@ def test_bad_profile_leaves_an_existing_run_as_it_was(copy_project, tmp_path, ca
     assert (run / PROVENANCE_FILE).read_bytes() == before
     assert sorted(p.name for p in run.iterdir()) == [PROVENANCE_FILE]
     assert not (root / "book" / "results").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{not json", "is not a provenance record \\(JSONDecodeError"),
+    (b"\xff\xfe{}", "is not a provenance record \\(UnicodeDecodeError"),
+    (b"[1, 2]", "a JSON object is expected, got list"),
+    (b"[" * 100_000 + b"]" * 100_000, "is not a provenance record \\(RecursionError"),
+], ids=["junk", "not utf-8", "list", "deep"])
+def test_a_record_that_is_not_one_is_named(tmp_path, content, message):
+    (tmp_path / PROVENANCE_FILE).write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        update_provenance(tmp_path, book={"seconds": 1})
+    assert str(tmp_path / PROVENANCE_FILE) in str(err.value)
+    assert (tmp_path / PROVENANCE_FILE).read_bytes() == content  # not replaced
