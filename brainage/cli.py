@@ -234,7 +234,9 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
         "fetch", help="download a public dataset (ixi) into a BIDS folder",
         description="Download IXI's T1 tarball and demographics sheet into DEST/sourcedata "
                     "(an interrupted download resumes), unpack the scans and write DEST as a BIDS "
-                    "folder: participants.tsv, dataset_description.json and excluded.tsv.")
+                    "folder: participants.tsv, dataset_description.json and excluded.tsv. "
+                    "Files obtained by hand (--t1-archive, --demographics, or already in "
+                    "DEST/sourcedata) are used instead of downloading: no network needed.")
     parser.add_argument("dataset", metavar="DATASET", help="dataset to download (ixi)")
     parser.add_argument("dest", metavar="DEST",
                         help="BIDS folder to write; downloads are kept in DEST/sourcedata")
@@ -246,6 +248,12 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
                         help="expected sha256 of the T1 tarball (default: not checked)")
     parser.add_argument("--demographics-sha256", default=None, metavar="HEX",
                         help="expected sha256 of the sheet (default: not checked)")
+    parser.add_argument("--t1-archive", default=None, metavar="PATH",
+                        help="IXI-T1.tar obtained by hand (when IXI's server refuses downloads): "
+                             "used where it is instead of downloading --t1-url")
+    parser.add_argument("--demographics", default=None, metavar="PATH",
+                        help="IXI.xls (or .csv) obtained by hand: used where it is instead of "
+                             "downloading --demographics-url")
     parser.add_argument("--no-keep-archive", dest="keep_archive", action="store_false",
                         help="delete the tarball after unpacking (a rerun downloads it again)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
@@ -258,9 +266,13 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
 def _run_fetch(args: argparse.Namespace) -> int:
     from brainage.data.fetch import DownloadSettings, IXISettings, fetch
 
+    for url, local in (("--t1-url", "--t1-archive"), ("--demographics-url", "--demographics")):
+        if getattr(args, url[2:].replace("-", "_")) and getattr(args, local[2:].replace("-", "_")):
+            raise ValueError(f"give {url} or {local}, not both")
     urls = {key: value for key, value in (("t1_url", args.t1_url),
                                           ("demographics_url", args.demographics_url)) if value}
-    settings = IXISettings(**urls, t1_sha256=args.t1_sha256,
+    settings = IXISettings(**urls, t1_archive=args.t1_archive, demographics=args.demographics,
+                           t1_sha256=args.t1_sha256,
                            demographics_sha256=args.demographics_sha256,
                            keep_archive=args.keep_archive,
                            download=DownloadSettings(timeout_s=args.timeout, retries=args.retries))
@@ -441,7 +453,8 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bids(args: argparse.Namespace) -> int:
-    """participant: 1 if any scan failed, else 0; group: 0. 2 on bad input."""
+    """participant: 1 if any scan failed, else 0; group: 1 if a participant table was left
+    out (unreadable), else 0. 2 on bad input."""
     from brainage.study import bids_app
 
     if args.analysis_level == "group":
@@ -452,7 +465,12 @@ def _run_bids(args: argparse.Namespace) -> int:
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "
                   f"{entry.get('error')}", file=sys.stderr)
-        return 0
+        for entry in report.skipped:
+            print(f"brainage bids: SKIPPED {entry['error']}", file=sys.stderr)
+        if report.skipped:
+            print(f"{len(report.skipped)} participant-level table(s) left out of the group "
+                  f"table (named above)", file=sys.stderr)
+        return 1 if report.skipped else 0
     if not args.model:
         raise ValueError("the participant level needs --model DIR (a model folder)")
     options = bids_app.ParticipantOptions(

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 
 import pytest
 
-from brainage._utils import check_scheduler, run_tasks
+from brainage._utils import check_scheduler, dask_client, run_tasks
+from brainage._utils import scheduler as sched
 from brainage.cli import main
 
 
@@ -20,8 +23,7 @@ def square_or_fail(x: int) -> int:
 
 
 @pytest.mark.parametrize("value", ["local:1", "local:16", "tcp://127.0.0.1:8786",
-                                   "tls://[::1]:8786", "10.0.0.5:8786", "/shared/scheduler.json",
-                                   None])
+                                   "tls://[::1]:8786", "10.0.0.5:8786", None])
 def test_scheduler_names(value) -> None:
     assert check_scheduler(value) == value
 
@@ -81,3 +83,78 @@ def test_parser_does_not_import_dask() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+# --- scheduler files and addresses that cannot work: a message, never a hang or a traceback --
+
+def test_scheduler_file_is_read_for_its_address(tmp_path) -> None:
+    path = tmp_path / "sched.json"
+    path.write_text(json.dumps({"type": "Scheduler", "address": "tcp://10.0.0.5:8786"}))
+    assert check_scheduler(str(path)) == str(path)
+    assert sched.scheduler_address(path) == "tcp://10.0.0.5:8786"
+    assert check_scheduler(str(tmp_path / "not_yet.json")) == str(tmp_path / "not_yet.json")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"not json {", "cannot be read as JSON"),
+    (b"\xff\xfe", "cannot be read as JSON"),
+    (b"[1, 2]", "holds no 'address' entry"),
+    (b'{"address": 5}', "holds no 'address' entry"),
+    (b'{"address": "banana"}', "holds the address 'banana', which is not one"),
+    (b'{"address": "inproc://x"}', "inproc:// address reaches a scheduler inside this same"),
+    (b"[" * 100_000 + b"]" * 100_000, "has 200000 bytes"),
+], ids=["junk", "binary", "list", "int", "bad address", "inproc", "huge"])
+def test_scheduler_file_that_is_not_one(tmp_path, content: bytes, message: str) -> None:
+    path = tmp_path / "sched.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        check_scheduler(str(path))
+    assert f"scheduler file {path}" in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("/nonexistent/sched.json", "neither the file nor its folder /nonexistent exists"),
+    ("ucx://127.0.0.1:1", "ucx:// needs UCX for Dask"),
+    ("inproc://nothing", "inproc:// address reaches a scheduler inside this same Python"),
+])
+def test_scheduler_that_cannot_work_is_refused_at_once(value: str, message: str) -> None:
+    if value.startswith("ucx") and any(map(sched.importlib.util.find_spec, sched._UCX_MODULES)):
+        pytest.skip("UCX for Dask is installed here")
+    with pytest.raises(ValueError, match=message):
+        check_scheduler(value)
+
+
+@pytest.mark.parametrize("value", ["/nonexistent/sched.json", "inproc://nothing", "GARBAGE"])
+def test_cli_names_the_scheduler_problem(tmp_path, capsys, value: str) -> None:
+    if value == "GARBAGE":
+        value = str(tmp_path / "sched.json")
+        (tmp_path / "sched.json").write_text("garbage")
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(tmp_path), "--model", str(tmp_path), "--scheduler", value])
+    assert info.value.code == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert value in err and "Traceback" not in err
+
+
+def test_scheduler_file_that_never_appears_times_out(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sched, "SCHEDULER_FILE_WAIT_S", 1)
+    path = tmp_path / "sched.json"
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"scheduler file {path} did not appear within 1 s"):
+        with dask_client(str(path)):
+            pass
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_scheduler_times_out_with_a_message(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sched, "CONNECT_TIMEOUT_S", 2)
+    path = tmp_path / "sched.json"
+    path.write_text(json.dumps({"address": "tcp://127.0.0.1:1"}))
+    for value, where in [("tcp://127.0.0.1:1", "at tcp://127.0.0.1:1 within 2 s"),
+                         (str(path), f"(from the scheduler file {path}) within 2 s")]:
+        with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler") as err:
+            with dask_client(value):
+                pass
+        assert where in str(err.value)

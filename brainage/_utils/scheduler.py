@@ -13,6 +13,11 @@ order of the tuples, whatever order they finish in, with a tqdm bar either way. 
   ``SLURMCluster``, ``dask scheduler`` plus ``dask worker`` in a batch job ...); a
   ``distributed.Client`` is used as it is and left open.
 
+Nothing waits forever: an address must answer within :data:`CONNECT_TIMEOUT_S`; a scheduler
+file must lie in an existing folder and appear within :data:`SCHEDULER_FILE_WAIT_S` (Dask
+itself would wait for it forever); a file that exists must hold a scheduler's address; and
+``inproc://`` (this process only) and ``ucx://`` without UCX installed are refused by name.
+
 A task that raises is an outcome with its error; the others complete. On a Dask cluster a
 worker that dies mid-task (killed, out of memory, node lost) has its tasks rescheduled on the
 other workers by the scheduler (``distributed.scheduler.allowed-failures`` times, 3 by default;
@@ -32,14 +37,20 @@ every worker sees, for a cluster of several machines).
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["TaskOutcome", "check_scheduler", "dask_client", "run_tasks", "worker_count"]
+__all__ = ["CONNECT_TIMEOUT_S", "SCHEDULER_FILE_WAIT_S", "TaskOutcome", "check_scheduler",
+           "dask_client", "run_tasks", "scheduler_address", "worker_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +58,13 @@ logger = logging.getLogger(__name__)
 _LOCAL = re.compile(r"^local:(\d+)$")
 #: A scheduler address: ``protocol://host[:port]`` or ``host:port``.
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://\S+$|^[^\s/:]+:\d+$")
+#: Seconds to wait for a scheduler to answer, and for a scheduler file to appear (Dask itself
+#: waits for the file forever).
+CONNECT_TIMEOUT_S = 30
+SCHEDULER_FILE_WAIT_S = 60
+_MAX_SCHEDULER_FILE_BYTES = 100_000
+#: Python modules that give distributed its ucx:// transport.
+_UCX_MODULES = ("ucxx", "ucp")
 
 
 def check_scheduler(value: object) -> Any:
@@ -72,11 +90,78 @@ def check_scheduler(value: object) -> Any:
     if text.startswith("local"):
         raise ValueError(f"scheduler (--scheduler) {value!r}: write local:N, N the number of "
                          f"worker processes (e.g. local:2)")
-    if text.endswith(".json") or _ADDRESS.match(text):
+    if text.endswith(".json"):
+        _check_scheduler_file(text)
+        return text
+    if _ADDRESS.match(text):
+        _check_protocol(text, f"scheduler (--scheduler) {value!r}")
         return text
     raise ValueError(f"scheduler (--scheduler) must be local:N (a local Dask cluster of N "
                      f"workers), a scheduler address such as tcp://10.0.0.5:8786, or a "
                      f"scheduler file (*.json); got {value!r}")
+
+
+def _check_protocol(address: str, what: str) -> None:
+    """Refuse the protocols this process cannot use, before distributed fails obscurely."""
+    protocol = address.split("://", 1)[0] if "://" in address else "tcp"
+    if protocol == "inproc":
+        raise ValueError(f"{what}: an inproc:// address reaches a scheduler inside this same "
+                         f"Python process only; from Python pass its distributed.Client, from "
+                         f"the command line use the scheduler's tcp:// address")
+    if protocol == "ucx" and not any(importlib.util.find_spec(name) for name in _UCX_MODULES):
+        raise ValueError(f"{what}: ucx:// needs UCX for Dask (the ucxx or ucx-py package), "
+                         f"which is not installed here; use the scheduler's tcp:// address")
+
+
+def _check_scheduler_file(text: str) -> None:
+    """A scheduler file that exists must hold a scheduler's address; one that does not yet
+    exist must at least have its folder (a scheduler starting in a batch job writes it)."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise ValueError(f"scheduler file {text}: neither the file nor its folder "
+                             f"{path.parent} exists; start the scheduler with "
+                             f"'dask scheduler --scheduler-file {text}' first")
+        return  # waited for, for SCHEDULER_FILE_WAIT_S at most, by dask_client
+    scheduler_address(path)
+
+
+def scheduler_address(path: str | os.PathLike) -> str:
+    """The address in a Dask scheduler file (``dask scheduler --scheduler-file``); a
+    ``ValueError`` naming the file if it is not one."""
+    path = Path(path)
+    problem = None
+    try:
+        if not path.is_file():
+            problem = "is not a file"
+        elif path.stat().st_size > _MAX_SCHEDULER_FILE_BYTES:
+            problem = f"has {path.stat().st_size} bytes (a scheduler file has a few hundred)"
+        else:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(info, dict) or not isinstance(info.get("address"), str):
+                problem = "holds no 'address' entry"
+            elif not _ADDRESS.match(info["address"]):
+                problem = f"holds the address {info['address']!r}, which is not one"
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        problem = f"cannot be read as JSON ({' '.join(str(err).split())[:120]})"
+    if problem:
+        raise ValueError(f"scheduler file {path} {problem}: expected the JSON file that "
+                         f"'dask scheduler --scheduler-file {path}' writes")
+    _check_protocol(info["address"], f"scheduler file {path}")
+    return info["address"]
+
+
+def _wait_for_scheduler_file(path: Path) -> None:
+    if path.exists():
+        return
+    logger.warning("waiting up to %d s for the scheduler file %s", SCHEDULER_FILE_WAIT_S, path)
+    deadline = time.monotonic() + SCHEDULER_FILE_WAIT_S
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ConnectionError(
+                f"scheduler file {path} did not appear within {SCHEDULER_FILE_WAIT_S} s: is "
+                f"the scheduler running ('dask scheduler --scheduler-file {path}')?")
+        time.sleep(0.5)
 
 
 @contextmanager
@@ -108,9 +193,19 @@ def dask_client(scheduler: Any) -> Iterator[Any]:
             logger.info("Dask dashboard (with bokeh): %s", client.dashboard_link)
             yield client
         return
-    where = {"scheduler_file": scheduler} if scheduler.endswith(".json") else {
-        "address": scheduler}
-    with Client(**where) as client:
+    if scheduler.endswith(".json"):
+        _wait_for_scheduler_file(Path(scheduler).expanduser())
+        address = scheduler_address(Path(scheduler).expanduser())
+        where = f"{address} (from the scheduler file {scheduler})"
+    else:
+        address = where = scheduler
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as err:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {where} within "
+                              f"{CONNECT_TIMEOUT_S} s ({' '.join(str(err).split())[:160]}): "
+                              f"is it running, and is the address right?") from err
+    with client:
         logger.info("connected to the Dask scheduler %s (%d worker thread(s))",
                     client.scheduler.address, worker_count(client))
         yield client

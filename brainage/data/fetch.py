@@ -31,6 +31,12 @@ Choices:
 * A download already at its place is not downloaded again: put a copy of ``IXI-T1.tar`` at
   ``DEST/sourcedata/IXI-T1.tar`` to skip the 4.5 GB download. A sheet that cannot be read is
   moved to ``IXI.xls.bad`` (a rerun downloads it again).
+* IXI's server refuses direct downloads at times (HTTP 403; keymorph issue 18, FLamby issue
+  253). The error then says so in one line and what to do: download ``IXI-T1.tar`` and
+  ``IXI.xls`` by hand and pass them (``--t1-archive PATH --demographics PATH``,
+  :attr:`IXISettings.t1_archive`, :attr:`IXISettings.demographics`; used where they are,
+  never moved) or put them in ``DEST/sourcedata/``. The BIDS folder is then built offline,
+  with the same checks, and is the same as after a download.
 * Archive members with absolute paths, ``..`` leaving the unpacking folder, links or devices are
   refused and reported; nothing outside DEST is read, moved or written.
 
@@ -119,6 +125,14 @@ class _UnusableSheet(FetchError):
     """The demographics sheet is corrupt or is not IXI's sheet (a download to discard)."""
 
 
+class _Refused(FetchError):
+    """The server answered a client error (4xx): another attempt will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Retryable(Exception):
     """A transfer failed in a way that another attempt may fix (early end, timeout, 5xx)."""
 
@@ -170,9 +184,15 @@ class IXISettings:
     t1_sha256, demographics_sha256 : str or None, default=None
         Expected sha256 digests (64 hexadecimal characters); ``None`` skips the check.
     keep_archive : bool, default=True
-        Keep the tarball under ``DEST/sourcedata/`` (a rerun then needs no download).
+        Keep the tarball under ``DEST/sourcedata/`` (a rerun then needs no download). A
+        ``t1_archive`` of the user's is never removed.
     download : DownloadSettings, default=DownloadSettings()
         Timeouts and retries.
+    t1_archive, demographics : str or Path or None, default=None
+        Files obtained by hand (when IXI's server refuses downloads): the T1 tarball and the
+        sheet, used where they are (read only, never moved or changed) instead of
+        downloading ``t1_url`` and ``demographics_url``, with the same checks (sha256 when
+        given, the sheet's columns, the archive's members).
     """
 
     t1_url: str = IXI_T1_URL
@@ -181,12 +201,16 @@ class IXISettings:
     demographics_sha256: str | None = None
     keep_archive: bool = True
     download: DownloadSettings = field(default_factory=DownloadSettings)
+    t1_archive: Path | None = None
+    demographics: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("t1_url", "demographics_url"):
             _check_url(getattr(self, name), name)
         for name in ("t1_sha256", "demographics_sha256"):
             object.__setattr__(self, name, _check_digest(getattr(self, name), name))
+        for name in ("t1_archive", "demographics"):
+            object.__setattr__(self, name, _check_local_file(getattr(self, name), name))
         if not isinstance(self.keep_archive, bool):
             raise TypeError(f"keep_archive must be a bool; got {self.keep_archive!r}")
 
@@ -267,6 +291,22 @@ def _check_url(url: object, name: str) -> str:
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"{name} must be an http(s) URL; got {url!r}")
     return url
+
+
+def _check_local_file(path: object, name: str) -> Path | None:
+    """A file the user obtained by hand: an existing regular file (not a folder or a FIFO)."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"{name} must be a path; got {path!r}")
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise FetchError(f"{name} {path} cannot be read: {err.strerror}") from err
+    if not stat.S_ISREG(mode):
+        raise FetchError(f"{name} {path} is not a regular file")
+    return path
 
 
 def _check_digest(digest: object, name: str) -> str | None:
@@ -382,7 +422,7 @@ def _transfer(url: str, part: Path, expected_size: int | None, settings: Downloa
         message = f"HTTP {err.code} {err.reason} for {url}"
         if err.code in _RETRY_STATUS:
             raise _Retryable(message) from err
-        raise FetchError(message) from err
+        raise _Refused(message, err.code) from err
     with response:
         offset, total = _resume_point(response, url, part, offset)
         if expected_size is not None and total is not None and total != expected_size:
@@ -800,6 +840,15 @@ def _write_tsv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path
     return path
 
 
+def _source_path(path: Path, root: Path) -> str:
+    """Where a source file is: relative to DEST inside it; a file obtained by hand elsewhere
+    by its name only (the machine's folders mean nothing to a reader; its sha256 identifies it)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return f"(obtained by hand) {path.name}"
+
+
 def _write_metadata(root: Path, sources: Sequence[_Downloaded]) -> None:
     """``dataset_description.json`` (licence, sources, digests) and ``participants.json``."""
     description = {
@@ -811,7 +860,7 @@ def _write_metadata(root: Path, sources: Sequence[_Downloaded]) -> None:
         "HowToAcknowledge": "Cite the IXI dataset (https://brain-development.org/ixi-dataset/). "
                             "Share-alike (CC BY-SA 3.0) applies to derived images.",
         "SourceDatasets": [{"URL": s.url} for s in sources],
-        "SourceFiles": [{"URL": s.url, "Path": s.path.relative_to(root).as_posix(),
+        "SourceFiles": [{"URL": s.url, "Path": _source_path(s.path, root),
                          "Bytes": s.size, "sha256": s.sha256} for s in sources],
         "GeneratedBy": [{"Name": "brainage fetch ixi", "Version": __version__,
                          "Description": "IXI T1 scans reorganised as BIDS; subjects left out "
@@ -848,6 +897,35 @@ def _unpack_and_place(root: Path, archive: Path, people: pd.DataFrame,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return participants, excluded, keep, problems
+
+
+def _local_source(path: Path, url: str, sha256: str | None) -> _Downloaded:
+    """A file the user obtained by hand, checked like a download but never moved."""
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256:
+        raise FetchError(f"sha256 mismatch for {path}: expected {sha256}, got {digest}; is it "
+                         f"the file of {url}?")
+    logger.info("using %s (%s, sha256 %s) instead of downloading %s", path,
+                _mb(path.stat().st_size), digest, url)
+    return _Downloaded(path, url, digest, path.stat().st_size, 0)
+
+
+def _obtain(url: str, local: Path | None, dest: Path, sha256: str | None,
+            settings: IXISettings) -> _Downloaded:
+    """``local`` (a file the user obtained by hand), else ``url`` downloaded to ``dest``
+    (which a file already there replaces); a refusal says how to get the files by hand."""
+    if local is not None:
+        return _local_source(local, url, sha256)
+    try:
+        return _download(url, dest, None, sha256, settings.download)
+    except _Refused as err:
+        source = dest.parent
+        raise FetchError(
+            f"{err}: the server refuses to send {dest.name} (IXI's server does so at times). "
+            f"Download IXI-T1.tar and IXI.xls by hand (web browser, "
+            f"https://brain-development.org/ixi-dataset/), then run 'brainage fetch ixi "
+            f"{source.parent} --t1-archive PATH/IXI-T1.tar --demographics PATH/IXI.xls', or "
+            f"put both files in {source}/ and run the same command again") from err
 
 
 def _read_downloaded_sheet(path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -895,12 +973,15 @@ def fetch_ixi(dest: str | Path, settings: IXISettings | None = None) -> FetchRep
     if root.exists() and not root.is_dir():
         raise FetchError(f"DEST {root} is a file, not a folder")
     source = root / "sourcedata"
-    fetched = [_download(settings.demographics_url,
-                         source / _file_name(settings.demographics_url, "IXI.xls"), None,
-                         settings.demographics_sha256, settings.download)]
-    people, problems = _read_downloaded_sheet(fetched[0].path)  # fails before the 4.5 GB
-    fetched.append(_download(settings.t1_url, source / _file_name(settings.t1_url, "IXI-T1.tar"),
-                             None, settings.t1_sha256, settings.download))
+    fetched = [_obtain(settings.demographics_url, settings.demographics,
+                       source / _file_name(settings.demographics_url, "IXI.xls"),
+                       settings.demographics_sha256, settings)]
+    # fails before the 4.5 GB; a user's own sheet is never moved aside
+    people, problems = (read_ixi_demographics(settings.demographics) if settings.demographics
+                        else _read_downloaded_sheet(fetched[0].path))
+    fetched.append(_obtain(settings.t1_url, settings.t1_archive,
+                           source / _file_name(settings.t1_url, "IXI-T1.tar"),
+                           settings.t1_sha256, settings))
     participants, excluded, keep, archive_problems = _unpack_and_place(
         root, fetched[1].path, people, fetched[0].path.name)
     tables = (_write_tsv(root / "participants.tsv", PARTICIPANT_COLUMNS, participants),
@@ -909,7 +990,7 @@ def fetch_ixi(dest: str | Path, settings: IXISettings | None = None) -> FetchRep
                ({"problem": p} for p in archive_problems))
     _write_metadata(root, fetched)
     kept = [d.path for d in fetched]
-    if not settings.keep_archive:
+    if not settings.keep_archive and settings.t1_archive is None:
         fetched[1].path.unlink()
         kept.pop()
         logger.info("removed the archive %s (keep_archive=False)", fetched[1].path)

@@ -34,6 +34,9 @@ Group level (:func:`run_group_level`) reads every participant table into
 ``OUTPUT_DIR/group_desc-brainage_T1w.tsv`` (with the raw dataset's ``participants.tsv``
 columns: group, sex, site ...; and its JSON sidecar) and draws
 ``group_desc-brainage_T1w.png``: predicted against chronological age, and the gap by group.
+A participant table that cannot be read (not UTF-8, empty, not a table, columns the
+participant level never writes) is left out and named; the others are collected, and
+``brainage bids ... group`` then exits 1 (2 when no table can be read).
 
 References
 ----------
@@ -63,7 +66,7 @@ import pandas as pd
 from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
-from brainage.study.columns import describe_columns
+from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
 from brainage.study.predict import (
     MODEL_CARD_FILE,
     PREDICTION_COLUMNS,
@@ -643,6 +646,41 @@ class GroupReport:
     n_scans: int
     n_participants: int
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: Participant-level tables left out because they cannot be read: ``{"path", "error"}``.
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+#: The most bytes of one participant-level table (a scan's table has a few rows).
+_MAX_TABLE_BYTES = 10_000_000
+
+
+def _read_participant_table(path: Path) -> pd.DataFrame:
+    """One ``<source>_desc-brainage_T1w.tsv`` as the participant level wrote it, or a
+    :class:`BidsAppError` naming the file and what is wrong with it."""
+    try:
+        size = path.stat().st_size
+        if size > _MAX_TABLE_BYTES:
+            raise OSError(f"{size} bytes, more than a participant table's few rows")
+        table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a"],
+                            encoding="utf-8", dtype={"participant_id": str, "session": str,
+                                                     "error": str, "saliency": str})
+    except pd.errors.EmptyDataError:
+        problem = "the file is empty"
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})"
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        problem = f"cannot be read as a tab-separated table ({' '.join(str(err).split())})"
+    else:
+        required = {"participant_id", "model", "predicted"}
+        unknown = [c for c in table.columns if c not in COLUMN_DESCRIPTIONS]
+        problem = (f"lacks the column(s) {sorted(required - set(table.columns))}"
+                   if not required <= set(table.columns) else
+                   f"has column(s) {unknown[:5]} that the participant level never writes"
+                   if unknown else "has no rows" if table.empty else None)
+        if problem is None:
+            return table
+    raise BidsAppError(f"participant-level table {path}: {problem}; left out of the group "
+                       f"table (run the participant level again for this scan)")
 
 
 def _participant_tables(output_dir: Path, labels: list[str] | None) -> list[Path]:
@@ -713,9 +751,17 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
         raise BidsAppError(f"OUTPUT_DIR {output_dir} holds no participant-level table "
                            f"(sub-*/[ses-*/]anat/*_desc-brainage_T1w.tsv): run the "
                            f"participant level first")
-    frames = [pd.read_csv(p, sep="\t", keep_default_na=False, na_values=["n/a"],
-                          dtype={"participant_id": str, "session": str, "error": str,
-                                 "saliency": str}) for p in paths]
+    frames, skipped = [], []
+    for path in paths:
+        try:
+            frames.append(_read_participant_table(path))
+        except BidsAppError as err:  # one bad table must not stop the others: name it, go on
+            logger.warning("%s", err)
+            skipped.append({"path": str(path), "error": str(err)})
+    if not frames:
+        raise BidsAppError(f"none of the {len(paths)} participant-level table(s) in "
+                           f"{output_dir} can be read: "
+                           + "; ".join(entry["error"] for entry in skipped[:3]))
     table = pd.concat(frames, ignore_index=True)
     participants, described = _read_participants(bids)
     extra: dict[str, Any] = {}
@@ -727,8 +773,8 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                                                          f"participants.tsv."}
                  for c in columns}
     report = GroupReport(out / f"{GROUP_STEM}.tsv", out / f"{GROUP_STEM}.json",
-                         out / f"{GROUP_STEM}.png", len(paths),
-                         table["participant_id"].nunique(), _failures(out, labels))
+                         out / f"{GROUP_STEM}.png", len(frames),
+                         table["participant_id"].nunique(), _failures(out, labels), skipped)
     _write_json(report.sidecar, describe_columns(table.columns, extra))
     atomic_write(report.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                         na_rep="n/a"))

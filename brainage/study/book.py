@@ -39,6 +39,7 @@ __all__ = [
     "convert_notebook",
     "discover_notebooks",
     "execute_notebooks",
+    "prepare_notebooks",
     "render_generated_pages",
 ]
 
@@ -114,8 +115,33 @@ def _declared_parameters(notebook: Path) -> list[str]:
     return list(papermill.inspect_notebook(str(notebook)).keys())
 
 
+def prepare_notebooks(profile: Profile, root: Path
+                      ) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """Convert the notebooks (into ``book/_generated/notebooks``) and check that the profile
+    sets only parameters they declare.
+
+    Returns
+    -------
+    tuple of dict
+        Notebook stem to converted ``.ipynb``; notebook stem to its declared parameters.
+
+    Raises
+    ------
+    ProfileError
+        If a profile key is declared by no notebook (nothing is written to the run folder).
+    """
+    sources = discover_notebooks(root / "notebooks")
+    scratch = root / "book" / "_generated" / "notebooks"
+    converted = {src.stem: convert_notebook(src, scratch / f"{src.stem}.ipynb") for src in sources}
+    declared = {stem: _declared_parameters(path) for stem, path in converted.items()}
+    profile.check_used(declared)
+    return converted, declared
+
+
 def execute_notebooks(profile: Profile, root: Path, run_dir: Path, out_dir: Path,
-                      *, only: list[str] | None = None) -> dict[str, float]:
+                      *, only: list[str] | None = None,
+                      prepared: tuple[dict[str, Path], dict[str, list[str]]] | None = None
+                      ) -> dict[str, float]:
     """Execute the notebooks in order with the profile's parameters.
 
     Parameters
@@ -130,6 +156,8 @@ def execute_notebooks(profile: Profile, root: Path, run_dir: Path, out_dir: Path
         Where the executed ``.ipynb`` go (``book/results``).
     only : list of str, optional
         Notebook stems to run (default all); the others keep their earlier output.
+    prepared : tuple, optional
+        What :func:`prepare_notebooks` returned (default: prepared here).
 
     Returns
     -------
@@ -139,11 +167,7 @@ def execute_notebooks(profile: Profile, root: Path, run_dir: Path, out_dir: Path
     import nbformat
     import papermill
 
-    sources = discover_notebooks(root / "notebooks")
-    scratch = root / "book" / "_generated" / "notebooks"
-    converted = {src.stem: convert_notebook(src, scratch / f"{src.stem}.ipynb") for src in sources}
-    declared = {stem: _declared_parameters(path) for stem, path in converted.items()}
-    profile.check_used(declared)
+    converted, declared = prepared or prepare_notebooks(profile, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     for stem, nb_path in converted.items():
@@ -386,11 +410,13 @@ def build(profile_name: str | Path = "quick", *, root: str | Path | None = None,
     root = Path(root).resolve() if root else find_project_root()
     profile = load_profile(profile_name, root / "notebooks" / "params")
     run_dir = resolve_path(profile.params.get("run_dir", f"runs/{profile.name}"), root)
+    # Every check before the first write: a bad profile leaves an existing run's record as it was.
+    prepared = prepare_notebooks(profile, root)
     update_provenance(run_dir, profile=profile.name, profile_file=str(profile.path),
                       parameters=profile.params, environment=collect_environment(root))
     report = BuildReport(profile=profile.name, run_dir=run_dir)
     report.notebooks = execute_notebooks(profile, root, run_dir, root / "book" / "results",
-                                         only=only)
+                                         only=only, prepared=prepared)
     if book:
         render_generated_pages(profile, run_dir, root / "book")
         start = time.perf_counter()

@@ -32,6 +32,14 @@ __all__ = [
     "resolve_path",
 ]
 
+#: The largest profile file read (bytes): profiles are a few dozen lines.
+MAX_PROFILE_BYTES = 1_000_000
+#: The most values (after YAML aliases are expanded) and levels of nesting a profile may hold.
+MAX_PROFILE_VALUES = 100_000
+MAX_PROFILE_DEPTH = 50
+#: Plain scalar types of a profile value (bool is an int).
+_PLAIN = (str, int, float, type(None))
+
 #: Files that mark the top of a brainage checkout.
 _ROOT_MARKERS = ("data_manifest.yaml", "notebooks")
 
@@ -144,7 +152,9 @@ def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None)
     ------
     ProfileError
         If the profile does not exist (naming the closest existing one), is not valid YAML,
-        or is not a flat mapping with string keys.
+        is not a mapping with string keys, holds a value that is not plain (``!!binary``,
+        timestamps, sets), expands through YAML aliases to more than
+        :data:`MAX_PROFILE_VALUES` values, or has a ``run_dir`` that is not text.
     """
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"}:
@@ -159,16 +169,59 @@ def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None)
                 f"unknown profile {str(name_or_path)!r}{closest_hint(name_or_path, known)}: "
                 f"no file {path}. Available profiles: {', '.join(known) or 'none'}."
             )
-    if not path.exists():
-        raise ProfileError(f"profile file {path} does not exist")
+    if not path.is_file():
+        raise ProfileError(f"profile file {path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path}: {size} bytes; a profile is a short list of parameters "
+                           f"(at most {MAX_PROFILE_BYTES} bytes)")
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise ProfileError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise ProfileError(
             f"{path}: a profile must be a mapping of parameter names to values, "
             f"got {type(params).__name__}"
         )
+    _check_plain(path, params)
+    run_dir = params.get("run_dir")
+    if "run_dir" in params and (not isinstance(run_dir, str) or not run_dir.strip()):
+        raise ProfileError(f"{path}: run_dir must be a folder path (text), got {run_dir!r} "
+                           f"({type(run_dir).__name__})")
     logger.debug("loaded profile %s from %s", path.stem, path)
     return Profile(name=path.stem, path=path.resolve(), params=params)
+
+
+def _check_plain(path: Path, params: dict[str, Any]) -> None:
+    """Refuse values that are not plain (text, numbers, booleans, null, lists, mappings with
+    text keys) and values that expand to more than :data:`MAX_PROFILE_VALUES` items.
+
+    YAML aliases share one object per anchor, so a few lines (an "anchor bomb", or a
+    self-referencing list) can stand for 10^9 values that json, papermill and the provenance
+    record would each expand; the walk counts expanded items and stops at the limit, so it
+    costs at most that many steps.
+    """
+    budget = MAX_PROFILE_VALUES
+    stack: list[tuple[str, Any, int]] = [(key, value, 1) for key, value in params.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        budget -= 1
+        if budget < 0 or depth > MAX_PROFILE_DEPTH:
+            raise ProfileError(
+                f"{path}: parameter {where.split('.')[0].split('[')[0]!r} expands to more than "
+                f"{MAX_PROFILE_VALUES} values or {MAX_PROFILE_DEPTH} levels (YAML anchors and "
+                f"aliases that repeat or refer to themselves?); a profile holds plain values")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ProfileError(f"{path}: parameter {where!r} has the key {key!r} "
+                                       f"({type(key).__name__}); keys must be text")
+                stack.append((f"{where}.{key}", item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif not isinstance(value, _PLAIN):
+            raise ProfileError(
+                f"{path}: parameter {where!r} is a {type(value).__name__} "
+                f"({str(value)[:40]!r}); a profile holds text, numbers, booleans, null, lists "
+                f"and mappings (no !!binary, !!timestamp or !!set values)")

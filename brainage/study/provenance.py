@@ -3,6 +3,13 @@
 Every run folder holds ``provenance.json``. The build writes the environment part before the
 notebooks run and adds each notebook's wall time after it ran; the data-audit notebook adds the
 checksums of the data it read. The book's appendix renders the file.
+
+The build writes the record only after the profile passed every check (a bad profile leaves an
+existing run's record as it was), and always whole, to a temporary file renamed into place. It
+is a record for readers, not a seal: it is read back only to merge new sections and to render
+the book. What is checked on reading: size, UTF-8, JSON, nesting, a JSON object (else an error
+naming the file). What a tampered record can still do: claim any profile, commit, versions,
+hardware or data checksums; nothing verifies them against the run's files.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PROVENANCE_FILE",
     "collect_environment",
+    "cpu_description",
     "digest_files",
     "git_commit",
     "read_provenance",
@@ -33,6 +41,8 @@ __all__ = [
 ]
 
 PROVENANCE_FILE = "provenance.json"
+#: The largest provenance record read back (bytes); the build writes some tens of kilobytes.
+MAX_PROVENANCE_BYTES = 20_000_000
 
 #: Distributions whose versions are recorded.
 PACKAGES = (
@@ -57,10 +67,38 @@ def git_commit(root: str | Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+#: Vector instruction sets recorded: the floating-point kernels of numpy, scipy, ITK and torch
+#: (resampling, training) round differently with them, so results differ in their last bits
+#: from one CPU to another, and training amplifies that (see the README's "Same numbers?").
+_SIMD_FLAGS = ("avx512f", "avx2", "fma", "avx", "sse4_2", "neon", "asimd")
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """The CPU's model name and which of :data:`_SIMD_FLAGS` it has, as text such as
+    ``"avx512f avx2 fma avx sse4_2"`` (Linux; elsewhere the platform's processor string and
+    None)."""
+    model, flags = platform.processor() or None, None
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")[:200_000]
+    except OSError:
+        return {"cpu_model": model, "simd": flags}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    model = fields.get("model name") or fields.get("cpu model") or model
+    present = set((fields.get("flags") or fields.get("features") or "").split())
+    if present:
+        flags = " ".join(flag for flag in _SIMD_FLAGS if flag in present) or "none of " + (
+            " ".join(_SIMD_FLAGS))
+    return {"cpu_model": model, "simd": flags}
+
+
 def _hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }
@@ -119,11 +157,31 @@ def digest_files(paths: Iterable[str | Path], root: str | Path | None = None) ->
 
 
 def read_provenance(run_dir: str | Path) -> dict[str, Any]:
-    """Contents of ``run_dir/provenance.json`` (empty dict when absent)."""
+    """Contents of ``run_dir/provenance.json`` (empty dict when absent).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is larger than :data:`MAX_PROVENANCE_BYTES`, not UTF-8, not
+        JSON, nested too deeply, or not a JSON object.
+    """
     path = Path(run_dir) / PROVENANCE_FILE
     if not path.exists():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    size = path.stat().st_size
+    if size > MAX_PROVENANCE_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than a provenance record's "
+                         f"{MAX_PROVENANCE_BYTES}; move it aside and build again")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not a provenance record ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:120]}); move it aside and build "
+                         f"again") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a provenance record: a JSON object is expected, "
+                         f"got {type(record).__name__}")
+    return record
 
 
 def update_provenance(run_dir: str | Path, **sections: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class ServerState:
     honour_range: bool = True
     #: (path, Range header or None) of every request, in order
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    #: path -> HTTP status to answer instead of the file (e.g. 403, as IXI's server at times)
+    refuse: dict[str, int] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,6 +38,9 @@ class _Handler(BaseHTTPRequestHandler):
         state: ServerState = self.server.state  # type: ignore[attr-defined]
         wanted = self.headers.get("Range")
         state.requests.append((self.path, wanted))
+        if self.path in state.refuse:
+            self.send_error(state.refuse[self.path])
+            return
         body = state.files.get(self.path)
         if body is None:
             self.send_error(404, "Not Found")

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 from pathlib import Path
@@ -494,3 +495,118 @@ def test_fetch_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown dataset 'oasis'; brainage fetch knows: ixi"):
         fetch("oasis", tmp_path)
     assert DATASETS == ("ixi",)
+
+
+# ------------------------------------------- when IXI's server says no: files obtained by hand
+def _by_hand(source: dict, folder: Path) -> tuple[Path, Path]:
+    """IXI-T1.tar and IXI.xls as a user saves them from a web browser, outside DEST."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "IXI-T1.tar").write_bytes(source["/IXI-T1.tar"])
+    (folder / "IXI.xls").write_bytes(source["/IXI.xls"])
+    return folder / "IXI-T1.tar", folder / "IXI.xls"
+
+
+def _bids_files(root: Path) -> dict[str, bytes]:
+    """The BIDS folder's files (not sourcedata, not the description that names the sources)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.parts[len(root.parts)] != "sourcedata"
+            and p.name != "dataset_description.json"}
+
+
+@pytest.mark.parametrize("refused", [("/IXI.xls", "/IXI-T1.tar"), ("/IXI-T1.tar",)],
+                         ids=["both", "archive"])
+def test_http_403_says_in_one_line_what_to_do(server: FileServer, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture, refused) -> None:
+    server.state.refuse.update({path: 403 for path in refused})
+    dest = tmp_path / "ixi"
+    argv = ["ixi", str(dest), "--t1-url", server.url("/IXI-T1.tar"),
+            "--demographics-url", server.url("/IXI.xls"), "--retries", "2"]
+    assert run_fetch(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("brainage fetch: error: HTTP 403 ")
+    name = refused[0].lstrip("/")
+    for words in (server.url(refused[0]), f"the server refuses to send {name}",
+                  "Download IXI-T1.tar and IXI.xls by hand",
+                  f"brainage fetch ixi {dest} --t1-archive PATH/IXI-T1.tar --demographics "
+                  f"PATH/IXI.xls", f"put both files in {dest / 'sourcedata'}/"):
+        assert words in err, words
+    assert [path for path, _ in server.state.requests].count(refused[0]) == 1  # not retried
+    assert not list(dest.glob("sub-*")) and not (dest / "participants.tsv").exists()
+
+
+def test_files_obtained_by_hand_build_the_same_folder(server: FileServer, source: dict,
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    downloaded = tmp_path / "downloaded"
+    fetch_ixi(downloaded, _settings(server))
+    server.state.refuse.update({"/IXI.xls": 403, "/IXI-T1.tar": 403})
+    server.state.requests.clear()
+    archive, sheet = _by_hand(source, tmp_path / "Downloads")
+    offline = tmp_path / "offline"
+    assert run_fetch(["ixi", str(offline), "--t1-archive", str(archive), "--demographics",
+                      str(sheet), "--no-keep-archive"]) == 0
+    assert "4 scans written" in capsys.readouterr().out
+    assert server.state.requests == []  # and the default URLs were not asked either (offline)
+    assert _bids_files(offline) == _bids_files(downloaded)
+    assert len(list(offline.glob("sub-*/anat/*_T1w.nii.gz"))) == 4  # the scans, not nothing
+    # the user's files are read where they are: not moved, not changed, not removed
+    assert archive.read_bytes() == source["/IXI-T1.tar"] and sheet.read_bytes() == source[
+        "/IXI.xls"]
+    assert not (offline / "sourcedata" / "IXI-T1.tar").exists()
+    description = json.loads((offline / "dataset_description.json").read_text())
+    files = {f["Path"]: f for f in description["SourceFiles"]}
+    assert files["(obtained by hand) IXI-T1.tar"]["sha256"] == hashlib.sha256(
+        source["/IXI-T1.tar"]).hexdigest()
+    assert str(tmp_path) not in json.dumps(description)
+
+
+def test_files_already_in_sourcedata_need_no_server(server: FileServer, source: dict,
+                                                    tmp_path: Path) -> None:
+    downloaded = tmp_path / "downloaded"
+    fetch_ixi(downloaded, _settings(server))
+    server.state.refuse.update({"/IXI.xls": 403, "/IXI-T1.tar": 403})
+    server.state.requests.clear()
+    offline = tmp_path / "offline"
+    _by_hand(source, offline / "sourcedata")
+    report = fetch_ixi(offline, _settings(server))
+    assert server.state.requests == [] and report.bytes_downloaded == 0
+    assert _bids_files(offline) == _bids_files(downloaded)
+
+
+def test_files_obtained_by_hand_get_the_same_checks(source: dict, tmp_path: Path) -> None:
+    archive, sheet = _by_hand(source, tmp_path / "Downloads")
+    with pytest.raises(FetchError, match=f"sha256 mismatch for {archive}: expected 0000"):
+        fetch_ixi(tmp_path / "a", IXISettings(t1_archive=archive, demographics=sheet,
+                                              t1_sha256="0" * 64))
+    broken = tmp_path / "Downloads" / "broken.xls"
+    broken.write_bytes(b"not a spreadsheet")
+    with pytest.raises(FetchError, match=f"cannot read the demographics sheet {broken}"):
+        fetch_ixi(tmp_path / "b", IXISettings(t1_archive=archive, demographics=broken))
+    assert broken.read_bytes() == b"not a spreadsheet"  # a user's sheet is never set aside
+    empty = tmp_path / "Downloads" / "empty.tar"
+    empty.write_bytes(_tar({"notes.txt": b"x"}))
+    with pytest.raises(FetchError, match=f"archive {empty} holds no IXI"):
+        fetch_ixi(tmp_path / "c", IXISettings(t1_archive=empty, demographics=sheet))
+    assert archive.read_bytes() == source["/IXI-T1.tar"]
+    assert not list((tmp_path / "c").glob("sub-*"))
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda d: d / "absent.tar", ["t1_archive", "absent.tar", "cannot be read"]),
+    (lambda d: d, ["t1_archive", "is not a regular file"]),
+    (lambda d: (os.mkfifo(d / "fifo.tar"), d / "fifo.tar")[1], ["is not a regular file"]),
+])
+def test_run_fetch_refuses_a_bad_local_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            make, words: list[str]) -> None:
+    path = make(tmp_path)
+    assert run_fetch(["ixi", str(tmp_path / "ixi"), "--t1-archive", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(word in err for word in words), err
+    assert not (tmp_path / "ixi").exists()
+
+
+def test_run_fetch_refuses_a_url_and_a_file_for_one_source(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    assert run_fetch(["ixi", str(tmp_path), "--t1-url", "http://127.0.0.1:1/IXI-T1.tar",
+                      "--t1-archive", str(tmp_path / "IXI-T1.tar")]) == 2
+    assert "give --t1-url or --t1-archive, not both" in capsys.readouterr().err

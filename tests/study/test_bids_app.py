@@ -370,3 +370,45 @@ def test_help_lists_bids_and_its_options(capsys) -> None:
     for option in ("--participant-label", "--session-label", "--model", "--saliency",
                    "--no-qc", "--cache", "--scheduler", "participant or group"):
         assert option in out
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda p: p.write_bytes(b"\xff\xfe" + p.read_bytes()), "not UTF-8 text (byte 0xff at offset 0)"),
+    (lambda p: p.write_bytes(b""), "the file is empty"),
+    (lambda p: p.write_text(p.read_text().replace("\talignment\t", "\tmy_column\t", 1)),
+     "has column(s) ['my_column'] that the participant level never writes"),
+    (lambda p: p.write_text("participant_id\tmodel\n"), "lacks the column(s) ['predicted']"),
+    (lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), "has no rows"),
+    (lambda p: p.write_text('a\t"b\n'), "cannot be read as a tab-separated table"),
+], ids=["not utf-8", "empty", "unknown column", "no predicted", "no rows", "bad quoting"])
+def test_group_level_skips_an_unreadable_table_and_names_it(derivative, sim_bids: Path,
+                                                            tmp_path: Path, capsys, damage,
+                                                            problem: str) -> None:
+    """One bad participant table: named, left out; the others make the group table; exit 1."""
+    out = tmp_path / "brainage"
+    shutil.copytree(derivative[0], out)
+    first = _labels(sim_bids)[0]
+    bad = next((out / f"sub-{first}" / "anat").glob("*_desc-brainage_T1w.tsv"))
+    damage(bad)
+    capsys.readouterr()
+    assert main(["-q", "bids", str(sim_bids), str(out), "group"]) == 1
+    captured = capsys.readouterr()
+    assert f"SKIPPED participant-level table {bad}: {problem}" in captured.err
+    assert "1 participant-level table(s) left out" in captured.err
+    assert "3 scan(s) of 3 participant(s)" in captured.out
+    table = _read_tsv(out / "group_desc-brainage_T1w.tsv")
+    assert len(table) == 6 and f"sub-{first}" not in set(table["participant_id"])
+
+
+def test_group_level_with_no_readable_table(derivative, sim_bids: Path, tmp_path: Path,
+                                            capsys) -> None:
+    out = tmp_path / "brainage"
+    shutil.copytree(derivative[0], out)
+    group = out / "group_desc-brainage_T1w.tsv"
+    group.write_text("an earlier group table\n")
+    for table in out.glob("sub-*/anat/*_desc-brainage_T1w.tsv"):
+        table.write_bytes(b"")
+    assert main(["-q", "bids", str(sim_bids), str(out), "group"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 4 participant-level table(s)" in err and "the file is empty" in err
+    assert group.read_text() == "an earlier group table\n"  # not replaced by nothing

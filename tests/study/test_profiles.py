@@ -115,3 +115,56 @@ def test_display_path_and_paths_hide_the_machine_folders(tmp_path):
     assert shown["path"].tolist() == ["data/a.nii.gz"]
     assert shown["message"].tolist() == ["dataset 'd', data/a.nii.gz: bad"]
     assert str(tmp_path) in table["path"].iloc[0]  # the run's own table is left as it was
+
+
+# --- bad profiles: refused before anything is written, quickly, with the file named ---------
+
+_BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("run_dir: 5\n", r"run_dir must be a folder path \(text\), got 5 \(int\)"),
+     ("run_dir: ''\n", "run_dir must be a folder path"),
+     ("seed: !!binary aGVsbG8=\n", r"parameter 'seed' is a bytes .*no !!binary"),
+     ("when: 2020-01-02\n", "parameter 'when' is a date"),
+     ("grid: {1: a}\n", "parameter 'grid' has the key 1"),
+     ("a: &a [1]\nb: !!set {x}\n", "parameter 'b' is a set"),
+     ("l0: &l0 [1, 2]\n" + _BOMB, "parameter 'l9' expands to more than 100000 values"),
+     ("a: &a [*a]\n", "expands to more than 100000 values or 50 levels"),
+     ("a: " + "[" * 60 + "]" * 60 + "\n", "parameter 'a' expands to more than"),
+     ("a: " + "[" * 20000 + "]" * 20000 + "\n", "not valid YAML"),
+     ("a: \xff\n", "not valid YAML")],
+    ids=["run_dir int", "run_dir empty", "binary", "date", "int key", "set", "anchor bomb",
+         "self-reference", "deep", "very deep", "not utf-8"])
+def test_profile_with_values_that_are_not_plain_is_refused(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ProfileError, match=message) as err:
+        load_profile(path)
+    assert str(path) in str(err.value)
+
+
+def test_anchor_bomb_is_refused_quickly(tmp_path):
+    """9 levels of 9 aliases: 9^9 (3.9e8) values; refused after at most 1e5 steps."""
+    import time
+
+    path = _write(tmp_path / "bomb.yaml", "l0: &l0 [1, 2]\n" + _BOMB)
+    start = time.perf_counter()
+    with pytest.raises(ProfileError, match="YAML anchors and aliases"):
+        load_profile(path)
+    assert time.perf_counter() - start < 30  # a bound on a hang, not a benchmark
+
+
+def test_anchors_within_the_limit_are_plain_values(tmp_path):
+    path = _write(tmp_path / "ok.yaml", "a: &a [1, 2.5, x, null, true]\nb: *a\nc: {d: *a}\n")
+    assert load_profile(path).params == {"a": [1, 2.5, "x", None, True], "b": [1, 2.5, "x", None, True],
+                                         "c": {"d": [1, 2.5, "x", None, True]}}
+
+
+def test_oversized_profile_is_refused_unread(tmp_path):
+    from brainage.study.profiles import MAX_PROFILE_BYTES
+
+    path = _write(tmp_path / "big.yaml", "a: " + "1" * MAX_PROFILE_BYTES + "\n")
+    with pytest.raises(ProfileError, match=f"big.yaml: {MAX_PROFILE_BYTES + 4} bytes"):
+        load_profile(path)
