@@ -180,6 +180,9 @@ ABSOLUTE_PATH = re.compile(r"(?:^|[\s(\[`'\"=:])(/(?:tmp|home|work|Users|root|va
 #: Missing values that leaked into the text instead of "not estimable" or "n/a".
 MISSING = re.compile(r"\b(?:nan|NaN|None)\b")
 RAW_LATEX = ("$", "\\max", "_{", "^{", "\\(", "\\[", "\\frac", "\\mathrm")
+#: MyST roles and directives shown as their source (a notebook's displayed Markdown that was
+#: not parsed as MyST: "{glue:text}`x`" or "```{glue:figure} x" instead of the value).
+RAW_MYST = re.compile(r"\{(?:glue|numref|cite|ref|doc)(?::[a-z]+)?\}")
 
 
 def reader_findings(found: dict, root: Path) -> list[str]:
@@ -199,6 +202,8 @@ def reader_findings(found: dict, root: Path) -> list[str]:
         problems.append(f"the build's own folder {root}")
     problems += [f"missing value {m.group(0)!r}: ...{text[max(0, m.start() - 60):m.end() + 20]!r}"
                  for m in MISSING.finditer(text)]
+    problems += [f"raw MyST {m.group(0)!r}: ...{text[max(0, m.start() - 60):m.end() + 40]!r}"
+                 for m in RAW_MYST.finditer(text)]
     return problems
 
 
@@ -206,14 +211,15 @@ def test_reader_findings_catch_each_defect(tmp_path):
     clean = {"text": "MAE 4.42 years (not estimable)", "mathErrors": 0, "wideTables": [],
              "uncaptionedTables": [], "uncaptionedFigures": []}
     assert reader_findings(clean, tmp_path) == []
-    dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None",
+    dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None"
+                     " {glue:text}`n_retest` subjects",
              "mathErrors": 1, "pageOverflow": 40, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
              "uncaptionedFigures": ["div"]}
     found = " | ".join(reader_findings(dirty, tmp_path))
     for text in ("raw LaTeX '$'", "raw LaTeX '_{'", "MathJax errors", "wider than the column",
                  "table without", "figure without", "absolute path '/tmp/run/simulation.json'",
                  "the build's own folder", "missing value 'nan'", "missing value 'None'",
-                 "scrolls sideways by 40 px"):
+                 "scrolls sideways by 40 px", "raw MyST '{glue:text}'"):
         assert text in found, text
 
 
