@@ -506,13 +506,16 @@ if info.get("simulated") and rescan_controls + rescan_patients > 0:
         model=lambda t: t["model"].str.upper(),
         measure=lambda t: t["measure"].map({"predicted": "predicted age",
                                             "corrected_gap": "corrected gap"}))
+    # two significant digits (pingouin gives ICC intervals to two decimals) and the limits of
+    # agreement as the mean difference's interval: the table fits the page's column
     glue("tab_03_reliability", report_table(
-        shown.drop(columns=["subjects", "sem"]),
+        shown.drop(columns=["subjects", "sem"]), digits=2,
+        drop=["n"] if shown["n"].nunique() == 1 else [],
         intervals={"icc2": ("icc2_low", "icc2_high"), "icc3": ("icc3_low", "icc3_high"),
-                   "mad": ("mad_low", "mad_high"), "sdc": ("sdc_low", "sdc_high")},
-        labels={"icc2": "ICC(2,1)", "icc3": "ICC(3,1)", "mean_diff": "mean difference",
-                "loa_low": "lower LoA", "loa_high": "upper LoA", "mad": "MAD",
-                "sdc": "SDC"}), display=False)
+                   "mean_diff": ("loa_low", "loa_high"), "mad": ("mad_low", "mad_high"),
+                   "sdc": ("sdc_low", "sdc_high")},
+        labels={"icc2": "ICC(2,1)", "icc3": "ICC(3,1)", "mean_diff": "mean difference [LoA]",
+                "mad": "MAD", "sdc": "SDC"}), display=False)
     figures.glue_figure("fig-03-retest", figures.retest_bland_altman(retested.pairs))
     effects = {g: v for g, v in run.ground_truth()[1]["true_mean_brain_age_gap"].items()
                if g != "HC"}
@@ -534,8 +537,8 @@ if info.get("simulated") and rescan_controls + rescan_patients > 0:
         "agreement of the {glue:text}`n_retest` rescanned held-out subjects (controls and "
         "patients), by model, comparison (within site: repeat session; across sites: "
         "travelling subject) and measure (years): ICC(2,1) and ICC(3,1) [95% CI, pingouin, two "
-        "decimals], the mean difference (rescan - first scan) and the 95% limits of agreement "
-        "(LoA), the mean absolute difference (MAD) and the smallest detectable change (SDC, "
+        "decimals], the mean difference (rescan - first scan) [95% limits of agreement, LoA], "
+        "the mean absolute difference (MAD) and the smallest detectable change (SDC, "
         "1.96 √2 SEM) [95% bootstrap CI over subjects].\n```\n\n"
         "```{glue:figure} fig-03-retest\n:name: fig-03-retest\n\nBland-Altman plot of the "
         "bias-corrected gap (years) of each rescanned subject: the rescan minus the first "
