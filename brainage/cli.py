@@ -364,8 +364,8 @@ def _qc_dir(args: argparse.Namespace) -> str:
 def _run_predict(args: argparse.Namespace) -> int:
     """1 if any scan failed, else 0; 130 after Ctrl-C and 143 after SIGTERM, the scans that
     finished written first."""
-    from brainage.study.predict import predict_to_csv
-    from brainage.study.trust import describe_model
+    from brainage.inference.predict import predict_to_csv
+    from brainage.inference.trust import describe_model
 
     domain = describe_model(args.model)
     if domain:
@@ -455,7 +455,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
 def _run_bids(args: argparse.Namespace) -> int:
     """participant: 1 if any scan failed, else 0; group: 1 if a participant table was left
     out (unreadable), else 0. 2 on bad input."""
-    from brainage.study import bids_app
+    from brainage.inference import bids_app
 
     if args.analysis_level == "group":
         report = bids_app.run_group_level(args.bids_dir, args.output_dir,

@@ -17,16 +17,17 @@ import pandas as pd
 import pytest
 
 from brainage._utils import PREDICTION_VALUES
+from brainage._utils.columns import COLUMN_DESCRIPTIONS, describe_columns
 from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.imaging.preprocess import PreprocessCache, PreprocessParams, preprocess_cohort
 from brainage.imaging.registration import registration_passes, template_grid
-from brainage.study import bids_app
-from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
-from brainage.study.predict import PREDICTION_COLUMNS, load_model_folder, predict_scans
+from brainage.inference import bids_app
+from brainage.inference.model_folder import load_model_folder
+from brainage.inference.predict import PREDICTION_COLUMNS, predict_scans
 from tests.conftest import REPO_ROOT
 from tests.dask_cluster import dask_client, tree_bytes
-from tests.study.test_predict import model_dir
+from tests.inference.test_predict import model_dir
 
 __all__ = ["dask_client", "model_dir"]  # fixtures, imported for this module's tests
 

@@ -20,9 +20,9 @@ and, at the top of ``OUTPUT_DIR``, ``dataset_description.json`` (``DatasetType: 
 ``GeneratedBy``), ``brainage_settings.json`` (the model's checksums and the preprocessing: a
 second run with another model or other settings into the same folder is refused, so that the
 derivative stays one coherent dataset) and ``.bidsignore`` (the files BIDS does not define).
-The table carries the columns of ``brainage predict`` (:data:`brainage.study.predict.
+The table carries the columns of ``brainage predict`` (:data:`brainage.inference.predict.
 PREDICTION_COLUMNS`, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc`` and
-``brain_mask``; :mod:`brainage.study.columns` describes each.
+``brain_mask``; :mod:`brainage._utils.columns` describes each.
 
 A scan whose table exists (with its other outputs) is done: running it again is a no-op. A scan
 that fails writes ``OUTPUT_DIR/logs/<source>_error.json`` and the others go on (the exit status
@@ -64,17 +64,11 @@ import numpy as np
 import pandas as pd
 
 from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
+from brainage._utils.columns import COLUMN_DESCRIPTIONS, describe_columns
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
-from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
-from brainage.study.predict import (
-    MODEL_CARD_FILE,
-    PREDICTION_COLUMNS,
-    ModelFolder,
-    collect_scans,
-    iter_predictions,
-    load_model_folder,
-)
+from brainage.inference.model_folder import MODEL_CARD_FILE, ModelFolder, load_model_folder
+from brainage.inference.predict import PREDICTION_COLUMNS, collect_scans, iter_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +174,7 @@ def select_scans(bids_dir: str | os.PathLike, participant_labels: Iterable[str] 
     -------
     pandas.DataFrame
         Columns ``participant_id``, ``session``, ``path``, ``age`` (see
-        :func:`brainage.study.predict.collect_scans`), sorted by path.
+        :func:`brainage.inference.predict.collect_scans`), sorted by path.
 
     Raises
     ------
@@ -436,7 +430,7 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     output_dir : str or PathLike
         The derivative dataset (created; shared by parallel jobs).
     model : str, PathLike or ModelFolder
-        A model folder (:func:`brainage.study.predict.load_model_folder`).
+        A model folder (:func:`brainage.inference.model_folder.load_model_folder`).
     options : ParticipantOptions, optional
         Labels, space, optional outputs, cache, workers, scheduler.
 
@@ -607,7 +601,7 @@ def _brain_mask(preproc: nib.Nifti1Image, params: PreprocessParams) -> nib.Nifti
 
 def _qc_image(path: Path, preproc: nib.Nifti1Image, label: str, flagged: bool) -> None:
     """The registration-QC panel of notebook 01 for one scan, as a PNG."""
-    from brainage.study.figures import save_registration_qc
+    from brainage.inference.qc_figures import save_registration_qc
 
     save_registration_qc(path, preproc, label, flagged=flagged)
 

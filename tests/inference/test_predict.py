@@ -1,4 +1,4 @@
-"""Tests of brainage.study.predict: the model card and folder, input discovery, space detection, and
+"""Tests of brainage.inference.predict and model_folder: the model card and folder, input discovery, space detection, and
 ``brainage predict`` end to end on tiny MNI-space scans (files, a BIDS folder, corrupt files,
 saliency), plus one real native IXI scan (slow, skipped when absent)."""
 
@@ -18,10 +18,11 @@ from brainage.analysis.metrics import AgeBiasCorrection
 from brainage.cli import main
 from brainage.imaging.preprocess import PREPROCESS_VERSION, preprocess_file, resample_to_grid
 from brainage.imaging.registration import registration_passes, template_grid, template_images
+from brainage.inference import model_folder
+from brainage.inference import predict as bp
 from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, load_model, train_l1, train_rnc
-from brainage.study import predict as bp
 from tests.conftest import IXI10
 
 MNI = "MNI152NLin2009cSym"
@@ -50,10 +51,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run") / "models"
     train_rnc(train, val, model_cfg, TrainConfig(epochs=1, head_epochs=2, **common), root / "rnc")
     train_l1(train, val, model_cfg, TrainConfig(epochs=1, **common), root / "l1")
-    bp.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
+    model_folder.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                           "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
-    (root / "rnc" / bp.BIAS_CORRECTION_FILE).write_text(json.dumps(CORRECTION.to_dict()))
+    (root / "rnc" / model_folder.BIAS_CORRECTION_FILE).write_text(json.dumps(CORRECTION.to_dict()))
     return root
 
 
@@ -118,9 +119,9 @@ def _expected_ages(model_dir: Path, scan: Path) -> dict[str, float]:
 
 
 def test_model_card_records_what_predict_needs(model_dir: Path) -> None:
-    card = json.loads((model_dir / bp.MODEL_CARD_FILE).read_text())
+    card = json.loads((model_dir / model_folder.MODEL_CARD_FILE).read_text())
     shape, affine = template_grid(GRID_MM, crop_to_brain=True)
-    assert card["format"] == bp.MODEL_CARD_FORMAT and card["profile"] == "test"
+    assert card["format"] == model_folder.MODEL_CARD_FORMAT and card["profile"] == "test"
     assert list(card["heads"]) == ["rnc", "l1"]
     assert card["heads"]["rnc"]["checkpoint"] == "rnc/best.pt"
     assert card["preprocess"] == {"space": MNI, "grid_mm": GRID_MM, "skull_stripped": True,
@@ -133,16 +134,16 @@ def test_model_card_records_what_predict_needs(model_dir: Path) -> None:
 
 
 def test_load_model_folder_all_heads_and_one_head(model_dir: Path) -> None:
-    folder = bp.load_model_folder(model_dir)
+    folder = model_folder.load_model_folder(model_dir)
     assert list(folder.models) == ["rnc", "l1"]
     assert folder.corrections["rnc"] == CORRECTION and folder.corrections["l1"] is None
     assert folder.grid_shape == (21, 25, 22)
-    one = bp.load_model_folder(model_dir / "l1")
+    one = model_folder.load_model_folder(model_dir / "l1")
     assert list(one.models) == ["l1"] and one.root == model_dir
 
 
 def _edit_card(root: Path, change) -> None:
-    path = root / bp.MODEL_CARD_FILE
+    path = root / model_folder.MODEL_CARD_FILE
     card = json.loads(path.read_text())
     change(card)
     path.write_text(json.dumps(card))
@@ -170,27 +171,27 @@ def test_bad_model_folder_names_the_file(model_dir: Path, tmp_path: Path, breaks
                                          message: str) -> None:
     root = shutil.copytree(model_dir, tmp_path / "models")
     breaks(root)
-    with pytest.raises(bp.ModelFolderError, match=message) as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError, match=message) as info:
+        model_folder.load_model_folder(root)
     assert str(root / culprit) in str(info.value)
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:
-    with pytest.raises(bp.ModelFolderError, match=r"model folder .*nowhere does not exist"):
-        bp.load_model_folder(tmp_path / "nowhere")
+    with pytest.raises(model_folder.ModelFolderError, match=r"model folder .*nowhere does not exist"):
+        model_folder.load_model_folder(tmp_path / "nowhere")
 
 
 def test_write_model_card_rejects_folder_without_heads(tmp_path: Path) -> None:
-    with pytest.raises(bp.ModelFolderError, match=rf"{tmp_path} holds no head: no <name>/best.pt"):
-        bp.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
+    with pytest.raises(model_folder.ModelFolderError, match=rf"{tmp_path} holds no head: no <name>/best.pt"):
+        model_folder.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
 
 
 def test_write_model_card_rejects_foreign_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "rnc").mkdir()
     checkpoint = tmp_path / "rnc" / "best.pt"
     torch.save({"format": "someone-else/2", "weights": torch.zeros(2)}, checkpoint)
-    with pytest.raises(bp.ModelFolderError, match="is not a brainage checkpoint: format 'someone-else/2'") as info:
-        bp.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
+    with pytest.raises(model_folder.ModelFolderError, match="is not a brainage checkpoint: format 'someone-else/2'") as info:
+        model_folder.write_model_card(tmp_path, preprocess={}, saliency_layer=None, profile="x")
     assert str(checkpoint) in str(info.value)
 
 
@@ -376,7 +377,7 @@ def test_bad_model_folder_on_the_command_line(scans: list[Path], tmp_path: Path,
 
 def test_saliency_maps_on_the_model_grid(model_dir: Path, scans: list[Path], tmp_path: Path,
                                          cache: Path) -> None:
-    folder = bp.load_model_folder(model_dir)
+    folder = model_folder.load_model_folder(model_dir)
     table = bp.predict_scans(scans[:2], folder, ages=[30.0, None], space=MNI,
                              saliency_dir=tmp_path / "maps", cache=cache)
     shape, affine = template_grid(GRID_MM, crop_to_brain=True)

@@ -3,8 +3,8 @@
 The descriptions follow BIDS's convention for a TSV file's JSON sidecar (``LongName``,
 ``Description``, ``Units``, ``Levels``): :func:`describe_columns` gives the sidecar of a table,
 and refuses a column that has no description here, so that a column added to
-:data:`brainage.study.predict.PREDICTION_COLUMNS` cannot reach a BIDS derivative undocumented
-(``tests/study/test_bids_app.py`` checks every column of the BIDS App's tables).
+:data:`brainage.inference.predict.PREDICTION_COLUMNS` cannot reach a BIDS derivative undocumented
+(``tests/inference/test_bids_app.py`` checks every column of the BIDS App's tables).
 """
 
 from __future__ import annotations
@@ -194,6 +194,6 @@ def describe_columns(columns: Iterable[str],
     missing = [c for c in columns if c not in known]
     if missing:
         raise ValueError(f"column(s) {missing} have no description: add them to "
-                         f"brainage.study.columns.COLUMN_DESCRIPTIONS (described: "
+                         f"brainage._utils.columns.COLUMN_DESCRIPTIONS (described: "
                          f"{sorted(known)})")
     return {c: dict(known[c]) for c in columns}
