@@ -93,7 +93,7 @@ def notebook_03(run_dir: Path | None) -> None:
     import torch
 
     from brainage.analysis.uncertainty import FeatureOOD
-    from brainage.inference import model_folder, trust
+    from brainage.inference import model_folder
     from brainage.models.datasets import VolumeDataset
     from brainage.models.network import MODEL_PRESETS, build_model
     from brainage.models.train import load_model
@@ -131,13 +131,11 @@ def notebook_03(run_dir: Path | None) -> None:
         features = rng.normal(size=(180 + 60, dim))
         held = {h: rng.normal(size=(200, dim)) for h in ("rnc", "l1")}
 
-        def step() -> None:
+        def step() -> None:  # notebook 03's step (study.trust.trust_step) and 02's OOD fits
             settings = study_trust.IntervalSettings(level=0.9, n_bins=3)
-            calibrations = study_trust.calibrate(predictions, corrections, settings=settings)
-            oods = {h: FeatureOOD.fit(features[:180], features[180:]) for h in calibrations}
-            trusts = {h: model_folder.HeadTrust(c, oods[h], (20.0, 90.0))
-                      for h, c in calibrations.items()}
-            trust.add_trust_columns(predictions, trusts, held)
+            oods = {h: FeatureOOD.fit(features[:180], features[180:]) for h in ("rnc", "l1")}
+            study_trust.trust_step(predictions, corrections, oods, held, age_range=(20.0, 90.0),
+                                   settings=settings)
 
         recorded = best_s(step)
         capture = max(hooked - plain, 0.0)

@@ -61,6 +61,7 @@ from brainage.inference import trust
 from brainage.inference.model_folder import (
     HISTORY_FILE,
     pretrained_checkpoints,
+    save_ig_reference,
     write_model_card,
 )
 from brainage.models.network import ModelConfig
@@ -112,6 +113,10 @@ card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
     crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile,
     domain=study_trust.training_domain(run))
+# The reference of `brainage predict --saliency`: the mean training scan, the reference notebook
+# 04's integrated gradients start from.
+save_ig_reference(run.models, run.volumes(run.rows("train")).mean(axis=0),
+                  run.reference_image().affine)
 # Out-of-distribution reference of each model: its training scans' features, and the threshold
 # that flags a share ood_rate of the validation scans (notebook 03 reports the test split's rate).
 references = study_trust.fit_ood_references(run, run.models, rate=ood_rate, device=device)

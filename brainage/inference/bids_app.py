@@ -13,16 +13,16 @@ the source scan (``<source>`` is its name without ``_T1w.nii[.gz]``, e.g. ``sub-
     <source>_space-MNI152NLin2009cSym_desc-brain_mask.nii.gz    the brain mask (and .json)
     <source>_desc-brainage_T1w.tsv                              one row per model head
     <source>_desc-brainage_T1w.json                             every column described
-    <source>_space-MNI152NLin2009cSym_desc-gradram<Head>_T1w.nii.gz   (--saliency) Grad-RAM
+    <source>_space-MNI152NLin2009cSym_desc-ig<Head>_T1w.nii.gz  (--saliency) integrated gradients
     <source>_space-MNI152NLin2009cSym_desc-qc_T1w.png           registration QC (unless --no-qc)
 
 and, at the top of ``OUTPUT_DIR``, ``dataset_description.json`` (``DatasetType: derivative``,
 ``GeneratedBy``), ``brainage_settings.json`` (the model's checksums and the preprocessing: a
 second run with another model or other settings into the same folder is refused, so that the
 derivative stays one coherent dataset) and ``.bidsignore`` (the files BIDS does not define).
-The table carries the columns of ``brainage predict`` (:data:`brainage.inference.predict.
-PREDICTION_COLUMNS`, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc`` and
-``brain_mask``; :mod:`brainage._utils.columns` describes each.
+The table carries :data:`brainage._utils.columns.BIDS_COLUMNS`: the columns of ``brainage
+predict`` (``PREDICTION_COLUMNS``, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc``
+and ``brain_mask``; the same registry describes each.
 
 A scan whose table exists (with its other outputs) is done: running it again is a no-op. A scan
 that fails writes ``OUTPUT_DIR/logs/<source>_error.json`` and the others go on (the exit status
@@ -64,11 +64,16 @@ import numpy as np
 import pandas as pd
 
 from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
-from brainage._utils.columns import COLUMN_DESCRIPTIONS, describe_columns
+from brainage._utils.columns import (
+    BIDS_COLUMNS,
+    COLUMN_DESCRIPTIONS,
+    PREDICTION_COLUMNS,
+    describe_columns,
+)
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
 from brainage.inference.model_folder import MODEL_CARD_FILE, ModelFolder, load_model_folder
-from brainage.inference.predict import PREDICTION_COLUMNS, collect_scans, iter_predictions
+from brainage.inference.predict import collect_scans, iter_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,6 @@ __all__ = [
     "ParticipantOptions",
     "ParticipantReport",
     "ScanOutputs",
-    "TABLE_COLUMNS",
     "check_dirs",
     "run_group_level",
     "run_participant_level",
@@ -93,10 +97,9 @@ SETTINGS_FORMAT = "brainage-bids/1"
 LOG_DIR = "logs"
 GROUP_STEM = "group_desc-brainage_T1w"
 #: Columns of ``<source>_desc-brainage_T1w.tsv``: brainage predict's, then the derivatives'.
-TABLE_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")
 #: Files of the output that BIDS does not define (``.bidsignore``, gitignore syntax).
 _BIDSIGNORE = (SETTINGS_FILE, f"{LOG_DIR}/", f"{GROUP_STEM}.*", "*_desc-qc_T1w.png",
-               "*_desc-brainage_T1w.*", "*_desc-gradram*_T1w.nii.gz")
+               "*_desc-brainage_T1w.*", "*_desc-ig*_T1w.nii.gz")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")
 
@@ -247,9 +250,9 @@ class ScanOutputs:
         return self._file(f"space-{SPACE}_desc-qc_T1w.png")
 
     def saliency(self, head: str) -> Path:
-        """The Grad-RAM map of one head (``desc-gradram<Head>``: letters and digits only)."""
+        """The integrated-gradients map of one head (``desc-ig<Head>``: letters and digits only)."""
         label = re.sub(r"[^A-Za-z0-9]", "", head)
-        return self._file(f"space-{SPACE}_desc-gradram{label[:1].upper()}{label[1:]}_T1w.nii.gz")
+        return self._file(f"space-{SPACE}_desc-ig{label[:1].upper()}{label[1:]}_T1w.nii.gz")
 
     def log(self, output_dir: Path) -> Path:
         """The error log of a failed scan."""
@@ -372,7 +375,7 @@ class ParticipantOptions:
     skull_stripped : bool, default=False
         The scans hold the brain only.
     saliency : bool, default=False
-        Write a signed Grad-RAM map per scan and head.
+        Write an integrated-gradients map per scan and head (against the model's reference).
     qc : bool, default=True
         Draw a registration-QC image per scan, also for a scan refused by the registration QC
         (so that the user can judge it).
@@ -570,7 +573,7 @@ def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Map
     table["error"] = np.nan
     table["preproc"] = _uri(out.preproc, output_dir)
     table["brain_mask"] = _uri(out.mask, output_dir)
-    return table.reindex(columns=list(TABLE_COLUMNS))
+    return table.reindex(columns=list(BIDS_COLUMNS))
 
 
 @lru_cache(maxsize=4)

@@ -58,15 +58,15 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 
 from brainage._utils import CHECKPOINT_FILE, package_versions, sha256_file
+from brainage._utils.io import read_json, read_tagged_json, schema_problems
 from brainage.analysis.uncertainty import ConformalInterval, FeatureOOD
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessParams
@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_SALIENCY_LAYER",
     "DOMAIN_SCHEMA",
     "HISTORY_FILE",
+    "IG_REFERENCE_FILE",
     "MODEL_CARD_FILE",
     "MODEL_CARD_FORMAT",
     "MODEL_CARD_SCHEMA",
@@ -99,14 +100,15 @@ __all__ = [
     "checkpoint_digest",
     "load_calibration",
     "load_head_trust",
+    "load_ig_reference",
     "load_model_folder",
     "load_ood",
     "present",
     "pretrained_checkpoints",
     "read_card",
-    "read_json_file",
     "record_retest",
     "save_calibration",
+    "save_ig_reference",
     "save_ood",
     "write_model_card",
 ]
@@ -123,6 +125,9 @@ RETEST_FIELD = "retest"
 REGISTRATION_QC_FIELD = "registration_qc"
 #: The training curves notebook 02 writes beside the heads.
 HISTORY_FILE = "history.csv"
+#: The integrated-gradients reference of every head (the mean training scan on the model grid,
+#: notebook 02): ``brainage predict --saliency`` attributes against it, as notebook 04 does.
+IG_REFERENCE_FILE = "ig_reference.nii.gz"
 CONFORMAL_FILE = "conformal.json"
 OOD_FILE = "ood.npz"
 CONFORMAL_FORMAT = "brainage-conformal/1"
@@ -199,11 +204,6 @@ MODEL_CARD_SCHEMA: dict[str, Any] = {
         "domain": DOMAIN_SCHEMA,
     },
 }
-
-
-_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
-               "boolean": "true or false", "integer": "an integer", "number": "a number",
-               "null": "null"}
 
 
 class ModelFolderError(BrainageError, ValueError):
@@ -298,8 +298,7 @@ def write_model_card(models_dir: str | os.PathLike, *,
     }
     if domain is not None:
         card["domain"] = dict(domain)
-        validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
-        problems = [_explain(e) for e in validator.iter_errors(card)]
+        problems = schema_problems(card, MODEL_CARD_SCHEMA)
         if problems:
             raise ValueError(f"domain is not a valid training domain: {'; '.join(problems)}")
     path = models_dir / MODEL_CARD_FILE
@@ -333,6 +332,9 @@ class ModelFolder:
         Grad-RAM layer.
     trust : dict of str to HeadTrust
         Each head's intervals, OOD reference and training ages (:class:`HeadTrust`).
+    ig_reference : ndarray, shape (D, H, W), or None
+        The integrated-gradients reference (:data:`IG_REFERENCE_FILE`); None when the folder
+        has none (written before issue 27): ``--saliency`` is then refused.
     """
 
     root: Path
@@ -344,6 +346,7 @@ class ModelFolder:
     corrections: dict[str, Any]
     saliency_layer: str
     trust: dict[str, Any] = field(default_factory=dict)
+    ig_reference: np.ndarray | None = None
 
     def params_for(self, space: str, skull_stripped: bool) -> PreprocessParams:
         """Preprocessing of a new scan: its own space and skull flag, the model's grid and
@@ -368,49 +371,11 @@ def _locate_card(path: Path) -> tuple[Path, str | None]:
         f"brainage.inference.model_folder.write_model_card")
 
 
-def _field_path(parts: Sequence[Any]) -> str:
-    """``['grid', 'shape', 0]`` -> ``grid.shape[0]``."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _explain(error: jsonschema.ValidationError) -> str:
-    """One schema violation of the card as ``field: what is allowed; what was given``."""
-    where, given, kind = _field_path(list(error.absolute_path)), error.instance, error.validator
-    if kind == "type":
-        wanted = error.validator_value
-        names = [_TYPE_NAMES.get(w, w) for w in ([wanted] if isinstance(wanted, str) else wanted)]
-        return f"{where} must be {' or '.join(names)}; got {type(given).__name__} {_short(given)}"
-    if kind == "required":
-        missing = [k for k in error.validator_value if k not in given]
-        return "; ".join(f"{where}: required key {k!r} is missing" for k in missing)
-    if "propertyNames" in error.relative_schema_path:  # reported at the parent: name the key
-        return f"{where}: key {given!r} must be {error.schema['description']}"
-    if kind in {"minItems", "maxItems"}:
-        return f"{where} must hold {error.validator_value} item(s) here; got {_short(given)}"
-    return f"{where}: {error.message}"
-
-
 def read_card(path: Path) -> dict[str, Any]:
     """Parse model.json, check its format tag, its fields (:data:`MODEL_CARD_SCHEMA`) and its
     preprocessing version."""
-    card = read_json_file(path, ModelFolderError)
-    if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
-        found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise ModelFolderError(f"{path} has format {found!r}; this brainage reads "
-                               f"{MODEL_CARD_FORMAT!r}")
-    validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
-    errors = sorted(validator.iter_errors(card), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        problems = list(dict.fromkeys(_explain(e) for e in errors))
-        raise ModelFolderError(f"{path} is not a valid model card: " + "; ".join(problems))
+    card = read_tagged_json(path, MODEL_CARD_FORMAT, MODEL_CARD_SCHEMA, kind="a valid model card",
+                            error=ModelFolderError)
     version = card["preprocess"].get("version")
     if version != PREPROCESS_VERSION:
         trained = (card.get("versions") or {}).get("brainage")
@@ -511,7 +476,7 @@ def _load_correction(head_dir: Path) -> Any:
         logger.warning("%s is absent: gaps of head %r are reported without age-bias "
                        "correction", path, head_dir.name)
         return None
-    data = read_json_file(path, ModelFolderError)
+    data = read_json(path, ModelFolderError)
     try:
         correction = AgeBiasCorrection.from_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
@@ -591,7 +556,8 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu",
                 params.grid_mm, card.get("profile"))
     return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
                        grid_affine=affine, models=models, corrections=corrections,
-                       saliency_layer=layer, trust=trusts)
+                       saliency_layer=layer, trust=trusts,
+                       ig_reference=load_ig_reference(root, shape))
 
 
 def pretrained_checkpoints(path: str | os.PathLike, *, grid_mm: float,
@@ -676,20 +642,6 @@ def present(path: Path, error: type[Exception] = ValueError) -> bool:
     if problem is not None:
         raise error(f"{path} {problem}")
     return True
-
-
-def read_json_file(path: Path, error: type[Exception] = ValueError) -> Any:
-    """``path`` parsed as JSON; any failure raises ``error`` naming the file (not UTF-8,
-    not JSON, nested too deeply, an integer of more digits than Python converts ...)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except RecursionError:
-        raise error(f"{path} cannot be read as JSON: it is nested too deeply for this "
-                    f"reader (Python's recursion limit); a brainage file has a few levels") \
-            from None
-    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError, long integers
-        detail = " ".join(str(err).split())[:300]
-        raise error(f"{path} cannot be read as JSON: {detail}") from err
 
 
 def checkpoint_digest(head_dir: str | os.PathLike) -> str:
@@ -854,10 +806,7 @@ def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
     if not present(path):
         logger.warning("%s is absent: predictions get no interval", path)
         return None
-    data = read_json_file(path)
-    if not isinstance(data, dict) or data.get("format") != CONFORMAL_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: field 'format' must be {CONFORMAL_FORMAT!r}, got {found!r}")
+    data = read_tagged_json(path, CONFORMAL_FORMAT)
     _check_checkpoint(path, "field 'checkpoint_sha256'", data.get("checkpoint_sha256"),
                       checkpoint_sha256)
     age = ConformalInterval.from_dict(data.get("age"), source=f"{path}: field 'age'")
@@ -946,3 +895,56 @@ class HeadTrust:
     calibration: HeadCalibration | None
     ood: FeatureOOD | None
     age_range: tuple[float, float] | None
+
+
+# --- the integrated-gradients reference ---------------------------------------------------------
+
+
+def save_ig_reference(models_dir: str | os.PathLike, volume: np.ndarray,
+                      affine: np.ndarray) -> Path:
+    """Write ``models_dir/ig_reference.nii.gz``: the reference volume of the heads'
+    integrated gradients (the study's: the mean training scan, on the model grid).
+
+    Parameters
+    ----------
+    models_dir : str or PathLike
+    volume : ndarray, shape (D, H, W)
+        Finite values on the model grid.
+    affine : ndarray, shape (4, 4)
+        The grid's voxel-to-MNI152 affine.
+    """
+    import nibabel as nib
+
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3 or not np.isfinite(volume).all():
+        raise ValueError(f"the integrated-gradients reference must be a finite 3D volume; got "
+                         f"shape {volume.shape}")
+    path = Path(models_dir) / IG_REFERENCE_FILE
+    nib.save(nib.Nifti1Image(volume, np.asarray(affine, dtype=np.float64)), path)
+    return path
+
+
+def load_ig_reference(root: str | os.PathLike,
+                      shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The folder's integrated-gradients reference, float32 of the model's grid ``shape``;
+    None (logged) when absent.
+
+    Raises
+    ------
+    ModelFolderError
+        Naming the file: not readable as NIfTI, another shape than the grid, non-finite values.
+    """
+    import nibabel as nib
+
+    path = Path(root) / IG_REFERENCE_FILE
+    if not present(path, ModelFolderError):
+        logger.info("%s is absent: brainage predict --saliency is not available", path)
+        return None
+    try:
+        volume = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises several types for a damaged file
+        raise ModelFolderError(f"{path} cannot be read as NIfTI: {err}") from err
+    if volume.shape != tuple(shape) or not np.isfinite(volume).all():
+        raise ModelFolderError(f"{path} must hold a finite volume of the model's grid "
+                               f"{tuple(shape)}; got shape {volume.shape}")
+    return volume

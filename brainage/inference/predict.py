@@ -46,22 +46,27 @@ import pandas as pd
 
 from brainage._utils import (
     AGE_RANGE,
-    PREDICTION_VALUES,
-    TRUST_VALUES,
     atomic_write,
     check_scheduler,
     dask_client,
     default_cache_dir,
     worker_count,
 )
+from brainage._utils.columns import PREDICTION_COLUMNS
 from brainage.imaging.preprocess import (
     SPACES,
     PreprocessCache,
-    check_scan_format,
+    check_scan,
     preprocess_cohort,
 )
 from brainage.inference import trust
-from brainage.inference.model_folder import RETEST_FIELD, ModelFolder, load_model_folder
+from brainage.inference.model_folder import (
+    IG_REFERENCE_FILE,
+    RETEST_FIELD,
+    ModelFolder,
+    ModelFolderError,
+    load_model_folder,
+)
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
 # them, so that the command line, which imports this module to build its parser, starts fast.
@@ -69,7 +74,6 @@ from brainage.inference.model_folder import RETEST_FIELD, ModelFolder, load_mode
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PREDICTION_COLUMNS",
     "collect_scans",
     "iter_predictions",
     "predict_scans",
@@ -78,12 +82,10 @@ __all__ = [
     "scan_space",
 ]
 
+#: Gauss-Legendre steps of the integrated-gradients maps (``--saliency``; notebook 04's default).
+IG_STEPS = 16
 #: ``space`` choices: ``auto`` reads the scan's grid (see the module docstring).
 SPACE_OPTIONS = ("auto", *SPACES)
-#: Columns of the table :func:`predict_scans` returns (one row per scan and head).
-PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
-                      *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
-                      "alignment", "saliency", "error")
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
 _SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy")
 #: Scans preprocessed per worker between two writes of the table (``n_jobs > 1``).
@@ -171,7 +173,7 @@ def scan_space(path: str | os.PathLike) -> str:
     from brainage.imaging.registration import template_grid
 
     path = Path(path)
-    img = _scan_header(path)
+    img = check_scan(path)
     if img is None:
         return "MNI152Lin"
     if len(img.shape) < 3:
@@ -185,73 +187,6 @@ def scan_space(path: str | os.PathLike) -> str:
         if shape == grid_shape and np.allclose(affine, grid_affine, atol=1e-3):
             return SPACES[1]
     return "native"
-
-
-def _check_file(path: Path) -> None:
-    """Raise, naming the scan and the true reason (:func:`brainage.data.cohort.file_problem`: a
-    folder, a symlink loop ...), unless ``path`` is a readable regular file."""
-    from brainage.data.cohort import file_problem
-
-    problem = file_problem(path)
-    if problem is None:
-        return
-    if problem == "does not exist" or problem.startswith("is a broken symlink"):
-        raise FileNotFoundError(f"scan {path} {problem}")
-    raise ValueError(f"scan {path} {problem}")
-
-
-def _check_affine(img: nib.spatialimages.SpatialImage, path: Path) -> None:
-    """Refuse a scan whose voxels cannot be placed in space: a non-finite, zero or singular
-    voxel-to-world matrix, or a zero voxel size in a NIfTI header without an sform (nibabel
-    silently reads 0 as 1 mm there)."""
-    header = img.header
-    if isinstance(header, nib.Nifti1Header) and int(header["sform_code"]) == 0:
-        pixdim = _raw_pixdim(img)
-        bad = [k for k in range(3) if not (np.isfinite(pixdim[k]) and pixdim[k] != 0)]
-        if bad:
-            raise ValueError(f"scan {path} has a degenerate affine: its header declares voxel "
-                             f"size {pixdim.tolist()} mm (pixdim), zero or not finite along "
-                             f"axis {bad}")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    matrix = affine[:3, :3]
-    problem = None
-    if not np.isfinite(affine).all():
-        problem = "it holds NaN or infinite values"
-    else:
-        voxel = np.sqrt((matrix**2).sum(axis=0))
-        if (voxel == 0).any():
-            problem = f"voxel size 0 mm along axis {np.flatnonzero(voxel == 0).tolist()}"
-        elif abs(np.linalg.det(matrix)) <= 1e-6 * np.prod(voxel):
-            problem = "its direction matrix is singular (two voxel axes point the same way)"
-    if problem:
-        raise ValueError(f"scan {path} has a degenerate affine (voxel-to-world "
-                         f"{np.round(affine, 3).tolist()}): {problem}")
-
-
-def _raw_pixdim(img: nib.Nifti1Image) -> np.ndarray:
-    """The voxel size ``pixdim[1:4]`` as the file holds it (nibabel's loader reads 0 as 1)."""
-    from nibabel.openers import ImageOpener
-
-    holder = img.file_map.get("header") or img.file_map["image"]  # .hdr/.img pair, or .nii
-    with ImageOpener(holder.filename) as fobj:
-        raw = type(img.header).from_fileobj(fobj, check=False)
-    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
-
-
-def _scan_header(path: Path) -> nib.spatialimages.SpatialImage | None:
-    """The scan as nibabel reads its header (voxels not loaded), checked; None for an
-    OpenBHB ``.npy`` array (its grid is fixed)."""
-    _check_file(path)
-    if path.name.endswith(".npy"):
-        return None
-    check_scan_format(path)
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises several types for a corrupt header
-        raise ValueError(f"scan {path} cannot be read as NIfTI: {err}") from err
-    if len(img.shape) >= 3:
-        _check_affine(img, path)
-    return img
 
 
 def _name_ids(path: Path) -> tuple[str, str]:
@@ -371,7 +306,8 @@ def _check_options(space: str, skull_stripped: bool, n_jobs: int) -> None:
 def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
                     errors: dict[int, str]) -> dict[int, str]:
     """Space of each scan ``paths[i]``, ``i`` in ``index`` (``auto``: read from its header),
-    its file and header checked first (:func:`_scan_header`); failures go to ``errors``."""
+    its file and header checked first (:func:`brainage.imaging.preprocess.check_scan`);
+    failures go to ``errors``."""
     spaces: dict[int, str] = {}
     for i in index:
         path = Path(paths[i])
@@ -379,7 +315,7 @@ def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
             if space == "auto":
                 spaces[i] = scan_space(path)
             else:
-                _scan_header(path)
+                check_scan(path)
                 spaces[i] = space
         except Exception as err:  # nibabel: OrientationError ...; one bad scan must not stop
             # the run
@@ -460,8 +396,14 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
            saliency_dir: Path | None, batch_size: int = 4,
            ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]],
                       dict[str, dict[int, np.ndarray]]]:
-    """Every head's predicted age of every image, its signed Grad-RAM file if asked, and its
+    """Every head's predicted age of every image, its integrated-gradients map if asked, and its
     feature statistics (captured in the same forward pass, for the OOD score).
+
+    The maps are the study's (notebook 04): integrated gradients
+    (:func:`brainage.models.saliency.integrated_gradients`, 16 Gauss-Legendre steps) from the
+    model folder's reference, the mean training scan; a map's voxels add up to the predicted
+    age minus the reference's, and a positive voxel pushes the prediction above it. (Signed
+    Grad-RAM, written here before, has no reference point: its sign is not interpretable.)
 
     Volumes are read from the cache one batch at a time, so memory does not grow with the
     number of scans. Returns ``{head: {index: years}}``, ``{head: {index: map path}}`` and
@@ -470,7 +412,7 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
     import torch
 
     from brainage.models.features import capture_features
-    from brainage.models.saliency import grad_ram, save_map
+    from brainage.models.saliency import integrated_gradients, save_map
 
     ages: dict[str, dict[int, float]] = {head: {} for head in folder.models}
     maps: dict[str, dict[int, str]] = {head: {} for head in folder.models}
@@ -487,7 +429,8 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
             features[head].update(zip(batch, captured.array()))
             if saliency_dir is None:
                 continue
-            found = grad_ram(model, x_head, folder.saliency_layer, signed=True)  # (B, 1, D, H, W)
+            found = integrated_gradients(model, x_head, folder.ig_reference,
+                                         n_steps=IG_STEPS)  # (B, 1, D, H, W), years
             for i, volume in zip(batch, found):
                 path = saliency_dir / head / f"{names[i]}.nii.gz"
                 maps[head][i] = str(save_map(volume[0], folder.grid_affine, path))
@@ -594,6 +537,11 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
     folder = (model_folder if isinstance(model_folder, ModelFolder)
               else load_model_folder(model_folder, device=device,
                                      allow_unverified=allow_unverified))
+    if saliency_dir is not None and folder.ig_reference is None:
+        raise ModelFolderError(f"model folder {folder.root} has no {IG_REFERENCE_FILE} (the "
+                               f"integrated-gradients reference, written by the training notebook "
+                               f"since issue 27): rerun notebook 02, or predict without saliency "
+                               f"maps")
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
@@ -669,7 +617,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     skull_stripped : bool, default=False
         The scans hold the brain only (their own outline is kept, no template-mask stripping).
     saliency_dir : str or PathLike, optional
-        Write the signed Grad-RAM map of each scan and head to
+        Write the integrated-gradients map (years, against the model folder's reference, the
+        mean training scan; the study's method) of each scan and head to
         ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm),
         replacing a map of that name (:func:`predict_to_csv`, ``brainage predict``, refuses a
         folder holding maps unless ``overwrite``).

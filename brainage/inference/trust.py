@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from brainage._utils import TRUST_VALUES
-from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadTrust, read_json_file
+from brainage._utils.io import read_json
+from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadTrust
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def describe_model(path: str | os.PathLike) -> str | None:
     for candidate in (folder / MODEL_CARD_FILE, folder.parent / MODEL_CARD_FILE):
         if candidate.is_file():
             try:
-                card = read_json_file(candidate)
+                card = read_json(candidate)
                 return domain_summary(card) if isinstance(card, dict) else None
             except (ValueError, TypeError, KeyError, AttributeError):
                 return None

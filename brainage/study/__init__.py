@@ -118,6 +118,7 @@ _EXPORTS = {
     "score_volumes": "trust",
     "summary": "trust",
     "training_domain": "trust",
+    "trust_step": "trust",
 }
 _MODULES = (
     "book", "figures", "profiles", "provenance", "retest", "runs", "sentences", "tables",

@@ -65,6 +65,7 @@ __all__ = [
     "score_volumes",
     "summary",
     "training_domain",
+    "trust_step",
 ]
 
 
@@ -207,14 +208,54 @@ def calibrate(predictions: pd.DataFrame, corrections: Mapping[str, Any], *,
 
 
 
+def trust_step(predictions: pd.DataFrame, corrections: Mapping[str, Any],
+               references: Mapping[str, FeatureOOD | None],
+               features: Mapping[str, np.ndarray] | None = None, *,
+               age_range: Sequence[float],
+               settings: IntervalSettings = IntervalSettings()
+               ) -> tuple[pd.DataFrame, dict[str, HeadTrust]]:
+    """Notebook 03's trust step without files: each head's intervals calibrated on the
+    validation split (:func:`calibrate`), paired with its OOD reference and the training ages,
+    and the trust columns added to every row (:func:`brainage.inference.trust.add_trust_columns`).
+
+    :func:`calibrate_run` stores and reads the model folder's files around it;
+    ``benchmarks/bench_uncertainty.py`` times it.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        :func:`brainage.analysis.evaluation.correct_predictions` output (every split).
+    corrections : mapping of str to AgeBiasCorrection
+    references : mapping of str to FeatureOOD or None
+        Each head's OOD reference (a head missing here gets no OOD score).
+    features : mapping of str to ndarray, shape (n_rows_of_head, D), optional
+        Each head's feature statistics, in the table's row order of that head.
+    age_range : (float, float)
+        The training ages (``outside_age_range``).
+    settings : IntervalSettings
+
+    Returns
+    -------
+    table : DataFrame
+        ``predictions`` with :data:`brainage._utils.TRUST_VALUES` appended.
+    trusts : dict of str to HeadTrust
+    """
+    calibrations = calibrate(predictions, corrections, settings=settings)
+    low, high = (float(v) for v in age_range)
+    trusts = {head: HeadTrust(calibrations.get(head), references.get(head), (low, high))
+              for head in dict.fromkeys(predictions["model"].astype(str))}
+    return add_trust_columns(predictions, trusts, features), trusts
+
+
 def calibrate_run(run: RunFolder, predictions: pd.DataFrame, corrections: Mapping[str, Any],
                   features: Mapping[str, np.ndarray] | None = None, *,
                   settings: IntervalSettings = IntervalSettings()
                   ) -> tuple[pd.DataFrame, dict[str, HeadTrust]]:
-    """Notebook 03's step: calibrate on the validation split, store, apply to every row.
+    """Notebook 03's step: :func:`trust_step` on the run, its calibrations stored.
 
-    Writes ``models/<head>/conformal.json``, reads ``ood.npz`` (written by notebook 02) and
-    the card's training domain, and returns the predictions with the trust columns.
+    Reads ``ood.npz`` (written by notebook 02) and the card's training domain, writes
+    ``models/<head>/conformal.json`` (bound to the head's checkpoint; a head without a
+    calibration loses a stale file), and returns the predictions with the trust columns.
     """
     card_path = run.models / MODEL_CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
@@ -222,22 +263,22 @@ def calibrate_run(run: RunFolder, predictions: pd.DataFrame, corrections: Mappin
         train = run.rows("train")
         card = {**card, "domain": {"age_range": [float(train["age"].min()),
                                                  float(train["age"].max())]}}
-    calibrations = calibrate(predictions, corrections, settings=settings)
-    age_range = tuple(card["domain"]["age_range"])
-    trusts = {}
-    for head in dict.fromkeys(predictions["model"].astype(str)):
+    heads = list(dict.fromkeys(predictions["model"].astype(str)))
+    digests = {head: checkpoint_digest(run.models / head) for head in heads}
+    references = {head: load_ood(run.models / head, checkpoint_sha256=digests[head])
+                  for head in heads}
+    table, trusts = trust_step(predictions, corrections, references, features,
+                               age_range=card["domain"]["age_range"], settings=settings)
+    for head in heads:
         head_dir = run.models / head
-        sha = checkpoint_digest(head_dir)
-        calibration = calibrations.get(head)
+        calibration = trusts[head].calibration
         if calibration is None:
             (head_dir / CONFORMAL_FILE).unlink(missing_ok=True)  # no stale calibration
-        else:
-            calibration = dataclasses.replace(calibration, checkpoint_sha256=sha)
-            save_calibration(head_dir, calibration)
-        trusts[head] = HeadTrust(calibration, load_ood(head_dir, checkpoint_sha256=sha),
-                                 age_range)  # type: ignore[arg-type]
-    return add_trust_columns(predictions, trusts, features), trusts
-
+            continue
+        calibration = dataclasses.replace(calibration, checkpoint_sha256=digests[head])
+        save_calibration(head_dir, calibration)
+        trusts[head] = dataclasses.replace(trusts[head], calibration=calibration)
+    return table, trusts
 
 
 def coverage_report(test: pd.DataFrame, *, level: float, age_bins: Sequence[float],

@@ -62,6 +62,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_folder.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                           "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
+    # the integrated-gradients reference of --saliency (notebook 02 writes it since issue 27)
+    model_folder.save_ig_reference(root, images[:3].mean(axis=0),
+                                   template_grid(GRID_MM, crop_to_brain=True)[1])
     sha = json.loads((root / model_folder.MODEL_CARD_FILE).read_text())["heads"]["l1"]["sha256"]
     dim = feature_size(load_model(root / "l1" / "best.pt"))
     ood = FeatureOOD.fit(rng.normal(size=(30, dim)), rng.normal(size=(25, dim)), rate=0.1, k=3)

@@ -260,9 +260,11 @@ def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
 def test_native_scan_with_50_mm_voxels_gets_no_age(model_dir: Path, good: list[Path],
                                                    template_4mm: np.ndarray, tmp_path: Path,
                                                    cache: Path) -> None:
-    """A header claiming 50 mm voxels (a 2.5 m head) is refused by preprocessing's header
-    check before registration, an error row too."""
-    bad = _native(tmp_path / "vox50.nii.gz", template_4mm * 500.0, np.diag([50.0] * 3 + [1.0]))
+    """A header claiming 50 mm voxels (a 2.5 m head) is refused by the header check before
+    registration, an error row too. Since the one scan entry point (check_scan, issue 27) the
+    refusal comes when predict first reads the header, with preprocessing's message."""
+    bad = tmp_path / "vox50.nii.gz"
+    nib.save(nib.Nifti1Image(template_4mm * 500.0, np.diag([50.0] * 3 + [1.0])), bad)
     code, table = _run(tmp_path / "out.csv", cache, str(bad), str(good[0]),
                        "--model", str(model_dir), "--age", "40", "50")
     assert code == 1

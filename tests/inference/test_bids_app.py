@@ -17,14 +17,19 @@ import pandas as pd
 import pytest
 
 from brainage._utils import PREDICTION_VALUES
-from brainage._utils.columns import COLUMN_DESCRIPTIONS, describe_columns
+from brainage._utils.columns import (
+    BIDS_COLUMNS,
+    COLUMN_DESCRIPTIONS,
+    PREDICTION_COLUMNS,
+    describe_columns,
+)
 from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.imaging.preprocess import PreprocessCache, PreprocessParams, preprocess_cohort
 from brainage.imaging.registration import registration_passes, template_grid
 from brainage.inference import bids_app
 from brainage.inference.model_folder import load_model_folder
-from brainage.inference.predict import PREDICTION_COLUMNS, predict_scans
+from brainage.inference.predict import predict_scans
 from tests.conftest import REPO_ROOT
 from tests.dask_cluster import dask_client, tree_bytes
 from tests.inference.test_predict import model_dir
@@ -84,17 +89,17 @@ def test_participant_level_writes_a_bids_derivative(derivative, sim_bids: Path,
         stem = out / ANAT.format(label)
         for name in (f"{SPACE}_desc-preproc_T1w.nii.gz", f"{SPACE}_desc-preproc_T1w.json",
                      f"{SPACE}_desc-brain_mask.nii.gz", f"{SPACE}_desc-brain_mask.json",
-                     f"{SPACE}_desc-qc_T1w.png", f"{SPACE}_desc-gradramRnc_T1w.nii.gz",
-                     f"{SPACE}_desc-gradramL1_T1w.nii.gz", "desc-brainage_T1w.json"):
+                     f"{SPACE}_desc-qc_T1w.png", f"{SPACE}_desc-igRnc_T1w.nii.gz",
+                     f"{SPACE}_desc-igL1_T1w.nii.gz", "desc-brainage_T1w.json"):
             assert Path(f"{stem}{name}").is_file(), name
         table = _read_tsv(Path(f"{stem}desc-brainage_T1w.tsv"))
-        assert list(table.columns) == list(bids_app.TABLE_COLUMNS)
+        assert list(table.columns) == list(BIDS_COLUMNS)
         assert table["model"].tolist() == heads
         assert (table["participant_id"] == f"sub-{label}").all()
         assert table["session"].isna().all() and table["error"].isna().all()
         assert (table["path"] == f"bids:raw:sub-{label}/anat/sub-{label}_T1w.nii.gz").all()
         assert table["saliency"].tolist() == [
-            f"bids::sub-{label}/anat/sub-{label}_{SPACE}_desc-gradram{h.title()}_T1w.nii.gz"
+            f"bids::sub-{label}/anat/sub-{label}_{SPACE}_desc-ig{h.title()}_T1w.nii.gz"
             for h in heads]
         sidecar = json.loads(Path(f"{stem}desc-brainage_T1w.json").read_text())
         assert list(sidecar) == list(table.columns)
@@ -166,7 +171,7 @@ def test_group_level_collects_every_participant(derivative, sim_bids: Path, caps
     assert "4 scan(s) of 4 participant(s)" in capsys.readouterr().out
     table = _read_tsv(out / "group_desc-brainage_T1w.tsv")
     assert len(table) == 8 and table["participant_id"].nunique() == 4
-    assert list(table.columns[:len(bids_app.TABLE_COLUMNS)]) == list(bids_app.TABLE_COLUMNS)
+    assert list(table.columns[:len(BIDS_COLUMNS)]) == list(BIDS_COLUMNS)
     assert {"group", "sex", "site"} <= set(table.columns)
     assert sorted(table["group"].unique()) == ["AD", "HC"]
     sidecar = json.loads((out / "group_desc-brainage_T1w.json").read_text())
@@ -227,7 +232,7 @@ def test_participant_level_needs_a_model(sim_bids: Path, tmp_path: Path, capsys)
 def test_every_table_column_is_described() -> None:
     assert set(PREDICTION_VALUES) <= set(COLUMN_DESCRIPTIONS)
     assert set(PREDICTION_COLUMNS) <= set(COLUMN_DESCRIPTIONS)
-    assert list(describe_columns(bids_app.TABLE_COLUMNS)) == list(bids_app.TABLE_COLUMNS)
+    assert list(describe_columns(BIDS_COLUMNS)) == list(BIDS_COLUMNS)
     with pytest.raises(ValueError, match=r"column\(s\) \['nonsense'\] have no description"):
         describe_columns(["predicted", "nonsense"])
 

@@ -254,7 +254,7 @@ def test_test_split_coverage_is_about_the_level(evaluated) -> None:
 
 def test_predictions_table_has_the_trust_columns(evaluated, study) -> None:
     table, _, _ = evaluated
-    assert list(table.columns) == [*evaluation.PREDICTION_COLUMNS, *TRUST_VALUES]
+    assert list(table.columns) == [*evaluation.EVALUATION_COLUMNS, *TRUST_VALUES]
     assert table[["age_lower", "corrected_gap_lower", "ood_score"]].notna().all().all()
     assert not table["outside_age_range"].astype(bool).any() or (
         table.loc[table["outside_age_range"].astype(bool), "split"] != "train").all()
@@ -416,3 +416,53 @@ def test_too_small_validation_split_writes_no_trust_file(study, evaluated, tmp_p
     assert not (run.models / "rnc" / model_folder.CONFORMAL_FILE).exists()
     assert table[["age_lower", "ood_score"]].isna().all().all()
     assert trusts["rnc"].calibration is None and trusts["rnc"].ood is None
+
+
+# --- the trust step without files (issue 27, item 7) -----------------------------------------
+
+
+def _synthetic_predictions(rng, n_val=60, n_test=40):
+    """Two heads' corrected predictions of a validation and a test split (slope 0.7)."""
+    splits = ["val"] * n_val + ["test"] * n_test
+    ages = rng.uniform(20, 90, len(splits))
+    rows = []
+    for head, noise in (("rnc", 3.0), ("l1", 6.0)):
+        predicted = 0.7 * ages + 16.5 + rng.normal(0, noise, len(ages))
+        rows.append(pd.DataFrame({
+            "participant_id": [f"sub-{i}" for i in range(len(ages))], "split": splits,
+            "group": "HC", "age": ages, "sex": "F", "site": "a", "model": head,
+            "predicted": predicted, "gap": predicted - ages}))
+    return evaluation.correct_predictions(pd.concat(rows, ignore_index=True))
+
+
+def test_trust_step_calibrates_on_validation_rows_only(rng) -> None:
+    """The step notebook 03 runs (and bench_uncertainty times) is one package function: its
+    intervals ignore the test rows, a head without OOD reference gets no OOD score, ages
+    outside the training range are flagged."""
+    from brainage.analysis.uncertainty import FeatureOOD
+
+    predictions, corrections = _synthetic_predictions(rng)
+    features = {h: rng.normal(size=(100, 6)) for h in ("rnc", "l1")}
+    references = {"rnc": FeatureOOD.fit(rng.normal(size=(120, 6)), rng.normal(size=(40, 6)))}
+    settings = study_trust.IntervalSettings(level=0.8, n_bins=2)
+    table, trusts = study_trust.trust_step(predictions, corrections, references, features,
+                                           age_range=(30.0, 80.0), settings=settings)
+    assert list(table.columns) == [*evaluation.EVALUATION_COLUMNS, *TRUST_VALUES]
+    assert set(trusts) == {"rnc", "l1"} and trusts["l1"].ood is None
+    assert trusts["rnc"].calibration.age.n == 60
+    assert table.loc[table["model"] == "rnc", "ood_score"].notna().all()
+    assert table.loc[table["model"] == "l1", "ood_score"].isna().all()
+    outside = (table["age"] < 30) | (table["age"] > 80)
+    np.testing.assert_array_equal(table["outside_age_range"].astype(bool), outside)
+    np.testing.assert_allclose(table["interval_level"], 0.8)
+    # moving every test prediction changes no interval width
+    moved = predictions.copy()
+    moved.loc[moved["split"] == "test", "predicted"] += 30.0
+    _, again = study_trust.trust_step(moved, corrections, references, features,
+                                      age_range=(30.0, 80.0), settings=settings)
+    for head in ("rnc", "l1"):
+        np.testing.assert_allclose(again[head].calibration.age.half_widths(),
+                                   trusts[head].calibration.age.half_widths())
+    with pytest.raises(ValueError, match="features of head 'rnc' hold 3 rows for 100"):
+        study_trust.trust_step(predictions, corrections, references,
+                               {"rnc": np.zeros((3, 6))}, age_range=(30.0, 80.0))
