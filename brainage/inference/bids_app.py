@@ -72,7 +72,12 @@ from brainage._utils.columns import (
 )
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
-from brainage.inference.model_folder import MODEL_CARD_FILE, ModelFolder, load_model_folder
+from brainage.inference.model_folder import (
+    IG_REFERENCE_FILE,
+    MODEL_CARD_FILE,
+    ModelFolder,
+    load_model_folder,
+)
 from brainage.inference.predict import collect_scans, iter_predictions
 
 logger = logging.getLogger(__name__)
@@ -456,6 +461,10 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     scans = select_scans(bids, options.participant_labels, options.session_labels)
     folder = model if isinstance(model, ModelFolder) else load_model_folder(
         model, device=options.device)
+    if options.saliency and folder.ig_reference is None:  # refused before writing anything
+        raise BidsAppError(f"--saliency: model folder {folder.root} has no {IG_REFERENCE_FILE} "
+                           f"(the integrated-gradients reference, written by the training "
+                           f"notebook since issue 27); rerun notebook 02, or omit --saliency")
     settings = _settings(folder, options.space, options.skull_stripped)
     _prepare_output(out, bids, settings)
     outputs = [ScanOutputs.of(bids, out, p) for p in scans["path"]]

@@ -56,8 +56,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def derivative(sim_bids: Path, model_dir: Path, cache: Path,
                tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict[str, bytes]]:
-    """The participant level run once on every participant, with Grad-RAM maps; the raw
-    folder's bytes before."""
+    """The participant level run once on every participant, with integrated-gradients maps;
+    the raw folder's bytes before."""
     raw_before = tree_bytes(sim_bids)
     out = tmp_path_factory.mktemp("derivatives") / "brainage"
     code = main(["-q", "bids", str(sim_bids), str(out), "participant", "--model",
@@ -418,3 +418,16 @@ def test_group_level_with_no_readable_table(derivative, sim_bids: Path, tmp_path
     err = capsys.readouterr().err
     assert "none of the 4 participant-level table(s)" in err and "the file is empty" in err
     assert group.read_text() == "an earlier group table\n"  # not replaced by nothing
+
+
+def test_saliency_without_the_folders_reference_is_refused_before_writing(
+        sim_bids: Path, model_dir: Path, tmp_path: Path) -> None:
+    """A model folder from before issue 27 has no integrated-gradients reference: --saliency
+    is refused, naming the file, and the output folder is not created."""
+    models = shutil.copytree(model_dir, tmp_path / "models")
+    (models / "ig_reference.nii.gz").unlink()
+    with pytest.raises(bids_app.BidsAppError, match="has no ig_reference.nii.gz"):
+        bids_app.run_participant_level(sim_bids, tmp_path / "out", models,
+                                       bids_app.ParticipantOptions(cache=tmp_path / "cache",
+                                                                   saliency=True))
+    assert not (tmp_path / "out").exists()
