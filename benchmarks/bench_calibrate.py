@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainage.inference.model_folder import MODEL_CARD_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 REAL = (ROOT.parent / "shared" / "data" / "ixi10", ROOT.parent / "shared" / "data" / "ixi40")
 KS = (5, 10, 20)
@@ -60,7 +62,7 @@ BATCH = 10
 
 def real_scans(folders: list[Path]) -> pd.DataFrame:
     """Scans and ages of the real BIDS folders that exist (an absent one is skipped, said)."""
-    from brainage.study.predict import collect_scans
+    from brainage.inference.predict import collect_scans
 
     frames = []
     for folder in folders:
@@ -77,7 +79,7 @@ def real_scans(folders: list[Path]) -> pd.DataFrame:
 
 def outputs(folder, images: dict[int, object], n: int) -> tuple[dict, dict]:
     """Every head's predicted age (NaN where no image) and features (NaN rows) of ``images``."""
-    from brainage.study.predict import _infer
+    from brainage.inference.predict import _infer
 
     ages, _, features = _infer(folder, images, [str(i) for i in range(n)], None)
     predicted, feats = {}, {}
@@ -90,7 +92,7 @@ def outputs(folder, images: dict[int, object], n: int) -> tuple[dict, dict]:
 
 def predict_real(folder, scans: pd.DataFrame, cache) -> tuple[dict, dict]:
     """Predictions and features of the real scans (failures reported and left NaN)."""
-    from brainage.study.predict import _preprocess
+    from brainage.inference.predict import _preprocess
 
     prepared = _preprocess(scans["path"].tolist(), range(len(scans)), folder, "auto", False,
                            cache, 1)
@@ -352,9 +354,9 @@ def main() -> None:
 
     from brainage._utils import default_cache_dir
     from brainage.imaging.preprocess import PreprocessCache
-    from brainage.study.predict import load_model_folder
+    from brainage.inference.model_folder import load_model_folder
 
-    if not (args.models / "model.json").is_file():
+    if not (args.models / MODEL_CARD_FILE).is_file():
         raise SystemExit(f"no model folder at {args.models} (build one: nox -s build)")
     folder = load_model_folder(args.models)
     cache = PreprocessCache(default_cache_dir())

@@ -41,10 +41,10 @@ MNI = "MNI152NLin2009cSym"
 def make_model_folder(root: Path, grid_mm: float, crop: bool) -> Path:
     """A quick-profile-sized model folder (both heads, one epoch on random volumes)."""
     from brainage.imaging.registration import template_grid
+    from brainage.inference.model_folder import write_model_card
     from brainage.models.datasets import VolumeDataset
     from brainage.models.network import MODEL_PRESETS
     from brainage.models.train import TrainConfig, train_l1, train_rnc
-    from brainage.study.predict import write_model_card
 
     shape, _ = template_grid(grid_mm, crop_to_brain=crop)
     rng = np.random.default_rng(0)
@@ -79,8 +79,8 @@ def bench_scan(label: str, path: Path, folder, cache) -> dict[str, float | str]:
 
     from brainage.imaging.preprocess import preprocess_cohort
     from brainage.imaging.registration import alignment_score
+    from brainage.inference import predict as bp
     from brainage.models.saliency import grad_ram
-    from brainage.study import predict as bp
 
     row: dict[str, float | str] = {"scan": label}
     start = time.perf_counter()
@@ -116,7 +116,8 @@ def main() -> None:
     import torch
 
     from brainage.imaging.preprocess import PreprocessCache
-    from brainage.study.predict import load_model_folder, predict_scans
+    from brainage.inference.model_folder import load_model_folder
+    from brainage.inference.predict import predict_scans
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:

@@ -3,7 +3,7 @@
 Held-out subjects of a run's simulated cohort (test-split controls and patients) are scanned
 again by the simulator (``brainage.data.simulate.simulate_rescans``): a repeat session at the
 own site (new head pose, bias field, noise, brain-mask variation) and a travelling-subject
-session at another site. Every scan is predicted with ``brainage.study.predict.predict_scans``
+session at another site. Every scan is predicted with ``brainage.inference.predict.predict_scans``
 and the model folder's stored age-bias correction; ``brainage.analysis.reliability`` gives
 ICC(2,1), ICC(3,1), Bland-Altman limits, SEM and the smallest detectable change (SDC), the
 paired RNC-vs-L1 comparison of the SEM and the site offsets of the travelling subjects. The

@@ -31,7 +31,7 @@ White matter is where nilearn's MNI152 white-matter probability exceeds 0.9 and 
 where its grey-matter probability exceeds 0.7 (both scans are in MNI space), inside the brain.
 
 **Model.** With ``--models`` (a model folder, e.g. ``runs/quick/models``), the ten real scans
-are predicted with every head (``brainage.study.predict.predict_scans``), and each head's
+are predicted with every head (``brainage.inference.predict.predict_scans``), and each head's
 Pearson r (with its 95 % confidence interval, Fisher z), MAE and mean gap (predicted - age)
 are printed against two constant predictors: the training cohort's mean age (from the
 checkpoint) and the real scans' own mean age (an oracle). Without the folder the model part is
@@ -61,6 +61,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from brainage.inference.model_folder import MODEL_CARD_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 IXI10 = ROOT.parent / "shared" / "data" / "ixi10"
@@ -147,15 +149,15 @@ def _loadable_folder(models: Path, scratch: Path) -> Path:
     byte-identical), so its card's version is set to the current one, and this is printed."""
     from brainage.imaging.preprocess import PREPROCESS_VERSION
 
-    card = json.loads((models / "model.json").read_text(encoding="utf-8"))
+    card = json.loads((models / MODEL_CARD_FILE).read_text(encoding="utf-8"))
     version, space = card["preprocess"].get("version"), card["preprocess"].get("space")
     if version == PREPROCESS_VERSION or version != "2" or space == "native":
         return models
     copy = scratch / "models"
     shutil.copytree(models, copy)
     card["preprocess"]["version"] = PREPROCESS_VERSION
-    (copy / "model.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    print(f"model card {models / 'model.json'}: preprocessing version 2 on {space} scans, "
+    (copy / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    print(f"model card {models / MODEL_CARD_FILE}: preprocessing version 2 on {space} scans, "
           f"byte-identical in version {PREPROCESS_VERSION}: read as version "
           f"{PREPROCESS_VERSION} (a copy; the folder is not changed)")
     return copy
@@ -194,7 +196,7 @@ def _constant_row(label: str, age: np.ndarray, constant: float) -> str:
 def print_model(models: Path, folder, data: Path, cache) -> None:
     """Pearson r, MAE and mean gap of every head on the real scans, against constant predictors
     (``folder``: the loaded model folder of ``models``)."""
-    from brainage.study.predict import predict_scans
+    from brainage.inference.predict import predict_scans
 
     card = folder.card
     table = predict_scans([str(data)], folder, cache=cache)
@@ -230,7 +232,7 @@ def _ages(folder, volumes: list[np.ndarray]) -> dict[str, np.ndarray]:
     forward pass ``brainage predict`` uses."""
     import torch
 
-    from brainage.study.predict import _forward
+    from brainage.inference.predict import _forward
 
     x = torch.from_numpy(np.stack(volumes).astype(np.float32))[:, None]  # (B, 1, D, H, W)
     return {head: _forward(model, x) for head, model in folder.models.items()}
@@ -350,10 +352,10 @@ def main() -> None:
             print_realism(rows, label)
         if args.models is None:
             print("\nModel: skipped (no --models folder given, e.g. runs/quick/models)")
-        elif not (Path(args.models) / "model.json").is_file():
+        elif not (Path(args.models) / MODEL_CARD_FILE).is_file():
             print(f"\nModel: skipped ({args.models} holds no model.json: train a profile first)")
         else:
-            from brainage.study.predict import load_model_folder
+            from brainage.inference.model_folder import load_model_folder
 
             models = Path(args.models)
             folder = load_model_folder(_loadable_folder(models, scratch))  # loaded once

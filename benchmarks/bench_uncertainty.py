@@ -93,10 +93,11 @@ def notebook_03(run_dir: Path | None) -> None:
     import torch
 
     from brainage.analysis.uncertainty import FeatureOOD
+    from brainage.inference import model_folder
     from brainage.models.datasets import VolumeDataset
     from brainage.models.network import MODEL_PRESETS, build_model
     from brainage.models.train import load_model
-    from brainage.study import trust
+    from brainage.study import trust as study_trust
 
     rng = np.random.default_rng(0)
     print("\nnotebook 03")
@@ -106,8 +107,9 @@ def notebook_03(run_dir: Path | None) -> None:
         run = RunFolder(run_dir)
         provenance = json.loads((run.path / "provenance.json").read_text())
         total = float(provenance["notebooks"]["03_evaluation"]["seconds"])
-        recorded = float(json.loads((run.path / trust.TRUST_FILE).read_text())["seconds"])
-        models = {h: load_model(run.models / h / "best.pt") for h in ("rnc", "l1")}
+        recorded = float(json.loads((run.path / study_trust.TRUST_FILE).read_text())["seconds"])
+        models = {h: load_model(run.models / h / model_folder.CHECKPOINT_FILE)
+                  for h in ("rnc", "l1")}
         dataset = run.dataset(run.rows(HELD_OUT))
         plain, hooked = _forward_costs(models, dataset)
         capture = max(hooked - plain, 0.0)
@@ -129,13 +131,11 @@ def notebook_03(run_dir: Path | None) -> None:
         features = rng.normal(size=(180 + 60, dim))
         held = {h: rng.normal(size=(200, dim)) for h in ("rnc", "l1")}
 
-        def step() -> None:
-            settings = trust.IntervalSettings(level=0.9, n_bins=3)
-            calibrations = trust.calibrate(predictions, corrections, settings=settings)
-            oods = {h: FeatureOOD.fit(features[:180], features[180:]) for h in calibrations}
-            trusts = {h: trust.HeadTrust(c, oods[h], (20.0, 90.0))
-                      for h, c in calibrations.items()}
-            trust.add_trust_columns(predictions, trusts, held)
+        def step() -> None:  # notebook 03's step (study.trust.trust_step) and 02's OOD fits
+            settings = study_trust.IntervalSettings(level=0.9, n_bins=3)
+            oods = {h: FeatureOOD.fit(features[:180], features[180:]) for h in ("rnc", "l1")}
+            study_trust.trust_step(predictions, corrections, oods, held, age_range=(20.0, 90.0),
+                                   settings=settings)
 
         recorded = best_s(step)
         capture = max(hooked - plain, 0.0)
@@ -156,12 +156,12 @@ def _notebook_02(run, total: float) -> None:
     """The OOD reference that notebook 02 fits (into a copy of the models folder)."""
     import shutil
 
-    from brainage.study import trust
+    from brainage.study import trust as study_trust
 
     with tempfile.TemporaryDirectory(prefix="bench_uncertainty_") as tmp:
         models = Path(shutil.copytree(run.models, Path(tmp) / "models"))
         start = time.perf_counter()
-        trust.fit_ood_references(run, models, rate=0.05, device="cpu")
+        study_trust.fit_ood_references(run, models, rate=0.05, device="cpu")
         seconds = time.perf_counter() - start
     print(f"  (notebook 02: fitting the OOD references, training and validation scans through "
           f"both heads, took {seconds:.1f} s here, {100 * seconds / total:.1f} % of the "
@@ -172,24 +172,24 @@ def _add_trust_files(models: Path, rng: np.random.Generator) -> None:
     """Bias correction, conformal calibration and an OOD reference of quick-profile sizes."""
     from brainage.analysis.metrics import AgeBiasCorrection
     from brainage.analysis.uncertainty import ConformalInterval, FeatureOOD
+    from brainage.inference import model_folder
     from brainage.models.features import feature_size
     from brainage.models.train import load_model
-    from brainage.study import trust
 
     correction = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 11.0}, 60, (20.0, 90.0))
     for head in ("rnc", "l1"):
         head_dir = models / head
-        (head_dir / "bias_correction.json").write_text(json.dumps(correction.to_dict()))
-        dim = feature_size(load_model(head_dir / "best.pt"))
+        (head_dir / model_folder.BIAS_CORRECTION_FILE).write_text(json.dumps(correction.to_dict()))
+        dim = feature_size(load_model(head_dir / model_folder.CHECKPOINT_FILE))
         age = ConformalInterval.fit(rng.normal(0, 6, 60), level=0.9,
                                     bin_values=rng.uniform(20, 90, 60), n_bins=3)
         gap = ConformalInterval.fit(rng.normal(0, 7, 60), level=0.9,
                                     bin_values=rng.uniform(20, 90, 60), n_bins=3)
-        sha = trust._checkpoint_sha256(head_dir)
-        trust.save_calibration(head_dir, trust.HeadCalibration(age, gap, correction.to_dict(), 5,
-                                                               sha))
+        sha = model_folder.checkpoint_digest(head_dir)
+        calibration = model_folder.HeadCalibration(age, gap, correction.to_dict(), 5, sha)
+        model_folder.save_calibration(head_dir, calibration)
         ood = FeatureOOD.fit(rng.normal(size=(180, dim)), rng.normal(size=(60, dim)))
-        trust.save_ood(head_dir, ood, sha)
+        model_folder.save_ood(head_dir, ood, sha)
 
 
 def predict_per_scan() -> None:
@@ -199,16 +199,16 @@ def predict_per_scan() -> None:
     import torch
 
     from brainage.imaging.preprocess import PreprocessCache
+    from brainage.inference import model_folder, trust
+    from brainage.inference import predict as bp
     from brainage.models.features import capture_features
-    from brainage.study import predict as bp
-    from brainage.study import trust
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="bench_uncertainty_") as tmp:
         tmp_path = Path(tmp)
         models = make_model_folder(tmp_path, grid_mm=4.0, crop=True)
         _add_trust_files(models, rng)
-        folder = bp.load_model_folder(models)
+        folder = model_folder.load_model_folder(models)
         scan = make_mni_scan(tmp_path / "mni.nii.gz")
         start = time.perf_counter()
         with warnings.catch_warnings():

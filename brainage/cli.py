@@ -337,7 +337,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--skull-stripped", action="store_true",
                         help="the scans hold the brain only")
     parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
-                        help="write signed Grad-RAM maps to OUT_DIR/<head>/<participant>.nii.gz")
+                        help="write integrated-gradients maps (years against the model's "
+                             "reference, the mean training scan: the study's method) to "
+                             "OUT_DIR/<head>/<participant>.nii.gz")
     parser.add_argument("--qc", default=None, metavar="DIR",
                         help="where the registration-QC picture of each scan that fails the QC "
                              "goes (default: beside --out, in <OUT without .csv>_qc/)")
@@ -364,8 +366,8 @@ def _qc_dir(args: argparse.Namespace) -> str:
 def _run_predict(args: argparse.Namespace) -> int:
     """1 if any scan failed, else 0; 130 after Ctrl-C and 143 after SIGTERM, the scans that
     finished written first."""
-    from brainage.study.predict import predict_to_csv
-    from brainage.study.trust import describe_model
+    from brainage.inference.predict import predict_to_csv
+    from brainage.inference.trust import describe_model
 
     domain = describe_model(args.model)
     if domain:
@@ -435,7 +437,8 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--skull-stripped", action="store_true",
                         help="the scans hold the brain only")
     parser.add_argument("--saliency", action="store_true",
-                        help="also write a signed Grad-RAM map per scan and head")
+                        help="also write an integrated-gradients map per scan and head "
+                             "(years against the model's reference, the mean training scan)")
     parser.add_argument("--no-qc", dest="qc", action="store_false",
                         help="do not draw the registration-QC image of each scan (drawn by "
                              "default, also for scans the registration QC refused)")
@@ -455,7 +458,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
 def _run_bids(args: argparse.Namespace) -> int:
     """participant: 1 if any scan failed, else 0; group: 1 if a participant table was left
     out (unreadable), else 0. 2 on bad input."""
-    from brainage.study import bids_app
+    from brainage.inference import bids_app
 
     if args.analysis_level == "group":
         report = bids_app.run_group_level(args.bids_dir, args.output_dir,

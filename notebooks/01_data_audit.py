@@ -48,6 +48,7 @@ from brainage.imaging.registration import (
     registration_passes,
     template_images,
 )
+from brainage.inference import qc_figures
 from brainage.study import figures, provenance
 from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
@@ -211,7 +212,7 @@ if qc.empty:
 else:
     display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
                      f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
-    figures.glue_figure("fig-01-registration-qc", figures.registration_qc(
+    figures.glue_figure("fig-01-registration-qc", qc_figures.registration_qc(
         [(f"{r.participant_id} ({r.site}): {r.alignment:.2f} mm", r.preprocessed,
           not registration_passes(r.alignment)) for r in qc.itertuples()],
         [(datasets.load_mni152_wm_template(resolution=2), "cyan"),

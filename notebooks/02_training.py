@@ -57,10 +57,17 @@ from myst_nb import glue
 
 from brainage.analysis import metrics
 from brainage.imaging.preprocess import PreprocessParams
+from brainage.inference import trust
+from brainage.inference.model_folder import (
+    HISTORY_FILE,
+    pretrained_checkpoints,
+    save_ig_reference,
+    write_model_card,
+)
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig
-from brainage.study import figures, trust
-from brainage.study.predict import pretrained_checkpoints, write_model_card
+from brainage.study import figures
+from brainage.study import trust as study_trust
 from brainage.study.profiles import display_path, resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import augmentation_text, schedule_text
@@ -105,10 +112,14 @@ info = run.dataset_info()
 card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
     crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile,
-    domain=trust.training_domain(run))
+    domain=study_trust.training_domain(run))
+# The reference of `brainage predict --saliency`: the mean training scan, the reference notebook
+# 04's integrated gradients start from.
+save_ig_reference(run.models, run.volumes(run.rows("train")).mean(axis=0),
+                  run.reference_image().affine)
 # Out-of-distribution reference of each model: its training scans' features, and the threshold
 # that flags a share ood_rate of the validation scans (notebook 03 reports the test split's rate).
-references = trust.fit_ood_references(run, run.models, rate=ood_rate, device=device)
+references = study_trust.fit_ood_references(run, run.models, rate=ood_rate, device=device)
 display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.models)}` (card: `{card.name}`), "
                  f"{trust.domain_summary(json.loads(card.read_text()))}."))
 
@@ -126,7 +137,7 @@ display(Markdown(f"Model folder for `brainage predict`: `{display_path(run.model
 mean_age_mae = metrics.mean_age_baseline(train_ds.ages, val_ds.ages)
 history = pd.concat([rnc.history.assign(model="RNC"), l1.history.assign(model="L1")],
                     ignore_index=True)
-history.to_csv(run.models / "history.csv", index=False)
+history.to_csv(run.models / HISTORY_FILE, index=False)
 figures.glue_figure("fig-02-validation", figures.training_curves(history.dropna(subset=["val_mae"]), mean_age_mae))
 figures.glue_figure("fig-02-loss", figures.training_loss(history))
 glue("n_val_curves", len(val_ds), display=False)

@@ -41,6 +41,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import benchmark, evaluation, metrics, uncertainty
+from brainage.inference.model_folder import BIAS_CORRECTION_FILE, CHECKPOINT_FILE
 from brainage.study import figures, runs, training, trust
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
@@ -49,12 +50,12 @@ from brainage.study.tables import format_number, report_table
 
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
-models = {"rnc": run.models / "rnc" / "best.pt", "l1": run.models / "l1" / "best.pt"}
+models = {name: run.models / name / CHECKPOINT_FILE for name in ("rnc", "l1")}
 features = {}  # each model's feature statistics of the same scans, from the same forward pass
 raw = runs.predict_run(run, models, features=features)
 predictions, corrections = evaluation.correct_predictions(raw, method=bias_method)
 for name, correction in corrections.items():
-    (run.models / name / "bias_correction.json").write_text(json.dumps(correction.to_dict(), indent=2))
+    (run.models / name / BIAS_CORRECTION_FILE).write_text(json.dumps(correction.to_dict(), indent=2))
 start = time.perf_counter()  # intervals calibrated on the validation split, OOD scores
 predictions, trusts = trust.calibrate_run(run, predictions, corrections, features,
                                           settings=trust.IntervalSettings(
@@ -488,8 +489,8 @@ else:
 # %%
 info = run.dataset_info()
 if info.get("simulated") and rescan_controls + rescan_patients > 0:
+    from brainage.inference.model_folder import record_retest
     from brainage.study import retest
-    from brainage.study.predict import record_retest
     from brainage.study.profiles import find_project_root
     from brainage.study.sentences import icc_against_published, reliability_sentence
 

@@ -44,6 +44,7 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from brainage.inference.model_folder import CHECKPOINT_FILE
 from brainage.models import saliency
 from brainage.models.checkpoint import read_checkpoint
 from brainage.models.network import ModelConfig
@@ -61,7 +62,7 @@ test = run.dataset("test")
 has_patients = (run.cohort()["split"] == "clinical").any()
 patients = run.dataset("clinical") if has_patients else None
 truth_dir = run.truth_dir()
-models = {name: load_model(run.models / name / "best.pt") for name in ("rnc", "l1")}
+models = {name: load_model(run.models / name / CHECKPOINT_FILE) for name in ("rnc", "l1")}
 seconds = {}
 
 # %% [markdown]
@@ -75,7 +76,7 @@ seconds = {}
 # %%
 if truth_dir is not None and null_epochs > 0:
     start = time.perf_counter()
-    payload = read_checkpoint(run.models / "l1" / "best.pt")
+    payload = read_checkpoint(run.models / "l1" / CHECKPOINT_FILE)
     null_cfg = TrainConfig.from_dict({**payload["train_config"], "epochs": null_epochs,
                                       "augment": None, "progress": False, "resume": False})
     null = train_permuted_age_model(run.dataset("train"), run.dataset("val"),

@@ -10,6 +10,7 @@ from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.constants import (
     AGE_RANGE,
     BRAIN_EXTRACTION_METHODS,
+    CHECKPOINT_FILE,
     GROUPS,
     PREDICTION_VALUES,
     SPACES,
@@ -37,6 +38,7 @@ from brainage._utils.validation import (
 __all__ = [
     "AGE_RANGE",
     "BRAIN_EXTRACTION_METHODS",
+    "CHECKPOINT_FILE",
     "GROUPS",
     "PREDICTION_VALUES",
     "SPACES",

@@ -32,3 +32,8 @@ PREDICTION_VALUES = ("predicted", "gap", "corrected_predicted", "corrected_gap")
 #: chronological age (the predicted age when the age is unknown) lies outside the training ages.
 TRUST_VALUES = ("interval_level", "age_lower", "age_upper", "corrected_gap_lower",
                 "corrected_gap_upper", "ood_score", "ood", "outside_age_range")
+
+#: File name of a head's weights in a model folder (``<head>/best.pt``): written by training
+#: (:mod:`brainage.models.train`, which may import only ``_utils``), re-exported by
+#: :mod:`brainage.inference.model_folder`, the folder's owner.
+CHECKPOINT_FILE = "best.pt"

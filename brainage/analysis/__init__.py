@@ -35,7 +35,7 @@ _EXPORTS = {
     "partial_spearman": "clinical",
     "summary_sentence": "clinical",
     "truth_from_simulation": "clinical",
-    "PREDICTION_COLUMNS": "evaluation",
+    "EVALUATION_COLUMNS": "evaluation",
     "correct_predictions": "evaluation",
     "evaluate_predictions": "evaluation",
     "AGE_DEPENDENT_METHODS": "metrics",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from brainage._utils import PREDICTION_VALUES
+from brainage._utils.columns import EVALUATION_COLUMNS
 from brainage.analysis.metrics import (
     AgeBiasCorrection,
     fit_bias_correction_on_split,
@@ -30,14 +30,12 @@ from brainage.analysis.metrics import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PREDICTION_COLUMNS",
+    "EVALUATION_COLUMNS",
     "correct_predictions",
     "evaluate_predictions",
 ]
 
 #: Columns of ``predictions.csv``: the scan, then the shared prediction values.
-PREDICTION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
-                      *PREDICTION_VALUES)
 
 
 def correct_predictions(predictions: pd.DataFrame, *, method: str = "linear",
@@ -69,7 +67,7 @@ def correct_predictions(predictions: pd.DataFrame, *, method: str = "linear",
         out.loc[rows.index, "corrected_predicted"] = correction.apply(
             rows["age"].to_numpy(), rows["predicted"].to_numpy())
     out["corrected_gap"] = out["corrected_predicted"] - out["age"]
-    return out[list(PREDICTION_COLUMNS)], corrections
+    return out[list(EVALUATION_COLUMNS)], corrections
 
 
 def evaluate_predictions(predictions: pd.DataFrame, *, train_ages: Sequence[float],

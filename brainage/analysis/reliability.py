@@ -154,7 +154,7 @@ def pair_sessions(predictions: pd.DataFrame, *, reference: str = "",
     ----------
     predictions : DataFrame
         One row per scan and model with ``session``, the ``keys`` and the ``measures``
-        (e.g. :func:`brainage.study.predict.predict_scans`' table of the cohort's scans and
+        (e.g. :func:`brainage.inference.predict.predict_scans`' table of the cohort's scans and
         their rescans). Rows with a non-empty ``error`` column or a missing value are left out.
     reference : str, default=""
         Session of the first scan (the cohort's own scans have none).

@@ -54,6 +54,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from brainage._utils import AGE_RANGE, check_int, check_number
+from brainage._utils.io import check_format_tag
 from brainage.analysis.metrics import AgeBiasCorrection
 from brainage.analysis.uncertainty import ConformalInterval, min_calibration_size
 
@@ -318,9 +319,7 @@ class SiteCalibration:
         """Rebuild from :meth:`to_dict` output; errors name ``source`` and the field."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{source} must be a JSON object, got {type(data).__name__}")
-        if data.get("format") != SITE_CALIBRATION_FORMAT:
-            raise ValueError(f"{source}: field 'format' must be {SITE_CALIBRATION_FORMAT!r}, "
-                             f"got {data.get('format')!r}")
+        check_format_tag(data, SITE_CALIBRATION_FORMAT, source)
         try:
             c, prior = data["correction"], data["prior"]
             interval = ConformalInterval.from_dict(data["interval"], f"{source}.interval")

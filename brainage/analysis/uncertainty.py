@@ -1,7 +1,7 @@
 """Trust in each prediction: split-conformal intervals and an out-of-distribution score.
 
-Works on arrays and tables; :mod:`brainage.study.trust` applies it to the heads of a run and of
-a model folder.
+Works on arrays and tables; :mod:`brainage.study.trust` fits it on the heads of a run and
+:mod:`brainage.inference.trust` applies it to the predictions of a model folder.
 
 **Intervals.** :class:`ConformalInterval` wraps ``crepes.ConformalRegressor`` [1]_ (split
 conformal regression, Mondrian when given categories): calibrated on the residuals of scans

@@ -116,13 +116,14 @@ def check_header(img: Any, limits: ImageLimits | None = None, *,
     """Check an image's header before any of its data is read.
 
     The one check of declared shape, data type, voxel size and field of view, for the audit
-    (:func:`check_image`) and for preprocessing (:func:`brainage.imaging.preprocess.load_scan`).
-    Always checked: a size below 1, more voxels than ``limits.max_voxels``, a data type that
-    is not real numbers (complex, RGB), an uncompressed file shorter than its declared data,
-    a non-finite affine, voxel sizes that are not positive, a field of view above
-    ``limits.fov_mm``'s upper bound. With ``plausible``, also what a brain scan must meet:
-    3D, voxel size within ``limits.voxel_mm``, field of view at least ``limits.fov_mm``'s
-    lower bound.
+    (:func:`check_image`) and for every command that reads a scan
+    (:func:`brainage.imaging.preprocess.check_scan`). Always checked: a size below 1, more
+    voxels than ``limits.max_voxels``, a data type that is not real numbers (complex, RGB), an
+    uncompressed file shorter than its declared data, a non-finite or degenerate affine
+    (:func:`affine_problems`), voxel sizes that are not positive, a field of view above
+    ``limits.fov_mm``'s upper bound. With ``plausible``, also what a brain scan must meet: 3D,
+    voxel size within ``limits.voxel_mm``, field of view at least ``limits.fov_mm``'s lower
+    bound.
 
     Parameters
     ----------
@@ -151,11 +152,63 @@ def check_header(img: Any, limits: ImageLimits | None = None, *,
     if plausible and len(shape) != 3:
         hint = " (a 4D series: keep one volume)" if len(shape) == 4 else ""
         problems.append(f"expected a 3D image, got {len(shape)}D with shape {shape}{hint}")
-    if not np.all(np.isfinite(img.affine)):
-        problems.append("the affine contains NaN or infinite values")
+    problems.extend(affine_problems(img))
     if len(shape) >= 3:
         problems.extend(_size_problems(shape[:3], zooms, limits, plausible))
     return problems, not unsafe
+
+
+def affine_problems(img: Any) -> list[str]:
+    """Problems of a scan's voxel-to-world affine, from its header: non-finite values, or a
+    degenerate matrix that cannot place the voxels in space (a zero or singular matrix, or a
+    zero voxel size in a NIfTI header without an sform, which nibabel silently reads as 1 mm).
+
+    Checked by :func:`check_header`, so the audit, ``brainage preprocess``, ``brainage predict``
+    and the BIDS App (through :func:`brainage.imaging.preprocess.check_scan`) refuse the same
+    scans with the same message.
+
+    Returns
+    -------
+    list of str
+        One message per problem, without the path.
+    """
+    import nibabel as nib
+
+    header = img.header
+    if isinstance(header, nib.Nifti1Header) and int(header["sform_code"]) == 0:
+        pixdim = _raw_pixdim(img)
+        bad = [k for k in range(3) if not (np.isfinite(pixdim[k]) and pixdim[k] != 0)]
+        if bad:
+            return [f"degenerate affine: its header declares voxel size {pixdim.tolist()} mm "
+                    f"(pixdim), zero or not finite along axis {bad}"]
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        return ["the affine contains NaN or infinite values"]
+    if len(img.shape) < 3:
+        return []
+    matrix = affine[:3, :3]
+    voxel = np.sqrt((matrix**2).sum(axis=0))
+    if (voxel == 0).any():
+        problem = f"voxel size 0 mm along axis {np.flatnonzero(voxel == 0).tolist()}"
+    elif abs(np.linalg.det(matrix)) <= 1e-6 * np.prod(voxel):
+        problem = "its direction matrix is singular (two voxel axes point the same way)"
+    else:
+        return []
+    return [f"degenerate affine (voxel-to-world {np.round(affine, 3).tolist()}): {problem}"]
+
+
+def _raw_pixdim(img: Any) -> np.ndarray:
+    """The voxel size ``pixdim[1:4]`` as the file holds it (nibabel's loader reads 0 as 1); the
+    header's own for an image not read from a file."""
+    from nibabel.openers import ImageOpener
+
+    holder = img.file_map.get("header") or img.file_map.get("image")  # .hdr/.img pair, or .nii
+    filename = getattr(holder, "filename", None)
+    if not filename:
+        return np.asarray(img.header["pixdim"][1:4], dtype=np.float64)
+    with ImageOpener(filename) as fobj:
+        raw = type(img.header).from_fileobj(fobj, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
 def declared_problems(shape: tuple[int, ...], dtype: np.dtype,

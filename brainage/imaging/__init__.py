@@ -27,6 +27,7 @@ _EXPORTS = {
     "PreprocessError": "preprocess",
     "PreprocessParams": "preprocess",
     "header_tiv": "preprocess",
+    "check_scan": "preprocess",
     "load_scan": "preprocess",
     "normalise_intensity": "preprocess",
     "preprocess_cohort": "preprocess",

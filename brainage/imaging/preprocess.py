@@ -91,6 +91,7 @@ __all__ = [
     "PreprocessCache",
     "PreprocessError",
     "PreprocessParams",
+    "check_scan",
     "check_scan_format",
     "header_tiv",
     "memory_budget",
@@ -201,6 +202,61 @@ class PreprocessParams:
         return cls(**params)
 
 
+def check_scan(path: str | os.PathLike) -> nib.spatialimages.SpatialImage | None:
+    """Check a scan file before any command reads its voxels: the one entry point, like
+    nilearn's ``check_niimg``, so that the audit's header check, ``brainage preprocess``,
+    ``brainage predict`` and the BIDS App refuse the same files with the same message.
+
+    Checks, in order: a readable regular file (:func:`brainage.data.cohort.file_problem`), a
+    format brainage reads (:func:`check_scan_format`), a header nibabel can read, 3D (or 4D
+    with one volume), and the header (:func:`brainage.data.cohort.check_header`: too many
+    voxels, a file shorter than its data, a non-numeric type, voxel sizes that are not
+    positive, a non-finite or degenerate affine). No voxel is read.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A NIfTI file, or an OpenBHB ``.npy`` array (only the file and its name are checked
+        here; :func:`brainage.data.openbhb.load_openbhb_array` checks its header).
+
+    Returns
+    -------
+    nibabel image or None
+        The scan with its header read (voxels not loaded); None for an OpenBHB array.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist (or is a broken symlink).
+    PreprocessError
+        Any other problem, naming the file.
+    """
+    from brainage.data.cohort import check_header, file_problem
+
+    path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:
+        if problem == "does not exist" or problem.startswith("is a broken symlink"):
+            raise FileNotFoundError(f"scan {path} {problem}")
+        raise PreprocessError(f"scan {path} {problem}")
+    check_scan_format(path)
+    if path.name.endswith(".npy"):
+        return None
+    try:
+        img = nib.load(str(path))  # reads the header only
+    except Exception as err:  # nibabel raises ImageFileError, OSError ...
+        raise PreprocessError(f"scan {path} cannot be read as an image: "
+                              f"{type(err).__name__}: {err}") from err
+    shape = tuple(img.shape)
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1)):
+        raise PreprocessError(f"scan {path} must be a 3D image; got shape {shape} "
+                              f"({len(shape)}D)")
+    problems, _ = check_header(img, plausible=False)
+    if problems:
+        raise PreprocessError(f"scan {path}: {'; '.join(problems)}")
+    return img
+
+
 def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     """Read a 3D scan, reoriented to RAS, as a float32 NIfTI image; checked for problems.
 
@@ -225,12 +281,9 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
     path = Path(path)
-    check_scan_format(path)
-    _check_scan_file(path)
-    if path.name.endswith(".npy"):
+    if check_scan(path) is None:
         data = _load_array(path)  # its header is checked by load_openbhb_array
     else:
-        _check_scan_header(path)
         try:
             data = LoadImage(image_only=True, dtype=np.float32)(str(path))
         except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
@@ -315,45 +368,6 @@ def _check_resampling_memory(path: Path, grid: tuple[tuple[int, int, int], np.nd
 def _size(count: float) -> str:
     """Bytes in GB, or TB from 1000 GB."""
     return f"{count / 1e9:.3g} GB" if count < 1e12 else f"{count / 1e12:.3g} TB"
-
-
-def _check_scan_file(path: str | os.PathLike) -> None:
-    """Raise if ``path`` is not a readable regular file, saying why.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist or is a broken symlink.
-    PreprocessError
-        ``path`` is a directory, a symlink loop, not a regular file, or cannot be read
-        (permission denied); see :func:`brainage.data.cohort.file_problem`.
-    """
-    from brainage.data.cohort import file_problem
-
-    problem = file_problem(path)
-    if problem is None:
-        return
-    if problem == "does not exist" or problem.startswith("is a broken symlink"):
-        raise FileNotFoundError(f"scan {path} {problem}")
-    raise PreprocessError(f"scan {path} {problem}")
-
-
-def _check_scan_header(path: Path) -> None:
-    """The header of a NIfTI scan, checked before its data is read (too many voxels ...)."""
-    from brainage.data.cohort import check_header
-
-    try:
-        header = nib.load(str(path))  # reads the header only
-    except Exception as err:  # nibabel raises ImageFileError, OSError ...
-        raise PreprocessError(f"scan {path} cannot be read as an image: "
-                              f"{type(err).__name__}: {err}") from err
-    shape = tuple(header.shape)
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1)):
-        raise PreprocessError(f"scan {path} must be a 3D image; got shape {shape} "
-                              f"({len(shape)}D)")
-    problems, _ = check_header(header, plausible=False)
-    if problems:
-        raise PreprocessError(f"scan {path}: {'; '.join(problems)}")
 
 
 def _load_array(path: Path) -> Any:
@@ -643,7 +657,7 @@ class PreprocessCache:
         """The cached file of ``path`` (computed first if absent), its alignment score and its
         native TIV in cm³ (NaN unless the brain was extracted)."""
         params = PreprocessParams.coerce(params)
-        _check_scan_file(path)
+        check_scan(path)
         digest = sha256_file(path)
         target = self._target(digest, params)
         sidecar = target.with_suffix("").with_suffix(".json")

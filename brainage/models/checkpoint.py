@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from brainage._utils import atomic_write
+from brainage._utils.io import check_format_tag
 
 __all__ = ["CHECKPOINT_FORMAT", "read_checkpoint", "write_checkpoint"]
 
@@ -46,8 +47,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path} is corrupt or changed (damaged, truncated or "
                          f"replaced): torch.load(weights_only=True) cannot read it: "
                          f"{' '.join(str(err).split())}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"checkpoint {path} is not a brainage checkpoint: format {found!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r}")
+    check_format_tag(payload, CHECKPOINT_FORMAT, f"checkpoint {path}",
+                     kind="a brainage checkpoint")
     return payload

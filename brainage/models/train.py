@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from brainage._utils import (
+    CHECKPOINT_FILE,
     check_choice,
     check_int,
     check_number,
@@ -627,7 +628,7 @@ def _save_epoch(stage: _Stage, run: _Run, model_cfg: ModelConfig, tracker: _Trac
     state = _plain_state(stage.model)
     if improved:
         write_checkpoint({**meta, "stage": stage.name, "epoch": epoch, "model": state,
-                           "best_val_mae": tracker.best_val_mae}, run.out_dir / "best.pt")
+                           "best_val_mae": tracker.best_val_mae}, run.out_dir / CHECKPOINT_FILE)
     write_checkpoint({
         **meta, "stage": stage.name, "epoch": epoch, "epochs": stage.epochs, "model": state,
         "optimizer": stage.optimizer.state_dict(), "scheduler": stage.scheduler.state_dict(),
@@ -903,7 +904,7 @@ def _result(run: _Run, tracker: _Tracker, stages: Sequence[str]) -> TrainResult:
     history = pd.DataFrame(tracker.history, columns=list(LOG_COLUMNS))
     seconds = {s: float(history.loc[history["stage"] == s, "seconds"].mean()) for s in stages}
     return TrainResult(
-        best_checkpoint=run.out_dir / "best.pt",
+        best_checkpoint=run.out_dir / CHECKPOINT_FILE,
         last_checkpoints={s: run.out_dir / f"{s}_last.pt" for s in stages},
         history=history, best_val_mae=tracker.best_val_mae, best_epoch=tracker.best_epoch,
         seconds_per_epoch=seconds)

@@ -5,7 +5,7 @@ held-out subjects of a simulated cohort (test-split controls and patients; never
 validation or calibration scan) are scanned again by the simulator
 (:func:`brainage.data.simulate.simulate_rescans`: a repeat session at the own site and a
 travelling-subject session at another), every scan is predicted by the user's tool
-(:func:`brainage.study.predict.predict_scans`, the model folder's stored age-bias correction)
+(:func:`brainage.inference.predict.predict_scans`, the model folder's stored age-bias correction)
 and each rescan is compared with the subject's first scan
 (:mod:`brainage.analysis.reliability`).
 """
@@ -78,7 +78,7 @@ def retest_predictions(cohort: pd.DataFrame, participants: Sequence[str], rescan
                        cache: Any = None, n_jobs: int = 1) -> pd.DataFrame:
     """Predictions of the subjects' first scans (session "") and of their rescans, by the
     user's tool with the model folder's stored corrections (one table, ``group`` added)."""
-    from brainage.study.predict import predict_scans
+    from brainage.inference.predict import predict_scans
 
     first = cohort.set_index("participant_id").loc[list(participants)]
     common = {"skull_stripped": skull_stripped, "cache": cache, "n_jobs": n_jobs}
@@ -204,12 +204,12 @@ def perturbation_predictions(scans: Sequence[Path], ages: Sequence[float], model
 
     Each scan ``sub-X_T1w.nii.gz`` is written changed as ``out_dir/sub-X_ses-<label>_T1w.nii.gz``
     (:data:`CASE_SESSIONS`; the inputs are only read) and all are predicted by
-    :func:`brainage.study.predict.predict_scans` in native space.
+    :func:`brainage.inference.predict.predict_scans` in native space.
     """
     import nibabel as nib
 
     from brainage.imaging.perturb import acquisition_case
-    from brainage.study.predict import predict_scans
+    from brainage.inference.predict import predict_scans
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,8 +253,8 @@ def perturbation_table(predictions: pd.DataFrame,
 
 def card_values(table: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
     """The within-site agreement of each head for the model card
-    (:func:`brainage.study.predict.record_retest`): per head and measure the within-subject SD
-    (``sd_years``), the smallest detectable change (``sdc_years``) and ``n``."""
+    (:func:`brainage.inference.model_folder.record_retest`): per head and measure the
+    within-subject SD (``sd_years``), the smallest detectable change (``sdc_years``) and ``n``."""
     rows = table[(table["comparison"] == "within site")]
     if "subjects" in rows.columns:
         rows = rows[rows["subjects"] == "all"]

@@ -9,8 +9,8 @@ the test split by :func:`seed_repeats` (notebook 03), so the spread over seeds i
 beside the single comparison.
 
 ``init_from`` starts every head's encoder from the same head of an earlier model folder
-(:func:`brainage.study.predict.pretrained_checkpoints`): fine-tuning instead of training from
-scratch.
+(:func:`brainage.inference.model_folder.pretrained_checkpoints`): fine-tuning instead of
+training from scratch.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def train_study_models(train_ds: Dataset, val_ds: Dataset, model_cfg: ModelConfi
         Seeds ``rnc_cfg.seed + k`` for ``k < n_seeds``.
     init_from : mapping of str to path, optional
         Head name to a pretrained checkpoint (both ``rnc`` and ``l1`` required), from
-        :func:`brainage.study.predict.pretrained_checkpoints`.
+        :func:`brainage.inference.model_folder.pretrained_checkpoints`.
 
     Returns
     -------

@@ -1,25 +1,11 @@
-"""Trust in each prediction of a run and of ``brainage predict``: intervals, domain, OOD flags.
+"""The study's trust step: fitting each head's intervals and OOD reference on a run, and
+measuring them (coverage, flag rates on broken scans).
 
-The statistics are in :mod:`brainage.analysis.uncertainty`; this module fits them on the right
-scans of a run, stores them in the model folder, reads them back (validated) and adds their
-columns (:data:`brainage._utils.TRUST_VALUES`) to the prediction tables.
-
-Files of each head's folder (``models/<head>/``)::
-
-    ood.npz          out-of-distribution reference (notebook 02, :func:`fit_ood_references`):
-                     the training scans' standardised feature statistics (the encoder's four
-                     stages, :mod:`brainage.models.features`) and the threshold, the conformal
-                     quantile of the validation scans' scores
-    conformal.json   split-conformal calibration (notebook 03, :func:`calibrate_run`): the level,
-                     the validation residuals of the age interval (Mondrian bins of the
-                     predicted age) and the cross-fitted validation gaps of the corrected gap's
-                     interval (Mondrian bins of the age), and the bias correction it belongs to
-
-The model card (``model.json``) records the training domain under ``domain``
-(:func:`training_domain`, written by :func:`brainage.study.predict.write_model_card`).
-
-Nothing of the test split reaches these files: the OOD reference is the training split, its
-threshold and the intervals are calibrated on the validation split, as the bias correction is.
+The fitted files (``conformal.json``, ``ood.npz``) are written and read by
+:mod:`brainage.inference.model_folder`; :mod:`brainage.inference.trust` applies them to new
+scans. Nothing of the test split reaches these files: the OOD reference is the training split,
+its threshold and the intervals are calibrated on the validation split
+(:data:`brainage.inference.model_folder.CALIBRATION_SPLIT`), as the bias correction is.
 """
 
 from __future__ import annotations
@@ -32,14 +18,13 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from brainage._utils import AGE_RANGE, TRUST_VALUES, check_int, check_number
+from brainage._utils import AGE_RANGE, check_int, check_number
 from brainage.analysis.uncertainty import (
     ConformalInterval,
     FeatureOOD,
@@ -47,6 +32,20 @@ from brainage.analysis.uncertainty import (
     cross_fitted_gaps,
     min_calibration_size,
 )
+from brainage.inference.model_folder import (
+    CALIBRATION_SPLIT,
+    CHECKPOINT_FILE,
+    CONFORMAL_FILE,
+    MODEL_CARD_FILE,
+    OOD_FILE,
+    HeadCalibration,
+    HeadTrust,
+    checkpoint_digest,
+    load_ood,
+    save_calibration,
+    save_ood,
+)
+from brainage.inference.trust import add_trust_columns
 
 if TYPE_CHECKING:
     from brainage.study.runs import RunFolder
@@ -54,78 +53,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONFORMAL_FILE",
-    "CONFORMAL_FORMAT",
-    "DOMAIN_SCHEMA",
-    "DomainCheck",
-    "DomainWarning",
-    "HeadCalibration",
-    "HeadTrust",
-    "IntervalSettings",
-    "OOD_FILE",
-    "OOD_FORMAT",
     "TRUST_FILE",
-    "add_trust_columns",
+    "IntervalSettings",
     "broken_versions",
     "calibrate",
     "calibrate_run",
     "coverage_report",
     "coverage_text",
-    "describe_model",
-    "domain_summary",
     "fit_ood_references",
     "glue_values",
-    "is_simulated_scan",
-    "load_calibration",
-    "load_head_trust",
-    "load_ood",
-    "present",
-    "read_json_file",
-    "save_calibration",
-    "save_ood",
     "score_volumes",
     "summary",
     "training_domain",
-    "trust_columns",
+    "trust_step",
 ]
 
-CONFORMAL_FILE = "conformal.json"
-CHECKPOINT = "best.pt"
-OOD_FILE = "ood.npz"
-CONFORMAL_FORMAT = "brainage-conformal/1"
-OOD_FORMAT = "brainage-ood/1"
-#: Most bytes ``ood.npz`` may inflate to, read from its zip and array headers before any
-#: array is read (a zip bomb or a header declaring a huge array is refused). The paper
-#: profile's reference (a few thousand scans x a few hundred features, float64) is about 10 MB.
-OOD_MAX_BYTES = 1 << 30
-#: The split that calibrates the intervals and the OOD threshold (and fits the bias correction).
-CALIBRATION_SPLIT = "val"
-#: ``GeneratedBy`` name in the ``dataset_description.json`` of a simulated cohort.
-_SIMULATOR = "brainage.data.simulate"
-
-#: JSON Schema of the model card's ``domain`` (:func:`training_domain`).
-DOMAIN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["dataset", "simulated", "n_train", "age_range"],
-    "properties": {
-        "dataset": {"type": "string"},
-        "simulated": {"type": "boolean"},
-        "space": {"type": "string"},
-        "skull_stripped": {"type": "boolean"},
-        "n_train": {"type": "integer", "minimum": 1},
-        "n_val": {"type": "integer", "minimum": 0},
-        "age_range": {"type": "array", "minItems": 2, "maxItems": 2,
-                      "items": {"type": "number"}},
-        "sites": {"type": "array", "items": {"type": "string"}},
-    },
-}
 
 
-class DomainWarning(UserWarning):
-    """A model is applied to scans unlike its training data (real scans, simulated training)."""
-
-
-# --- settings -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -157,8 +101,6 @@ class IntervalSettings:
         check_int("seed", self.seed, low=0)
 
 
-# --- training domain ----------------------------------------------------------------------------
-
 
 def training_domain(run: RunFolder) -> dict[str, Any]:
     """What the model card records of the training data: dataset, simulated or real, size,
@@ -173,233 +115,6 @@ def training_domain(run: RunFolder) -> dict[str, Any]:
             "age_range": [float(train["age"].min()), float(train["age"].max())],
             "sites": sorted(sites.unique().tolist())}
 
-
-def domain_summary(card: Mapping[str, Any]) -> str:
-    """One line on the training domain of a model card (``"unknown"`` parts when absent)."""
-    domain = card.get("domain")
-    preprocess = card.get("preprocess", {})
-    grid = card.get("grid", {})
-    where = (f"{preprocess.get('space', '?')} scans on a {preprocess.get('grid_mm', '?')} mm grid "
-             f"({' x '.join(map(str, grid.get('shape', [])))})")
-    retest = "; ".join(
-        f"{head}: test-retest SD of the corrected gap {v['sd_years']:.1f} y (two scans of one "
-        f"person differ really beyond {v['sdc_years']:.1f} y)"
-        for head, measures in (card.get("retest") or {}).items()
-        for key, v in measures.items() if key == "corrected_gap")  # predict.record_retest
-    where += f"; {retest}" if retest else ""
-    if not domain:
-        return f"training domain not recorded (older model card); {where}"
-    low, high = domain["age_range"]
-    sites = domain.get("sites") or []
-    site_text = (", ".join(sites) if len(sites) <= 6 else f"{len(sites)} sites") or "no site"
-    kind = "simulated" if domain["simulated"] else "real"
-    return (f"trained on {domain['dataset']!r} ({kind}), {domain['n_train']} scans aged "
-            f"{low:.0f}-{high:.0f} years from {site_text}; {where}")
-
-
-def describe_model(path: str | os.PathLike) -> str | None:
-    """:func:`domain_summary` of the card of a model folder (or of a head folder's parent);
-    None when it cannot be read (loading the folder then reports why)."""
-    folder = Path(path)
-    for candidate in (folder / "model.json", folder.parent / "model.json"):
-        if candidate.is_file():
-            try:
-                card = read_json_file(candidate)
-                return domain_summary(card) if isinstance(card, dict) else None
-            except (ValueError, TypeError, KeyError, AttributeError):
-                return None
-    return None
-
-
-@lru_cache(maxsize=256)
-def _simulated_folder(folder: str) -> bool:
-    """Whether ``folder`` or a parent holds a ``dataset_description.json`` of the simulator."""
-    for parent in (Path(folder), *Path(folder).parents):
-        description = parent / "dataset_description.json"
-        if description.is_file():
-            try:
-                generated = json.loads(description.read_text(encoding="utf-8")).get(
-                    "GeneratedBy", [])
-            except (OSError, ValueError, AttributeError):
-                return False
-            return any(isinstance(g, Mapping) and g.get("Name") == _SIMULATOR
-                       for g in generated or [])
-    return False
-
-
-def is_simulated_scan(path: str | os.PathLike) -> bool:
-    """Whether a scan belongs to a cohort written by :mod:`brainage.data.simulate` (its BIDS
-    folder's ``dataset_description.json`` says so)."""
-    return _simulated_folder(str(Path(path).resolve().parent))
-
-
-class DomainCheck:
-    """Warn once (:class:`DomainWarning`) when a model trained on simulated data meets real
-    scans: native-space scans, or scans outside a brainage-simulated cohort."""
-
-    def __init__(self, card: Mapping[str, Any]) -> None:
-        domain = card.get("domain") or {}
-        self.simulated = bool(domain.get("simulated", False))
-        self.dataset = domain.get("dataset", "?")
-        self.warned = False
-
-    def check(self, scans: Mapping[str, str]) -> None:
-        """``scans``: path -> space of the scans just predicted."""
-        if self.warned or not self.simulated:
-            return
-        for path, space in scans.items():
-            if space == "native" or not is_simulated_scan(path):
-                why = "in native space" if space == "native" else "not from a simulated cohort"
-                warnings.warn(
-                    f"the model was trained on simulated data ({self.dataset!r}) and is applied "
-                    f"to real scans (first: {path}, {why}): simulated and real scans differ "
-                    f"after the same preprocessing, so expect large errors; intervals were "
-                    f"calibrated on simulated scans and do not hold here (see the ood column)",
-                    DomainWarning, stacklevel=2)
-                self.warned = True
-                return
-
-
-# --- reading the model folder's files ------------------------------------------------------------
-
-
-def present(path: Path, error: type[Exception] = ValueError) -> bool:
-    """Whether an optional file of a model folder is there: False when nothing is at
-    ``path``; ``error`` (naming the file) when something is but it is not a readable
-    regular file (a folder, a symlink loop, a FIFO ...): that is not an absent file."""
-    from brainage.data.cohort import file_problem
-
-    if not os.path.lexists(path):
-        return False
-    problem = file_problem(path)
-    if problem is not None:
-        raise error(f"{path} {problem}")
-    return True
-
-
-def read_json_file(path: Path, error: type[Exception] = ValueError) -> Any:
-    """``path`` parsed as JSON; any failure raises ``error`` naming the file (not UTF-8,
-    not JSON, nested too deeply, an integer of more digits than Python converts ...)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except RecursionError:
-        raise error(f"{path} cannot be read as JSON: it is nested too deeply for this "
-                    f"reader (Python's recursion limit); a brainage file has a few levels") \
-            from None
-    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError, long integers
-        detail = " ".join(str(err).split())[:300]
-        raise error(f"{path} cannot be read as JSON: {detail}") from err
-
-
-# --- out-of-distribution reference ---------------------------------------------------------------
-
-
-def _checkpoint_sha256(head_dir: str | os.PathLike) -> str:
-    from brainage._utils import sha256_file
-
-    return sha256_file(Path(head_dir) / CHECKPOINT)
-
-
-def _check_checkpoint(path: Path, field: str, stored: object, expected: str | None) -> None:
-    """Refuse a trust file made for another checkpoint than the head's (retrained since)."""
-    if expected is not None and stored != expected:
-        raise ValueError(f"{path}: {field} {str(stored)[:12]}... is not the SHA-256 of the "
-                         f"head's {CHECKPOINT} ({expected[:12]}...): it was fitted for other "
-                         f"weights; rerun the notebooks 02 and 03 that write it")
-
-
-def save_ood(head_dir: str | os.PathLike, ood: FeatureOOD, checkpoint_sha256: str) -> Path:
-    """Write ``head_dir/ood.npz`` (plain arrays, the format tag and the checkpoint's SHA-256)."""
-    path = Path(head_dir) / OOD_FILE
-    with path.open("wb") as handle:
-        np.savez(handle, format=np.asarray(OOD_FORMAT),
-                 checkpoint_sha256=np.asarray(checkpoint_sha256), **ood.to_arrays())
-    return path
-
-
-def load_ood(head_dir: str | os.PathLike, feature_dim: int | None = None,
-             checkpoint_sha256: str | None = None) -> FeatureOOD | None:
-    """The head's OOD reference, or None (logged) when ``ood.npz`` is absent.
-
-    Parameters
-    ----------
-    head_dir : str or PathLike
-    feature_dim : int, optional
-        The head's feature size: the reference must have it.
-    checkpoint_sha256 : str, optional
-        The head's checkpoint checksum (the card's): the reference must be fitted for it.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and the array: not an npz, another format, a missing, malformed or
-        non-finite array, features of another size than the head's, another checkpoint.
-    """
-    path = Path(head_dir) / OOD_FILE
-    if not present(path):
-        logger.warning("%s is absent: scans get no out-of-distribution score", path)
-        return None
-    arrays = _read_npz(path)
-    found = arrays.pop("format", None)
-    if found is None or found.shape != () or str(found) != OOD_FORMAT:
-        raise ValueError(f"{path}: array 'format' must be {OOD_FORMAT!r}, got "
-                         f"{None if found is None else str(found)!r}")
-    stored = arrays.pop("checkpoint_sha256", None)
-    _check_checkpoint(path, "array 'checkpoint_sha256'", None if stored is None else str(stored),
-                      checkpoint_sha256)
-    ood = FeatureOOD.from_arrays(arrays, source=str(path))
-    if feature_dim is not None and ood.feature_dim != feature_dim:
-        raise ValueError(f"{path}: array 'reference' has {ood.feature_dim} features per scan but "
-                         f"the head's encoder gives {feature_dim}: it belongs to another model")
-    return ood
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an npz file, each one's size checked from the zip directory and its
-    ``.npy`` header before it is read (``np.load`` checks neither).
-
-    Written here because numpy reads an npz member whatever size its headers declare: a small
-    file inflating to gigabytes, or a header declaring a (400000, 400000) array, would be
-    allocated before any check.
-    """
-    import zipfile
-    import zlib
-
-    arrays: dict[str, np.ndarray] = {}
-    total, max_bytes = 0, OOD_MAX_BYTES
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                name = info.filename.removesuffix(".npy")
-                total += info.file_size
-                if total > max_bytes:
-                    raise ValueError(f"its members inflate to more than {max_bytes:,} bytes "
-                                     f"(member {info.filename!r}: {info.file_size:,} bytes); "
-                                     f"an OOD reference is a few MB")
-                with archive.open(info) as member:  # zipfile stops at the declared size
-                    version = np.lib.format.read_magic(member)
-                    if version not in ((1, 0), (2, 0)):
-                        raise ValueError(f"array {name!r} has .npy format version {version}")
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(member, max_header_size=10_000)
-                    declared = math.prod(shape) * dtype.itemsize
-                    if declared > info.file_size:
-                        raise ValueError(f"array {name!r} declares shape {shape} of {dtype} "
-                                         f"({declared:,} bytes) but its member holds "
-                                         f"{info.file_size:,} bytes")
-                    if dtype.hasobject:
-                        raise ValueError(f"array {name!r} holds Python objects")
-                with archive.open(info) as member:
-                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path} cannot be read as an OOD reference: {err}") from err
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
-            NotImplementedError) as err:  # truncated, junk, bad CRC, unknown compression
-        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise ValueError(f"{path} cannot be read as an npz file (damaged, truncated or not "
-                         f"an npz): {detail}") from err
-    return arrays
 
 
 def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
@@ -435,7 +150,7 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
     datasets = {"train": run.dataset("train"), CALIBRATION_SPLIT: run.dataset(val)}
     for head in heads:
         head_dir = Path(models_dir) / head
-        model = load_model(head_dir / CHECKPOINT, device="cpu")
+        model = load_model(head_dir / CHECKPOINT_FILE, device="cpu")
         features = {}
         for split, data in datasets.items():
             with capture_features(model) as captured:
@@ -443,53 +158,9 @@ def fit_ood_references(run: RunFolder, models_dir: str | os.PathLike,
             features[split] = captured.array()
         references[head] = FeatureOOD.fit(features["train"], features[CALIBRATION_SPLIT],
                                           rate=rate, k=k)
-        save_ood(head_dir, references[head], _checkpoint_sha256(head_dir))
+        save_ood(head_dir, references[head], checkpoint_digest(head_dir))
     return references
 
-
-# --- conformal calibration ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeadCalibration:
-    """A head's intervals: of the age around ``predicted`` (Mondrian on the predicted age), and
-    of the corrected gap (Mondrian on the age; None without a bias correction).
-
-    Attributes
-    ----------
-    age : ConformalInterval
-    corrected_gap : ConformalInterval or None
-    correction : dict or None
-        :meth:`brainage.analysis.metrics.AgeBiasCorrection.to_dict` of the correction the gap's
-        residuals were cross-fitted with.
-    folds : int
-        Cross-fitting folds.
-    checkpoint_sha256 : str or None
-        The checkpoint whose predictions were calibrated.
-    """
-
-    age: ConformalInterval
-    corrected_gap: ConformalInterval | None
-    correction: dict[str, Any] | None
-    folds: int
-    checkpoint_sha256: str | None = None
-
-    @property
-    def level(self) -> float:
-        return self.age.level
-
-    def to_dict(self) -> dict[str, Any]:
-        import crepes
-
-        return {"format": CONFORMAL_FORMAT, "level": self.level,
-                "library": f"crepes {getattr(crepes, '__version__', '?')}",
-                "calibration_split": CALIBRATION_SPLIT,
-                "checkpoint_sha256": self.checkpoint_sha256,
-                "age": {"around": "predicted", "bins_on": "predicted", **self.age.to_dict()},
-                "corrected_gap": None if self.corrected_gap is None else {
-                    "around": "corrected_gap", "bins_on": "age", "scheme": "cross-fit",
-                    "folds": self.folds, **self.corrected_gap.to_dict()},
-                "bias_correction": self.correction}
 
 
 def calibrate(predictions: pd.DataFrame, corrections: Mapping[str, Any], *,
@@ -536,220 +207,78 @@ def calibrate(predictions: pd.DataFrame, corrections: Mapping[str, Any], *,
     return result
 
 
-def save_calibration(head_dir: str | os.PathLike, calibration: HeadCalibration) -> Path:
-    """Write ``head_dir/conformal.json``."""
-    path = Path(head_dir) / CONFORMAL_FILE
-    path.write_text(json.dumps(calibration.to_dict(), indent=1), encoding="utf-8")
-    return path
 
+def trust_step(predictions: pd.DataFrame, corrections: Mapping[str, Any],
+               references: Mapping[str, FeatureOOD | None],
+               features: Mapping[str, np.ndarray] | None = None, *,
+               age_range: Sequence[float],
+               settings: IntervalSettings = IntervalSettings()
+               ) -> tuple[pd.DataFrame, dict[str, HeadTrust]]:
+    """Notebook 03's trust step without files: each head's intervals calibrated on the
+    validation split (:func:`calibrate`), paired with its OOD reference and the training ages,
+    and the trust columns added to every row (:func:`brainage.inference.trust.add_trust_columns`).
 
-def _same_correction(stored: Mapping[str, Any] | None, correction: Any) -> bool:
-    if stored is None or correction is None:
-        return stored is None and correction is None
-    coefficients = stored.get("coefficients", {})
-    return (stored.get("method") == correction.method
-            and set(coefficients) == set(correction.coefficients)
-            and all(math.isclose(float(coefficients[k]), v, rel_tol=1e-9, abs_tol=1e-12)
-                    for k, v in correction.coefficients.items()))
-
-
-def _check_stored_correction(path: Path, stored: object) -> None:
-    """``conformal.json``'s ``bias_correction``: null, or a method and numeric coefficients."""
-    if stored is None:
-        return
-    if isinstance(stored, dict) and isinstance(stored.get("method"), str):
-        coefficients = stored.get("coefficients")
-        if isinstance(coefficients, dict) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool)
-                for v in coefficients.values()):
-            return
-    raise ValueError(f"{path}: field 'bias_correction' must be null or a mapping with a "
-                     f"'method' (string) and 'coefficients' (numbers); got "
-                     f"{type(stored).__name__} {str(stored)[:80]}")
-
-
-def load_calibration(head_dir: str | os.PathLike, correction: Any = None,
-                     checkpoint_sha256: str | None = None) -> HeadCalibration | None:
-    """The head's intervals, or None (logged) when ``conformal.json`` is absent.
+    :func:`calibrate_run` stores and reads the model folder's files around it;
+    ``benchmarks/bench_uncertainty.py`` times it.
 
     Parameters
     ----------
-    head_dir : str or PathLike
-    correction : AgeBiasCorrection, optional
-        The head's stored correction: the gap's interval must have been calibrated with it.
-    checkpoint_sha256 : str, optional
-        The head's checkpoint checksum: the calibration must be of its predictions.
+    predictions : DataFrame
+        :func:`brainage.analysis.evaluation.correct_predictions` output (every split).
+    corrections : mapping of str to AgeBiasCorrection
+    references : mapping of str to FeatureOOD or None
+        Each head's OOD reference (a head missing here gets no OOD score).
+    features : mapping of str to ndarray, shape (n_rows_of_head, D), optional
+        Each head's feature statistics, in the table's row order of that head.
+    age_range : (float, float)
+        The training ages (``outside_age_range``).
+    settings : IntervalSettings
 
-    Raises
-    ------
-    ValueError
-        Naming the file and the field: not JSON, another format, a malformed interval, another
-        level in the two intervals, a bias correction that differs from ``correction``.
+    Returns
+    -------
+    table : DataFrame
+        ``predictions`` with :data:`brainage._utils.TRUST_VALUES` appended.
+    trusts : dict of str to HeadTrust
     """
-    path = Path(head_dir) / CONFORMAL_FILE
-    if not present(path):
-        logger.warning("%s is absent: predictions get no interval", path)
-        return None
-    data = read_json_file(path)
-    if not isinstance(data, dict) or data.get("format") != CONFORMAL_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: field 'format' must be {CONFORMAL_FORMAT!r}, got {found!r}")
-    _check_checkpoint(path, "field 'checkpoint_sha256'", data.get("checkpoint_sha256"),
-                      checkpoint_sha256)
-    age = ConformalInterval.from_dict(data.get("age"), source=f"{path}: field 'age'")
-    gap = None
-    if data.get("corrected_gap") is not None:
-        gap = ConformalInterval.from_dict(data["corrected_gap"],
-                                          source=f"{path}: field 'corrected_gap'")
-        if gap.level != age.level:
-            raise ValueError(f"{path}: fields 'age.level' ({age.level}) and "
-                             f"'corrected_gap.level' ({gap.level}) differ")
-    stored = data.get("bias_correction")
-    _check_stored_correction(path, stored)
-    if gap is not None and not _same_correction(stored, correction):
-        current = None if correction is None else correction.to_dict()
-        raise ValueError(f"{path}: field 'bias_correction' ({stored}) is not the head's "
-                         f"bias_correction.json ({current}): "
-                         f"the gap's interval was calibrated for another correction; rerun the "
-                         f"evaluation notebook")
-    folds = data["corrected_gap"].get("folds", 0) if gap is not None else 0
-    return HeadCalibration(age, gap, stored, int(folds) if isinstance(folds, int) else 0,
-                           data.get("checkpoint_sha256"))
-
-
-# --- applying them ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeadTrust:
-    """What a head knows of its own trust: intervals, OOD reference, training ages."""
-
-    calibration: HeadCalibration | None
-    ood: FeatureOOD | None
-    age_range: tuple[float, float] | None
-
-
-def load_head_trust(head_dir: str | os.PathLike, *, card: Mapping[str, Any],
-                    correction: Any = None, feature_dim: int | None = None,
-                    checkpoint_sha256: str | None = None) -> HeadTrust:
-    """Read (and validate) a head's ``conformal.json`` and ``ood.npz``; either may be absent.
-
-    Both must belong to the checkpoint (``checkpoint_sha256``: the file's own checksum;
-    default: the card's ``heads.<name>.sha256``), the gap's interval to the head's bias
-    correction, the OOD reference to its feature size.
-    """
-    domain = card.get("domain") or {}
-    age_range = tuple(float(v) for v in domain["age_range"]) if domain.get("age_range") else None
-    entry = (card.get("heads") or {}).get(Path(head_dir).name) or {}
-    sha = checkpoint_sha256 or entry.get("sha256")
-    return HeadTrust(load_calibration(head_dir, correction, sha),
-                     load_ood(head_dir, feature_dim, sha), age_range)  # type: ignore[arg-type]
-
-
-def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.ndarray,
-                  corrected_gap: np.ndarray, features: np.ndarray | None) -> dict[str, Any]:
-    """The :data:`brainage._utils.TRUST_VALUES` columns of one head's rows.
-
-    Parameters
-    ----------
-    trust : HeadTrust or None
-        None (or missing parts): NaN / NA columns.
-    predicted, age, corrected_gap : ndarray, shape (n,)
-        NaN where unknown (a failed scan, no age, no correction).
-    features : ndarray, shape (n, D), optional
-        Feature statistics (:mod:`brainage.models.features`; rows of NaN for failed scans).
-    """
-    n = predicted.size
-    nan, unknown = np.full(n, np.nan), np.zeros(n, bool)
-    columns: dict[str, Any] = {"interval_level": nan, "age_lower": nan, "age_upper": nan,
-                               "corrected_gap_lower": nan, "corrected_gap_upper": nan,
-                               "ood_score": nan, "ood": _flags(unknown, unknown),
-                               "outside_age_range": _flags(unknown, unknown)}
-    if trust is None:
-        return columns
-    calibration = trust.calibration
-    if calibration is not None:
-        columns["interval_level"] = np.where(np.isfinite(predicted), calibration.level, np.nan)
-        columns["age_lower"], columns["age_upper"] = calibration.age.predict(predicted, predicted)
-        if calibration.corrected_gap is not None:
-            columns["corrected_gap_lower"], columns["corrected_gap_upper"] = (
-                calibration.corrected_gap.predict(corrected_gap, age))
-    if trust.ood is not None and features is not None and len(features):
-        usable = np.isfinite(features).all(axis=1) & np.isfinite(predicted)
-        scores = np.full(n, np.nan)
-        if usable.any():
-            scores[usable] = trust.ood.score(features[usable])
-        columns["ood_score"] = scores
-        columns["ood"] = _flags(scores > 1.0, usable)
-    if trust.age_range is not None:
-        low, high = trust.age_range
-        value = np.where(np.isfinite(age), age, predicted)
-        columns["outside_age_range"] = _flags((value < low) | (value > high), np.isfinite(value))
-    return columns
-
-
-def _flags(values: np.ndarray, known: np.ndarray) -> pd.arrays.BooleanArray:
-    """True/False where ``known``, missing elsewhere (pandas' nullable booleans)."""
-    return pd.arrays.BooleanArray(np.asarray(values, bool) & known, ~np.asarray(known, bool))
-
-
-def add_trust_columns(predictions: pd.DataFrame, trusts: Mapping[str, HeadTrust],
-                      features: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """``predictions`` (one row per scan and head) with the trust columns appended.
-
-    ``features[head]`` holds the head's rows' features in the table's order of that head.
-    """
-    out = predictions.copy()
-    for column in TRUST_VALUES:
-        out[column] = pd.array([pd.NA] * len(out), dtype="boolean") if column in (
-            "ood", "outside_age_range") else np.nan
-    for head, rows in out.groupby("model", sort=False):
-        head_features = None if features is None else features.get(str(head))
-        if head_features is not None and len(head_features) != len(rows):
-            raise ValueError(f"features of head {head!r} hold {len(head_features)} rows for "
-                             f"{len(rows)} predictions")
-        columns = trust_columns(trusts.get(str(head)), predicted=rows["predicted"].to_numpy(float),
-                                age=rows["age"].to_numpy(float),
-                                corrected_gap=rows["corrected_gap"].to_numpy(float),
-                                features=head_features)
-        for column, values in columns.items():
-            out.loc[rows.index, column] = values
-    return out
+    calibrations = calibrate(predictions, corrections, settings=settings)
+    low, high = (float(v) for v in age_range)
+    trusts = {head: HeadTrust(calibrations.get(head), references.get(head), (low, high))
+              for head in dict.fromkeys(predictions["model"].astype(str))}
+    return add_trust_columns(predictions, trusts, features), trusts
 
 
 def calibrate_run(run: RunFolder, predictions: pd.DataFrame, corrections: Mapping[str, Any],
                   features: Mapping[str, np.ndarray] | None = None, *,
                   settings: IntervalSettings = IntervalSettings()
                   ) -> tuple[pd.DataFrame, dict[str, HeadTrust]]:
-    """Notebook 03's step: calibrate on the validation split, store, apply to every row.
+    """Notebook 03's step: :func:`trust_step` on the run, its calibrations stored.
 
-    Writes ``models/<head>/conformal.json``, reads ``ood.npz`` (written by notebook 02) and
-    the card's training domain, and returns the predictions with the trust columns.
+    Reads ``ood.npz`` (written by notebook 02) and the card's training domain, writes
+    ``models/<head>/conformal.json`` (bound to the head's checkpoint; a head without a
+    calibration loses a stale file), and returns the predictions with the trust columns.
     """
-    card_path = run.models / "model.json"
+    card_path = run.models / MODEL_CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     if not card.get("domain"):
         train = run.rows("train")
         card = {**card, "domain": {"age_range": [float(train["age"].min()),
                                                  float(train["age"].max())]}}
-    calibrations = calibrate(predictions, corrections, settings=settings)
-    age_range = tuple(card["domain"]["age_range"])
-    trusts = {}
-    for head in dict.fromkeys(predictions["model"].astype(str)):
+    heads = list(dict.fromkeys(predictions["model"].astype(str)))
+    digests = {head: checkpoint_digest(run.models / head) for head in heads}
+    references = {head: load_ood(run.models / head, checkpoint_sha256=digests[head])
+                  for head in heads}
+    table, trusts = trust_step(predictions, corrections, references, features,
+                               age_range=card["domain"]["age_range"], settings=settings)
+    for head in heads:
         head_dir = run.models / head
-        sha = _checkpoint_sha256(head_dir)
-        calibration = calibrations.get(head)
+        calibration = trusts[head].calibration
         if calibration is None:
             (head_dir / CONFORMAL_FILE).unlink(missing_ok=True)  # no stale calibration
-        else:
-            calibration = dataclasses.replace(calibration, checkpoint_sha256=sha)
-            save_calibration(head_dir, calibration)
-        trusts[head] = HeadTrust(calibration, load_ood(head_dir, checkpoint_sha256=sha),
-                                 age_range)  # type: ignore[arg-type]
-    return add_trust_columns(predictions, trusts, features), trusts
-
-
-# --- reporting ----------------------------------------------------------------------------------
+            continue
+        calibration = dataclasses.replace(calibration, checkpoint_sha256=digests[head])
+        save_calibration(head_dir, calibration)
+        trusts[head] = dataclasses.replace(trusts[head], calibration=calibration)
+    return table, trusts
 
 
 def coverage_report(test: pd.DataFrame, *, level: float, age_bins: Sequence[float],
@@ -784,8 +313,10 @@ def coverage_report(test: pd.DataFrame, *, level: float, age_bins: Sequence[floa
     return report
 
 
+
 #: Run-folder file of notebook 03's trust summary (:func:`summary`).
 TRUST_FILE = "trust.json"
+
 
 
 def coverage_text(table: pd.DataFrame) -> pd.DataFrame:
@@ -801,6 +332,7 @@ def coverage_text(table: pd.DataFrame) -> pd.DataFrame:
     if "nominal_in_ci" in table.columns:
         out["nominal in CI"] = table["nominal_in_ci"].to_numpy()
     return out
+
 
 
 def broken_versions(volume: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -827,6 +359,7 @@ def broken_versions(volume: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarra
             "noise": normalise_intensity(rng.gamma(2.0, 0.5, volume.shape), brain),
             "inverted contrast": normalise_intensity(inverted, brain),
             "upside down": np.ascontiguousarray(volume[:, :, ::-1]).astype(np.float32)}
+
 
 
 def score_volumes(models: Mapping[str, str | os.PathLike], trusts: Mapping[str, HeadTrust],
@@ -858,6 +391,7 @@ def score_volumes(models: Mapping[str, str | os.PathLike], trusts: Mapping[str, 
     return pd.DataFrame(rows)
 
 
+
 def summary(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
             trusts: Mapping[str, HeadTrust], *, seconds: float) -> dict[str, Any]:
     """Plain-JSON summary of notebook 03's trust results (``trust.json``): per head the test
@@ -887,6 +421,7 @@ def summary(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
             "flag_rates": json.loads(head_rates.to_json(orient="records")),
         }
     return {"heads": heads, "seconds": float(seconds)}
+
 
 
 def glue_values(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
@@ -930,3 +465,4 @@ def glue_values(report: Mapping[str, pd.DataFrame], rates: pd.DataFrame,
             .itertuples() if r.ood is not None]
         values[f"ood_broken_{head}"] = ", ".join(shown) or "n/a"
     return values
+

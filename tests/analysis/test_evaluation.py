@@ -25,7 +25,7 @@ def _predictions(rng, n=40):
 def test_correction_is_fitted_on_validation_only(rng):
     preds = _predictions(rng)
     out, corrections = evaluation.correct_predictions(preds)
-    assert list(out.columns) == list(evaluation.PREDICTION_COLUMNS)
+    assert list(out.columns) == list(evaluation.EVALUATION_COLUMNS)
     val = preds[(preds["model"] == "rnc") & (preds["split"] == "val")]
     expected = AgeBiasCorrection.fit(val["age"].to_numpy(), val["predicted"].to_numpy())
     assert corrections["rnc"].coefficients == pytest.approx(expected.coefficients)

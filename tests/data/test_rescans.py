@@ -142,7 +142,7 @@ def test_rescans_are_a_bids_dataset_with_ages(rescans):
     assert list(sessions["session_id"]) == ["ses-repeat", "ses-travel"]
     assert (out / "dataset_description.json").is_file()
     # the model's domain check knows them as simulated scans (no real-scan warning)
-    from brainage.study.trust import is_simulated_scan
+    from brainage.inference.trust import is_simulated_scan
 
     assert is_simulated_scan(out / "sub-0002" / "ses-repeat" / "anat" /
                              "sub-0002_ses-repeat_T1w.nii.gz")

@@ -23,8 +23,9 @@ def test_write_then_read_round_trips_and_leaves_no_temporary_file(tmp_path: Path
 def test_a_file_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save({"format": "someone-else/2"}, path)
-    with pytest.raises(ValueError, match=r"other.pt is not a brainage checkpoint: format "
-                                         r"'someone-else/2', expected 'brainage-checkpoint/1'"):
+    with pytest.raises(ValueError, match=r"other.pt is not a brainage checkpoint: field "
+                                         r"'format' must be 'brainage-checkpoint/1', got "
+                                         r"'someone-else/2'"):
         read_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
         read_checkpoint(tmp_path / "missing.pt")

@@ -118,9 +118,9 @@ def test_fine_tuning_on_real_scans_starts_from_the_pretrained_encoders(ixi10_bui
                                                                         tmp_path):
     """init_from on the ten real scans, tiny schedule: each head's encoder starts from the
     pretrained folder's (here the smoke build's own models) and moves only a little."""
+    from brainage.inference.model_folder import pretrained_checkpoints
     from brainage.models.network import ModelConfig
     from brainage.models.train import TrainConfig, load_model
-    from brainage.study.predict import pretrained_checkpoints
     from brainage.study.runs import RunFolder
     from brainage.study.training import train_study_models
 

@@ -15,10 +15,11 @@ import torch
 from brainage.analysis.metrics import AgeBiasCorrection
 from brainage.data import simulate as sim
 from brainage.imaging.registration import template_grid
+from brainage.inference import model_folder
+from brainage.inference import predict as bp
 from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1, train_rnc
-from brainage.study import predict as bp
 from brainage.study import retest
 
 MNI = "MNI152NLin2009cSym"
@@ -78,11 +79,11 @@ def test_run_retest_end_to_end(tmp_path):
     models = tmp_path / "models"
     train_rnc(train, val, cfg, TrainConfig(epochs=1, head_epochs=2, **common), models / "rnc")
     train_l1(train, val, cfg, TrainConfig(epochs=1, **common), models / "l1")
-    bp.write_model_card(models, preprocess={"space": MNI, "grid_mm": GRID_MM,
+    model_folder.write_model_card(models, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                             "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
     correction = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 10.0}, 12, (20.0, 80.0))
-    (models / "rnc" / bp.BIAS_CORRECTION_FILE).write_text(json.dumps(correction.to_dict()))
+    (models / "rnc" / model_folder.BIAS_CORRECTION_FILE).write_text(json.dumps(correction.to_dict()))
 
     made = sim.simulate_cohort(tmp_path / "cohort", n_healthy=5, n_ad=1, n_pd=1, seed=2,
                                resolution_mm=4)
@@ -121,9 +122,9 @@ def test_run_retest_end_to_end(tmp_path):
     before = bp.predict_scans(scan, models, ages=[50.0], skull_stripped=True,
                               cache=tmp_path / "cache")
     assert before["retest_sd"].isna().all()
-    with pytest.raises(bp.ModelFolderError, match="no head"):
-        bp.record_retest(models, {"vit": {}})
-    bp.record_retest(models, retest.card_values(result.table))
+    with pytest.raises(model_folder.ModelFolderError, match="no head"):
+        model_folder.record_retest(models, {"vit": {}})
+    model_folder.record_retest(models, retest.card_values(result.table))
     after = bp.predict_scans(scan, models, ages=[50.0], skull_stripped=True,
                              cache=tmp_path / "cache").set_index("model")
     within = t.xs(("all", "within site", "corrected_gap"), level=(0, 2, 3))
@@ -195,7 +196,7 @@ def test_perturbation_table_from_predictions():
 
 
 def test_domain_summary_prints_the_recorded_retest_sd():
-    from brainage.study.trust import domain_summary
+    from brainage.inference.trust import domain_summary
 
     card = {"preprocess": {"space": MNI, "grid_mm": 4.0}, "grid": {"shape": [7, 8, 9]}}
     assert "test-retest" not in domain_summary(card)

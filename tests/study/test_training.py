@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from brainage.imaging.registration import template_grid
+from brainage.inference import model_folder
 from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, load_model
-from brainage.study import predict as bp
 from brainage.study import training
 
 GRID_MM = 8.0
@@ -45,7 +45,7 @@ def pretrained(scans, tmp_path_factory) -> Path:
     """A model folder (model.json and both heads) on the 8 mm cropped grid."""
     root = tmp_path_factory.mktemp("pre") / "models"
     training.train_study_models(*scans, TINY, models_dir=root, **_configs(seed=7))
-    bp.write_model_card(root, preprocess={"space": "MNI152NLin2009cSym", "grid_mm": GRID_MM,
+    model_folder.write_model_card(root, preprocess={"space": "MNI152NLin2009cSym", "grid_mm": GRID_MM,
                                           "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
     return root
@@ -67,7 +67,7 @@ def test_seeds_are_trained_into_their_own_folders(scans, tmp_path: Path) -> None
     b = load_model(result.checkpoints[5]["l1"]).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
     # the models folder's heads are the first seed's only (model card, brainage predict)
-    assert [p.name for p in bp._head_dirs(models)] == ["rnc", "l1"]
+    assert [p.name for p in model_folder.head_dirs(models)] == ["rnc", "l1"]
 
 
 def test_a_seed_repeats_its_training_exactly(scans, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_seed_repeats_its_training_exactly(scans, tmp_path: Path) -> None:
 
 def test_init_from_fine_tunes_each_head_from_its_pretrained_encoder(scans, pretrained,
                                                                     tmp_path: Path) -> None:
-    start = bp.pretrained_checkpoints(pretrained, grid_mm=GRID_MM, crop_to_brain=True)
+    start = model_folder.pretrained_checkpoints(pretrained, grid_mm=GRID_MM, crop_to_brain=True)
     assert start == {"rnc": pretrained / "rnc" / "best.pt", "l1": pretrained / "l1" / "best.pt"}
     cfg = {"rnc_cfg": TrainConfig(epochs=0, head_epochs=2, **COMMON),
            "l1_cfg": TrainConfig(epochs=1, **COMMON)}
@@ -95,15 +95,15 @@ def test_init_from_fine_tunes_each_head_from_its_pretrained_encoder(scans, pretr
 
 
 def test_init_from_errors(scans, pretrained, tmp_path: Path) -> None:
-    with pytest.raises(bp.ModelFolderError, match="no model.json"):
-        bp.pretrained_checkpoints(tmp_path, grid_mm=GRID_MM, crop_to_brain=True)
-    with pytest.raises(bp.ModelFolderError, match=r"trained on a 8.0 mm grid.*onto 4.0 mm"):
-        bp.pretrained_checkpoints(pretrained, grid_mm=4.0, crop_to_brain=True)
+    with pytest.raises(model_folder.ModelFolderError, match="no model.json"):
+        model_folder.pretrained_checkpoints(tmp_path, grid_mm=GRID_MM, crop_to_brain=True)
+    with pytest.raises(model_folder.ModelFolderError, match=r"trained on a 8.0 mm grid.*onto 4.0 mm"):
+        model_folder.pretrained_checkpoints(pretrained, grid_mm=4.0, crop_to_brain=True)
     changed = tmp_path / "changed"
     shutil.copytree(pretrained, changed)
     (changed / "l1" / "best.pt").write_bytes((changed / "l1" / "best.pt").read_bytes() + b"x")
-    with pytest.raises(bp.ModelFolderError, match=r"l1/best.pt is not the one .*SHA-256"):
-        bp.pretrained_checkpoints(changed, grid_mm=GRID_MM, crop_to_brain=True)
+    with pytest.raises(model_folder.ModelFolderError, match=r"l1/best.pt is not the one .*SHA-256"):
+        model_folder.pretrained_checkpoints(changed, grid_mm=GRID_MM, crop_to_brain=True)
     with pytest.raises(ValueError, match=r"no checkpoint for head\(s\) \['l1'\]"):
         training.train_study_models(*scans, TINY, models_dir=tmp_path / "x",
                                     init_from={"rnc": pretrained / "rnc" / "best.pt"},
@@ -111,7 +111,7 @@ def test_init_from_errors(scans, pretrained, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inside this run's models folder"):
         training.train_study_models(
             *scans, TINY, models_dir=pretrained,
-            init_from=bp.pretrained_checkpoints(pretrained, grid_mm=GRID_MM, crop_to_brain=True),
+            init_from=model_folder.pretrained_checkpoints(pretrained, grid_mm=GRID_MM, crop_to_brain=True),
             **_configs())
     with pytest.raises(ValueError, match="n_seeds"):
         training.train_study_models(*scans, TINY, models_dir=tmp_path / "y", n_seeds=0,

@@ -20,11 +20,13 @@ from brainage.analysis import evaluation
 from brainage.cli import main
 from brainage.imaging.preprocess import normalise_intensity, preprocess_file, resample_to_grid
 from brainage.imaging.registration import template_grid, template_images
+from brainage.inference import model_folder, trust
+from brainage.inference import predict as bp
 from brainage.models.features import capture_features, feature_size
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, encode, load_model, predict, train_l1, train_rnc
-from brainage.study import predict as bp
-from brainage.study import runs, trust
+from brainage.study import runs
+from brainage.study import trust as study_trust
 from brainage.study.runs import RunFolder
 
 MNI = "MNI152NLin2009cSym"
@@ -100,11 +102,11 @@ def study(tmp_path_factory: pytest.TempPathFactory, template_8mm) -> RunFolder:
     cfg = ModelConfig(depth=10, widths=(4, 8, 16, 32))
     train_rnc(train, val, cfg, TrainConfig(epochs=3, head_epochs=30, **common), run.models / "rnc")
     train_l1(train, val, cfg, TrainConfig(epochs=12, lr=3e-3, **common), run.models / "l1")
-    bp.write_model_card(run.models, preprocess={"space": MNI, "grid_mm": GRID_MM,
+    model_folder.write_model_card(run.models, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                                 "skull_stripped": False, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test",
-                        domain=trust.training_domain(run))
-    trust.fit_ood_references(run, run.models, rate=RATE, device="cpu")
+                        domain=study_trust.training_domain(run))
+    study_trust.fit_ood_references(run, run.models, rate=RATE, device="cpu")
     return run
 
 
@@ -117,10 +119,10 @@ def _evaluate(run: RunFolder, *, tamper=None, level: float = LEVEL):
         raw, features = tamper(raw, features)
     predictions, corrections = evaluation.correct_predictions(raw)
     for name, correction in corrections.items():
-        (run.models / name / bp.BIAS_CORRECTION_FILE).write_text(
+        (run.models / name / model_folder.BIAS_CORRECTION_FILE).write_text(
             json.dumps(correction.to_dict()))
-    settings = trust.IntervalSettings(level=level, n_bins=2)
-    table, trusts = trust.calibrate_run(run, predictions, corrections, features,
+    settings = study_trust.IntervalSettings(level=level, n_bins=2)
+    table, trusts = study_trust.calibrate_run(run, predictions, corrections, features,
                                         settings=settings)
     return table, trusts, corrections
 
@@ -144,7 +146,7 @@ def _predict_cli(tmp_path: Path, run: RunFolder, *scans: Path, ages=()) -> pd.Da
 
 
 def test_card_records_the_training_domain(study: RunFolder) -> None:
-    card = json.loads((study.models / bp.MODEL_CARD_FILE).read_text())
+    card = json.loads((study.models / model_folder.MODEL_CARD_FILE).read_text())
     train = study.rows("train")
     assert card["domain"] == {
         "dataset": "template-test", "simulated": True, "space": MNI, "skull_stripped": False,
@@ -158,7 +160,7 @@ def test_card_records_the_training_domain(study: RunFolder) -> None:
 def test_card_with_a_bad_domain_is_refused(study: RunFolder, tmp_path: Path) -> None:
     shutil.copytree(study.models, tmp_path / "models")
     with pytest.raises(ValueError, match="domain.n_train must be an integer"):
-        bp.write_model_card(tmp_path / "models", preprocess={"space": MNI, "grid_mm": GRID_MM},
+        model_folder.write_model_card(tmp_path / "models", preprocess={"space": MNI, "grid_mm": GRID_MM},
                             saliency_layer=None, profile="x",
                             domain={"dataset": "d", "simulated": True, "n_train": "many",
                                     "age_range": [20, 80]})
@@ -233,7 +235,7 @@ def test_noise_inverted_contrast_and_wrong_orientation_are_flagged(
 def test_test_split_coverage_is_about_the_level(evaluated) -> None:
     table, trusts, _ = evaluated
     test = table[table["split"] == "test"]
-    report = trust.coverage_report(test, level=LEVEL, age_bins=[20, 55, 91])
+    report = study_trust.coverage_report(test, level=LEVEL, age_bins=[20, 55, 91])
     # Given its 80 calibration scans, a split-conformal interval's coverage is itself random
     # (Beta, SD about 0.045 at 0.8), on top of the 160 test scans' binomial SD (0.032): 3 SDs
     # together are about 0.15. The exact coverage is tested on synthetic residuals
@@ -252,12 +254,12 @@ def test_test_split_coverage_is_about_the_level(evaluated) -> None:
 
 def test_predictions_table_has_the_trust_columns(evaluated, study) -> None:
     table, _, _ = evaluated
-    assert list(table.columns) == [*evaluation.PREDICTION_COLUMNS, *TRUST_VALUES]
+    assert list(table.columns) == [*evaluation.EVALUATION_COLUMNS, *TRUST_VALUES]
     assert table[["age_lower", "corrected_gap_lower", "ood_score"]].notna().all().all()
     assert not table["outside_age_range"].astype(bool).any() or (
         table.loc[table["outside_age_range"].astype(bool), "split"] != "train").all()
-    stored = json.loads((study.models / "rnc" / trust.CONFORMAL_FILE).read_text())
-    assert stored["format"] == trust.CONFORMAL_FORMAT and stored["calibration_split"] == "val"
+    stored = json.loads((study.models / "rnc" / model_folder.CONFORMAL_FILE).read_text())
+    assert stored["format"] == model_folder.CONFORMAL_FORMAT and stored["calibration_split"] == "val"
     assert stored["corrected_gap"]["scheme"] == "cross-fit"
 
 
@@ -265,7 +267,7 @@ def test_tampering_with_test_rows_changes_no_calibration(study, evaluated) -> No
     """Nothing of the test split reaches the bias correction, the intervals or the OOD
     threshold: rewriting the test predictions, ages and features changes none of them."""
     _, trusts, corrections = evaluated
-    stored = {h: (study.models / h / trust.CONFORMAL_FILE).read_text() for h in trusts}
+    stored = {h: (study.models / h / model_folder.CONFORMAL_FILE).read_text() for h in trusts}
 
     def tamper(raw, features):
         raw = raw.copy()
@@ -280,7 +282,7 @@ def test_tampering_with_test_rows_changes_no_calibration(study, evaluated) -> No
     table, again, corrections_again = _evaluate(study, tamper=tamper)
     for head in trusts:
         assert corrections_again[head] == corrections[head]
-        assert (study.models / head / trust.CONFORMAL_FILE).read_text() == stored[head]
+        assert (study.models / head / model_folder.CONFORMAL_FILE).read_text() == stored[head]
         assert again[head].ood.threshold == trusts[head].ood.threshold
     val = table[table["split"] == "val"]
     assert not val["ood"].astype(bool).all()
@@ -289,7 +291,7 @@ def test_tampering_with_test_rows_changes_no_calibration(study, evaluated) -> No
     for path in study.rows("test")["preprocessed"]:
         img = nib.load(path)
         nib.save(nib.Nifti1Image(np.zeros(img.shape, np.float32), img.affine), path)
-    refit = trust.fit_ood_references(study, study.models, rate=RATE, device="cpu")
+    refit = study_trust.fit_ood_references(study, study.models, rate=RATE, device="cpu")
     for head in trusts:
         assert refit[head].threshold == trusts[head].ood.threshold
     _evaluate(study)  # restores the calibration of the untampered run for the other tests
@@ -318,7 +320,7 @@ def test_predict_csv_has_intervals_and_marks_ages_outside_training(study, evalua
 
 def test_simulated_training_warns_once_on_real_scans(study, evaluated, broken_scans,
                                                      tmp_path) -> None:
-    folder = bp.load_model_folder(study.models)
+    folder = model_folder.load_model_folder(study.models)
     good = broken_scans["good"]
     with pytest.warns(trust.DomainWarning, match="trained on simulated data") as record:
         bp.predict_scans([good, good, good], folder, cache=tmp_path / "cache")
@@ -338,8 +340,8 @@ def test_model_folder_without_trust_files_has_empty_columns(study, evaluated, br
                                                            tmp_path) -> None:
     root = shutil.copytree(study.models, tmp_path / "models")
     for head in ("rnc", "l1"):
-        (root / head / trust.OOD_FILE).unlink()
-        (root / head / trust.CONFORMAL_FILE).unlink()
+        (root / head / model_folder.OOD_FILE).unlink()
+        (root / head / model_folder.CONFORMAL_FILE).unlink()
     table = bp.predict_scans([broken_scans["good"]], root, cache=tmp_path / "cache")
     assert table[["interval_level", "age_lower", "ood_score"]].isna().all().all()
     assert table["ood"].isna().all()
@@ -395,8 +397,8 @@ def test_bad_trust_file_names_the_file(study, evaluated, tmp_path, breaks, culpr
                                        message: str) -> None:
     root = shutil.copytree(study.models, tmp_path / "models")
     breaks(root)
-    with pytest.raises(bp.ModelFolderError, match=message) as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError, match=message) as info:
+        model_folder.load_model_folder(root)
     assert str(root / culprit) in str(info.value)
 
 
@@ -406,11 +408,61 @@ def test_too_small_validation_split_writes_no_trust_file(study, evaluated, tmp_p
     shutil.copytree(study.path, run.path)
     with pytest.warns(UserWarning, match=r"an OOD flag rate of 0.01 needs at least 99 val "
                                          r"scans, the run has 80"):
-        assert trust.fit_ood_references(run, run.models, rate=0.01, device="cpu") == {}
-    assert not (run.models / "rnc" / trust.OOD_FILE).exists()
+        assert study_trust.fit_ood_references(run, run.models, rate=0.01, device="cpu") == {}
+    assert not (run.models / "rnc" / model_folder.OOD_FILE).exists()
     with pytest.warns(UserWarning, match="head 'rnc' gets no interval: interval_level 0.99 "
                                          "needs at least 99 val scans, the run has 80"):
         table, trusts, _ = _evaluate(run, level=0.99)
-    assert not (run.models / "rnc" / trust.CONFORMAL_FILE).exists()
+    assert not (run.models / "rnc" / model_folder.CONFORMAL_FILE).exists()
     assert table[["age_lower", "ood_score"]].isna().all().all()
     assert trusts["rnc"].calibration is None and trusts["rnc"].ood is None
+
+
+# --- the trust step without files (issue 27, item 7) -----------------------------------------
+
+
+def _synthetic_predictions(rng, n_val=60, n_test=40):
+    """Two heads' corrected predictions of a validation and a test split (slope 0.7)."""
+    splits = ["val"] * n_val + ["test"] * n_test
+    ages = rng.uniform(20, 90, len(splits))
+    rows = []
+    for head, noise in (("rnc", 3.0), ("l1", 6.0)):
+        predicted = 0.7 * ages + 16.5 + rng.normal(0, noise, len(ages))
+        rows.append(pd.DataFrame({
+            "participant_id": [f"sub-{i}" for i in range(len(ages))], "split": splits,
+            "group": "HC", "age": ages, "sex": "F", "site": "a", "model": head,
+            "predicted": predicted, "gap": predicted - ages}))
+    return evaluation.correct_predictions(pd.concat(rows, ignore_index=True))
+
+
+def test_trust_step_calibrates_on_validation_rows_only(rng) -> None:
+    """The step notebook 03 runs (and bench_uncertainty times) is one package function: its
+    intervals ignore the test rows, a head without OOD reference gets no OOD score, ages
+    outside the training range are flagged."""
+    from brainage.analysis.uncertainty import FeatureOOD
+
+    predictions, corrections = _synthetic_predictions(rng)
+    features = {h: rng.normal(size=(100, 6)) for h in ("rnc", "l1")}
+    references = {"rnc": FeatureOOD.fit(rng.normal(size=(120, 6)), rng.normal(size=(40, 6)))}
+    settings = study_trust.IntervalSettings(level=0.8, n_bins=2)
+    table, trusts = study_trust.trust_step(predictions, corrections, references, features,
+                                           age_range=(30.0, 80.0), settings=settings)
+    assert list(table.columns) == [*evaluation.EVALUATION_COLUMNS, *TRUST_VALUES]
+    assert set(trusts) == {"rnc", "l1"} and trusts["l1"].ood is None
+    assert trusts["rnc"].calibration.age.n == 60
+    assert table.loc[table["model"] == "rnc", "ood_score"].notna().all()
+    assert table.loc[table["model"] == "l1", "ood_score"].isna().all()
+    outside = (table["age"] < 30) | (table["age"] > 80)
+    np.testing.assert_array_equal(table["outside_age_range"].astype(bool), outside)
+    np.testing.assert_allclose(table["interval_level"], 0.8)
+    # moving every test prediction changes no interval width
+    moved = predictions.copy()
+    moved.loc[moved["split"] == "test", "predicted"] += 30.0
+    _, again = study_trust.trust_step(moved, corrections, references, features,
+                                      age_range=(30.0, 80.0), settings=settings)
+    for head in ("rnc", "l1"):
+        np.testing.assert_allclose(again[head].calibration.age.half_widths(),
+                                   trusts[head].calibration.age.half_widths())
+    with pytest.raises(ValueError, match="features of head 'rnc' hold 3 rows for 100"):
+        study_trust.trust_step(predictions, corrections, references,
+                               {"rnc": np.zeros((3, 6))}, age_range=(30.0, 80.0))

@@ -28,10 +28,11 @@ from brainage.cli import main
 from brainage.imaging import registration
 from brainage.imaging.preprocess import resample_to_grid
 from brainage.imaging.registration import registration_passes, template_grid, template_images
+from brainage.inference import model_folder
+from brainage.inference import predict as bp
 from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1
-from brainage.study import predict as bp
 
 MNI = "MNI152NLin2009cSym"
 GRID_MM = 8.0  # the model's grid, cropped to the brain: (21, 25, 22)
@@ -54,7 +55,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_l1(train, val, ModelConfig(depth=10, widths=(4, 8, 16, 32)),
              TrainConfig(epochs=1, batch_size=2, augment=None, progress=False, device="cpu",
                          probe_every=0), root / "l1")
-    bp.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
+    model_folder.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                           "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
     return root
@@ -259,9 +260,11 @@ def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
 def test_native_scan_with_50_mm_voxels_gets_no_age(model_dir: Path, good: list[Path],
                                                    template_4mm: np.ndarray, tmp_path: Path,
                                                    cache: Path) -> None:
-    """A header claiming 50 mm voxels (a 2.5 m head) is refused by preprocessing's header
-    check before registration, an error row too."""
-    bad = _native(tmp_path / "vox50.nii.gz", template_4mm * 500.0, np.diag([50.0] * 3 + [1.0]))
+    """A header claiming 50 mm voxels (a 2.5 m head) is refused by the header check before
+    registration, an error row too. Since the one scan entry point (check_scan, issue 27) the
+    refusal comes when predict first reads the header, with preprocessing's message."""
+    bad = tmp_path / "vox50.nii.gz"
+    nib.save(nib.Nifti1Image(template_4mm * 500.0, np.diag([50.0] * 3 + [1.0])), bad)
     code, table = _run(tmp_path / "out.csv", cache, str(bad), str(good[0]),
                        "--model", str(model_dir), "--age", "40", "50")
     assert code == 1
@@ -326,7 +329,7 @@ def _copy_model(model_dir: Path, tmp_path: Path) -> Path:
 
 
 def _edit_card(root: Path, change) -> None:
-    path = root / bp.MODEL_CARD_FILE
+    path = root / model_folder.MODEL_CARD_FILE
     card = json.loads(path.read_text())
     change(card)
     path.write_text(json.dumps(card))
@@ -347,9 +350,9 @@ def test_model_card_with_wrong_types_names_the_field(model_dir: Path, tmp_path: 
                                                      message: str) -> None:
     root = _copy_model(model_dir, tmp_path)
     _edit_card(root, change)
-    with pytest.raises(bp.ModelFolderError, match="is not a valid model card") as info:
-        bp.load_model_folder(root)
-    assert str(root / bp.MODEL_CARD_FILE) in str(info.value)
+    with pytest.raises(model_folder.ModelFolderError, match="is not a valid model card") as info:
+        model_folder.load_model_folder(root)
+    assert str(root / model_folder.MODEL_CARD_FILE) in str(info.value)
     assert message in str(info.value)
 
 
@@ -380,9 +383,9 @@ def test_checkpoint_outside_the_model_folder_is_refused(model_dir: Path, tmp_pat
     shutil.copy(root / "l1" / "best.pt", outside)  # the same weights: only the place is wrong
     checkpoint = point(root, outside)
     _edit_card(root, lambda c: c["heads"]["l1"].update(checkpoint=checkpoint))
-    with pytest.raises(bp.ModelFolderError, match=message) as info:
-        bp.load_model_folder(root)
-    assert str(root / bp.MODEL_CARD_FILE) in str(info.value)
+    with pytest.raises(model_folder.ModelFolderError, match=message) as info:
+        model_folder.load_model_folder(root)
+    assert str(root / model_folder.MODEL_CARD_FILE) in str(info.value)
     assert f"heads.l1.checkpoint {checkpoint!r}" in str(info.value)
 
 
@@ -394,11 +397,11 @@ def test_checkpoint_outside_the_model_folder_is_refused(model_dir: Path, tmp_pat
 def test_bias_correction_that_cannot_correct_is_refused(model_dir: Path, tmp_path: Path,
                                                         coefficients: dict, message: str) -> None:
     root = _copy_model(model_dir, tmp_path)
-    path = root / "l1" / bp.BIAS_CORRECTION_FILE
+    path = root / "l1" / model_folder.BIAS_CORRECTION_FILE
     path.write_text(json.dumps({"method": "linear", "coefficients": coefficients, "n_fit": 9,
                                 "age_range": [20.0, 80.0]}))  # json writes NaN and Infinity
-    with pytest.raises(bp.ModelFolderError, match="is not a valid age-bias correction") as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError, match="is not a valid age-bias correction") as info:
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value) and message in str(info.value)
 
 
@@ -409,7 +412,7 @@ def test_invalid_card_on_the_command_line(model_dir: Path, good: list[Path], tmp
     code, table = _run(tmp_path / "out.csv", cache, str(good[0]), "--model", str(root))
     assert code == 2 and table is None
     err = capsys.readouterr().err
-    assert str(root / bp.MODEL_CARD_FILE) in err and "preprocess must be a mapping" in err
+    assert str(root / model_folder.MODEL_CARD_FILE) in err and "preprocess must be a mapping" in err
 
 
 # --- 10: the output file --------------------------------------------------------------------

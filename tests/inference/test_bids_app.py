@@ -17,16 +17,22 @@ import pandas as pd
 import pytest
 
 from brainage._utils import PREDICTION_VALUES
+from brainage._utils.columns import (
+    BIDS_COLUMNS,
+    COLUMN_DESCRIPTIONS,
+    PREDICTION_COLUMNS,
+    describe_columns,
+)
 from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.imaging.preprocess import PreprocessCache, PreprocessParams, preprocess_cohort
 from brainage.imaging.registration import registration_passes, template_grid
-from brainage.study import bids_app
-from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
-from brainage.study.predict import PREDICTION_COLUMNS, load_model_folder, predict_scans
+from brainage.inference import bids_app
+from brainage.inference.model_folder import load_model_folder
+from brainage.inference.predict import predict_scans
 from tests.conftest import REPO_ROOT
 from tests.dask_cluster import dask_client, tree_bytes
-from tests.study.test_predict import model_dir
+from tests.inference.test_predict import model_dir
 
 __all__ = ["dask_client", "model_dir"]  # fixtures, imported for this module's tests
 
@@ -50,8 +56,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def derivative(sim_bids: Path, model_dir: Path, cache: Path,
                tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict[str, bytes]]:
-    """The participant level run once on every participant, with Grad-RAM maps; the raw
-    folder's bytes before."""
+    """The participant level run once on every participant, with integrated-gradients maps;
+    the raw folder's bytes before."""
     raw_before = tree_bytes(sim_bids)
     out = tmp_path_factory.mktemp("derivatives") / "brainage"
     code = main(["-q", "bids", str(sim_bids), str(out), "participant", "--model",
@@ -83,17 +89,17 @@ def test_participant_level_writes_a_bids_derivative(derivative, sim_bids: Path,
         stem = out / ANAT.format(label)
         for name in (f"{SPACE}_desc-preproc_T1w.nii.gz", f"{SPACE}_desc-preproc_T1w.json",
                      f"{SPACE}_desc-brain_mask.nii.gz", f"{SPACE}_desc-brain_mask.json",
-                     f"{SPACE}_desc-qc_T1w.png", f"{SPACE}_desc-gradramRnc_T1w.nii.gz",
-                     f"{SPACE}_desc-gradramL1_T1w.nii.gz", "desc-brainage_T1w.json"):
+                     f"{SPACE}_desc-qc_T1w.png", f"{SPACE}_desc-igRnc_T1w.nii.gz",
+                     f"{SPACE}_desc-igL1_T1w.nii.gz", "desc-brainage_T1w.json"):
             assert Path(f"{stem}{name}").is_file(), name
         table = _read_tsv(Path(f"{stem}desc-brainage_T1w.tsv"))
-        assert list(table.columns) == list(bids_app.TABLE_COLUMNS)
+        assert list(table.columns) == list(BIDS_COLUMNS)
         assert table["model"].tolist() == heads
         assert (table["participant_id"] == f"sub-{label}").all()
         assert table["session"].isna().all() and table["error"].isna().all()
         assert (table["path"] == f"bids:raw:sub-{label}/anat/sub-{label}_T1w.nii.gz").all()
         assert table["saliency"].tolist() == [
-            f"bids::sub-{label}/anat/sub-{label}_{SPACE}_desc-gradram{h.title()}_T1w.nii.gz"
+            f"bids::sub-{label}/anat/sub-{label}_{SPACE}_desc-ig{h.title()}_T1w.nii.gz"
             for h in heads]
         sidecar = json.loads(Path(f"{stem}desc-brainage_T1w.json").read_text())
         assert list(sidecar) == list(table.columns)
@@ -165,7 +171,7 @@ def test_group_level_collects_every_participant(derivative, sim_bids: Path, caps
     assert "4 scan(s) of 4 participant(s)" in capsys.readouterr().out
     table = _read_tsv(out / "group_desc-brainage_T1w.tsv")
     assert len(table) == 8 and table["participant_id"].nunique() == 4
-    assert list(table.columns[:len(bids_app.TABLE_COLUMNS)]) == list(bids_app.TABLE_COLUMNS)
+    assert list(table.columns[:len(BIDS_COLUMNS)]) == list(BIDS_COLUMNS)
     assert {"group", "sex", "site"} <= set(table.columns)
     assert sorted(table["group"].unique()) == ["AD", "HC"]
     sidecar = json.loads((out / "group_desc-brainage_T1w.json").read_text())
@@ -226,7 +232,7 @@ def test_participant_level_needs_a_model(sim_bids: Path, tmp_path: Path, capsys)
 def test_every_table_column_is_described() -> None:
     assert set(PREDICTION_VALUES) <= set(COLUMN_DESCRIPTIONS)
     assert set(PREDICTION_COLUMNS) <= set(COLUMN_DESCRIPTIONS)
-    assert list(describe_columns(bids_app.TABLE_COLUMNS)) == list(bids_app.TABLE_COLUMNS)
+    assert list(describe_columns(BIDS_COLUMNS)) == list(BIDS_COLUMNS)
     with pytest.raises(ValueError, match=r"column\(s\) \['nonsense'\] have no description"):
         describe_columns(["predicted", "nonsense"])
 
@@ -412,3 +418,16 @@ def test_group_level_with_no_readable_table(derivative, sim_bids: Path, tmp_path
     err = capsys.readouterr().err
     assert "none of the 4 participant-level table(s)" in err and "the file is empty" in err
     assert group.read_text() == "an earlier group table\n"  # not replaced by nothing
+
+
+def test_saliency_without_the_folders_reference_is_refused_before_writing(
+        sim_bids: Path, model_dir: Path, tmp_path: Path) -> None:
+    """A model folder from before issue 27 has no integrated-gradients reference: --saliency
+    is refused, naming the file, and the output folder is not created."""
+    models = shutil.copytree(model_dir, tmp_path / "models")
+    (models / "ig_reference.nii.gz").unlink()
+    with pytest.raises(bids_app.BidsAppError, match="has no ig_reference.nii.gz"):
+        bids_app.run_participant_level(sim_bids, tmp_path / "out", models,
+                                       bids_app.ParticipantOptions(cache=tmp_path / "cache",
+                                                                   saliency=True))
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,20 @@
-"""What every column of a brain-age table means, written once.
+"""The column registry: every column of a brain-age table, its type and what it means, written
+once; the evaluation, prediction and BIDS tables take their columns from here.
+
+Tables (each a tuple of names, in order):
+
+- :data:`EVALUATION_COLUMNS`: the study's predictions of its own cohort
+  (:func:`brainage.analysis.evaluation.correct_predictions`, ``runs/<profile>/predictions.csv``);
+- :data:`PREDICTION_COLUMNS`: ``brainage predict`` on new scans
+  (:func:`brainage.inference.predict.predict_scans`);
+- :data:`BIDS_COLUMNS`: the BIDS App's per-scan tables (``brainage bids``), the prediction
+  columns plus the derivatives' URIs.
 
 The descriptions follow BIDS's convention for a TSV file's JSON sidecar (``LongName``,
 ``Description``, ``Units``, ``Levels``): :func:`describe_columns` gives the sidecar of a table,
-and refuses a column that has no description here, so that a column added to
-:data:`brainage.study.predict.PREDICTION_COLUMNS` cannot reach a BIDS derivative undocumented
-(``tests/study/test_bids_app.py`` checks every column of the BIDS App's tables).
+and refuses a column that has no description here, so that a column cannot reach a BIDS
+derivative undocumented (``tests/inference/test_bids_app.py`` checks every column of the BIDS
+App's tables; ``tests/test_columns.py`` that every table's column has a type and a description).
 """
 
 from __future__ import annotations
@@ -12,7 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["COLUMN_DESCRIPTIONS", "describe_columns"]
+from brainage._utils.constants import PREDICTION_VALUES, TRUST_VALUES
+
+__all__ = [
+    "BIDS_COLUMNS",
+    "COLUMN_DESCRIPTIONS",
+    "COLUMN_TYPES",
+    "EVALUATION_COLUMNS",
+    "PREDICTION_COLUMNS",
+    "describe_columns",
+]
 
 _YEARS = {"Units": "year"}
 
@@ -21,6 +40,25 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "participant_id": {
         "LongName": "Participant identifier",
         "Description": "BIDS participant id (sub-<label>) of the scan.",
+    },
+    "split": {
+        "LongName": "Data split",
+        "Description": "The split of the study's cohort the scan belongs to.",
+        "Levels": {"train": "training", "val": "validation (bias correction, calibration)",
+                   "test": "held-out test"},
+    },
+    "group": {
+        "LongName": "Diagnostic group",
+        "Description": "HC (healthy control), AD (Alzheimer's disease) or PD (Parkinson's "
+                       "disease).",
+    },
+    "sex": {
+        "LongName": "Sex",
+        "Description": "Sex of the participant as the cohort's participants.tsv gives it.",
+    },
+    "site": {
+        "LongName": "Acquisition site",
+        "Description": "Site (scanner) the scan was acquired at.",
     },
     "session": {
         "LongName": "Session identifier",
@@ -194,6 +232,31 @@ def describe_columns(columns: Iterable[str],
     missing = [c for c in columns if c not in known]
     if missing:
         raise ValueError(f"column(s) {missing} have no description: add them to "
-                         f"brainage.study.columns.COLUMN_DESCRIPTIONS (described: "
+                         f"brainage._utils.columns.COLUMN_DESCRIPTIONS (described: "
                          f"{sorted(known)})")
     return {c: dict(known[c]) for c in columns}
+
+
+_FLOAT = "float64"
+#: Column name -> its pandas dtype in the tables (``string`` columns may hold ``""``, float
+#: columns NaN, ``boolean`` columns NA for unknown).
+COLUMN_TYPES: dict[str, str] = {
+    "participant_id": "string", "split": "string", "group": "string", "sex": "string",
+    "site": "string", "session": "string", "path": "string", "model": "string",
+    "space": "string", "age": _FLOAT, **dict.fromkeys(PREDICTION_VALUES, _FLOAT),
+    "interval_level": _FLOAT, "age_lower": _FLOAT, "age_upper": _FLOAT,
+    "corrected_gap_lower": _FLOAT, "corrected_gap_upper": _FLOAT, "ood_score": _FLOAT,
+    "ood": "boolean", "outside_age_range": "boolean", "retest_sd": _FLOAT,
+    "bias_correction": "string", "alignment": _FLOAT, "saliency": "string", "error": "string",
+    "preproc": "string", "brain_mask": "string",
+}
+
+#: Columns of the study's prediction table of its own cohort (one row per scan and head).
+EVALUATION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
+                      *PREDICTION_VALUES)
+#: Columns of ``brainage predict``'s table (one row per scan and head).
+PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
+                      *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
+                      "alignment", "saliency", "error")
+#: Columns of the BIDS App's per-scan tables: the prediction columns and the derivatives.
+BIDS_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")

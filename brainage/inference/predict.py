@@ -1,50 +1,6 @@
 """Brain age of new scans from a trained model folder: ``brainage predict``.
 
-A *model folder* is ``runs/<profile>/models`` (or one head of it, ``models/<name>``) and carries
-everything prediction needs, so that a model trained on one machine predicts on another::
-
-    models/model.json                 the model card (:func:`write_model_card`): format tag,
-                                      preprocessing parameters and version, the grid (shape,
-                                      affine), the heads with their checkpoints' checksums, the
-                                      Grad-RAM layer, package versions, profile
-    models/<head>/best.pt             weights + model config + age normalisation (models.train)
-    models/<head>/bias_correction.json   age-bias correction fitted on the validation split
-                                      (notebook 03; optional: without it gaps are uncorrected)
-    models/<head>/conformal.json, ood.npz  interval calibration and out-of-distribution
-                                      reference (optional; :mod:`brainage.study.trust`)
-
-The card is checked against :data:`MODEL_CARD_SCHEMA` (messages name the field), and every path
-it names must lie inside the model folder (after resolving ``..`` and symbolic links).
-
-What is checked, and what a tampered folder can still do. The project trusts a model folder
-it wrote itself; :func:`load_model_folder` checks that the folder is whole and consistent,
-not that it is honest:
-
-- ``model.json``: JSON (a file that is not, is nested too deeply or holds an integer Python
-  will not convert is refused naming it), the format tag, the schema, the preprocessing
-  version, the grid against the template grid computed here, paths inside the folder.
-- ``best.pt``: its SHA-256 must equal the card's ``heads.<head>.sha256``; a card without it is
-  refused unless ``allow_unverified`` (``--allow-unverified``), which warns
-  (:class:`UnverifiedCheckpointWarning`). It is read with ``torch.load(weights_only=True)``
-  (no pickled code runs), must hold ``model_config``, ``model``, finite ``age_mean`` and
-  ``age_scale > 0`` (also in the weights' buffers), and must build the network.
-- ``bias_correction.json``, ``conformal.json``, ``ood.npz``: optional, but a path that exists
-  and is not a readable file (a folder ...) is an error, not an absent file. Each is
-  validated field by field; ``conformal.json`` and ``ood.npz`` carry the SHA-256 of the
-  checkpoint they were fitted for and must match the checkpoint *file* (even when the card has
-  no checksum), and the gap interval the bias correction. ``ood.npz``'s arrays are
-  size-checked from the zip directory and ``.npy`` headers before any is read
-  (:data:`brainage.study.trust.OOD_MAX_BYTES`).
-
-The checksums are not signatures: whoever can write the folder can replace the weights and
-rewrite the card's checksum (and the trust files' bindings) to match, and the folder then
-predicts whatever those weights predict, with intervals and OOD flags that look valid. The
-checks catch damage, stale files and mix-ups, not a deliberate forgery: use model folders
-from sources you trust, as with any model weights. Within the checks a tampered folder can
-still choose the predictions (weights), the bias correction and interval widths (any finite
-numbers), the OOD threshold, and the training domain the card reports; it cannot run code
-or make brainage read or write files outside the folder. (A ``model_config`` declaring a huge
-network is not size-checked before the network is built.)
+The model folder (its layout, card and checks) is :mod:`brainage.inference.model_folder`.
 
 :func:`predict_scans` preprocesses each scan as the model's training data was (the model's grid
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
@@ -72,48 +28,45 @@ the variable is unset): a scan predicted twice is preprocessed once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import signal
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from brainage._utils import (
     AGE_RANGE,
-    PREDICTION_VALUES,
-    TRUST_VALUES,
     atomic_write,
     check_scheduler,
     dask_client,
     default_cache_dir,
-    package_versions,
-    sha256_file,
     worker_count,
 )
-from brainage.exceptions import BrainageError
+from brainage._utils.columns import PREDICTION_COLUMNS
 from brainage.imaging.preprocess import (
-    PREPROCESS_VERSION,
     SPACES,
     PreprocessCache,
-    PreprocessParams,
-    check_scan_format,
+    check_scan,
     preprocess_cohort,
 )
-from brainage.study import trust
-from brainage.study.trust import read_json_file
+from brainage.inference import trust
+from brainage.inference.model_folder import (
+    IG_REFERENCE_FILE,
+    RETEST_FIELD,
+    ModelFolder,
+    ModelFolderError,
+    load_model_folder,
+)
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
 # them, so that the command line, which imports this module to build its parser, starts fast.
@@ -121,536 +74,67 @@ from brainage.study.trust import read_json_file
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BIAS_CORRECTION_FILE",
-    "DEFAULT_SALIENCY_LAYER",
-    "MODEL_CARD_FILE",
-    "MODEL_CARD_FORMAT",
-    "MODEL_CARD_SCHEMA",
-    "PREDICTION_COLUMNS",
-    "ModelFolder",
-    "ModelFolderError",
-    "UnverifiedCheckpointWarning",
     "collect_scans",
     "iter_predictions",
-    "load_model_folder",
     "predict_scans",
     "CsvRun",
     "predict_to_csv",
-    "pretrained_checkpoints",
-    "record_retest",
     "scan_space",
-    "write_model_card",
 ]
 
-#: Format tag of ``model.json``; a card of another format is refused.
-MODEL_CARD_FORMAT = "brainage-model/1"
-MODEL_CARD_FILE = "model.json"
-BIAS_CORRECTION_FILE = "bias_correction.json"
-CHECKPOINT_FILE = "best.pt"
-#: Grad-RAM layer when the card names none (the study's profiles use it).
-DEFAULT_SALIENCY_LAYER = "encoder.layer2"
+#: Gauss-Legendre steps of the integrated-gradients maps (``--saliency``; notebook 04's default).
+IG_STEPS = 16
 #: ``space`` choices: ``auto`` reads the scan's grid (see the module docstring).
 SPACE_OPTIONS = ("auto", *SPACES)
-#: Columns of the table :func:`predict_scans` returns (one row per scan and head).
-PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
-                      *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
-                      "alignment", "saliency", "error")
-#: Card field of the test-retest SD each head's gap showed in the study (:func:`record_retest`).
-RETEST_FIELD = "retest"
-_HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
-_VERSION_PACKAGES = ("brainage", "torch", "monai", "numpy", "nibabel", "nilearn", "antspyx")
 #: File names taken as one scan even when they name a folder (which then fails as a scan).
 _SCAN_SUFFIXES = (".nii", ".nii.gz", ".npy")
 #: Scans preprocessed per worker between two writes of the table (``n_jobs > 1``).
 _SCANS_PER_JOB = 4
 
-_NUMBER = {"type": "number"}
-#: JSON Schema (Draft 2020-12) of ``model.json``: the fields :func:`load_model_folder` reads
-#: (other fields are allowed; the format tag is checked first, the values after).
-MODEL_CARD_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["format", "preprocess", "grid", "heads"],
-    "properties": {
-        "format": {"type": "string"},
-        "profile": {"type": ["string", "null"]},
-        "preprocess": {
-            "type": "object",
-            "properties": {"space": {"type": "string"}, "grid_mm": _NUMBER,
-                           "skull_stripped": {"type": "boolean"},
-                           "crop_to_brain": {"type": "boolean"},
-                           "brain_extraction": {"type": "string"}},
-        },
-        "grid": {
-            "type": "object",
-            "required": ["shape", "affine"],
-            "properties": {
-                "shape": {"type": "array", "minItems": 3, "maxItems": 3,
-                          "items": {"type": "integer", "minimum": 1}},
-                "affine": {"type": "array", "minItems": 4, "maxItems": 4,
-                           "items": {"type": "array", "minItems": 4, "maxItems": 4,
-                                     "items": _NUMBER}},
-            },
-        },
-        "heads": {
-            "type": "object",
-            # a head's name is its folder: one path component, not "." or ".."
-            "propertyNames": {"pattern": r"^(?!\.\.?$)[^/\\]+$",
-                              "description": "a folder name of the model folder"},
-            "additionalProperties": {
-                "type": "object",
-                "properties": {
-                    "checkpoint": {"type": "string", "minLength": 1},
-                    "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
-                },
-            },
-        },
-        "saliency_layer": {"type": ["string", "null"]},
-        "versions": {"type": "object"},
-        "domain": trust.DOMAIN_SCHEMA,
-    },
-}
-_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
-               "boolean": "true or false", "integer": "an integer", "number": "a number",
-               "null": "null"}
 
 
-class ModelFolderError(BrainageError, ValueError):
-    """A model folder is incomplete or inconsistent; the message names the file."""
 
 
-class UnverifiedCheckpointWarning(UserWarning):
-    """A head is used although the model card records no checksum of its checkpoint."""
 
 
 # --- the model card -------------------------------------------------------------------------
 
 
-def _head_dirs(models_dir: Path) -> list[Path]:
-    """Sub-folders of ``models_dir`` holding a ``best.pt``, the study's heads first."""
-    found = [p for p in models_dir.iterdir() if p.is_dir() and (p / CHECKPOINT_FILE).is_file()]
-    rank = {name: i for i, name in enumerate(_HEAD_ORDER)}
-    return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
-def _checkpoint_summary(path: Path) -> dict[str, Any]:
-    """What the card records of a checkpoint: format, stage, config, normalisation, checksum."""
-    from brainage.models.checkpoint import read_checkpoint
-
-    try:
-        payload = read_checkpoint(path)
-    except ValueError as err:
-        raise ModelFolderError(str(err)) from err
-    return {"checkpoint_format": payload["format"], "stage": payload.get("stage"),
-            "epoch": payload.get("epoch"), "model_config": payload["model_config"],
-            "age_mean": float(payload["age_mean"]), "age_scale": float(payload["age_scale"]),
-            "sha256": sha256_file(path)}
 
 
-def write_model_card(models_dir: str | os.PathLike, *,
-                     preprocess: PreprocessParams | Mapping[str, Any],
-                     saliency_layer: str | None, profile: str,
-                     domain: Mapping[str, Any] | None = None) -> Path:
-    """Write ``models_dir/model.json``: what :func:`predict_scans` needs besides the weights.
-
-    Parameters
-    ----------
-    models_dir : str or PathLike
-        The models folder of a run (``runs/<profile>/models``) whose sub-folders (``rnc``,
-        ``l1``) hold a ``best.pt`` each.
-    preprocess : PreprocessParams or mapping
-        The preprocessing of the training scans (space, grid_mm, skull_stripped,
-        crop_to_brain); the grid and crop are reused for new scans.
-    saliency_layer : str or None
-        Module whose feature maps Grad-RAM weights; None: :data:`DEFAULT_SALIENCY_LAYER`.
-    profile : str
-        The profile the models were trained with.
-    domain : mapping, optional
-        The training domain (:func:`brainage.study.trust.training_domain`): dataset,
-        simulated or real, size, ages, sites; ``brainage predict`` prints it and checks new
-        scans against it.
-
-    Returns
-    -------
-    Path
-        The written ``model.json``.
-
-    Raises
-    ------
-    ModelFolderError
-        ``models_dir`` is not a folder, holds no ``<head>/best.pt``, or a checkpoint is not a
-        brainage checkpoint.
-    """
-    from brainage.imaging.registration import MISFIT_THRESHOLD_MM, template_grid
-
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise ModelFolderError(f"models_dir {models_dir} is not a folder")
-    params = PreprocessParams.coerce(preprocess)
-    if not isinstance(profile, str) or not profile:
-        raise TypeError(f"profile must be a non-empty string, got {profile!r}")
-    heads = _head_dirs(models_dir)
-    if not heads:
-        raise ModelFolderError(f"models_dir {models_dir} holds no head: no <name>/"
-                               f"{CHECKPOINT_FILE} (train with brainage.models.train first)")
-    shape, affine = template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
-    card = {
-        "format": MODEL_CARD_FORMAT,
-        "profile": profile,
-        "preprocess": {**{k: getattr(params, k) for k in PreprocessParams.__dataclass_fields__},
-                       "version": PREPROCESS_VERSION},
-        "grid": {"shape": list(shape), "affine": np.asarray(affine).tolist()},
-        "heads": {p.name: {"checkpoint": f"{p.name}/{CHECKPOINT_FILE}",
-                           **_checkpoint_summary(p / CHECKPOINT_FILE)} for p in heads},
-        "saliency_layer": saliency_layer or DEFAULT_SALIENCY_LAYER,
-        # the registration QC the training scans passed and brainage predict applies
-        "registration_qc": {"figure": "outline misfit (mm)", "threshold_mm": MISFIT_THRESHOLD_MM},
-        "versions": package_versions(_VERSION_PACKAGES),
-    }
-    if domain is not None:
-        card["domain"] = dict(domain)
-        validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
-        problems = [_explain(e) for e in validator.iter_errors(card)]
-        if problems:
-            raise ValueError(f"domain is not a valid training domain: {'; '.join(problems)}")
-    path = models_dir / MODEL_CARD_FILE
-    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
-    logger.info("wrote %s (heads %s, grid %s at %g mm)", path, list(card["heads"]), shape,
-                params.grid_mm)
-    return path
 
 
 # --- loading a model folder -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelFolder:
-    """A validated model folder, its heads loaded.
-
-    Attributes
-    ----------
-    root : Path
-        The folder holding ``model.json``.
-    card : dict
-        ``model.json`` as read.
-    preprocess : PreprocessParams
-        The training preprocessing; new scans use its ``grid_mm`` and ``crop_to_brain``.
-    grid_shape : tuple of int
-        Shape of the model's input grid (D, H, W).
-    grid_affine : ndarray, shape (4, 4)
-        Its voxel-to-MNI152 (mm) affine.
-    models : dict of str to BrainAgeModel
-        The heads (``rnc``, ``l1``), in eval mode.
-    corrections : dict of str to AgeBiasCorrection or None
-        Each head's stored age-bias correction (None when ``bias_correction.json`` is absent).
-    saliency_layer : str
-        Grad-RAM layer.
-    trust : dict of str to HeadTrust
-        Each head's intervals, OOD reference and training ages (:mod:`brainage.study.trust`).
-    """
-
-    root: Path
-    card: dict[str, Any]
-    preprocess: PreprocessParams
-    grid_shape: tuple[int, int, int]
-    grid_affine: np.ndarray
-    models: dict[str, Any]
-    corrections: dict[str, Any]
-    saliency_layer: str
-    trust: dict[str, Any] = field(default_factory=dict)
-
-    def params_for(self, space: str, skull_stripped: bool) -> PreprocessParams:
-        """Preprocessing of a new scan: its own space and skull flag, the model's grid and
-        skull-removal method."""
-        return PreprocessParams(space=space, grid_mm=self.preprocess.grid_mm,
-                                skull_stripped=skull_stripped,
-                                crop_to_brain=self.preprocess.crop_to_brain,
-                                brain_extraction=self.preprocess.brain_extraction)
 
 
-def _locate_card(path: Path) -> tuple[Path, str | None]:
-    """The folder holding model.json, and the one head asked for (a head folder) or None."""
-    if not path.is_dir():
-        raise ModelFolderError(f"model folder {path} does not exist or is not a folder")
-    if (path / MODEL_CARD_FILE).is_file():
-        return path, None
-    if (path / CHECKPOINT_FILE).is_file() and (path.parent / MODEL_CARD_FILE).is_file():
-        return path.parent, path.name
-    raise ModelFolderError(
-        f"model folder {path}: {path / MODEL_CARD_FILE} is missing (and {path} is not a head "
-        f"folder beside one); the training notebook writes it with "
-        f"brainage.study.predict.write_model_card")
 
 
-def _field_path(parts: Sequence[Any]) -> str:
-    """``['grid', 'shape', 0]`` -> ``grid.shape[0]``."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _explain(error: jsonschema.ValidationError) -> str:
-    """One schema violation of the card as ``field: what is allowed; what was given``."""
-    where, given, kind = _field_path(list(error.absolute_path)), error.instance, error.validator
-    if kind == "type":
-        wanted = error.validator_value
-        names = [_TYPE_NAMES.get(w, w) for w in ([wanted] if isinstance(wanted, str) else wanted)]
-        return f"{where} must be {' or '.join(names)}; got {type(given).__name__} {_short(given)}"
-    if kind == "required":
-        missing = [k for k in error.validator_value if k not in given]
-        return "; ".join(f"{where}: required key {k!r} is missing" for k in missing)
-    if "propertyNames" in error.relative_schema_path:  # reported at the parent: name the key
-        return f"{where}: key {given!r} must be {error.schema['description']}"
-    if kind in {"minItems", "maxItems"}:
-        return f"{where} must hold {error.validator_value} item(s) here; got {_short(given)}"
-    return f"{where}: {error.message}"
 
 
-def _read_card(path: Path) -> dict[str, Any]:
-    """Parse model.json, check its format tag, its fields (:data:`MODEL_CARD_SCHEMA`) and its
-    preprocessing version."""
-    card = read_json_file(path, ModelFolderError)
-    if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
-        found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise ModelFolderError(f"{path} has format {found!r}; this brainage reads "
-                               f"{MODEL_CARD_FORMAT!r}")
-    validator = jsonschema.Draft202012Validator(MODEL_CARD_SCHEMA)
-    errors = sorted(validator.iter_errors(card), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        problems = list(dict.fromkeys(_explain(e) for e in errors))
-        raise ModelFolderError(f"{path} is not a valid model card: " + "; ".join(problems))
-    version = card["preprocess"].get("version")
-    if version != PREPROCESS_VERSION:
-        trained = (card.get("versions") or {}).get("brainage")
-        raise ModelFolderError(
-            f"{path}: the model was trained on preprocessing version {version!r} (brainage "
-            f"{trained}) but this brainage preprocesses with version {PREPROCESS_VERSION!r}; "
-            f"predict with that brainage version or retrain")
-    if not card["heads"]:
-        raise ModelFolderError(f"{path} lists no head (key 'heads' is empty)")
-    return card
 
 
-def _card_grid(card: dict[str, Any], params: PreprocessParams,
-               path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The card's grid, checked against the template grid this installation computes."""
-    from brainage.imaging.registration import template_grid
-
-    shape, affine = template_grid(params.grid_mm, crop_to_brain=params.crop_to_brain)
-    stored_shape = tuple(int(n) for n in card["grid"]["shape"])
-    stored_affine = np.asarray(card["grid"]["affine"], dtype=np.float64)
-    if stored_shape != shape or not np.allclose(stored_affine, affine, atol=1e-4):
-        raise ModelFolderError(f"{path}: the stored grid (shape {stored_shape}) differs from "
-                               f"the MNI152 grid computed here (shape {shape}) for grid_mm="
-                               f"{params.grid_mm}, crop_to_brain={params.crop_to_brain}; "
-                               f"the template (nilearn) differs between the two machines")
-    return shape, affine
 
 
-def _inside(root: Path, relative: str, what: str) -> Path:
-    """``root / relative``, refused (naming the card) unless it lies inside ``root``.
-
-    Both are resolved first, so neither ``..`` nor a symbolic link leads out of the folder.
-    """
-    card = root / MODEL_CARD_FILE
-    if Path(relative).is_absolute():
-        raise ModelFolderError(f"{card}: {what} {relative!r} is an absolute path; it must be a "
-                               f"path relative to the model folder {root}")
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise ModelFolderError(f"{card}: {what} {relative!r} resolves to {target}, outside "
-                               f"the model folder {root}; it must lie inside it")
-    return root / relative
 
 
-def _card_checkpoint(root: Path, name: str, entry: Mapping[str, Any],
-                     allow_unverified: bool = False) -> tuple[Path, str]:
-    """A head's checkpoint and its SHA-256, checked to lie inside the folder, exist and be the
-    one the card describes (``heads.<name>.sha256``). A card without that checksum is refused,
-    or, with ``allow_unverified``, accepted with a warning."""
-    checkpoint = _inside(root, entry.get("checkpoint", f"{name}/{CHECKPOINT_FILE}"),
-                         f"heads.{name}.checkpoint")
-    if not checkpoint.is_file():
-        raise ModelFolderError(f"{root / MODEL_CARD_FILE} lists head {name!r} but its "
-                               f"checkpoint {checkpoint} is missing")
-    digest = sha256_file(checkpoint)
-    if not entry.get("sha256"):
-        message = (f"{root / MODEL_CARD_FILE}: head {name!r} has no checkpoint checksum "
-                   f"(heads.{name}.sha256), so nothing shows that {checkpoint} holds the "
-                   f"weights the card, bias correction and calibrations were made for")
-        if not allow_unverified:
-            raise ModelFolderError(f"{message}; rewrite the card with write_model_card, or "
-                                   f"accept unverified weights explicitly (brainage predict "
-                                   f"--allow-unverified)")
-        warnings.warn(f"{message}; used anyway because unverified weights were allowed "
-                      f"(SHA-256 of the file: {digest})", UnverifiedCheckpointWarning,
-                      stacklevel=3)
-    elif digest != entry["sha256"]:
-        raise ModelFolderError(f"checkpoint {checkpoint} is not the one "
-                               f"{root / MODEL_CARD_FILE} describes (SHA-256 differs): it is "
-                               f"corrupt or changed (retrained, replaced or damaged); retrain, or "
-                               f"rewrite the card with write_model_card for the new weights")
-    return checkpoint, digest
 
 
-def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
-               device: str, allow_unverified: bool = False) -> tuple[Any, str]:
-    """Load one head's checkpoint after checking it is the one the card describes; the model
-    and the checkpoint's SHA-256."""
-    from brainage.models.train import load_model
-
-    checkpoint, digest = _card_checkpoint(root, name, entry, allow_unverified)
-    try:
-        model = load_model(checkpoint, device=device)
-    except (ValueError, FileNotFoundError) as err:
-        raise ModelFolderError(str(err)) from err
-    if layer not in dict(model.named_modules()):
-        raise ModelFolderError(f"{root / MODEL_CARD_FILE}: saliency_layer {layer!r} is not a "
-                               f"module of head {name!r} (e.g. 'encoder.layer2')")
-    return model, digest
 
 
-def _load_correction(head_dir: Path) -> Any:
-    """The head's AgeBiasCorrection, or None (with a warning) when the file is absent."""
-    from brainage.analysis.metrics import AgeBiasCorrection
-
-    path = head_dir / BIAS_CORRECTION_FILE
-    if not trust.present(path, ModelFolderError):
-        logger.warning("%s is absent: gaps of head %r are reported without age-bias "
-                       "correction", path, head_dir.name)
-        return None
-    data = read_json_file(path, ModelFolderError)
-    try:
-        correction = AgeBiasCorrection.from_dict(data)
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise ModelFolderError(f"{path} is not a valid age-bias correction: {err}") from err
-    coefficients = correction.coefficients
-    bad = {k: v for k, v in coefficients.items() if not math.isfinite(v)}
-    if bad:
-        raise ModelFolderError(f"{path} is not a valid age-bias correction: coefficient(s) "
-                               f"{bad} must be finite numbers")
-    if correction.method == "linear" and coefficients["slope"] == 0:
-        raise ModelFolderError(f"{path} is not a valid age-bias correction: the linear "
-                               f"correction divides by its slope, which is 0")
-    return correction
 
 
-def _load_trust(root: Path, name: str, card: dict[str, Any], correction: Any,
-                model: Any, digest: str) -> Any:
-    """The head's :class:`brainage.study.trust.HeadTrust` (its files validated, and bound to
-    the checkpoint file's own SHA-256 ``digest``, whether or not the card records one)."""
-    from brainage.models.features import feature_size
-
-    try:
-        return trust.load_head_trust(_inside(root, name, "head folder"), card=card,
-                                     correction=correction,
-                                     feature_dim=feature_size(model), checkpoint_sha256=digest)
-    except ValueError as err:
-        raise ModelFolderError(str(err)) from err
 
 
-def load_model_folder(path: str | os.PathLike, *, device: str = "cpu",
-                      allow_unverified: bool = False) -> ModelFolder:
-    """Read and validate a model folder (see the module docstring) and load its heads.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        ``runs/<profile>/models`` (every head) or ``runs/<profile>/models/<head>`` (that head).
-    device : str, default="cpu"
-        Where the heads are put (see :func:`brainage.models.train.resolve_device`).
-    allow_unverified : bool, default=False
-        Accept a head whose card entry has no ``sha256``, with an
-        :class:`UnverifiedCheckpointWarning` (default: refuse it). Its trust files are still
-        bound to the checkpoint file's own checksum.
-
-    Returns
-    -------
-    ModelFolder
-
-    Raises
-    ------
-    ModelFolderError
-        Naming the file: missing ``model.json``, another card or checkpoint format, another
-        preprocessing version, another template grid, a missing, changed or unverified
-        checkpoint, an invalid ``bias_correction.json``, a head that is not in the card.
-    """
-    root, wanted = _locate_card(Path(path))
-    card_path = root / MODEL_CARD_FILE
-    card = _read_card(card_path)
-    settings = {k: v for k, v in card["preprocess"].items() if k != "version"}
-    try:
-        params = PreprocessParams.coerce(settings)
-    except (TypeError, ValueError) as err:
-        raise ModelFolderError(f"{card_path}: invalid preprocessing parameters: {err}") from err
-    shape, affine = _card_grid(card, params, card_path)
-    names = list(card["heads"]) if wanted is None else [wanted]
-    if wanted is not None and wanted not in card["heads"]:
-        raise ModelFolderError(f"{card_path} does not list head {wanted!r}; it lists "
-                               f"{sorted(card['heads'])}")
-    layer = card.get("saliency_layer") or DEFAULT_SALIENCY_LAYER
-    loaded = {n: _load_head(root, n, card["heads"][n], layer, device, allow_unverified)
-              for n in names}
-    models = {n: model for n, (model, _) in loaded.items()}
-    corrections = {n: _load_correction(_inside(root, n, "head folder")) for n in names}
-    trusts = {n: _load_trust(root, n, card, corrections[n], models[n], loaded[n][1])
-              for n in names}
-    logger.info("model folder %s: heads %s, grid %s at %g mm (profile %s)", root, names, shape,
-                params.grid_mm, card.get("profile"))
-    return ModelFolder(root=root, card=card, preprocess=params, grid_shape=shape,
-                       grid_affine=affine, models=models, corrections=corrections,
-                       saliency_layer=layer, trust=trusts)
 
 
-def pretrained_checkpoints(path: str | os.PathLike, *, grid_mm: float,
-                           crop_to_brain: bool) -> dict[str, Path]:
-    """The checkpoints of a model folder, checked for fine-tuning on this run's grid.
-
-    A run's ``init_from`` (notebook 02) starts each head's encoder from the same head of an
-    earlier model folder, e.g. the simulated cohort's quick model before training on a small
-    real cohort. The folder's card and checksums are checked as :func:`load_model_folder`
-    checks them, and its input grid must be this run's (the encoder's receptive fields are in
-    voxels); the space and brain extraction may differ (both end on the template grid).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A model folder holding ``model.json`` (``runs/<profile>/models``).
-    grid_mm, crop_to_brain : float, bool
-        This run's preprocessing grid.
-
-    Returns
-    -------
-    dict of str to Path
-        Head name (``rnc``, ``l1``) to its ``best.pt``.
-
-    Raises
-    ------
-    ModelFolderError
-        Naming the file: no card, another preprocessing version or grid, a missing or changed
-        checkpoint.
-    """
-    root = Path(path)
-    if not (root / MODEL_CARD_FILE).is_file():
-        raise ModelFolderError(f"init_from {root}: no {MODEL_CARD_FILE} there; give the models "
-                               f"folder of a finished run (runs/<profile>/models)")
-    card_path = root / MODEL_CARD_FILE
-    card = _read_card(card_path)
-    stored = card["preprocess"]
-    if (float(stored["grid_mm"]), bool(stored["crop_to_brain"])) != (float(grid_mm),
-                                                                     bool(crop_to_brain)):
-        raise ModelFolderError(
-            f"init_from {card_path}: the model was trained on a {stored['grid_mm']} mm grid "
-            f"(crop_to_brain={stored['crop_to_brain']}), this run preprocesses onto {grid_mm} mm "
-            f"(crop_to_brain={crop_to_brain}); set the profile's grid_mm and crop_to_brain to "
-            f"the model's")
-    return {name: _card_checkpoint(root, name, entry)[0] for name, entry in card["heads"].items()}
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -689,7 +173,7 @@ def scan_space(path: str | os.PathLike) -> str:
     from brainage.imaging.registration import template_grid
 
     path = Path(path)
-    img = _scan_header(path)
+    img = check_scan(path)
     if img is None:
         return "MNI152Lin"
     if len(img.shape) < 3:
@@ -703,73 +187,6 @@ def scan_space(path: str | os.PathLike) -> str:
         if shape == grid_shape and np.allclose(affine, grid_affine, atol=1e-3):
             return SPACES[1]
     return "native"
-
-
-def _check_file(path: Path) -> None:
-    """Raise, naming the scan and the true reason (:func:`brainage.data.cohort.file_problem`: a
-    folder, a symlink loop ...), unless ``path`` is a readable regular file."""
-    from brainage.data.cohort import file_problem
-
-    problem = file_problem(path)
-    if problem is None:
-        return
-    if problem == "does not exist" or problem.startswith("is a broken symlink"):
-        raise FileNotFoundError(f"scan {path} {problem}")
-    raise ValueError(f"scan {path} {problem}")
-
-
-def _check_affine(img: nib.spatialimages.SpatialImage, path: Path) -> None:
-    """Refuse a scan whose voxels cannot be placed in space: a non-finite, zero or singular
-    voxel-to-world matrix, or a zero voxel size in a NIfTI header without an sform (nibabel
-    silently reads 0 as 1 mm there)."""
-    header = img.header
-    if isinstance(header, nib.Nifti1Header) and int(header["sform_code"]) == 0:
-        pixdim = _raw_pixdim(img)
-        bad = [k for k in range(3) if not (np.isfinite(pixdim[k]) and pixdim[k] != 0)]
-        if bad:
-            raise ValueError(f"scan {path} has a degenerate affine: its header declares voxel "
-                             f"size {pixdim.tolist()} mm (pixdim), zero or not finite along "
-                             f"axis {bad}")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    matrix = affine[:3, :3]
-    problem = None
-    if not np.isfinite(affine).all():
-        problem = "it holds NaN or infinite values"
-    else:
-        voxel = np.sqrt((matrix**2).sum(axis=0))
-        if (voxel == 0).any():
-            problem = f"voxel size 0 mm along axis {np.flatnonzero(voxel == 0).tolist()}"
-        elif abs(np.linalg.det(matrix)) <= 1e-6 * np.prod(voxel):
-            problem = "its direction matrix is singular (two voxel axes point the same way)"
-    if problem:
-        raise ValueError(f"scan {path} has a degenerate affine (voxel-to-world "
-                         f"{np.round(affine, 3).tolist()}): {problem}")
-
-
-def _raw_pixdim(img: nib.Nifti1Image) -> np.ndarray:
-    """The voxel size ``pixdim[1:4]`` as the file holds it (nibabel's loader reads 0 as 1)."""
-    from nibabel.openers import ImageOpener
-
-    holder = img.file_map.get("header") or img.file_map["image"]  # .hdr/.img pair, or .nii
-    with ImageOpener(holder.filename) as fobj:
-        raw = type(img.header).from_fileobj(fobj, check=False)
-    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
-
-
-def _scan_header(path: Path) -> nib.spatialimages.SpatialImage | None:
-    """The scan as nibabel reads its header (voxels not loaded), checked; None for an
-    OpenBHB ``.npy`` array (its grid is fixed)."""
-    _check_file(path)
-    if path.name.endswith(".npy"):
-        return None
-    check_scan_format(path)
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises several types for a corrupt header
-        raise ValueError(f"scan {path} cannot be read as NIfTI: {err}") from err
-    if len(img.shape) >= 3:
-        _check_affine(img, path)
-    return img
 
 
 def _name_ids(path: Path) -> tuple[str, str]:
@@ -889,7 +306,8 @@ def _check_options(space: str, skull_stripped: bool, n_jobs: int) -> None:
 def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
                     errors: dict[int, str]) -> dict[int, str]:
     """Space of each scan ``paths[i]``, ``i`` in ``index`` (``auto``: read from its header),
-    its file and header checked first (:func:`_scan_header`); failures go to ``errors``."""
+    its file and header checked first (:func:`brainage.imaging.preprocess.check_scan`);
+    failures go to ``errors``."""
     spaces: dict[int, str] = {}
     for i in index:
         path = Path(paths[i])
@@ -897,7 +315,7 @@ def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
             if space == "auto":
                 spaces[i] = scan_space(path)
             else:
-                _scan_header(path)
+                check_scan(path)
                 spaces[i] = space
         except Exception as err:  # nibabel: OrientationError ...; one bad scan must not stop
             # the run
@@ -978,8 +396,14 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
            saliency_dir: Path | None, batch_size: int = 4,
            ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]],
                       dict[str, dict[int, np.ndarray]]]:
-    """Every head's predicted age of every image, its signed Grad-RAM file if asked, and its
+    """Every head's predicted age of every image, its integrated-gradients map if asked, and its
     feature statistics (captured in the same forward pass, for the OOD score).
+
+    The maps are the study's (notebook 04): integrated gradients
+    (:func:`brainage.models.saliency.integrated_gradients`, 16 Gauss-Legendre steps) from the
+    model folder's reference, the mean training scan; a map's voxels add up to the predicted
+    age minus the reference's, and a positive voxel pushes the prediction above it. (Signed
+    Grad-RAM, written here before, has no reference point: its sign is not interpretable.)
 
     Volumes are read from the cache one batch at a time, so memory does not grow with the
     number of scans. Returns ``{head: {index: years}}``, ``{head: {index: map path}}`` and
@@ -988,7 +412,7 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
     import torch
 
     from brainage.models.features import capture_features
-    from brainage.models.saliency import grad_ram, save_map
+    from brainage.models.saliency import integrated_gradients, save_map
 
     ages: dict[str, dict[int, float]] = {head: {} for head in folder.models}
     maps: dict[str, dict[int, str]] = {head: {} for head in folder.models}
@@ -1005,7 +429,8 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
             features[head].update(zip(batch, captured.array()))
             if saliency_dir is None:
                 continue
-            found = grad_ram(model, x_head, folder.saliency_layer, signed=True)  # (B, 1, D, H, W)
+            found = integrated_gradients(model, x_head, folder.ig_reference,
+                                         n_steps=IG_STEPS)  # (B, 1, D, H, W), years
             for i, volume in zip(batch, found):
                 path = saliency_dir / head / f"{names[i]}.nii.gz"
                 maps[head][i] = str(save_map(volume[0], folder.grid_affine, path))
@@ -1071,29 +496,6 @@ def _retest_sd(card: Mapping[str, Any], head: str) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def record_retest(models_dir: str | os.PathLike,
-                  values: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Path:
-    """Add the test-retest agreement the study measured to ``model.json``.
-
-    Parameters
-    ----------
-    models_dir : str or PathLike
-        The model folder (its card must exist).
-    values : mapping
-        Per head, per measure (``corrected_gap``, ``predicted``): ``sd_years`` (within-subject
-        SD of two scans), ``sdc_years`` (smallest detectable change), ``n`` and ``source``
-        (:func:`brainage.study.retest.card_values`). :func:`predict_scans` reports the
-        corrected gap's ``sd_years`` in the ``retest_sd`` column.
-    """
-    path = Path(models_dir) / MODEL_CARD_FILE
-    card = _read_card(path)
-    unknown = set(values) - set(card["heads"])
-    if unknown:
-        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test-retest SD "
-                               f"for (heads: {sorted(card['heads'])})")
-    card[RETEST_FIELD] = json.loads(json.dumps(dict(values)))
-    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
-    return path
 
 
 def _ordered(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -1135,6 +537,11 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
     folder = (model_folder if isinstance(model_folder, ModelFolder)
               else load_model_folder(model_folder, device=device,
                                      allow_unverified=allow_unverified))
+    if saliency_dir is not None and folder.ig_reference is None:
+        raise ModelFolderError(f"model folder {folder.root} has no {IG_REFERENCE_FILE} (the "
+                               f"integrated-gradients reference, written by the training notebook "
+                               f"since issue 27): rerun notebook 02, or predict without saliency "
+                               f"maps")
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
@@ -1156,7 +563,7 @@ class _RegistrationQC:
         if self.folder is None or not flagged:
             return
         from brainage.imaging.registration import registration_qc_text
-        from brainage.study.figures import save_registration_qc
+        from brainage.inference.qc_figures import save_registration_qc
 
         for i, img in flagged.items():
             path = Path(self.folder) / f"{names[i]}_qc.png"
@@ -1210,7 +617,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     skull_stripped : bool, default=False
         The scans hold the brain only (their own outline is kept, no template-mask stripping).
     saliency_dir : str or PathLike, optional
-        Write the signed Grad-RAM map of each scan and head to
+        Write the integrated-gradients map (years, against the model folder's reference, the
+        mean training scan; the study's method) of each scan and head to
         ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm),
         replacing a map of that name (:func:`predict_to_csv`, ``brainage predict``, refuses a
         folder holding maps unless ``overwrite``).
@@ -1251,7 +659,7 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         absent): ``age_lower``/``age_upper`` bound the age around ``predicted`` at
         ``interval_level``, ``corrected_gap_lower``/``corrected_gap_upper`` the corrected gap,
         ``ood`` is True when ``ood_score`` exceeds 1. A model trained on simulated data warns
-        (:class:`brainage.study.trust.DomainWarning`) once when it meets real scans.
+        (:class:`brainage.inference.trust.DomainWarning`) once when it meets real scans.
 
     References
     ----------

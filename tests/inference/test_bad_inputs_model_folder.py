@@ -29,13 +29,13 @@ from brainage.data.cohort import check_header
 from brainage.imaging import preprocess as pp
 from brainage.imaging.preprocess import resample_to_grid
 from brainage.imaging.registration import template_grid, template_images
+from brainage.inference import model_folder
+from brainage.inference.model_folder import save_calibration, save_ood
 from brainage.models.datasets import VolumeDataset
 from brainage.models.features import feature_size
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, load_model, train_l1
-from brainage.study import predict as bp
-from brainage.study import trust
-from brainage.study.trust import calibrate, save_calibration, save_ood
+from brainage.study.trust import calibrate
 
 MNI = "MNI152NLin2009cSym"
 GRID_MM = 8.0  # the model's grid, cropped to the brain: (21, 25, 22)
@@ -59,10 +59,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_l1(train, val, ModelConfig(depth=10, widths=(4, 8, 16, 32)),
              TrainConfig(epochs=1, batch_size=2, augment=None, progress=False, device="cpu",
                          probe_every=0), root / "l1")
-    bp.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
+    model_folder.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
                                           "skull_stripped": True, "crop_to_brain": True},
                         saliency_layer="encoder.layer2", profile="test")
-    sha = json.loads((root / bp.MODEL_CARD_FILE).read_text())["heads"]["l1"]["sha256"]
+    # the integrated-gradients reference of --saliency (notebook 02 writes it since issue 27)
+    model_folder.save_ig_reference(root, images[:3].mean(axis=0),
+                                   template_grid(GRID_MM, crop_to_brain=True)[1])
+    sha = json.loads((root / model_folder.MODEL_CARD_FILE).read_text())["heads"]["l1"]["sha256"]
     dim = feature_size(load_model(root / "l1" / "best.pt"))
     ood = FeatureOOD.fit(rng.normal(size=(30, dim)), rng.normal(size=(25, dim)), rate=0.1, k=3)
     save_ood(root / "l1", ood, sha)
@@ -101,7 +104,7 @@ def _copy_model(model_dir: Path, tmp_path: Path) -> Path:
 
 
 def _edit_card(root: Path, change) -> None:
-    path = root / bp.MODEL_CARD_FILE
+    path = root / model_folder.MODEL_CARD_FILE
     card = json.loads(path.read_text())
     change(card)
     path.write_text(json.dumps(card))
@@ -131,9 +134,9 @@ def _rewrite_checkpoint(root: Path, change) -> Path:
 def test_card_without_checksum_is_refused(model_dir: Path, tmp_path: Path) -> None:
     root = _copy_model(model_dir, tmp_path)
     _edit_card(root, lambda c: c["heads"]["l1"].pop("sha256"))
-    with pytest.raises(bp.ModelFolderError, match="has no checkpoint checksum") as info:
-        bp.load_model_folder(root)
-    assert str(root / bp.MODEL_CARD_FILE) in str(info.value) and "--allow-unverified" in str(
+    with pytest.raises(model_folder.ModelFolderError, match="has no checkpoint checksum") as info:
+        model_folder.load_model_folder(root)
+    assert str(root / model_folder.MODEL_CARD_FILE) in str(info.value) and "--allow-unverified" in str(
         info.value)
 
 
@@ -141,8 +144,8 @@ def test_card_without_checksum_is_used_with_a_warning_when_allowed(model_dir: Pa
                                                                    tmp_path: Path) -> None:
     root = _copy_model(model_dir, tmp_path)
     _edit_card(root, lambda c: c["heads"]["l1"].pop("sha256"))
-    with pytest.warns(bp.UnverifiedCheckpointWarning, match="heads.l1.sha256"):
-        folder = bp.load_model_folder(root, allow_unverified=True)
+    with pytest.warns(model_folder.UnverifiedCheckpointWarning, match="heads.l1.sha256"):
+        folder = model_folder.load_model_folder(root, allow_unverified=True)
     assert folder.trust["l1"].ood is not None and folder.trust["l1"].calibration is not None
 
 
@@ -157,9 +160,9 @@ def test_other_weights_without_checksum_break_the_trust_files_binding(model_dir:
                         for k, v in payload["model"].items()}
     torch.save(payload, path)
     _edit_card(root, lambda c: c["heads"]["l1"].pop("sha256"))
-    with pytest.warns(bp.UnverifiedCheckpointWarning), \
-            pytest.raises(bp.ModelFolderError, match="fitted for other weights") as info:
-        bp.load_model_folder(root, allow_unverified=True)
+    with pytest.warns(model_folder.UnverifiedCheckpointWarning), \
+            pytest.raises(model_folder.ModelFolderError, match="fitted for other weights") as info:
+        model_folder.load_model_folder(root, allow_unverified=True)
     assert str(root / "l1") in str(info.value)
 
 
@@ -170,7 +173,7 @@ def test_cli_refuses_a_card_without_checksum(model_dir: Path, good: list[Path], 
     code, table = _run(tmp_path / "out.csv", cache, str(good[0]), "--model", str(root))
     assert code == 2 and table is None
     assert "has no checkpoint checksum" in capsys.readouterr().err
-    with pytest.warns(bp.UnverifiedCheckpointWarning):
+    with pytest.warns(model_folder.UnverifiedCheckpointWarning):
         code, table = _run(tmp_path / "out.csv", cache, str(good[0]), "--model", str(root),
                            "--allow-unverified")
     assert code == 0 and table["predicted"].notna().all()
@@ -193,8 +196,8 @@ def test_tampered_checkpoint_with_a_valid_checksum(model_dir: Path, tmp_path: Pa
                                                    message: str) -> None:
     root = _copy_model(model_dir, tmp_path)
     path = _rewrite_checkpoint(root, change)
-    with pytest.raises(bp.ModelFolderError) as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError) as info:
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value) and message in str(info.value), str(info.value)
 
 
@@ -241,10 +244,10 @@ def _huge_header(path: Path) -> None:
 def test_damaged_ood_npz_is_refused_naming_the_file(model_dir: Path, tmp_path: Path, damage,
                                                     message: str) -> None:
     root = _copy_model(model_dir, tmp_path)
-    path = root / "l1" / trust.OOD_FILE
+    path = root / "l1" / model_folder.OOD_FILE
     damage(path)
-    with pytest.raises(bp.ModelFolderError) as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError) as info:
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value) and message in str(info.value), str(info.value)
 
 
@@ -253,20 +256,20 @@ def test_ood_npz_inflating_past_the_limit_is_refused(model_dir: Path, tmp_path: 
     """A zip bomb in miniature: 8 MB of zeros compressed to a few kB, the limit set to 1 MB
     (the real limit, 1 GiB, works the same from the zip directory's sizes)."""
     root = _copy_model(model_dir, tmp_path)
-    path = root / "l1" / trust.OOD_FILE
+    path = root / "l1" / model_folder.OOD_FILE
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
     arrays["reference"] = np.zeros((1000, 1000))  # 8 MB
     np.savez_compressed(path, **arrays)
     assert path.stat().st_size < 100_000
-    monkeypatch.setattr(trust, "OOD_MAX_BYTES", 1_000_000)
-    with pytest.raises(bp.ModelFolderError, match="inflate to more than 1,000,000 bytes") as info:
-        bp.load_model_folder(root)
+    monkeypatch.setattr(model_folder, "OOD_MAX_BYTES", 1_000_000)
+    with pytest.raises(model_folder.ModelFolderError, match="inflate to more than 1,000,000 bytes") as info:
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value)
 
 
 def test_ood_npz_under_the_limit_is_read(model_dir: Path) -> None:
-    ood = trust.load_ood(model_dir / "l1")
+    ood = model_folder.load_ood(model_dir / "l1")
     assert ood is not None and ood.reference.shape[0] == 30
 
 
@@ -275,26 +278,26 @@ def test_ood_npz_under_the_limit_is_read(model_dir: Path) -> None:
 
 def test_conformal_bias_correction_of_the_wrong_type(model_dir: Path, tmp_path: Path) -> None:
     root = _copy_model(model_dir, tmp_path)
-    path = root / "l1" / trust.CONFORMAL_FILE
+    path = root / "l1" / model_folder.CONFORMAL_FILE
     data = json.loads(path.read_text())
     data["bias_correction"] = [1, 2]
     path.write_text(json.dumps(data))
-    with pytest.raises(bp.ModelFolderError, match="field 'bias_correction' must be null or a "
+    with pytest.raises(model_folder.ModelFolderError, match="field 'bias_correction' must be null or a "
                                                   "mapping") as info:
-        bp.load_model_folder(root)
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value) and "got list [1, 2]" in str(info.value)
 
 
-@pytest.mark.parametrize("name", [trust.CONFORMAL_FILE, trust.OOD_FILE,
-                                  bp.BIAS_CORRECTION_FILE])
+@pytest.mark.parametrize("name", [model_folder.CONFORMAL_FILE, model_folder.OOD_FILE,
+                                  model_folder.BIAS_CORRECTION_FILE])
 def test_trust_file_that_is_a_folder_is_not_absent(model_dir: Path, tmp_path: Path,
                                                    name: str) -> None:
     root = _copy_model(model_dir, tmp_path)
     path = root / "l1" / name
     path.unlink(missing_ok=True)
     path.mkdir()
-    with pytest.raises(bp.ModelFolderError, match="is a directory, not a file") as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError, match="is a directory, not a file") as info:
+        model_folder.load_model_folder(root)
     assert str(path) in str(info.value)
 
 
@@ -308,8 +311,8 @@ def _long_int(root: Path, name: str) -> str:
     return text.replace(key, f'"n": {"9" * 5000}, {key}', 1)
 
 
-@pytest.mark.parametrize("name", [bp.MODEL_CARD_FILE, f"l1/{trust.CONFORMAL_FILE}",
-                                  f"l1/{bp.BIAS_CORRECTION_FILE}"])
+@pytest.mark.parametrize("name", [model_folder.MODEL_CARD_FILE, f"l1/{model_folder.CONFORMAL_FILE}",
+                                  f"l1/{model_folder.BIAS_CORRECTION_FILE}"])
 @pytest.mark.parametrize(("make", "message"), [
     (_deep, "nested too deeply"), (_long_int, "cannot be read as JSON")])
 def test_json_that_python_cannot_parse_names_the_file(model_dir: Path, tmp_path: Path,
@@ -318,8 +321,8 @@ def test_json_that_python_cannot_parse_names_the_file(model_dir: Path, tmp_path:
     if not (root / name).exists():  # the fixture's head has no bias correction: write one
         (root / name).write_text(json.dumps({"format": "x", "method": "linear"}))
     (root / name).write_text(make(root, name))
-    with pytest.raises(bp.ModelFolderError) as info:
-        bp.load_model_folder(root)
+    with pytest.raises(model_folder.ModelFolderError) as info:
+        model_folder.load_model_folder(root)
     assert str(root / name) in str(info.value) and message in str(info.value), str(info.value)
 
 
@@ -327,11 +330,11 @@ def test_deep_json_card_on_the_command_line_is_one_line(model_dir: Path, good: l
                                                         tmp_path: Path, cache: Path,
                                                         capsys) -> None:
     root = _copy_model(model_dir, tmp_path)
-    (root / bp.MODEL_CARD_FILE).write_text(_deep(root, bp.MODEL_CARD_FILE))
+    (root / model_folder.MODEL_CARD_FILE).write_text(_deep(root, model_folder.MODEL_CARD_FILE))
     code, table = _run(tmp_path / "out.csv", cache, str(good[0]), "--model", str(root))
     err = capsys.readouterr().err
     assert code == 2 and table is None and "Traceback" not in err
-    assert str(root / bp.MODEL_CARD_FILE) in err and "nested too deeply" in err
+    assert str(root / model_folder.MODEL_CARD_FILE) in err and "nested too deeply" in err
 
 
 # --- defect 2: saliency maps are not overwritten without --overwrite --------------------------

@@ -13,16 +13,16 @@ the source scan (``<source>`` is its name without ``_T1w.nii[.gz]``, e.g. ``sub-
     <source>_space-MNI152NLin2009cSym_desc-brain_mask.nii.gz    the brain mask (and .json)
     <source>_desc-brainage_T1w.tsv                              one row per model head
     <source>_desc-brainage_T1w.json                             every column described
-    <source>_space-MNI152NLin2009cSym_desc-gradram<Head>_T1w.nii.gz   (--saliency) Grad-RAM
+    <source>_space-MNI152NLin2009cSym_desc-ig<Head>_T1w.nii.gz  (--saliency) integrated gradients
     <source>_space-MNI152NLin2009cSym_desc-qc_T1w.png           registration QC (unless --no-qc)
 
 and, at the top of ``OUTPUT_DIR``, ``dataset_description.json`` (``DatasetType: derivative``,
 ``GeneratedBy``), ``brainage_settings.json`` (the model's checksums and the preprocessing: a
 second run with another model or other settings into the same folder is refused, so that the
 derivative stays one coherent dataset) and ``.bidsignore`` (the files BIDS does not define).
-The table carries the columns of ``brainage predict`` (:data:`brainage.study.predict.
-PREDICTION_COLUMNS`, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc`` and
-``brain_mask``; :mod:`brainage.study.columns` describes each.
+The table carries :data:`brainage._utils.columns.BIDS_COLUMNS`: the columns of ``brainage
+predict`` (``PREDICTION_COLUMNS``, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc``
+and ``brain_mask``; the same registry describes each.
 
 A scan whose table exists (with its other outputs) is done: running it again is a no-op. A scan
 that fails writes ``OUTPUT_DIR/logs/<source>_error.json`` and the others go on (the exit status
@@ -64,17 +64,21 @@ import numpy as np
 import pandas as pd
 
 from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
+from brainage._utils.columns import (
+    BIDS_COLUMNS,
+    COLUMN_DESCRIPTIONS,
+    PREDICTION_COLUMNS,
+    describe_columns,
+)
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
-from brainage.study.columns import COLUMN_DESCRIPTIONS, describe_columns
-from brainage.study.predict import (
+from brainage.inference.model_folder import (
+    IG_REFERENCE_FILE,
     MODEL_CARD_FILE,
-    PREDICTION_COLUMNS,
     ModelFolder,
-    collect_scans,
-    iter_predictions,
     load_model_folder,
 )
+from brainage.inference.predict import collect_scans, iter_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +88,6 @@ __all__ = [
     "ParticipantOptions",
     "ParticipantReport",
     "ScanOutputs",
-    "TABLE_COLUMNS",
     "check_dirs",
     "run_group_level",
     "run_participant_level",
@@ -99,10 +102,9 @@ SETTINGS_FORMAT = "brainage-bids/1"
 LOG_DIR = "logs"
 GROUP_STEM = "group_desc-brainage_T1w"
 #: Columns of ``<source>_desc-brainage_T1w.tsv``: brainage predict's, then the derivatives'.
-TABLE_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")
 #: Files of the output that BIDS does not define (``.bidsignore``, gitignore syntax).
 _BIDSIGNORE = (SETTINGS_FILE, f"{LOG_DIR}/", f"{GROUP_STEM}.*", "*_desc-qc_T1w.png",
-               "*_desc-brainage_T1w.*", "*_desc-gradram*_T1w.nii.gz")
+               "*_desc-brainage_T1w.*", "*_desc-ig*_T1w.nii.gz")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")
 
@@ -180,7 +182,7 @@ def select_scans(bids_dir: str | os.PathLike, participant_labels: Iterable[str] 
     -------
     pandas.DataFrame
         Columns ``participant_id``, ``session``, ``path``, ``age`` (see
-        :func:`brainage.study.predict.collect_scans`), sorted by path.
+        :func:`brainage.inference.predict.collect_scans`), sorted by path.
 
     Raises
     ------
@@ -253,9 +255,9 @@ class ScanOutputs:
         return self._file(f"space-{SPACE}_desc-qc_T1w.png")
 
     def saliency(self, head: str) -> Path:
-        """The Grad-RAM map of one head (``desc-gradram<Head>``: letters and digits only)."""
+        """The integrated-gradients map of one head (``desc-ig<Head>``: letters and digits only)."""
         label = re.sub(r"[^A-Za-z0-9]", "", head)
-        return self._file(f"space-{SPACE}_desc-gradram{label[:1].upper()}{label[1:]}_T1w.nii.gz")
+        return self._file(f"space-{SPACE}_desc-ig{label[:1].upper()}{label[1:]}_T1w.nii.gz")
 
     def log(self, output_dir: Path) -> Path:
         """The error log of a failed scan."""
@@ -378,7 +380,7 @@ class ParticipantOptions:
     skull_stripped : bool, default=False
         The scans hold the brain only.
     saliency : bool, default=False
-        Write a signed Grad-RAM map per scan and head.
+        Write an integrated-gradients map per scan and head (against the model's reference).
     qc : bool, default=True
         Draw a registration-QC image per scan, also for a scan refused by the registration QC
         (so that the user can judge it).
@@ -436,7 +438,7 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     output_dir : str or PathLike
         The derivative dataset (created; shared by parallel jobs).
     model : str, PathLike or ModelFolder
-        A model folder (:func:`brainage.study.predict.load_model_folder`).
+        A model folder (:func:`brainage.inference.model_folder.load_model_folder`).
     options : ParticipantOptions, optional
         Labels, space, optional outputs, cache, workers, scheduler.
 
@@ -459,6 +461,10 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     scans = select_scans(bids, options.participant_labels, options.session_labels)
     folder = model if isinstance(model, ModelFolder) else load_model_folder(
         model, device=options.device)
+    if options.saliency and folder.ig_reference is None:  # refused before writing anything
+        raise BidsAppError(f"--saliency: model folder {folder.root} has no {IG_REFERENCE_FILE} "
+                           f"(the integrated-gradients reference, written by the training "
+                           f"notebook since issue 27); rerun notebook 02, or omit --saliency")
     settings = _settings(folder, options.space, options.skull_stripped)
     _prepare_output(out, bids, settings)
     outputs = [ScanOutputs.of(bids, out, p) for p in scans["path"]]
@@ -576,7 +582,7 @@ def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Map
     table["error"] = np.nan
     table["preproc"] = _uri(out.preproc, output_dir)
     table["brain_mask"] = _uri(out.mask, output_dir)
-    return table.reindex(columns=list(TABLE_COLUMNS))
+    return table.reindex(columns=list(BIDS_COLUMNS))
 
 
 @lru_cache(maxsize=4)
@@ -607,7 +613,7 @@ def _brain_mask(preproc: nib.Nifti1Image, params: PreprocessParams) -> nib.Nifti
 
 def _qc_image(path: Path, preproc: nib.Nifti1Image, label: str, flagged: bool) -> None:
     """The registration-QC panel of notebook 01 for one scan, as a PNG."""
-    from brainage.study.figures import save_registration_qc
+    from brainage.inference.qc_figures import save_registration_qc
 
     save_registration_qc(path, preproc, label, flagged=flagged)
 

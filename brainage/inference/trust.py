@@ -1,0 +1,233 @@
+"""Trust in each prediction of ``brainage predict`` and of a run: domain, intervals, OOD flags.
+
+The statistics are in :mod:`brainage.analysis.uncertainty`; the files that hold a head's fitted
+intervals (``conformal.json``) and OOD reference (``ood.npz``) are read and written by
+:mod:`brainage.inference.model_folder` (their only owner); the study fits them
+(:mod:`brainage.study.trust`). This module applies them: it adds their columns
+(:data:`brainage._utils.TRUST_VALUES`) to the prediction tables and checks new scans against
+the training domain the model card records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainage._utils import TRUST_VALUES
+from brainage._utils.io import read_json
+from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadTrust
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DomainCheck",
+    "DomainWarning",
+    "add_trust_columns",
+    "describe_model",
+    "domain_summary",
+    "is_simulated_scan",
+    "trust_columns",
+]
+
+#: ``GeneratedBy`` name in the ``dataset_description.json`` of a simulated cohort.
+_SIMULATOR = "brainage.data.simulate"
+
+
+
+class DomainWarning(UserWarning):
+    """A model is applied to scans unlike its training data (real scans, simulated training)."""
+
+
+def domain_summary(card: Mapping[str, Any]) -> str:
+    """One line on the training domain of a model card (``"unknown"`` parts when absent)."""
+    domain = card.get("domain")
+    preprocess = card.get("preprocess", {})
+    grid = card.get("grid", {})
+    where = (f"{preprocess.get('space', '?')} scans on a {preprocess.get('grid_mm', '?')} mm grid "
+             f"({' x '.join(map(str, grid.get('shape', [])))})")
+    retest = "; ".join(
+        f"{head}: test-retest SD of the corrected gap {v['sd_years']:.1f} y (two scans of one "
+        f"person differ really beyond {v['sdc_years']:.1f} y)"
+        for head, measures in (card.get(RETEST_FIELD) or {}).items()
+        for key, v in measures.items() if key == "corrected_gap")  # predict.record_retest
+    where += f"; {retest}" if retest else ""
+    if not domain:
+        return f"training domain not recorded (older model card); {where}"
+    low, high = domain["age_range"]
+    sites = domain.get("sites") or []
+    site_text = (", ".join(sites) if len(sites) <= 6 else f"{len(sites)} sites") or "no site"
+    kind = "simulated" if domain["simulated"] else "real"
+    return (f"trained on {domain['dataset']!r} ({kind}), {domain['n_train']} scans aged "
+            f"{low:.0f}-{high:.0f} years from {site_text}; {where}")
+
+
+
+
+def describe_model(path: str | os.PathLike) -> str | None:
+    """:func:`domain_summary` of the card of a model folder (or of a head folder's parent);
+    None when it cannot be read (loading the folder then reports why)."""
+    folder = Path(path)
+    for candidate in (folder / MODEL_CARD_FILE, folder.parent / MODEL_CARD_FILE):
+        if candidate.is_file():
+            try:
+                card = read_json(candidate)
+                return domain_summary(card) if isinstance(card, dict) else None
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+    return None
+
+
+
+@lru_cache(maxsize=256)
+def _simulated_folder(folder: str) -> bool:
+    """Whether ``folder`` or a parent holds a ``dataset_description.json`` of the simulator."""
+    for parent in (Path(folder), *Path(folder).parents):
+        description = parent / "dataset_description.json"
+        if description.is_file():
+            try:
+                generated = json.loads(description.read_text(encoding="utf-8")).get(
+                    "GeneratedBy", [])
+            except (OSError, ValueError, AttributeError):
+                return False
+            return any(isinstance(g, Mapping) and g.get("Name") == _SIMULATOR
+                       for g in generated or [])
+    return False
+
+
+def is_simulated_scan(path: str | os.PathLike) -> bool:
+    """Whether a scan belongs to a cohort written by :mod:`brainage.data.simulate` (its BIDS
+    folder's ``dataset_description.json`` says so)."""
+    return _simulated_folder(str(Path(path).resolve().parent))
+
+
+class DomainCheck:
+    """Warn once (:class:`DomainWarning`) when a model trained on simulated data meets real
+    scans: native-space scans, or scans outside a brainage-simulated cohort."""
+
+    def __init__(self, card: Mapping[str, Any]) -> None:
+        domain = card.get("domain") or {}
+        self.simulated = bool(domain.get("simulated", False))
+        self.dataset = domain.get("dataset", "?")
+        self.warned = False
+
+    def check(self, scans: Mapping[str, str]) -> None:
+        """``scans``: path -> space of the scans just predicted."""
+        if self.warned or not self.simulated:
+            return
+        for path, space in scans.items():
+            if space == "native" or not is_simulated_scan(path):
+                why = "in native space" if space == "native" else "not from a simulated cohort"
+                warnings.warn(
+                    f"the model was trained on simulated data ({self.dataset!r}) and is applied "
+                    f"to real scans (first: {path}, {why}): simulated and real scans differ "
+                    f"after the same preprocessing, so expect large errors; intervals were "
+                    f"calibrated on simulated scans and do not hold here (see the ood column)",
+                    DomainWarning, stacklevel=2)
+                self.warned = True
+                return
+
+
+# --- conformal calibration ----------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# --- applying them ------------------------------------------------------------------------------
+
+
+
+
+
+
+def trust_columns(trust: HeadTrust | None, *, predicted: np.ndarray, age: np.ndarray,
+                  corrected_gap: np.ndarray, features: np.ndarray | None) -> dict[str, Any]:
+    """The :data:`brainage._utils.TRUST_VALUES` columns of one head's rows.
+
+    Parameters
+    ----------
+    trust : HeadTrust or None
+        None (or missing parts): NaN / NA columns.
+    predicted, age, corrected_gap : ndarray, shape (n,)
+        NaN where unknown (a failed scan, no age, no correction).
+    features : ndarray, shape (n, D), optional
+        Feature statistics (:mod:`brainage.models.features`; rows of NaN for failed scans).
+    """
+    n = predicted.size
+    nan, unknown = np.full(n, np.nan), np.zeros(n, bool)
+    columns: dict[str, Any] = {"interval_level": nan, "age_lower": nan, "age_upper": nan,
+                               "corrected_gap_lower": nan, "corrected_gap_upper": nan,
+                               "ood_score": nan, "ood": _flags(unknown, unknown),
+                               "outside_age_range": _flags(unknown, unknown)}
+    if trust is None:
+        return columns
+    calibration = trust.calibration
+    if calibration is not None:
+        columns["interval_level"] = np.where(np.isfinite(predicted), calibration.level, np.nan)
+        columns["age_lower"], columns["age_upper"] = calibration.age.predict(predicted, predicted)
+        if calibration.corrected_gap is not None:
+            columns["corrected_gap_lower"], columns["corrected_gap_upper"] = (
+                calibration.corrected_gap.predict(corrected_gap, age))
+    if trust.ood is not None and features is not None and len(features):
+        usable = np.isfinite(features).all(axis=1) & np.isfinite(predicted)
+        scores = np.full(n, np.nan)
+        if usable.any():
+            scores[usable] = trust.ood.score(features[usable])
+        columns["ood_score"] = scores
+        columns["ood"] = _flags(scores > 1.0, usable)
+    if trust.age_range is not None:
+        low, high = trust.age_range
+        value = np.where(np.isfinite(age), age, predicted)
+        columns["outside_age_range"] = _flags((value < low) | (value > high), np.isfinite(value))
+    return columns
+
+
+def _flags(values: np.ndarray, known: np.ndarray) -> pd.arrays.BooleanArray:
+    """True/False where ``known``, missing elsewhere (pandas' nullable booleans)."""
+    return pd.arrays.BooleanArray(np.asarray(values, bool) & known, ~np.asarray(known, bool))
+
+
+def add_trust_columns(predictions: pd.DataFrame, trusts: Mapping[str, HeadTrust],
+                      features: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """``predictions`` (one row per scan and head) with the trust columns appended.
+
+    ``features[head]`` holds the head's rows' features in the table's order of that head.
+    """
+    out = predictions.copy()
+    for column in TRUST_VALUES:
+        out[column] = pd.array([pd.NA] * len(out), dtype="boolean") if column in (
+            "ood", "outside_age_range") else np.nan
+    for head, rows in out.groupby("model", sort=False):
+        head_features = None if features is None else features.get(str(head))
+        if head_features is not None and len(head_features) != len(rows):
+            raise ValueError(f"features of head {head!r} hold {len(head_features)} rows for "
+                             f"{len(rows)} predictions")
+        columns = trust_columns(trusts.get(str(head)), predicted=rows["predicted"].to_numpy(float),
+                                age=rows["age"].to_numpy(float),
+                                corrected_gap=rows["corrected_gap"].to_numpy(float),
+                                features=head_features)
+        for column, values in columns.items():
+            out.loc[rows.index, column] = values
+    return out
+
+
+
+
