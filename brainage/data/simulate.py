@@ -121,7 +121,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from brainage._utils import GROUPS, closest_hint
+from brainage._utils import GROUPS, closest_hint, sha256_file
 from brainage.data import _anatomy
 from brainage.exceptions import BrainageError
 
@@ -137,9 +137,9 @@ __all__ = [
     "SimulationConfig",
     "SimulationConfigError",
     "SiteConfig",
+    "brain_loss",
     "config_from_dict",
     "ensure_cohort",
-    "model_summary",
     "read_truth",
     "simulate_cohort",
     "REDRAW",
@@ -1420,90 +1420,6 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     return SimulatedCohort(root, participants, truth)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2g}"
-
-
-def model_summary(config: SimulationConfig | Mapping[str, Any],
-                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The ageing, anatomy and scanner model of a configuration, in the units of its sources.
-
-    The book's Methods show this table (``brainage.study.book`` writes it from the run's
-    ``simulation.json`` and ground truth), so that no rate or range is typed by hand.
-
-    Parameters
-    ----------
-    config : SimulationConfig or mapping
-        The configuration (a ``simulation.json``'s ``config`` is read with
-        :func:`config_from_dict`).
-    truth : DataFrame, optional
-        ``participants_truth.tsv`` of a cohort: adds the realised head-size spread.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``quantity``, ``value``, ``source`` (MyST citation roles).
-    """
-    cfg = config if isinstance(config, SimulationConfig) else config_from_dict(config)
-    ag, an, sc = cfg.ageing, cfg.anatomy, cfg.scanner
-    rate = [float(np.interp(a, *zip(*ag.brain_rate))) for a in (35, 60, 80)]
-    share = [float(np.interp(a, *zip(*ag.wm_share))) for a in (40, 55, 70)]
-    lost = float(brain_loss(np.array([80.0]), cfg)[0] - brain_loss(np.array([20.0]), cfg)[0])
-    vent = [1 + ag.ventricle_gain * ((a - 20) / 50) ** 2 for a in (70, 90)]
-    sex_ratio = an.male_head_scale ** 6
-    rows = [
-        ("whole-brain tissue loss at 35 / 60 / 80 y (%/y of the tissue left)",
-         " / ".join(_pct(r) for r in rate), "{cite}`hedman2012lifespan`"),
-        ("whole-brain tissue lost from 20 to 80 y (%)", _pct(lost), "the rate's integral"),
-        ("share of the parenchymal loss by the whole brain's contraction (white and grey "
-         "matter; the rest thins the cortex) at 40 / 55 / 70 y",
-         " / ".join(f"{x:.2g}" for x in share),
-         "{cite}`walhovd2005volumes`, {cite}`fjell2013critical`"),
-        ("hippocampus, entorhinal: onset, anchor age, rate at anchor",
-         f"{ag.hippocampus[0]:g} y, {ag.hippocampus[1]:g} y, {_pct(ag.hippocampus[2])} %/y",
-         "{cite}`barnes2009hippocampal`, {cite}`fjell2013critical`"),
-        ("thalamus, putamen, caudate: onset, anchor age, rate at anchor",
-         f"{ag.subcortical[0]:g} y, {ag.subcortical[1]:g} y, {_pct(ag.subcortical[2])} %/y",
-         "{cite}`fjell2013critical`"),
-        ("lateral ventricles: volume ratio to age 20 at 70 / 90 y",
-         " / ".join(f"{v:.3g}" for v in vent), "{cite}`pfefferbaum1994morphology`"),
-        ("TIV: SD within sex (%), men over women",
-         f"{_pct(np.expm1(3 * an.head_scale_sd))}, {sex_ratio:.3g}", "modelling choice"),
-        ("linear scale left in template space by an affine registration (SD per axis, %)",
-         _pct(an.registered_scale_sd), "modelling choice"),
-        ("own ventricle size, independent of age (SD of its log)", f"{an.ventricle_sd:g}",
-         "modelling choice"),
-        ("random displacement: SD, control spacing (mm)",
-         f"{an.deformation_sd_mm:g}, {an.control_spacing_mm:g}", "modelling choice"),
-        ("brain mask margin around the template's: range per subject, SD over the brain (mm)",
-         f"{sc.mask_margin_mm[0]:g}-{sc.mask_margin_mm[1]:g}, {sc.mask_margin_sd_mm:g}",
-         "domain randomisation (brain extraction)"),
-    ]
-    for site in cfg.sites:
-        rows.append((f"site {site.name}: GM, CSF (x WM); noise per acquired voxel (%); bias; "
-                     "voxel (mm)",
-                     f"{site.gm:g}, {site.csf:g}; {_pct(site.noise)}; {site.bias:g}; "
-                     + " x ".join(f"{v:g}" for v in site.voxel_mm),
-                     "calibrated (`benchmarks/bench_sim2real.py`)"))
-    rows.append(("per-subject scanner: GM, CSF SD; noise, bias, texture factors; extra blur "
-                 "FWHM (mm)",
-                 f"{sc.gm_sd:g}, {sc.csf_sd:g}; {sc.noise_range[0]:g}-{sc.noise_range[1]:g}, "
-                 f"{sc.bias_range[0]:g}-{sc.bias_range[1]:g}, "
-                 f"{sc.texture_range[0]:g}-{sc.texture_range[1]:g}; "
-                 f"{sc.blur_fwhm_mm[0]:g}-{sc.blur_fwhm_mm[1]:g}",
-                 "domain randomisation {cite}`billot2023synthseg`"))
-    if truth is not None and {"tiv_cm3", "sex"} <= set(truth.columns):
-        log_tiv = np.log(truth["tiv_cm3"].astype(float))
-        within = float(log_tiv.groupby(truth["sex"]).std().mean())
-        means = truth.groupby("sex")["tiv_cm3"].mean()
-        ratio = (f", men over women {means['M'] / means['F']:.3g}"
-                 if {"M", "F"} <= set(means.index) else "")
-        rows.append(("TIV realised in this cohort: mean (cm³), SD within sex (%)",
-                     f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
-                     "ground truth"))
-    return pd.DataFrame(rows, columns=["quantity", "value", "source"])
-
-
 def read_truth(root: str | Path) -> dict[str, Any]:
     """The ground-truth record (``derivatives/ground_truth/simulation.json``) of a cohort."""
     path = Path(root) / "derivatives" / "ground_truth" / "simulation.json"
@@ -1718,13 +1634,7 @@ def _rescan_settings(cohort_root: Path, meta: Mapping[str, Any], participants: l
             "repeat_redraws": [r for r in REDRAW if r in redraw],
             "participants": participants, "cohort": str(cohort_root.resolve()),
             "cohort_seed": meta["seed"],
-            "cohort_simulation_sha256": _sha256(cohort_meta)}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+            "cohort_simulation_sha256": sha256_file(cohort_meta)}
 
 
 def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
