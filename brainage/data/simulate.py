@@ -120,7 +120,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from brainage._utils import GROUPS, closest_hint, sha256_file
+from brainage._utils import GROUPS, VERSION, closest_hint, sha256_file
 from brainage.data import _anatomy
 from brainage.data._simulate_config import (
     DEFAULT_SITES,
@@ -936,7 +936,6 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     if not isinstance(cfg, SimulationConfig):
         raise TypeError(f"config must be a SimulationConfig, got {type(cfg).__name__}")
     root = _prepare_root(out_dir, overwrite)
-    from brainage._utils.constants import VERSION as __version__
 
     cohort_seed, site_seed, subject_root = np.random.SeedSequence(seed).spawn(3)
     anat = _anatomy.build_anatomy(float(resolution_mm))
@@ -946,8 +945,8 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     jobs = list(zip(table.to_dict("records"), subject_root.spawn(len(table))))
     logger.info("simulating %d subjects at %g mm into %s", len(table), resolution_mm, root)
     infos = _run_jobs(jobs, n_jobs, (anat, cfg, root, site_betas))
-    meta = _metadata(table, cfg, anat, seed, float(resolution_mm), __version__)
-    _write_participants(root, table, seed, __version__)
+    meta = _metadata(table, cfg, anat, seed, float(resolution_mm), VERSION)
+    _write_participants(root, table, seed, VERSION)
     _write_truth(root, table, infos, anat, meta, cfg)
     participants = pd.read_csv(root / "participants.tsv", sep="\t", na_values="n/a")
     truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
@@ -977,11 +976,10 @@ def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n
     out_dir, n_healthy, n_ad, n_pd, seed, resolution_mm, config, n_jobs
         As for :func:`simulate_cohort`.
     """
-    from brainage._utils.constants import VERSION as __version__
 
     root = Path(out_dir)
     cfg = config if config is not None else SimulationConfig()
-    wanted = {"version": __version__, "seed": seed, "resolution_mm": float(resolution_mm),
+    wanted = {"version": VERSION, "seed": seed, "resolution_mm": float(resolution_mm),
               "counts": {"HC": n_healthy, "AD": n_ad, "PD": n_pd}, "config": config_to_dict(cfg)}
     try:
         meta = read_truth(root)
@@ -1143,7 +1141,6 @@ def _rescan_job(job: tuple[Any, ...]) -> dict[str, Any]:
 def _rescan_settings(cohort_root: Path, meta: Mapping[str, Any], participants: list[str],
                      sessions: list[str], seed: int,
                      redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
-    from brainage._utils.constants import VERSION
 
     cohort_meta = cohort_root / "derivatives" / "ground_truth" / "simulation.json"
     return {"version": VERSION, "seed": seed, "sessions": sessions,
