@@ -760,6 +760,14 @@ def compare_enrichment(a: Sequence[float], b: Sequence[float], *, paired: bool,
             "statistic": float(result.statistic), "p": float(result.pvalue)}
 
 
+def _batches(dataset: Any, batch_size: int) -> Iterator[tuple[list[dict[str, Any]], Tensor]]:
+    """The dataset's items in order, ``batch_size`` at a time, with their stacked images."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+        yield items, x
+
+
 def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any,
                       out_dir: str | PathLike, *, signed: bool = True,
                       batch_size: int = 4) -> list[Path]:
@@ -790,9 +798,7 @@ def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+    for items, x in _batches(dataset, batch_size):
         maps = grad_ram(model, x, layer, signed=signed)  # (B, 1, D, H, W)
         for item, volume in zip(items, maps):
             target = out_dir / f"{item['participant_id']}.nii.gz"
@@ -841,9 +847,7 @@ def save_attribution_maps(model: nn.Module, dataset: Any, baseline: Tensor | np.
     out_dir.mkdir(parents=True, exist_ok=True)
     check_int("batch_size", batch_size, low=1)
     rows = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+    for items, x in _batches(dataset, batch_size):
         maps = integrated_gradients(model, x, baseline, n_steps=n_steps)
         with torch.no_grad(), _eval_mode(model):
             predicted = _age_score(model(x), x.shape[0])
@@ -895,9 +899,7 @@ def gradram_sign_table(model: nn.Module, dataset: Any, layer: str, brain_mask: A
     """
     check_int("batch_size", batch_size, low=1)
     rows = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+    for items, x in _batches(dataset, batch_size):
         maps = grad_ram(model, x, layer)[:, 0].numpy()  # (B, 1, D, H, W) -> (B, D, H, W)
         mask = _as_mask(brain_mask, "brain_mask", maps.shape[1:])
         for item, values in zip(items, maps):
