@@ -2,6 +2,10 @@
 
 The notebooks glue what these functions return; the Markdown pages (Abstract, Methods,
 Discussion) paste it. Each function states a result together with the test it rests on.
+With :mod:`brainage.study.tables` and :mod:`brainage.study.figures` this is the report layer,
+the only code that turns numbers into words: :mod:`brainage.analysis` and :mod:`brainage.data`
+return numbers and tables (the clinical summary sentences and the simulator's model table came
+from there), and p-values are printed by :func:`brainage.study.tables.format_p` alone.
 """
 
 from __future__ import annotations
