@@ -127,7 +127,6 @@ offset = real["predicted"] - real["baseline_predicted"]
 relative = (real["delta"].abs() / offset.abs().clip(lower=1.0))
 figures.glue_figure("fig-04-completeness", figures.attribution_sums(real))
 glue("n_maps", len(real), display=False)
-young, old = offset < -10, offset > 10
 glue("ig_steps", ig_steps, display=False)
 glue("ig_median_delta", f"{real['delta'].abs().median():.2f}", display=False)
 glue("ig_median_relative_delta", f"{100 * relative.median():.0f}", display=False)
@@ -136,9 +135,7 @@ for name in ("rnc", "l1"):
     glue(f"ig_reference_age_{name}",
          f"{real.loc[rows, 'baseline_predicted'].iloc[0]:.1f}", display=False)
 glue("train_mean_age", f"{train_rows['age'].mean():.1f}", display=False)
-sign_table = real.assign(prediction=np.select([young, old], ["> 10 y below reference",
-                                                              "> 10 y above reference"],
-                                              "within 10 y"))
+sign_table = real.assign(prediction=saliency.offset_category(offset))
 display(Markdown("Median positive share of the attribution (positive over total absolute "
                  "attribution in the brain, %), by how the prediction compares with the "
                  "reference's. One 4 mm voxel's sign mixes signal and noise, so the share of "
@@ -192,23 +189,13 @@ display(Markdown(f"Integrated-gradients maps: the input grid, {'x'.join(map(str,
 # the share would follow the prediction as the integrated-gradients share does.
 
 # %%
-gradram_rows = []
-for name in ("rnc", "l1"):
-    for start in range(0, len(test), 16):
-        items = [test[i] for i in range(start, min(start + 16, len(test)))]
-        x = torch.stack([item["image"] for item in items])  # (B, 1, D, H, W)
-        maps = saliency.grad_ram(models[name], x, saliency_layer)[:, 0].numpy()  # (B, D, H, W)
-        for item, values in zip(items, maps):
-            inside = values[brain_mask]
-            gradram_rows.append({"model": name, "participant_id": item["participant_id"],
-                                 "gradram_positive": float((inside > 0).mean()),
-                                 "gradram_share": float(np.clip(inside, 0, None).sum()
-                                                        / max(np.abs(inside).sum(), 1e-12))})
-signs = pd.DataFrame(gradram_rows).merge(
+gradram_rows = pd.concat([
+    saliency.gradram_sign_table(models[name], test, saliency_layer, brain_mask).assign(model=name)
+    for name in ("rnc", "l1")], ignore_index=True)
+signs = gradram_rows.merge(
     real[real["split"] == "test"].assign(offset=lambda d: d["predicted"] - d["baseline_predicted"]),
     on=["model", "participant_id"])
-signs["prediction"] = np.select([signs["offset"] < -10, signs["offset"] > 10],
-                                ["> 10 y below reference", "> 10 y above reference"], "within 10 y")
+signs["prediction"] = saliency.offset_category(signs["offset"])
 columns = ["gradram_positive", "gradram_share", "positive_share"]
 summary = signs.groupby(["model", "prediction"])[columns]
 glue("tab_04_gradram", report_table(

@@ -34,7 +34,13 @@ from brainage.analysis import clinical, uncertainty
 from brainage.study import figures, runs
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
-from brainage.study.sentences import closing_sentence, fdr_sentence, group_effect_sentence
+from brainage.study.sentences import (
+    closing_sentence,
+    correlation_text,
+    fdr_sentence,
+    group_effect_sentence,
+    summary_sentence,
+)
 from brainage.study.tables import report_table
 
 run = RunFolder(resolve_path(run_dir))
@@ -272,7 +278,7 @@ glue("tab_05_evidence", report_table(evidence.assign(model=lambda t: t["model"].
 # %%
 
 # %%
-glue("clinical_sentence", clinical.summary_sentence(results, "rnc"), display=False)
+glue("clinical_sentence", summary_sentence(results, "rnc"), display=False)
 glue("group_effect_sentence", group_effect_sentence(results, "rnc"), display=False)
 glue("group_effect_sentence_l1", group_effect_sentence(results, "l1"), display=False)
 glue("fdr_sentence", fdr_sentence(results, "rnc"), display=False)
@@ -309,5 +315,5 @@ for model in ("rnc", "l1"):
         glue(f"gap_{group.lower()}_{model}", value, display=False)
     for group, group_scores in clinical.SCORES_BY_GROUP.items():
         for score in group_scores:
-            glue(f"corr_{score}_{model}", clinical.correlation_text(results, model, group, score),
+            glue(f"corr_{score}_{model}", correlation_text(results, model, group, score),
                  display=False)

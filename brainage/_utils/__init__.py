@@ -24,6 +24,7 @@ from brainage._utils.scheduler import (
     check_scheduler,
     dask_client,
     run_tasks,
+    scheduler_address,
     worker_count,
 )
 from brainage._utils.validation import (
@@ -60,6 +61,7 @@ __all__ = [
     "lazy_exports",
     "package_versions",
     "run_tasks",
+    "scheduler_address",
     "sha256_file",
     "worker_count",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+__all__ = ["AGE_RANGE", "BRAIN_EXTRACTION_METHODS", "GROUPS", "PREDICTION_VALUES", "SPACES",
+           "TRUST_VALUES", "VERSION"]
+
 #: The package version (also ``brainage.__version__``).
 VERSION = "0.1.0"
 

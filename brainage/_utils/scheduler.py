@@ -49,8 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONNECT_TIMEOUT_S", "SCHEDULER_FILE_WAIT_S", "TaskOutcome", "check_scheduler",
-           "dask_client", "run_tasks", "scheduler_address", "worker_count"]
+# CONNECT_TIMEOUT_S and SCHEDULER_FILE_WAIT_S are module settings read at call time (patch
+# them here, on this module); a re-exported copy in brainage._utils would not change them, so
+# they are left out of __all__.
+__all__ = ["TaskOutcome", "check_scheduler", "dask_client", "run_tasks", "scheduler_address",
+           "worker_count"]
 
 logger = logging.getLogger(__name__)
 

@@ -73,7 +73,6 @@ __all__ = [
     "clinical_summary",
     "compare_models",
     "compare_with_truth",
-    "correlation_text",
     "fdr_correct",
     "gap_ancova",
     "gap_group_stats",
@@ -82,7 +81,6 @@ __all__ = [
     "hedges_g",
     "partial_rank_residuals",
     "partial_spearman",
-    "summary_sentence",
     "truth_from_simulation",
 ]
 
@@ -1075,91 +1073,6 @@ def clinical_summary(predictions: pd.DataFrame, *, truth: Mapping[str, Any] | No
     logger.info("clinical summary: %d tests in the FDR family", family)
     return ClinicalResults(group_stats, ancova, posthoc, correlations, comparison, truth_table,
                            meta)
-
-
-#: How the abstract names each score.
-SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
-                               "hoehn_yahr": "Hoehn and Yahr stage"}
-_GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
-
-
-def correlation_text(results: ClinicalResults, model: str, group: str, score: str) -> str:
-    """``rho = ... (95% CI ..., FDR p = ..., n = ...)`` of one correlation, or why there is none."""
-    rows = results.correlations
-    row = rows[(rows["model"] == model) & (rows["group"] == group) & (rows["score"] == score)]
-    if row.empty or not bool(row["estimable"].iloc[0]):
-        n = 0 if row.empty else int(row["n"].iloc[0])
-        return f"not estimable (n = {n})"
-    r = row.iloc[0]
-    return (f"rho = {r['rho']:.2f} (95% CI {r['ci_low']:.2f} to {r['ci_high']:.2f}, "
-            f"FDR p = {r['p_fdr']:.3g}, n = {int(r['n'])})")
-
-
-def summary_sentence(results: ClinicalResults, model: str = "rnc") -> str:
-    """The abstract's sentences on the gap by group and on severity, from the results.
-
-    Groups without subjects are left out; a dataset without patients (IXI, OpenBHB) gets a
-    sentence saying the clinical question was not addressed, with the controls' mean gap.
-
-    Parameters
-    ----------
-    results : ClinicalResults
-        From :func:`clinical_summary`.
-    model : str, default="rnc"
-        The model whose gap is described.
-    """
-    stats = results.group_stats[results.group_stats["model"] == model].set_index("group")
-    if stats.empty:
-        raise ValueError(f"model {model!r} has no rows in group_stats; models: "
-                         f"{sorted(results.group_stats['model'].unique())}")
-    present = [g for g in GROUPS if g in stats.index and stats.loc[g, "n"] > 0]
-    means = [f"{stats.loc[g, 'mean']:.1f} years in {_GROUP_NAMES[g]} (n = {int(stats.loc[g, 'n'])})"
-             for g in present]
-    if not set(present) & set(SCORES_BY_GROUP):
-        text = ("This dataset has no AD or PD patients, so the clinical part of the question "
-                "was not addressed")
-        if not means:
-            return text + "."
-        return f"{text}; the bias-corrected gap of the {model.upper()} model averaged {means[0]}."
-    text = (f"The bias-corrected gap of the {model.upper()} model averaged "
-            f"{', '.join(means[:-1])} and {means[-1]}." if len(means) > 1 else
-            f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
-    text += _adjusted_text(results, model)
-    for group, scores in SCORES_BY_GROUP.items():
-        if group in present:
-            parts = [f"{correlation_text(results, model, group, s)} with {SCORE_NAMES.get(s, s)}"
-                     for s in scores]
-            text += (f" Within {group}, the gap's partial Spearman correlation was "
-                     f"{' and '.join(parts)}.")
-    return text
-
-
-def _adjusted_text(results: ClinicalResults, model: str) -> str:
-    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
-    rows = results.posthoc
-    if rows.empty or "adj_diff" not in rows.columns:
-        return ""
-    parts, used = [], []
-    for group in SCORES_BY_GROUP:
-        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
-        if row.empty or not bool(row["estimable"].iloc[0]):
-            continue
-        r = row.iloc[0]
-        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
-                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
-        for column in str(r.get("covariates") or "").split(","):
-            # one-hot columns (site_siteB) name their covariate (site)
-            name = next((c for c in CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
-                        column)
-            if name and name not in used:
-                used.append(name)
-    if not parts:
-        return ""
-    covariates = used
-    names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
-        "".join(covariates)
-    adjusted = f"Adjusted for {names}, the" if names else "The"
-    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
 
 
 def truth_from_simulation(truth_table: pd.DataFrame, predictions: pd.DataFrame,

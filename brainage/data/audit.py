@@ -15,6 +15,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainage.data.cohort import PROBLEM_COLUMNS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -218,8 +220,6 @@ def alignment_problems(table: pd.DataFrame, errors: dict[str, str], scores: dict
     DataFrame
         Rows in the layout of :data:`brainage.data.cohort.PROBLEM_COLUMNS`.
     """
-    from brainage.data.cohort import PROBLEM_COLUMNS
-
     rows = []
     for record in table.to_dict("records"):
         path = str(record["path"])
@@ -357,8 +357,6 @@ def tiv_problems(table: pd.DataFrame, tivs: dict[str, float],
     DataFrame
         Rows in the layout of :data:`brainage.data.cohort.PROBLEM_COLUMNS`.
     """
-    from brainage.data.cohort import PROBLEM_COLUMNS
-
     low, high = tiv_range
     rows = []
     for record in table.to_dict("records"):

@@ -105,14 +105,13 @@ References
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import gzip
 import json
 import logging
 import multiprocessing as mp
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +120,28 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from brainage._utils import GROUPS, closest_hint
+from brainage._utils import GROUPS, VERSION, closest_hint, sha256_file
 from brainage.data import _anatomy
-from brainage.exceptions import BrainageError
+from brainage.data._simulate_config import (
+    DEFAULT_SITES,
+    AgeingConfig,
+    AnatomyConfig,
+    DiseaseConfig,
+    ScannerRandomisation,
+    ScoreConfig,
+    SimulationConfig,
+    SimulationConfigError,
+    SiteConfig,
+    check_setting,
+    config_from_dict,
+    config_to_dict,
+    load_config_file,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_SITES",
     "AgeingConfig",
     "AnatomyConfig",
     "DiseaseConfig",
@@ -137,9 +151,11 @@ __all__ = [
     "SimulationConfig",
     "SimulationConfigError",
     "SiteConfig",
+    "brain_loss",
     "config_from_dict",
+    "config_to_dict",
     "ensure_cohort",
-    "model_summary",
+    "load_config_file",
     "read_truth",
     "simulate_cohort",
     "REDRAW",
@@ -151,487 +167,6 @@ __all__ = [
 
 SPACE = "MNI152NLin2009cSym"
 _HY_STAGES = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])
-
-
-class SimulationConfigError(BrainageError, ValueError):
-    """A simulation parameter is out of range or unknown."""
-
-
-def _check(ok: bool, name: str, allowed: str, given: Any) -> None:
-    if not ok:
-        raise SimulationConfigError(f"{name} must be {allowed}, got {given!r}")
-
-
-def _check_range(name: str, rng: tuple[float, float]) -> None:
-    _check(len(rng) == 2 and 0 <= rng[0] < rng[1] <= 120, name,
-           "a (low, high) pair of ages with 0 <= low < high <= 120", rng)
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """One scanner site.
-
-    Parameters
-    ----------
-    name : str
-        Site label written to participants.tsv.
-    gm, wm, csf : float, default=0.74, 1.0, 0.35
-        Tissue intensities relative to white matter.
-    scale : float, default=1000
-        Stored intensity of white matter.
-    noise : float, default=0.03
-        Rician noise SD as a fraction of the WM intensity, in one acquired voxel
-        (``voxel_mm``); a coarser grid averages it down (:func:`_noise_gain`).
-    bias : float, default=0.04
-        SD of the log bias field's polynomial coefficients: the bias left after a bias-field
-        correction (the simulated scans, delivered in template space, get no N4).
-    voxel_mm : tuple of float, default=(1, 1, 1)
-        Acquired voxel size: a Gaussian point spread blurs axes coarser than the output grid;
-        native-space output uses it (or the output resolution, if coarser) as voxel size.
-    orientation : str, default="RAS"
-        Axis codes of native-space output.
-    weight : float, default=1
-        Relative share of subjects scanned here.
-    """
-
-    name: str
-    gm: float = 0.74
-    wm: float = 1.0
-    csf: float = 0.35
-    scale: float = 1000.0
-    noise: float = 0.03
-    bias: float = 0.04
-    voxel_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    orientation: str = "RAS"
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        p = f"site {self.name!r}"
-        _check(isinstance(self.name, str) and self.name.isalnum(), "site name",
-               "a non-empty alphanumeric string", self.name)
-        for key in ("gm", "wm", "csf", "scale", "weight"):
-            _check(getattr(self, key) > 0, f"{p}: {key}", "> 0", getattr(self, key))
-        _check(0 <= self.noise <= 0.5, f"{p}: noise", "in [0, 0.5]", self.noise)
-        _check(0 <= self.bias <= 1, f"{p}: bias", "in [0, 1]", self.bias)
-        _check(len(self.voxel_mm) == 3 and all(0 < v <= 8 for v in self.voxel_mm),
-               f"{p}: voxel_mm", "three sizes in (0, 8] mm", self.voxel_mm)
-        codes = self.orientation
-        valid = (isinstance(codes, str) and len(codes) == 3
-                 and sorted(_axis(c) for c in codes) == [0, 1, 2])
-        _check(valid, f"{p}: orientation", "three axis codes such as 'RAS' or 'LPI'", codes)
-
-
-def _axis(code: str) -> int:
-    return {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(code, -1)
-
-
-DEFAULT_SITES = (
-    SiteConfig("siteA", gm=0.74, csf=0.35, scale=900.0, noise=0.03, bias=0.04,
-               voxel_mm=(1.0, 1.0, 1.0), orientation="RAS"),
-    SiteConfig("siteB", gm=0.76, csf=0.38, scale=1100.0, noise=0.035, bias=0.05,
-               voxel_mm=(1.2, 1.2, 1.2), orientation="LPS"),
-    SiteConfig("siteC", gm=0.72, csf=0.32, scale=700.0, noise=0.03, bias=0.035,
-               voxel_mm=(0.9, 0.9, 3.0), orientation="PIR"),
-)
-
-
-def _knots(value: Any) -> tuple[tuple[float, float], ...]:
-    """``((age, value), ...)`` as a tuple of float pairs (JSON/YAML gives lists)."""
-    return tuple((float(a), float(v)) for a, v in value)
-
-
-def _check_knots(name: str, knots: Any, high: float) -> None:
-    ok = (len(knots) >= 2 and all(len(k) == 2 for k in knots)
-          and all(0 <= k[0] <= 120 and 0 <= k[1] <= high for k in knots)
-          and all(a[0] < b[0] for a, b in zip(knots, knots[1:])))
-    _check(ok, name, f"at least two (age, value) pairs with increasing ages in [0, 120] and "
-           f"values in [0, {high:g}]", knots)
-
-
-@dataclass(frozen=True)
-class AgeingConfig:
-    """Dose-response of healthy ageing in biological age (see module docstring).
-
-    Parameters
-    ----------
-    brain_rate : tuple of (age, rate) pairs
-        Whole-brain tissue (grey plus white matter) volume loss per year, as a fraction of the
-        current volume, at these ages (linear between them, constant beyond the last; the first
-        pair's rate before it). Default 0 at 18.3, 0.5 %/y at 60 (0.2 %/y at 35) and
-        0.6 %/y at 100 (over 0.5 %/y after 60; Hedman 2012).
-    wm_share : tuple of (age, share) pairs
-        Share of the parenchymal loss (outside the ventricles and the regions below) carried by
-        a contraction of the whole brain, which removes white matter with grey (the rest thins
-        the cortex): none before 40, half by 70 (white matter grows into middle age and
-        declines late; Walhovd 2005, Fjell 2013).
-    hippocampus, subcortical : tuple of float
-        ``(onset_years, anchor_age, rate_per_year_at_anchor)`` of the cumulative volume loss
-        of hippocampus and entorhinal cortex; thalamus, putamen and caudate.
-    ventricle_gain : float, default=1.0
-        Ventricular volume ratio at 70 minus 1 (ratio 1 + gain ((b - 20)+ / 50)^2).
-    contrast_decline : float, default=0.003
-        Fractional loss of GM/WM contrast per year after 20.
-    wmh_max, wmh_tau : float, default=0.6, 10
-        Periventricular WM hypointensity at b = 90 and its e-folding time (years).
-    """
-
-    brain_rate: tuple[tuple[float, float], ...] = ((18.3, 0.0), (60.0, 0.005), (100.0, 0.006))
-    wm_share: tuple[tuple[float, float], ...] = ((40.0, 0.0), (70.0, 0.5))
-    hippocampus: tuple[float, float, float] = (40.0, 75.0, 0.010)
-    subcortical: tuple[float, float, float] = (20.0, 60.0, 0.003)
-    ventricle_gain: float = 1.0
-    contrast_decline: float = 0.003
-    wmh_max: float = 0.6
-    wmh_tau: float = 10.0
-
-    def __post_init__(self) -> None:
-        for key, high in (("brain_rate", 0.05), ("wm_share", 1.0)):
-            knots = getattr(self, key)
-            _check(isinstance(knots, (list, tuple)), f"ageing.{key}", "(age, value) pairs",
-                   knots)
-            _check_knots(f"ageing.{key}", knots, high)
-            object.__setattr__(self, key, _knots(knots))
-        for key in ("hippocampus", "subcortical"):
-            onset, anchor, rate = getattr(self, key)
-            _check(0 <= onset < anchor <= 120 and 0 <= rate < 0.1, f"ageing.{key}",
-                   "(onset, anchor, rate) with 0 <= onset < anchor <= 120, 0 <= rate < 0.1",
-                   getattr(self, key))
-        _check(0 <= self.ventricle_gain <= 3, "ageing.ventricle_gain", "in [0, 3]",
-               self.ventricle_gain)
-        _check(0 <= self.contrast_decline <= 0.01, "ageing.contrast_decline", "in [0, 0.01]",
-               self.contrast_decline)
-        _check(0 <= self.wmh_max <= 1, "ageing.wmh_max", "in [0, 1]", self.wmh_max)
-        _check(self.wmh_tau > 0, "ageing.wmh_tau", "> 0", self.wmh_tau)
-
-
-@dataclass(frozen=True)
-class DiseaseConfig:
-    """A patient group.
-
-    Parameters
-    ----------
-    age_range : tuple of float
-        Chronological ages drawn uniformly in [low, high).
-    p_male : float
-        Probability of a male subject.
-    acceleration_max_years : float
-        Extra brain-age deviation at latent severity 1.
-    severity_beta : tuple of float, default=(2, 2)
-        Beta distribution of the latent severity.
-    losses : dict
-        Extra fractional volume loss at severity 1, per region group.
-    """
-
-    age_range: tuple[float, float]
-    p_male: float
-    acceleration_max_years: float
-    losses: dict[str, float]
-    severity_beta: tuple[float, float] = (2.0, 2.0)
-
-    def check(self, name: str) -> None:
-        _check_range(f"{name}.age_range", self.age_range)
-        _check(0 <= self.p_male <= 1, f"{name}.p_male", "in [0, 1]", self.p_male)
-        _check(0 <= self.acceleration_max_years <= 40, f"{name}.acceleration_max_years",
-               "in [0, 40] years", self.acceleration_max_years)
-        _check(len(self.severity_beta) == 2 and min(self.severity_beta) > 0,
-               f"{name}.severity_beta", "two positive Beta parameters", self.severity_beta)
-        for region, loss in self.losses.items():
-            _check(region in _LOSS_REGIONS, f"{name}.losses",
-                   f"keys among {sorted(_LOSS_REGIONS)}", region)
-            _check(0 <= loss < 0.9, f"{name}.losses[{region!r}]", "in [0, 0.9)", loss)
-
-
-_LOSS_REGIONS = {"hippocampus", "entorhinal", "temporoparietal", "putamen", "caudate",
-                 "midbrain", "thalamus", "cortex"}
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """A clinical score generated from the latent severity.
-
-    Parameters
-    ----------
-    group : str
-        Group that has the score (``"AD"`` or ``"PD"``); others get "n/a".
-    mean, sd : float
-        Mean and SD of the score over the group.
-    corr : float
-        True correlation of the continuous score with the latent severity (sign included).
-    low, high, step : float
-        Range and rounding step of the recorded score.
-    """
-
-    group: str
-    mean: float
-    sd: float
-    corr: float
-    low: float
-    high: float
-    step: float = 1.0
-
-    def check(self, name: str) -> None:
-        _check(self.group in ("AD", "PD"), f"scores.{name}.group", "'AD' or 'PD'", self.group)
-        _check(-1 <= self.corr <= 1, f"scores.{name}.corr", "in [-1, 1]", self.corr)
-        _check(self.sd > 0 and self.low < self.high and self.step > 0, f"scores.{name}",
-               "sd > 0, low < high, step > 0", (self.sd, self.low, self.high, self.step))
-
-
-def _default_scores() -> dict[str, ScoreConfig]:
-    return {"mmse": ScoreConfig("AD", 21.0, 4.0, -0.7, 0, 30),
-            "cdr_sb": ScoreConfig("AD", 5.0, 2.5, 0.7, 0, 18, 0.5),
-            "updrs3": ScoreConfig("PD", 30.0, 12.0, 0.6, 0, 132),
-            "hoehn_yahr": ScoreConfig("PD", 2.2, 0.8, 0.6, 1, 5, 0.5)}
-
-
-@dataclass(frozen=True)
-class AnatomyConfig:
-    """Individual anatomy, independent of age.
-
-    Parameters
-    ----------
-    deformation_sd_mm : float, default=3
-        SD of the random displacement at the control points.
-    control_spacing_mm : float, default=24
-        Spacing of the random displacement's control grid.
-    male_head_scale : float, default=1.02
-        Linear head scale of men (women: its inverse): male TIV about 12 % larger.
-    head_scale_sd : float, default=0.033
-        SD of the log linear head scale (isotropic): TIV SD about 10 %.
-    registered_scale_sd : float, default=0.012
-        SD of the log linear scale per axis left after an affine registration: images in
-        template space show this, not the head size (an affine registration removes it, as it
-        does from real scans); native-space images show the whole head size.
-    rotation_sd_deg : float, default=2
-        SD of the rotation about each axis.
-    ventricle_sd : float, default=0.3
-        SD of the log ventricular volume (a subject's own ventricle size at any age).
-    mask_margin_mm : float, default=2
-        Margin of a subject's brain mask around the template brain mask at y(x), the CSF rim a
-        brain extraction keeps, where the cohort table has no ``scan_mask_margin_mm`` (each
-        subject draws its own: :class:`ScannerRandomisation`).
-    deformation_share : float, default=0.5
-        Exponent share of a volume loss realised by deformation (rest: GM-to-CSF conversion).
-    """
-
-    deformation_sd_mm: float = 3.0
-    control_spacing_mm: float = 24.0
-    male_head_scale: float = 1.02
-    head_scale_sd: float = 0.033
-    registered_scale_sd: float = 0.012
-    rotation_sd_deg: float = 2.0
-    ventricle_sd: float = 0.3
-    mask_margin_mm: float = 2.0
-    deformation_share: float = 0.5
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.deformation_sd_mm <= 10, "anatomy.deformation_sd_mm", "in [0, 10]",
-               self.deformation_sd_mm)
-        _check(8 <= self.control_spacing_mm <= 80, "anatomy.control_spacing_mm",
-               "in [8, 80]", self.control_spacing_mm)
-        _check(0.8 <= self.male_head_scale <= 1.25, "anatomy.male_head_scale",
-               "in [0.8, 1.25]", self.male_head_scale)
-        for key, high in (("head_scale_sd", 0.2), ("registered_scale_sd", 0.2),
-                          ("ventricle_sd", 1.0), ("deformation_share", 1.0),
-                          ("mask_margin_mm", 10.0), ("rotation_sd_deg", 15.0)):
-            _check(0 <= getattr(self, key) <= high, f"anatomy.{key}", f"in [0, {high:g}]",
-                   getattr(self, key))
-
-
-@dataclass(frozen=True)
-class ScannerRandomisation:
-    """Per-subject domain randomisation of the scanner around its site (SynthSeg-style).
-
-    Each subject's scan draws its own tissue intensities, bias-field strength, noise level,
-    extra blur and texture strength, independently of age, so that no intensity cue can stand
-    in for age and sites differ only mildly (Billot 2023).
-
-    Parameters
-    ----------
-    gm_sd, csf_sd : float, default=0.03, 0.04
-        SD of the subject's GM and CSF intensities (relative to WM) around the site's.
-    noise_range : tuple of float, default=(0.6, 1.6)
-        Range of the noise level's factor (log-uniform).
-    bias_range : tuple of float, default=(0.3, 1.5)
-        Range of the bias field strength's factor (uniform).
-    blur_fwhm_mm : tuple of float, default=(0, 2)
-        Range of an extra isotropic Gaussian blur's FWHM (uniform; resolution randomisation).
-    texture_range : tuple of float, default=(0.5, 1.5)
-        Range of the template texture's factor (uniform).
-    mask_margin_mm : tuple of float, default=(1.5, 6)
-        Range of the subject's brain-mask margin around the template brain at y(x) (uniform),
-        the CSF rim a brain extraction keeps: tools and settings differ (a template mask, BET,
-        deepbet), and with the margin fixed the width of the dark rim grew with atrophy alone,
-        so it stood in for age (a one-voxel tighter mask moved the quick model's ages by -24
-        years on simulated controls and by -20 on real IXI scans). Its centre, 3.75 mm, gives
-        young simulated brains the real scans' mask volume and CSF fraction (at the 4 mm model
-        grid, a millimetre of margin adds about 59 cm³ of mask and 2.3 points of CSF fraction;
-        real deepbet masks of ``../shared/data/ixi10``: median 2078 cm³, CSF fraction 0.104,
-        ``benchmarks/bench_sim2real.py``); its width, about twice the real scans' spread of mask
-        volume, keeps the rim's width from standing in for age.
-    mask_margin_sd_mm : float, default=1
-        SD of a smooth variation of the margin over the brain (a second-order polynomial
-        field), independent of age.
-    """
-
-    gm_sd: float = 0.03
-    csf_sd: float = 0.04
-    noise_range: tuple[float, float] = (0.6, 1.6)
-    bias_range: tuple[float, float] = (0.3, 1.5)
-    blur_fwhm_mm: tuple[float, float] = (0.0, 2.0)
-    texture_range: tuple[float, float] = (0.5, 1.5)
-    mask_margin_mm: tuple[float, float] = (1.5, 6.0)
-    mask_margin_sd_mm: float = 1.0
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.gm_sd <= 0.2, "scanner.gm_sd", "in [0, 0.2]", self.gm_sd)
-        _check(0 <= self.mask_margin_sd_mm <= 5, "scanner.mask_margin_sd_mm", "in [0, 5]",
-               self.mask_margin_sd_mm)
-        _check(0 <= self.csf_sd <= 0.2, "scanner.csf_sd", "in [0, 0.2]", self.csf_sd)
-        for key, low, high in (("noise_range", 0.01, 10.0), ("bias_range", 0.0, 10.0),
-                               ("blur_fwhm_mm", 0.0, 8.0), ("texture_range", 0.0, 3.0),
-                               ("mask_margin_mm", 0.0, 10.0)):
-            rng = getattr(self, key)
-            _check(len(rng) == 2 and low <= rng[0] <= rng[1] <= high, f"scanner.{key}",
-                   f"a (low, high) pair in [{low:g}, {high:g}]", rng)
-
-
-def _default_ad() -> DiseaseConfig:
-    return DiseaseConfig((55.0, 80.0), 0.4, 16.0,
-                         {"hippocampus": 0.30, "entorhinal": 0.35, "temporoparietal": 0.20})
-
-
-def _default_pd() -> DiseaseConfig:
-    return DiseaseConfig((45.0, 85.0), 0.6, 6.0,
-                         {"putamen": 0.20, "caudate": 0.15, "midbrain": 0.20})
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """All parameters of the simulated cohort (counts, seed and resolution are arguments).
-
-    Parameters
-    ----------
-    sigma_bio : float, default=3
-        SD (years) of healthy biological-age deviation.
-    hc_age_range : tuple of float, default=(20, 100)
-        Ages of healthy controls. Patients' biological ages are kept at or below its upper
-        end (their healthy deviation is redrawn), the oldest brain the controls show.
-    hc_p_male : float, default=0.5
-        Probability of a male control.
-    ad, pd : DiseaseConfig
-        Patient groups (defaults: AD 55-80 y, +8 y mean global acceleration; PD 45-85 y,
-        +3 y). ``age_range[1] + acceleration_max_years`` must not exceed
-        ``hc_age_range[1]``.
-    ageing : AgeingConfig
-        Dose-response of ageing.
-    anatomy : AnatomyConfig
-        Individual anatomy.
-    scanner : ScannerRandomisation
-        Per-subject randomisation of the scanner around its site.
-    scores : dict of ScoreConfig
-        ``mmse``, ``cdr_sb``, ``updrs3``, ``hoehn_yahr``.
-    sites : tuple of SiteConfig
-        Scanner sites (default: three).
-    native_space : bool, default=False
-        Write images in a native scanner space (random rigid pose, the site's voxel size and
-        orientation) instead of the template grid.
-    native_max_rotation_deg, native_max_shift_mm : float, default=15, 15
-        Range of the native pose.
-    """
-
-    sigma_bio: float = 3.0
-    hc_age_range: tuple[float, float] = (20.0, 100.0)
-    hc_p_male: float = 0.5
-    ad: DiseaseConfig = field(default_factory=_default_ad)
-    pd: DiseaseConfig = field(default_factory=_default_pd)
-    ageing: AgeingConfig = field(default_factory=AgeingConfig)
-    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
-    scanner: ScannerRandomisation = field(default_factory=ScannerRandomisation)
-    scores: dict[str, ScoreConfig] = field(default_factory=_default_scores)
-    sites: tuple[SiteConfig, ...] = DEFAULT_SITES
-    native_space: bool = False
-    native_max_rotation_deg: float = 15.0
-    native_max_shift_mm: float = 15.0
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.sigma_bio <= 20, "sigma_bio", "in [0, 20] years", self.sigma_bio)
-        _check_range("hc_age_range", self.hc_age_range)
-        _check(0 <= self.hc_p_male <= 1, "hc_p_male", "in [0, 1]", self.hc_p_male)
-        self.ad.check("ad")
-        self.pd.check("pd")
-        for name, dis in (("ad", self.ad), ("pd", self.pd)):
-            oldest = dis.age_range[1] + dis.acceleration_max_years
-            _check(oldest <= self.hc_age_range[1], f"{name}.age_range",
-                   f"such that age_range[1] + acceleration_max_years <= hc_age_range[1] = "
-                   f"{self.hc_age_range[1]:g} (patients' biological ages must lie inside the "
-                   "controls' age range)", (dis.age_range, dis.acceleration_max_years))
-        for name, score in self.scores.items():
-            _check(name in _default_scores(), "scores", f"keys among {list(_default_scores())}",
-                   name)
-            score.check(name)
-        _check(len(self.sites) > 0, "sites", "at least one site", self.sites)
-        names = [s.name for s in self.sites]
-        _check(len(set(names)) == len(names), "sites", "sites with distinct names", names)
-        _check(0 <= self.native_max_rotation_deg <= 45, "native_max_rotation_deg",
-               "in [0, 45]", self.native_max_rotation_deg)
-        _check(0 <= self.native_max_shift_mm <= 50, "native_max_shift_mm", "in [0, 50]",
-               self.native_max_shift_mm)
-
-
-_DEFAULT = SimulationConfig()
-_NESTED: dict[str, Any] = {"ad": DiseaseConfig, "pd": DiseaseConfig, "ageing": AgeingConfig,
-                           "anatomy": AnatomyConfig, "scanner": ScannerRandomisation}
-
-
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{where} must be a mapping of settings, got {type(data).__name__}")
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in known:
-            raise SimulationConfigError(f"unknown setting {where}.{key}: allowed are "
-                                        f"{', '.join(known)}{closest_hint(key, known)}")
-    kwargs = {}
-    for key, value in data.items():
-        if key in _NESTED and cls is SimulationConfig:
-            value = _build(_NESTED[key], _merged(getattr(_DEFAULT, key), value, where, key),
-                           f"{where}.{key}")
-        elif key == "sites" and cls is SimulationConfig:
-            value = tuple(_build(SiteConfig, s, f"{where}.sites[{i}]")
-                          for i, s in enumerate(value))
-        elif key == "scores" and cls is SimulationConfig:
-            defaults = _default_scores()
-            value = {**defaults, **{
-                k: _build(ScoreConfig, _merged(defaults.get(k), v, where, f"scores.{k}"),
-                          f"{where}.scores.{k}") for k, v in value.items()}}
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _merged(default: Any, value: Any, where: str, key: str) -> Any:
-    """Partial settings of a nested group on top of its defaults."""
-    if default is None or not isinstance(value, Mapping):
-        return value
-    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default)}, **value}
-
-
-def config_from_dict(data: Mapping[str, Any]) -> SimulationConfig:
-    """Build a :class:`SimulationConfig` from plain values (JSON/YAML), defaults elsewhere.
-
-    Raises
-    ------
-    SimulationConfigError
-        For an unknown key (naming it and the closest allowed one) or a value out of range.
-    """
-    return _build(SimulationConfig, data, "config")
-
-
-def config_to_dict(config: SimulationConfig) -> dict[str, Any]:
-    """Plain-value form of ``config`` (JSON-ready)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 # ----------------------------------------------------------------------------- cohort table
@@ -1325,14 +860,14 @@ def _check_arguments(counts: Mapping[str, Any], seed: Any, resolution_mm: Any,
     for name, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
-        _check(n >= 0, name, "a count >= 0", n)
-    _check(sum(counts.values()) > 0, "n_healthy + n_ad + n_pd", "> 0 subjects",
-           sum(counts.values()))
-    _check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
-           "seed", "an int >= 0", seed)
-    _check(isinstance(resolution_mm, (int, float)) and 1 <= resolution_mm <= 8,
-           "resolution_mm", "a voxel size in [1, 8] mm", resolution_mm)
-    _check(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
+        check_setting(n >= 0, name, "a count >= 0", n)
+    check_setting(sum(counts.values()) > 0, "n_healthy + n_ad + n_pd", "> 0 subjects",
+                  sum(counts.values()))
+    check_setting(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+                  "seed", "an int >= 0", seed)
+    check_setting(isinstance(resolution_mm, (int, float)) and 1 <= resolution_mm <= 8,
+                  "resolution_mm", "a voxel size in [1, 8] mm", resolution_mm)
+    check_setting(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
 
 
 def _prepare_root(out_dir: str | Path, overwrite: bool) -> Path:
@@ -1401,7 +936,6 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     if not isinstance(cfg, SimulationConfig):
         raise TypeError(f"config must be a SimulationConfig, got {type(cfg).__name__}")
     root = _prepare_root(out_dir, overwrite)
-    from brainage._utils.constants import VERSION as __version__
 
     cohort_seed, site_seed, subject_root = np.random.SeedSequence(seed).spawn(3)
     anat = _anatomy.build_anatomy(float(resolution_mm))
@@ -1411,97 +945,13 @@ def simulate_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0,
     jobs = list(zip(table.to_dict("records"), subject_root.spawn(len(table))))
     logger.info("simulating %d subjects at %g mm into %s", len(table), resolution_mm, root)
     infos = _run_jobs(jobs, n_jobs, (anat, cfg, root, site_betas))
-    meta = _metadata(table, cfg, anat, seed, float(resolution_mm), __version__)
-    _write_participants(root, table, seed, __version__)
+    meta = _metadata(table, cfg, anat, seed, float(resolution_mm), VERSION)
+    _write_participants(root, table, seed, VERSION)
     _write_truth(root, table, infos, anat, meta, cfg)
     participants = pd.read_csv(root / "participants.tsv", sep="\t", na_values="n/a")
     truth = pd.read_csv(root / "derivatives" / "ground_truth" / "participants_truth.tsv",
                         sep="\t", na_values="n/a")
     return SimulatedCohort(root, participants, truth)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2g}"
-
-
-def model_summary(config: SimulationConfig | Mapping[str, Any],
-                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The ageing, anatomy and scanner model of a configuration, in the units of its sources.
-
-    The book's Methods show this table (``brainage.study.book`` writes it from the run's
-    ``simulation.json`` and ground truth), so that no rate or range is typed by hand.
-
-    Parameters
-    ----------
-    config : SimulationConfig or mapping
-        The configuration (a ``simulation.json``'s ``config`` is read with
-        :func:`config_from_dict`).
-    truth : DataFrame, optional
-        ``participants_truth.tsv`` of a cohort: adds the realised head-size spread.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``quantity``, ``value``, ``source`` (MyST citation roles).
-    """
-    cfg = config if isinstance(config, SimulationConfig) else config_from_dict(config)
-    ag, an, sc = cfg.ageing, cfg.anatomy, cfg.scanner
-    rate = [float(np.interp(a, *zip(*ag.brain_rate))) for a in (35, 60, 80)]
-    share = [float(np.interp(a, *zip(*ag.wm_share))) for a in (40, 55, 70)]
-    lost = float(brain_loss(np.array([80.0]), cfg)[0] - brain_loss(np.array([20.0]), cfg)[0])
-    vent = [1 + ag.ventricle_gain * ((a - 20) / 50) ** 2 for a in (70, 90)]
-    sex_ratio = an.male_head_scale ** 6
-    rows = [
-        ("whole-brain tissue loss at 35 / 60 / 80 y (%/y of the tissue left)",
-         " / ".join(_pct(r) for r in rate), "{cite}`hedman2012lifespan`"),
-        ("whole-brain tissue lost from 20 to 80 y (%)", _pct(lost), "the rate's integral"),
-        ("share of the parenchymal loss by the whole brain's contraction (white and grey "
-         "matter; the rest thins the cortex) at 40 / 55 / 70 y",
-         " / ".join(f"{x:.2g}" for x in share),
-         "{cite}`walhovd2005volumes`, {cite}`fjell2013critical`"),
-        ("hippocampus, entorhinal: onset, anchor age, rate at anchor",
-         f"{ag.hippocampus[0]:g} y, {ag.hippocampus[1]:g} y, {_pct(ag.hippocampus[2])} %/y",
-         "{cite}`barnes2009hippocampal`, {cite}`fjell2013critical`"),
-        ("thalamus, putamen, caudate: onset, anchor age, rate at anchor",
-         f"{ag.subcortical[0]:g} y, {ag.subcortical[1]:g} y, {_pct(ag.subcortical[2])} %/y",
-         "{cite}`fjell2013critical`"),
-        ("lateral ventricles: volume ratio to age 20 at 70 / 90 y",
-         " / ".join(f"{v:.3g}" for v in vent), "{cite}`pfefferbaum1994morphology`"),
-        ("TIV: SD within sex (%), men over women",
-         f"{_pct(np.expm1(3 * an.head_scale_sd))}, {sex_ratio:.3g}", "modelling choice"),
-        ("linear scale left in template space by an affine registration (SD per axis, %)",
-         _pct(an.registered_scale_sd), "modelling choice"),
-        ("own ventricle size, independent of age (SD of its log)", f"{an.ventricle_sd:g}",
-         "modelling choice"),
-        ("random displacement: SD, control spacing (mm)",
-         f"{an.deformation_sd_mm:g}, {an.control_spacing_mm:g}", "modelling choice"),
-        ("brain mask margin around the template's: range per subject, SD over the brain (mm)",
-         f"{sc.mask_margin_mm[0]:g}-{sc.mask_margin_mm[1]:g}, {sc.mask_margin_sd_mm:g}",
-         "domain randomisation (brain extraction)"),
-    ]
-    for site in cfg.sites:
-        rows.append((f"site {site.name}: GM, CSF (x WM); noise per acquired voxel (%); bias; "
-                     "voxel (mm)",
-                     f"{site.gm:g}, {site.csf:g}; {_pct(site.noise)}; {site.bias:g}; "
-                     + " x ".join(f"{v:g}" for v in site.voxel_mm),
-                     "calibrated (`benchmarks/bench_sim2real.py`)"))
-    rows.append(("per-subject scanner: GM, CSF SD; noise, bias, texture factors; extra blur "
-                 "FWHM (mm)",
-                 f"{sc.gm_sd:g}, {sc.csf_sd:g}; {sc.noise_range[0]:g}-{sc.noise_range[1]:g}, "
-                 f"{sc.bias_range[0]:g}-{sc.bias_range[1]:g}, "
-                 f"{sc.texture_range[0]:g}-{sc.texture_range[1]:g}; "
-                 f"{sc.blur_fwhm_mm[0]:g}-{sc.blur_fwhm_mm[1]:g}",
-                 "domain randomisation {cite}`billot2023synthseg`"))
-    if truth is not None and {"tiv_cm3", "sex"} <= set(truth.columns):
-        log_tiv = np.log(truth["tiv_cm3"].astype(float))
-        within = float(log_tiv.groupby(truth["sex"]).std().mean())
-        means = truth.groupby("sex")["tiv_cm3"].mean()
-        ratio = (f", men over women {means['M'] / means['F']:.3g}"
-                 if {"M", "F"} <= set(means.index) else "")
-        rows.append(("TIV realised in this cohort: mean (cm³), SD within sex (%)",
-                     f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
-                     "ground truth"))
-    return pd.DataFrame(rows, columns=["quantity", "value", "source"])
 
 
 def read_truth(root: str | Path) -> dict[str, Any]:
@@ -1526,11 +976,10 @@ def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n
     out_dir, n_healthy, n_ad, n_pd, seed, resolution_mm, config, n_jobs
         As for :func:`simulate_cohort`.
     """
-    from brainage._utils.constants import VERSION as __version__
 
     root = Path(out_dir)
     cfg = config if config is not None else SimulationConfig()
-    wanted = {"version": __version__, "seed": seed, "resolution_mm": float(resolution_mm),
+    wanted = {"version": VERSION, "seed": seed, "resolution_mm": float(resolution_mm),
               "counts": {"HC": n_healthy, "AD": n_ad, "PD": n_pd}, "config": config_to_dict(cfg)}
     try:
         meta = read_truth(root)
@@ -1546,25 +995,6 @@ def ensure_cohort(out_dir: str | Path, *, n_healthy: int = 100, n_ad: int = 0, n
     return simulate_cohort(root, n_healthy=n_healthy, n_ad=n_ad, n_pd=n_pd, seed=seed,
                            resolution_mm=resolution_mm, config=cfg, n_jobs=n_jobs,
                            overwrite=True)
-
-
-# ----------------------------------------------------------------------------- CLI
-def load_config_file(path: str | Path) -> SimulationConfig:
-    """Read a JSON or YAML file of :class:`SimulationConfig` settings."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"simulation config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    try:
-        return config_from_dict(data)
-    except (SimulationConfigError, TypeError) as err:
-        raise type(err)(f"{path}: {err}") from err
 
 
 # ----------------------------------------------------------------------------- rescans
@@ -1645,7 +1075,7 @@ def _check_rescan_request(table: pd.DataFrame, participants: Any, sessions: Any,
         if name not in RESCAN_SESSIONS:
             raise SimulationConfigError(f"rescan session must be one of {RESCAN_SESSIONS}, got "
                                         f"{name!r}{closest_hint(str(name), RESCAN_SESSIONS)}")
-    _check(len(sessions) > 0, "sessions", f"one or more of {RESCAN_SESSIONS}", sessions)
+    check_setting(len(sessions) > 0, "sessions", f"one or more of {RESCAN_SESSIONS}", sessions)
     if "travel" in sessions and len(cfg.sites) < 2:
         raise SimulationConfigError(f"{cohort_root}: a 'travel' rescan needs another site; "
                                     "the cohort was simulated with one")
@@ -1711,20 +1141,13 @@ def _rescan_job(job: tuple[Any, ...]) -> dict[str, Any]:
 def _rescan_settings(cohort_root: Path, meta: Mapping[str, Any], participants: list[str],
                      sessions: list[str], seed: int,
                      redraw: Sequence[str] = REDRAW) -> dict[str, Any]:
-    from brainage._utils.constants import VERSION
 
     cohort_meta = cohort_root / "derivatives" / "ground_truth" / "simulation.json"
     return {"version": VERSION, "seed": seed, "sessions": sessions,
             "repeat_redraws": [r for r in REDRAW if r in redraw],
             "participants": participants, "cohort": str(cohort_root.resolve()),
             "cohort_seed": meta["seed"],
-            "cohort_simulation_sha256": _sha256(cohort_meta)}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+            "cohort_simulation_sha256": sha256_file(cohort_meta)}
 
 
 def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
@@ -1779,9 +1202,9 @@ def simulate_rescans(cohort_root: str | Path, out_dir: str | Path, *,
        available software packages. Hum Brain Mapp 44(17), 6139-6148.
     """
     cohort_root = Path(cohort_root)
-    _check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
-           "seed", "an int >= 0", seed)
-    _check(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
+    check_setting(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+                  "seed", "an int >= 0", seed)
+    check_setting(isinstance(n_jobs, int) and n_jobs >= 1, "n_jobs", "an int >= 1", n_jobs)
     out = Path(out_dir).resolve()
     if out == cohort_root.resolve() or cohort_root.resolve() in out.parents:
         raise SimulationConfigError(f"out_dir {out_dir} is the cohort's folder or inside it: "

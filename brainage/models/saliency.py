@@ -63,9 +63,11 @@ __all__ = [
     "compare_enrichment",
     "enrichment_auc",
     "grad_ram",
+    "gradram_sign_table",
     "group_average",
     "integrated_gradients",
     "layer_shape",
+    "offset_category",
     "region_summary",
     "save_attribution_maps",
     "save_map",
@@ -758,6 +760,14 @@ def compare_enrichment(a: Sequence[float], b: Sequence[float], *, paired: bool,
             "statistic": float(result.statistic), "p": float(result.pvalue)}
 
 
+def _batches(dataset: Any, batch_size: int) -> Iterator[tuple[list[dict[str, Any]], Tensor]]:
+    """The dataset's items in order, ``batch_size`` at a time, with their stacked images."""
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+        yield items, x
+
+
 def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any,
                       out_dir: str | PathLike, *, signed: bool = True,
                       batch_size: int = 4) -> list[Path]:
@@ -788,9 +798,7 @@ def save_subject_maps(model: nn.Module, dataset: Any, layer: str, reference: Any
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+    for items, x in _batches(dataset, batch_size):
         maps = grad_ram(model, x, layer, signed=signed)  # (B, 1, D, H, W)
         for item, volume in zip(items, maps):
             target = out_dir / f"{item['participant_id']}.nii.gz"
@@ -839,9 +847,7 @@ def save_attribution_maps(model: nn.Module, dataset: Any, baseline: Tensor | np.
     out_dir.mkdir(parents=True, exist_ok=True)
     check_int("batch_size", batch_size, low=1)
     rows = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([item["image"] for item in items])  # B x (1, D, H, W) -> (B, 1, D, H, W)
+    for items, x in _batches(dataset, batch_size):
         maps = integrated_gradients(model, x, baseline, n_steps=n_steps)
         with torch.no_grad(), _eval_mode(model):
             predicted = _age_score(model(x), x.shape[0])
@@ -862,3 +868,78 @@ def save_attribution_maps(model: nn.Module, dataset: Any, baseline: Tensor | np.
     logger.info("integrated gradients of %d scans written to %s", len(rows), out_dir)
     return pd.DataFrame(rows)
 
+
+def gradram_sign_table(model: nn.Module, dataset: Any, layer: str, brain_mask: Any, *,
+                       batch_size: int = 16) -> pd.DataFrame:
+    """How positive each scan's signed Grad-RAM map is inside the brain.
+
+    The readout that shows Grad-RAM's sign has no reference point: had it meant "raises the
+    predicted age", its positive share would follow the prediction, as integrated gradients'
+    ``positive_share`` (:func:`save_attribution_maps`) does.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, 1, D, H, W) to predicted age (B,) or (B, 1).
+    dataset : Dataset
+        Items ``{"image": Tensor (1, D, H, W), "participant_id": str, ...}``.
+    layer : str
+        Module name whose feature maps are used (see :func:`grad_ram`).
+    brain_mask : bool ndarray, shape (D, H, W)
+        Voxels counted.
+    batch_size : int, default=16
+        Scans per backward pass.
+
+    Returns
+    -------
+    DataFrame
+        One row per scan, in dataset order: ``participant_id``, ``gradram_positive`` (share of
+        brain voxels where the map is positive) and ``gradram_share`` (positive values over
+        total absolute values in the brain; 0 for a map that is zero there).
+    """
+    check_int("batch_size", batch_size, low=1)
+    rows = []
+    for items, x in _batches(dataset, batch_size):
+        maps = grad_ram(model, x, layer)[:, 0].numpy()  # (B, 1, D, H, W) -> (B, D, H, W)
+        mask = _as_mask(brain_mask, "brain_mask", maps.shape[1:])
+        for item, values in zip(items, maps):
+            inside = values[mask]
+            rows.append({"participant_id": item["participant_id"],
+                         "gradram_positive": float((inside > 0).mean()),
+                         "gradram_share": float(np.clip(inside, 0, None).sum()
+                                                / max(np.abs(inside).sum(), 1e-12))})
+    return pd.DataFrame(rows, columns=["participant_id", "gradram_positive", "gradram_share"])
+
+
+def offset_category(offset: Any, years: float = 10.0) -> np.ndarray:
+    """How each prediction compares with the reference's: more than ``years`` below or above it,
+    or within.
+
+    Parameters
+    ----------
+    offset : array-like of float, shape (N,)
+        Predicted age minus the reference volume's predicted age (years).
+    years : float, default=10.0
+        Half-width of the middle category (years); an offset of exactly ``years`` is within.
+
+    Returns
+    -------
+    ndarray of str, shape (N,)
+        ``"> 10 y below reference"``, ``"> 10 y above reference"`` or ``"within 10 y"`` (with
+        ``years`` in place of 10).
+
+    Raises
+    ------
+    ValueError
+        For a non-finite offset (it belongs to no category) or ``years`` not positive.
+    """
+    values = np.asarray(offset, dtype=float)
+    if not np.isfinite(years) or years <= 0:
+        raise ValueError(f"years must be a positive number, got {years!r}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"offset has {int(bad.sum())} non-finite value(s) (first at index "
+                         f"{int(np.flatnonzero(bad)[0])}); a prediction is missing")
+    return np.select([values < -years, values > years],
+                     [f"> {years:g} y below reference", f"> {years:g} y above reference"],
+                     f"within {years:g} y")

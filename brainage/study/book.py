@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainage._utils import sha256_file
 from brainage.exceptions import BrainageError
 from brainage.study.profiles import (
     Profile,
@@ -216,21 +217,11 @@ def _captioned(table: str, caption: str, name: str) -> str:
     return f":::{{table}} {caption}\n:name: {name}\n\n{table}:::\n"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checkpoint_rows(run_dir: Path, root: Path) -> list[tuple[str, str]]:
     """``(checkpoint, sha256)`` of every selected model (``best.pt``) under the run folder."""
     found = sorted((run_dir / "models").glob("*/best.pt")) + sorted(
         (run_dir / "saliency").glob("*/best.pt"))
-    return [(display_path(path, root), _sha256(path)) for path in found]
+    return [(display_path(path, root), sha256_file(path)) for path in found]
 
 
 def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> None:
@@ -334,10 +325,11 @@ def _simulation_page(run_dir: Path, root: Path) -> str:
 
 def _simulation_model_page(run_dir: Path, root: Path) -> str:
     """The ageing, anatomy and scanner model of the run's simulated cohort, with its sources
-    (:func:`brainage.data.simulate.model_summary` of its ``simulation.json``)."""
+    (:func:`brainage.study.sentences.simulation_model_table` of its ``simulation.json``)."""
     import pandas as pd
 
     from brainage.data import simulate
+    from brainage.study.sentences import simulation_model_table
 
     info_path = run_dir / "dataset.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
@@ -349,7 +341,7 @@ def _simulation_model_page(run_dir: Path, root: Path) -> str:
                         sep="\t", na_values="n/a")
     sex = pd.read_csv(cohort / "participants.tsv", sep="\t", na_values="n/a")
     truth = truth.merge(sex[["participant_id", "sex"]], on="participant_id")
-    table = simulate.model_summary(meta.get("config", {}), truth)
+    table = simulation_model_table(meta.get("config", {}), truth)
     lines = ["| Quantity | This run | Source |", "| --- | --- | --- |"]
     lines += [f"| {r.quantity} | {r.value} | {r.source} |" for r in table.itertuples()]
     return (f"Simulated at {meta.get('resolution_mm')} mm (read from the run's "

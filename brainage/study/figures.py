@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from brainage.inference.qc_figures import label_orientation, ortho_montage, panel_widths
+from brainage.study.tables import p_text
 
 __all__ = [
     "GROUP_COLOURS",
@@ -183,13 +184,6 @@ def _facet_labels(fig: Any) -> Any:
     """Facet labels without plotly express's ``column=`` prefix (call before other notes)."""
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     return fig
-
-
-def _p_text(p: float) -> str:
-    """A p value as the book prints it: ``< 0.001`` or three decimals."""
-    if p is None or not np.isfinite(p):
-        return "not estimable"
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 # --- 01 data audit ---------------------------------------------------------------------------
@@ -521,8 +515,8 @@ def severity_residuals(residuals: Mapping[tuple[str, str, str], pd.DataFrame],
             row = stats.loc[(model, group, score)]
             head = f"{group}, {SCORE_LABELS.get(score, score)}: {_model_label(model)}"
             if bool(row["estimable"]):
-                titles.append(f"{head}<br>ρ = {row['rho']:.2f}, p {_p_text(row['p'])}, "
-                              f"p<sub>FDR</sub> {_p_text(row['p_fdr'])}, n = {int(row['n'])}")
+                titles.append(f"{head}<br>ρ = {row['rho']:.2f}, {p_text(row['p'])}, "
+                              f"{p_text(row['p_fdr'], 'p<sub>FDR</sub>')}, n = {int(row['n'])}")
             else:
                 titles.append(f"{head}<br>not estimable (n = {int(row['n'])})")
     fig = make_subplots(rows=len(tests), cols=len(models), subplot_titles=titles,

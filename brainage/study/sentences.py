@@ -2,6 +2,10 @@
 
 The notebooks glue what these functions return; the Markdown pages (Abstract, Methods,
 Discussion) paste it. Each function states a result together with the test it rests on.
+With :mod:`brainage.study.tables` and :mod:`brainage.study.figures` this is the report layer,
+the only code that turns numbers into words: :mod:`brainage.analysis` and :mod:`brainage.data`
+return numbers and tables (the clinical summary sentences and the simulator's model table came
+from there), and p-values are printed by :func:`brainage.study.tables.format_p` alone.
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from brainage._utils import GROUPS
 from brainage.analysis import clinical, metrics
+from brainage.data import simulate
 from brainage.models.augment import AugmentConfig
-from brainage.study.tables import format_number, format_p
+from brainage.study.tables import format_number, p_text
 
 __all__ = [
+    "SCORE_NAMES",
     "alignment_by_site",
     "alignment_sentence",
     "augmentation_text",
     "bias_correction_text",
     "closing_sentence",
+    "correlation_text",
     "eta_squared",
     "fdr_sentence",
     "icc_against_published",
@@ -32,13 +40,15 @@ __all__ = [
     "pose_by_site",
     "reliability_sentence",
     "schedule_text",
+    "simulation_model_table",
     "site_accuracy",
+    "summary_sentence",
 ]
 
-
-def _p_text(p: float, label: str = "p") -> str:
-    text = format_p(p)
-    return f"{label} {text}" if text.startswith("<") else f"{label} = {text}"
+#: How the abstract names each score.
+SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
+                               "hoehn_yahr": "Hoehn and Yahr stage"}
+_GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
 
 
 def augmentation_text(augment: Mapping[str, Any] | None = None) -> str:
@@ -250,7 +260,7 @@ def group_effect_sentence(results: clinical.ClinicalResults, model: str = "rnc")
     r = row.iloc[0]
     text = (f"the group effect on the {model.upper()} gap was "
             f"F({int(r['DF'])}, {int(r['df_resid'])}) = {format_number(r['F'])} "
-            f"({_p_text(r['p_fdr'], 'p_FDR')})")
+            f"({p_text(r['p_fdr'], 'p_FDR')})")
     contrasts = []
     for group in clinical.SCORES_BY_GROUP:
         ph = results.posthoc[(results.posthoc["model"] == model)
@@ -262,7 +272,7 @@ def group_effect_sentence(results: clinical.ClinicalResults, model: str = "rnc")
                          f"{format_number(c['adj_g'], 2)} (95% CI "
                          f"{format_number(c['adj_g_ci_low'], 2)} to "
                          f"{format_number(c['adj_g_ci_high'], 2)}; "
-                         f"{_p_text(c['p_fdr'], 'p_FDR')})")
+                         f"{p_text(c['p_fdr'], 'p_FDR')})")
     if contrasts:
         text += "; " + " and ".join(contrasts)
     return text
@@ -277,8 +287,8 @@ def fdr_sentence(results: clinical.ClinicalResults, model: str = "rnc",
         return f"no correlation of the {model.upper()} gap with a clinical score was estimable"
 
     def name(r: Any) -> str:
-        return (f"{clinical.SCORE_NAMES.get(r.score, r.score)} in {r.group} "
-                f"(ρ = {format_number(r.rho, 2)}, {_p_text(r.p_fdr, 'p_FDR')})")
+        return (f"{SCORE_NAMES.get(r.score, r.score)} in {r.group} "
+                f"(ρ = {format_number(r.rho, 2)}, {p_text(r.p_fdr, 'p_FDR')})")
 
     kept = [name(r) for r in rows.itertuples() if r.p_fdr < alpha]
     lost = [name(r) for r in rows.itertuples() if not r.p_fdr < alpha]
@@ -366,3 +376,169 @@ def icc_against_published(table: pd.DataFrame, model: str = "rnc") -> str:
         return "not estimable"
     icc, (low, high) = float(within["icc2"].iloc[0]), DORFEL_2023_ICC
     return "within" if low <= icc <= high else "above" if icc > high else "below"
+
+
+def correlation_text(results: clinical.ClinicalResults, model: str, group: str, score: str) -> str:
+    """``rho = ... (95% CI ..., FDR p = ..., n = ...)`` of one correlation, or why there is none."""
+    rows = results.correlations
+    row = rows[(rows["model"] == model) & (rows["group"] == group) & (rows["score"] == score)]
+    if row.empty or not bool(row["estimable"].iloc[0]):
+        n = 0 if row.empty else int(row["n"].iloc[0])
+        return f"not estimable (n = {n})"
+    r = row.iloc[0]
+    return (f"rho = {r['rho']:.2f} (95% CI {r['ci_low']:.2f} to {r['ci_high']:.2f}, "
+            f"{p_text(r['p_fdr'], 'FDR p')}, n = {int(r['n'])})")
+
+
+def summary_sentence(results: clinical.ClinicalResults, model: str = "rnc") -> str:
+    """The abstract's sentences on the gap by group and on severity, from the results.
+
+    Groups without subjects are left out; a dataset without patients (IXI, OpenBHB) gets a
+    sentence saying the clinical question was not addressed, with the controls' mean gap.
+
+    Parameters
+    ----------
+    results : ClinicalResults
+        From :func:`brainage.analysis.clinical.clinical_summary`.
+    model : str, default="rnc"
+        The model whose gap is described.
+    """
+    stats = results.group_stats[results.group_stats["model"] == model].set_index("group")
+    if stats.empty:
+        raise ValueError(f"model {model!r} has no rows in group_stats; models: "
+                         f"{sorted(results.group_stats['model'].unique())}")
+    present = [g for g in GROUPS if g in stats.index and stats.loc[g, "n"] > 0]
+    means = [f"{stats.loc[g, 'mean']:.1f} years in {_GROUP_NAMES[g]} (n = {int(stats.loc[g, 'n'])})"
+             for g in present]
+    if not set(present) & set(clinical.SCORES_BY_GROUP):
+        text = ("This dataset has no AD or PD patients, so the clinical part of the question "
+                "was not addressed")
+        if not means:
+            return text + "."
+        return f"{text}; the bias-corrected gap of the {model.upper()} model averaged {means[0]}."
+    text = (f"The bias-corrected gap of the {model.upper()} model averaged "
+            f"{', '.join(means[:-1])} and {means[-1]}." if len(means) > 1 else
+            f"The bias-corrected gap of the {model.upper()} model averaged {means[0]}.")
+    text += _adjusted_text(results, model)
+    for group, scores in clinical.SCORES_BY_GROUP.items():
+        if group in present:
+            parts = [f"{correlation_text(results, model, group, s)} with {SCORE_NAMES.get(s, s)}"
+                     for s in scores]
+            text += (f" Within {group}, the gap's partial Spearman correlation was "
+                     f"{' and '.join(parts)}.")
+    return text
+
+
+def _adjusted_text(results: clinical.ClinicalResults, model: str) -> str:
+    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
+    rows = results.posthoc
+    if rows.empty or "adj_diff" not in rows.columns:
+        return ""
+    parts, used = [], []
+    for group in clinical.SCORES_BY_GROUP:
+        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
+        if row.empty or not bool(row["estimable"].iloc[0]):
+            continue
+        r = row.iloc[0]
+        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
+                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        for column in str(r.get("covariates") or "").split(","):
+            # one-hot columns (site_siteB) name their covariate (site)
+            name = next((c for c in clinical.CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
+                        column)
+            if name and name not in used:
+                used.append(name)
+    if not parts:
+        return ""
+    covariates = used
+    names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
+        "".join(covariates)
+    adjusted = f"Adjusted for {names}, the" if names else "The"
+    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}"
+
+
+def simulation_model_table(config: simulate.SimulationConfig | Mapping[str, Any],
+                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ageing, anatomy and scanner model of a configuration, in the units of its sources.
+
+    The book's Methods show this table (``brainage.study.book`` writes it from the run's
+    ``simulation.json`` and ground truth), so that no rate or range is typed by hand. The
+    numbers come from :mod:`brainage.data.simulate`; only their wording lives here.
+
+    Parameters
+    ----------
+    config : SimulationConfig or mapping
+        The configuration (a ``simulation.json``'s ``config`` is read with
+        :func:`brainage.data.simulate.config_from_dict`).
+    truth : DataFrame, optional
+        ``participants_truth.tsv`` of a cohort: adds the realised head-size spread.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``quantity``, ``value``, ``source`` (MyST citation roles).
+    """
+    cfg = (config if isinstance(config, simulate.SimulationConfig)
+           else simulate.config_from_dict(config))
+    ag, an, sc = cfg.ageing, cfg.anatomy, cfg.scanner
+    rate = [float(np.interp(a, *zip(*ag.brain_rate))) for a in (35, 60, 80)]
+    share = [float(np.interp(a, *zip(*ag.wm_share))) for a in (40, 55, 70)]
+    lost = float(simulate.brain_loss(np.array([80.0]), cfg)[0]
+                 - simulate.brain_loss(np.array([20.0]), cfg)[0])
+    vent = [1 + ag.ventricle_gain * ((a - 20) / 50) ** 2 for a in (70, 90)]
+    sex_ratio = an.male_head_scale ** 6
+    rows = [
+        ("whole-brain tissue loss at 35 / 60 / 80 y (%/y of the tissue left)",
+         " / ".join(_pct(r) for r in rate), "{cite}`hedman2012lifespan`"),
+        ("whole-brain tissue lost from 20 to 80 y (%)", _pct(lost), "the rate's integral"),
+        ("share of the parenchymal loss by the whole brain's contraction (white and grey "
+         "matter; the rest thins the cortex) at 40 / 55 / 70 y",
+         " / ".join(f"{x:.2g}" for x in share),
+         "{cite}`walhovd2005volumes`, {cite}`fjell2013critical`"),
+        ("hippocampus, entorhinal: onset, anchor age, rate at anchor",
+         f"{ag.hippocampus[0]:g} y, {ag.hippocampus[1]:g} y, {_pct(ag.hippocampus[2])} %/y",
+         "{cite}`barnes2009hippocampal`, {cite}`fjell2013critical`"),
+        ("thalamus, putamen, caudate: onset, anchor age, rate at anchor",
+         f"{ag.subcortical[0]:g} y, {ag.subcortical[1]:g} y, {_pct(ag.subcortical[2])} %/y",
+         "{cite}`fjell2013critical`"),
+        ("lateral ventricles: volume ratio to age 20 at 70 / 90 y",
+         " / ".join(f"{v:.3g}" for v in vent), "{cite}`pfefferbaum1994morphology`"),
+        ("TIV: SD within sex (%), men over women",
+         f"{_pct(np.expm1(3 * an.head_scale_sd))}, {sex_ratio:.3g}", "modelling choice"),
+        ("linear scale left in template space by an affine registration (SD per axis, %)",
+         _pct(an.registered_scale_sd), "modelling choice"),
+        ("own ventricle size, independent of age (SD of its log)", f"{an.ventricle_sd:g}",
+         "modelling choice"),
+        ("random displacement: SD, control spacing (mm)",
+         f"{an.deformation_sd_mm:g}, {an.control_spacing_mm:g}", "modelling choice"),
+        ("brain mask margin around the template's: range per subject, SD over the brain (mm)",
+         f"{sc.mask_margin_mm[0]:g}-{sc.mask_margin_mm[1]:g}, {sc.mask_margin_sd_mm:g}",
+         "domain randomisation (brain extraction)"),
+    ]
+    for site in cfg.sites:
+        rows.append((f"site {site.name}: GM, CSF (x WM); noise per acquired voxel (%); bias; "
+                     "voxel (mm)",
+                     f"{site.gm:g}, {site.csf:g}; {_pct(site.noise)}; {site.bias:g}; "
+                     + " x ".join(f"{v:g}" for v in site.voxel_mm),
+                     "calibrated (`benchmarks/bench_sim2real.py`)"))
+    rows.append(("per-subject scanner: GM, CSF SD; noise, bias, texture factors; extra blur "
+                 "FWHM (mm)",
+                 f"{sc.gm_sd:g}, {sc.csf_sd:g}; {sc.noise_range[0]:g}-{sc.noise_range[1]:g}, "
+                 f"{sc.bias_range[0]:g}-{sc.bias_range[1]:g}, "
+                 f"{sc.texture_range[0]:g}-{sc.texture_range[1]:g}; "
+                 f"{sc.blur_fwhm_mm[0]:g}-{sc.blur_fwhm_mm[1]:g}",
+                 "domain randomisation {cite}`billot2023synthseg`"))
+    if truth is not None and {"tiv_cm3", "sex"} <= set(truth.columns):
+        log_tiv = np.log(truth["tiv_cm3"].astype(float))
+        within = float(log_tiv.groupby(truth["sex"]).std().mean())
+        means = truth.groupby("sex")["tiv_cm3"].mean()
+        ratio = (f", men over women {means['M'] / means['F']:.3g}"
+                 if {"M", "F"} <= set(means.index) else "")
+        rows.append(("TIV realised in this cohort: mean (cm³), SD within sex (%)",
+                     f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
+                     "ground truth"))
+    return pd.DataFrame(rows, columns=["quantity", "value", "source"])

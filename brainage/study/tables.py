@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LABELS", "format_interval", "format_number", "format_p", "report_table"]
+__all__ = ["LABELS", "format_interval", "format_number", "format_p", "p_text", "report_table"]
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
@@ -106,6 +106,27 @@ def format_p(value: Any) -> str:
     if math.isnan(x):
         return _NOT_ESTIMABLE
     return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def p_text(value: Any, label: str = "p") -> str:
+    """A p-value after its label, as sentences and figure titles print it.
+
+    ``p = 0.012``, ``p < 0.001``, ``p not estimable``; the value is formatted by
+    :func:`format_p`, the one p-value formatter of the report layer.
+
+    Parameters
+    ----------
+    value : float, str or None
+        The p-value (a string is a reason given in its place).
+    label : str, default="p"
+        What precedes it (``"p_FDR"``, ``"p<sub>FDR</sub>"``).
+    """
+    text = format_p(value)
+    try:
+        float(text)
+    except ValueError:  # "< 0.001", "not estimable" or a reason
+        return f"{label} {text}"
+    return f"{label} = {text}"
 
 
 def _is_missing(value: Any) -> bool:

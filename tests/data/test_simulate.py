@@ -661,15 +661,3 @@ def test_ensure_cohort_reuses_same_settings_and_regenerates_on_change(tmp_path):
 def test_read_truth_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="simulation.json does not exist"):
         sim.read_truth(tmp_path)
-
-
-def test_model_summary_reads_the_configuration():
-    # the book's Methods table of the ageing, anatomy and scanner model comes from here
-    table = sim.model_summary(sim.SimulationConfig()).set_index("quantity")["value"]
-    assert table.iloc[0] == "0.2 / 0.5 / 0.55"  # whole-brain %/y at 35 / 60 / 80
-    changed = sim.model_summary({"ageing": {"brain_rate": [[20, 0], [60, 0.01]]}})
-    assert changed["value"].iloc[0] == "0.38 / 1 / 1"
-    truth = pd.DataFrame({"tiv_cm3": [1500.0, 1600.0, 1700.0, 1800.0],
-                          "sex": ["F", "F", "M", "M"]})
-    realised = sim.model_summary(sim.SimulationConfig(), truth)["value"].iloc[-1]
-    assert realised.startswith("1650,") and realised.endswith("men over women 1.13")  # 1750 / 1550

@@ -21,9 +21,11 @@ from brainage.models.saliency import (
     compare_enrichment,
     enrichment_auc,
     grad_ram,
+    gradram_sign_table,
     group_average,
     integrated_gradients,
     layer_shape,
+    offset_category,
     region_summary,
     save_attribution_maps,
     save_map,
@@ -493,3 +495,45 @@ def test_layer_shape_is_the_grad_ram_resolution(model: nn.Module, x: torch.Tenso
     # stride-2 stem and max pool: 16 x 18 x 14 -> 4 x 5 x 4 at layer1, halved again at layer2
     assert layer_shape(model, x, "layer1") == (4, 5, 4)
     assert layer_shape(model, x, "layer2") == (2, 3, 2)
+
+
+def test_gradram_sign_table_batches_like_one_scan_at_a_time(model: nn.Module) -> None:
+    # issue 27, item 7: notebook 04's Grad-RAM sign readout over the test set, now in the package
+    shape = (7, 8, 9)  # unequal sides
+    images = torch.randn(5, 1, *shape, generator=torch.Generator().manual_seed(3))
+    dataset = [{"image": image, "participant_id": f"sub-{i}"} for i, image in enumerate(images)]
+    brain = np.zeros(shape, bool)
+    brain[1:6, 2:7, 1:8] = True
+    table = gradram_sign_table(model, dataset, "layer1", brain, batch_size=2)
+    assert table["participant_id"].tolist() == [f"sub-{i}" for i in range(5)]
+    for i, image in enumerate(images):
+        alone = grad_ram(model, image[None], "layer1")[0, 0].numpy()[brain]  # (n_brain,)
+        assert table["gradram_positive"].iloc[i] == pytest.approx((alone > 0).mean(), abs=1e-6)
+        share = alone.clip(0, None).sum() / np.abs(alone).sum()
+        assert table["gradram_share"].iloc[i] == pytest.approx(share, rel=1e-4)
+    assert table["gradram_positive"].between(0, 1).all() and table["gradram_share"].between(0, 1).all()
+
+
+def test_gradram_sign_table_refuses_a_mask_of_another_shape(model: nn.Module) -> None:
+    dataset = [{"image": torch.zeros(1, 7, 8, 9), "participant_id": "sub-0"}]
+    with pytest.raises(ValueError, match=r"brain_mask has shape \(9, 8, 7\) but map has shape "
+                                         r"\(7, 8, 9\)"):
+        gradram_sign_table(model, dataset, "layer1", np.ones((9, 8, 7), bool))
+    with pytest.raises(ValueError, match="batch_size"):
+        gradram_sign_table(model, dataset, "layer1", np.ones((7, 8, 9), bool), batch_size=0)
+
+
+def test_offset_category_splits_at_the_threshold() -> None:
+    offsets = pd.Series([-10.5, -10.0, 0.0, 10.0, 10.01, 35.0])
+    assert offset_category(offsets).tolist() == [
+        "> 10 y below reference", "within 10 y", "within 10 y", "within 10 y",
+        "> 10 y above reference", "> 10 y above reference"]
+    assert offset_category([-6.0, 6.0], years=5).tolist() == ["> 5 y below reference",
+                                                               "> 5 y above reference"]
+
+
+def test_offset_category_refuses_a_missing_prediction() -> None:
+    with pytest.raises(ValueError, match=r"offset has 1 non-finite value\(s\) \(first at index 2\)"):
+        offset_category([1.0, -20.0, float("nan")])
+    with pytest.raises(ValueError, match="years must be a positive number, got 0"):
+        offset_category([1.0], years=0)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from brainage.analysis import clinical
 from brainage.analysis.clinical import ClinicalResults
+from brainage.data import simulate as sim
 from brainage.study import sentences
+from tests.analysis.test_clinical import FAST, _confounded, make_predictions
+
+
+@pytest.fixture
+def predictions(rng: np.random.Generator) -> pd.DataFrame:
+    return make_predictions(rng)
 
 
 def _results(p_group=0.004, p_mmse=0.01, p_updrs=0.2, estimable=True):
@@ -126,3 +135,85 @@ def test_alignment_by_site_and_sentence():
     assert "(median head rotation A 3.0°, B 2.0°)" in text
     with pytest.raises(ValueError, match="lacks the column"):
         sentences.pose_by_site(truth.drop(columns="site"))
+
+
+# moved from tests/analysis/test_clinical.py with summary_sentence (issue 27, item 4)
+def test_summary_sentence_with_patients_names_every_group_and_score(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = sentences.summary_sentence(results, "rnc")
+    stats = results.group_stats.query("model == 'rnc'").set_index("group")
+    assert text.startswith(
+        f"The bias-corrected gap of the RNC model averaged {stats.loc['HC', 'mean']:.1f} years in "
+        f"healthy test subjects (n = 30), {stats.loc['AD', 'mean']:.1f} years in AD (n = 20) and "
+        f"{stats.loc['PD', 'mean']:.1f} years in PD (n = 20).")
+    mmse = results.correlations.query("model == 'rnc' and group == 'AD' and score == 'mmse'").iloc[0]
+    p = "< 0.001" if mmse["p_fdr"] < 0.001 else f"= {mmse['p_fdr']:.3f}"
+    assert (f"Within AD, the gap's partial Spearman correlation was rho = {mmse['rho']:.2f} (95% "
+            f"CI {mmse['ci_low']:.2f} to {mmse['ci_high']:.2f}, FDR p {p}, "
+            f"n = 20) with MMSE and rho = ") in text
+    assert re.search(r"Within PD, the gap's partial Spearman correlation was rho = \S+ \(95% CI "
+                     r"[^)]*\) with MDS-UPDRS-III and rho = [^)]*\) with Hoehn and Yahr stage\.$",
+                     text)
+
+
+def test_summary_sentence_without_patients(predictions):
+    controls = predictions[predictions["group"] == "HC"]
+    results = clinical.clinical_summary(controls, seed=0, settings=FAST)
+    hc = results.group_stats.query("model == 'l1' and group == 'HC'").iloc[0]
+    assert sentences.summary_sentence(results, "l1") == (
+        "This dataset has no AD or PD patients, so the clinical part of the question was not "
+        f"addressed; the bias-corrected gap of the L1 model averaged {hc['mean']:.1f} years in "
+        "healthy test subjects (n = 30).")
+    with pytest.raises(ValueError, match=r"model 'cnn' has no rows in group_stats; models: "
+                                         r"\['l1', 'rnc'\]"):
+        sentences.summary_sentence(results, "cnn")
+
+
+def test_summary_sentence_reports_a_correlation_without_estimate(predictions):
+    few = predictions[(predictions["group"] != "AD") | predictions["participant_id"].isin(
+        [f"sub-AD{i:03d}" for i in range(3)])]
+    results = clinical.clinical_summary(few, seed=0, settings=FAST)
+    assert "Within AD, the gap's partial Spearman correlation was not estimable (n = 3) with MMSE" in (
+        sentences.summary_sentence(results, "rnc"))
+
+
+def test_summary_sentence_gives_the_adjusted_contrasts(predictions):
+    results = clinical.clinical_summary(predictions, seed=0, settings=FAST)
+    text = sentences.summary_sentence(results, "rnc")
+    ad = results.posthoc.query("model == 'rnc' and contrast == 'AD vs HC'").iloc[0]
+    assert (f" Adjusted for age and sex, the gap exceeded the controls' by "
+            f"{ad['adj_diff']:.1f} years in AD (95% CI {ad['adj_ci_low']:.1f} to "
+            f"{ad['adj_ci_high']:.1f}; adjusted Hedges' g {ad['adj_g']:.2f}) and ") in text
+    with_site = clinical.clinical_summary(_confounded(np.random.default_rng(0)), settings=FAST)
+    assert "Adjusted for age, sex and site, the gap" in sentences.summary_sentence(with_site)
+
+
+def test_p_values_in_sentences_share_the_tables_formatter():
+    # issue 27, item 4: one p-value formatter; an FDR p below 0.001 reads "< 0.001", not "0.000"
+    # or three significant digits, and a missing one reads "not estimable"
+    text = sentences.group_effect_sentence(_results(p_group=0.00012))
+    assert "(p_FDR < 0.001)" in text
+    assert "(p_FDR not estimable)" in sentences.group_effect_sentence(_results(p_group=math.nan))
+    results = _results(p_mmse=0.01234)
+    results.correlations["ci_low"], results.correlations["ci_high"] = -0.8, -0.3
+    results.correlations["n"] = 20
+    assert sentences.correlation_text(results, "rnc", "AD", "mmse") == (
+        "rho = -0.61 (95% CI -0.80 to -0.30, FDR p = 0.012, n = 20)")
+
+
+# moved from tests/data/test_simulate.py with model_summary (issue 27, item 4)
+def test_simulation_model_table_reads_the_configuration():
+    # the book's Methods table of the ageing, anatomy and scanner model comes from here
+    table = sentences.simulation_model_table(sim.SimulationConfig()).set_index("quantity")["value"]
+    assert table.iloc[0] == "0.2 / 0.5 / 0.55"  # whole-brain %/y at 35 / 60 / 80
+    changed = sentences.simulation_model_table({"ageing": {"brain_rate": [[20, 0], [60, 0.01]]}})
+    assert changed["value"].iloc[0] == "0.38 / 1 / 1"
+    truth = pd.DataFrame({"tiv_cm3": [1500.0, 1600.0, 1700.0, 1800.0],
+                          "sex": ["F", "F", "M", "M"]})
+    realised = sentences.simulation_model_table(sim.SimulationConfig(), truth)["value"].iloc[-1]
+    assert realised.startswith("1650,") and realised.endswith("men over women 1.13")  # 1750 / 1550
+
+
+def test_simulation_model_table_refuses_a_bad_configuration():
+    with pytest.raises(sim.SimulationConfigError, match="brain_rate"):
+        sentences.simulation_model_table({"ageing": {"brain_rate": "fast"}})

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainage.study.tables import format_number, format_p, report_table
+from brainage.study.tables import format_number, format_p, p_text, report_table
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -124,3 +124,13 @@ def test_text_columns_break_anywhere_but_keep_their_longest_word():
         assert "overflow-wrap: anywhere" in style(column) and "text-align: left" in style(column)
         assert f"min-width: {width}ch" in style(column)
     assert "overflow-wrap" not in style(3) and "min-width" not in style(3)  # numbers: the CSS
+
+
+@pytest.mark.parametrize(("value", "label", "text"), [
+    (0.0234, "p", "p = 0.023"), (0.00099, "p_FDR", "p_FDR < 0.001"), (0.001, "p", "p = 0.001"),
+    (float("nan"), "p", "p not estimable"), (None, "p<sub>FDR</sub>", "p<sub>FDR</sub> not estimable"),
+    ("not in the FDR family", "p", "p not in the FDR family"),
+])
+def test_p_text_labels_the_one_formatter(value, label, text):
+    # issue 27, item 4: sentences and figure titles print p-values through format_p
+    assert p_text(value, label) == text
