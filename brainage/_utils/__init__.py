@@ -7,6 +7,14 @@
 from __future__ import annotations
 
 from brainage._utils.bids import bids_id, bids_label
+from brainage._utils.columns import (
+    BIDS_COLUMNS,
+    COLUMN_DESCRIPTIONS,
+    COLUMN_TYPES,
+    EVALUATION_COLUMNS,
+    PREDICTION_COLUMNS,
+    describe_columns,
+)
 from brainage._utils.constants import (
     AGE_RANGE,
     BRAIN_EXTRACTION_METHODS,
@@ -17,7 +25,16 @@ from brainage._utils.constants import (
     TRUST_VALUES,
     VERSION,
 )
-from brainage._utils.io import atomic_write, default_cache_dir, package_versions, sha256_file
+from brainage._utils.io import (
+    atomic_write,
+    check_format_tag,
+    default_cache_dir,
+    package_versions,
+    read_json,
+    read_tagged_json,
+    schema_problems,
+    sha256_file,
+)
 from brainage._utils.lazy import lazy_exports
 from brainage._utils.scheduler import (
     TaskOutcome,
@@ -38,30 +55,40 @@ from brainage._utils.validation import (
 
 __all__ = [
     "AGE_RANGE",
+    "BIDS_COLUMNS",
     "BRAIN_EXTRACTION_METHODS",
     "CHECKPOINT_FILE",
+    "COLUMN_DESCRIPTIONS",
+    "COLUMN_TYPES",
+    "EVALUATION_COLUMNS",
     "GROUPS",
+    "PREDICTION_COLUMNS",
     "PREDICTION_VALUES",
     "SPACES",
-    "TaskOutcome",
     "TRUST_VALUES",
+    "TaskOutcome",
     "VERSION",
     "atomic_write",
     "bids_id",
     "bids_label",
     "check_bool",
     "check_choice",
+    "check_format_tag",
     "check_int",
     "check_number",
     "check_scheduler",
     "closest_hint",
-    "default_cache_dir",
     "dask_client",
     "dataclass_from_dict",
+    "default_cache_dir",
+    "describe_columns",
     "lazy_exports",
     "package_versions",
+    "read_json",
+    "read_tagged_json",
     "run_tasks",
     "scheduler_address",
+    "schema_problems",
     "sha256_file",
     "worker_count",
 ]

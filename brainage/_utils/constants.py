@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["AGE_RANGE", "BRAIN_EXTRACTION_METHODS", "GROUPS", "PREDICTION_VALUES", "SPACES",
-           "TRUST_VALUES", "VERSION"]
+__all__ = ["AGE_RANGE", "BRAIN_EXTRACTION_METHODS", "CHECKPOINT_FILE", "GROUPS",
+           "PREDICTION_VALUES", "SPACES", "TRUST_VALUES", "VERSION"]
 
 #: The package version (also ``brainage.__version__``).
 VERSION = "0.1.0"
