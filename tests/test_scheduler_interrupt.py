@@ -27,6 +27,7 @@ def _raise_terminated(signum, frame) -> None:
 def test_interrupt_ends_the_pool_within_seconds(signum: int) -> None:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     sent: list[float] = []
+    before = set(multiprocessing.active_children())  # children of earlier tests are not ours
 
     def interrupt() -> None:
         sent.append(time.monotonic())
@@ -42,7 +43,12 @@ def test_interrupt_ends_the_pool_within_seconds(signum: int) -> None:
         timer.cancel()
         signal.signal(signal.SIGTERM, previous)
     assert sent and stopped - sent[0] < 10.0  # not 120 s: the running calls were abandoned
-    assert multiprocessing.active_children() == []  # no worker left behind
+    left = set(multiprocessing.active_children()) - before
+    deadline = time.monotonic() + 5.0  # a worker killed on a loaded machine may take a moment
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = set(multiprocessing.active_children()) - before
+    assert not left, f"workers left behind: {left}"  # no worker of this pool left running
 
 
 def test_pool_without_interrupt_returns_every_outcome() -> None:
