@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brainage._utils import sha256_file
+from brainage._utils import CHECKPOINT_FILE, sha256_file
 from brainage.exceptions import BrainageError
 from brainage.study.profiles import (
     Profile,
@@ -218,9 +218,10 @@ def _captioned(table: str, caption: str, name: str) -> str:
 
 
 def _checkpoint_rows(run_dir: Path, root: Path) -> list[tuple[str, str]]:
-    """``(checkpoint, sha256)`` of every selected model (``best.pt``) under the run folder."""
-    found = sorted((run_dir / "models").glob("*/best.pt")) + sorted(
-        (run_dir / "saliency").glob("*/best.pt"))
+    """``(checkpoint, sha256)`` of every selected model (:data:`CHECKPOINT_FILE`) under the run
+    folder."""
+    found = sorted((run_dir / "models").glob(f"*/{CHECKPOINT_FILE}")) + sorted(
+        (run_dir / "saliency").glob(f"*/{CHECKPOINT_FILE}"))
     return [(display_path(path, root), sha256_file(path)) for path in found]
 
 
@@ -278,8 +279,9 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
     if checkpoints:
         parts.append("## Model checkpoints\n\n" + _captioned(
             _markdown_table(checkpoints, ("checkpoint", "sha256")),
-            "SHA-256 of each selected model checkpoint (`best.pt`; the permuted-age control "
-            "under `saliency/`), paths relative to the project.", "tab-appendix-checkpoints"))
+            f"SHA-256 of each selected model checkpoint (`{CHECKPOINT_FILE}`; the permuted-age "
+            "control under `saliency/`), paths relative to the project.",
+            "tab-appendix-checkpoints"))
     else:
         parts.append("## Model checkpoints\n\nThis run wrote no model checkpoint.\n")
     data = record.get("data", {})
