@@ -341,7 +341,7 @@ def tiv_problems(table: pd.DataFrame, tivs: dict[str, float],
 
     A TIV far from the adult range means a brain mask that took in skull or neck, or lost part
     of the brain, or a header with wrong voxel sizes; the scan is kept for the reader to check
-    (its alignment score says whether the registration still landed).
+    (its registration misfit says whether the registration still landed).
 
     Parameters
     ----------

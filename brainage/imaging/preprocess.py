@@ -654,8 +654,8 @@ class PreprocessCache:
 
     def _entry(self, path: str | os.PathLike,
                params: PreprocessParams | Mapping | None) -> tuple[Path, float, float]:
-        """The cached file of ``path`` (computed first if absent), its alignment score and its
-        native TIV in cm³ (NaN unless the brain was extracted)."""
+        """The cached file of ``path`` (computed first if absent), its registration misfit (mm)
+        and its native TIV in cm³ (NaN unless the brain was extracted)."""
         params = PreprocessParams.coerce(params)
         check_scan(path)
         digest = sha256_file(path)

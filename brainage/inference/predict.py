@@ -328,7 +328,7 @@ def _resolve_spaces(paths: Sequence[str], index: Sequence[int], space: str,
 @dataclass
 class _Prepared:
     """Outcome of preprocessing, keyed by the scan's index: images (read lazily from the
-    cache), spaces, errors and alignment scores."""
+    cache), spaces, errors and registration misfits (mm)."""
 
     images: dict[int, nib.Nifti1Image]
     spaces: dict[int, str]
