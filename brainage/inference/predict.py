@@ -66,6 +66,7 @@ from brainage.inference.model_folder import (
     ModelFolder,
     ModelFolderError,
     load_model_folder,
+    load_site_calibration,
 )
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
@@ -462,9 +463,12 @@ def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.nd
 
 def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Sequence[int],
                predicted: Mapping[int, float], prepared: _Prepared,
-               saliency: Mapping[int, str], features: Mapping[int, np.ndarray]) -> pd.DataFrame:
+               saliency: Mapping[int, str], features: Mapping[int, np.ndarray],
+               site: Any = None) -> pd.DataFrame:
     """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
-    bias-corrected gaps, their intervals and OOD flags, QC and errors."""
+    bias-corrected gaps, their intervals and OOD flags, QC and errors. With ``site`` (a
+    :class:`brainage.inference.model_folder.SiteCalibrationFile`), the corrected columns and the
+    intervals are the site calibration's, and ``calibration`` names the site."""
     index = list(index)
     rows = scans.loc[index]
     correction = folder.corrections[head]
@@ -476,6 +480,13 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         len(index), dim)  # (n, D); NaN rows for failed scans
     trusted = trust.trust_columns(folder.trust.get(head), predicted=years, age=age,
                                   corrected_gap=corrected - age, features=head_features)
+    method, used = (correction.method if correction is not None else "none"), "training"
+    if site is not None:
+        columns = trust.site_columns(site.heads[head], years, age)
+        corrected = columns.pop("corrected_predicted")
+        columns.pop("corrected_gap")
+        trusted.update(columns)
+        method, used = "site", f"site:{site.site}"
     return pd.DataFrame({
         "participant_id": rows["participant_id"].to_numpy(),
         "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
@@ -483,7 +494,7 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         "predicted": years, "age": age, "gap": years - age,
         "corrected_predicted": corrected, "corrected_gap": corrected - age, **trusted,
         "retest_sd": _retest_sd(folder.card, head),
-        "bias_correction": correction.method if correction is not None else "none",
+        "bias_correction": method, "calibration": used,
         "alignment": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],
         "error": [prepared.errors.get(i, "") for i in index],
@@ -515,7 +526,9 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
                      device: str = "cpu", scheduler: Any = None,
                      allow_unverified: bool = False, accept_registration: bool = False,
-                     qc_dir: str | os.PathLike | None = None) -> Iterator[pd.DataFrame]:
+                     qc_dir: str | os.PathLike | None = None,
+                     site_calibration: str | os.PathLike | None = None
+                     ) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
     The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
@@ -542,11 +555,14 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                                f"integrated-gradients reference, written by the training notebook "
                                f"since issue 27): rerun notebook 02, or predict without saliency "
                                f"maps")
+    site = None
+    if site_calibration is not None:
+        site = load_site_calibration(site_calibration, folder)
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
         yield from _groups(scans, folder, space, skull_stripped, saliency_dir, cache, n_jobs,
-                           client, _RegistrationQC(accept_registration, qc_dir))
+                           client, _RegistrationQC(accept_registration, qc_dir), site)
 
 
 @dataclass(frozen=True)
@@ -574,7 +590,8 @@ class _RegistrationQC:
 
 def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped: bool,
             saliency_dir: str | os.PathLike | None, cache: PreprocessCache, n_jobs: int,
-            client: Any, qc: _RegistrationQC = _RegistrationQC()) -> Iterator[pd.DataFrame]:
+            client: Any, qc: _RegistrationQC = _RegistrationQC(),
+            site: Any = None) -> Iterator[pd.DataFrame]:
     """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
     files, names = scans["path"].tolist(), _output_names(scans)
     saliency = None if saliency_dir is None else Path(saliency_dir)
@@ -592,7 +609,8 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
         predicted += len(prepared.images)
         logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
         yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
-                                    maps[head], features[head]) for head in folder.models])
+                                    maps[head], features[head], site)
+                         for head in folder.models])
 
 
 def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
@@ -601,7 +619,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
                   device: str = "cpu", scheduler: Any = None, allow_unverified: bool = False,
                   accept_registration: bool = False,
-                  qc_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+                  qc_dir: str | os.PathLike | None = None,
+                  site_calibration: str | os.PathLike | None = None) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -642,6 +661,13 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     qc_dir : str or PathLike, optional
         Draw the registration-QC picture (the registered scan under the template's outline) of
         each native scan that fails the QC to ``qc_dir/<participant>[_<session>]_qc.png``.
+    site_calibration : str or PathLike, optional
+        A site calibration file (``brainage calibrate``,
+        :func:`brainage.inference.model_folder.load_site_calibration`; refused for another
+        checkpoint): the corrected columns and the intervals of every row are the site's
+        (``bias_correction`` ``site``, ``calibration`` ``site:<name>``); without it they are
+        the training calibration's (``calibration`` ``training``). Its intervals hold for scans
+        exchangeable with its calibration scans (same site, healthy, in their age range).
 
     Returns
     -------
@@ -672,7 +698,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
         saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device,
         scheduler=scheduler, allow_unverified=allow_unverified,
-        accept_registration=accept_registration, qc_dir=qc_dir)))
+        accept_registration=accept_registration, qc_dir=qc_dir,
+        site_calibration=site_calibration)))
     failed = table.loc[table["error"] != "", "path"].nunique()
     logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
                 table["path"].nunique(), list(dict.fromkeys(table["model"])))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "describe_model",
     "domain_summary",
     "is_simulated_scan",
+    "site_columns",
     "trust_columns",
 ]
 
@@ -229,5 +231,18 @@ def add_trust_columns(predictions: pd.DataFrame, trusts: Mapping[str, HeadTrust]
     return out
 
 
+def site_columns(calibration: Any, predicted: np.ndarray,
+                 age: np.ndarray) -> dict[str, np.ndarray]:
+    """The corrected and interval columns of one head's rows from a site calibration.
 
-
+    ``corrected_predicted`` needs no age (the site's line); the age interval is
+    ``corrected ± q``, the corrected gap's ``gap ± q`` (it holds 0 at the level).
+    """
+    corrected, lower, upper = calibration.predict(predicted)
+    q = calibration.half_width
+    gap = corrected - age
+    known = np.isfinite(predicted)
+    return {"corrected_predicted": corrected, "corrected_gap": gap,
+            "interval_level": np.where(known, calibration.level, math.nan),
+            "age_lower": lower, "age_upper": upper,
+            "corrected_gap_lower": gap - q, "corrected_gap_upper": gap + q}
