@@ -405,6 +405,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         if marked:
             print(f"{marked} of {n_scans} scan(s) {what}")
     _print_calibration(table)
+    if run.batch is not None:
+        for entry in run.batch["heads"].values():
+            print(f"batch: {entry['line']} -> {run.batch_file}")
     if run.interrupted is not None:
         name = "Ctrl-C" if run.interrupted == "SIGINT" else run.interrupted
         print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {run.out} "

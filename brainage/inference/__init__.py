@@ -86,6 +86,10 @@ _EXPORTS = {
     "domain_summary": "trust",
     "is_simulated_scan": "trust",
     "site_columns": "trust",
+    "BATCH_ALPHA": "trust",
+    "MIN_BATCH": "trust",
+    "batch_verdict": "trust",
+    "verdict_line": "trust",
     "trust_columns": "trust",
 }
 _MODULES = ("bids_app", "calibrate", "model_folder", "predict", "qc_figures", "trust")

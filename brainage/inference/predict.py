@@ -28,6 +28,7 @@ the variable is unset): a scan predicted twice is preprocessed once.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -527,7 +528,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      device: str = "cpu", scheduler: Any = None,
                      allow_unverified: bool = False, accept_registration: bool = False,
                      qc_dir: str | os.PathLike | None = None,
-                     site_calibration: str | os.PathLike | None = None
+                     site_calibration: str | os.PathLike | None = None,
+                     features_out: dict[str, dict[int, np.ndarray]] | None = None
                      ) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
@@ -536,7 +538,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
     cluster opened once for the whole run), so that a caller can save what finished before an
     interrupt (``brainage predict`` rewrites its CSV after each group). Takes the arguments of
     :func:`predict_scans`; the arguments are checked and the model folder loaded on the first
-    ``next()``.
+    ``next()``. ``features_out``, when given, is filled with each head's feature statistics by
+    scan index (for :func:`brainage.inference.trust.batch_verdict`).
 
     Yields
     ------
@@ -562,7 +565,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
         yield from _groups(scans, folder, space, skull_stripped, saliency_dir, cache, n_jobs,
-                           client, _RegistrationQC(accept_registration, qc_dir), site)
+                           client, _RegistrationQC(accept_registration, qc_dir), site,
+                           features_out)
 
 
 @dataclass(frozen=True)
@@ -591,7 +595,8 @@ class _RegistrationQC:
 def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped: bool,
             saliency_dir: str | os.PathLike | None, cache: PreprocessCache, n_jobs: int,
             client: Any, qc: _RegistrationQC = _RegistrationQC(),
-            site: Any = None) -> Iterator[pd.DataFrame]:
+            site: Any = None, features_out: dict[str, dict[int, np.ndarray]] | None = None
+            ) -> Iterator[pd.DataFrame]:
     """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
     files, names = scans["path"].tolist(), _output_names(scans)
     saliency = None if saliency_dir is None else Path(saliency_dir)
@@ -607,6 +612,9 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
         domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
         ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
         predicted += len(prepared.images)
+        if features_out is not None:  # the batch shift test's input (predict_to_csv)
+            for head, found in features.items():
+                features_out.setdefault(head, {}).update(found)
         logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
         yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
                                     maps[head], features[head], site)
@@ -792,11 +800,19 @@ class CsvRun:
     interrupted : str or None
         ``"SIGINT"`` or ``"SIGTERM"`` if the run was interrupted (the scans that finished are in
         ``out``), else None.
+    batch : dict or None
+        The batch shift verdict (:func:`brainage.inference.trust.batch_verdict`) when at
+        least :data:`brainage.inference.trust.MIN_BATCH` scans were predicted and a head has
+        an OOD reference; else None.
+    batch_file : Path or None
+        Where it was written (:func:`batch_file`), None if not.
     """
 
     out: Path
     table: pd.DataFrame | None
     interrupted: str | None
+    batch: dict[str, Any] | None = None
+    batch_file: Path | None = None
 
 
 def predict_to_csv(inputs: Sequence[str | os.PathLike],
@@ -809,14 +825,28 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
     ``saliency_dir`` option (a file, or a folder holding maps already without ``overwrite``);
     the CSV is rewritten atomically after each group of scans. Ctrl-C and SIGTERM stop the run
     after writing the scans that finished. ``options`` are those of :func:`iter_predictions`.
+    When at least :data:`brainage.inference.trust.MIN_BATCH` scans were predicted, each head
+    with an OOD reference tests the batch against its training scans
+    (:func:`brainage.inference.trust.batch_verdict`) and the verdict is written beside ``out``
+    (:func:`batch_file`; refused like ``out`` if it exists without ``overwrite``).
     """
     out = _check_out(Path(out), overwrite)
     _check_saliency(options.get("saliency_dir"), overwrite)
+    sidecar = batch_file(out)
+    if os.path.lexists(sidecar) and not overwrite:
+        raise ValueError(f"{sidecar} (the batch shift verdict of --out) exists; pass "
+                         f"--overwrite to replace it")
+    collect_scans(inputs, options.get("ages"))  # argument errors before the heads are loaded
+    folder = (model_folder if isinstance(model_folder, ModelFolder) else load_model_folder(
+        model_folder, device=options.get("device", "cpu"),
+        allow_unverified=options.get("allow_unverified", False)))
+    features: dict[str, dict[int, np.ndarray]] = {}
+    options["features_out"] = features
     frames: list[pd.DataFrame] = []
     interrupted: KeyboardInterrupt | None = None
     with _sigterm_as_interrupt():
         try:
-            for frame in iter_predictions(inputs, model_folder, **options):
+            for frame in iter_predictions(inputs, folder, **options):
                 frames.append(frame)
                 _write_table(_ordered(frames), out)
         except KeyboardInterrupt as err:
@@ -825,4 +855,18 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
                 _write_table(_ordered(frames), out)
     signal_name = None if interrupted is None else (
         "SIGTERM" if isinstance(interrupted, _Terminated) else "SIGINT")
-    return CsvRun(out, _ordered(frames) if frames else None, signal_name)
+    table = _ordered(frames) if frames else None
+    verdict = None
+    if table is not None and interrupted is None:
+        verdict = trust.batch_verdict(folder.trust, features, pd.concat(frames))
+        if verdict is not None:
+            atomic_write(sidecar, lambda tmp: Path(tmp).write_text(
+                json.dumps(verdict, indent=1), encoding="utf-8"))
+            logger.info("batch shift verdict: %s", sidecar)
+    return CsvRun(out, table, signal_name, verdict, sidecar if verdict is not None else None)
+
+
+def batch_file(out: str | os.PathLike) -> Path:
+    """The batch shift verdict's JSON sidecar of a prediction table: ``<stem>_batch.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.name.removesuffix('.csv')}_batch.json")

@@ -292,3 +292,113 @@ def test_calibrate_site_function_returns_what_it_wrote(models: Path, site_scans:
     result = calibrate_site(site_scans, models, tmp_path / "x.json", site="HH",
                             ages=list(site["ages"]), cache=cache)
     assert json.loads((tmp_path / "x.json").read_text()) == json.loads(json.dumps(result))
+
+
+# --- batch shift verdict --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ood_models(models: Path, site_scans: list[Path], cache: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``models`` with an OOD reference per head: the twelve site scans' features (rate 0.2,
+    so that twelve calibration scans suffice), bound to each checkpoint."""
+    from brainage.analysis.uncertainty import FeatureOOD
+    from brainage.inference.predict import iter_predictions
+
+    root = tmp_path_factory.mktemp("ood") / "models"
+    shutil.copytree(models, root)
+    features: dict = {}
+    list(iter_predictions(site_scans, root, cache=cache, features_out=features))
+    for head, found in features.items():
+        matrix = np.array([found[i] for i in sorted(found)])  # (12, D)
+        ood = FeatureOOD.fit(matrix, matrix, rate=0.2, k=3)
+        model_folder.save_ood(root / head, ood, model_folder.checkpoint_digest(root / head))
+    return root
+
+
+def _noisy_scans(folder: Path, n: int) -> list[Path]:
+    """``n`` scans of another 'scanner': the template under heavy noise (seeded)."""
+    template_4mm = test_predict.template_4mm.__wrapped__()
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        data = template_4mm * 500.0 + rng.normal(0.0, 150.0, template_4mm.shape)
+        path = folder / f"n{i}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), template_grid(SCAN_MM)[1]), path)
+        paths.append(path)
+    return paths
+
+
+def test_batch_verdict_fires_on_shifted_scans_only(ood_models: Path, site_scans: list[Path],
+                                                   site: dict, tmp_path: Path, cache: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    ages = [str(a) for a in site["ages"]]
+    code, _ = _predict(tmp_path / "same", ood_models, site_scans, "--age", *ages, cache=cache)
+    printed = capsys.readouterr().out
+    verdict = json.loads((tmp_path / "same" / "pred_batch.json").read_text())
+    assert code == 0 and set(verdict["heads"]) == {"rnc", "l1"}
+    for entry in verdict["heads"].values():
+        assert entry["features"]["n_batch"] == N_SCANS and entry["features"]["p_value"] > 0.05
+        assert entry["gap"]["n"] == N_SCANS and "do not differ detectably" in entry["line"]
+    assert printed.count("batch: ") == 2
+    noisy = _noisy_scans(tmp_path / "noisy", 6)
+    code, _ = _predict(tmp_path / "noisy_out", ood_models, noisy, cache=cache)
+    printed = capsys.readouterr().out
+    verdict = json.loads((tmp_path / "noisy_out" / "pred_batch.json").read_text())
+    for entry in verdict["heads"].values():
+        assert entry["features"]["p_value"] <= 0.05 and entry["gap"] is None
+        assert "these 6 scans differ from the training scans" in entry["line"]
+    assert "calibrate with `brainage calibrate`" in printed
+
+
+def test_batch_verdict_needs_five_scans_and_keeps_an_old_verdict(
+        ood_models: Path, site_scans: list[Path], tmp_path: Path, cache: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    code, _ = _predict(tmp_path, ood_models, site_scans[:4], cache=cache)
+    assert code == 0 and not (tmp_path / "pred_batch.json").exists()
+    assert "batch: " not in capsys.readouterr().out
+    (tmp_path / "pred.csv").unlink()
+    (tmp_path / "pred_batch.json").write_text("an earlier verdict")
+    code, table = _predict(tmp_path, ood_models, site_scans[:5], cache=cache)
+    assert code == 2 and table is None and "pred_batch.json" in capsys.readouterr().err
+    assert (tmp_path / "pred_batch.json").read_text() == "an earlier verdict"
+
+
+def test_bids_app_takes_the_site_calibration(models: Path, site_scans: list[Path], site: dict,
+                                             calibration: Path, tmp_path: Path, cache: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    bids = _bids(tmp_path / "raw", site_scans[:2], site["ages"][:2], ["HC", "HC"])
+    bad = _damage(calibration, tmp_path, "other_checkpoint")
+    out = tmp_path / "derivative"
+    argv = ["-q", "bids", str(bids), str(out), "participant", "--model", str(models),
+            "--cache", str(cache), "--no-qc", "--site-calibration"]
+    assert main([*argv, str(bad)]) == 2
+    assert "calibrated for another checkpoint" in capsys.readouterr().err
+    assert not list(out.glob("sub-*/anat/*.tsv"))
+    assert main([*argv, str(calibration)]) == 0
+    tables = sorted(out.glob("sub-*/anat/*.tsv"))
+    assert len(tables) == 2
+    for path in tables:
+        table = pd.read_csv(path, sep="\t")
+        assert (table["calibration"] == "site:HH").all()
+        assert (table["bias_correction"] == "site").all()
+
+
+def test_verdict_line_says_what_to_do() -> None:
+    """The line advises calibrating when the batch differs, and not when a site calibration
+    is in use or the batch does not differ; it names the gap it tested."""
+    from brainage.analysis.shift import BatchShift, GapTest, MMDTest
+    from brainage.inference.trust import verdict_line
+
+    gap = GapTest(40, -26.6, -28.0, -25.2, 0.95, -30.0, 1e-20)
+    shifted = BatchShift(MMDTest(40, 180, 0.3, 0.001, 999, 2.0), gap, 0)
+    line = verdict_line("rnc", shifted, "corrected gap")
+    assert "these 40 scans differ" in line and "p <= 0.001" in line
+    assert "mean corrected gap is -26.6 y [-28.0, -25.2]" in line
+    assert "calibrate with `brainage calibrate`" in line
+    line = verdict_line("rnc", shifted, site="HH")
+    assert "site calibration HH" in line and "brainage calibrate" not in line
+    same = BatchShift(MMDTest(40, 180, 0.0, 0.4, 999, 2.0), None, 0)
+    line = verdict_line("l1", same)
+    assert "do not differ detectably" in line and "p = 0.4" in line and "gap" not in line
