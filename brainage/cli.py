@@ -14,6 +14,8 @@ fetch
     Download a public dataset (IXI) into a BIDS folder.
 predict
     Brain age of new scans (files or a BIDS folder) with a trained model folder.
+calibrate
+    A site calibration of a model folder from a site's healthy controls (for predict).
 bids
     The BIDS App: brain age of a BIDS dataset as a derivative (participant and group levels).
 
@@ -307,7 +309,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                "predicted age when unknown, lies outside the training ages); retest_sd (the "
                "test-retest SD of the corrected gap the study measured: two scans of one person "
                "differ by more than 2.77 x it only by a real change); bias_correction, "
-               "alignment (registration QC: outline misfit in mm, lower is better; a native "
+               "calibration (which calibration the corrected columns and intervals come "
+               "from: training, or site:<name> with --site-calibration), alignment "
+               "(registration QC: outline misfit in mm, lower is better; a native "
                "scan above the threshold gets no age unless --force), saliency, error. The "
                "model's training domain is "
                "printed first; a model trained on simulated data warns when it meets real "
@@ -351,6 +355,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
+    parser.add_argument("--site-calibration", default=None, metavar="JSON",
+                        help="a site calibration of this model (brainage calibrate): corrected "
+                             "ages and intervals from the site's healthy controls; the "
+                             "calibration column says which calibration each row used")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_predict)
 
@@ -377,7 +385,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                          saliency_dir=args.saliency, cache=args.cache, n_jobs=args.jobs,
                          device=args.device, scheduler=args.scheduler,
                          allow_unverified=args.allow_unverified,
-                         accept_registration=args.force, qc_dir=_qc_dir(args))
+                         accept_registration=args.force, qc_dir=_qc_dir(args),
+                         site_calibration=args.site_calibration)
     code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
     if run.table is None:
         print(f"brainage predict: interrupted before any scan finished; {run.out} is not "
@@ -395,6 +404,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         marked = table.loc[table[column].fillna(False).astype(bool), "path"].nunique()
         if marked:
             print(f"{marked} of {n_scans} scan(s) {what}")
+    _print_calibration(table)
+    if run.batch is not None:
+        for entry in run.batch["heads"].values():
+            print(f"batch: {entry['line']} -> {run.batch_file}")
     if run.interrupted is not None:
         name = "Ctrl-C" if run.interrupted == "SIGINT" else run.interrupted
         print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {run.out} "
@@ -402,6 +415,84 @@ def _run_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return code[run.interrupted]
     return 1 if len(failed) else 0
+
+
+def _print_calibration(table) -> None:
+    """Which calibration the intervals came from, and when they hold."""
+    from brainage.inference.model_folder import INTERVAL_CONDITIONS
+
+    used = sorted(set(table["calibration"]))
+    if any(u.startswith("site:") for u in used):
+        print(f"calibration: {', '.join(used)}: {INTERVAL_CONDITIONS}")
+    elif table["interval_level"].notna().any():
+        print("calibration: training (the model folder's validation scans): intervals hold "
+              "only for scans like the training scans; on a new scanner run brainage "
+              "calibrate on its healthy controls first")
+
+
+# --- calibrate -----------------------------------------------------------------------------
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "calibrate", help="fit a site calibration of a model folder on a site's healthy "
+                          "controls",
+        description="Predict healthy controls of one site (with known ages) as brainage "
+                    "predict does, fit each head's site age-bias correction (slope shrunk "
+                    "towards the training correction) and recalibrate its conformal interval "
+                    "on cross-fitted residuals, and write them to one JSON file for "
+                    "brainage predict --site-calibration. Refuses too few scans (10 at level "
+                    "0.9), scans without an age, and patients (participants.tsv group).")
+    parser.add_argument("model", metavar="MODEL_DIR", help="the model folder to calibrate")
+    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
+                        help="NIfTI scans and/or BIDS folders of the site's healthy controls")
+    parser.add_argument("--out", required=True, metavar="JSON",
+                        help="the site calibration file to write (never replaced without "
+                             "--overwrite)")
+    parser.add_argument("--site", default=None, metavar="NAME",
+                        help="the site's name (default: participants.tsv's site, else the "
+                             "first input's name)")
+    parser.add_argument("--age", type=float, nargs="+", default=None, metavar="YEARS",
+                        help="age of each scan file, in order (BIDS folders use "
+                             "participants.tsv)")
+    parser.add_argument("--level", type=float, default=0.9,
+                        help="coverage of the intervals (default: 0.9)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="use a head whose model.json records no checkpoint checksum")
+    parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
+                        help="space of the scans (default: auto)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="the scans hold the brain only")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help=f"preprocessing cache (default: {default_cache_dir()})")
+    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    """0 when the calibration is written; 2 on a refused calibration set (the error)."""
+    from brainage.inference.calibrate import calibrate_site
+    from brainage.inference.model_folder import INTERVAL_CONDITIONS
+
+    result = calibrate_site(args.inputs, args.model, args.out, site=args.site, ages=args.age,
+                            level=args.level, overwrite=args.overwrite, device=args.device,
+                            allow_unverified=args.allow_unverified, space=args.space,
+                            skull_stripped=args.skull_stripped, cache=args.cache,
+                            n_jobs=args.jobs)
+    for path in result["failed"]:
+        print(f"brainage calibrate: left out {path} (it failed; see the log)", file=sys.stderr)
+    low, high = result["age_range"]
+    print(f"site {result['site']}: {result['n_scans']} scan(s) aged {low:g}-{high:g} -> "
+          f"{args.out}")
+    for head, entry in result["heads"].items():
+        c = entry["calibration"]
+        print(f"  {head}: predicted = {c['correction']['slope']:.3f} x age + "
+              f"{c['correction']['intercept']:.2f} ({c['correction']['fitted']} fitted), "
+              f"{c['level']:g} interval +/- {c['half_width']:.2f} y")
+    print(f"  {INTERVAL_CONDITIONS}")
+    return 0
 
 
 # --- bids ----------------------------------------------------------------------------------
@@ -451,6 +542,10 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
+    parser.add_argument("--site-calibration", default=None, metavar="JSON",
+                        help="a site calibration of this model (brainage calibrate): corrected "
+                             "ages and intervals from the site's healthy controls; the "
+                             "calibration column says which calibration each row used")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_bids)
 
@@ -480,7 +575,7 @@ def _run_bids(args: argparse.Namespace) -> int:
         participant_labels=args.participant_label, session_labels=args.session_label,
         space=args.space, skull_stripped=args.skull_stripped, saliency=args.saliency,
         qc=args.qc, accept_registration=args.force, cache=args.cache, n_jobs=args.jobs,
-        scheduler=args.scheduler, device=args.device)
+        scheduler=args.scheduler, device=args.device, site_calibration=args.site_calibration)
     report = bids_app.run_participant_level(args.bids_dir, args.output_dir, args.model, options)
     for source, error in report.failed.items():
         print(f"brainage bids: FAILED {source}: {error}", file=sys.stderr)
@@ -504,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_build, _add_profiles, _add_simulate, _add_preprocess, _add_fetch,
-                _add_predict, _add_bids):
+                _add_predict, _add_calibrate, _add_bids):
         add(sub)
     return parser
 

@@ -176,7 +176,18 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
                                "removed",
                    "quadratic": "after Smith et al. (2019): the gap's quadratic trend with "
                                 "age removed",
-                   "none": "the model folder stores no correction for this head"},
+                   "none": "the model folder stores no correction for this head",
+                   "site": "the site calibration's line (brainage calibrate): "
+                           "(predicted - intercept) / slope, fitted on the site's healthy "
+                           "controls"},
+    },
+    "calibration": {
+        "LongName": "Calibration used",
+        "Description": "Which calibration the corrected columns and the intervals of the row "
+                       "come from: 'training' (the model folder's, fitted on its validation "
+                       "scans) or 'site:<name>' (a site calibration of brainage calibrate; its "
+                       "intervals hold for scans of that site, healthy, in its calibration "
+                       "scans' age range).",
     },
     "alignment": {
         "LongName": "Registration QC: outline misfit",
@@ -247,7 +258,8 @@ COLUMN_TYPES: dict[str, str] = {
     "interval_level": _FLOAT, "age_lower": _FLOAT, "age_upper": _FLOAT,
     "corrected_gap_lower": _FLOAT, "corrected_gap_upper": _FLOAT, "ood_score": _FLOAT,
     "ood": "boolean", "outside_age_range": "boolean", "retest_sd": _FLOAT,
-    "bias_correction": "string", "alignment": _FLOAT, "saliency": "string", "error": "string",
+    "bias_correction": "string", "calibration": "string", "alignment": _FLOAT,
+    "saliency": "string", "error": "string",
     "preproc": "string", "brain_mask": "string",
 }
 
@@ -257,6 +269,6 @@ EVALUATION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", 
 #: Columns of ``brainage predict``'s table (one row per scan and head).
 PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
                       *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
-                      "alignment", "saliency", "error")
+                      "calibration", "alignment", "saliency", "error")
 #: Columns of the BIDS App's per-scan tables: the prediction columns and the derivatives.
 BIDS_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")

@@ -23,6 +23,7 @@ _EXPORTS = {
     "run_group_level": "bids_app",
     "run_participant_level": "bids_app",
     "select_scans": "bids_app",
+    "CONTROL_LABELS": "calibrate",
     "BIAS_CORRECTION_FILE": "model_folder",
     "CALIBRATION_SPLIT": "model_folder",
     "CHECKPOINT_FILE": "model_folder",
@@ -40,12 +41,16 @@ _EXPORTS = {
     "OOD_MAX_BYTES": "model_folder",
     "REGISTRATION_QC_FIELD": "model_folder",
     "RETEST_FIELD": "model_folder",
+    "INTERVAL_CONDITIONS": "model_folder",
+    "SITE_CALIBRATION_FILE_FORMAT": "model_folder",
     "HeadCalibration": "model_folder",
     "HeadTrust": "model_folder",
     "ModelFolder": "model_folder",
     "ModelFolderError": "model_folder",
     "UnverifiedCheckpointWarning": "model_folder",
     "checkpoint_digest": "model_folder",
+    "head_checkpoint_digest": "model_folder",
+    "head_checkpoint_path": "model_folder",
     "head_dirs": "model_folder",
     "load_calibration": "model_folder",
     "load_head_trust": "model_folder",
@@ -60,6 +65,9 @@ _EXPORTS = {
     "save_ig_reference": "model_folder",
     "save_ood": "model_folder",
     "write_model_card": "model_folder",
+    "SiteCalibrationFile": "model_folder",
+    "calibrate_site": "calibrate",
+    "load_site_calibration": "model_folder",
     "CsvRun": "predict",
     "collect_scans": "predict",
     "iter_predictions": "predict",
@@ -77,9 +85,14 @@ _EXPORTS = {
     "describe_model": "trust",
     "domain_summary": "trust",
     "is_simulated_scan": "trust",
+    "site_columns": "trust",
+    "BATCH_ALPHA": "trust",
+    "MIN_BATCH": "trust",
+    "batch_verdict": "trust",
+    "verdict_line": "trust",
     "trust_columns": "trust",
 }
-_MODULES = ("bids_app", "model_folder", "predict", "qc_figures", "trust")
+_MODULES = ("bids_app", "calibrate", "model_folder", "predict", "qc_figures", "trust")
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -396,6 +396,9 @@ class ParticipantOptions:
         Preprocess on a Dask cluster instead (:func:`brainage._utils.scheduler.run_tasks`).
     device : str, default="cpu"
         Where the models run.
+    site_calibration : str, PathLike or None, default=None
+        A site calibration file of ``brainage calibrate`` (refused for another checkpoint):
+        the corrected columns and intervals are the site's, the ``calibration`` column says so.
     """
 
     participant_labels: tuple[str, ...] | None = None
@@ -409,6 +412,7 @@ class ParticipantOptions:
     n_jobs: int = 1
     scheduler: Any = None
     device: str = "cpu"
+    site_calibration: str | os.PathLike | None = None
 
 
 @dataclass(frozen=True)
@@ -482,7 +486,8 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
             skull_stripped=options.skull_stripped,
             saliency_dir=work if options.saliency else None, cache=cache,
             n_jobs=options.n_jobs, device=options.device, scheduler=options.scheduler,
-            accept_registration=options.accept_registration)
+            accept_registration=options.accept_registration,
+            site_calibration=options.site_calibration)
         for frame in frames:
             for k, rows in frame.groupby(level=0, sort=True):
                 i = todo[int(k)]

@@ -67,6 +67,7 @@ import numpy as np
 
 from brainage._utils import CHECKPOINT_FILE, package_versions, sha256_file
 from brainage._utils.io import read_json, read_tagged_json, schema_problems
+from brainage.analysis.site_calibration import SiteCalibration
 from brainage.analysis.uncertainty import ConformalInterval, FeatureOOD
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessParams
@@ -91,11 +92,16 @@ __all__ = [
     "OOD_MAX_BYTES",
     "REGISTRATION_QC_FIELD",
     "RETEST_FIELD",
+    "INTERVAL_CONDITIONS",
+    "SITE_CALIBRATION_FILE_FORMAT",
     "HeadCalibration",
     "HeadTrust",
     "ModelFolder",
     "ModelFolderError",
     "UnverifiedCheckpointWarning",
+    "SiteCalibrationFile",
+    "head_checkpoint_digest",
+    "head_checkpoint_path",
     "head_dirs",
     "checkpoint_digest",
     "load_calibration",
@@ -103,6 +109,7 @@ __all__ = [
     "load_ig_reference",
     "load_model_folder",
     "load_ood",
+    "load_site_calibration",
     "present",
     "pretrained_checkpoints",
     "read_card",
@@ -136,6 +143,13 @@ OOD_FORMAT = "brainage-ood/1"
 #: array is read (a zip bomb or a header declaring a huge array is refused). The paper
 #: profile's reference (a few thousand scans x a few hundred features, float64) is about 10 MB.
 OOD_MAX_BYTES = 1 << 30
+#: Format tag of the site calibration file ``brainage calibrate`` writes (every head's
+#: :class:`brainage.analysis.site_calibration.SiteCalibration`, bound to its checkpoint).
+SITE_CALIBRATION_FILE_FORMAT = "brainage-site-calibrations/1"
+#: When an interval from a site calibration holds at its level (split-conformal exchangeability).
+INTERVAL_CONDITIONS = ("intervals hold at their level only for scans exchangeable with the "
+                       "calibration scans: same site and protocol, healthy, within their age "
+                       "range")
 #: The split that calibrates the intervals and the OOD threshold (and fits the bias correction).
 CALIBRATION_SPLIT = "val"
 _HEAD_ORDER = ("rnc", "l1")  # the study's heads first, any other in name order
@@ -948,3 +962,83 @@ def load_ig_reference(root: str | os.PathLike,
         raise ModelFolderError(f"{path} must hold a finite volume of the model's grid "
                                f"{tuple(shape)}; got shape {volume.shape}")
     return volume
+
+
+# --- site calibrations (brainage calibrate) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteCalibrationFile:
+    """A site calibration file read for one model folder.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    site : str
+        The site's name.
+    heads : dict of str to SiteCalibration
+        Each head of the model folder's calibration.
+    """
+
+    path: Path
+    site: str
+    heads: dict[str, SiteCalibration]
+
+
+def head_checkpoint_path(folder: ModelFolder, head: str) -> Path:
+    """The checkpoint file of ``head`` (the card's ``heads.<head>.checkpoint``)."""
+    return folder.root / str(folder.card["heads"][head].get("checkpoint",
+                                                            f"{head}/{CHECKPOINT_FILE}"))
+
+
+def head_checkpoint_digest(folder: ModelFolder, head: str) -> str:
+    """SHA-256 of the checkpoint file of ``head``."""
+    return checkpoint_digest(head_checkpoint_path(folder, head).parent)
+
+
+def load_site_calibration(path: str | os.PathLike, folder: ModelFolder) -> SiteCalibrationFile:
+    """Read a site calibration file (:func:`brainage.inference.calibrate.calibrate_site`) for
+    ``folder``'s heads; errors name the file.
+
+    Raises
+    ------
+    ModelFolderError
+        The file is not readable JSON of :data:`SITE_CALIBRATION_FILE_FORMAT`, lacks a head of
+        the folder, or was fitted for another checkpoint of a head.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFolderError(f"--site-calibration {path} cannot be read as JSON: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != SITE_CALIBRATION_FILE_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ModelFolderError(f"--site-calibration {path} is not a site calibration file "
+                               f"(format {found!r}, expected {SITE_CALIBRATION_FILE_FORMAT!r}; "
+                               f"write one with brainage calibrate)")
+    heads = data.get("heads")
+    if not isinstance(heads, dict):
+        raise ModelFolderError(f"--site-calibration {path} lacks the field 'heads'")
+    loaded: dict[str, SiteCalibration] = {}
+    for head in folder.models:
+        entry = heads.get(head)
+        if not isinstance(entry, dict):
+            raise ModelFolderError(f"--site-calibration {path} has no calibration of head "
+                                   f"{head!r} (it has {sorted(heads)}): it was written for "
+                                   f"another model folder")
+        expected = head_checkpoint_digest(folder, head)
+        if entry.get("checkpoint_sha256") != expected:
+            raise ModelFolderError(
+                f"--site-calibration {path}: head {head!r} was calibrated for another "
+                f"checkpoint ({str(entry.get('checkpoint_sha256'))[:12]}... is not the SHA-256 "
+                f"of {head_checkpoint_path(folder, head)}, {expected[:12]}...): calibrate this "
+                f"model again with brainage calibrate")
+        try:
+            loaded[head] = SiteCalibration.from_dict(entry.get("calibration"),
+                                                     source=f"{path} (head {head})")
+        except ValueError as err:
+            raise ModelFolderError(f"--site-calibration {err}") from err
+    site = {c.site for c in loaded.values()}
+    return SiteCalibrationFile(path, site.pop() if len(site) == 1 else str(data.get("site")),
+                               loaded)

@@ -28,6 +28,7 @@ the variable is unset): a scan predicted twice is preprocessed once.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -66,6 +67,7 @@ from brainage.inference.model_folder import (
     ModelFolder,
     ModelFolderError,
     load_model_folder,
+    load_site_calibration,
 )
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
@@ -462,9 +464,12 @@ def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.nd
 
 def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Sequence[int],
                predicted: Mapping[int, float], prepared: _Prepared,
-               saliency: Mapping[int, str], features: Mapping[int, np.ndarray]) -> pd.DataFrame:
+               saliency: Mapping[int, str], features: Mapping[int, np.ndarray],
+               site: Any = None) -> pd.DataFrame:
     """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
-    bias-corrected gaps, their intervals and OOD flags, QC and errors."""
+    bias-corrected gaps, their intervals and OOD flags, QC and errors. With ``site`` (a
+    :class:`brainage.inference.model_folder.SiteCalibrationFile`), the corrected columns and the
+    intervals are the site calibration's, and ``calibration`` names the site."""
     index = list(index)
     rows = scans.loc[index]
     correction = folder.corrections[head]
@@ -476,6 +481,13 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         len(index), dim)  # (n, D); NaN rows for failed scans
     trusted = trust.trust_columns(folder.trust.get(head), predicted=years, age=age,
                                   corrected_gap=corrected - age, features=head_features)
+    method, used = (correction.method if correction is not None else "none"), "training"
+    if site is not None:
+        columns = trust.site_columns(site.heads[head], years, age)
+        corrected = columns.pop("corrected_predicted")
+        columns.pop("corrected_gap")
+        trusted.update(columns)
+        method, used = "site", f"site:{site.site}"
     return pd.DataFrame({
         "participant_id": rows["participant_id"].to_numpy(),
         "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
@@ -483,7 +495,7 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         "predicted": years, "age": age, "gap": years - age,
         "corrected_predicted": corrected, "corrected_gap": corrected - age, **trusted,
         "retest_sd": _retest_sd(folder.card, head),
-        "bias_correction": correction.method if correction is not None else "none",
+        "bias_correction": method, "calibration": used,
         "alignment": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],
         "error": [prepared.errors.get(i, "") for i in index],
@@ -515,7 +527,10 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
                      device: str = "cpu", scheduler: Any = None,
                      allow_unverified: bool = False, accept_registration: bool = False,
-                     qc_dir: str | os.PathLike | None = None) -> Iterator[pd.DataFrame]:
+                     qc_dir: str | os.PathLike | None = None,
+                     site_calibration: str | os.PathLike | None = None,
+                     features_out: dict[str, dict[int, np.ndarray]] | None = None
+                     ) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
 
     The scans are preprocessed and predicted one at a time (``n_jobs=1``), or ``4 * n_jobs``
@@ -523,7 +538,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
     cluster opened once for the whole run), so that a caller can save what finished before an
     interrupt (``brainage predict`` rewrites its CSV after each group). Takes the arguments of
     :func:`predict_scans`; the arguments are checked and the model folder loaded on the first
-    ``next()``.
+    ``next()``. ``features_out``, when given, is filled with each head's feature statistics by
+    scan index (for :func:`brainage.inference.trust.batch_verdict`).
 
     Yields
     ------
@@ -542,11 +558,15 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                                f"integrated-gradients reference, written by the training notebook "
                                f"since issue 27): rerun notebook 02, or predict without saliency "
                                f"maps")
+    site = None
+    if site_calibration is not None:
+        site = load_site_calibration(site_calibration, folder)
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
         yield from _groups(scans, folder, space, skull_stripped, saliency_dir, cache, n_jobs,
-                           client, _RegistrationQC(accept_registration, qc_dir))
+                           client, _RegistrationQC(accept_registration, qc_dir), site,
+                           features_out)
 
 
 @dataclass(frozen=True)
@@ -574,7 +594,9 @@ class _RegistrationQC:
 
 def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped: bool,
             saliency_dir: str | os.PathLike | None, cache: PreprocessCache, n_jobs: int,
-            client: Any, qc: _RegistrationQC = _RegistrationQC()) -> Iterator[pd.DataFrame]:
+            client: Any, qc: _RegistrationQC = _RegistrationQC(),
+            site: Any = None, features_out: dict[str, dict[int, np.ndarray]] | None = None
+            ) -> Iterator[pd.DataFrame]:
     """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
     files, names = scans["path"].tolist(), _output_names(scans)
     saliency = None if saliency_dir is None else Path(saliency_dir)
@@ -590,9 +612,13 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
         domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
         ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
         predicted += len(prepared.images)
+        if features_out is not None:  # the batch shift test's input (predict_to_csv)
+            for head, found in features.items():
+                features_out.setdefault(head, {}).update(found)
         logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
         yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
-                                    maps[head], features[head]) for head in folder.models])
+                                    maps[head], features[head], site)
+                         for head in folder.models])
 
 
 def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
@@ -601,7 +627,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   cache: PreprocessCache | str | os.PathLike | None = None, n_jobs: int = 1,
                   device: str = "cpu", scheduler: Any = None, allow_unverified: bool = False,
                   accept_registration: bool = False,
-                  qc_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+                  qc_dir: str | os.PathLike | None = None,
+                  site_calibration: str | os.PathLike | None = None) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -642,6 +669,13 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     qc_dir : str or PathLike, optional
         Draw the registration-QC picture (the registered scan under the template's outline) of
         each native scan that fails the QC to ``qc_dir/<participant>[_<session>]_qc.png``.
+    site_calibration : str or PathLike, optional
+        A site calibration file (``brainage calibrate``,
+        :func:`brainage.inference.model_folder.load_site_calibration`; refused for another
+        checkpoint): the corrected columns and the intervals of every row are the site's
+        (``bias_correction`` ``site``, ``calibration`` ``site:<name>``); without it they are
+        the training calibration's (``calibration`` ``training``). Its intervals hold for scans
+        exchangeable with its calibration scans (same site, healthy, in their age range).
 
     Returns
     -------
@@ -672,7 +706,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
         paths, model_folder, ages=ages, space=space, skull_stripped=skull_stripped,
         saliency_dir=saliency_dir, cache=cache, n_jobs=n_jobs, device=device,
         scheduler=scheduler, allow_unverified=allow_unverified,
-        accept_registration=accept_registration, qc_dir=qc_dir)))
+        accept_registration=accept_registration, qc_dir=qc_dir,
+        site_calibration=site_calibration)))
     failed = table.loc[table["error"] != "", "path"].nunique()
     logger.info("predicted %d of %d scans with heads %s", table["path"].nunique() - failed,
                 table["path"].nunique(), list(dict.fromkeys(table["model"])))
@@ -765,11 +800,19 @@ class CsvRun:
     interrupted : str or None
         ``"SIGINT"`` or ``"SIGTERM"`` if the run was interrupted (the scans that finished are in
         ``out``), else None.
+    batch : dict or None
+        The batch shift verdict (:func:`brainage.inference.trust.batch_verdict`) when at
+        least :data:`brainage.inference.trust.MIN_BATCH` scans were predicted and a head has
+        an OOD reference; else None.
+    batch_file : Path or None
+        Where it was written (:func:`batch_file`), None if not.
     """
 
     out: Path
     table: pd.DataFrame | None
     interrupted: str | None
+    batch: dict[str, Any] | None = None
+    batch_file: Path | None = None
 
 
 def predict_to_csv(inputs: Sequence[str | os.PathLike],
@@ -782,14 +825,28 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
     ``saliency_dir`` option (a file, or a folder holding maps already without ``overwrite``);
     the CSV is rewritten atomically after each group of scans. Ctrl-C and SIGTERM stop the run
     after writing the scans that finished. ``options`` are those of :func:`iter_predictions`.
+    When at least :data:`brainage.inference.trust.MIN_BATCH` scans were predicted, each head
+    with an OOD reference tests the batch against its training scans
+    (:func:`brainage.inference.trust.batch_verdict`) and the verdict is written beside ``out``
+    (:func:`batch_file`; refused like ``out`` if it exists without ``overwrite``).
     """
     out = _check_out(Path(out), overwrite)
     _check_saliency(options.get("saliency_dir"), overwrite)
+    sidecar = batch_file(out)
+    if os.path.lexists(sidecar) and not overwrite:
+        raise ValueError(f"{sidecar} (the batch shift verdict of --out) exists; pass "
+                         f"--overwrite to replace it")
+    collect_scans(inputs, options.get("ages"))  # argument errors before the heads are loaded
+    folder = (model_folder if isinstance(model_folder, ModelFolder) else load_model_folder(
+        model_folder, device=options.get("device", "cpu"),
+        allow_unverified=options.get("allow_unverified", False)))
+    features: dict[str, dict[int, np.ndarray]] = {}
+    options["features_out"] = features
     frames: list[pd.DataFrame] = []
     interrupted: KeyboardInterrupt | None = None
     with _sigterm_as_interrupt():
         try:
-            for frame in iter_predictions(inputs, model_folder, **options):
+            for frame in iter_predictions(inputs, folder, **options):
                 frames.append(frame)
                 _write_table(_ordered(frames), out)
         except KeyboardInterrupt as err:
@@ -798,4 +855,18 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
                 _write_table(_ordered(frames), out)
     signal_name = None if interrupted is None else (
         "SIGTERM" if isinstance(interrupted, _Terminated) else "SIGINT")
-    return CsvRun(out, _ordered(frames) if frames else None, signal_name)
+    table = _ordered(frames) if frames else None
+    verdict = None
+    if table is not None and interrupted is None:
+        verdict = trust.batch_verdict(folder.trust, features, pd.concat(frames))
+        if verdict is not None:
+            atomic_write(sidecar, lambda tmp: Path(tmp).write_text(
+                json.dumps(verdict, indent=1), encoding="utf-8"))
+            logger.info("batch shift verdict: %s", sidecar)
+    return CsvRun(out, table, signal_name, verdict, sidecar if verdict is not None else None)
+
+
+def batch_file(out: str | os.PathLike) -> Path:
+    """The batch shift verdict's JSON sidecar of a prediction table: ``<stem>_batch.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.name.removesuffix('.csv')}_batch.json")

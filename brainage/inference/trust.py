@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -29,13 +30,18 @@ from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadT
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BATCH_ALPHA",
+    "MIN_BATCH",
     "DomainCheck",
     "DomainWarning",
     "add_trust_columns",
+    "batch_verdict",
     "describe_model",
     "domain_summary",
     "is_simulated_scan",
+    "site_columns",
     "trust_columns",
+    "verdict_line",
 ]
 
 #: ``GeneratedBy`` name in the ``dataset_description.json`` of a simulated cohort.
@@ -229,5 +235,97 @@ def add_trust_columns(predictions: pd.DataFrame, trusts: Mapping[str, HeadTrust]
     return out
 
 
+def site_columns(calibration: Any, predicted: np.ndarray,
+                 age: np.ndarray) -> dict[str, np.ndarray]:
+    """The corrected and interval columns of one head's rows from a site calibration.
+
+    ``corrected_predicted`` needs no age (the site's line); the age interval is
+    ``corrected ± q``, the corrected gap's ``gap ± q`` (it holds 0 at the level).
+    """
+    corrected, lower, upper = calibration.predict(predicted)
+    q = calibration.half_width
+    gap = corrected - age
+    known = np.isfinite(predicted)
+    return {"corrected_predicted": corrected, "corrected_gap": gap,
+            "interval_level": np.where(known, calibration.level, math.nan),
+            "age_lower": lower, "age_upper": upper,
+            "corrected_gap_lower": gap - q, "corrected_gap_upper": gap + q}
 
 
+#: Fewest predicted scans of one run for which ``brainage predict`` tests the batch against
+#: the training scans (:func:`batch_verdict`).
+MIN_BATCH = 5
+#: Level of the batch test.
+BATCH_ALPHA = 0.05
+
+
+def batch_verdict(trusts: Mapping[str, Any], features: Mapping[str, Mapping[int, np.ndarray]],
+                  table: pd.DataFrame, *, permutations: int = 999,
+                  seed: int = 0) -> dict[str, Any] | None:
+    """Each head's batch shift test of a run's scans against its training reference.
+
+    Parameters
+    ----------
+    trusts : mapping of str to HeadTrust
+        The model folder's (a head without ``ood.npz`` is left out).
+    features : mapping of str to mapping of int to ndarray
+        Each head's feature statistics by scan index (the table's index before ordering).
+    table : pandas.DataFrame
+        The run's rows (:data:`brainage._utils.columns.PREDICTION_COLUMNS`); the gap tested is
+        ``corrected_gap`` where known (the site's or the training correction), else ``gap``.
+    permutations, seed
+        Of :func:`brainage.analysis.shift.batch_shift`.
+
+    Returns
+    -------
+    dict or None
+        ``{"alpha", "min_batch", "heads": {head: {..., "line": str}}}``; None with fewer than
+        :data:`MIN_BATCH` predicted scans or no head with an OOD reference.
+    """
+    from brainage.analysis.shift import batch_shift
+
+    heads: dict[str, Any] = {}
+    for head, trust in trusts.items():
+        found = features.get(head, {})
+        if trust is None or trust.ood is None or len(found) < MIN_BATCH:
+            continue
+        rows = table[(table["model"] == head) & (table["error"] == "")]
+        corrected = rows["corrected_gap"].to_numpy(float)
+        gap = corrected if np.isfinite(corrected).any() else rows["gap"].to_numpy(float)
+        result = batch_shift(trust.ood, np.array([found[i] for i in sorted(found)]), gap=gap,
+                             permutations=permutations, seed=seed)
+        column = "corrected_gap" if np.isfinite(corrected).any() else "gap"
+        heads[head] = {**result.to_dict(), "gap_column": column,
+                       "line": verdict_line(head, result, column.replace("_", " "),
+                                            _site_in_use(rows))}
+    if not heads:
+        return None
+    return {"alpha": BATCH_ALPHA, "min_batch": MIN_BATCH, "heads": heads}
+
+
+def _site_in_use(rows: pd.DataFrame) -> str | None:
+    used = {str(c) for c in rows.get("calibration", pd.Series(dtype=str))}
+    sites = sorted(c.removeprefix("site:") for c in used if c.startswith("site:"))
+    return sites[0] if sites else None
+
+
+def verdict_line(head: str, result: Any, gap_name: str = "gap",
+                 site: str | None = None) -> str:
+    """One line of a :class:`brainage.analysis.shift.BatchShift` (``gap_name``: which gap its
+    gap test read; ``site``: the site calibration in use, if any), for the user."""
+    test = result.features
+    smallest = 1.0 / (test.permutations + 1)  # the smallest permutation p-value
+    p = f"p <= {smallest:.2g}" if test.p_value <= smallest else f"p = {test.p_value:.2g}"
+    gap = result.gap
+    mean = "" if gap is None else (f"; their mean {gap_name} is {gap.mean_gap:+.1f} y "
+                                   f"[{gap.ci_low:+.1f}, {gap.ci_high:+.1f}]")
+    if test.p_value <= BATCH_ALPHA and site is not None:
+        return (f"{head}: these {test.n_batch} scans differ from the training scans ({p}, "
+                f"MMD test of the encoder features){mean} with the site calibration {site}: "
+                f"read their gaps only if they come from that site")
+    if test.p_value <= BATCH_ALPHA:
+        return (f"{head}: these {test.n_batch} scans differ from the training scans ({p}, "
+                f"MMD test of the encoder features){mean}: calibrate with `brainage calibrate` "
+                f"before reading individual gaps")
+    return (f"{head}: these {test.n_batch} scans do not differ detectably from the training "
+            f"scans ({p}, MMD test of the encoder features){mean}")
