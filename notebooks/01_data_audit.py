@@ -177,7 +177,7 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 glue("tab_01_qc_removals", report_table(
     audit.qc_removals(table, alignment_threshold, registered=spec.space == "native"),
     labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
-            "failed_percent": "failed (%)", "median": "median misfit (mm)"}, digits=1),
+            "failed_percent": "failed (%)", "median": "median misfit (mm)"}, digits=2),
     display=False)
 
 # %% [markdown]
