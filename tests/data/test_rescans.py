@@ -3,7 +3,6 @@ new scanner draws, the same seed gives the same rescans, the cohort is never wri
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 
 from brainage.data import simulate as sim
+from tests.dask_cluster import tree_bytes
 
 RES = 4.0  # coarse grid so that a cohort takes seconds
 
@@ -23,11 +23,6 @@ POSE = ["rotation_x_deg", "rotation_y_deg", "rotation_z_deg", "head_scale_x", "h
         "head_scale_z"]
 PROTOCOL = ["scan_gm", "scan_csf", "scan_noise", "scan_blur_mm", "scan_texture",
             "scan_mask_margin_mm"]
-
-
-def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _image(root: Path, pid: str, session: str | None = None) -> np.ndarray:
@@ -47,7 +42,7 @@ def cohort(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def rescans(cohort, tmp_path_factory) -> tuple[Path, dict[str, str], sim.SimulatedRescans]:
-    before = _digests(cohort)
+    before = tree_bytes(cohort)
     out = tmp_path_factory.mktemp("rescans") / "re"
     made = sim.simulate_rescans(cohort, out, participants=["sub-0002", "sub-0005"], seed=1)
     return out, before, made
@@ -97,7 +92,7 @@ def test_rescan_images_are_the_same_brain_scanned_again(cohort, rescans):
 
 def test_the_cohort_is_never_written(cohort, rescans):
     _, before, _ = rescans
-    assert _digests(cohort) == before
+    assert tree_bytes(cohort) == before
 
 
 def test_same_seed_same_rescans_other_seed_others(cohort, rescans, tmp_path):
@@ -171,13 +166,13 @@ def test_ensure_rescans_reuses_same_settings_and_redoes_others(cohort, tmp_path)
     ],
 )
 def test_bad_requests_name_the_problem_and_write_nothing(cohort, tmp_path, kwargs, words):
-    before = _digests(cohort)
+    before = tree_bytes(cohort)
     with pytest.raises(ValueError) as err:
         sim.simulate_rescans(cohort, tmp_path / "out", **kwargs)
     for word in words:
         assert word in str(err.value)
     assert not (tmp_path / "out").exists()
-    assert _digests(cohort) == before
+    assert tree_bytes(cohort) == before
 
 
 def test_participants_must_be_a_list_of_ids(cohort, tmp_path):
@@ -186,11 +181,11 @@ def test_participants_must_be_a_list_of_ids(cohort, tmp_path):
 
 
 def test_rescans_never_go_into_the_cohort(cohort):
-    before = _digests(cohort)
+    before = tree_bytes(cohort)
     for out in (cohort, cohort / "derivatives" / "rescans"):
         with pytest.raises(sim.SimulationConfigError, match="cohort's folder or inside it"):
             sim.simulate_rescans(cohort, out, participants=["sub-0001"], overwrite=True)
-    assert _digests(cohort) == before
+    assert tree_bytes(cohort) == before
 
 
 def test_travel_needs_another_site(tmp_path):

@@ -3,9 +3,7 @@ model on a tiny simulated cohort (rescans predicted by the user's tool, paired, 
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +19,7 @@ from brainage.models.datasets import VolumeDataset
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1, train_rnc
 from brainage.study import retest
+from tests.dask_cluster import tree_bytes
 
 MNI = "MNI152NLin2009cSym"
 GRID_MM = 8.0
@@ -60,11 +59,6 @@ def test_choose_rescan_subjects_needs_held_out_subjects():
         retest.choose_rescan_subjects(table, n_controls=3, n_patients=3)
 
 
-def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 def test_run_retest_end_to_end(tmp_path):
     torch.manual_seed(0)
@@ -92,11 +86,11 @@ def test_run_retest_end_to_end(tmp_path):
                      for p in table["participant_id"]]
     table["split"] = ["test" if g == "HC" else "clinical" for g in table["group"]]
     chosen = retest.choose_rescan_subjects(table, n_controls=3, n_patients=2, seed=0)
-    before = _digests(made.root)
+    before = tree_bytes(made.root)
     result = retest.run_retest(table, made.root, models, tmp_path / "rescans",
                                participants=chosen, skull_stripped=True, n_boot=200,
                                cache=tmp_path / "cache")
-    assert _digests(made.root) == before  # the cohort is only read
+    assert tree_bytes(made.root) == before  # the cohort is only read
     assert (result.predictions["error"].fillna("") == "").all()
     # 5 subjects x 3 scans x 2 heads
     assert len(result.predictions) == 30
