@@ -660,13 +660,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str,
-                  lineno: int, file: object = None, line: str | None = None) -> None:
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
     """A warning as one readable line, without the source path and line that Python's own
-    format shows (``warnings.showwarning`` of the command line only; the library warns with
-    ``warnings.warn`` as usual)."""
+    format shows (``warnings.formatwarning`` of the command line only). Replacing the
+    formatter, not ``showwarning``, keeps ``warnings.catch_warnings(record=True)`` (and
+    pytest.warns) working; on a terminal the line first clears a progress bar being drawn
+    (tqdm draws it again on its next update)."""
     text = " ".join(str(message).split())
-    print(f"warning: {text} ({category.__name__})", file=sys.stderr)
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+    return f"{clear}warning: {text} ({category.__name__})\n"
 
 
 @contextlib.contextmanager
@@ -684,13 +687,13 @@ def _terminal(verbose: int):
     root_level = root.level
     root.setLevel(level)  # also when logging was configured before (a second main() call)
     set_progress(verbose > 0)
-    previous = warnings.showwarning
-    warnings.showwarning = _show_warning
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         with logging_redirect_tqdm():
             yield
     finally:
-        warnings.showwarning = previous
+        warnings.formatwarning = previous
         root.setLevel(root_level)
         set_progress(True)
 

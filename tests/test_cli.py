@@ -109,22 +109,49 @@ def test_a_bad_verbosity_option_is_an_argparse_error(capsys):
     assert "--quiet: ignored explicit argument '3'" in capsys.readouterr().err
 
 
-def test_warnings_print_as_one_line_without_the_source(monkeypatch, capsys):
+_WARN_SCRIPT = """
+import sys, warnings
+from brainage import cli
+
+def fake(args):
+    warnings.warn("the model was trained on\\n   simulated data", UserWarning)
+    return 0
+
+cli._run_profiles = fake
+code = cli.main(["profiles", "-q"])
+warnings.warn("outside the command", UserWarning)  # Python's own format again
+sys.exit(code)
+"""
+
+
+def test_warnings_print_as_one_line_without_the_source(repo_root):
+    """In a process of its own: under pytest, warnings are recorded, never printed."""
+    done = subprocess.run([sys.executable, "-c", _WARN_SCRIPT], capture_output=True, text=True,
+                          cwd=repo_root, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo_root)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "warning: the model was trained on simulated data (UserWarning)"
+    assert ".py" not in lines[0]
+    # outside the command, Python's format (with the source) is untouched
+    assert "UserWarning: outside the command" in done.stderr and "<string>" in done.stderr
+
+
+def test_warnings_are_still_recorded_inside_the_command(monkeypatch, capsys):
     from brainage import cli
 
     def fake(args):
-        warnings.warn("the model was trained on\n   simulated data", UserWarning, stacklevel=1)
+        warnings.warn("simulated data", UserWarning, stacklevel=1)
         return 0
 
-    before = warnings.showwarning
+    before = warnings.formatwarning
     monkeypatch.setattr(cli, "_run_profiles", fake)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
+    with pytest.warns(UserWarning, match="simulated data"):  # recorded, not printed
         assert main(["profiles", "-q"]) == 0
-    err = capsys.readouterr().err
-    assert err == "warning: the model was trained on simulated data (UserWarning)\n"
-    assert ".py" not in err and "warnings.warn" not in err
-    assert warnings.showwarning is before  # the library's own format outside the command
+    assert capsys.readouterr().err == ""
+    assert warnings.formatwarning is before
+    assert cli._format_warning("a\n  b", UserWarning, "x.py", 3).endswith(
+        "warning: a b (UserWarning)\n")
 
 
 def _output(**columns):
