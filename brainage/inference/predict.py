@@ -393,7 +393,8 @@ def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder,
                              f"age is predicted")
                 logger.error("%s", errors[i])
             else:
-                if group == "native":  # the figure preprocess prints and the CSV holds
+                if group == "native" or np.isfinite(item.alignment):
+                    # the figure brainage preprocess prints and the CSV holds (0.1 mm)
                     logger.info("%s: %s", paths[i], registration_qc_text(item.alignment))
                 images[i] = item.image
     return _Prepared(images, spaces, errors, scores, flagged)

@@ -358,6 +358,31 @@ def test_one_progress_bar_per_run_and_quiet_after_the_subcommand(
     assert "predict:" not in err and "%|" not in err and "INFO" not in err, err
 
 
+def test_preprocess_and_predict_print_the_same_registration_figure(
+        model_dir: Path, scans: list[Path], tmp_path: Path, caplog, capsys) -> None:
+    """One figure, worded once (registration_qc_text), to 0.1 mm: brainage preprocess prints
+    it, brainage predict logs it (the scan cached or not) and writes it to the CSV."""
+    import logging
+
+    cache = tmp_path / "cache"
+    assert main(["-q", "preprocess", str(scans[1]), str(tmp_path / "pre.nii.gz"), "--space",
+                 MNI, "--grid-mm", str(GRID_MM), "--crop-to-brain", "--skull-stripped",
+                 "--brain-extraction", "template", "--cache", str(cache)]) == 0
+    printed = capsys.readouterr().out.strip()
+    figure = printed.split("  ", 1)[1]
+    assert figure.startswith("registration misfit ") and "(threshold 5.0 mm)" in figure
+    for run in ("cached", "again"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="brainage.inference.predict"):
+            out = tmp_path / f"{run}.csv"
+            assert main(["predict", str(scans[1]), "--model", str(model_dir), "--space", MNI,
+                         "--skull-stripped", "--cache", str(cache), "--out", str(out)]) == 0
+        logged = [r.getMessage() for r in caplog.records if "registration misfit" in r.getMessage()]
+        assert logged == [f"{scans[1]}: {figure}"], (run, logged)
+        value = pd.read_csv(out)["registration_misfit_mm"].iloc[0]
+        assert f"registration misfit {value:.1f} mm" in figure
+
+
 def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path,
                        cache: Path) -> None:
     """An OpenBHB quasi-raw array (1, X, Y, Z) in its dataset layout: resampled, not
