@@ -667,8 +667,13 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
     formatter, not ``showwarning``, keeps ``warnings.catch_warnings(record=True)`` (and
     pytest.warns) working; on a terminal the line first clears a progress bar being drawn
     (tqdm draws it again on its next update)."""
+    from tqdm import tqdm
+
     text = " ".join(str(message).split())
-    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+    drawing = any(not bar.disable for bar in list(getattr(tqdm, "_instances", ())))
+    # a bar being drawn ends its line with no newline: clear it on a terminal, else
+    # (a log file) start a new line
+    clear = ("\r\x1b[K" if sys.stderr.isatty() else "\n") if drawing else ""
     return f"{clear}warning: {text} ({category.__name__})\n"
 
 

@@ -150,8 +150,15 @@ def test_warnings_are_still_recorded_inside_the_command(monkeypatch, capsys):
         assert main(["profiles", "-q"]) == 0
     assert capsys.readouterr().err == ""
     assert warnings.formatwarning is before
-    assert cli._format_warning("a\n  b", UserWarning, "x.py", 3).endswith(
+    assert cli._format_warning("a\n  b", UserWarning, "x.py", 3) == (
         "warning: a b (UserWarning)\n")
+    import io
+
+    from tqdm import tqdm
+
+    with tqdm(total=2, file=io.StringIO()):  # a bar being drawn (not a terminal here)
+        assert cli._format_warning("a", UserWarning, "x.py", 3) == (
+            "\nwarning: a (UserWarning)\n")  # on a line of its own, not after the bar
 
 
 def _output(**columns):
