@@ -277,7 +277,8 @@ COLUMN_TYPES: dict[str, str] = {
 #: Columns of the study's prediction table of its own cohort (one row per scan and head).
 EVALUATION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
                       *PREDICTION_VALUES)
-#: Columns of ``brainage predict``'s table (one row per scan and head).
+#: Columns of :func:`brainage.inference.predict.predict_scans`'s table (one row per scan and
+#: head, full precision); ``brainage predict`` writes its :data:`OUTPUT_COLUMNS` view.
 PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
                       *PREDICTION_VALUES, *TRUST_VALUES, "domain", "retest_sd",
                       "bias_correction",

@@ -6,7 +6,9 @@ The model folder (its layout, card and checks) is :mod:`brainage.inference.model
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk
 :class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one
-row per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
+row per scan and head at full precision (``brainage predict`` writes :func:`output_table` of it:
+one row per scan with the recommended head, the field's column names, rounded). A scan that
+fails (missing, a folder or a symlink loop, unreadable, a
 degenerate affine, 4D, a native scan whose registration fails the QC
 (:func:`brainage.imaging.registration.registration_passes`: its outline misfit is above
 :data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`) ...) gets rows whose ``error`` names the
@@ -778,9 +780,11 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     pandas.DataFrame
         One row per scan and head, columns :data:`PREDICTION_COLUMNS`: ``gap`` is predicted
         minus chronological age, ``corrected_*`` apply the head's stored age-bias correction
-        (NaN without an age or a correction; ``bias_correction`` says which), ``alignment`` is
-        the registration QC figure in mm (:func:`brainage.imaging.registration.outline_misfit`,
-        lower is better), ``error`` names the file and the problem of a failed scan (its
+        (NaN without an age or a correction; ``bias_correction`` says which),
+        ``registration_misfit_mm`` is the registration QC figure in mm
+        (:func:`brainage.imaging.registration.outline_misfit`, lower is better), ``domain``
+        the scan's domain verdict (``ok``, ``sim2real``, ``ood``; empty if it failed),
+        ``error`` names the file and the problem of a failed scan (its
         predictions are NaN): among them a native scan whose registration failed the QC
         (misfit above :data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`; its figure is
         still reported) unless ``accept_registration``.
