@@ -26,21 +26,25 @@ Building the parser imports nothing but this module and :mod:`brainage._utils`, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from brainage._utils import (
     BRAIN_EXTRACTION_METHODS,
+    OUTPUT_COLUMNS,
+    RECOMMENDED_HEAD_REASON,
     SPACES,
     VERSION,
     check_scheduler,
     default_cache_dir,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "predict_summary"]
 
 #: ``brainage predict --space`` choices: ``auto`` reads the scan's grid.
 PREDICT_SPACES = ("auto", *SPACES)
@@ -294,28 +298,22 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "predict", help="predict the brain age of T1w scans with a trained model folder",
         description="Preprocess each scan as the model's training scans were (native scans are "
-                    "registered to MNI152), predict with every head of the model folder and "
-                    "write a CSV with the brain-age gap and its bias-corrected value when ages "
-                    "are given. Exit status 1 if any scan failed (its row names the problem).",
-        epilog="Columns: participant_id, session, path, model (head), space, age; predicted "
-               "(years), gap (predicted - age), corrected_predicted, corrected_gap (after the "
-               "head's age-bias correction); interval_level, age_lower, age_upper (split-"
-               "conformal interval of the age around predicted: it holds the true age in "
-               "interval_level of scans like the validation scans; needs no age), "
-               "corrected_gap_lower, corrected_gap_upper (interval of the corrected gap; above "
-               "0 means an older-looking brain at that level); ood_score (distance of the scan's "
-               "features to the training scans', 1 = the threshold), ood (score above 1: unlike "
-               "the training scans, do not trust the age), outside_age_range (the age, or the "
-               "predicted age when unknown, lies outside the training ages); retest_sd (the "
-               "test-retest SD of the corrected gap the study measured: two scans of one person "
-               "differ by more than 2.77 x it only by a real change); bias_correction, "
-               "calibration (which calibration the corrected columns and intervals come "
-               "from: training, or site:<name> with --site-calibration), alignment "
-               "(registration QC: outline misfit in mm, lower is better; a native "
-               "scan above the threshold gets no age unless --force), saliency, error. The "
-               "model's training domain is "
-               "printed first; a model trained on simulated data warns when it meets real "
-               "scans.")
+                    "registered to MNI152), predict its brain age and write a CSV with one row "
+                    "per scan (the recommended head; --all-heads: one row per scan and head), "
+                    "with the brain-age gap and its bias-corrected value when ages are given. "
+                    "Exit status 1 if any scan failed (its row names the problem).",
+        epilog="Columns, in order (docs/outputs.md describes each, with brainageR's names): "
+               + ", ".join(OUTPUT_COLUMNS) + ". brain_age is brainageR's "
+               "brain.predicted_age, brain_age_lower and brain_age_upper its lower.CI and "
+               "upper.CI (a split-conformal interval at interval_level, which holds only for "
+               "scans like the calibration scans), brain_age_gap = brain_age - age (brainPAD); "
+               "the _corrected columns apply the head's age-bias correction. domain carries "
+               "the domain warning into the table: ok, sim2real (a model trained on simulated "
+               "brains applied to a real scan: expect large errors) or ood (ood_score above 1: "
+               "unlike the training scans). registration_misfit_mm is the registration QC (mm, "
+               "lower is better; a native scan above the threshold of 5.0 mm gets no age unless "
+               "--force). Ages are rounded to 0.1 year. The model's training domain is printed "
+               "first, a summary line last. Head: " + RECOMMENDED_HEAD_REASON + ".")
     parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_BIDS",
                         help="NIfTI scans and/or BIDS folders (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
     parser.add_argument("--model", required=True, metavar="DIR",
@@ -332,6 +330,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out if it exists, and the maps already in --saliency "
                              "(default: refuse, exit 2)")
+    parser.add_argument("--all-heads", action="store_true",
+                        help="one row per scan and head (default: one row per scan, the "
+                             "recommended head rnc; see below)")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="use a head whose model.json records no SHA-256 of its "
                              "checkpoint, with a warning (default: refuse, exit 2)")
@@ -386,7 +387,7 @@ def _run_predict(args: argparse.Namespace) -> int:
                          device=args.device, scheduler=args.scheduler,
                          allow_unverified=args.allow_unverified,
                          accept_registration=args.force, qc_dir=_qc_dir(args),
-                         site_calibration=args.site_calibration)
+                         site_calibration=args.site_calibration, all_heads=args.all_heads)
     code = {None: 0, "SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
     if run.table is None:
         print(f"brainage predict: interrupted before any scan finished; {run.out} is not "
@@ -397,8 +398,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     for row in failed.itertuples():
         print(f"brainage predict: FAILED {row.path}: {row.error}", file=sys.stderr)
     n_scans = table["path"].nunique()
-    print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted with "
-          f"{table['model'].nunique()} head(s) -> {run.out}")
+    heads = list(dict.fromkeys(run.output["head"]))
+    print(f"{n_scans - len(failed)} of {n_scans} scan(s) predicted, head(s) "
+          f"{', '.join(heads)} -> {run.out}")
     for column, what in (("ood", "flagged out of distribution (ood) by at least one head"),
                          ("outside_age_range", "outside the training ages (outside_age_range)")):
         marked = table.loc[table[column].fillna(False).astype(bool), "path"].nunique()
@@ -413,8 +415,35 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(f"brainage predict: interrupted ({name}) after {n_scans} scan(s); {run.out} "
               f"holds them (run again to finish: preprocessed scans are cached)",
               file=sys.stderr)
+    print(predict_summary(run.output))
+    if run.interrupted is not None:
         return code[run.interrupted]
     return 1 if len(failed) else 0
+
+
+def predict_summary(output) -> str:
+    """The closing line of ``brainage predict``: scans predicted and refused, the range of
+    the reported brain ages (per head with --all-heads) and the domain verdict, from the
+    table the CSV holds (:func:`brainage.inference.predict.output_table`)."""
+    scans = output.drop_duplicates("path")
+    refused = int((scans["error"].astype("string").fillna("") != "").sum())
+    parts = [f"summary: {len(scans) - refused} predicted, {refused} refused"]
+    for head, rows in output.groupby("head", sort=False):
+        ages = rows["brain_age"].dropna()
+        if len(ages):
+            parts.append(f"brain age {ages.min():.1f}-{ages.max():.1f} y ({head})")
+    domain = scans["domain"].astype("string").fillna("")
+    predicted = int((domain != "").sum())
+    counts = {level: int((domain == level).sum()) for level in ("sim2real", "ood")}
+    if counts["sim2real"]:
+        verdict = (f"domain: {counts['sim2real']} of {predicted} sim2real (a model trained on "
+                   f"simulated brains, real scans: ages not validated, intervals do not hold; "
+                   f"calibrate on local controls or train on your data)")
+    elif counts["ood"]:
+        verdict = f"domain: {counts['ood']} of {predicted} ood (unlike the training scans)"
+    else:
+        verdict = f"domain: ok ({predicted} of {predicted})" if predicted else "domain: n/a"
+    return "; ".join([*parts, verdict])
 
 
 def _print_calibration(table) -> None:
@@ -546,6 +575,9 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
                         help="a site calibration of this model (brainage calibrate): corrected "
                              "ages and intervals from the site's healthy controls; the "
                              "calibration column says which calibration each row used")
+    parser.add_argument("--all-heads", action="store_true",
+                        help="one row per scan and head in each table (default: one row per "
+                             "scan, the recommended head rnc; see brainage predict --help)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_bids)
 
@@ -560,6 +592,7 @@ def _run_bids(args: argparse.Namespace) -> int:
                                           participant_labels=args.participant_label)
         print(f"{report.n_scans} scan(s) of {report.n_participants} participant(s) -> "
               f"{report.table}, {report.figure.name}")
+        print(report.domain)
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "
                   f"{entry.get('error')}", file=sys.stderr)
@@ -575,7 +608,8 @@ def _run_bids(args: argparse.Namespace) -> int:
         participant_labels=args.participant_label, session_labels=args.session_label,
         space=args.space, skull_stripped=args.skull_stripped, saliency=args.saliency,
         qc=args.qc, accept_registration=args.force, cache=args.cache, n_jobs=args.jobs,
-        scheduler=args.scheduler, device=args.device, site_calibration=args.site_calibration)
+        scheduler=args.scheduler, device=args.device, site_calibration=args.site_calibration,
+        all_heads=args.all_heads)
     report = bids_app.run_participant_level(args.bids_dir, args.output_dir, args.model, options)
     for source, error in report.failed.items():
         print(f"brainage bids: FAILED {source}: {error}", file=sys.stderr)
@@ -587,37 +621,103 @@ def _run_bids(args: argparse.Namespace) -> int:
 # --- the parser ----------------------------------------------------------------------------
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, after: bool = False) -> None:
+    """``-v``/``-q`` on the main parser and (``after``) on every subcommand, so that
+    ``brainage -q predict ...`` and ``brainage predict ... -q`` mean the same (a subcommand
+    parses into its own namespace: its options have their own names, combined by
+    :func:`_verbosity`)."""
+    parser.add_argument("-v", "--verbose", action="count", default=0 if after else 1,
+                        dest="more_verbose" if after else "verbose",
+                        help="more log output (-v debug); default: progress (info)")
+    quiet = {"action": "store_true", "dest": "quiet_after"} if after else {
+        "action": "store_const", "const": 0, "dest": "verbose"}
+    parser.add_argument("-q", "--quiet", **quiet,
+                        help="warnings and errors only, no progress bars (before or after the "
+                             "subcommand)")
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """0 (quiet), 1 (info, the default) or more (debug), from the options before and after
+    the subcommand; ``-q`` anywhere wins."""
+    if getattr(args, "quiet_after", False) or args.verbose == 0:
+        return 0
+    return args.verbose + getattr(args, "more_verbose", 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``brainage`` command."""
     parser = argparse.ArgumentParser(
         prog="brainage",
         description="MRI brain-age estimation with Rank-N-Contrast: a reproducible study.")
     parser.add_argument("--version", action="version", version=f"brainage {VERSION}")
-    parser.add_argument("-v", "--verbose", action="count", default=1,
-                        help="more log output (-v debug); default: progress (info)")
-    parser.add_argument("-q", "--quiet", action="store_const", const=0, dest="verbose",
-                        help="warnings and errors only")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_build, _add_profiles, _add_simulate, _add_preprocess, _add_fetch,
                 _add_predict, _add_calibrate, _add_bids):
         add(sub)
+    for command in sub.choices.values():
+        _add_verbosity(command, after=True)
     return parser
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    """A warning as one readable line, without the source path and line that Python's own
+    format shows (``warnings.formatwarning`` of the command line only). Replacing the
+    formatter, not ``showwarning``, keeps ``warnings.catch_warnings(record=True)`` (and
+    pytest.warns) working; on a terminal the line first clears a progress bar being drawn
+    (tqdm draws it again on its next update)."""
+    from tqdm import tqdm
+
+    text = " ".join(str(message).split())
+    drawing = any(not bar.disable for bar in list(getattr(tqdm, "_instances", ())))
+    # a bar being drawn ends its line with no newline: clear it on a terminal, else
+    # (a log file) start a new line
+    clear = ("\r\x1b[K" if sys.stderr.isatty() else "\n") if drawing else ""
+    return f"{clear}warning: {text} ({category.__name__})\n"
+
+
+@contextlib.contextmanager
+def _terminal(verbose: int):
+    """Logging, warnings and progress bars of one command: log lines at the level asked,
+    written above the progress bar (not through it, which drew the bar twice); warnings as one
+    line; no bars with ``-q``."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from brainage._utils import set_progress
+
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root_level = root.level
+    root.setLevel(level)  # also when logging was configured before (a second main() call)
+    set_progress(verbose > 0)
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        with logging_redirect_tqdm():
+            yield
+    finally:
+        warnings.formatwarning = previous
+        root.setLevel(root_level)
+        set_progress(True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 with one error line on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"brainage {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    args.verbose = _verbosity(args)
+    with _terminal(args.verbose):
+        try:
+            return int(args.func(args) or 0)
+        except (ValueError, OSError, RuntimeError) as err:
+            print(f"brainage {args.command}: error: {' '.join(str(err).split())}",
+                  file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

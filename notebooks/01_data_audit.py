@@ -129,14 +129,14 @@ items = preprocess.preprocess_cohort(paths, params, cache, n_jobs=preprocess_job
 failed = {str(item.path): item.error for item in items if not item.ok}
 scores = {str(item.path): item.alignment for item in items if item.ok}
 table["preprocessed"] = [str(cache.path_for(p, params)) if p not in failed else "" for p in paths]
-table["alignment"] = [scores.get(p, float("nan")) for p in paths]
+table["registration_misfit_mm"] = [scores.get(p, float("nan")) for p in paths]
 tivs = {str(item.path): item.tiv_cm3 for item in items if item.ok}
 table["tiv_cm3"] = [tivs.get(p, float("nan")) for p in paths]
 table.to_csv(run / "audit" / "alignment.csv", index=False,
-             columns=["participant_id", "group", "site", "path", "preprocessed", "alignment",
+             columns=["participant_id", "group", "site", "path", "preprocessed", "registration_misfit_mm",
                       "tiv_cm3"])
 figures.glue_figure("fig-01-alignment", figures.alignment_strip(table, alignment_threshold))
-glue("n_aligned", int(table["alignment"].notna().sum()), display=False)
+glue("n_aligned", int(table["registration_misfit_mm"].notna().sum()), display=False)
 glue("alignment_threshold", f"{alignment_threshold:g}", display=False)
 
 # %% [markdown]
@@ -153,7 +153,7 @@ by_site = alignment_by_site(table, alignment_threshold)
 truth_table = RunFolder(run).ground_truth() if spec.simulated else None
 glue("alignment_site_sentence", alignment_sentence(
     by_site, alignment_threshold, simulated=bool(spec.simulated),
-    eta_squared=eta_squared(table["alignment"], table["site"]),
+    eta_squared=eta_squared(table["registration_misfit_mm"], table["site"]),
     rotation=None if truth_table is None else pose_by_site(truth_table[0])), display=False)
 glue("tab_01_alignment_sites", report_table(by_site, labels={
     "n": "scans", "failed": "above threshold", "median": "median (mm)", "min": "lowest",
@@ -204,7 +204,7 @@ glue("tab_01_qc_removals", report_table(
 # {numref}`fig-01-registration-qc` shows the panels.
 
 # %%
-qc = table[table["preprocessed"] != ""].sort_values("alignment", ascending=False).head(
+qc = table[table["preprocessed"] != ""].sort_values("registration_misfit_mm", ascending=False).head(
     qc_max_scans)
 if qc.empty:
     display(Markdown("No scan was preprocessed, so there is nothing to check."))
@@ -213,8 +213,8 @@ else:
     display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
                      f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
     figures.glue_figure("fig-01-registration-qc", qc_figures.registration_qc(
-        [(f"{r.participant_id} ({r.site}): {r.alignment:.2f} mm", r.preprocessed,
-          not registration_passes(r.alignment)) for r in qc.itertuples()],
+        [(f"{r.participant_id} ({r.site}): {r.registration_misfit_mm:.2f} mm", r.preprocessed,
+          not registration_passes(r.registration_misfit_mm)) for r in qc.itertuples()],
         [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
          (template_images()[1], "red")], brain_colour="yellow"))
 glue("n_qc", len(qc), display=False)
@@ -266,8 +266,8 @@ else:
 # ```
 
 # %%
-glue("alignment_min", f"{table['alignment'].min():.2f}", display=False)
-glue("alignment_median", f"{table['alignment'].median():.2f}", display=False)
+glue("alignment_min", f"{table['registration_misfit_mm'].min():.2f}", display=False)
+glue("alignment_median", f"{table['registration_misfit_mm'].median():.2f}", display=False)
 
 # %% [markdown]
 # ## Problems found

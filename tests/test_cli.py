@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -18,14 +20,18 @@ def test_help_lists_the_subcommands(capsys):
 
 
 def test_predict_help_explains_the_trust_columns(capsys):
-    from brainage._utils import TRUST_VALUES
+    from brainage._utils import OUTPUT_COLUMNS, OUTPUT_NAMES, RECOMMENDED_HEAD_REASON, TRUST_VALUES
 
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
-    out = " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
     for column in TRUST_VALUES:
-        assert column in out.replace("- ", "-")
-    assert "split-conformal interval" in out.replace("- ", "-")
+        assert OUTPUT_NAMES.get(column, column) in out
+    assert ", ".join(OUTPUT_COLUMNS) in out  # every column of the CSV, in order
+    assert "split-conformal interval" in out
+    # the default head and why, stated once, from its one source
+    assert out.count(" ".join(RECOMMENDED_HEAD_REASON.split())) == 1
+    assert "--all-heads" in out and "brain.predicted_age" in out
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -67,3 +73,123 @@ def test_package_is_lazy_and_lists_its_subpackages():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(["analysis", "cli", "data", "exceptions", "imaging",
                                          "models", "study"])
+
+
+# --- the terminal (issue 30) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "verbose", "level", "bars"), [
+    (["-q", "profiles"], 0, logging.WARNING, False),
+    (["profiles", "-q"], 0, logging.WARNING, False),
+    (["profiles", "--quiet"], 0, logging.WARNING, False),
+    (["profiles"], 1, logging.INFO, True),
+    (["profiles", "-v"], 2, logging.DEBUG, True),
+    (["-v", "profiles"], 2, logging.DEBUG, True),
+])
+def test_verbosity_before_or_after_the_subcommand(monkeypatch, argv, verbose, level, bars):
+    from brainage import cli
+    from brainage._utils import scheduler
+
+    seen = []
+
+    def fake(args):
+        seen.append((args.verbose, logging.getLogger().level, scheduler._PROGRESS["enabled"]))
+        return 0
+
+    monkeypatch.setattr(cli, "_run_profiles", fake)
+    assert main(argv) == 0
+    assert seen == [(verbose, level, bars)]
+    assert scheduler._PROGRESS["enabled"]  # restored after the command
+
+
+def test_a_bad_verbosity_option_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["profiles", "--quiet=3"])
+    assert info.value.code == 2
+    assert "--quiet: ignored explicit argument '3'" in capsys.readouterr().err
+
+
+_WARN_SCRIPT = """
+import sys, warnings
+from brainage import cli
+
+def fake(args):
+    warnings.warn("the model was trained on\\n   simulated data", UserWarning)
+    return 0
+
+cli._run_profiles = fake
+code = cli.main(["profiles", "-q"])
+warnings.warn("outside the command", UserWarning)  # Python's own format again
+sys.exit(code)
+"""
+
+
+def test_warnings_print_as_one_line_without_the_source(repo_root):
+    """In a process of its own: under pytest, warnings are recorded, never printed."""
+    done = subprocess.run([sys.executable, "-c", _WARN_SCRIPT], capture_output=True, text=True,
+                          cwd=repo_root, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo_root)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "warning: the model was trained on simulated data (UserWarning)"
+    assert ".py" not in lines[0]
+    # outside the command, Python's format (with the source) is untouched
+    assert "UserWarning: outside the command" in done.stderr and "<string>" in done.stderr
+
+
+def test_warnings_are_still_recorded_inside_the_command(monkeypatch, capsys):
+    from brainage import cli
+
+    def fake(args):
+        warnings.warn("simulated data", UserWarning, stacklevel=1)
+        return 0
+
+    before = warnings.formatwarning
+    monkeypatch.setattr(cli, "_run_profiles", fake)
+    with pytest.warns(UserWarning, match="simulated data"):  # recorded, not printed
+        assert main(["profiles", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert warnings.formatwarning is before
+    assert cli._format_warning("a\n  b", UserWarning, "x.py", 3) == (
+        "warning: a b (UserWarning)\n")
+    import io
+
+    from tqdm import tqdm
+
+    with tqdm(total=2, file=io.StringIO()):  # a bar being drawn (not a terminal here)
+        assert cli._format_warning("a", UserWarning, "x.py", 3) == (
+            "\nwarning: a (UserWarning)\n")  # on a line of its own, not after the bar
+
+
+def _output(**columns):
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
+def test_predict_summary_line():
+    from brainage.cli import predict_summary
+
+    nan = float("nan")
+    one_head = _output(path=["a", "b", "c"], head="rnc", brain_age=[29.4, nan, 36.6],
+                       error=["", "scan b: cannot be read", ""],
+                       domain=["sim2real", "", "sim2real"])
+    assert predict_summary(one_head) == (
+        "summary: 2 predicted, 1 refused; brain age 29.4-36.6 y (rnc); domain: 2 of 2 "
+        "sim2real (a model trained on simulated brains, real scans: ages not validated, "
+        "intervals do not hold; calibrate on local controls or train on your data)")
+    both = _output(path=["a", "b", "a", "b"], head=["rnc", "rnc", "l1", "l1"],
+                   brain_age=[40.0, 50.5, 38.2, 61.0], error="", domain=["ok", "ood"] * 2)
+    assert predict_summary(both) == ("summary: 2 predicted, 0 refused; brain age 40.0-50.5 y "
+                                     "(rnc); brain age 38.2-61.0 y (l1); domain: 1 of 2 ood "
+                                     "(unlike the training scans)")
+    ok = both.assign(domain="ok")
+    assert predict_summary(ok).endswith("; domain: ok (2 of 2)")
+
+
+def test_predict_summary_when_every_scan_was_refused():
+    from brainage.cli import predict_summary
+
+    refused = _output(path=["a"], head="rnc", brain_age=[float("nan")],
+                      error=["scan a: missing"], domain=[""])
+    assert predict_summary(refused) == "summary: 0 predicted, 1 refused; domain: n/a"

@@ -4,6 +4,9 @@ name has one meaning."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,8 +42,8 @@ def test_tables_share_the_prediction_values_and_one_name_means_one_table():
 
 
 def test_a_column_without_a_description_is_refused():
-    with pytest.raises(ValueError, match=r"\['brain_age'\] have no description"):
-        registry.describe_columns([*registry.PREDICTION_COLUMNS, "brain_age"])
+    with pytest.raises(ValueError, match=r"\['brain_age_months'\] have no description"):
+        registry.describe_columns([*registry.PREDICTION_COLUMNS, "brain_age_months"])
 
 
 def test_evaluation_table_has_the_registry_columns_and_types(rng):
@@ -55,3 +58,41 @@ def test_evaluation_table_has_the_registry_columns_and_types(rng):
     for column in out.columns:
         if registry.COLUMN_TYPES[column] == "float64":
             assert out[column].dtype == np.float64, column
+
+
+# --- the output tables (issue 30) -----------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+
+
+def _documented_columns(text: str) -> list[str]:
+    """First cells (`name`) of the rows of docs/outputs.md's column table."""
+    return re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE)
+
+
+def test_every_output_column_is_documented_with_the_fields_names():
+    text = DOCS.read_text(encoding="utf-8")
+    documented = _documented_columns(text)
+    assert documented == list(registry.BIDS_OUTPUT_COLUMNS)  # all, in the tables' order
+    for name in ("brain.predicted_age", "lower.CI", "upper.CI", "brainPAD"):
+        assert f"`{name}`" in text or name in text, name
+    for internal, output in registry.OUTPUT_NAMES.items():  # the API's name of each column
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{output}` |"))
+        assert row.rstrip().endswith(f"| `{internal}` |"), row
+    assert registry.RECOMMENDED_HEAD in text
+
+
+def test_the_documented_columns_parser_sees_an_undocumented_one():
+    text = DOCS.read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `domain` |"))
+    assert "domain" not in _documented_columns(text.replace(row + "\n", ""))
+
+
+def test_output_names_and_rounding_cover_only_output_columns():
+    outputs = set(registry.BIDS_OUTPUT_COLUMNS)
+    assert set(registry.OUTPUT_NAMES) <= set(registry.PREDICTION_COLUMNS)
+    assert set(registry.OUTPUT_NAMES.values()) <= outputs
+    assert set(registry.COLUMN_DECIMALS) <= outputs
+    assert not set(registry.OUTPUT_NAMES) & outputs  # no library name is written as such
+    for column in registry.COLUMN_DECIMALS:
+        assert registry.COLUMN_TYPES[column] == "float64", column

@@ -9,10 +9,16 @@ from __future__ import annotations
 from brainage._utils.bids import bids_id, bids_label
 from brainage._utils.columns import (
     BIDS_COLUMNS,
+    BIDS_OUTPUT_COLUMNS,
+    COLUMN_DECIMALS,
     COLUMN_DESCRIPTIONS,
     COLUMN_TYPES,
     EVALUATION_COLUMNS,
+    OUTPUT_COLUMNS,
+    OUTPUT_NAMES,
     PREDICTION_COLUMNS,
+    RECOMMENDED_HEAD,
+    RECOMMENDED_HEAD_REASON,
     describe_columns,
 )
 from brainage._utils.constants import (
@@ -40,8 +46,10 @@ from brainage._utils.scheduler import (
     TaskOutcome,
     check_scheduler,
     dask_client,
+    progress_bar,
     run_tasks,
     scheduler_address,
+    set_progress,
     worker_count,
 )
 from brainage._utils.validation import (
@@ -56,14 +64,20 @@ from brainage._utils.validation import (
 __all__ = [
     "AGE_RANGE",
     "BIDS_COLUMNS",
+    "BIDS_OUTPUT_COLUMNS",
     "BRAIN_EXTRACTION_METHODS",
     "CHECKPOINT_FILE",
+    "COLUMN_DECIMALS",
     "COLUMN_DESCRIPTIONS",
     "COLUMN_TYPES",
     "EVALUATION_COLUMNS",
     "GROUPS",
+    "OUTPUT_COLUMNS",
+    "OUTPUT_NAMES",
     "PREDICTION_COLUMNS",
     "PREDICTION_VALUES",
+    "RECOMMENDED_HEAD",
+    "RECOMMENDED_HEAD_REASON",
     "SPACES",
     "TRUST_VALUES",
     "TaskOutcome",
@@ -84,11 +98,13 @@ __all__ = [
     "describe_columns",
     "lazy_exports",
     "package_versions",
+    "progress_bar",
     "read_json",
     "read_tagged_json",
     "run_tasks",
     "scheduler_address",
     "schema_problems",
+    "set_progress",
     "sha256_file",
     "worker_count",
 ]

@@ -7,8 +7,11 @@ Tables (each a tuple of names, in order):
   (:func:`brainage.analysis.evaluation.correct_predictions`, ``runs/<profile>/predictions.csv``);
 - :data:`PREDICTION_COLUMNS`: ``brainage predict`` on new scans
   (:func:`brainage.inference.predict.predict_scans`);
-- :data:`BIDS_COLUMNS`: the BIDS App's per-scan tables (``brainage bids``), the prediction
-  columns plus the derivatives' URIs.
+- :data:`BIDS_COLUMNS`: the same, plus the derivatives' URIs (the BIDS App's rows);
+- :data:`OUTPUT_COLUMNS` and :data:`BIDS_OUTPUT_COLUMNS`: what ``brainage predict`` and the BIDS
+  App write: a view of the prediction tables with the field's names (:data:`OUTPUT_NAMES`),
+  rounded (:data:`COLUMN_DECIMALS`), with the domain verdict; ``docs/outputs.md`` documents
+  each column and its brainageR and BIDS names (``tests/test_columns.py`` checks it).
 
 The descriptions follow BIDS's convention for a TSV file's JSON sidecar (``LongName``,
 ``Description``, ``Units``, ``Levels``): :func:`describe_columns` gives the sidecar of a table,
@@ -26,10 +29,16 @@ from brainage._utils.constants import PREDICTION_VALUES, TRUST_VALUES
 
 __all__ = [
     "BIDS_COLUMNS",
+    "BIDS_OUTPUT_COLUMNS",
+    "COLUMN_DECIMALS",
     "COLUMN_DESCRIPTIONS",
     "COLUMN_TYPES",
     "EVALUATION_COLUMNS",
+    "OUTPUT_COLUMNS",
+    "OUTPUT_NAMES",
     "PREDICTION_COLUMNS",
+    "RECOMMENDED_HEAD",
+    "RECOMMENDED_HEAD_REASON",
     "describe_columns",
 ]
 
@@ -189,13 +198,15 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
                        "intervals hold for scans of that site, healthy, in its calibration "
                        "scans' age range).",
     },
-    "alignment": {
-        "LongName": "Registration QC: outline misfit",
+    "registration_misfit_mm": {
+        "LongName": "Registration QC: outline misfit (mm)",
         "Description": "Spread (standard deviation) of the signed distances from the "
                        "preprocessed scan's brain outline to the MNI152 template brain's "
                        "outline: registration quality control that atrophy does not move "
                        "(correctly aligned brains about 2.6-4.4 mm; a native scan above the "
-                       "threshold of 5 mm fails; n/a where the brain was masked by the "
+                       "threshold of 5.0 mm fails; the commands print it as 'registration "
+                       "misfit 3.1 mm (threshold 5.0 mm)'; rounded to 0.1 mm; n/a where the "
+                       "brain was masked by the "
                        "template's own mask).",
         "Units": "mm",
     },
@@ -258,7 +269,7 @@ COLUMN_TYPES: dict[str, str] = {
     "interval_level": _FLOAT, "age_lower": _FLOAT, "age_upper": _FLOAT,
     "corrected_gap_lower": _FLOAT, "corrected_gap_upper": _FLOAT, "ood_score": _FLOAT,
     "ood": "boolean", "outside_age_range": "boolean", "retest_sd": _FLOAT,
-    "bias_correction": "string", "calibration": "string", "alignment": _FLOAT,
+    "bias_correction": "string", "calibration": "string", "registration_misfit_mm": _FLOAT,
     "saliency": "string", "error": "string",
     "preproc": "string", "brain_mask": "string",
 }
@@ -266,9 +277,141 @@ COLUMN_TYPES: dict[str, str] = {
 #: Columns of the study's prediction table of its own cohort (one row per scan and head).
 EVALUATION_COLUMNS = ("participant_id", "split", "group", "age", "sex", "site", "model",
                       *PREDICTION_VALUES)
-#: Columns of ``brainage predict``'s table (one row per scan and head).
+#: Columns of :func:`brainage.inference.predict.predict_scans`'s table (one row per scan and
+#: head, full precision); ``brainage predict`` writes its :data:`OUTPUT_COLUMNS` view.
 PREDICTION_COLUMNS = ("participant_id", "session", "path", "model", "space", "age",
-                      *PREDICTION_VALUES, *TRUST_VALUES, "retest_sd", "bias_correction",
-                      "calibration", "alignment", "saliency", "error")
+                      *PREDICTION_VALUES, *TRUST_VALUES, "domain", "retest_sd",
+                      "bias_correction",
+                      "calibration", "registration_misfit_mm", "saliency", "error")
 #: Columns of the BIDS App's per-scan tables: the prediction columns and the derivatives.
 BIDS_COLUMNS = (*PREDICTION_COLUMNS, "preproc", "brain_mask")
+
+
+# --- the output tables of brainage predict and the BIDS App (issue 30) ----------------------
+# The prediction tables above are the library's (every head, full precision, the study's
+# names: brainage.inference.predict.predict_scans returns them). What a user reads, the
+# predict CSV and the BIDS App's TSV files, is one view of them: one head by default,
+# the field's names, values rounded to what they carry, and the domain verdict of each scan.
+
+#: Library column -> its name in the output tables. brainageR (Cole et al.) writes
+#: ``brain.predicted_age``, ``lower.CI``, ``upper.CI``; the brain-age literature says brain age
+#: and brain-age gap (brainPAD, delta); BIDS derivatives use snake_case column names.
+OUTPUT_NAMES: dict[str, str] = {
+    "model": "head",
+    "predicted": "brain_age",
+    "gap": "brain_age_gap",
+    "corrected_predicted": "brain_age_corrected",
+    "corrected_gap": "brain_age_gap_corrected",
+    "age_lower": "brain_age_lower",
+    "age_upper": "brain_age_upper",
+    "corrected_gap_lower": "brain_age_gap_corrected_lower",
+    "corrected_gap_upper": "brain_age_gap_corrected_upper",
+}
+
+_OUTPUT_DESCRIPTIONS: dict[str, dict[str, Any]] = {
+    "head": {
+        "LongName": "Model head",
+        "Description": "The head of the model folder that made the prediction: the "
+                       "recommended one (rnc) unless all heads were asked for (--all-heads: "
+                       "one row per scan and head).",
+        "Levels": COLUMN_DESCRIPTIONS["model"]["Levels"],
+    },
+    "brain_age": {
+        "LongName": "Predicted brain age",
+        "Description": "The age the model predicts from the scan (brainageR: "
+                       "brain.predicted_age); rounded to 0.1 year.",
+        **_YEARS,
+    },
+    "brain_age_gap": {
+        "LongName": "Brain-age gap",
+        "Description": "brain_age minus chronological age (brainPAD, brain-age delta), "
+                       "computed before rounding; n/a without an age.",
+        **_YEARS,
+    },
+    "brain_age_corrected": {
+        "LongName": "Bias-corrected brain age",
+        "Description": "brain_age after the head's age-bias correction (de Lange and Cole, "
+                       "2020; the site's with a site calibration); n/a without an age or a "
+                       "stored correction.",
+        **_YEARS,
+    },
+    "brain_age_gap_corrected": {
+        "LongName": "Bias-corrected brain-age gap",
+        "Description": "brain_age_corrected minus chronological age (corrected brainPAD); "
+                       "n/a without an age or a stored correction.",
+        **_YEARS,
+    },
+    "brain_age_lower": {
+        "LongName": "Lower end of the brain-age interval",
+        "Description": "Split-conformal prediction interval of the age around brain_age at "
+                       "interval_level (brainageR: lower.CI); needs no chronological age. It "
+                       "holds only for scans like the calibration scans (see domain).",
+        **_YEARS,
+    },
+    "brain_age_upper": {
+        "LongName": "Upper end of the brain-age interval",
+        "Description": "See brain_age_lower (brainageR: upper.CI).",
+        **_YEARS,
+    },
+    "brain_age_gap_corrected_lower": {
+        "LongName": "Lower end of the corrected-gap interval",
+        "Description": "Interval of brain_age_gap_corrected at interval_level; above 0 means "
+                       "an older-looking brain at that level. n/a without an age.",
+        **_YEARS,
+    },
+    "brain_age_gap_corrected_upper": {
+        "LongName": "Upper end of the corrected-gap interval",
+        "Description": "See brain_age_gap_corrected_lower.",
+        **_YEARS,
+    },
+    "domain": {
+        "LongName": "Domain verdict",
+        "Description": "Whether the scan is of the kind the model was trained on: the "
+                       "warning brainage predict prints, per scan. n/a for a scan that "
+                       "failed.",
+        "Levels": {"ok": "no warning: the scan is of the training domain and the head's "
+                         "OOD score does not flag it",
+                   "sim2real": "the model was trained on simulated brains and the scan is "
+                               "real (or in native space): expect large errors; the intervals "
+                               "do not hold",
+                   "ood": "the head's out-of-distribution score flags the scan (ood): its "
+                          "age should not be trusted"},
+    },
+}
+COLUMN_DESCRIPTIONS.update(_OUTPUT_DESCRIPTIONS)
+COLUMN_TYPES.update({name: COLUMN_TYPES[internal] for internal, name in OUTPUT_NAMES.items()})
+COLUMN_TYPES["domain"] = "string"
+
+#: Columns of ``brainage predict``'s CSV (one row per scan with the recommended head, one per
+#: scan and head with ``--all-heads``): what a user reads first comes first.
+OUTPUT_COLUMNS = ("participant_id", "session", "age", "head", "brain_age", "brain_age_lower",
+                  "brain_age_upper", "interval_level", "brain_age_gap", "brain_age_corrected",
+                  "brain_age_gap_corrected", "brain_age_gap_corrected_lower",
+                  "brain_age_gap_corrected_upper", "domain", "ood_score", "ood",
+                  "outside_age_range", "retest_sd", "bias_correction", "calibration",
+                  "registration_misfit_mm", "space", "path", "saliency", "error")
+#: Columns of the BIDS App's per-scan TSV files (and of its group table, before the raw
+#: dataset's participants.tsv columns): the output columns and the derivatives.
+BIDS_OUTPUT_COLUMNS = (*OUTPUT_COLUMNS, "preproc", "brain_mask")
+
+#: The head the output tables report unless all are asked for
+#: (:func:`brainage.inference.predict.output_table`).
+RECOMMENDED_HEAD = "rnc"
+#: Why, stated once (``brainage predict --help`` and ``docs/outputs.md`` quote it).
+RECOMMENDED_HEAD_REASON = (
+    "rnc (the study's Rank-N-Contrast head) is reported by default: in this project's "
+    "measurements its simulated test MAE was lower than the L1 baseline's for 4 of 5 training "
+    "seeds, and its bias-corrected gap is more repeatable between two scans of one person "
+    "(README, benchmarks/bench_seeds.py and bench_retest.py); --all-heads adds a row per "
+    "scan for every other head")
+
+#: Decimals of each rounded output column: years to 0.1 (a brain age carries no more: the
+#: best models' errors are years), the chronological age as participants.tsv usually gives it
+#: (0.01), millimetres to 0.1, scores and levels to 0.01.
+COLUMN_DECIMALS: dict[str, int] = {
+    "age": 2, **dict.fromkeys(("brain_age", "brain_age_gap", "brain_age_corrected",
+                               "brain_age_gap_corrected", "brain_age_lower", "brain_age_upper",
+                               "brain_age_gap_corrected_lower", "brain_age_gap_corrected_upper",
+                               "retest_sd"), 1),
+    "interval_level": 2, "ood_score": 2, "registration_misfit_mm": 1,
+}

@@ -52,8 +52,8 @@ from typing import Any
 # CONNECT_TIMEOUT_S and SCHEDULER_FILE_WAIT_S are module settings read at call time (patch
 # them here, on this module); a re-exported copy in brainage._utils would not change them, so
 # they are left out of __all__.
-__all__ = ["TaskOutcome", "check_scheduler", "dask_client", "run_tasks", "scheduler_address",
-           "worker_count"]
+__all__ = ["TaskOutcome", "check_scheduler", "dask_client", "progress_bar", "run_tasks",
+           "scheduler_address", "set_progress", "worker_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,9 +232,33 @@ class TaskOutcome:
         return self.error is None
 
 
+#: Whether :func:`progress_bar` draws (``brainage -q`` turns the bars off: :func:`set_progress`).
+_PROGRESS = {"enabled": True}
+
+
+def set_progress(enabled: bool) -> None:
+    """Draw progress bars (:func:`progress_bar`, :func:`run_tasks`) or not, for this process
+    (``brainage -q`` turns them off)."""
+    _PROGRESS["enabled"] = bool(enabled)
+
+
+def progress_bar(total: int, desc: str | None = None, unit: str = "scan",
+                 enabled: bool = True) -> Any:
+    """A tqdm bar, drawn unless ``enabled`` is False or bars are off (:func:`set_progress`).
+
+    One bar per command: a caller that loops over :func:`run_tasks` calls (``brainage
+    predict`` runs one per group of scans) draws its own bar over the whole run and passes
+    ``progress=False`` to them, so that a run does not print one bar per scan.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit,
+                disable=not (enabled and _PROGRESS["enabled"]))
+
+
 def run_tasks(func: Callable[..., Any], tasks: Sequence[tuple], *, n_jobs: int = 1,
               scheduler: Any = None, desc: str | None = None,
-              unit: str = "scan") -> list[TaskOutcome]:
+              unit: str = "scan", progress: bool = True) -> list[TaskOutcome]:
     """``func(*args)`` for each ``args`` of ``tasks``; the outcomes in the order of ``tasks``.
 
     Parameters
@@ -250,6 +274,8 @@ def run_tasks(func: Callable[..., Any], tasks: Sequence[tuple], *, n_jobs: int =
         ignored.
     desc, unit : str
         The tqdm bar's label and unit.
+    progress : bool, default=True
+        Draw the bar (:func:`progress_bar`; never when bars are off).
 
     Returns
     -------
@@ -258,22 +284,20 @@ def run_tasks(func: Callable[..., Any], tasks: Sequence[tuple], *, n_jobs: int =
         ``KeyboardInterrupt`` stops the run, cancelling the calls not yet done; a local pool's
         worker processes are ended within seconds, their running calls abandoned).
     """
-    from tqdm.auto import tqdm
-
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive int; got {n_jobs!r}")
     scheduler = check_scheduler(scheduler)
     outcomes: dict[int, TaskOutcome] = {}
-    with tqdm(total=len(tasks), desc=desc, unit=unit) as progress:
+    with progress_bar(len(tasks), desc, unit, progress) as bar:
         if scheduler is not None:
             with dask_client(scheduler) as client:
-                _on_dask(client, func, tasks, outcomes, progress)
+                _on_dask(client, func, tasks, outcomes, bar)
         elif n_jobs == 1 or len(tasks) <= 1:
             for i, args in enumerate(tasks):
                 outcomes[i] = _call(func, args)
-                progress.update()
+                bar.update()
         else:
-            _on_pool(n_jobs, func, tasks, outcomes, progress)
+            _on_pool(n_jobs, func, tasks, outcomes, bar)
     return [outcomes[i] for i in range(len(tasks))]
 
 

@@ -271,18 +271,18 @@ def qc_removals(table: pd.DataFrame, threshold: float, *, registered: bool = Tru
         ``failed`` (count), ``failed_percent`` and ``median`` (the figure, mm); then one row
         per group over all ages (``age_band == "all"``).
     """
-    missing = [c for c in ("group", "age", "alignment") if c not in table.columns]
+    missing = [c for c in ("group", "age", "registration_misfit_mm") if c not in table.columns]
     if missing:
         raise ValueError(f"qc_removals needs the column(s) {missing}; got {list(table.columns)}")
     edges = [float(b) for b in bands]
     if len(edges) < 2 or any(high <= low for low, high in zip(edges, edges[1:])):
         raise ValueError(f"bands must be at least two increasing edges; got {edges}")
-    data = table[["group", "age", "alignment"]].copy()
-    score = pd.to_numeric(data["alignment"], errors="coerce")
+    data = table[["group", "age", "registration_misfit_mm"]].copy()
+    score = pd.to_numeric(data["registration_misfit_mm"], errors="coerce")
     data["failed"] = (score > threshold) | (score.isna() if registered else False)
     labels = [f"{a:g}-{b:g}" if b < 200 else f"{a:g}+" for a, b in zip(edges, edges[1:])]
     data["age_band"] = pd.cut(data["age"], edges, right=False, labels=labels)
-    data["alignment"] = score
+    data["registration_misfit_mm"] = score
     summary = _qc_summary
     by_band = (data.dropna(subset=["age_band"])
                .groupby(["group", "age_band"], observed=True, sort=True)
@@ -301,7 +301,7 @@ def _qc_summary(rows: pd.DataFrame) -> pd.Series:
     n = len(rows)
     return pd.Series({"n": n, "failed": int(rows["failed"].sum()),
                       "failed_percent": 100.0 * rows["failed"].mean() if n else np.nan,
-                      "median": float(rows["alignment"].median()) if n else np.nan})
+                      "median": float(rows["registration_misfit_mm"].median()) if n else np.nan})
 
 
 def tiv_summary(table: pd.DataFrame, by: Iterable[str] = ("group",),

@@ -672,12 +672,11 @@ class PreprocessCache:
             meta = {"source": str(Path(path).resolve()), **self._record(digest, params)}
         misfit = registration_misfit(img, params)
         meta[_MISFIT_KEY] = misfit if np.isfinite(misfit) else None
-        from brainage.imaging.registration import registration_passes, registration_qc_text
+        from brainage.imaging.registration import registration_qc_text
 
-        # a figure above the threshold warns; NaN (template-masked: not measured) is expected
-        log = logger.warning if np.isfinite(misfit) and not registration_passes(misfit) \
-            else logger.info
-        log("%s: %s", path, registration_qc_text(misfit))
+        # debug only: the commands print or log the figure once per scan, cached or not, with
+        # the same words (brainage preprocess prints it; predict logs it or refuses the scan)
+        logger.debug("%s: %s (computed)", path, registration_qc_text(misfit))
         tiv = header_tiv(img)
         if np.isfinite(tiv):
             meta["tiv_cm3"] = tiv
@@ -796,7 +795,8 @@ def _cache_one(root: str, path: str, params: PreprocessParams) -> tuple[str, flo
 
 def preprocess_cohort(paths: Sequence[str | os.PathLike],
                       params: PreprocessParams | Mapping | None, cache: PreprocessCache, *,
-                      n_jobs: int = 1, scheduler: Any = None) -> list[CohortItem]:
+                      n_jobs: int = 1, scheduler: Any = None,
+                      progress: bool = True) -> list[CohortItem]:
     """Preprocess many scans through a cache, collecting per-file errors.
 
     A scan that fails (unreadable, 4D, NaN, registration error ...) gives a :class:`CohortItem`
@@ -817,6 +817,8 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
         or a Client; :func:`brainage._utils.scheduler.run_tasks`): the cache and the results
         are the same as a local run's, byte for byte. Paths are made absolute first, and the
         cache folder must be one the workers see.
+    progress : bool, default=True
+        Draw a progress bar (a caller with its own bar over many calls passes False).
 
     Returns
     -------
@@ -830,7 +832,8 @@ def preprocess_cohort(paths: Sequence[str | os.PathLike],
     if scheduler is not None:  # the workers' working folder may not be ours
         root, files = os.path.abspath(root), [os.path.abspath(p) for p in files]
     outcomes = run_tasks(_cache_one, [(root, p, params) for p in files], n_jobs=n_jobs,
-                         scheduler=scheduler, desc="preprocess", unit="scan")
+                         scheduler=scheduler, desc="preprocess", unit="scan",
+                         progress=progress)
     items = []
     for path, outcome in zip(paths, outcomes):
         if outcome.ok:

@@ -526,9 +526,10 @@ def register_to_template(scan: ants.ANTsImage, *, skull_stripped: bool = False,
     if best.score < threshold:
         # the restart criterion only: whether the scan is kept is decided by its registration
         # QC (outline_misfit of the preprocessed volume), which atrophy does not lower
-        logger.warning("registration: no start reached a template correlation of %.2f (best "
-                       "%.3f, below the threshold of the restarts); the registration QC of the "
-                       "preprocessed scan decides whether it is kept", threshold, best.score)
+        # logged at debug level: a second figure beside the misfit would read as a QC verdict
+        logger.debug("registration: no start reached a template correlation of %.2f (best "
+                     "%.3f, below the threshold of the restarts); the registration QC of the "
+                     "preprocessed scan decides whether it is kept", threshold, best.score)
     return best
 
 
@@ -660,10 +661,11 @@ def registration_passes(misfit: float) -> bool:
 
 def registration_qc_text(misfit: float) -> str:
     """The registration QC of a scan as every command prints it: its misfit and the threshold,
-    e.g. ``"registration misfit 3.42 mm (threshold 5.0 mm): passed"``."""
+    e.g. ``"registration misfit 3.4 mm (threshold 5.0 mm): passed"``: to 0.1 mm, as the
+    ``registration_misfit_mm`` column of the output tables holds it."""
     if not np.isfinite(misfit):
         return (f"registration misfit not measured (threshold {MISFIT_THRESHOLD_MM:.1f} mm): "
                 "no brain outline of the subject's own")
     verdict = "passed" if registration_passes(misfit) else "FAILED"
-    return (f"registration misfit {misfit:.2f} mm (threshold {MISFIT_THRESHOLD_MM:.1f} mm): "
+    return (f"registration misfit {misfit:.1f} mm (threshold {MISFIT_THRESHOLD_MM:.1f} mm): "
             f"{verdict}")

@@ -11,7 +11,8 @@ the source scan (``<source>`` is its name without ``_T1w.nii[.gz]``, e.g. ``sub-
     <source>_space-MNI152NLin2009cSym_desc-preproc_T1w.nii.gz   the scan on the model grid
     <source>_space-MNI152NLin2009cSym_desc-preproc_T1w.json     its sidecar (SkullStripped ...)
     <source>_space-MNI152NLin2009cSym_desc-brain_mask.nii.gz    the brain mask (and .json)
-    <source>_desc-brainage_T1w.tsv                              one row per model head
+    <source>_desc-brainage_T1w.tsv                              one row (the recommended head;
+                                                                one per head: all_heads)
     <source>_desc-brainage_T1w.json                             every column described
     <source>_space-MNI152NLin2009cSym_desc-ig<Head>_T1w.nii.gz  (--saliency) integrated gradients
     <source>_space-MNI152NLin2009cSym_desc-qc_T1w.png           registration QC (unless --no-qc)
@@ -20,9 +21,10 @@ and, at the top of ``OUTPUT_DIR``, ``dataset_description.json`` (``DatasetType: 
 ``GeneratedBy``), ``brainage_settings.json`` (the model's checksums and the preprocessing: a
 second run with another model or other settings into the same folder is refused, so that the
 derivative stays one coherent dataset) and ``.bidsignore`` (the files BIDS does not define).
-The table carries :data:`brainage._utils.columns.BIDS_COLUMNS`: the columns of ``brainage
-predict`` (``PREDICTION_COLUMNS``, with ``path`` and ``saliency`` as BIDS URIs) and ``preproc``
-and ``brain_mask``; the same registry describes each.
+The table carries :data:`brainage._utils.columns.BIDS_OUTPUT_COLUMNS`: the columns of
+``brainage predict``'s CSV (``OUTPUT_COLUMNS``: the field's names, rounded, with the ``domain``
+verdict; ``path`` and ``saliency`` as BIDS URIs) and ``preproc`` and ``brain_mask``; the same
+registry describes each, and ``docs/outputs.md`` maps them onto brainageR's names.
 
 A scan whose table exists (with its other outputs) is done: running it again is a no-op. A scan
 that fails writes ``OUTPUT_DIR/logs/<source>_error.json`` and the others go on (the exit status
@@ -33,7 +35,8 @@ under a final name. Nothing is ever written inside ``BIDS_DIR``.
 Group level (:func:`run_group_level`) reads every participant table into
 ``OUTPUT_DIR/group_desc-brainage_T1w.tsv`` (with the raw dataset's ``participants.tsv``
 columns: group, sex, site ...; and its JSON sidecar) and draws
-``group_desc-brainage_T1w.png``: predicted against chronological age, and the gap by group.
+``group_desc-brainage_T1w.png``: brain age against chronological age, and the gap by group,
+with the domain verdict in each panel's title (``sim2real`` scans drawn as crosses).
 A participant table that cannot be read (not UTF-8, empty, not a table, columns the
 participant level never writes) is left out and named; the others are collected, and
 ``brainage bids ... group`` then exits 1 (2 when no table can be read).
@@ -66,6 +69,7 @@ import pandas as pd
 from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
 from brainage._utils.columns import (
     BIDS_COLUMNS,
+    BIDS_OUTPUT_COLUMNS,
     COLUMN_DESCRIPTIONS,
     PREDICTION_COLUMNS,
     describe_columns,
@@ -78,7 +82,12 @@ from brainage.inference.model_folder import (
     ModelFolder,
     load_model_folder,
 )
-from brainage.inference.predict import collect_scans, iter_predictions
+from brainage.inference.predict import (
+    collect_scans,
+    iter_predictions,
+    output_table,
+    recommended_head,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +98,7 @@ __all__ = [
     "ParticipantReport",
     "ScanOutputs",
     "check_dirs",
+    "domain_verdict",
     "run_group_level",
     "run_participant_level",
     "select_scans",
@@ -98,7 +108,8 @@ __all__ = [
 SPACE = "MNI152NLin2009cSym"
 BIDS_VERSION = "1.9.0"
 SETTINGS_FILE = "brainage_settings.json"
-SETTINGS_FORMAT = "brainage-bids/1"
+#: 2: the output tables of issue 30 (brain_age ..., one row per scan unless all heads).
+SETTINGS_FORMAT = "brainage-bids/2"
 LOG_DIR = "logs"
 GROUP_STEM = "group_desc-brainage_T1w"
 #: Columns of ``<source>_desc-brainage_T1w.tsv``: brainage predict's, then the derivatives'.
@@ -284,8 +295,10 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
 # --- the output folder ----------------------------------------------------------------------
 
 
-def _settings(folder: ModelFolder, space: str, skull_stripped: bool) -> dict[str, Any]:
-    """What makes the outputs of two runs comparable: the model and the preprocessing."""
+def _settings(folder: ModelFolder, space: str, skull_stripped: bool,
+              all_heads: bool = False) -> dict[str, Any]:
+    """What makes the outputs of two runs comparable: the model, the preprocessing and the
+    heads the tables report."""
     return {
         "format": SETTINGS_FORMAT,
         "model_card_sha256": sha256_file(folder.root / MODEL_CARD_FILE),
@@ -297,6 +310,8 @@ def _settings(folder: ModelFolder, space: str, skull_stripped: bool) -> dict[str
         "grid_shape": list(folder.grid_shape),
         "space": space,
         "skull_stripped": skull_stripped,
+        "reported_heads": (list(folder.models) if all_heads
+                           else [recommended_head(folder.models)]),
     }
 
 
@@ -399,6 +414,9 @@ class ParticipantOptions:
     site_calibration : str, PathLike or None, default=None
         A site calibration file of ``brainage calibrate`` (refused for another checkpoint):
         the corrected columns and intervals are the site's, the ``calibration`` column says so.
+    all_heads : bool, default=False
+        One row per head in each scan's table (default: the recommended head only; see
+        :data:`brainage._utils.columns.RECOMMENDED_HEAD_REASON`).
     """
 
     participant_labels: tuple[str, ...] | None = None
@@ -413,6 +431,7 @@ class ParticipantOptions:
     scheduler: Any = None
     device: str = "cpu"
     site_calibration: str | os.PathLike | None = None
+    all_heads: bool = False
 
 
 @dataclass(frozen=True)
@@ -469,7 +488,7 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
         raise BidsAppError(f"--saliency: model folder {folder.root} has no {IG_REFERENCE_FILE} "
                            f"(the integrated-gradients reference, written by the training "
                            f"notebook since issue 27); rerun notebook 02, or omit --saliency")
-    settings = _settings(folder, options.space, options.skull_stripped)
+    settings = _settings(folder, options.space, options.skull_stripped, options.all_heads)
     _prepare_output(out, bids, settings)
     outputs = [ScanOutputs.of(bids, out, p) for p in scans["path"]]
     todo = [i for i, o in enumerate(outputs)
@@ -567,17 +586,19 @@ def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: M
             maps[row.model] = out.saliency(row.model)
             os.replace(row.saliency, maps[row.model])  # written by save_map in the work folder
     if options.qc:
-        score = float(rows["alignment"].iloc[0])
+        score = float(rows["registration_misfit_mm"].iloc[0])
         _qc_image(out.qc, preproc, f"{out.prefix}: {registration_qc_text(score)}",
                   not registration_passes(score))
-    table = _bids_table(scan, rows, out, maps, source, output_dir)
+    table = _bids_table(scan, rows, out, maps, source, output_dir, options.all_heads)
     _write_json(out.sidecar, describe_columns(table.columns))
     atomic_write(out.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
 
 
 def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Mapping[str, Path],
-                source: str, output_dir: Path) -> pd.DataFrame:
-    """The rows of one scan as the derivative stores them: BIDS ids and URIs, n/a for none."""
+                source: str, output_dir: Path, all_heads: bool = False) -> pd.DataFrame:
+    """The rows of one scan as the derivative stores them: BIDS ids and URIs, n/a for none;
+    the output view of :func:`brainage.inference.predict.output_table` (the recommended head,
+    or every head with ``all_heads``)."""
     table = rows.reset_index(drop=True).reindex(columns=list(PREDICTION_COLUMNS))
     table["participant_id"] = scan["participant_id"]
     table["session"] = scan["session"] or np.nan
@@ -587,7 +608,8 @@ def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Map
     table["error"] = np.nan
     table["preproc"] = _uri(out.preproc, output_dir)
     table["brain_mask"] = _uri(out.mask, output_dir)
-    return table.reindex(columns=list(BIDS_COLUMNS))
+    return output_table(table.reindex(columns=list(BIDS_COLUMNS)), all_heads=all_heads,
+                        columns=BIDS_OUTPUT_COLUMNS)
 
 
 @lru_cache(maxsize=4)
@@ -631,7 +653,7 @@ def _refused_qc_image(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs,
     never preprocessed."""
     from brainage.imaging.registration import registration_qc_text
 
-    score = float(rows["alignment"].iloc[0])
+    score = float(rows["registration_misfit_mm"].iloc[0])
     space = str(rows["space"].iloc[0])
     if not np.isfinite(score):  # failed before (or without) a QC figure
         return
@@ -659,6 +681,8 @@ class GroupReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     #: Participant-level tables left out because they cannot be read: ``{"path", "error"}``.
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: The table's domain verdict (:func:`domain_verdict`), as the figure shows it.
+    domain: str = ""
 
 
 #: The most bytes of one participant-level table (a scan's table has a few rows).
@@ -682,9 +706,10 @@ def _read_participant_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as err:
         problem = f"cannot be read as a tab-separated table ({' '.join(str(err).split())})"
     else:
-        required = {"participant_id", "model", "predicted"}
+        required = {"participant_id", "head", "brain_age"}
         unknown = [c for c in table.columns if c not in COLUMN_DESCRIPTIONS]
-        problem = (f"lacks the column(s) {sorted(required - set(table.columns))}"
+        problem = (f"lacks the column(s) {sorted(required - set(table.columns))} (a table "
+                   f"of an earlier brainage has predicted, not brain_age)"
                    if not required <= set(table.columns) else
                    f"has column(s) {unknown[:5]} that the participant level never writes"
                    if unknown else "has no rows" if table.empty else None)
@@ -785,7 +810,8 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
                  for c in columns}
     report = GroupReport(out / f"{GROUP_STEM}.tsv", out / f"{GROUP_STEM}.json",
                          out / f"{GROUP_STEM}.png", len(frames),
-                         table["participant_id"].nunique(), _failures(out, labels), skipped)
+                         table["participant_id"].nunique(), _failures(out, labels), skipped,
+                         domain_verdict(table))
     _write_json(report.sidecar, describe_columns(table.columns, extra))
     atomic_write(report.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                         na_rep="n/a"))
@@ -804,15 +830,16 @@ def _failures(output_dir: Path, labels: list[str] | None) -> list[dict[str, Any]
 
 
 def _summary_figure(table: pd.DataFrame, path: Path) -> None:
-    """Predicted against chronological age (top) and the gap by group (bottom), per head."""
+    """Brain age against chronological age (top) and the gap by group (bottom), per head; each
+    panel's title carries the domain verdict, and ``sim2real`` scans are drawn as crosses."""
     import matplotlib.pyplot as plt
 
-    heads = list(dict.fromkeys(table["model"]))
+    heads = list(dict.fromkeys(table["head"]))
     groups = (sorted(table["group"].dropna().astype(str).unique())
               if "group" in table.columns else [])
     fig, axes = plt.subplots(2, len(heads), figsize=(5.2 * len(heads), 9.0), squeeze=False)
     for (top, bottom), head in zip(axes.T, heads):
-        rows = table[table["model"] == head]
+        rows = table[table["head"] == head]
         by_group = ([(g, rows[rows["group"].astype(str) == g]) for g in groups] if groups
                     else [("all", rows)])
         _age_panel(top, head, rows, by_group)
@@ -824,19 +851,44 @@ def _summary_figure(table: pd.DataFrame, path: Path) -> None:
         plt.close(fig)
 
 
+def domain_verdict(rows: pd.DataFrame) -> str:
+    """The ``domain`` column of a table in a few words, e.g. ``"domain: 3 of 3 sim2real"``
+    (the group figure's titles)."""
+    domain = rows["domain"].astype("string").fillna("") if "domain" in rows.columns else None
+    if domain is None or not (domain != "").any():
+        return "domain: n/a"
+    known = domain[domain != ""]
+    flagged = [f"{int((known == level).sum())} of {len(known)} {level}"
+               for level in ("sim2real", "ood") if (known == level).any()]
+    return "domain: " + (", ".join(flagged) if flagged else f"ok ({len(known)} of "
+                                                              f"{len(known)})")
+
+
+def _sim2real(rows: pd.DataFrame) -> np.ndarray:
+    if "domain" not in rows.columns:
+        return np.zeros(len(rows), dtype=bool)
+    return (rows["domain"].astype("string").fillna("") == "sim2real").to_numpy()
+
+
 def _age_panel(ax: Any, head: str, rows: pd.DataFrame,
                by_group: list[tuple[str, pd.DataFrame]]) -> None:
-    known = rows.dropna(subset=["age", "predicted"])
-    for name, group in by_group:
-        ax.scatter(group["age"], group["predicted"], s=18, alpha=0.8, label=name)
+    known = rows.dropna(subset=["age", "brain_age"])
+    for k, (name, group) in enumerate(by_group):
+        real = _sim2real(group)
+        for mask, marker, label in ((~real, "o", name), (real, "x", f"{name} (sim2real)")):
+            if mask.any():
+                ax.scatter(group["age"][mask], group["brain_age"][mask], s=18, alpha=0.8,
+                           marker=marker, color=f"C{k % 10}", label=label)
+    verdict = domain_verdict(rows)
     if known.empty:
-        ax.set_title(f"{head}: no chronological ages")
+        ax.set_title(f"{head}: no chronological ages\n{verdict}")
     else:
-        low, high = known[["age", "predicted"]].min().min(), known[["age", "predicted"]].max().max()
+        low = known[["age", "brain_age"]].min().min()
+        high = known[["age", "brain_age"]].max().max()
         ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
-        mae = (known["predicted"] - known["age"]).abs().mean()
-        ax.set_title(f"{head}: predicted vs chronological age\n(n = {len(known)}, MAE "
-                     f"{mae:.1f} y)")
+        mae = (known["brain_age"] - known["age"]).abs().mean()
+        ax.set_title(f"{head}: brain age vs chronological age\n(n = {len(known)}, MAE "
+                     f"{mae:.1f} y; {verdict})")
     ax.set_xlabel("chronological age (years)")
     ax.set_ylabel("predicted brain age (years)")
     ax.legend(fontsize=8)
@@ -844,7 +896,8 @@ def _age_panel(ax: Any, head: str, rows: pd.DataFrame,
 
 def _gap_panel(ax: Any, head: str, rows: pd.DataFrame,
                by_group: list[tuple[str, pd.DataFrame]]) -> None:
-    column = "corrected_gap" if rows["corrected_gap"].notna().any() else "gap"
+    column = ("brain_age_gap_corrected" if rows["brain_age_gap_corrected"].notna().any()
+              else "brain_age_gap")
     values = [g[column].dropna().to_numpy() for _, g in by_group]
     if any(len(v) for v in values):
         ax.boxplot([v if len(v) else [np.nan] for v in values], showfliers=False)
@@ -853,6 +906,7 @@ def _gap_panel(ax: Any, head: str, rows: pd.DataFrame,
             ax.scatter(k + jitter, v, s=14, alpha=0.7)
         ax.set_xticks(range(1, len(by_group) + 1), [name for name, _ in by_group])
     ax.axhline(0.0, color="grey", linewidth=1)
-    ax.set_title(f"{head}: {'bias-corrected ' if column == 'corrected_gap' else ''}"
-                 f"brain-age gap by group")
+    corrected = column == "brain_age_gap_corrected"
+    ax.set_title(f"{head}: {'bias-corrected ' if corrected else ''}brain-age gap by group\n"
+                 f"({domain_verdict(rows)})")
     ax.set_ylabel("gap (years)")

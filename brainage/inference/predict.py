@@ -6,7 +6,9 @@ The model folder (its layout, card and checks) is :mod:`brainage.inference.model
 and crop; the scan's own space: ``native`` scans are bias-corrected and registered to MNI152,
 scans already on an MNI152 template grid are only resampled), through the on-disk
 :class:`brainage.imaging.preprocess.PreprocessCache`, then predicts with every head, and returns one
-row per scan and head. A scan that fails (missing, a folder or a symlink loop, unreadable, a
+row per scan and head at full precision (``brainage predict`` writes :func:`output_table` of it:
+one row per scan with the recommended head, the field's column names, rounded). A scan that
+fails (missing, a folder or a symlink loop, unreadable, a
 degenerate affine, 4D, a native scan whose registration fails the QC
 (:func:`brainage.imaging.registration.registration_passes`: its outline misfit is above
 :data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`) ...) gets rows whose ``error`` names the
@@ -51,9 +53,17 @@ from brainage._utils import (
     check_scheduler,
     dask_client,
     default_cache_dir,
+    progress_bar,
     worker_count,
 )
-from brainage._utils.columns import PREDICTION_COLUMNS
+from brainage._utils.columns import (
+    COLUMN_DECIMALS,
+    OUTPUT_COLUMNS,
+    OUTPUT_NAMES,
+    PREDICTION_COLUMNS,
+    RECOMMENDED_HEAD,
+    RECOMMENDED_HEAD_REASON,
+)
 from brainage.imaging.preprocess import (
     SPACES,
     PreprocessCache,
@@ -76,8 +86,12 @@ from brainage.inference.model_folder import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RECOMMENDED_HEAD",
+    "RECOMMENDED_HEAD_REASON",
     "collect_scans",
     "iter_predictions",
+    "output_table",
+    "recommended_head",
     "predict_scans",
     "CsvRun",
     "predict_to_csv",
@@ -358,7 +372,7 @@ def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder,
         members = [i for i, s in spaces.items() if s == group]
         params = folder.params_for(group, skull_stripped)
         items = preprocess_cohort([paths[i] for i in members], params, cache, n_jobs=n_jobs,
-                                  scheduler=client)
+                                  scheduler=client, progress=False)  # the run's bar: _groups
         for i, item in zip(members, items):
             if not item.ok:
                 errors[i] = item.error
@@ -381,6 +395,9 @@ def _preprocess(paths: Sequence[str], index: Sequence[int], folder: ModelFolder,
                              f"age is predicted")
                 logger.error("%s", errors[i])
             else:
+                if group == "native" or np.isfinite(item.alignment):
+                    # the figure brainage preprocess prints and the CSV holds (0.1 mm)
+                    logger.info("%s: %s", paths[i], registration_qc_text(item.alignment))
                 images[i] = item.image
     return _Prepared(images, spaces, errors, scores, flagged)
 
@@ -465,11 +482,12 @@ def _corrected(correction: Any, age: np.ndarray, predicted: np.ndarray) -> np.nd
 def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Sequence[int],
                predicted: Mapping[int, float], prepared: _Prepared,
                saliency: Mapping[int, str], features: Mapping[int, np.ndarray],
-               site: Any = None) -> pd.DataFrame:
+               site: Any = None, domain: trust.DomainCheck | None = None) -> pd.DataFrame:
     """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
     bias-corrected gaps, their intervals and OOD flags, QC and errors. With ``site`` (a
     :class:`brainage.inference.model_folder.SiteCalibrationFile`), the corrected columns and the
-    intervals are the site calibration's, and ``calibration`` names the site."""
+    intervals are the site calibration's, and ``calibration`` names the site. ``domain``
+    gives each predicted scan its ``domain`` verdict (:func:`_domain_verdicts`)."""
     index = list(index)
     rows = scans.loc[index]
     correction = folder.corrections[head]
@@ -494,12 +512,31 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         "space": [prepared.spaces.get(i, "") for i in index],
         "predicted": years, "age": age, "gap": years - age,
         "corrected_predicted": corrected, "corrected_gap": corrected - age, **trusted,
+        "domain": _domain_verdicts(domain or trust.DomainCheck(folder.card), rows, index,
+                                   prepared, trusted["ood"]),
         "retest_sd": _retest_sd(folder.card, head),
         "bias_correction": method, "calibration": used,
-        "alignment": [prepared.scores.get(i, np.nan) for i in index],
+        "registration_misfit_mm": [prepared.scores.get(i, np.nan) for i in index],
         "saliency": [saliency.get(i, "") for i in index],
         "error": [prepared.errors.get(i, "") for i in index],
     }, index=index, columns=list(PREDICTION_COLUMNS))
+
+
+def _domain_verdicts(domain: trust.DomainCheck, rows: pd.DataFrame, index: Sequence[int],
+                     prepared: _Prepared, ood: Any) -> list[str]:
+    """The ``domain`` column: ``sim2real`` where the model was trained on simulated data and
+    the scan is real (the :class:`brainage.inference.trust.DomainWarning`), else ``ood`` where
+    the head's OOD score flags it, else ``ok``; ``""`` for a scan that was not predicted."""
+    flags = pd.array(ood, dtype="boolean").fillna(False)
+    out = []
+    for k, (i, path) in enumerate(zip(index, rows["path"])):
+        if i not in prepared.images:
+            out.append("")
+        elif domain.mismatched(path, prepared.spaces[i]):
+            out.append("sim2real")
+        else:
+            out.append("ood" if bool(flags[k]) else "ok")
+    return out
 
 
 def _retest_sd(card: Mapping[str, Any], head: str) -> float:
@@ -508,6 +545,54 @@ def _retest_sd(card: Mapping[str, Any], head: str) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+
+
+def recommended_head(heads: Sequence[str]) -> str:
+    """:data:`RECOMMENDED_HEAD` if the model folder has it, else its first head (a folder of
+    one head)."""
+    heads = list(heads)
+    if not heads:
+        raise ValueError("no head to report: the prediction table has no rows")
+    return RECOMMENDED_HEAD if RECOMMENDED_HEAD in heads else heads[0]
+
+
+def output_table(table: pd.DataFrame, *, all_heads: bool = False,
+                 columns: Sequence[str] = OUTPUT_COLUMNS) -> pd.DataFrame:
+    """What ``brainage predict`` and the BIDS App write: a view of a prediction table.
+
+    One row per scan with the recommended head (:func:`recommended_head`; why:
+    :data:`RECOMMENDED_HEAD_REASON`), or one per scan and head with ``all_heads``; the field's
+    column names (:data:`brainage._utils.columns.OUTPUT_NAMES`: ``brain_age`` for
+    ``predicted`` ...); values rounded to what they carry
+    (:data:`brainage._utils.columns.COLUMN_DECIMALS`: years to 0.1). ``docs/outputs.md``
+    describes every column and its brainageR and BIDS names.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of :func:`predict_scans` (columns :data:`PREDICTION_COLUMNS`, or a superset).
+    all_heads : bool, default=False
+        Keep every head's rows.
+    columns : sequence of str, default=OUTPUT_COLUMNS
+        The output columns, in order (the BIDS App adds its derivatives').
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table; ``table`` is not changed.
+    """
+    if not isinstance(all_heads, bool):
+        raise TypeError(f"all_heads must be a bool, got {all_heads!r}")
+    missing = [c for c in ("model", *OUTPUT_NAMES) if c not in table.columns]
+    if missing:
+        raise ValueError(f"not a prediction table: it lacks the column(s) {missing}")
+    if not all_heads and len(table):
+        table = table[table["model"] == recommended_head(dict.fromkeys(table["model"]))]
+    out = table.rename(columns=OUTPUT_NAMES).reindex(columns=list(columns))
+    for column, decimals in COLUMN_DECIMALS.items():
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column]).round(decimals)
+    return out.reset_index(drop=True)
 
 
 def _ordered(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -598,27 +683,40 @@ def _groups(scans: pd.DataFrame, folder: ModelFolder, space: str, skull_stripped
             site: Any = None, features_out: dict[str, dict[int, np.ndarray]] | None = None
             ) -> Iterator[pd.DataFrame]:
     """The tables of :func:`iter_predictions`, group by group (``client``: a Dask client)."""
-    files, names = scans["path"].tolist(), _output_names(scans)
+    files = scans["path"].tolist()
     saliency = None if saliency_dir is None else Path(saliency_dir)
     workers = n_jobs if client is None else worker_count(client)
     step = 1 if workers == 1 and client is None else _SCANS_PER_JOB * workers
-    predicted = 0
     domain = trust.DomainCheck(folder.card)  # warns once: simulated training, real scans
-    for start in range(0, len(files), step):
-        index = range(start, min(start + step, len(files)))
-        prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs,
-                               client, qc.accept)
-        qc.draw(prepared.flagged, prepared.scores, names)
-        domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
-        ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
-        predicted += len(prepared.images)
-        if features_out is not None:  # the batch shift test's input (predict_to_csv)
-            for head, found in features.items():
-                features_out.setdefault(head, {}).update(found)
-        logger.info("%d of %d scan(s) done, %d predicted", index.stop, len(files), predicted)
-        yield pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
-                                    maps[head], features[head], site)
-                         for head in folder.models])
+    # one bar for the run (its groups' preprocessing draws none), rewritten in place
+    with progress_bar(len(files), "predict", "scan") as bar:
+        for start in range(0, len(files), step):
+            index = range(start, min(start + step, len(files)))
+            frame = _group(scans, folder, index, space, skull_stripped, saliency, cache,
+                           n_jobs, client, qc, site, features_out, domain)
+            bar.update(len(index))
+            logger.debug("%d of %d scan(s) done", index.stop, len(files))
+            yield frame
+
+
+def _group(scans: pd.DataFrame, folder: ModelFolder, index: range, space: str,
+           skull_stripped: bool, saliency: Path | None, cache: PreprocessCache, n_jobs: int,
+           client: Any, qc: _RegistrationQC, site: Any,
+           features_out: dict[str, dict[int, np.ndarray]] | None,
+           domain: trust.DomainCheck) -> pd.DataFrame:
+    """The rows (every head) of the scans ``index``: preprocessed, predicted, QC drawn."""
+    files, names = scans["path"].tolist(), _output_names(scans)
+    prepared = _preprocess(files, index, folder, space, skull_stripped, cache, n_jobs,
+                           client, qc.accept)
+    qc.draw(prepared.flagged, prepared.scores, names)
+    domain.check({files[i]: prepared.spaces[i] for i in prepared.images})
+    ages_by_head, maps, features = _infer(folder, prepared.images, names, saliency)
+    if features_out is not None:  # the batch shift test's input (predict_to_csv)
+        for head, found in features.items():
+            features_out.setdefault(head, {}).update(found)
+    return pd.concat([_head_rows(head, folder, scans, index, ages_by_head[head], prepared,
+                                 maps[head], features[head], site, domain)
+                      for head in folder.models])
 
 
 def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.PathLike | ModelFolder,
@@ -682,9 +780,11 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     pandas.DataFrame
         One row per scan and head, columns :data:`PREDICTION_COLUMNS`: ``gap`` is predicted
         minus chronological age, ``corrected_*`` apply the head's stored age-bias correction
-        (NaN without an age or a correction; ``bias_correction`` says which), ``alignment`` is
-        the registration QC figure in mm (:func:`brainage.imaging.registration.outline_misfit`,
-        lower is better), ``error`` names the file and the problem of a failed scan (its
+        (NaN without an age or a correction; ``bias_correction`` says which),
+        ``registration_misfit_mm`` is the registration QC figure in mm
+        (:func:`brainage.imaging.registration.outline_misfit`, lower is better), ``domain``
+        the scan's domain verdict (``ok``, ``sim2real``, ``ood``; empty if it failed),
+        ``error`` names the file and the problem of a failed scan (its
         predictions are NaN): among them a native scan whose registration failed the QC
         (misfit above :data:`brainage.imaging.registration.MISFIT_THRESHOLD_MM`; its figure is
         still reported) unless ``accept_registration``.
@@ -796,7 +896,8 @@ class CsvRun:
     out : Path
         The CSV.
     table : pandas.DataFrame or None
-        Its rows (None if no scan finished).
+        The rows of every head at full precision, columns :data:`PREDICTION_COLUMNS` (None if
+        no scan finished); the CSV holds their :func:`output_table`.
     interrupted : str or None
         ``"SIGINT"`` or ``"SIGTERM"`` if the run was interrupted (the scans that finished are in
         ``out``), else None.
@@ -813,11 +914,13 @@ class CsvRun:
     interrupted: str | None
     batch: dict[str, Any] | None = None
     batch_file: Path | None = None
+    #: What the CSV holds (:func:`output_table`), None if no scan finished.
+    output: pd.DataFrame | None = None
 
 
 def predict_to_csv(inputs: Sequence[str | os.PathLike],
                    model_folder: str | os.PathLike | ModelFolder, out: str | os.PathLike, *,
-                   overwrite: bool = False, **options: Any) -> CsvRun:
+                   overwrite: bool = False, all_heads: bool = False, **options: Any) -> CsvRun:
     """:func:`iter_predictions` into a CSV that holds every finished scan at any moment.
 
     The output path is checked before any work (a folder, a file in its path, not writable,
@@ -829,7 +932,12 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
     with an OOD reference tests the batch against its training scans
     (:func:`brainage.inference.trust.batch_verdict`) and the verdict is written beside ``out``
     (:func:`batch_file`; refused like ``out`` if it exists without ``overwrite``).
+
+    The CSV holds :func:`output_table` of the rows: one per scan with the recommended head,
+    or one per scan and head with ``all_heads``; ``CsvRun.table`` has every head's rows.
     """
+    if not isinstance(all_heads, bool):
+        raise TypeError(f"all_heads (--all-heads) must be a bool, got {all_heads!r}")
     out = _check_out(Path(out), overwrite)
     _check_saliency(options.get("saliency_dir"), overwrite)
     sidecar = batch_file(out)
@@ -848,11 +956,11 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
         try:
             for frame in iter_predictions(inputs, folder, **options):
                 frames.append(frame)
-                _write_table(_ordered(frames), out)
+                _write_table(output_table(_ordered(frames), all_heads=all_heads), out)
         except KeyboardInterrupt as err:
             interrupted = err
             if frames:  # the interrupt may have come during the last write
-                _write_table(_ordered(frames), out)
+                _write_table(output_table(_ordered(frames), all_heads=all_heads), out)
     signal_name = None if interrupted is None else (
         "SIGTERM" if isinstance(interrupted, _Terminated) else "SIGINT")
     table = _ordered(frames) if frames else None
@@ -863,7 +971,9 @@ def predict_to_csv(inputs: Sequence[str | os.PathLike],
             atomic_write(sidecar, lambda tmp: Path(tmp).write_text(
                 json.dumps(verdict, indent=1), encoding="utf-8"))
             logger.info("batch shift verdict: %s", sidecar)
-    return CsvRun(out, table, signal_name, verdict, sidecar if verdict is not None else None)
+    written = None if table is None else output_table(table, all_heads=all_heads)
+    return CsvRun(out, table, signal_name, verdict, sidecar if verdict is not None else None,
+                  written)
 
 
 def batch_file(out: str | os.PathLike) -> Path:

@@ -125,12 +125,18 @@ class DomainCheck:
         self.dataset = domain.get("dataset", "?")
         self.warned = False
 
+    def mismatched(self, path: str | os.PathLike, space: str) -> bool:
+        """Whether the scan is one this warning is about: the model was trained on simulated
+        data and the scan is real (not from a brainage-simulated cohort) or in native space
+        (the ``domain`` column's ``sim2real``)."""
+        return self.simulated and (space == "native" or not is_simulated_scan(path))
+
     def check(self, scans: Mapping[str, str]) -> None:
         """``scans``: path -> space of the scans just predicted."""
         if self.warned or not self.simulated:
             return
         for path, space in scans.items():
-            if space == "native" or not is_simulated_scan(path):
+            if self.mismatched(path, space):
                 why = "in native space" if space == "native" else "not from a simulated cohort"
                 warnings.warn(
                     f"the model was trained on simulated data ({self.dataset!r}) and is applied "

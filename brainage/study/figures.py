@@ -194,8 +194,9 @@ def alignment_strip(table: pd.DataFrame, threshold: float) -> Any:
     colour per group; dashed: the threshold (scans above it fail)."""
     import plotly.express as px
 
-    fig = px.strip(table, x="site", y="alignment", color="group", hover_name="participant_id",
-                   labels={"alignment": "registration misfit (mm; lower is better)",
+    fig = px.strip(table, x="site", y="registration_misfit_mm", color="group",
+                   hover_name="participant_id",
+                   labels={"registration_misfit_mm": "registration misfit (mm; lower is better)",
                            "site": "site", "group": "group"}, **_group_style(table))
     fig.add_hline(y=threshold, line_dash="dash", annotation_text=f"threshold {threshold:g} mm",
                   annotation_position="bottom right")

@@ -188,8 +188,8 @@ def gap_age_correlation(test: pd.DataFrame) -> pd.DataFrame:
 def alignment_by_site(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Registration QC figures (outline misfit, mm) per site: n, how many fail (above
     ``threshold``), median and range."""
-    data = table.dropna(subset=["alignment"])
-    out = data.groupby("site", sort=True)["alignment"].agg(
+    data = table.dropna(subset=["registration_misfit_mm"])
+    out = data.groupby("site", sort=True)["registration_misfit_mm"].agg(
         n="size", failed=lambda s: int((s > threshold).sum()), median="median", min="min",
         max="max").reset_index()
     return out

@@ -52,7 +52,7 @@ LABELS: dict[str, str] = {
     "p_unc": "p",
     "p_fdr": "p (FDR)",
     "estimable": "estimable",
-    "alignment": "registration misfit (mm)",
+    "registration_misfit_mm": "registration misfit (mm)",
 }
 
 #: Columns holding p-values (shown as ``< 0.001`` or three decimals).

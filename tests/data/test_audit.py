@@ -117,7 +117,7 @@ def test_qc_removals_by_group_and_age_band():
     the unmeasured (NaN) scan fails only when the scans were registered here."""
     table = pd.DataFrame({"group": ["HC", "HC", "HC", "AD", "AD"],
                           "age": [25.0, 35.0, 70.0, 65.0, 75.0],
-                          "alignment": [3.0, 7.0, 4.9, float("nan"), 3.5]})
+                          "registration_misfit_mm": [3.0, 7.0, 4.9, float("nan"), 3.5]})
     out = audit.qc_removals(table, 5.0).set_index(["group", "age_band"])
     assert out.loc[("HC", "0-40"), ["n", "failed"]].tolist() == [2, 1]
     assert out.loc[("HC", "0-40"), "failed_percent"] == pytest.approx(50.0)
@@ -133,8 +133,8 @@ def test_qc_removals_by_group_and_age_band():
     ({"bands": (40.0, 20.0)}, "increasing edges"),
     ({"bands": (40.0,)}, "increasing edges")])
 def test_qc_removals_bad_input(kwargs, message):
-    table = pd.DataFrame({"group": ["HC"], "age": [30.0], "alignment": [3.0]})
+    table = pd.DataFrame({"group": ["HC"], "age": [30.0], "registration_misfit_mm": [3.0]})
     with pytest.raises(ValueError, match=message):
         audit.qc_removals(table, 5.0, **kwargs)
-    with pytest.raises(ValueError, match=r"column\(s\) \['alignment'\]"):
-        audit.qc_removals(table.drop(columns="alignment"), 5.0)
+    with pytest.raises(ValueError, match=r"column\(s\) \['registration_misfit_mm'\]"):
+        audit.qc_removals(table.drop(columns="registration_misfit_mm"), 5.0)

@@ -163,7 +163,7 @@ def test_audit_and_predict_fail_the_same_scans(rng: np.random.Generator) -> None
     values = [*rng.uniform(2.0, 9.0, 20), reg.MISFIT_THRESHOLD_MM, float("nan")]
     table = pd.DataFrame({"dataset": "d", "participant_id": [f"sub-{i}" for i in range(22)],
                           "path": [f"/d/{i}.nii.gz" for i in range(22)], "group": "HC",
-                          "age": rng.uniform(20.0, 90.0, 22), "alignment": values})
+                          "age": rng.uniform(20.0, 90.0, 22), "registration_misfit_mm": values})
     scores = dict(zip(table["path"], values))
     problems = audit.alignment_problems(table, {}, scores, reg.MISFIT_THRESHOLD_MM)
     refused = {p for p, v in scores.items() if not reg.registration_passes(v)}

@@ -176,7 +176,7 @@ def test_cli_refuses_a_card_without_checksum(model_dir: Path, good: list[Path], 
     with pytest.warns(model_folder.UnverifiedCheckpointWarning):
         code, table = _run(tmp_path / "out.csv", cache, str(good[0]), "--model", str(root),
                            "--allow-unverified")
-    assert code == 0 and table["predicted"].notna().all()
+    assert code == 0 and table["brain_age"].notna().all()
 
 
 # --- defects 7 and 8: tampered checkpoints with a valid checksum -----------------------------
@@ -395,7 +395,7 @@ def test_other_image_formats_are_refused_by_name(model_dir: Path, good: list[Pat
     assert f"scan {bad} is {kind}, which brainage does not read" in error and "\n" not in error
     assert "truncated" not in error and "install" not in error
     done = table[table["path"].isin([str(p) for p in good])]
-    assert done["predicted"].notna().all() and len(done) == 2
+    assert done["brain_age"].notna().all() and len(done) == 2
     with pytest.raises(pp.PreprocessError, match=f"scan {bad} is "):
         pp.load_scan(bad)
 

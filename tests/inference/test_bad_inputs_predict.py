@@ -94,7 +94,7 @@ def _run(out: Path, cache: Path, *argv: str) -> tuple[int, pd.DataFrame | None]:
 def _assert_failed(table: pd.DataFrame, path: Path, *problems: str) -> None:
     """The rows of ``path`` have no age and an error naming the file and every problem."""
     rows = table[table["path"] == str(path)]
-    assert len(rows) and rows["predicted"].isna().all()
+    assert len(rows) and rows["brain_age"].isna().all()
     for error in rows["error"].fillna(""):
         assert str(path) in error, error
         for problem in problems:
@@ -105,7 +105,7 @@ def _assert_completed(table: pd.DataFrame, paths: list[Path]) -> None:
     rows = table[table["path"].isin([str(p) for p in paths])]
     assert rows["path"].nunique() == len(paths)
     assert rows["error"].isna().all(), rows["error"].tolist()
-    assert rows["predicted"].notna().all()
+    assert rows["brain_age"].notna().all()
 
 
 def _raw_nifti(path: Path, data: np.ndarray, *, srow: np.ndarray | None = None,
@@ -219,7 +219,7 @@ def test_native_scan_below_the_alignment_threshold_gets_no_age(
     assert code == 1
     _assert_failed(table, bad, "registration to MNI152 failed the QC", "threshold 5.0 mm")
     row = table[table["path"] == str(bad)].iloc[0]
-    assert row["space"] == "native" and not registration_passes(row["alignment"])
+    assert row["space"] == "native" and not registration_passes(row["registration_misfit_mm"])
     qc = tmp_path / "out_qc" / f"{bad.name.split('.')[0]}_qc.png"
     assert qc.is_file(), sorted(p.name for p in tmp_path.rglob("*.png"))
     _assert_completed(table, good[:1])
@@ -228,7 +228,7 @@ def test_native_scan_below_the_alignment_threshold_gets_no_age(
                         str(model_dir), "--force")
     assert code == 0
     _assert_completed(forced, [bad])
-    assert forced["alignment"].iloc[0] == pytest.approx(row["alignment"])
+    assert forced["registration_misfit_mm"].iloc[0] == pytest.approx(row["registration_misfit_mm"])
 
 
 def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
@@ -253,8 +253,8 @@ def test_bids_draws_the_qc_image_of_a_refused_scan_and_force_accepts_it(
     forced = tmp_path / "forced"
     assert main(["-q", "bids", str(bids), str(forced), *common, "--force"]) == 0
     table = pd.read_csv(forced / "sub-01" / "anat" / "sub-01_desc-brainage_T1w.tsv", sep="\t")
-    assert table["predicted"].notna().all()
-    assert not table["alignment"].map(registration_passes).any()
+    assert table["brain_age"].notna().all()
+    assert not table["registration_misfit_mm"].map(registration_passes).any()
 
 
 def test_native_scan_with_50_mm_voxels_gets_no_age(model_dir: Path, good: list[Path],
@@ -287,7 +287,8 @@ def test_native_scan_that_registration_cannot_align(model_dir: Path, good: list[
                        "--model", str(model_dir), "--age", "40", "50")
     assert code == 1
     _assert_failed(table, bad, "registration to MNI152 failed the QC", "threshold 5.0 mm")
-    assert not table.loc[table["path"] == str(bad), "alignment"].map(registration_passes).any()
+    misfit = table.loc[table["path"] == str(bad), "registration_misfit_mm"]
+    assert not misfit.map(registration_passes).any()
     _assert_completed(table, good[:1])
 
 
@@ -309,7 +310,7 @@ def test_bids_invalid_ages_are_unknown_with_a_warning(model_dir: Path, good: lis
     assert code == 0
     assert table["participant_id"].tolist() == [f"sub-{s}" for s in subjects]
     np.testing.assert_array_equal(table["age"], [42.0] + [np.nan] * 5)
-    assert table["predicted"].notna().all() and table["gap"].notna().tolist() == [
+    assert table["brain_age"].notna().all() and table["brain_age_gap"].notna().tolist() == [
         True] + [False] * 5
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     for where, problem in ((f"{tsv} line 3", "age '300' is outside 0-120 years"),

@@ -19,6 +19,7 @@ import pytest
 from brainage._utils import PREDICTION_VALUES
 from brainage._utils.columns import (
     BIDS_COLUMNS,
+    BIDS_OUTPUT_COLUMNS,
     COLUMN_DESCRIPTIONS,
     PREDICTION_COLUMNS,
     describe_columns,
@@ -84,7 +85,7 @@ def test_participant_level_writes_a_bids_derivative(derivative, sim_bids: Path,
     assert description["DatasetType"] == "derivative" and description["BIDSVersion"]
     assert description["GeneratedBy"][0]["Name"] == "brainage"
     assert description["DatasetLinks"]["raw"] == sim_bids.absolute().as_uri()
-    heads = ["rnc", "l1"]
+    heads = ["rnc"]  # the recommended head; both maps are written (--saliency)
     for label in _labels(sim_bids):
         stem = out / ANAT.format(label)
         for name in (f"{SPACE}_desc-preproc_T1w.nii.gz", f"{SPACE}_desc-preproc_T1w.json",
@@ -93,8 +94,10 @@ def test_participant_level_writes_a_bids_derivative(derivative, sim_bids: Path,
                      f"{SPACE}_desc-igL1_T1w.nii.gz", "desc-brainage_T1w.json"):
             assert Path(f"{stem}{name}").is_file(), name
         table = _read_tsv(Path(f"{stem}desc-brainage_T1w.tsv"))
-        assert list(table.columns) == list(BIDS_COLUMNS)
-        assert table["model"].tolist() == heads
+        assert list(table.columns) == list(BIDS_OUTPUT_COLUMNS)
+        assert table["head"].tolist() == heads
+        # a simulated cohort, a model card without a simulated domain: no sim2real
+        assert table["domain"].isin(["ok", "ood"]).all()
         assert (table["participant_id"] == f"sub-{label}").all()
         assert table["session"].isna().all() and table["error"].isna().all()
         assert (table["path"] == f"bids:raw:sub-{label}/anat/sub-{label}_T1w.nii.gz").all()
@@ -104,7 +107,8 @@ def test_participant_level_writes_a_bids_derivative(derivative, sim_bids: Path,
         sidecar = json.loads(Path(f"{stem}desc-brainage_T1w.json").read_text())
         assert list(sidecar) == list(table.columns)
         assert all(entry["Description"] for entry in sidecar.values())
-        assert sidecar["predicted"]["Units"] == "year"
+        assert sidecar["brain_age"]["Units"] == "year"
+        assert "brain.predicted_age" in sidecar["brain_age"]["Description"]
     assert not list(out.glob(".work-*")), "the work folder is removed"
 
 
@@ -117,11 +121,13 @@ def test_predictions_and_volumes_are_brainage_predicts(derivative, sim_bids: Pat
     folder = load_model_folder(model_dir)
     expected = predict_scans([str(s) for s in scans], folder, cache=cache)
     tables = pd.concat([_read_tsv(p) for p in sorted(out.glob("sub-*/anat/*_desc-brainage_T1w.tsv"))])
-    for head in ("rnc", "l1"):
-        ours = tables[tables["model"] == head]
-        theirs = expected[expected["model"] == head]
-        for column in ("predicted", "alignment"):
-            np.testing.assert_array_equal(ours[column].to_numpy(), theirs[column].to_numpy())
+    assert tables["head"].unique().tolist() == ["rnc"]
+    theirs = expected[expected["model"] == "rnc"]
+    # rounded to what they carry: 0.1 y, 0.1 mm (NaN where not measured, in both)
+    for ours, their in (("brain_age", "predicted"),
+                        ("registration_misfit_mm", "registration_misfit_mm")):
+        np.testing.assert_allclose(tables[ours].to_numpy(), theirs[their].to_numpy(),
+                                   atol=0.05 + 1e-9)
     shape, affine = template_grid(folder.preprocess.grid_mm, crop_to_brain=True)
     params = folder.params_for("MNI152NLin2009cSym", False)
     for scan in scans:
@@ -168,10 +174,12 @@ def test_group_level_collects_every_participant(derivative, sim_bids: Path, caps
     out, _, _ = derivative
     capsys.readouterr()
     assert main(["-q", "bids", str(sim_bids), str(out), "group"]) == 0
-    assert "4 scan(s) of 4 participant(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 scan(s) of 4 participant(s)" in printed
     table = _read_tsv(out / "group_desc-brainage_T1w.tsv")
-    assert len(table) == 8 and table["participant_id"].nunique() == 4
-    assert list(table.columns[:len(BIDS_COLUMNS)]) == list(BIDS_COLUMNS)
+    assert len(table) == 4 and table["participant_id"].nunique() == 4
+    assert list(table.columns[:len(BIDS_OUTPUT_COLUMNS)]) == list(BIDS_OUTPUT_COLUMNS)
+    assert printed.splitlines()[-1] == bids_app.domain_verdict(table)
     assert {"group", "sex", "site"} <= set(table.columns)
     assert sorted(table["group"].unique()) == ["AD", "HC"]
     sidecar = json.loads((out / "group_desc-brainage_T1w.json").read_text())
@@ -233,8 +241,53 @@ def test_every_table_column_is_described() -> None:
     assert set(PREDICTION_VALUES) <= set(COLUMN_DESCRIPTIONS)
     assert set(PREDICTION_COLUMNS) <= set(COLUMN_DESCRIPTIONS)
     assert list(describe_columns(BIDS_COLUMNS)) == list(BIDS_COLUMNS)
+    assert list(describe_columns(BIDS_OUTPUT_COLUMNS)) == list(BIDS_OUTPUT_COLUMNS)
     with pytest.raises(ValueError, match=r"column\(s\) \['nonsense'\] have no description"):
         describe_columns(["predicted", "nonsense"])
+
+
+def test_all_heads_and_a_run_that_reports_other_heads_is_refused(
+        sim_bids: Path, model_dir: Path, cache: Path, tmp_path: Path) -> None:
+    first = _labels(sim_bids)[0]
+    out = tmp_path / "out"
+    options = bids_app.ParticipantOptions(participant_labels=(first,), cache=cache, qc=False,
+                                          all_heads=True)
+    assert bids_app.run_participant_level(sim_bids, out, model_dir, options).ok
+    table = _read_tsv(out / f"sub-{first}" / "anat" / f"sub-{first}_desc-brainage_T1w.tsv")
+    assert table["head"].tolist() == ["rnc", "l1"]
+    assert json.loads((out / bids_app.SETTINGS_FILE).read_text())["reported_heads"] == [
+        "rnc", "l1"]
+    # the default (one head) into the same derivative would mix tables of one and two rows
+    with pytest.raises(bids_app.BidsAppError, match="differs in reported_heads"):
+        bids_app.run_participant_level(sim_bids, out, model_dir, bids_app.ParticipantOptions(
+            participant_labels=(first,), cache=cache, qc=False))
+
+
+def test_domain_verdict_and_the_group_figure_mark_sim2real(tmp_path: Path) -> None:
+    table = pd.DataFrame({"participant_id": ["sub-1", "sub-2", "sub-3"], "head": "rnc",
+                          "age": [30.0, 50.0, 70.0], "brain_age": [25.0, 52.0, 61.0],
+                          "brain_age_gap": [-5.0, 2.0, -9.0],
+                          "brain_age_gap_corrected": [np.nan] * 3,
+                          "domain": ["sim2real", "ok", "sim2real"], "group": "HC"})
+    assert bids_app.domain_verdict(table) == "domain: 2 of 3 sim2real"
+    assert bids_app.domain_verdict(table.assign(domain=["ok", "ood", "ok"])) == (
+        "domain: 1 of 3 ood")
+    assert bids_app.domain_verdict(table.assign(domain="ok")) == "domain: ok (3 of 3)"
+    # no verdict to give: a table without the column, or only failed scans
+    assert bids_app.domain_verdict(table.drop(columns="domain")) == "domain: n/a"
+    assert bids_app.domain_verdict(table.assign(domain=np.nan)) == "domain: n/a"
+    import matplotlib.pyplot as plt
+
+    titles = []
+    original = plt.Axes.set_title
+    try:
+        plt.Axes.set_title = lambda ax, text, *a, **k: titles.append(text) or original(
+            ax, text, *a, **k)
+        bids_app._summary_figure(table, tmp_path / "group.png")
+    finally:
+        plt.Axes.set_title = original
+    assert (tmp_path / "group.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(titles) == 2 and all("domain: 2 of 3 sim2real" in t for t in titles)
 
 
 # --- sessions and failures ------------------------------------------------------------------
@@ -350,8 +403,9 @@ def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, 
     for label in labels:
         table = _read_tsv(out / f"sub-{label}" / "anat" / f"sub-{label}_desc-brainage_T1w.tsv")
         assert (table["space"] == "native").all()
-        assert table["alignment"].map(registration_passes).all(), table["alignment"].tolist()
-        assert table["predicted"].notna().all() and table["age"].notna().all()
+        misfit = table["registration_misfit_mm"]
+        assert misfit.map(registration_passes).all(), misfit.tolist()
+        assert table["brain_age"].notna().all() and table["age"].notna().all()
     group = bids_app.run_group_level(ixi10, out)
     assert group.n_scans == 2 and group.figure.is_file()
     assert {"sex", "site"} <= set(_read_tsv(group.table).columns)
@@ -381,9 +435,10 @@ def test_help_lists_bids_and_its_options(capsys) -> None:
 @pytest.mark.parametrize(("damage", "problem"), [
     (lambda p: p.write_bytes(b"\xff\xfe" + p.read_bytes()), "not UTF-8 text (byte 0xff at offset 0)"),
     (lambda p: p.write_bytes(b""), "the file is empty"),
-    (lambda p: p.write_text(p.read_text().replace("\talignment\t", "\tmy_column\t", 1)),
+    (lambda p: p.write_text(p.read_text().replace("\tregistration_misfit_mm\t",
+                                                  "\tmy_column\t", 1)),
      "has column(s) ['my_column'] that the participant level never writes"),
-    (lambda p: p.write_text("participant_id\tmodel\n"), "lacks the column(s) ['predicted']"),
+    (lambda p: p.write_text("participant_id\thead\n"), "lacks the column(s) ['brain_age']"),
     (lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), "has no rows"),
     (lambda p: p.write_text('a\t"b\n'), "cannot be read as a tab-separated table"),
 ], ids=["not utf-8", "empty", "unknown column", "no predicted", "no rows", "bad quoting"])
@@ -403,7 +458,7 @@ def test_group_level_skips_an_unreadable_table_and_names_it(derivative, sim_bids
     assert "1 participant-level table(s) left out" in captured.err
     assert "3 scan(s) of 3 participant(s)" in captured.out
     table = _read_tsv(out / "group_desc-brainage_T1w.tsv")
-    assert len(table) == 6 and f"sub-{first}" not in set(table["participant_id"])
+    assert len(table) == 3 and f"sub-{first}" not in set(table["participant_id"])
 
 
 def test_group_level_with_no_readable_table(derivative, sim_bids: Path, tmp_path: Path,

@@ -283,23 +283,104 @@ def test_empty_bids_folder(tmp_path: Path) -> None:
 def test_cli_files_end_to_end(model_dir: Path, scans: list[Path], tmp_path: Path,
                               cache: Path) -> None:
     code, table = _run(tmp_path, cache, *map(str, scans), "--model", str(model_dir),
-                       "--age", "30", "50", "70")
+                       "--age", "30", "50", "70", "--all-heads")
     assert code == 0
-    assert list(table.columns) == list(bp.PREDICTION_COLUMNS)
+    assert list(table.columns) == list(bp.OUTPUT_COLUMNS)
     assert len(table) == 6 and table["error"].isna().all()
     assert table["participant_id"].tolist() == ["scan0", "scan1", "scan2"] * 2
     # skull removed by the template's own mask: its outline says nothing, the QC is not measured
-    assert (table["space"] == MNI).all() and table["alignment"].isna().all()
-    np.testing.assert_allclose(table["gap"], table["predicted"] - table["age"])
-    rnc, l1 = table[table["model"] == "rnc"], table[table["model"] == "l1"]
-    corrected = (rnc["predicted"] - 10.0) / 0.8
-    np.testing.assert_allclose(rnc["corrected_predicted"], corrected)
-    np.testing.assert_allclose(rnc["corrected_gap"], corrected - rnc["age"])
+    assert (table["space"] == MNI).all() and table["registration_misfit_mm"].isna().all()
+    # rounded to 0.1 y: the gap (computed before rounding) within 0.1 of the rounded difference
+    np.testing.assert_allclose(table["brain_age_gap"], table["brain_age"] - table["age"],
+                               atol=0.1 + 1e-9)
+    rnc, l1 = table[table["head"] == "rnc"], table[table["head"] == "l1"]
+    corrected = (rnc["brain_age"] - 10.0) / 0.8
+    np.testing.assert_allclose(rnc["brain_age_corrected"], corrected, atol=0.05 / 0.8 + 0.05)
+    np.testing.assert_allclose(rnc["brain_age_gap_corrected"], corrected - rnc["age"],
+                               atol=0.05 / 0.8 + 0.1)
     assert (rnc["bias_correction"] == "linear").all() and (l1["bias_correction"] == "none").all()
-    assert l1["corrected_gap"].isna().all() and l1["gap"].notna().all()
+    assert l1["brain_age_gap_corrected"].isna().all() and l1["brain_age_gap"].notna().all()
+    assert table["domain"].eq("ok").all()  # no simulated training recorded, no OOD reference
     expected = [_expected_ages(model_dir, s) for s in scans]
     for head, rows in (("rnc", rnc), ("l1", l1)):
-        np.testing.assert_allclose(rows["predicted"], [e[head] for e in expected], rtol=1e-5)
+        np.testing.assert_allclose(rows["brain_age"], [e[head] for e in expected],
+                                   atol=0.05 + 1e-4)
+
+
+def test_default_table_has_one_row_per_scan_with_the_recommended_head_rounded(
+        model_dir: Path, scans: list[Path], tmp_path: Path, cache: Path, capsys) -> None:
+    code, table = _run(tmp_path, cache, *map(str, scans), "--model", str(model_dir),
+                       "--age", "30.456", "50", "70")
+    assert code == 0 and list(table.columns) == list(bp.OUTPUT_COLUMNS)
+    assert len(table) == 3 and table["head"].eq("rnc").all()  # one row per scan
+    full = bp.predict_scans(scans, model_dir, ages=[30.456, 50.0, 70.0], cache=cache)
+    rnc = full[full["model"] == "rnc"].reset_index(drop=True)
+    # each value rounded to what it carries, not truncated: years 0.1, the age 0.01
+    np.testing.assert_allclose(table["brain_age"], rnc["predicted"].round(1), atol=1e-9)
+    np.testing.assert_allclose(table["brain_age_gap"], rnc["gap"].round(1), atol=1e-9)
+    assert table["age"].tolist() == [30.46, 50.0, 70.0]
+    for column in ("brain_age", "brain_age_lower", "brain_age_gap_corrected"):
+        values = table[column].dropna().to_numpy()
+        np.testing.assert_allclose(values * 10, np.round(values * 10), atol=1e-6)
+    text = (tmp_path / "out" / "predictions.csv").read_text()
+    assert not any(len(cell.split(".")[-1]) > 2 for line in text.splitlines()[1:]
+                   for cell in line.split(",")[:13] if cell.replace(".", "").isdigit())
+    summary = capsys.readouterr().out.splitlines()[-1]
+    low, high = table["brain_age"].min(), table["brain_age"].max()
+    assert summary.startswith(f"summary: 3 predicted, 0 refused; brain age {low:.1f}-"
+                              f"{high:.1f} y (rnc); domain: ok (3 of 3)")
+
+
+def test_output_table_bad_input(model_dir: Path, scans: list[Path], cache: Path) -> None:
+    full = bp.predict_scans(scans[:1], model_dir, cache=cache)
+    with pytest.raises(TypeError, match="all_heads must be a bool, got 'yes'"):
+        bp.output_table(full, all_heads="yes")
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['predicted'\]"):
+        bp.output_table(full.drop(columns="predicted"))
+    assert bp.output_table(full, all_heads=True)["head"].tolist() == ["rnc", "l1"]
+    assert bp.recommended_head(["l1"]) == "l1"  # a folder of one head reports it
+    with pytest.raises(ValueError, match="no head to report"):
+        bp.recommended_head([])
+    assert full["predicted"].notna().all()  # the library's table is not changed
+
+
+def test_one_progress_bar_per_run_and_quiet_after_the_subcommand(
+        model_dir: Path, scans: list[Path], tmp_path: Path, cache: Path, capsys) -> None:
+    argv = ["predict", *map(str, scans), "--model", str(model_dir), "--cache", str(cache),
+            "--out", str(tmp_path / "a.csv")]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("predict:   0%") == 1, err  # one bar for the three scans
+    assert "3/3" in err and "preprocess:" not in err  # not one per scan group
+    assert main([*argv, "--overwrite", "-q"]) == 0  # -q after the subcommand
+    err = capsys.readouterr().err
+    assert "predict:" not in err and "%|" not in err and "INFO" not in err, err
+
+
+def test_preprocess_and_predict_print_the_same_registration_figure(
+        model_dir: Path, scans: list[Path], tmp_path: Path, caplog, capsys) -> None:
+    """One figure, worded once (registration_qc_text), to 0.1 mm: brainage preprocess prints
+    it, brainage predict logs it (the scan cached or not) and writes it to the CSV."""
+    import logging
+
+    cache = tmp_path / "cache"
+    assert main(["-q", "preprocess", str(scans[1]), str(tmp_path / "pre.nii.gz"), "--space",
+                 MNI, "--grid-mm", str(GRID_MM), "--crop-to-brain", "--skull-stripped",
+                 "--brain-extraction", "template", "--cache", str(cache)]) == 0
+    printed = capsys.readouterr().out.strip()
+    figure = printed.split("  ", 1)[1]
+    assert figure.startswith("registration misfit ") and "(threshold 5.0 mm)" in figure
+    for run in ("cached", "again"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="brainage.inference.predict"):
+            out = tmp_path / f"{run}.csv"
+            assert main(["predict", str(scans[1]), "--model", str(model_dir), "--space", MNI,
+                         "--skull-stripped", "--cache", str(cache), "--out", str(out)]) == 0
+        logged = [r.getMessage() for r in caplog.records if "registration misfit" in r.getMessage()]
+        assert logged == [f"{scans[1]}: {figure}"], (run, logged)
+        value = pd.read_csv(out)["registration_misfit_mm"].iloc[0]
+        assert f"registration misfit {value:.1f} mm" in figure
 
 
 def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path,
@@ -315,25 +396,26 @@ def test_openbhb_array(model_dir: Path, template_4mm: np.ndarray, tmp_path: Path
     array.parent.mkdir(parents=True)
     np.save(array, (template_4mm * 500.0)[None].astype(np.float32))
     assert bp.scan_space(array) == "MNI152Lin"
-    code, table = _run(tmp_path, cache, str(array), "--model", str(model_dir), "--age", "40")
+    code, table = _run(tmp_path, cache, str(array), "--model", str(model_dir), "--age", "40",
+                       "--all-heads")
     assert code == 0 and table["error"].isna().all(), table["error"].tolist()
     assert table["participant_id"].tolist() == ["sub-7", "sub-7"]
     assert (table["space"] == "MNI152Lin").all()
-    assert table["alignment"].isna().all()  # template-masked: not measured
+    assert table["registration_misfit_mm"].isna().all()  # template-masked: not measured
     nifti = _mni_scan(tmp_path / "same.nii.gz", template_4mm, 500.0, np.random.default_rng(0))
     expected = _expected_ages(model_dir, nifti)  # the same brain, 1 % noise: nearly the same age
     for row in table.itertuples():
-        assert row.predicted == pytest.approx(expected[row.model], abs=1.0)
+        assert row.brain_age == pytest.approx(expected[row.head], abs=1.0)
 
 
 def test_cli_bids_folder(model_dir: Path, bids: Path, tmp_path: Path, cache: Path) -> None:
     code, table = _run(tmp_path, cache, str(bids), "--model", str(model_dir / "rnc"))
     assert code == 0
-    assert table["model"].unique().tolist() == ["rnc"]
+    assert table["head"].unique().tolist() == ["rnc"]
     assert table["session"].fillna("").tolist() == ["ses-1", "ses-2", ""]
     np.testing.assert_array_equal(table["age"], [42.5, 42.5, np.nan])
-    assert table["gap"].notna().tolist() == [True, True, False]
-    assert table["predicted"].notna().all()
+    assert table["brain_age_gap"].notna().tolist() == [True, True, False]
+    assert table["brain_age"].notna().all()
 
 
 def _garbage(path: Path) -> Path:
@@ -355,12 +437,15 @@ def test_corrupt_file_among_good_ones(model_dir: Path, scans: list[Path], tmp_pa
                        "--model", str(model_dir), "--age", "30", "40", "50")
     assert code == 1
     failed = table[table["path"] == str(bad)]
-    assert len(failed) == 2 and failed["predicted"].isna().all()
+    assert len(failed) == 1 and failed["brain_age"].isna().all()  # one row per scan: rnc
     assert failed["error"].str.contains(str(bad), regex=False).all()
     assert failed["error"].str.contains("cannot be read").all()
+    assert failed["domain"].isna().all()  # not predicted: no verdict
     good = table[table["path"] != str(bad)]
-    assert good["error"].isna().all() and good["predicted"].notna().all()
-    assert f"FAILED {bad}" in capsys.readouterr().err
+    assert good["error"].isna().all() and good["brain_age"].notna().all()
+    captured = capsys.readouterr()
+    assert f"FAILED {bad}" in captured.err
+    assert captured.out.splitlines()[-1].startswith("summary: 2 predicted, 1 refused; ")
 
 
 def test_age_count_mismatch_is_an_error(model_dir: Path, scans: list[Path], tmp_path: Path,
@@ -455,9 +540,9 @@ def test_native_ixi_scan(model_dir: Path, tmp_path: Path, cache: Path) -> None:
     code, table = _run(tmp_path, cache, str(scan), "--model", str(model_dir / "l1"), "--age", "40")
     assert code == 0
     row = table.iloc[0]
-    assert row["space"] == "native" and registration_passes(row["alignment"])
-    assert np.isfinite(row["predicted"]) and row["gap"] == pytest.approx(
-        row["predicted"] - 40.0)
+    assert row["space"] == "native" and registration_passes(row["registration_misfit_mm"])
+    assert np.isfinite(row["brain_age"]) and row["brain_age_gap"] == pytest.approx(
+        row["brain_age"] - 40.0, abs=0.1)
 
 
 def test_one_prediction_schema_for_the_run_and_brainage_predict() -> None:

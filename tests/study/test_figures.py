@@ -111,7 +111,7 @@ def test_one_colour_per_model_across_figures(rng):
 
 def test_group_colours_fixed(rng):
     table = pd.DataFrame({"participant_id": [f"s{i}" for i in range(9)],
-                          "site": ["a", "b", "c"] * 3, "alignment": np.linspace(0.3, 0.9, 9),
+                          "site": ["a", "b", "c"] * 3, "registration_misfit_mm": np.linspace(0.3, 0.9, 9),
                           "group": ["PD", "HC", "AD"] * 3, "age": np.linspace(20, 80, 9)})
     for fig in (figures.alignment_strip(table, 0.4), figures.age_histogram(table)):
         colours = {t.name: _trace_colour(t) for t in fig.data}

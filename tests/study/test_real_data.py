@@ -85,7 +85,7 @@ def test_audit_shows_registration_qc_of_every_scan(ixi10_build):
     root, _ = ixi10_build
     run = root / "runs" / "ixi10"
     alignment = pd.read_csv(run / "audit" / "alignment.csv")
-    assert len(alignment) == 10 and alignment["alignment"].map(registration_passes).all()
+    assert len(alignment) == 10 and alignment["registration_misfit_mm"].map(registration_passes).all()
     outputs = _outputs(root / "book" / "results" / "01_data_audit.ipynb", "registration_qc(")
     texts = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
     assert texts == ["10 of 10 scans shown (space `native`: registered here)."]

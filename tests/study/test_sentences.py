@@ -118,10 +118,10 @@ def test_site_accuracy_and_gap_age_correlation(rng):
 
 def test_alignment_by_site_and_sentence():
     table = pd.DataFrame({"site": ["A"] * 4 + ["B"] * 4,
-                          "alignment": [6.0, 5.8, 5.6, 4.9, 3.0, 3.1, 3.2, 3.3]})
+                          "registration_misfit_mm": [6.0, 5.8, 5.6, 4.9, 3.0, 3.1, 3.2, 3.3]})
     by_site = sentences.alignment_by_site(table, 5.0)
     assert list(by_site["failed"]) == [3, 0] and list(by_site["n"]) == [4, 4]
-    eta = sentences.eta_squared(table["alignment"], table["site"])
+    eta = sentences.eta_squared(table["registration_misfit_mm"], table["site"])
     assert 0.8 < eta < 1
     text = sentences.alignment_sentence(by_site, 5.0, simulated=True, eta_squared=eta)
     assert text.startswith("Scans failing the registration QC by site (A: 3 of 4 above 5 mm")

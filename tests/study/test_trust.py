@@ -135,7 +135,7 @@ def evaluated(study: RunFolder):
 def _predict_cli(tmp_path: Path, run: RunFolder, *scans: Path, ages=()) -> pd.DataFrame:
     out = tmp_path / "out.csv"
     argv = ["-q", "predict", *map(str, scans), "--model", str(run.models), "--out", str(out),
-            "--cache", str(tmp_path / "cache")]
+            "--cache", str(tmp_path / "cache"), "--all-heads"]
     if ages:
         argv += ["--age", *map(str, ages)]
     assert main(argv) == 0
@@ -305,17 +305,20 @@ def test_predict_csv_has_intervals_and_marks_ages_outside_training(study, evalua
                                                                  capsys) -> None:
     young = shutil.copy(broken_scans["good"], tmp_path / "young.nii.gz")
     table = _predict_cli(tmp_path, study, broken_scans["good"], young, ages=(50, 5))
-    assert list(table.columns) == list(bp.PREDICTION_COLUMNS)
-    assert table[["age_lower", "age_upper", "corrected_gap_lower", "corrected_gap_upper",
-                  "ood_score"]].notna().all().all()
-    assert (table["age_lower"] <= table["predicted"]).all()
-    assert (table["predicted"] <= table["age_upper"]).all()
-    assert (table["corrected_gap_lower"] <= table["corrected_gap"]).all()
+    assert list(table.columns) == list(bp.OUTPUT_COLUMNS)
+    assert table[["brain_age_lower", "brain_age_upper", "brain_age_gap_corrected_lower",
+                  "brain_age_gap_corrected_upper", "ood_score"]].notna().all().all()
+    assert (table["brain_age_lower"] <= table["brain_age"]).all()
+    assert (table["brain_age"] <= table["brain_age_upper"]).all()
+    assert (table["brain_age_gap_corrected_lower"] <= table["brain_age_gap_corrected"]).all()
     assert table["interval_level"].eq(LEVEL).all()
     assert table["outside_age_range"].tolist() == [False, True] * 2
+    # a model trained on the simulated cohort, scans outside it: the warning in every row
+    assert table["domain"].eq("sim2real").all()
     out = capsys.readouterr().out
     assert "trained on 'template-test' (simulated), 40 scans aged" in out
     assert "1 of 2 scan(s) outside the training ages (outside_age_range)" in out
+    assert "domain: 2 of 2 sim2real" in out.splitlines()[-1]
 
 
 def test_simulated_training_warns_once_on_real_scans(study, evaluated, broken_scans,
@@ -325,6 +328,8 @@ def test_simulated_training_warns_once_on_real_scans(study, evaluated, broken_sc
     with pytest.warns(trust.DomainWarning, match="trained on simulated data") as record:
         bp.predict_scans([good, good, good], folder, cache=tmp_path / "cache")
     assert len([w for w in record if issubclass(w.category, trust.DomainWarning)]) == 1
+    assert bp.predict_scans([good], folder, cache=tmp_path / "cache")["domain"].eq(
+        "sim2real").all()
     simulated = tmp_path / "sim"
     shutil.copy(good, _save(simulated / "sub-1" / "anat" / "sub-1_T1w.nii.gz", np.zeros(1)))
     (simulated / "dataset_description.json").write_text(json.dumps(
@@ -332,8 +337,9 @@ def test_simulated_training_warns_once_on_real_scans(study, evaluated, broken_sc
     assert trust.is_simulated_scan(simulated / "sub-1" / "anat" / "sub-1_T1w.nii.gz")
     with warnings.catch_warnings():
         warnings.simplefilter("error", trust.DomainWarning)
-        bp.predict_scans([simulated / "sub-1" / "anat" / "sub-1_T1w.nii.gz"], folder,
-                         cache=tmp_path / "cache")
+        table = bp.predict_scans([simulated / "sub-1" / "anat" / "sub-1_T1w.nii.gz"], folder,
+                                 cache=tmp_path / "cache")
+    assert set(table["domain"]) <= {"ok", "ood"}  # in the training domain: no sim2real
 
 
 def test_model_folder_without_trust_files_has_empty_columns(study, evaluated, broken_scans,
