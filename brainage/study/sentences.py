@@ -315,12 +315,25 @@ def closing_sentence(comparison: Mapping[str, Any], results: clinical.ClinicalRe
     row = ancova[(ancova["model"] == model) & (ancova["source"] == "group")]
     if row.empty or not bool(row["estimable"].iloc[0]):
         clinical_part = "the clinical question could not be tested"
-    elif row["p_fdr"].iloc[0] < alpha:
-        clinical_part = (f"the {model.upper()} brain-age gap differed between patients and "
-                         "controls after adjustment for age, sex and site")
-    else:
+    elif not row["p_fdr"].iloc[0] < alpha:
         clinical_part = (f"the {model.upper()} brain-age gap did not differ significantly "
                          "between patients and controls after adjustment")
+    else:
+        # a group is called different only where its adjusted interval excludes 0
+        above, within = [], []
+        for group, (low, high) in _adjusted_intervals(results, model).items():
+            (above if low > 0 or high < 0 else within).append(group)
+        if not above:
+            clinical_part = (f"the {model.upper()} brain-age gap's group effect was significant, "
+                             "but no patient group's adjusted difference from the controls "
+                             "excluded 0")
+        else:
+            clinical_part = (f"the {model.upper()} brain-age gap differed from the controls' in "
+                             f"{' and '.join(above)} after adjustment for age, sex and site (the "
+                             "adjusted 95% CI excluded 0)")
+            if within:
+                clinical_part += (f", while in {' and '.join(within)} the adjusted interval "
+                                  "included 0")
     return f"In short, {accuracy}, and {clinical_part}."
 
 
@@ -429,32 +442,63 @@ def summary_sentence(results: clinical.ClinicalResults, model: str = "rnc") -> s
     return text
 
 
+def _adjusted_intervals(results: clinical.ClinicalResults, model: str
+                        ) -> dict[str, tuple[float, float]]:
+    """Each patient group's adjusted interval against the controls (difference, else g)."""
+    rows, out = results.posthoc, {}
+    if rows.empty:
+        return out
+    low, high = (("adj_ci_low", "adj_ci_high") if "adj_ci_low" in rows.columns
+                 else ("adj_g_ci_low", "adj_g_ci_high"))
+    for group in clinical.SCORES_BY_GROUP:
+        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
+        if row.empty or not bool(row["estimable"].iloc[0]) or low not in row.columns:
+            continue
+        out[group] = (float(row[low].iloc[0]), float(row[high].iloc[0]))
+    return out
+
+
 def _adjusted_text(results: clinical.ClinicalResults, model: str) -> str:
-    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
+    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts.
+
+    A group whose adjusted interval contains 0 is not said to exceed the controls: its
+    difference is stated with the words that its interval included 0.
+    """
     rows = results.posthoc
     if rows.empty or "adj_diff" not in rows.columns:
         return ""
-    parts, used = [], []
+    exceeded, included, used, negative = [], [], [], False
     for group in clinical.SCORES_BY_GROUP:
         row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
         if row.empty or not bool(row["estimable"].iloc[0]):
             continue
         r = row.iloc[0]
-        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
-                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        text = (f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
+                f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        outside = r["adj_ci_low"] > 0 or r["adj_ci_high"] < 0
+        (exceeded if outside else included).append(text)
+        negative |= bool(outside and r["adj_ci_high"] < 0)
         for column in str(r.get("covariates") or "").split(","):
             # one-hot columns (site_siteB) name their covariate (site)
             name = next((c for c in clinical.CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
                         column)
             if name and name not in used:
                 used.append(name)
-    if not parts:
+    if not exceeded and not included:
         return ""
     covariates = used
     names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
         "".join(covariates)
     adjusted = f"Adjusted for {names}, the" if names else "The"
-    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
+    parts = []
+    if exceeded:
+        verb = "differed from" if negative else "exceeded"
+        parts.append(f"gap {verb} the controls' by {' and '.join(exceeded)}")
+    if included:
+        lead = "while the" if exceeded else "gap's"
+        parts.append(f"{lead} difference of {' and '.join(included)} has an interval that "
+                     "includes 0: no difference from the controls is shown there")
+    return f" {adjusted} {', '.join(parts)}."
 
 
 def _pct(x: float) -> str:

@@ -68,7 +68,37 @@ def test_closing_sentence_follows_the_tests():
     text = sentences.closing_sentence(tie, _results(p_group=0.2))
     assert "no evidence that RNC estimates age more accurately" in text
     assert "did not differ significantly" in text
-    assert "differed between patients and controls" in sentences.closing_sentence(tie, _results())
+    # AD's adjusted interval excludes 0, PD's includes it: only AD is called different
+    text = sentences.closing_sentence(tie, _results())
+    assert "differed from the controls' in AD after adjustment" in text
+    assert "while in PD the adjusted interval included 0" in text
+    assert "PD after adjustment" not in text
+
+
+def _posthoc_results(pd_low: float, pd_high: float) -> ClinicalResults:
+    results = _results()
+    posthoc = pd.DataFrame([
+        {"model": "rnc", "contrast": "AD vs HC", "adj_diff": 8.0, "adj_ci_low": 5.1,
+         "adj_ci_high": 10.9, "adj_g": 1.2, "covariates": "age,sex,site_B", "estimable": True},
+        {"model": "rnc", "contrast": "PD vs HC", "adj_diff": (pd_low + pd_high) / 2,
+         "adj_ci_low": pd_low, "adj_ci_high": pd_high, "adj_g": 0.2,
+         "covariates": "age,sex,site_B", "estimable": True}])
+    return ClinicalResults(results.group_stats, results.ancova, posthoc, results.correlations,
+                           results.model_comparison, results.truth_comparison)
+
+
+def test_adjusted_text_does_not_call_an_interval_with_0_exceeded():
+    text = sentences._adjusted_text(_posthoc_results(-2.4, 5.5), "rnc")
+    assert text.startswith(" Adjusted for age, sex and site, the gap exceeded the controls' by "
+                           "8.0 years in AD (95% CI 5.1 to 10.9")
+    assert "while the difference of 1.6 years in PD (95% CI -2.4 to 5.5; adjusted Hedges' g " \
+           "0.20) has an interval that includes 0" in text
+    assert "exceeded the controls' by 8.0 years in AD (95% CI 5.1 to 10.9; adjusted Hedges' g " \
+           "1.20) and" not in text
+    both = sentences._adjusted_text(_posthoc_results(0.4, 5.5), "rnc")
+    assert "and 3.0 years in PD (95% CI 0.4 to 5.5" in both and "includes 0" not in both
+    closing = sentences.closing_sentence({"significant": False}, _posthoc_results(0.4, 5.5))
+    assert "in AD and PD after adjustment" in closing and "included 0" not in closing
 
 
 def test_augmentation_text_lists_the_defaults_and_overrides():
