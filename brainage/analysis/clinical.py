@@ -1003,8 +1003,8 @@ def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
     -------
     DataFrame
         Rows ``quantity`` ("mean_gap" or "score_correlation"), ``model``, ``group``, ``score``,
-        ``configured``, ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``truth_global``, ``error``
-        (estimate - truth), ``covered`` (``None`` when not estimable), ``note``.
+        ``configured``, ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``truth_global``,
+        ``error`` (estimate - truth), ``covered`` (``None`` when not estimable), ``note``.
     """
     mean_gap, score_corr = _truth_sections(truth)
     global_gap = truth.get("global_mean_gap", {}) if isinstance(truth, Mapping) else {}
