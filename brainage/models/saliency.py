@@ -75,12 +75,15 @@ __all__ = [
     "map_measures",
     "median_interval",
     "offset_category",
+    "paired_differences",
     "reference_prediction_table",
     "region_summary",
     "save_attribution_maps",
     "save_map",
     "save_subject_maps",
     "subject_enrichment",
+    "truth_test_table",
+    "typical_scan",
 ]
 
 #: Per-subject normalisations accepted by :func:`group_average`.
@@ -1155,3 +1158,126 @@ def age_window_mean(volumes: np.ndarray, ages: Sequence[float], *, centre: float
     if not chosen.any():
         raise ValueError(f"no scan's age lies within {half_width:g} years of {centre:.1f}")
     return volumes[chosen].mean(axis=0)
+
+
+def typical_scan(volumes: np.ndarray, ages: Sequence[float], *, half_width: float = 5.0
+                 ) -> int:
+    """Index of the integrated-gradients reference: the most typical scan of the mean age.
+
+    Among the scans whose ages lie within ``half_width`` years of the mean age, the one
+    nearest (sum of squared differences) to their voxelwise median. A mean of scans is no good
+    reference for a brain-age model: averaging blurs ventricles and sulci, which reads as
+    atrophy (on the quick build the mean training scan is predicted at 85-89 years against a
+    training mean of 60), so every map would mostly explain "younger than 85". A real scan of
+    typical anatomy is predicted near its age, and its choice does not look at any model.
+
+    Parameters
+    ----------
+    volumes : ndarray, shape (N, D, H, W)
+        The training scans.
+    ages : sequence of float, shape (N,)
+    half_width : float, default=5.0
+        Years either side of the mean age.
+
+    Returns
+    -------
+    int
+        Index into ``volumes``.
+    """
+    volumes = np.asarray(volumes)
+    ages = np.asarray(ages, dtype=float).reshape(-1)
+    if volumes.ndim != 4 or volumes.shape[0] != ages.size or not np.isfinite(ages).all():
+        raise ValueError(f"volumes must have shape (N, D, H, W) with N = len(ages) = {ages.size} "
+                         f"finite ages, got {volumes.shape}")
+    if not half_width > 0:
+        raise ValueError(f"half_width must be > 0 years, got {half_width!r}")
+    near = np.flatnonzero(np.abs(ages - ages.mean()) <= half_width)
+    if near.size == 0:
+        raise ValueError(f"no scan's age lies within {half_width:g} years of the mean age "
+                         f"{ages.mean():.1f}")
+    median = np.median(volumes[near], axis=0)  # (D, H, W)
+    distance = ((volumes[near] - median) ** 2).reshape(near.size, -1).sum(axis=1)  # (n,)
+    return int(near[int(np.argmin(distance))])
+
+
+def truth_test_table(auc: Mapping[str, Sequence[float]], *, null: str | None = "permuted",
+                     n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each model's per-subject AUCs against no preference (0.5) and against the null network.
+
+    Parameters
+    ----------
+    auc : mapping of str to sequence of float
+        Per-subject AUCs by model name (:func:`subject_enrichment`, or ``auc`` of
+        :func:`gradram_truth_table`); the null network's, if any, under ``null``, on the same
+        subjects in the same order.
+    null : str or None, default="permuted"
+        The key of the permuted-age network (absent: no comparison with it).
+    n_boot, seed
+        Of :func:`median_interval`.
+
+    Returns
+    -------
+    DataFrame
+        One row per model (the null's too): ``model``, ``n``, ``median``, ``ci_low``,
+        ``ci_high`` (bootstrap over subjects), ``p_half`` (one-sided Wilcoxon signed-rank of
+        AUC - 0.5 > 0), and for the models other than the null, ``diff_null`` (median of the
+        paired differences from the null network), ``diff_low``, ``diff_high``, ``p_null``
+        (one-sided Wilcoxon signed-rank, AUC above the null's) and ``p_null_holm`` (Holm over
+        the models compared).
+    """
+    rows = []
+    for name, values in auc.items():
+        values = np.asarray(values, dtype=float)
+        row: dict[str, Any] = {"model": name, **median_interval(values, n_boot=n_boot,
+                                                                  seed=seed)}
+        row["p_half"] = float(stats.wilcoxon(values - 0.5, alternative="greater").pvalue)
+        if null is not None and null in auc and name != null:
+            other = np.asarray(auc[null], dtype=float)
+            if other.shape != values.shape:
+                raise ValueError(f"{name!r} and {null!r} must have AUCs of the same subjects; "
+                                 f"got {values.size} and {other.size}")
+            diff = median_interval(values - other, n_boot=n_boot, seed=seed)
+            row.update({"diff_null": diff["median"], "diff_low": diff["ci_low"],
+                        "diff_high": diff["ci_high"],
+                        "p_null": compare_enrichment(values, other, paired=True)["p"]})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "p_null" in table.columns:
+        table["p_null_holm"] = holm(table["p_null"].to_numpy(dtype=float))
+    return table
+
+
+def paired_differences(a: pd.DataFrame, b: pd.DataFrame, columns: Sequence[str], *,
+                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per-measure median of ``a`` minus ``b`` over the same subjects, with bootstrap intervals.
+
+    Parameters
+    ----------
+    a, b : DataFrame
+        One row per subject, the same subjects in the same order (e.g. RNC's and L1's
+        :func:`gradram_truth_table`).
+    columns : sequence of str
+        The measures compared.
+
+    Returns
+    -------
+    DataFrame
+        One row per measure: ``measure``, ``median_a``, ``median_b``, ``diff`` (median of the
+        paired differences), ``ci_low``, ``ci_high``, ``n``.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a and b must hold the same subjects, got {len(a)} and {len(b)} rows")
+    if "participant_id" in a.columns and "participant_id" in b.columns and \
+            a["participant_id"].tolist() != b["participant_id"].tolist():
+        raise ValueError("a and b list different subjects (participant_id) or another order")
+    missing = [c for c in columns if c not in a.columns or c not in b.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} absent from a or b")
+    rows = []
+    for column in columns:
+        x, y = a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)
+        diff = median_interval(x - y, n_boot=n_boot, seed=seed)
+        rows.append({"measure": column, "median_a": float(np.median(x)),
+                     "median_b": float(np.median(y)), "diff": diff["median"],
+                     "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "n": diff["n"]})
+    return pd.DataFrame(rows)

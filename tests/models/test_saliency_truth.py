@@ -19,7 +19,10 @@ from brainage.models.saliency import (
     holm,
     map_measures,
     median_interval,
+    paired_differences,
     reference_prediction_table,
+    truth_test_table,
+    typical_scan,
 )
 from tests.models.test_saliency import SHAPE, model  # noqa: F401  (fixture)
 
@@ -162,3 +165,49 @@ def test_age_window_mean_and_reference_predictions(rng):
                                        {"mean": out, "zero": np.zeros(SMALL)})
     assert isinstance(table, pd.DataFrame) and table["reference"].tolist() == ["mean", "zero"]
     assert table["half"].tolist() == pytest.approx([0.5 * out.sum(), 0.0], abs=1e-3)
+
+
+def test_typical_scan_is_the_one_nearest_the_median_of_its_age(rng):
+    base = rng.normal(size=SMALL)
+    ages = np.array([20.0, 58.0, 60.0, 61.0, 90.0, 71.0])  # mean 60
+    volumes = np.stack([base + rng.normal(0, s, SMALL) for s in (0.01, 1.0, 0.2, 1.0, 0.01, 0.01)])
+    # scans 0, 4 and 5 are nearest the base but far from the mean age: not candidates
+    assert typical_scan(volumes, ages, half_width=2.5) == 2
+    assert typical_scan(volumes, ages, half_width=40.0) in (0, 4, 5)
+    with pytest.raises(ValueError, match="no scan's age lies within"):
+        typical_scan(volumes, np.array([20.0, 30.0, 90.0, 100.0, 20.0, 100.0]), half_width=1.0)
+    with pytest.raises(ValueError, match="shape"):
+        typical_scan(volumes[:3], ages)
+
+
+def test_truth_test_table_separates_a_real_effect_from_the_null(rng):
+    n = 40
+    null = rng.normal(0.57, 0.02, n)  # the permuted network prefers the region a little
+    same = null + rng.normal(0, 0.01, n)  # a model no better than the null
+    better = null + 0.05 + rng.normal(0, 0.01, n)
+    table = truth_test_table({"same": same, "better": better, "permuted": null}, n_boot=500)
+    rows = table.set_index("model")
+    assert (rows["p_half"] < 1e-6).all()  # all lie above 0.5, the null too
+    assert rows.loc["better", "diff_low"] > 0.04 and rows.loc["better", "p_null_holm"] < 1e-6
+    assert rows.loc["same", "diff_low"] < 0 < rows.loc["same", "diff_high"]
+    assert rows.loc["same", "p_null"] > 0.01
+    assert np.isnan(rows.loc["permuted", "p_null"])  # the null is not compared with itself
+    assert rows.loc["better", "p_null_holm"] == pytest.approx(
+        min(1.0, 2 * min(rows.loc["better", "p_null"], rows.loc["same", "p_null"]))
+        if rows.loc["better", "p_null"] <= rows.loc["same", "p_null"] else np.nan, rel=1e-9)
+    with pytest.raises(ValueError, match="same subjects"):
+        truth_test_table({"a": same[:10], "permuted": null}, n_boot=200)
+
+
+def test_paired_differences_of_known_shifts(rng):
+    ids = [f"sub-{i}" for i in range(30)]
+    a = pd.DataFrame({"participant_id": ids, "auc": rng.normal(0.6, 0.02, 30),
+                      "entropy": rng.normal(0.9, 0.01, 30)})
+    b = a.assign(auc=a["auc"] - 0.1, entropy=a["entropy"])
+    table = paired_differences(a, b, ["auc", "entropy"], n_boot=300).set_index("measure")
+    assert table.loc["auc", "diff"] == pytest.approx(0.1)
+    assert table.loc["auc", "ci_low"] == pytest.approx(0.1) and table.loc["entropy", "diff"] == 0
+    with pytest.raises(ValueError, match="different subjects"):
+        paired_differences(a, b.iloc[::-1].reset_index(drop=True), ["auc"], n_boot=200)
+    with pytest.raises(ValueError, match="absent"):
+        paired_differences(a, b, ["n_regions"], n_boot=200)
