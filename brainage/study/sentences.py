@@ -800,8 +800,10 @@ def matched_sentence(rows: pd.DataFrame) -> str:
                      f"({_ci(r.ci_low, r.ci_high, 1)}; {r.n_pairs} of {r.n_patients} patients "
                      f"matched within {r.caliper:g} years, mean ages {r.age_patients:.1f} and "
                      f"{r.age_controls:.1f})")
+    if not parts:
+        return "No age-matched comparison was made"
     return ("Against age-matched test controls (1:1, nearest age), the patients' corrected gap "
-            "differed from their controls' by " + "; ".join(parts)) if parts else "No age-matched comparison was made"
+            "differed from their controls' by " + "; ".join(parts))
 
 
 def patient_coverage_sentence(table: pd.DataFrame, level: float) -> str:
