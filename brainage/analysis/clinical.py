@@ -223,7 +223,8 @@ class ClinicalResults:
 def _numeric_nulls(table: pd.DataFrame) -> pd.DataFrame:
     """Statistic columns that JSON holds as all-null come back as float NaN, not None."""
     numeric = {*_ANCOVA_COLUMNS, *_POSTHOC_COLUMNS, *_CORR_COLUMNS, *_COMPARISON_COLUMNS,
-               "estimate", "truth", "truth_global", "error", "mean", "sd", "p_fdr"}
+               "estimate", "truth", "truth_global", "configured", "error", "mean", "sd",
+               "p_fdr"}
     for column in table.columns:
         if column in numeric and table[column].isna().all():
             table[column] = table[column].astype(float)
