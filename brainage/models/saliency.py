@@ -1,7 +1,8 @@
 r"""Saliency for brain-age regression: integrated gradients, Grad-RAM, group maps, ground truth.
 
 Integrated gradients (Sundararajan et al. 2017) is the study's signed attribution. From a
-reference volume :math:`x'` (the mean training scan), the attribution of voxel :math:`v` is
+reference volume :math:`x'` (a typical training scan of the mean age), the attribution of voxel
+:math:`v` is
 :math:`(x_v - x'_v) \int_0^1 \partial f(x' + \alpha (x - x')) / \partial x_v \, d\alpha`, and the
 attributions add up to :math:`f(x) - f(x')` (completeness). So a positive voxel is one whose
 difference from the reference scan pushes the predicted age above the reference's prediction,
@@ -334,7 +335,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, baseline: Tensor | np.ndar
     x : Tensor, shape (B, C, D, H, W)
         Input images.
     baseline : Tensor or ndarray, shape (D, H, W), (C, D, H, W) or (B, C, D, H, W)
-        The reference volume(s), e.g. the mean training scan.
+        The reference volume(s), e.g. :func:`typical_scan` of the training scans.
     n_steps : int, default=16
         Gauss-Legendre nodes on the straight path from ``baseline`` to ``x`` (one forward and
         backward pass of the batch each).
