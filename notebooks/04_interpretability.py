@@ -538,7 +538,8 @@ else:
     truth_gradram = saliency.truth_test_table({n: t["auc"] for n, t in gradram.items()},
                                               n_boot=n_boot, seed=seed)
     measures = pd.DataFrame([{"model": name.upper(), "measure": m,
-                              **saliency.median_interval(t[m], n_boot=n_boot, seed=seed)}
+                              **saliency.median_interval(t[m].dropna(), n_boot=n_boot,
+                                                         seed=seed)}
                              for name, t in gradram.items() for m in saliency.MAP_MEASURES])
     differences = saliency.paired_differences(gradram["rnc"], gradram["l1"],
                                               saliency.MAP_MEASURES, n_boot=n_boot, seed=seed)

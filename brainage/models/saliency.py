@@ -1016,12 +1016,20 @@ def map_measures(maps: Sequence[MapLike] | np.ndarray, truth_mask: Any, brain_ma
     Returns
     -------
     DataFrame
-        One row per map: ``auc``, ``entropy``, ``n_regions``, ``half_mass_fraction``.
+        One row per map: ``auc``, ``entropy``, ``n_regions``, ``half_mass_fraction``. A map
+        that is 0 everywhere in the brain gets AUC 0.5, no region and NaN spread.
     """
     rows = []
     for _, item in _iter_maps(maps):
-        auc = enrichment_auc(item, truth_mask, brain_mask, tissue=tissue)["auc"]
-        rows.append({"auc": auc, **attribution_spread(item, brain_mask, threshold=threshold)})
+        volume = _as_volume(item, "map")
+        if not np.any(volume[_as_mask(brain_mask, "brain_mask", volume.shape)]):
+            # a rectified Grad-RAM map can be 0 everywhere (every weighted sum negative): it
+            # prefers no voxel (AUC 0.5, all ties) and has no spread
+            rows.append({"auc": 0.5, "entropy": np.nan, "n_regions": 0.0,
+                         "half_mass_fraction": np.nan})
+            continue
+        auc = enrichment_auc(volume, truth_mask, brain_mask, tissue=tissue)["auc"]
+        rows.append({"auc": auc, **attribution_spread(volume, brain_mask, threshold=threshold)})
     return pd.DataFrame(rows, columns=list(MAP_MEASURES))
 
 
@@ -1264,7 +1272,7 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, columns: Sequence[str],
     -------
     DataFrame
         One row per measure: ``measure``, ``median_a``, ``median_b``, ``diff`` (median of the
-        paired differences), ``ci_low``, ``ci_high``, ``n``.
+        paired differences), ``ci_low``, ``ci_high``, ``n`` (pairs where both are finite).
     """
     if len(a) != len(b):
         raise ValueError(f"a and b must hold the same subjects, got {len(a)} and {len(b)} rows")
@@ -1277,6 +1285,8 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, columns: Sequence[str],
     rows = []
     for column in columns:
         x, y = a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)
+        both = np.isfinite(x) & np.isfinite(y)  # a NaN measure (a zero map) drops its pair
+        x, y = x[both], y[both]
         diff = median_interval(x - y, n_boot=n_boot, seed=seed)
         rows.append({"measure": column, "median_a": float(np.median(x)),
                      "median_b": float(np.median(y)), "diff": diff["median"],

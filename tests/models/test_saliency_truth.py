@@ -211,3 +211,19 @@ def test_paired_differences_of_known_shifts(rng):
         paired_differences(a, b.iloc[::-1].reset_index(drop=True), ["auc"], n_boot=200)
     with pytest.raises(ValueError, match="absent"):
         paired_differences(a, b, ["n_regions"], n_boot=200)
+
+
+def test_map_measures_and_paired_differences_of_a_zero_map(rng):
+    brain = _brain()
+    truth = np.zeros(SMALL, bool)
+    truth[1:3, 1:4, 1:4] = True
+    maps = np.stack([np.zeros(SMALL), truth * 1.0 + rng.normal(0, 0.1, SMALL)])
+    table = map_measures(maps, truth, brain)
+    assert table["auc"].iloc[0] == 0.5 and table["n_regions"].iloc[0] == 0
+    assert np.isnan(table["entropy"].iloc[0]) and np.isfinite(table["entropy"].iloc[1])
+    other = map_measures(np.stack([rng.normal(size=SMALL)]), truth, brain)
+    a = pd.concat([table, other], ignore_index=True)  # zero map, map 1, map 2
+    b = pd.concat([table.iloc[[1]], other, table.iloc[[1]]], ignore_index=True)
+    pairs = paired_differences(a, b, ["entropy"], n_boot=200)
+    assert pairs["n"].iloc[0] == 2  # the zero map's pair is dropped
+    assert pairs["diff"].iloc[0] == pytest.approx(0.0, abs=1e-12)  # +d and -d: median 0
