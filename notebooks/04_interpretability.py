@@ -56,7 +56,7 @@ from brainage.models.train import TrainConfig, load_model, train_permuted_age_mo
 from brainage.study import figures, runs, sentences
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
-from brainage.study.tables import report_table
+from brainage.study.tables import p_text, report_table
 
 run = RunFolder(resolve_path(run_dir))
 reference = run.reference_image()
@@ -416,7 +416,7 @@ else:
         glue(f"ageing_auc_ci_{row.model}", f"{row.ci_low:.2f} to {row.ci_high:.2f}",
              display=False)
         if row.model != "permuted" and "p_null" in truth_ig.columns:
-            glue(f"ageing_p_{row.model}", f"{row.p_null_holm:.2g}", display=False)
+            glue(f"ageing_p_{row.model}", p_text(row.p_null_holm, "p_Holm"), display=False)
             glue(f"ageing_diff_{row.model}", f"{row.diff_null:+.3f} (95% CI "
                  f"{row.diff_low:+.3f} to {row.diff_high:+.3f})", display=False)
     display(Markdown(f"Ageing mask: {int(ageing.sum())} of {int(brain.sum())} brain voxels "
@@ -625,7 +625,7 @@ else:
             key = f"{r['patients'].lower()}_{r['model'].lower()}"
             glue(f"disease_auc_{key}", f"{r['patients median AUC']:.2f} against "
                  f"{r['controls median AUC']:.2f}", display=False)
-            glue(f"disease_p_{key}", f"{r['p (Holm)']:.2g}", display=False)
+            glue(f"disease_p_{key}", p_text(r["p (Holm)"], "p_Holm"), display=False)
     disease.to_csv(run.saliency / "disease_enrichment.csv", index=False)
     for process, mask in masks.items():
         glue(f"{process}_mask_voxels", int(mask.sum()), display=False)

@@ -663,17 +663,26 @@ def gradram_claim_sentence(differences: pd.DataFrame, truth: pd.DataFrame) -> st
              f"(paired difference {r['diff']:+.3g}, {_ci(r['ci_low'], r['ci_high'], 3)})"
              for m, r in rows.iterrows()]
     spread = [m for m in ("entropy", "n_regions", "half_mass_fraction") if m in rows.index]
+    # more spread: higher entropy, more regions, a larger share holding half the attribution
     higher = [m for m in spread if rows.loc[m, "ci_low"] > 0]
     auc_up = "auc" in rows.index and rows.loc["auc", "ci_low"] > 0
+    auc_down = "auc" in rows.index and rows.loc["auc", "ci_high"] < 0
     beats_null = ("p_null_holm" in truth.columns and bool(
         (truth.loc[truth["model"] == "rnc", "p_null_holm"] < 0.05).any()))
+    against_null = ("" if beats_null else
+                    " and no better than the permuted-age network, which knows nothing of age")
     if auc_up and higher and beats_null:
         verdict = "is reproduced here"
-    elif auc_up or higher:
-        verdict = ("is only partly reproduced here: " + ("RNC's Grad-RAM maps are more spread "
-                   "out" if higher else "RNC's maps favour the ageing regions more")
-                   + (", but they do not find the ageing regions better than the permuted-age "
-                      "network" if not beats_null else ""))
+    elif higher:
+        truth_part = ("favour the simulated ageing regions less than L1's" if auc_down else
+                      "favour the simulated ageing regions more than L1's" if auc_up else
+                      "favour the simulated ageing regions no more than L1's")
+        verdict = (f"is not reproduced here: RNC's Grad-RAM maps are more spread out, but they "
+                   f"{truth_part}{against_null}, so the extra spread is not shown to be age "
+                   "information")
+    elif auc_up:
+        verdict = ("is only partly reproduced here: RNC's maps favour the ageing regions more "
+                   f"than L1's{against_null}, but they are not more spread out")
     else:
         verdict = ("is not reproduced here: no interval shows RNC's maps more spread out or "
                    "closer to the simulated ageing than L1's")

@@ -286,10 +286,16 @@ def _differences(auc: float, entropy: float) -> pd.DataFrame:
 
 def test_gradram_claim_sentence_verdicts():
     null = _truth_table(-0.011, 0.99)
-    assert "is not reproduced here" in sentences.gradram_claim_sentence(_differences(0, 0), null)
-    partly = sentences.gradram_claim_sentence(_differences(0.0, 0.05), null)
-    assert "is only partly reproduced here: RNC's Grad-RAM maps are more spread out, but they " \
-           "do not find the ageing regions better than the permuted-age network" in partly
+    assert "is not reproduced here: no interval" in sentences.gradram_claim_sentence(
+        _differences(0, 0), null)
+    spread_only = sentences.gradram_claim_sentence(_differences(0.0, 0.05), null)
+    assert "is not reproduced here: RNC's Grad-RAM maps are more spread out, but they favour " \
+           "the simulated ageing regions no more than L1's and no better than the permuted-age " \
+           "network" in spread_only
+    worse = sentences.gradram_claim_sentence(_differences(-0.1, 0.05), null)
+    assert "favour the simulated ageing regions less than L1's" in worse
+    partly = sentences.gradram_claim_sentence(_differences(0.05, 0.0), null)
+    assert "is only partly reproduced here" in partly and "not more spread out" in partly
     full = sentences.gradram_claim_sentence(_differences(0.05, 0.05), _truth_table(0.05, 0.001))
     assert "is reproduced here" in full
     assert "normalised entropy 0.9 against 0.85 (paired difference +0.05, 95% CI 0.040 to " \
