@@ -232,6 +232,9 @@ truth_notes = sorted({n for n in truth_table.get("note", pd.Series(dtype=str)).d
                       if str(n).strip()})
 glue("truth_notes", " ".join(f"Note ({i + 1}): {n}." for i, n in enumerate(truth_notes))
      or "No estimate carries a note.", display=False)
+if "configured" in truth_table.columns:  # mean gaps have no configured value: does not apply
+    truth_table = truth_table.assign(configured=[
+        f"{v:.2f}" if pd.notna(v) else "—" for v in truth_table["configured"]])
 if truth_notes:
     truth_table = truth_table.assign(note=truth_table["note"].map(
         lambda n: f"({truth_notes.index(n) + 1})" if n in truth_notes else ""))
