@@ -421,9 +421,17 @@ else:
                  f"{row.diff_low:+.3f} to {row.diff_high:+.3f})", display=False)
     display(Markdown(f"Ageing mask: {int(ageing.sum())} of {int(brain.sum())} brain voxels "
                      f"({100 * ageing.sum() / brain.sum():.0f} %); {len(test)} test subjects."))
+    shown = enrichment.assign(model=lambda t: t["model"].str.upper())
+    if "diff_null" in shown.columns:  # the null's own row: a comparison that does not apply
+        null_row = shown["diff_null"].isna()
+        shown["diff_null"] = [
+            "—" if missing else f"{r.diff_null:+.3g} [{r.diff_low:+.3g}, {r.diff_high:+.3g}]"
+            for missing, r in zip(null_row, shown.itertuples())]
+        for column in ("p_null", "p_null_holm"):
+            shown[column] = shown[column].astype(object).where(~null_row, "—")
+        shown = shown.drop(columns=["diff_low", "diff_high"])
     glue("tab_04_enrichment", report_table(
-        enrichment.assign(model=lambda t: t["model"].str.upper()), drop=["n"],
-        intervals={"median": ("ci_low", "ci_high"), "diff_null": ("diff_low", "diff_high")},
+        shown, drop=["n"], intervals={"median": ("ci_low", "ci_high")},
         labels={"group_auc": "group-map AUC", "median": "median subject AUC [95% CI]",
                 "p_half": "p (above 0.5)", "diff_null": "paired difference from the "
                 "permuted-age network [95% CI]", "p_null": "p (above the permuted-age network)",
@@ -619,7 +627,8 @@ else:
     if not disease.empty:
         # the four own-disease comparisons (2 models x 2 diseases) are one family: Holm
         own_rows = disease["patients"] == disease["mask"]
-        disease["p (Holm)"] = np.nan
+        disease["p (Holm)"] = pd.Series("— (specificity check)", index=disease.index,
+                                        dtype=object)
         disease.loc[own_rows, "p (Holm)"] = saliency.holm(disease.loc[own_rows, "p"])
         for _, r in disease[own_rows].iterrows():
             key = f"{r['patients'].lower()}_{r['model'].lower()}"

@@ -703,7 +703,7 @@ def disease_saliency_sentence(own: pd.DataFrame, *, alpha: float = 0.05) -> str:
     """
     if own.empty:
         return "the patients' maps were not tested: too few patients or age-matched controls"
-    kept = own[own["p (Holm)"] < alpha]
+    kept = own[pd.to_numeric(own["p (Holm)"]) < alpha]
     details = "; ".join(f"{r['model']} {r['patients']}: median AUC "
                         f"{r['patients median AUC']:.2f} against "
                         f"{r['controls median AUC']:.2f}, {p_text(r['p (Holm)'], 'p_Holm')}"
