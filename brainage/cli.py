@@ -343,7 +343,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         help="the scans hold the brain only")
     parser.add_argument("--saliency", default=None, metavar="OUT_DIR",
                         help="write integrated-gradients maps (years against the model's "
-                             "reference, the mean training scan: the study's method) to "
+                             "reference, a typical training scan of the mean age: the study's "
+                             "method) to "
                              "OUT_DIR/<head>/<participant>.nii.gz")
     parser.add_argument("--qc", default=None, metavar="DIR",
                         help="where the registration-QC picture of each scan that fails the QC "
@@ -558,7 +559,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
                         help="the scans hold the brain only")
     parser.add_argument("--saliency", action="store_true",
                         help="also write an integrated-gradients map per scan and head "
-                             "(years against the model's reference, the mean training scan)")
+                             "(years against the model's reference, a typical training scan)")
     parser.add_argument("--no-qc", dest="qc", action="store_false",
                         help="do not draw the registration-QC image of each scan (drawn by "
                              "default, also for scans the registration QC refused)")

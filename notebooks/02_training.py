@@ -65,6 +65,7 @@ from brainage.inference.model_folder import (
     write_model_card,
 )
 from brainage.models.network import ModelConfig
+from brainage.models.saliency import typical_scan
 from brainage.models.train import TrainConfig
 from brainage.study import figures
 from brainage.study import trust as study_trust
@@ -113,10 +114,14 @@ card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
     crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile,
     domain=study_trust.training_domain(run))
-# The reference of `brainage predict --saliency`: the mean training scan, the reference notebook
-# 04's integrated gradients start from.
-save_ig_reference(run.models, run.volumes(run.rows("train")).mean(axis=0),
+# The reference of `brainage predict --saliency` and of notebook 04's integrated gradients: the
+# most typical training scan of the mean training age (a mean of scans is blurred and reads as
+# old; notebook 04 reports what each reference is predicted at).
+train_rows = run.rows("train")
+train_volumes = run.volumes(train_rows)
+save_ig_reference(run.models, train_volumes[typical_scan(train_volumes, train_rows["age"])],
                   run.reference_image().affine)
+del train_volumes
 # Out-of-distribution reference of each model: its training scans' features, and the threshold
 # that flags a share ood_rate of the validation scans (notebook 03 reports the test split's rate).
 references = study_trust.fit_ood_references(run, run.models, rate=ood_rate, device=device)

@@ -2,18 +2,20 @@
 # # Interpretability: integrated gradients
 #
 # Which parts of a scan push a model's predicted age up or down? Integrated gradients answers
-# it against a reference volume, here the mean training scan: the attribution of a voxel is its
+# it against a reference volume, here the most typical training scan of the mean training age
+# (the model folder's `ig_reference.nii.gz`, the one `brainage predict --saliency` uses): the
+# attribution of a voxel is its
 # difference from the reference times the gradient of the predicted age averaged along the
 # straight path from the reference to the scan, and a subject's attributions add up to its
 # predicted age minus the reference's. A positive (red) voxel pushes the prediction above the
 # reference's, a negative (blue) one below. The maps have the model's input grid. For RNC the
 # predicted age is the frozen encoder followed by the linear regressor.
 #
-# (Grad-RAM, the signed Grad-CAM of the first version of this study, has no reference point:
-# its feature maps are ReLU outputs, so its sign says where positively weighted channels are
-# active, not whether a region raises the age, and its resolution is that of the chosen layer.
-# `brainage.models.saliency.grad_ram` keeps it; this notebook reports its layer's resolution
-# only.)
+# Grad-RAM, the reference study's method, has no reference point: its feature maps are ReLU
+# outputs, so its sign says where positively weighted channels are active, not whether a region
+# raises the age, and its resolution is that of the chosen layer. Its unsigned maps go through
+# the same truth test as integrated gradients below, with measures of how spread out they are,
+# to test the reference study's claim that Grad-RAM shows more nuanced age features with RNC.
 #
 # Maps are computed for every test subject and every patient, written as NIfTI in template
 # space (`saliency/<model>/`), checked (they must add up to the prediction's difference from the
@@ -29,10 +31,12 @@ run_dir = "runs/quick"
 seed = 0
 saliency_layer = "encoder.layer2"
 ig_steps = 8
-null_epochs = 3
+null_epochs = None  # None: as many epochs as the L1 model
 truth_threshold = 0.2
 disease_threshold = 0.05
 display_threshold = 0.2
+spread_threshold = 0.5
+n_boot = 2000
 
 # %%
 import time
@@ -44,21 +48,26 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from brainage.inference.model_folder import CHECKPOINT_FILE
+from brainage.inference.model_folder import CHECKPOINT_FILE, IG_REFERENCE_FILE, load_ig_reference
 from brainage.models import saliency
 from brainage.models.checkpoint import read_checkpoint
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, load_model, train_permuted_age_model
-from brainage.study import figures, runs
+from brainage.study import figures, runs, sentences
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
-from brainage.study.tables import report_table
+from brainage.study.tables import p_text, report_table
 
 run = RunFolder(resolve_path(run_dir))
 reference = run.reference_image()
 train_rows = run.rows("train")
-baseline = run.volumes(train_rows).mean(axis=0)  # (D, H, W): the mean training scan
+mean_scan = run.volumes(train_rows).mean(axis=0)  # (D, H, W): the mean training scan
 test = run.dataset("test")
+# the reference of every map: the model folder's, as `brainage predict --saliency` uses it
+baseline = load_ig_reference(run.models, tuple(test[0]["image"].shape[1:]))
+if baseline is None:
+    raise FileNotFoundError(f"{run.models / IG_REFERENCE_FILE} is absent: run notebook 02, "
+                            "which writes the integrated-gradients reference")
 has_patients = (run.cohort()["split"] == "clinical").any()
 patients = run.dataset("clinical") if has_patients else None
 truth_dir = run.truth_dir()
@@ -68,31 +77,35 @@ seconds = {}
 # %% [markdown]
 # ## The permuted-age control
 #
-# The L1 network, trained for a few epochs on the same scans with their ages shuffled (training
-# and validation ages each permuted). It knows nothing of age, so its maps show what an
+# The L1 network, trained as long as the L1 model (the same epochs, schedule and augmentation)
+# on the same scans with their ages shuffled (training and validation ages each permuted). It knows nothing of age, so its maps show what an
 # attribution map of this architecture looks like without the age signal. Only the simulated
 # cohort, whose truth the maps are compared with, needs it.
 
 # %%
+payload = read_checkpoint(run.models / "l1" / CHECKPOINT_FILE)
+l1_epochs = int(payload["train_config"]["epochs"])
+null_epochs = l1_epochs if null_epochs is None else int(null_epochs)
+glue("null_epochs", null_epochs, display=False)
+glue("null_l1_epochs", l1_epochs, display=False)
 if truth_dir is not None and null_epochs > 0:
     start = time.perf_counter()
-    payload = read_checkpoint(run.models / "l1" / CHECKPOINT_FILE)
     null_cfg = TrainConfig.from_dict({**payload["train_config"], "epochs": null_epochs,
-                                      "augment": None, "progress": False, "resume": False})
+                                      "progress": False, "resume": False})
     null = train_permuted_age_model(run.dataset("train"), run.dataset("val"),
                                     ModelConfig.from_dict(payload["model_config"]), null_cfg,
                                     run.saliency / "permuted_age_model")
     models["permuted"] = load_model(null.best_checkpoint)
     seconds["permuted-age training"] = time.perf_counter() - start
     glue("null_val_mae", f"{null.best_val_mae:.1f}", display=False)
-    display(Markdown(f"Permuted-age control: {null_epochs} epochs, validation MAE against the "
-                     f"permuted ages {null.best_val_mae:.1f} years."))
+    display(Markdown(f"Permuted-age control: {null_epochs} epochs (the L1 model: {l1_epochs}), "
+                     f"validation MAE against the permuted ages {null.best_val_mae:.1f} years."))
 
 # %% [markdown]
 # ## Maps, and whether they add up
 
 # %%
-brain_mask = (baseline > 0)
+brain_mask = (mean_scan > 0)
 tables = []
 for name, model in models.items():
     sets = [("test", test)] + ([("clinical", patients)] if has_patients and name != "permuted"
@@ -393,37 +406,181 @@ else:
     auc = {name: saliency.subject_enrichment(
         list(checks.loc[(checks["model"] == name) & (checks["split"] == "test"), "path"]),
         ageing, brain, tissue=tissue) for name in models}
-    rows = []
-    for name in ("rnc", "l1"):
-        group_auc = saliency.enrichment_auc(magnitude[name], ageing, brain, tissue=tissue)["auc"]
-        row = {"model": name.upper(), "group-map AUC": group_auc,
-               "median subject AUC": float(np.median(auc[name]))}
-        if "permuted" in auc:
-            test_result = saliency.compare_enrichment(auc[name], auc["permuted"], paired=True)
-            row.update({"permuted-age median AUC": test_result["median_b"],
-                        "p (vs permuted)": test_result["p"]})
-            glue(f"ageing_p_{name}", f"{test_result['p']:.2g}", display=False)
-        rows.append(row)
-        glue(f"ageing_auc_{name}", f"{np.median(auc[name]):.2f}", display=False)
-    if "permuted" in auc:
-        glue("ageing_auc_permuted", f"{np.median(auc['permuted']):.2f}", display=False)
-    enrichment = pd.DataFrame(rows)
+    truth_ig = saliency.truth_test_table(auc, n_boot=n_boot, seed=seed)
+    group_auc = {name: saliency.enrichment_auc(magnitude[name], ageing, brain,
+                                               tissue=tissue)["auc"] for name in models}
+    enrichment = truth_ig.assign(group_auc=truth_ig["model"].map(group_auc))
     enrichment.to_csv(run.saliency / "enrichment.csv", index=False)
+    for row in truth_ig.itertuples():
+        glue(f"ageing_auc_{row.model}", f"{row.median:.2f}", display=False)
+        glue(f"ageing_auc_ci_{row.model}", f"{row.ci_low:.2f} to {row.ci_high:.2f}",
+             display=False)
+        if row.model != "permuted" and "p_null" in truth_ig.columns:
+            glue(f"ageing_p_{row.model}", p_text(row.p_null_holm, "p_Holm"), display=False)
+            glue(f"ageing_diff_{row.model}", f"{row.diff_null:+.3f} (95% CI "
+                 f"{row.diff_low:+.3f} to {row.diff_high:+.3f})", display=False)
     display(Markdown(f"Ageing mask: {int(ageing.sum())} of {int(brain.sum())} brain voxels "
                      f"({100 * ageing.sum() / brain.sum():.0f} %); {len(test)} test subjects."))
-    glue("tab_04_enrichment", report_table(enrichment, labels={
-        "p (vs permuted)": "p (one-sided, vs permuted)"}, p_columns=["p (vs permuted)"]),
+    shown = enrichment.assign(model=lambda t: t["model"].str.upper())
+    if "diff_null" in shown.columns:  # the null's own row: a comparison that does not apply
+        null_row = shown["diff_null"].isna()
+        shown["diff_null"] = [
+            "—" if missing else f"{r.diff_null:+.3g} [{r.diff_low:+.3g}, {r.diff_high:+.3g}]"
+            for missing, r in zip(null_row, shown.itertuples())]
+        for column in ("p_null", "p_null_holm"):
+            shown[column] = shown[column].astype(object).where(~null_row, "—")
+        shown = shown.drop(columns=["diff_low", "diff_high"])
+    glue("tab_04_enrichment", report_table(
+        shown, drop=["n"], intervals={"median": ("ci_low", "ci_high")},
+        labels={"group_auc": "group-map AUC", "median": "median subject AUC [95% CI]",
+                "p_half": "p (above 0.5)", "diff_null": "paired difference from the "
+                "permuted-age network [95% CI]", "p_null": "p (above the permuted-age network)",
+                "p_null_holm": "p (Holm)"}, p_columns=["p_half", "p_null", "p_null_holm"]),
         display=False)
+glue("ig_truth_sentence", sentences.saliency_truth_sentence(
+    truth_ig if truth_dir is not None else pd.DataFrame(), "integrated-gradients"),
+    display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_04_enrichment
 # :name: tab-04-enrichment
 #
 # Do the maps find the simulated ageing regions? AUC (no unit; 0.5: no preference) of
-# |attribution| in the ageing mask against same-tissue voxels outside it: of the group map, and
-# the median over the {glue:text}`n_test_maps` test subjects, beside the permuted-age
-# control's median, with the one-sided Wilcoxon signed-rank p.
+# |attribution| in the ageing mask against same-tissue voxels outside it: the median over the
+# {glue:text}`n_test_maps` test subjects [95% bootstrap CI over subjects], its one-sided
+# Wilcoxon p against 0.5, the median paired difference from the permuted-age network [95% CI]
+# with its one-sided Wilcoxon signed-rank p, raw and Holm-corrected over the two models, and
+# the AUC of the group map. The permuted-age network's row is the null: a network that knows
+# nothing of age.
 # ```
+#
+# {glue:text}`ig_truth_sentence`.
+
+# %% [markdown]
+# ## What the reference does to the maps
+#
+# The integrated-gradients reference is the point every map starts from. The mean training
+# scan, an obvious choice, is blurred by the averaging, and a blurred brain reads as old: the
+# models predict it far above the mean training age, so that every map would mostly explain
+# "younger than the reference". The study's reference is instead the training scan, among
+# those within 5 years of the mean training age, nearest to their voxelwise median: a real,
+# unblurred brain of typical anatomy, chosen without looking at any model. The test subjects'
+# maps were computed from both references for the comparison.
+
+# %%
+candidates = {"typical scan": baseline, "mean scan": mean_scan}
+reference_ages = saliency.reference_prediction_table(models, candidates).set_index("reference")
+effect_rows = []
+for name in ("rnc", "l1"):
+    ours = checks[(checks["model"] == name) & (checks["split"] == "test")]
+    far = saliency.save_attribution_maps(models[name], test, mean_scan, reference,
+                                         run.saliency / "mean_scan_reference" / name,
+                                         n_steps=ig_steps, brain_mask=brain_mask)
+    for label, maps in (("typical scan", ours), ("mean scan", far)):
+        row = {"model": name, "reference": label,
+               "reference predicted": reference_ages.loc[label, name],
+               "positive share": maps["positive_share"].median()}
+        if truth_dir is not None:
+            row["median AUC"] = float(np.median(saliency.subject_enrichment(
+                list(maps["path"]), ageing, brain, tissue=tissue)))
+        effect_rows.append(row)
+reference_effect = pd.DataFrame(effect_rows)
+reference_effect.to_csv(run.saliency / "reference_effect.csv", index=False)
+glue("tab_04_reference", report_table(
+    reference_effect.assign(model=lambda t: t["model"].str.upper(),
+                            **{"positive share": lambda t: 100 * t["positive share"]}),
+    labels={"reference predicted": "reference's predicted age (years)",
+            "positive share": "median positive share (%)",
+            "median AUC": "median ageing AUC"}, digits=3), display=False)
+for label, key in (("typical scan", "ig_reference"), ("mean scan", "mean_scan")):
+    for name in models:
+        glue(f"{key}_predicted_{name}", f"{reference_ages.loc[label, name]:.1f}", display=False)
+glue("reference_sentence", sentences.reference_sentence(
+    {m: reference_ages.loc["typical scan", m] for m in ("rnc", "l1")},
+    {m: reference_ages.loc["mean scan", m] for m in ("rnc", "l1")},
+    float(train_rows["age"].mean()),
+    reference_effect if "median AUC" in reference_effect.columns else pd.DataFrame()),
+    display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_reference
+# :name: tab-04-reference
+#
+# The two candidate references of integrated gradients: each model's predicted age of the
+# reference (years; training mean {glue:text}`train_mean_age`), and the test subjects' maps
+# from each: the median positive share of the attribution (%) and the median AUC in the
+# simulated ageing regions.
+# ```
+#
+# {glue:text}`reference_sentence`.
+
+# %% [markdown]
+# ## The reference study's Grad-RAM claim, tested
+#
+# The reference study reports that Grad-RAM "revealed more nuanced features related to age
+# regression with the RNC loss than conventional deep regression". Its maps are Grad-RAM's
+# rectified form (per subject scaled to [0, 1]; the form MONAI's `GradCAM` gives) at the
+# layer above. Each test subject's map goes through the truth test of integrated gradients
+# (AUC in the ageing regions against same-tissue voxels, against 0.5 and against the
+# permuted-age network), and three measures of what "more nuanced" could mean: the normalised
+# entropy of the map over the brain (1: uniform), the number of distinct regions (connected,
+# 26-neighbourhood) above half the map's maximum, and the share of brain voxels that holds half
+# of the map's total. Intervals are bootstrap intervals over subjects; RNC and L1 are compared
+# on the same subjects (paired differences).
+
+# %%
+if truth_dir is None:
+    display(Markdown("Not a simulated cohort: the Grad-RAM maps cannot be tested against a "
+                     "ground truth."))
+    glue("gradram_claim_sentence", "The Grad-RAM claim was not tested: no simulated ground "
+         "truth", display=False)
+    glue("gradram_truth_sentence", "", display=False)
+    glue("tab_04_gradram_truth", report_table(pd.DataFrame(
+        {"test": ["not run: no simulated ground truth"]})), display=False)
+else:
+    gradram = {name: saliency.gradram_truth_table(model, test, saliency_layer, ageing, brain,
+                                                  tissue=tissue, threshold=spread_threshold)
+               for name, model in models.items()}
+    pd.concat([t.assign(model=n) for n, t in gradram.items()]).to_csv(
+        run.saliency / "gradram_truth.csv", index=False)
+    truth_gradram = saliency.truth_test_table({n: t["auc"] for n, t in gradram.items()},
+                                              n_boot=n_boot, seed=seed)
+    measures = pd.DataFrame([{"model": name.upper(), "measure": m,
+                              **saliency.median_interval(t[m].dropna(), n_boot=n_boot,
+                                                         seed=seed)}
+                             for name, t in gradram.items() for m in saliency.MAP_MEASURES])
+    differences = saliency.paired_differences(gradram["rnc"], gradram["l1"],
+                                              saliency.MAP_MEASURES, n_boot=n_boot, seed=seed)
+    differences.to_csv(run.saliency / "gradram_rnc_vs_l1.csv", index=False)
+    wide = measures.assign(value=[f"{r.median:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+                                  for r in measures.itertuples()]).pivot(
+        index="measure", columns="model", values="value")
+    wide = wide.join(differences.set_index("measure").apply(
+        lambda r: f"{r['diff']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]", axis=1)
+        .rename("RNC − L1 (paired)"))
+    wide.index = [m.replace("_", " ") for m in wide.index]
+    glue("tab_04_gradram_truth", report_table(wide.reset_index(names="measure")),
+         display=False)
+    glue("gradram_truth_sentence", sentences.saliency_truth_sentence(truth_gradram, "Grad-RAM"),
+         display=False)
+    glue("gradram_claim_sentence", sentences.gradram_claim_sentence(differences, truth_gradram),
+         display=False)
+    for row in truth_gradram.itertuples():
+        glue(f"gradram_auc_{row.model}", f"{row.median:.2f}", display=False)
+    glue("spread_threshold_pct", f"{100 * spread_threshold:.0f} %", display=False)
+
+# %% [markdown]
+# ```{glue:figure} tab_04_gradram_truth
+# :name: tab-04-gradram-truth
+#
+# The unsigned Grad-RAM maps of the {glue:text}`n_test_maps` test subjects: median [95%
+# bootstrap CI] of the AUC in the simulated ageing regions, the normalised entropy, the number
+# of regions above half the maximum and the share of brain voxels holding half of the map, per
+# model and for the permuted-age network; last column: the median paired difference RNC − L1
+# [95% CI].
+# ```
+#
+# {glue:text}`gradram_truth_sentence`. {glue:text}`gradram_claim_sentence`.
 
 # %% [markdown]
 # ## Do the patients' maps find where AD and PD were simulated?
@@ -466,18 +623,24 @@ else:
                              "n age-matched controls": len(controls),
                              "patients median AUC": result["median_a"],
                              "controls median AUC": result["median_b"], "p": result["p"]})
-                if process.upper() == group:
-                    glue(f"disease_auc_{group.lower()}_{name}",
-                         f"{result['median_a']:.2f} against {result['median_b']:.2f}",
-                         display=False)
-                    glue(f"disease_p_{group.lower()}_{name}", f"{result['p']:.2g}",
-                         display=False)
     disease = pd.DataFrame(rows)
+    if not disease.empty:
+        # the four own-disease comparisons (2 models x 2 diseases) are one family: Holm
+        own_rows = disease["patients"] == disease["mask"]
+        disease["p (Holm)"] = pd.Series("— (specificity check)", index=disease.index,
+                                        dtype=object)
+        disease.loc[own_rows, "p (Holm)"] = saliency.holm(disease.loc[own_rows, "p"])
+        for _, r in disease[own_rows].iterrows():
+            key = f"{r['patients'].lower()}_{r['model'].lower()}"
+            glue(f"disease_auc_{key}", f"{r['patients median AUC']:.2f} against "
+                 f"{r['controls median AUC']:.2f}", display=False)
+            glue(f"disease_p_{key}", p_text(r["p (Holm)"], "p_Holm"), display=False)
     disease.to_csv(run.saliency / "disease_enrichment.csv", index=False)
     for process, mask in masks.items():
         glue(f"{process}_mask_voxels", int(mask.sum()), display=False)
 glue("tab_04_disease", report_table(disease if not disease.empty else pd.DataFrame(
-    {"comparison": ["none: too few patients or age-matched test controls"]})), display=False)
+    {"comparison": ["none: too few patients or age-matched test controls"]}),
+    p_columns=["p", "p (Holm)"]), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_04_disease
@@ -485,32 +648,40 @@ glue("tab_04_disease", report_table(disease if not disease.empty else pd.DataFra
 #
 # Do the patients' maps find the simulated disease regions? Median AUC (no unit) of the signed
 # attribution in each disease mask against same-tissue voxels, patients against the test
-# controls within the patients' age range (one-sided Mann-Whitney p); n subjects per group.
+# controls within the patients' age range (one-sided Mann-Whitney p; Holm-corrected over the
+# four comparisons of a disease's own mask, the other mask being the specificity check); n
+# subjects per group.
 # ```
 
 # %%
-# One sentence for the Discussion, from whatever this dataset allowed.
-parts = [f"integrated-gradients maps add up to each prediction's difference from the "
-         f"reference's within a median {100 * relative.median():.0f} % (median absolute "
-         f"error {real['delta'].abs().median():.2f} years, {ig_steps} quadrature nodes)"]
+# The page's summary and one sentence for the Discussion, from whatever this dataset allowed.
+completeness = (f"integrated-gradients maps add up to each prediction's difference from the "
+                f"reference's within a median {100 * relative.median():.0f} % (median absolute "
+                f"error {real['delta'].abs().median():.2f} years, {ig_steps} quadrature nodes)")
+own = (disease[disease["patients"] == disease["mask"]] if not disease.empty
+       else pd.DataFrame())
+parts = [completeness]
 if truth_dir is not None:
-    ageing_text = (f"the median AUC of the test subjects' |attribution| in the simulated ageing "
-                   f"regions against same-tissue voxels (0.5: no preference) was "
-                   f"{np.median(auc['rnc']):.2f} for RNC and {np.median(auc['l1']):.2f} for L1")
-    if "permuted" in auc:
-        p_values = enrichment["p (vs permuted)"].to_numpy()
-        verdict = ("both above" if (p_values < 0.05).all() else
-                   "neither above" if (p_values >= 0.05).all() else "not both above")
-        ageing_text += (f", {verdict} the permuted-age control's {np.median(auc['permuted']):.2f} "
-                        f"(one-sided paired p = {p_values[0]:.2g} and {p_values[1]:.2g})")
-    parts.append(ageing_text)
-if truth_dir is not None and not disease.empty:
-    own = disease[disease["patients"] == disease["mask"]]
-    n_significant = int((own["p"] < 0.05).sum())
-    parts.append(f"in their own disease's regions, the patients' signed attribution exceeded "
-                 f"that of age-matched controls (one-sided p < 0.05) in {n_significant} of "
-                 f"{len(own)} model and disease comparisons (" + "; ".join(
-                     f"{r['model']} {r['patients']}: median AUC {r['patients median AUC']:.2f} "
-                     f"vs {r['controls median AUC']:.2f}, p = {r['p']:.2g}"
-                     for _, r in own.iterrows()) + ")")
+    parts.append(sentences.saliency_truth_sentence(truth_ig, "integrated-gradients")
+                 .replace("The ", "the ", 1))
+    if has_patients:
+        parts.append(sentences.disease_saliency_sentence(own))
 glue("saliency_sentence", "; ".join(parts), display=False)
+summary = [sentences.saliency_truth_sentence(truth_ig, "integrated-gradients") + "."
+           if truth_dir is not None else
+           "Without a simulated ground truth, the maps could not be tested against one."]
+if truth_dir is not None:
+    summary.append(sentences.gradram_claim_sentence(differences, truth_gradram) + ".")
+    if has_patients:
+        text = sentences.disease_saliency_sentence(own)
+        summary.append(text[0].upper() + text[1:] + ".")
+summary.append(sentences.reference_sentence(
+    {m: reference_ages.loc["typical scan", m] for m in ("rnc", "l1")},
+    {m: reference_ages.loc["mean scan", m] for m in ("rnc", "l1")},
+    float(train_rows["age"].mean()), pd.DataFrame()) + ".")
+glue("saliency_summary", " ".join(summary), display=False)
+
+# %% [markdown]
+# ## Summary
+#
+# {glue:text}`saliency_summary`

@@ -70,13 +70,17 @@ __all__ = [
     "SCORES_BY_GROUP",
     "ClinicalResults",
     "ClinicalSettings",
+    "age_matched_comparison",
     "clinical_summary",
     "compare_models",
     "compare_with_truth",
+    "configured_correlations",
+    "correlation_power",
     "fdr_correct",
     "gap_ancova",
     "gap_group_stats",
     "gap_posthoc",
+    "gap_power",
     "gap_score_correlations",
     "hedges_g",
     "partial_rank_residuals",
@@ -219,7 +223,8 @@ class ClinicalResults:
 def _numeric_nulls(table: pd.DataFrame) -> pd.DataFrame:
     """Statistic columns that JSON holds as all-null come back as float NaN, not None."""
     numeric = {*_ANCOVA_COLUMNS, *_POSTHOC_COLUMNS, *_CORR_COLUMNS, *_COMPARISON_COLUMNS,
-               "estimate", "truth", "truth_global", "error", "mean", "sd", "p_fdr"}
+               "estimate", "truth", "truth_global", "configured", "error", "mean", "sd",
+               "p_fdr"}
     for column in table.columns:
         if column in numeric and table[column].isna().all():
             table[column] = table[column].astype(float)
@@ -964,8 +969,8 @@ def _truth_sections(truth: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
     return {k: float(v) for k, v in mean_gap.items()}, {k: float(v) for k, v in score_corr.items()}
 
 
-TRUTH_COLUMNS = ("quantity", "model", "group", "score", "estimate", "ci_low", "ci_high", "truth",
-                 "truth_global", "error", "covered", "note")
+TRUTH_COLUMNS = ("quantity", "model", "group", "score", "configured", "estimate", "ci_low",
+                 "ci_high", "truth", "truth_global", "error", "covered", "note")
 _ATTENUATION_NOTE = ("truth is the same partial correlation computed on the true gap; the "
                      "estimated gap adds prediction error, so |rho| is expected somewhat "
                      "attenuated below |truth|")
@@ -988,7 +993,10 @@ def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
         :func:`truth_from_simulation` (the same statistics computed on the simulated subjects'
         true gap, so each estimate has the target a perfect predictor would reach). An optional
         ``"global_mean_gap"`` section fills ``truth_global`` (the part of the gap that the
-        simulator's biological age carries, without the regional disease losses). A flat dict
+        simulator's biological age carries, without the regional disease losses); an optional
+        ``"configured_correlation"`` section ({score: r}, :func:`configured_correlations`)
+        fills ``configured``: the correlation of the score with the latent severity that the
+        simulator was set to (NaN for mean gaps). A flat dict
         with group and score names as keys is accepted as well; either section may be left
         out. A score's value may also be a dict with the score's ``corr``.
 
@@ -996,26 +1004,31 @@ def compare_with_truth(group_stats: pd.DataFrame, correlations: pd.DataFrame,
     -------
     DataFrame
         Rows ``quantity`` ("mean_gap" or "score_correlation"), ``model``, ``group``, ``score``,
-        ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``truth_global``, ``error``
-        (estimate - truth), ``covered`` (``None`` when not estimable), ``note``.
+        ``configured``, ``estimate``, ``ci_low``, ``ci_high``, ``truth``, ``truth_global``,
+        ``error`` (estimate - truth), ``covered`` (``None`` when not estimable), ``note``.
     """
     mean_gap, score_corr = _truth_sections(truth)
     global_gap = truth.get("global_mean_gap", {}) if isinstance(truth, Mapping) else {}
+    configured = truth.get("configured_correlation", {}) if isinstance(truth, Mapping) else {}
     rows = []
     for _, line in group_stats[group_stats["group"].isin(list(mean_gap))].iterrows():
         rows.append({"quantity": "mean_gap", "model": line["model"], "group": line["group"],
-                     "score": None, "estimate": line["mean"], "ci_low": line["ci_low"],
+                     "score": None, "configured": np.nan, "estimate": line["mean"],
+                     "ci_low": line["ci_low"],
                      "ci_high": line["ci_high"], "truth": mean_gap[line["group"]],
                      "truth_global": global_gap.get(line["group"], np.nan),
                      "note": line["note"]})
     for _, line in correlations[correlations["score"].isin(list(score_corr))].iterrows():
         reason = "" if line["estimable"] else line["note"]
         rows.append({"quantity": "score_correlation", "model": line["model"],
-                     "group": line["group"], "score": line["score"], "estimate": line["rho"],
+                     "group": line["group"], "score": line["score"],
+                     "configured": float(configured.get(line["score"], np.nan)),
+                     "estimate": line["rho"],
                      "ci_low": line["ci_low"], "ci_high": line["ci_high"],
                      "truth": score_corr[line["score"]], "note": _join(reason, _ATTENUATION_NOTE)})
     table = pd.DataFrame(rows, columns=[c for c in TRUTH_COLUMNS if c not in ("error", "covered")])
     table["truth_global"] = table["truth_global"].astype(float)
+    table["configured"] = table["configured"].astype(float)
     table["error"] = table["estimate"] - table["truth"]
     has_ci = table["ci_low"].notna() & table["ci_high"].notna()
     covered = (table["ci_low"] <= table["truth"]) & (table["truth"] <= table["ci_high"])
@@ -1133,3 +1146,179 @@ def truth_from_simulation(truth_table: pd.DataFrame, predictions: pd.DataFrame,
             "score_correlation": {str(r.score): float(r.rho) for r in correlations.itertuples()
                                   if r.estimable},
             "global_mean_gap": {str(g): float(v) for g, v in global_gap.items()}}
+
+
+# --- recovery: configured truths, power, age-matched controls, coverage ----------------------
+
+
+def configured_correlations(simulation: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The score correlations the simulator was configured with, and their sample values.
+
+    Parameters
+    ----------
+    simulation : dict
+        The simulated cohort's ``simulation.json``; its ``true_correlations`` section holds per
+        score the ``configured`` correlation of the score with the patient's latent severity
+        (which also drives the accelerated ageing) and its ``realised_sample`` value.
+
+    Returns
+    -------
+    dict
+        ``{score: {"configured": r, "realised_sample": r}}``; empty when the section is absent
+        (a cohort simulated before it existed, or real data).
+    """
+    if not isinstance(simulation, Mapping):
+        raise TypeError(f"simulation must be a dict (simulation.json), got "
+                        f"{type(simulation).__name__}")
+    section = simulation.get("true_correlations") or {}
+    out = {}
+    for score, entry in section.items():
+        if not isinstance(entry, Mapping) or "configured" not in entry:
+            raise ValueError(f"simulation.json true_correlations[{score!r}] lacks 'configured'; "
+                             f"got {entry!r}")
+        out[str(score)] = {"configured": float(entry["configured"]),
+                           "realised_sample": float(entry.get("realised_sample", np.nan))}
+    return out
+
+
+def gap_power(effect: float, sd: float, n_patients: int, n_controls: int, *,
+              alpha: float = 0.05, power: float = 0.8) -> dict[str, float]:
+    """Power of a two-sided two-sample t-test of a gap difference, and the patients it needs.
+
+    ``statsmodels.stats.power.TTestIndPower`` with Cohen's d = ``effect / sd``.
+
+    Parameters
+    ----------
+    effect : float
+        The true difference of the mean gaps (years), e.g. the simulated PD gap.
+    sd : float
+        The SD of the estimated gap (years), e.g. that of the test controls.
+    n_patients, n_controls : int
+        The group sizes of the analysis.
+    alpha : float, default=0.05
+    power : float, default=0.8
+        The power aimed at.
+
+    Returns
+    -------
+    dict
+        ``d``, ``power_now`` (at ``n_patients`` against ``n_controls``), ``n_per_group`` (equal
+        groups reaching ``power``, rounded up) and ``n_patients_needed`` (patients against the
+        present ``n_controls``; ``inf`` when even infinitely many patients would not do).
+    """
+    from statsmodels.stats.power import TTestIndPower
+
+    if not (np.isfinite(effect) and np.isfinite(sd) and sd > 0):
+        raise ValueError(f"effect must be finite and sd > 0, got effect={effect!r}, sd={sd!r}")
+    if int(n_patients) < 2 or int(n_controls) < 2:
+        raise ValueError(f"n_patients and n_controls must be >= 2, got {n_patients}, "
+                         f"{n_controls}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha!r}, {power!r}")
+    d = abs(float(effect)) / float(sd)
+    analysis = TTestIndPower()
+    now = float(analysis.power(effect_size=d, nobs1=n_patients, alpha=alpha,
+                               ratio=n_controls / n_patients))
+    per_group = float(analysis.solve_power(effect_size=d, alpha=alpha, power=power, ratio=1.0))
+    # patients against the present controls: the smallest n whose power reaches the aim
+    needed = np.inf
+    for n in range(2, 100_001):
+        if analysis.power(effect_size=d, nobs1=n, alpha=alpha, ratio=n_controls / n) >= power:
+            needed = float(n)
+            break
+        if n > 50 and analysis.power(effect_size=d, nobs1=100_000, alpha=alpha,
+                                     ratio=n_controls / 100_000) < power:
+            break  # the present controls cap the power below the aim
+    return {"d": d, "power_now": now, "n_per_group": float(np.ceil(per_group)),
+            "n_patients_needed": needed}
+
+
+def correlation_power(rho: float, n: int, *, alpha: float = 0.05, power: float = 0.8,
+                      n_covariates: int = 0) -> dict[str, float]:
+    """Power of a two-sided test of a (partial) correlation, by Fisher's z.
+
+    Written here because statsmodels has no power function for a correlation; the normal
+    approximation with standard error ``1 / sqrt(n - n_covariates - 3)`` is the one the
+    correlations' intervals use.
+
+    Returns
+    -------
+    dict
+        ``power_now`` at ``n`` and ``n_needed`` (rounded up) for ``power``.
+    """
+    if not (np.isfinite(rho) and -1 < rho < 1):
+        raise ValueError(f"rho must lie in (-1, 1), got {rho!r}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha!r}, {power!r}")
+    extra = 3 + int(n_covariates)
+    if int(n) <= extra:
+        raise ValueError(f"n must exceed n_covariates + 3 = {extra}, got {n}")
+    z, crit = abs(float(np.arctanh(rho))), stats.norm.ppf(1 - alpha / 2)
+    shift = z * np.sqrt(int(n) - extra)
+    now = float(stats.norm.sf(crit - shift) + stats.norm.cdf(-crit - shift))
+    needed = np.inf if z == 0 else float(np.ceil(((crit + stats.norm.ppf(power)) / z) ** 2
+                                                 + extra))
+    return {"power_now": now, "n_needed": needed}
+
+
+def age_matched_comparison(predictions: pd.DataFrame, model: str, group: str, *,
+                           caliper: float = 3.0, settings: ClinicalSettings | None = None
+                           ) -> dict[str, Any]:
+    """Patients against age-matched test controls: the check of the ANCOVA's age adjustment.
+
+    Each patient, oldest first, takes the test control nearest in age that is still free
+    (1:1 nearest-neighbour matching without replacement); pairs further apart than
+    ``caliper`` years are dropped. The gap difference of the pairs is tested by a paired
+    t-test (``pingouin.ttest``). Patients are older than most controls, so an ANCOVA extrapolates
+    the controls' age trend; matched pairs need no such model.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        As in :func:`clinical_summary`.
+    model : str
+    group : str
+        The patient group ("AD" or "PD").
+    caliper : float, default=3.0
+        Largest age difference (years) of a pair.
+    settings : ClinicalSettings, optional
+
+    Returns
+    -------
+    dict
+        ``model``, ``group``, ``n_pairs``, ``n_patients``, ``age_patients``,
+        ``age_controls`` (mean ages of the pairs), ``diff`` (mean patient minus control gap,
+        years), ``ci_low``, ``ci_high``, ``p``, ``estimable``, ``note``.
+    """
+    settings = settings or ClinicalSettings()
+    if not caliper > 0:
+        raise ValueError(f"caliper must be > 0 years, got {caliper!r}")
+    gap = settings.gap_column
+    rows = predictions[(predictions["model"] == model)
+                       & predictions["split"].isin(ANALYSIS_SPLITS)].dropna(subset=[gap, "age"])
+    patients = rows[rows["group"] == group].sort_values("age", ascending=False)
+    controls = rows[rows["group"] == "HC"]
+    free = dict(zip(controls.index, controls["age"].astype(float)))
+    pairs = []
+    for index, age in zip(patients.index, patients["age"].astype(float)):
+        if not free:
+            break
+        nearest = min(free, key=lambda k: abs(free[k] - age))
+        if abs(free[nearest] - age) <= caliper:
+            pairs.append((index, nearest))
+            del free[nearest]
+    base = {"model": model, "group": group, "n_pairs": len(pairs), "n_patients": len(patients),
+            "caliper": float(caliper)}
+    if len(pairs) < settings.min_group_n:
+        return {**base, "age_patients": np.nan, "age_controls": np.nan, "diff": np.nan,
+                "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "estimable": False,
+                "note": f"{len(pairs)} pairs within {caliper:g} years (need "
+                        f"{settings.min_group_n})"}
+    a = rows.loc[[p for p, _ in pairs], gap].to_numpy(dtype=float)
+    b = rows.loc[[c for _, c in pairs], gap].to_numpy(dtype=float)
+    test = pg.ttest(a, b, paired=True, confidence=settings.confidence)
+    low, high = test[_pg_column(test, ("CI95", "CI95%"))].iloc[0]
+    return {**base, "age_patients": float(rows.loc[[p for p, _ in pairs], "age"].mean()),
+            "age_controls": float(rows.loc[[c for _, c in pairs], "age"].mean()),
+            "diff": float(np.mean(a - b)), "ci_low": float(low), "ci_high": float(high),
+            "p": float(test[_pg_column(test, _P_VAL)].iloc[0]), "estimable": True, "note": ""}

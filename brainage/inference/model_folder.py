@@ -132,7 +132,7 @@ RETEST_FIELD = "retest"
 REGISTRATION_QC_FIELD = "registration_qc"
 #: The training curves notebook 02 writes beside the heads.
 HISTORY_FILE = "history.csv"
-#: The integrated-gradients reference of every head (the mean training scan on the model grid,
+#: The integrated-gradients reference of every head (a typical training scan of the mean age,
 #: notebook 02): ``brainage predict --saliency`` attributes against it, as notebook 04 does.
 IG_REFERENCE_FILE = "ig_reference.nii.gz"
 CONFORMAL_FILE = "conformal.json"
@@ -917,7 +917,8 @@ class HeadTrust:
 def save_ig_reference(models_dir: str | os.PathLike, volume: np.ndarray,
                       affine: np.ndarray) -> Path:
     """Write ``models_dir/ig_reference.nii.gz``: the reference volume of the heads'
-    integrated gradients (the study's: the mean training scan, on the model grid).
+    integrated gradients (the study's: a typical training scan of the mean training age, on
+    the model grid; :func:`brainage.models.saliency.typical_scan`).
 
     Parameters
     ----------

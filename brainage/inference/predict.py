@@ -420,7 +420,7 @@ def _infer(folder: ModelFolder, images: Mapping[int, nib.Nifti1Image], names: Se
 
     The maps are the study's (notebook 04): integrated gradients
     (:func:`brainage.models.saliency.integrated_gradients`, 16 Gauss-Legendre steps) from the
-    model folder's reference, the mean training scan; a map's voxels add up to the predicted
+    model folder's reference, a typical training scan; a map's voxels add up to the predicted
     age minus the reference's, and a positive voxel pushes the prediction above it. (Signed
     Grad-RAM, written here before, has no reference point: its sign is not interpretable.)
 
@@ -742,8 +742,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     skull_stripped : bool, default=False
         The scans hold the brain only (their own outline is kept, no template-mask stripping).
     saliency_dir : str or PathLike, optional
-        Write the integrated-gradients map (years, against the model folder's reference, the
-        mean training scan; the study's method) of each scan and head to
+        Write the integrated-gradients map (years, against the model folder's reference, a
+        typical training scan; the study's method) of each scan and head to
         ``saliency_dir/<head>/<participant>[_<session>].nii.gz`` (model grid, MNI152 mm),
         replacing a map of that name (:func:`predict_to_csv`, ``brainage predict``, refuses a
         folder holding maps unless ``overwrite``).

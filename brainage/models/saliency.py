@@ -1,7 +1,8 @@
 r"""Saliency for brain-age regression: integrated gradients, Grad-RAM, group maps, ground truth.
 
 Integrated gradients (Sundararajan et al. 2017) is the study's signed attribution. From a
-reference volume :math:`x'` (the mean training scan), the attribution of voxel :math:`v` is
+reference volume :math:`x'` (a typical training scan of the mean age), the attribution of voxel
+:math:`v` is
 :math:`(x_v - x'_v) \int_0^1 \partial f(x' + \alpha (x - x')) / \partial x_v \, d\alpha`, and the
 attributions add up to :math:`f(x) - f(x')` (completeness). So a positive voxel is one whose
 difference from the reference scan pushes the predicted age above the reference's prediction,
@@ -60,19 +61,30 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "GROUP_NORMALISATIONS",
+    "MAP_MEASURES",
+    "age_window_mean",
+    "attribution_spread",
     "compare_enrichment",
     "enrichment_auc",
     "grad_ram",
     "gradram_sign_table",
+    "gradram_truth_table",
     "group_average",
+    "holm",
     "integrated_gradients",
     "layer_shape",
+    "map_measures",
+    "median_interval",
     "offset_category",
+    "paired_differences",
+    "reference_prediction_table",
     "region_summary",
     "save_attribution_maps",
     "save_map",
     "save_subject_maps",
     "subject_enrichment",
+    "truth_test_table",
+    "typical_scan",
 ]
 
 #: Per-subject normalisations accepted by :func:`group_average`.
@@ -323,7 +335,7 @@ def integrated_gradients(model: nn.Module, x: Tensor, baseline: Tensor | np.ndar
     x : Tensor, shape (B, C, D, H, W)
         Input images.
     baseline : Tensor or ndarray, shape (D, H, W), (C, D, H, W) or (B, C, D, H, W)
-        The reference volume(s), e.g. the mean training scan.
+        The reference volume(s), e.g. :func:`typical_scan` of the training scans.
     n_steps : int, default=16
         Gauss-Legendre nodes on the straight path from ``baseline`` to ``x`` (one forward and
         backward pass of the batch each).
@@ -943,3 +955,340 @@ def offset_category(offset: Any, years: float = 10.0) -> np.ndarray:
     return np.select([values < -years, values > years],
                      [f"> {years:g} y below reference", f"> {years:g} y above reference"],
                      f"within {years:g} y")
+
+
+# --- the seed's Grad-RAM claim: truth test and "nuance" -----------------------------------------
+
+#: Columns of :func:`gradram_truth_table` and :func:`map_measures`.
+MAP_MEASURES = ("auc", "entropy", "n_regions", "half_mass_fraction")
+
+
+def attribution_spread(map: MapLike, brain_mask: Any, *, threshold: float = 0.5
+                       ) -> dict[str, float]:
+    """How spread out one map's |attribution| is inside the brain: what "more nuanced" can mean.
+
+    Parameters
+    ----------
+    map : Tensor, ndarray, nibabel image or path, shape (D, H, W)
+        One attribution map; its magnitude is used.
+    brain_mask : bool ndarray, image or path, shape (D, H, W)
+        The voxels counted.
+    threshold : float, default=0.5
+        A region is a connected set (26-neighbourhood) of brain voxels whose |attribution| is at
+        least ``threshold`` times the map's largest |attribution| in the brain.
+
+    Returns
+    -------
+    dict
+        ``entropy``: Shannon entropy of |attribution| normalised to a distribution over the
+        brain voxels, divided by log(number of brain voxels) (1: uniform, 0: one voxel);
+        ``n_regions``: the number of such regions (``scipy.ndimage.label``);
+        ``half_mass_fraction``: the smallest share of brain voxels that holds half of the
+        total |attribution| (0.5 for a uniform map, small for a focal one).
+
+    Raises
+    ------
+    ValueError
+        ``threshold`` outside (0, 1], shapes that differ, or a map that is zero in the brain.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold!r}")
+    values = np.abs(_as_volume(map, "map").astype(np.float64))
+    brain = _as_mask(brain_mask, "brain_mask", values.shape)
+    inside = values[brain]
+    total = float(inside.sum())
+    if inside.size < 2 or total <= 0:
+        raise ValueError("map is zero everywhere inside brain_mask: its spread is undefined")
+    p = inside / total
+    entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / np.log(inside.size))
+    above = brain & (values >= threshold * inside.max())
+    _, n_regions = ndimage.label(above, structure=ndimage.generate_binary_structure(3, 3))
+    cumulative = np.cumsum(np.sort(p)[::-1])  # largest first
+    n_half = int(np.searchsorted(cumulative, 0.5 - 1e-12) + 1)
+    return {"entropy": entropy, "n_regions": float(n_regions),
+            "half_mass_fraction": n_half / inside.size}
+
+
+def map_measures(maps: Sequence[MapLike] | np.ndarray, truth_mask: Any, brain_mask: Any, *,
+                 tissue: Any = None, threshold: float = 0.5) -> pd.DataFrame:
+    """:func:`enrichment_auc` (of |map|) and :func:`attribution_spread` of each map, in order.
+
+    Returns
+    -------
+    DataFrame
+        One row per map: ``auc``, ``entropy``, ``n_regions``, ``half_mass_fraction``. A map
+        that is 0 everywhere in the brain gets AUC 0.5, no region and NaN spread.
+    """
+    rows = []
+    for _, item in _iter_maps(maps):
+        volume = _as_volume(item, "map")
+        if not np.any(volume[_as_mask(brain_mask, "brain_mask", volume.shape)]):
+            # a rectified Grad-RAM map can be 0 everywhere (every weighted sum negative): it
+            # prefers no voxel (AUC 0.5, all ties) and has no spread
+            rows.append({"auc": 0.5, "entropy": np.nan, "n_regions": 0.0,
+                         "half_mass_fraction": np.nan})
+            continue
+        auc = enrichment_auc(volume, truth_mask, brain_mask, tissue=tissue)["auc"]
+        rows.append({"auc": auc, **attribution_spread(volume, brain_mask, threshold=threshold)})
+    return pd.DataFrame(rows, columns=list(MAP_MEASURES))
+
+
+def gradram_truth_table(model: nn.Module, dataset: Any, layer: str, truth_mask: Any,
+                        brain_mask: Any, *, tissue: Any = None, threshold: float = 0.5,
+                        batch_size: int = 16) -> pd.DataFrame:
+    """The unsigned Grad-RAM map of every scan through the truth test and the spread measures.
+
+    The reference study's maps are Grad-RAM's rectified form (:func:`grad_ram` with
+    ``signed=False``: the form :class:`monai.visualize.GradCAM` gives); each is compared with
+    the simulated truth by :func:`enrichment_auc` and summarised by :func:`attribution_spread`,
+    in memory (no file is written).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, 1, D, H, W) to predicted age (B,) or (B, 1).
+    dataset : Dataset
+        Items ``{"image": Tensor (1, D, H, W), "participant_id": str, ...}``.
+    layer : str
+        Module name whose feature maps are used (see :func:`grad_ram`).
+    truth_mask, brain_mask, tissue
+        As in :func:`enrichment_auc`.
+    threshold : float, default=0.5
+        As in :func:`attribution_spread`.
+    batch_size : int, default=16
+        Scans per backward pass.
+
+    Returns
+    -------
+    DataFrame
+        One row per scan, in dataset order: ``participant_id`` and :data:`MAP_MEASURES`.
+    """
+    check_int("batch_size", batch_size, low=1)
+    ids, tables = [], []
+    for items, x in _batches(dataset, batch_size):
+        maps = grad_ram(model, x, layer, signed=False)[:, 0].numpy()  # (B, 1, ...) -> (B, ...)
+        tables.append(map_measures(maps, truth_mask, brain_mask, tissue=tissue,
+                                   threshold=threshold))
+        ids += [item["participant_id"] for item in items]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=list(MAP_MEASURES))
+    return table.assign(participant_id=ids)[["participant_id", *MAP_MEASURES]]
+
+
+def median_interval(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
+                    confidence: float = 0.95) -> dict[str, float]:
+    """Median of per-subject values with a percentile bootstrap interval over subjects.
+
+    ``scipy.stats.bootstrap`` (percentile method: BCa's jackknife is unstable for a median of
+    tied values). Pass paired differences (``a - b`` of the same subjects) for a paired
+    comparison.
+
+    Returns
+    -------
+    dict
+        ``median``, ``ci_low``, ``ci_high``, ``n``.
+    """
+    check_int("n_boot", n_boot, low=100)
+    data = np.asarray(values, dtype=float).reshape(-1)
+    if data.size < 2 or not np.isfinite(data).all():
+        raise ValueError(f"values must hold >= 2 finite numbers, got {data.size} "
+                         f"({int((~np.isfinite(data)).sum())} not finite)")
+    if np.ptp(data) == 0:  # every resample gives the same median
+        low = high = float(data[0])
+    else:
+        result = stats.bootstrap((data,), np.median, n_resamples=n_boot, method="percentile",
+                                 confidence_level=confidence, random_state=seed)
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"median": float(np.median(data)), "ci_low": low, "ci_high": high, "n": int(data.size)}
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (``statsmodels``' ``multipletests``), in order.
+
+    NaN p-values are left NaN and do not count in the family.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float).reshape(-1)
+    adjusted = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {p[ok].min()} to {p[ok].max()}")
+    if ok.any():
+        adjusted[ok] = multipletests(p[ok], method="holm")[1]
+    return adjusted
+
+
+def reference_prediction_table(models: Mapping[str, nn.Module],
+                               candidates: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Each model's predicted age of each candidate reference volume (D, H, W).
+
+    Returns
+    -------
+    DataFrame
+        One row per candidate: ``reference`` and one column per model name (years).
+    """
+    rows = []
+    for name, volume in candidates.items():
+        x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+        row: dict[str, Any] = {"reference": name}
+        for model_name, model in models.items():
+            with torch.no_grad(), _eval_mode(model):
+                row[model_name] = float(_age_score(model(x), 1)[0])  # (1, 1, D, H, W) -> (1,)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def age_window_mean(volumes: np.ndarray, ages: Sequence[float], *, centre: float | None = None,
+                    half_width: float = 5.0) -> np.ndarray:
+    """Mean of the scans whose ages lie within ``half_width`` years of ``centre``.
+
+    A candidate integrated-gradients reference: the mean of scans of all ages mixes young and
+    old anatomy (blurred ventricles and sulci read as old); scans of one age mix less.
+
+    Parameters
+    ----------
+    volumes : ndarray, shape (N, D, H, W)
+    ages : sequence of float, shape (N,)
+    centre : float, optional
+        Default: the mean of ``ages``.
+    half_width : float, default=5.0
+        Years either side of ``centre``.
+    """
+    volumes = np.asarray(volumes)
+    ages = np.asarray(ages, dtype=float).reshape(-1)
+    if volumes.ndim != 4 or volumes.shape[0] != ages.size:
+        raise ValueError(f"volumes must have shape (N, D, H, W) with N = len(ages) = {ages.size}, "
+                         f"got {volumes.shape}")
+    if not half_width > 0:
+        raise ValueError(f"half_width must be > 0 years, got {half_width!r}")
+    centre = float(ages.mean()) if centre is None else float(centre)
+    chosen = np.abs(ages - centre) <= half_width
+    if not chosen.any():
+        raise ValueError(f"no scan's age lies within {half_width:g} years of {centre:.1f}")
+    return volumes[chosen].mean(axis=0)
+
+
+def typical_scan(volumes: np.ndarray, ages: Sequence[float], *, half_width: float = 5.0
+                 ) -> int:
+    """Index of the integrated-gradients reference: the most typical scan of the mean age.
+
+    Among the scans whose ages lie within ``half_width`` years of the mean age, the one
+    nearest (sum of squared differences) to their voxelwise median. A mean of scans is no good
+    reference for a brain-age model: averaging blurs ventricles and sulci, which reads as
+    atrophy (on the quick build the mean training scan is predicted at 85-89 years against a
+    training mean of 60), so every map would mostly explain "younger than 85". A real scan of
+    typical anatomy is predicted near its age, and its choice does not look at any model.
+
+    Parameters
+    ----------
+    volumes : ndarray, shape (N, D, H, W)
+        The training scans.
+    ages : sequence of float, shape (N,)
+    half_width : float, default=5.0
+        Years either side of the mean age.
+
+    Returns
+    -------
+    int
+        Index into ``volumes``.
+    """
+    volumes = np.asarray(volumes)
+    ages = np.asarray(ages, dtype=float).reshape(-1)
+    if volumes.ndim != 4 or volumes.shape[0] != ages.size or not np.isfinite(ages).all():
+        raise ValueError(f"volumes must have shape (N, D, H, W) with N = len(ages) = {ages.size} "
+                         f"finite ages, got {volumes.shape}")
+    if not half_width > 0:
+        raise ValueError(f"half_width must be > 0 years, got {half_width!r}")
+    near = np.flatnonzero(np.abs(ages - ages.mean()) <= half_width)
+    if near.size == 0:
+        raise ValueError(f"no scan's age lies within {half_width:g} years of the mean age "
+                         f"{ages.mean():.1f}")
+    median = np.median(volumes[near], axis=0)  # (D, H, W)
+    distance = ((volumes[near] - median) ** 2).reshape(near.size, -1).sum(axis=1)  # (n,)
+    return int(near[int(np.argmin(distance))])
+
+
+def truth_test_table(auc: Mapping[str, Sequence[float]], *, null: str | None = "permuted",
+                     n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each model's per-subject AUCs against no preference (0.5) and against the null network.
+
+    Parameters
+    ----------
+    auc : mapping of str to sequence of float
+        Per-subject AUCs by model name (:func:`subject_enrichment`, or ``auc`` of
+        :func:`gradram_truth_table`); the null network's, if any, under ``null``, on the same
+        subjects in the same order.
+    null : str or None, default="permuted"
+        The key of the permuted-age network (absent: no comparison with it).
+    n_boot, seed
+        Of :func:`median_interval`.
+
+    Returns
+    -------
+    DataFrame
+        One row per model (the null's too): ``model``, ``n``, ``median``, ``ci_low``,
+        ``ci_high`` (bootstrap over subjects), ``p_half`` (one-sided Wilcoxon signed-rank of
+        AUC - 0.5 > 0), and for the models other than the null, ``diff_null`` (median of the
+        paired differences from the null network), ``diff_low``, ``diff_high``, ``p_null``
+        (one-sided Wilcoxon signed-rank, AUC above the null's) and ``p_null_holm`` (Holm over
+        the models compared).
+    """
+    rows = []
+    for name, values in auc.items():
+        values = np.asarray(values, dtype=float)
+        row: dict[str, Any] = {"model": name, **median_interval(values, n_boot=n_boot,
+                                                                  seed=seed)}
+        row["p_half"] = float(stats.wilcoxon(values - 0.5, alternative="greater").pvalue)
+        if null is not None and null in auc and name != null:
+            other = np.asarray(auc[null], dtype=float)
+            if other.shape != values.shape:
+                raise ValueError(f"{name!r} and {null!r} must have AUCs of the same subjects; "
+                                 f"got {values.size} and {other.size}")
+            diff = median_interval(values - other, n_boot=n_boot, seed=seed)
+            row.update({"diff_null": diff["median"], "diff_low": diff["ci_low"],
+                        "diff_high": diff["ci_high"],
+                        "p_null": compare_enrichment(values, other, paired=True)["p"]})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "p_null" in table.columns:
+        table["p_null_holm"] = holm(table["p_null"].to_numpy(dtype=float))
+    return table
+
+
+def paired_differences(a: pd.DataFrame, b: pd.DataFrame, columns: Sequence[str], *,
+                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per-measure median of ``a`` minus ``b`` over the same subjects, with bootstrap intervals.
+
+    Parameters
+    ----------
+    a, b : DataFrame
+        One row per subject, the same subjects in the same order (e.g. RNC's and L1's
+        :func:`gradram_truth_table`).
+    columns : sequence of str
+        The measures compared.
+
+    Returns
+    -------
+    DataFrame
+        One row per measure: ``measure``, ``median_a``, ``median_b``, ``diff`` (median of the
+        paired differences), ``ci_low``, ``ci_high``, ``n`` (pairs where both are finite).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"a and b must hold the same subjects, got {len(a)} and {len(b)} rows")
+    if "participant_id" in a.columns and "participant_id" in b.columns and \
+            a["participant_id"].tolist() != b["participant_id"].tolist():
+        raise ValueError("a and b list different subjects (participant_id) or another order")
+    missing = [c for c in columns if c not in a.columns or c not in b.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} absent from a or b")
+    rows = []
+    for column in columns:
+        x, y = a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)
+        both = np.isfinite(x) & np.isfinite(y)  # a NaN measure (a zero map) drops its pair
+        x, y = x[both], y[both]
+        diff = median_interval(x - y, n_boot=n_boot, seed=seed)
+        rows.append({"measure": column, "median_a": float(np.median(x)),
+                     "median_b": float(np.median(y)), "diff": diff["median"],
+                     "ci_low": diff["ci_low"], "ci_high": diff["ci_high"], "n": diff["n"]})
+    return pd.DataFrame(rows)

@@ -32,13 +32,20 @@ __all__ = [
     "bias_correction_text",
     "closing_sentence",
     "correlation_text",
+    "disease_saliency_sentence",
     "eta_squared",
     "fdr_sentence",
     "icc_against_published",
     "gap_age_correlation",
+    "gradram_claim_sentence",
     "group_effect_sentence",
+    "matched_sentence",
+    "patient_coverage_sentence",
+    "pd_recovery_sentence",
     "pose_by_site",
+    "reference_sentence",
     "reliability_sentence",
+    "saliency_truth_sentence",
     "schedule_text",
     "simulation_model_table",
     "site_accuracy",
@@ -315,12 +322,25 @@ def closing_sentence(comparison: Mapping[str, Any], results: clinical.ClinicalRe
     row = ancova[(ancova["model"] == model) & (ancova["source"] == "group")]
     if row.empty or not bool(row["estimable"].iloc[0]):
         clinical_part = "the clinical question could not be tested"
-    elif row["p_fdr"].iloc[0] < alpha:
-        clinical_part = (f"the {model.upper()} brain-age gap differed between patients and "
-                         "controls after adjustment for age, sex and site")
-    else:
+    elif not row["p_fdr"].iloc[0] < alpha:
         clinical_part = (f"the {model.upper()} brain-age gap did not differ significantly "
                          "between patients and controls after adjustment")
+    else:
+        # a group is called different only where its adjusted interval excludes 0
+        above, within = [], []
+        for group, (low, high) in _adjusted_intervals(results, model).items():
+            (above if low > 0 or high < 0 else within).append(group)
+        if not above:
+            clinical_part = (f"the {model.upper()} brain-age gap's group effect was significant, "
+                             "but no patient group's adjusted difference from the controls "
+                             "excluded 0")
+        else:
+            clinical_part = (f"the {model.upper()} brain-age gap differed from the controls' in "
+                             f"{' and '.join(above)} after adjustment for age, sex and site (the "
+                             "adjusted 95% CI excluded 0)")
+            if within:
+                clinical_part += (f", while in {' and '.join(within)} the adjusted interval "
+                                  "included 0")
     return f"In short, {accuracy}, and {clinical_part}."
 
 
@@ -429,32 +449,63 @@ def summary_sentence(results: clinical.ClinicalResults, model: str = "rnc") -> s
     return text
 
 
+def _adjusted_intervals(results: clinical.ClinicalResults, model: str
+                        ) -> dict[str, tuple[float, float]]:
+    """Each patient group's adjusted interval against the controls (difference, else g)."""
+    rows, out = results.posthoc, {}
+    if rows.empty:
+        return out
+    low, high = (("adj_ci_low", "adj_ci_high") if "adj_ci_low" in rows.columns
+                 else ("adj_g_ci_low", "adj_g_ci_high"))
+    for group in clinical.SCORES_BY_GROUP:
+        row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
+        if row.empty or not bool(row["estimable"].iloc[0]) or low not in row.columns:
+            continue
+        out[group] = (float(row[low].iloc[0]), float(row[high].iloc[0]))
+    return out
+
+
 def _adjusted_text(results: clinical.ClinicalResults, model: str) -> str:
-    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts."""
+    """`` Adjusted for ..., the gap exceeded the controls' by ...``: the patients' contrasts.
+
+    A group whose adjusted interval contains 0 is not said to exceed the controls: its
+    difference is stated with the words that its interval included 0.
+    """
     rows = results.posthoc
     if rows.empty or "adj_diff" not in rows.columns:
         return ""
-    parts, used = [], []
+    exceeded, included, used, negative = [], [], [], False
     for group in clinical.SCORES_BY_GROUP:
         row = rows[(rows["model"] == model) & (rows["contrast"] == f"{group} vs HC")]
         if row.empty or not bool(row["estimable"].iloc[0]):
             continue
         r = row.iloc[0]
-        parts.append(f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
-                     f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        text = (f"{r['adj_diff']:.1f} years in {group} (95% CI {r['adj_ci_low']:.1f} to "
+                f"{r['adj_ci_high']:.1f}; adjusted Hedges' g {r['adj_g']:.2f})")
+        outside = r["adj_ci_low"] > 0 or r["adj_ci_high"] < 0
+        (exceeded if outside else included).append(text)
+        negative |= bool(outside and r["adj_ci_high"] < 0)
         for column in str(r.get("covariates") or "").split(","):
             # one-hot columns (site_siteB) name their covariate (site)
             name = next((c for c in clinical.CATEGORICAL_COVARIATES if column.startswith(f"{c}_")),
                         column)
             if name and name not in used:
                 used.append(name)
-    if not parts:
+    if not exceeded and not included:
         return ""
     covariates = used
     names = ", ".join(covariates[:-1]) + f" and {covariates[-1]}" if len(covariates) > 1 else \
         "".join(covariates)
     adjusted = f"Adjusted for {names}, the" if names else "The"
-    return f" {adjusted} gap exceeded the controls' by {' and '.join(parts)}."
+    parts = []
+    if exceeded:
+        verb = "differed from" if negative else "exceeded"
+        parts.append(f"gap {verb} the controls' by {' and '.join(exceeded)}")
+    if included:
+        lead = "while the" if exceeded else "gap's"
+        parts.append(f"{lead} difference of {' and '.join(included)} has an interval that "
+                     "includes 0: no difference from the controls is shown there")
+    return f" {adjusted} {', '.join(parts)}."
 
 
 def _pct(x: float) -> str:
@@ -542,3 +593,233 @@ def simulation_model_table(config: simulate.SimulationConfig | Mapping[str, Any]
                      f"{truth['tiv_cm3'].mean():.0f}, {_pct(np.expm1(within))}{ratio}",
                      "ground truth"))
     return pd.DataFrame(rows, columns=["quantity", "value", "source"])
+
+
+# --- issue 32: the saliency truth test, the seed's Grad-RAM claim, clinical recovery ----------
+
+_MEASURE_NAMES = {"auc": "AUC in the ageing regions", "entropy": "normalised entropy",
+                  "n_regions": "regions above half the maximum",
+                  "half_mass_fraction": "share of brain voxels holding half the attribution"}
+
+
+def _ci(low: float, high: float, digits: int = 2) -> str:
+    return f"95% CI {low:.{digits}f} to {high:.{digits}f}"
+
+
+def saliency_truth_sentence(table: pd.DataFrame, method: str, *, alpha: float = 0.05) -> str:
+    """Whether a method's maps find the simulated ageing regions better than the null network.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`brainage.models.saliency.truth_test_table` rows; the permuted-age network's row
+        is the one without ``diff_null``.
+    method : str
+        The maps' name ("integrated gradients", "Grad-RAM").
+    alpha : float, default=0.05
+        Level of the Holm-corrected comparison with the null.
+    """
+    if table.empty:
+        return f"The {method} maps were not tested: no simulated ground truth"
+    compared = table[table["diff_null"].notna()] if "diff_null" in table.columns else \
+        table.iloc[0:0]
+    models = table if compared.empty else compared
+    parts = [f"{r.model.upper()} {r.median:.2f} ({_ci(r.ci_low, r.ci_high)})"
+             for r in models.itertuples()]
+    text = (f"The {method} maps' median AUC in the simulated ageing regions was "
+            f"{' and '.join(parts)}")
+    above_half = [r.model.upper() for r in models.itertuples() if r.p_half < alpha]
+    text += (", above 0.5 (no preference)" if len(above_half) == len(models) else
+             ", not above 0.5 for " + " and ".join(
+                 r.model.upper() for r in models.itertuples() if not r.p_half < alpha))
+    if compared.empty:
+        return text + "; no permuted-age network was trained to compare with"
+    null = table[table["diff_null"].isna()].iloc[0]
+    better = [r.model.upper() for r in compared.itertuples() if r.p_null_holm < alpha]
+    diffs = [f"{r.model.upper()} {r.diff_null:+.3f} ({_ci(r.diff_low, r.diff_high, 3)})"
+             for r in compared.itertuples()]
+    verdict = ("neither model's maps found them better than" if not better else
+               "both models' maps found them better than" if len(better) == len(compared) else
+               f"only {' and '.join(better)}'s maps found them better than")
+    return (f"{text}; but the network trained on permuted ages, which knows nothing of age, "
+            f"reached {null['median']:.2f} ({_ci(null['ci_low'], null['ci_high'])}), and {verdict} "
+            f"that null (paired median difference {'; '.join(diffs)}; one-sided Wilcoxon "
+            f"signed-rank, Holm-corrected over the models)")
+
+
+def gradram_claim_sentence(differences: pd.DataFrame, truth: pd.DataFrame) -> str:
+    """Whether the seed's claim (Grad-RAM shows "more nuanced" age features with RNC than
+    with L1) is reproduced: RNC minus L1 differences of the measures, and the truth test.
+
+    Parameters
+    ----------
+    differences : DataFrame
+        :func:`brainage.models.saliency.paired_differences` of RNC (a) against L1 (b).
+    truth : DataFrame
+        :func:`brainage.models.saliency.truth_test_table` of the Grad-RAM maps.
+    """
+    rows = differences.set_index("measure")
+    parts = [f"{_MEASURE_NAMES.get(m, m)} {r['median_a']:.3g} against {r['median_b']:.3g} "
+             f"(paired difference {r['diff']:+.3g}, {_ci(r['ci_low'], r['ci_high'], 3)})"
+             for m, r in rows.iterrows()]
+    spread = [m for m in ("entropy", "n_regions", "half_mass_fraction") if m in rows.index]
+    # more spread: higher entropy, more regions, a larger share holding half the attribution
+    higher = [m for m in spread if rows.loc[m, "ci_low"] > 0]
+    auc_up = "auc" in rows.index and rows.loc["auc", "ci_low"] > 0
+    auc_down = "auc" in rows.index and rows.loc["auc", "ci_high"] < 0
+    beats_null = ("p_null_holm" in truth.columns and bool(
+        (truth.loc[truth["model"] == "rnc", "p_null_holm"] < 0.05).any()))
+    against_null = ("" if beats_null else
+                    " and no better than the permuted-age network, which knows nothing of age")
+    if auc_up and higher and beats_null:
+        verdict = "is reproduced here"
+    elif higher:
+        truth_part = ("favour the simulated ageing regions less than L1's" if auc_down else
+                      "favour the simulated ageing regions more than L1's" if auc_up else
+                      "favour the simulated ageing regions no more than L1's")
+        verdict = (f"is not reproduced here: RNC's Grad-RAM maps are more spread out, but they "
+                   f"{truth_part}{against_null}, so the extra spread is not shown to be age "
+                   "information")
+    elif auc_up:
+        verdict = ("is only partly reproduced here: RNC's maps favour the ageing regions more "
+                   f"than L1's{against_null}, but they are not more spread out")
+    else:
+        verdict = ("is not reproduced here: no interval shows RNC's maps more spread out or "
+                   "closer to the simulated ageing than L1's")
+    return (f"The reference study's claim that Grad-RAM reveals more nuanced age features with "
+            f"the RNC loss than with L1 regression {verdict} (RNC against L1 on the same test "
+            f"subjects: {'; '.join(parts)})")
+
+
+def disease_saliency_sentence(own: pd.DataFrame, *, alpha: float = 0.05) -> str:
+    """The four own-disease comparisons of the patients' maps, Holm-corrected.
+
+    Parameters
+    ----------
+    own : DataFrame
+        Rows ``model``, ``patients``, ``patients median AUC``, ``controls median AUC``, ``p``,
+        ``p (Holm)``: patients' signed attribution in their own disease's regions against
+        age-matched controls.
+    """
+    if own.empty:
+        return "the patients' maps were not tested: too few patients or age-matched controls"
+    kept = own[pd.to_numeric(own["p (Holm)"]) < alpha]
+    details = "; ".join(f"{r['model']} {r['patients']}: median AUC "
+                        f"{r['patients median AUC']:.2f} against "
+                        f"{r['controls median AUC']:.2f}, {p_text(r['p (Holm)'], 'p_Holm')}"
+                        for _, r in own.iterrows())
+    return (f"after Holm correction over the {len(own)} model and disease comparisons, "
+            f"{len(kept)} showed the patients' signed attribution in their own disease's "
+            f"regions above that of age-matched controls ({details})")
+
+
+def reference_sentence(predicted: Mapping[str, float], mean_scan: Mapping[str, float],
+                       train_mean_age: float, effect: pd.DataFrame) -> str:
+    """What the integrated-gradients reference is predicted at, and what it does to the maps.
+
+    Parameters
+    ----------
+    predicted, mean_scan : mapping of model name to years
+        The predicted age of the reference used and of the mean training scan.
+    train_mean_age : float
+    effect : DataFrame
+        Rows ``model``, ``reference`` ("typical scan", "mean scan"), ``median AUC``,
+        ``positive share``: the maps' median ageing AUC and median positive share of the
+        attribution under each reference, on the same test subjects.
+    """
+    used = " and ".join(f"{m.upper()} {v:.1f}" for m, v in predicted.items())
+    blurred = " and ".join(f"{m.upper()} {v:.1f}" for m, v in mean_scan.items())
+    text = (f"The reference, the most typical training scan of the mean training age, is "
+            f"predicted at {used} years against a training mean of {train_mean_age:.1f}; the "
+            f"mean training scan, a blurred average, would be predicted at {blurred} years")
+    if effect.empty:
+        return text
+    rows = effect.set_index(["model", "reference"])
+    parts = []
+    for model in predicted:
+        if (model, "typical scan") in rows.index and (model, "mean scan") in rows.index:
+            a, b = rows.loc[(model, "typical scan")], rows.loc[(model, "mean scan")]
+            parts.append(f"{model.upper()}: positive share {100 * a['positive share']:.0f} % "
+                         f"against {100 * b['positive share']:.0f} %, median ageing AUC "
+                         f"{a['median AUC']:.2f} against {b['median AUC']:.2f}")
+    if parts:
+        text += (". From the far reference most attribution is negative (it explains \"younger "
+                 "than the reference\"); from the typical scan it splits with the prediction ("
+                 + "; ".join(parts) + ")")
+    return text
+
+
+def pd_recovery_sentence(truth: pd.DataFrame, power: Mapping[str, float],
+                         correlation: Mapping[str, float], *, group: str = "PD") -> str:
+    """The PD effect as a missed recovery: truth against estimate, and the power of the test.
+
+    Parameters
+    ----------
+    truth : DataFrame
+        :func:`brainage.analysis.clinical.compare_with_truth` rows of ``group``.
+    power : mapping
+        :func:`brainage.analysis.clinical.gap_power` of the true group gap against the
+        controls' gap SD, with ``sd`` and ``effect`` added.
+    correlation : mapping
+        :func:`brainage.analysis.clinical.correlation_power` of the true correlation, with
+        ``rho`` added.
+    """
+    corr = truth[(truth["quantity"] == "score_correlation") & (truth["group"] == group)]
+    missed = [f"{r.model.upper()} {SCORE_NAMES.get(r.score, r.score)} {r.estimate:.2f}"
+              for r in corr.itertuples() if r.covered is not None]
+    uncovered = [f"{r.model.upper()} {SCORE_NAMES.get(r.score, r.score)}"
+                 for r in corr.itertuples() if r.covered is False]
+    truths = sorted({f"{SCORE_NAMES.get(r.score, r.score)} {r.truth:.2f}"
+                     for r in corr.itertuples()})
+    configured = sorted({f"{r.configured:.1f}" for r in corr.itertuples()
+                         if np.isfinite(r.configured)})
+    text = (f"{group} is a missed recovery, not an absent effect: the simulator gave every "
+            f"{group} patient an older-looking brain (true mean gap {power['effect']:.1f} "
+            f"years)")
+    if truths:
+        text += (f" and tied it to severity (the partial correlation of the true gap was "
+                 f"{', '.join(truths)}"
+                 + (f"; the scores were configured to correlate {' and '.join(configured)} "
+                    f"with the latent severity" if configured else "") + ")")
+    if missed:
+        text += f", yet the models estimated {', '.join(missed)}"
+        if uncovered:
+            text += f" (the interval of {', '.join(uncovered)} excludes the truth)"
+    text += (f". With the controls' gap SD of {power['sd']:.1f} years, a {power['effect']:.1f}"
+             f"-year effect is d = {power['d']:.2f}: this analysis had "
+             f"{100 * power['power_now']:.0f} % power for it, and 80 % power needs about "
+             f"{power['n_per_group']:.0f} patients and as many controls")
+    if correlation:
+        text += (f"; a correlation of {correlation['rho']:.2f} would need about "
+                 f"{correlation['n_needed']:.0f} patients (power now "
+                 f"{100 * correlation['power_now']:.0f} %, before the attenuation by "
+                 f"prediction error)")
+    return text
+
+
+def matched_sentence(rows: pd.DataFrame) -> str:
+    """The age-matched control comparison of each patient group (model, group rows of
+    :func:`brainage.analysis.clinical.age_matched_comparison`)."""
+    parts = []
+    for r in rows.itertuples():
+        if not r.estimable:
+            parts.append(f"{r.model.upper()} {r.group}: not estimable ({r.note})")
+            continue
+        parts.append(f"{r.diff:+.1f} years in {r.group} for {r.model.upper()} "
+                     f"({_ci(r.ci_low, r.ci_high, 1)}; {r.n_pairs} of {r.n_patients} patients "
+                     f"matched within {r.caliper:g} years, mean ages {r.age_patients:.1f} and "
+                     f"{r.age_controls:.1f})")
+    if not parts:
+        return "No age-matched comparison was made"
+    return ("Against age-matched test controls (1:1, nearest age), the patients' corrected gap "
+            "differed from their controls' by " + "; ".join(parts))
+
+
+def patient_coverage_sentence(table: pd.DataFrame, level: float) -> str:
+    """Coverage of the age intervals by group: guaranteed only for controls like the
+    calibration set (rows ``model``, ``group``, ``coverage``, ``ci_low``, ``ci_high``, ``n``)."""
+    parts = [f"{r.model.upper()} {r.group} {r.coverage:.2f} ({_ci(r.ci_low, r.ci_high)}, "
+             f"n = {r.n})" for r in table.itertuples() if r.n > 0]
+    return (f"The conformal intervals' {100 * level:.0f} % coverage is guaranteed only for scans "
+            f"exchangeable with the calibration scans, healthy validation controls; measured "
+            f"coverage of the chronological age was " + "; ".join(parts))

@@ -68,7 +68,37 @@ def test_closing_sentence_follows_the_tests():
     text = sentences.closing_sentence(tie, _results(p_group=0.2))
     assert "no evidence that RNC estimates age more accurately" in text
     assert "did not differ significantly" in text
-    assert "differed between patients and controls" in sentences.closing_sentence(tie, _results())
+    # AD's adjusted interval excludes 0, PD's includes it: only AD is called different
+    text = sentences.closing_sentence(tie, _results())
+    assert "differed from the controls' in AD after adjustment" in text
+    assert "while in PD the adjusted interval included 0" in text
+    assert "PD after adjustment" not in text
+
+
+def _posthoc_results(pd_low: float, pd_high: float) -> ClinicalResults:
+    results = _results()
+    posthoc = pd.DataFrame([
+        {"model": "rnc", "contrast": "AD vs HC", "adj_diff": 8.0, "adj_ci_low": 5.1,
+         "adj_ci_high": 10.9, "adj_g": 1.2, "covariates": "age,sex,site_B", "estimable": True},
+        {"model": "rnc", "contrast": "PD vs HC", "adj_diff": (pd_low + pd_high) / 2,
+         "adj_ci_low": pd_low, "adj_ci_high": pd_high, "adj_g": 0.2,
+         "covariates": "age,sex,site_B", "estimable": True}])
+    return ClinicalResults(results.group_stats, results.ancova, posthoc, results.correlations,
+                           results.model_comparison, results.truth_comparison)
+
+
+def test_adjusted_text_does_not_call_an_interval_with_0_exceeded():
+    text = sentences._adjusted_text(_posthoc_results(-2.4, 5.5), "rnc")
+    assert text.startswith(" Adjusted for age, sex and site, the gap exceeded the controls' by "
+                           "8.0 years in AD (95% CI 5.1 to 10.9")
+    assert "while the difference of 1.6 years in PD (95% CI -2.4 to 5.5; adjusted Hedges' g " \
+           "0.20) has an interval that includes 0" in text
+    assert "exceeded the controls' by 8.0 years in AD (95% CI 5.1 to 10.9; adjusted Hedges' g " \
+           "1.20) and" not in text
+    both = sentences._adjusted_text(_posthoc_results(0.4, 5.5), "rnc")
+    assert "and 3.0 years in PD (95% CI 0.4 to 5.5" in both and "includes 0" not in both
+    closing = sentences.closing_sentence({"significant": False}, _posthoc_results(0.4, 5.5))
+    assert "in AD and PD after adjustment" in closing and "included 0" not in closing
 
 
 def test_augmentation_text_lists_the_defaults_and_overrides():
@@ -217,3 +247,102 @@ def test_simulation_model_table_reads_the_configuration():
 def test_simulation_model_table_refuses_a_bad_configuration():
     with pytest.raises(sim.SimulationConfigError, match="brain_rate"):
         sentences.simulation_model_table({"ageing": {"brain_rate": "fast"}})
+
+
+# --- issue 32: saliency truth test, Grad-RAM claim, recovery sentences ------------------------
+
+def _truth_table(diff_rnc: float, p_rnc: float, p_l1: float = 0.9) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"model": "rnc", "median": 0.562, "ci_low": 0.55, "ci_high": 0.57, "p_half": 1e-6,
+         "diff_null": diff_rnc, "diff_low": diff_rnc - 0.01, "diff_high": diff_rnc + 0.01,
+         "p_null": p_rnc, "p_null_holm": min(1.0, 2 * p_rnc)},
+        {"model": "l1", "median": 0.559, "ci_low": 0.55, "ci_high": 0.57, "p_half": 1e-6,
+         "diff_null": -0.014, "diff_low": -0.02, "diff_high": -0.004, "p_null": p_l1,
+         "p_null_holm": min(1.0, 2 * p_l1)},
+        {"model": "permuted", "median": 0.573, "ci_low": 0.56, "ci_high": 0.58, "p_half": 1e-6,
+         "diff_null": math.nan, "diff_low": math.nan, "diff_high": math.nan, "p_null": math.nan,
+         "p_null_holm": math.nan}])
+
+
+def test_saliency_truth_sentence_leads_with_the_null():
+    text = sentences.saliency_truth_sentence(_truth_table(-0.011, 0.99), "integrated-gradients")
+    assert "RNC 0.56 (95% CI 0.55 to 0.57) and L1 0.56" in text
+    assert "above 0.5 (no preference)" in text
+    assert "permuted ages, which knows nothing of age, reached 0.57" in text
+    assert "neither model's maps found them better than that null" in text
+    assert "p = 1" not in text
+    better = sentences.saliency_truth_sentence(_truth_table(0.05, 0.001), "Grad-RAM")
+    assert "only RNC's maps found them better than that null" in better
+    assert "RNC +0.050 (95% CI 0.040 to 0.060)" in better
+
+
+def _differences(auc: float, entropy: float) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"measure": "auc", "median_a": 0.6, "median_b": 0.6 - auc, "diff": auc,
+         "ci_low": auc - 0.01, "ci_high": auc + 0.01, "n": 60},
+        {"measure": "entropy", "median_a": 0.9, "median_b": 0.9 - entropy, "diff": entropy,
+         "ci_low": entropy - 0.01, "ci_high": entropy + 0.01, "n": 60}])
+
+
+def test_gradram_claim_sentence_verdicts():
+    null = _truth_table(-0.011, 0.99)
+    assert "is not reproduced here: no interval" in sentences.gradram_claim_sentence(
+        _differences(0, 0), null)
+    spread_only = sentences.gradram_claim_sentence(_differences(0.0, 0.05), null)
+    assert "is not reproduced here: RNC's Grad-RAM maps are more spread out, but they favour " \
+           "the simulated ageing regions no more than L1's and no better than the permuted-age " \
+           "network" in spread_only
+    worse = sentences.gradram_claim_sentence(_differences(-0.1, 0.05), null)
+    assert "favour the simulated ageing regions less than L1's" in worse
+    partly = sentences.gradram_claim_sentence(_differences(0.05, 0.0), null)
+    assert "is only partly reproduced here" in partly and "not more spread out" in partly
+    full = sentences.gradram_claim_sentence(_differences(0.05, 0.05), _truth_table(0.05, 0.001))
+    assert "is reproduced here" in full
+    assert "normalised entropy 0.9 against 0.85 (paired difference +0.05, 95% CI 0.040 to " \
+           "0.060)" in full
+
+
+def test_disease_saliency_sentence_counts_holm_survivors():
+    own = pd.DataFrame([
+        {"model": "RNC", "patients": "AD", "patients median AUC": 0.6,
+         "controls median AUC": 0.5, "p": 0.01, "p (Holm)": 0.04},
+        {"model": "L1", "patients": "PD", "patients median AUC": 0.52,
+         "controls median AUC": 0.5, "p": 0.03, "p (Holm)": 0.09}])
+    text = sentences.disease_saliency_sentence(own)
+    assert text.startswith("after Holm correction over the 2 model and disease comparisons, 1 "
+                           "showed")
+    assert "L1 PD: median AUC 0.52 against 0.50, p_Holm = 0.090" in text
+
+
+def test_pd_recovery_sentence_says_missed_and_power():
+    truth = pd.DataFrame([
+        {"quantity": "score_correlation", "model": "rnc", "group": "PD", "score": "hoehn_yahr",
+         "configured": 0.6, "estimate": 0.06, "truth": 0.38, "covered": False},
+        {"quantity": "mean_gap", "model": "rnc", "group": "PD", "score": None,
+         "configured": math.nan, "estimate": 5.1, "truth": 3.2, "covered": True}])
+    power = {"effect": 3.2, "sd": 8.7, "d": 0.37, "power_now": 0.43, "n_per_group": 116}
+    text = sentences.pd_recovery_sentence(truth, power, {"rho": 0.38, "n_needed": 56,
+                                                         "power_now": 0.64})
+    assert text.startswith("PD is a missed recovery, not an absent effect")
+    assert "Hoehn and Yahr stage 0.38" in text and "configured to correlate 0.6" in text
+    assert "(the interval of RNC Hoehn and Yahr stage excludes the truth)" in text
+    assert "43 % power for it, and 80 % power needs about 116 patients" in text
+
+
+def test_matched_and_coverage_sentences():
+    rows = pd.DataFrame([{"model": "rnc", "group": "PD", "estimable": True, "diff": 2.3,
+                          "ci_low": -2.6, "ci_high": 7.3, "n_pairs": 29, "n_patients": 40,
+                          "caliper": 3.0, "age_patients": 66.6, "age_controls": 65.5,
+                          "note": ""},
+                         {"model": "rnc", "group": "AD", "estimable": False, "diff": math.nan,
+                          "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 1,
+                          "n_patients": 40, "caliper": 3.0, "age_patients": math.nan,
+                          "age_controls": math.nan, "note": "1 pairs within 3 years"}])
+    text = sentences.matched_sentence(rows)
+    assert "+2.3 years in PD for RNC (95% CI -2.6 to 7.3; 29 of 40 patients" in text
+    assert "RNC AD: not estimable (1 pairs within 3 years)" in text
+    coverage = pd.DataFrame([{"model": "rnc", "group": "PD", "coverage": 0.85, "ci_low": 0.70,
+                              "ci_high": 0.94, "n": 40}])
+    text = sentences.patient_coverage_sentence(coverage, 0.9)
+    assert "90 % coverage is guaranteed only for scans exchangeable with the calibration" in text
+    assert "RNC PD 0.85 (95% CI 0.70 to 0.94, n = 40)" in text
