@@ -37,6 +37,7 @@ __all__ = [
     "icc_against_published",
     "gap_age_correlation",
     "group_effect_sentence",
+    "planted_effects_sentence",
     "pose_by_site",
     "reliability_sentence",
     "schedule_text",
@@ -49,6 +50,51 @@ __all__ = [
 SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
                                "hoehn_yahr": "Hoehn and Yahr stage"}
 _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
+
+
+def planted_effects_sentence(truth: Mapping[str, Any]) -> str:
+    """What a simulated cohort's generator put in, for the later notebooks to recover.
+
+    The realised mean brain-age gap of each patient group, the controls' own deviation
+    ``delta ~ N(0, sigma_bio^2)`` (a control's true gap is that deviation, 0 only on average),
+    and the configured correlation of each clinical score with the patients' latent severity.
+
+    Parameters
+    ----------
+    truth : mapping
+        A cohort's ``simulation.json`` (:func:`brainage.data.simulate.read_truth`): its
+        ``true_mean_brain_age_gap``, ``config.sigma_bio`` and ``true_correlations``.
+
+    Raises
+    ------
+    ValueError
+        When a field is missing (the record of another generator version).
+    """
+    missing = [k for k in ("true_mean_brain_age_gap", "true_correlations", "config")
+               if k not in truth]
+    if missing or "sigma_bio" not in truth.get("config", {}):
+        raise ValueError(f"simulation record lacks {missing or ['config.sigma_bio']}: not a "
+                         "record of this simulator version")
+    gaps = truth["true_mean_brain_age_gap"]
+    sigma = float(truth["config"]["sigma_bio"])
+    patients = [g for g in ("AD", "PD") if g in gaps and truth.get("counts", {}).get(g, 1)]
+    text = "The simulator planted the effects that the later notebooks try to recover: "
+    if patients:
+        text += ("a mean true brain-age gap of " + " and ".join(
+            f"{float(gaps[g]):+.1f} years in {g}" for g in patients) + "; ")
+    text += (f"a healthy control's true gap is its own deviation δ ~ N(0, {sigma:g}²) years, 0 "
+             "only on average")
+    by_group: dict[str, list[str]] = {}
+    for score, entry in truth["true_correlations"].items():
+        group = entry.get("score_group", "")
+        if group in patients:
+            by_group.setdefault(group, []).append(
+                f"{SCORE_NAMES.get(score, score)} {float(entry['configured']):+.1f}")
+    if by_group:
+        text += ("; and clinical scores correlated with each patient's latent disease severity "
+                 "(configured Pearson correlations: " + "; ".join(
+                     f"{', '.join(parts)} in {group}" for group, parts in by_group.items()) + ")")
+    return text + "."
 
 
 def augmentation_text(augment: Mapping[str, Any] | None = None) -> str:
