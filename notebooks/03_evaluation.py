@@ -156,6 +156,10 @@ glue("reference_comparison",
      f"{high:.2f}) is {relation} the {reference_mae} years that the reference study reports",
      display=False)
 glue("mae_mean_age", f"{results['baselines']['mean_age_mae']:.2f}", display=False)
+glue("floor_clause", (f"{floor_mae:.2f} years for the best possible prediction from the true "
+                      "biological age and " if truth is not None else "")
+     + f"{results['baselines']['mean_age_mae']:.2f} years for predicting the mean training age",
+     display=False)
 if truth is not None:
     glue("mae_floor", f"{floor_mae:.2f}", display=False)
     glue("mae_biological", f"{results['baselines']['irreducible_mae']:.2f}", display=False)
@@ -220,6 +224,7 @@ else:
                      f"{_over_seeds(spread['models']['l1'])} for L1 (mean ± SD); RNC minus L1 was "
                      f"{_over_seeds(d)}, {consistency}")
 glue("seeds_verdict", seeds_verdict, display=False)
+glue("seeds_sentence", seeds_verdict[0].upper() + seeds_verdict[1:] + ".", display=False)
 glue("n_seeds_run", n_seeds_run, display=False)
 display(Markdown(seeds_verdict[0].upper() + seeds_verdict[1:] + "."))
 if n_seeds_run > 1:  # one seed: the sentence above says why there is no table
