@@ -170,7 +170,7 @@ glue("alignment_site_sentence", alignment_sentence(
     by_site, alignment_threshold, simulated=bool(spec.simulated),
     eta_squared=eta_squared(table["alignment"], table["site"]),
     rotation=None if truth_table is None else pose_by_site(truth_table[0])), display=False)
-glue("tab_01_alignment_sites", report_table(by_site, labels={
+glue("tab_01_alignment_sites", report_table(by_site, order=["site"], labels={
     "n": "scans", "failed": "above threshold", "median": "median (mm)", "min": "lowest",
     "max": "highest"}, digits=2), display=False)
 
@@ -191,7 +191,7 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 # %%
 glue("tab_01_qc_removals", report_table(
     audit.qc_removals(table, alignment_threshold, registered=spec.space == "native"),
-    labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
+    order=["group", "age_band"], labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
             "failed_percent": "failed (%)", "median": "median misfit (mm)"}, digits=2),
     display=False)
 
@@ -366,7 +366,7 @@ glue("n_tissue", len(tissue), display=False)
 # {numref}`fig-01-ages` shows the ages of each group.
 
 # %%
-glue("tab_01_demographics", report_table(audit.demographics(table), labels={
+glue("tab_01_demographics", report_table(audit.demographics(table), order=["group"], labels={
     "age_mean": "mean age (years)", "age_sd": "SD of age (years)", "age_min": "youngest (years)",
     "age_max": "oldest (years)", "female_%": "female (%)"}), display=False)
 figures.glue_figure("fig-01-ages", figures.age_histogram(table))
@@ -453,7 +453,7 @@ else:
 splits.save_splits(split_table, run / "splits.csv")
 merged = table.merge(split_table, on="participant_id")
 ages = merged.groupby("split")["age"].describe()
-glue("tab_01_splits", report_table(ages, index="split", labels={
+glue("tab_01_splits", report_table(ages, index="split", order=["split"], labels={
     "count": "n", "mean": "mean age (years)", "std": "SD (years)", "min": "youngest (years)",
     "25%": "25th percentile (years)", "50%": "median (years)", "75%": "75th percentile (years)",
     "max": "oldest (years)"}), display=False)

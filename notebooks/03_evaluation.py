@@ -62,7 +62,8 @@ trust_seconds = time.perf_counter() - start
 predictions.to_csv(run.predictions_csv, index=False)
 counts = predictions.groupby(["split", "model"]).size().unstack("model")
 counts.columns = [c.upper() for c in counts.columns]
-glue("tab_03_counts", report_table(counts, index="split"), display=False)
+glue("tab_03_counts", report_table(counts[["RNC", "L1"]], index="split", order=["split"]),
+     display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_03_counts
@@ -244,7 +245,8 @@ if n_seeds_run > 1:  # one seed: the sentence above says why there is no table
 test = predictions[predictions["split"] == "test"]
 sites = site_accuracy(test, n_boot=n_boot, seed=seed).assign(model=lambda t: t["model"].str.upper())
 sites.to_csv(run.path / "site_accuracy.csv", index=False)
-glue("tab_03_site_mae", report_table(sites, intervals={"mae": ("ci_low", "ci_high")},
+glue("tab_03_site_mae", report_table(sites, order=["model", "site"],
+                                     intervals={"mae": ("ci_low", "ci_high")},
                                      labels={"mae": "MAE (years) [95% CI]"}), display=False)
 for name, rows in sites.groupby("model"):
     glue(f"site_mae_{name.lower()}", "; ".join(
@@ -307,7 +309,8 @@ figures.glue_figure("fig-03-age-bins", figures.error_by_age(by_bin))
 
 # %%
 correlation = gap_age_correlation(test).assign(model=lambda t: t["model"].str.upper())
-glue("tab_03_gap_age", report_table(correlation, intervals={"r": ("ci_low", "ci_high")},
+glue("tab_03_gap_age", report_table(correlation, order=["model"],
+                                    intervals={"r": ("ci_low", "ci_high")},
                                     labels={"r": "Pearson r [95% CI]", "gap": "gap"}),
      display=False)
 for r in correlation.itertuples():
@@ -392,8 +395,10 @@ glue("interval_level_pct", f"{interval_level:.0%}", display=False)
 
 # %%
 glue("tab_03_coverage_age", report_table(trust.coverage_text(report["by_age_bin"]),
+                                         order=["model", "age_bin"],
                                          labels={"age_bin": "age bin (years)"}), display=False)
-glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"])), display=False)
+glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"]),
+                                          order=["model", "site"]), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_03_coverage_age
@@ -439,6 +444,7 @@ glue("interval_level_text", f"{interval_level:.0%}", display=False)
 # %%
 rates = uncertainty.flag_rates(predictions[predictions["split"].isin(["val", "test"])])
 glue("tab_03_flag_rates", report_table(rates.assign(model=rates["model"].str.upper()),
+                                       order=["model", "split"],
                                        intervals={"rate": ("ci_low", "ci_high")},
                                        labels={"flagged": "flagged", "rate": "rate [95% CI]"}),
      display=False)

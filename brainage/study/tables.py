@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
 __all__ = ["LABELS", "VALUES", "display_value", "format_interval", "format_number", "format_p",
-           "p_text", "report_table"]
+           "natural_order", "p_text", "report_table"]
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
@@ -92,6 +93,53 @@ VALUES: dict[str, str] = {
     "external_test": "external test", "rnc_encoder": "RNC encoder", "rnc_head": "RNC head",
     "age": "age", "sex": "sex", "site": "site", "group": "group",
 }
+
+
+#: The order a reader expects of the values of some columns (others: natural sort).
+ORDERS: dict[str, tuple[str, ...]] = {
+    "model": ("rnc", "l1", "permuted", "null", "mean age"),
+    "group": ("HC", "AD", "PD"),
+    "split": ("train", "val", "test", "clinical", "external_test"),
+}
+
+
+def _natural_key(column: str, value: Any) -> tuple:
+    """Sort key: a column's known order, else numbers inside the text ("[20, 30)" before
+    "[100, 110)", "siteA" before "siteB"), "all" and missing values last."""
+    if _is_missing(value):
+        return (3,)
+    text = str(value)
+    known = [v.lower() for v in ORDERS.get(column, ())]
+    if text.lower() in known:
+        return (0, known.index(text.lower()))
+    if text.lower() in {"all", "total", "overall"}:
+        return (2,)
+    parts = re.split(r"(-?\d+(?:\.\d+)?)", text)
+    return (1, tuple((0, float(p), "") if re.fullmatch(r"-?\d+(?:\.\d+)?", p) else (1, 0.0, p)
+                     for p in parts if p))
+
+
+def natural_order(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``frame``'s rows sorted by ``columns`` in the order a reader expects.
+
+    Models RNC before L1, groups HC, AD, PD, splits train, val, test, clinical; other text in
+    natural order (age bins by their numbers, not as strings: "[20, 30)" before "[100, 110)";
+    "siteA" before "siteB"); "all" rows and missing values last. Stable: rows equal in
+    ``columns`` keep their order.
+
+    Raises
+    ------
+    ValueError
+        If a column is not in the frame.
+    """
+    columns = list(columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"natural_order: column(s) {missing} not in the table; columns: "
+                         f"{list(frame.columns)}")
+    keys = [frame[c].map(lambda v, c=c: _natural_key(c, v)) for c in columns]
+    order = sorted(range(len(frame)), key=lambda i: tuple(k.iloc[i] for k in keys))
+    return frame.iloc[order]
 
 
 def display_value(value: Any) -> Any:
@@ -274,7 +322,7 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
                  p_columns: Iterable[str] = P_COLUMNS,
                  intervals: Mapping[str, tuple[str, str]] | None = None,
                  paths: Iterable[str] = (), drop_empty: bool = True,
-                 index: bool | str = False) -> Any:
+                 index: bool | str = False, order: Iterable[str] = ()) -> Any:
     """A results table for the book: labelled, rounded, without index, NaN as a dash.
 
     Parameters
@@ -306,6 +354,9 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         ``note``). Numeric columns stay: there a missing value reads "—".
     index : bool or str, default=False
         Keep the index as the first column (its name, or this string, as the label).
+    order : iterable of str, default=()
+        Columns to sort the rows by, in the order a reader expects (:func:`natural_order`:
+        age bins by number, RNC before L1, HC before patients); default: the frame's order.
 
     Returns
     -------
@@ -322,8 +373,10 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     if index is not False:
         label = index if isinstance(index, str) else (table.index.name or "")
         table = table.reset_index(names=[label] if table.index.nlevels == 1 else None)
-    table = table.reset_index(drop=True)
     table.columns = [str(c) for c in table.columns]
+    if order:
+        table = natural_order(table, order)
+    table = table.reset_index(drop=True)
     table = table[[c for c in table.columns if c not in set(drop)]]
     if drop_empty:  # empty text columns (a blank note); a numeric NaN says "not estimable"
         keep_numeric = {c for c in table.columns if pd.api.types.is_float_dtype(table[c])}

@@ -160,3 +160,23 @@ def test_text_columns_break_anywhere_but_keep_their_longest_word():
 def test_p_text_labels_the_one_formatter(value, label, text):
     # issue 27, item 4: sentences and figure titles print p-values through format_p
     assert p_text(value, label) == text
+
+
+def test_natural_order_sorts_bins_by_number_and_known_values_first():
+    from brainage.study.tables import natural_order
+
+    frame = pd.DataFrame({"model": ["l1", "rnc", "rnc", "rnc", "rnc", "l1"],
+                          "age_bin": ["[20, 30)", "[90, 101)", "all", "[20, 30)", "[100, 110)",
+                                      "[9, 20)"],
+                          "site": ["siteB", "siteC", "siteA", "siteB", "siteA", "siteA"]})
+    out = natural_order(frame, ["model", "age_bin"])
+    assert list(out["model"]) == ["rnc"] * 4 + ["l1"] * 2
+    assert list(out["age_bin"]) == ["[20, 30)", "[90, 101)", "[100, 110)", "all", "[9, 20)",
+                                    "[20, 30)"]
+    assert list(natural_order(frame, ["site"])["site"]) == ["siteA"] * 3 + ["siteB"] * 2 + ["siteC"]
+    splits = pd.DataFrame({"split": ["clinical", "test", "train", "val"]})
+    assert list(natural_order(splits, ["split"])["split"]) == ["train", "val", "test", "clinical"]
+    html = report_table(frame, order=["model", "site"]).to_html()
+    assert html.index(">RNC<") < html.index(">L1<")
+    with pytest.raises(ValueError, match=r"natural_order: column\(s\) \['age'\] not in the table"):
+        natural_order(frame, ["age"])
