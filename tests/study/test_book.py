@@ -207,8 +207,12 @@ def reader_findings(found: dict, root: Path) -> list[str]:
     return problems
 
 
-#: Python's own text for values, shown to a reader: a dict, list or tuple repr, a bool, numpy.
-PYTHON_REPR = re.compile(r"\{'[^']*'\s*:|\[\s*'[^']*'\s*(?:,\s*'[^']*'\s*)*\]|\(\s*'[^']*',"
+#: Python's own text for values, shown to a reader: a dict, list or tuple repr (with Sphinx's
+#: smart quotes too: ‘HC’), numpy's.
+_Q = "['\u2018\u2019\"]"
+PYTHON_REPR = re.compile(rf"\{{\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*:"
+                         rf"|\[\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*(?:,|\])"
+                         rf"|\(\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*,"
                          r"|\bnp\.\w+\(|\barray\(\[")
 #: A bare True/False (a printed bool: "skull-stripped: True)"), not the word at a sentence start.
 BOOLEAN = re.compile(r"(?<![\w-])(?:True|False)(?=\s*(?:[,.;:)\]}]|$))")
@@ -261,19 +265,17 @@ def presentation_findings(source: str) -> list[str]:
             text = " ".join(cell.get_text(" ").split())
             if IDENTIFIER.search(text):
                 problems.append(f"identifier in a table header of {name}: {text!r}")
-        for cell in table.find_all("td"):
+        for cell in table.find_all("td"):  # a parameter's name is code on purpose (<code>)
             text = cell.get_text().strip()
-            if re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", text):
+            if cell.find("code") is None and re.fullmatch(r"[a-z]+(?:_[a-z]+)+", text):
                 problems.append(f"identifier in a table cell of {name}: {text!r}")
     abstract = article.find(id="abstract")
     if abstract is not None and abstract.find(["strong", "b"]):
         problems.append("bold text in the abstract: "
                         f"{abstract.find(['strong', 'b']).get_text()!r}")
-    for figure in article.find_all("figure"):
-        body = [c for c in figure.find_all(True) if c.name != "figcaption"
-                and not c.find_parent("figcaption")]
+    for figure in article.find_all("figure"):  # a pasted table sits inside its <figcaption>
         if not any(c.name in FIGURE_CONTENT or "plotly-graph-div" in (c.get("class") or [])
-                   for c in body):
+                   for c in figure.find_all(True)):
             caption = figure.find("figcaption")
             problems.append("a figure with nothing but its caption: "
                             f"{(caption.get_text(' ') if caption else '')[:80]!r}")
@@ -296,9 +298,11 @@ controls, 40 AD and 40 PD patients.</p></section>
 <p>Dataset: the simulated cohort, skull-stripped. True biological ages are known; the truth
 holds for 3 of 4 estimates (not estimable for one).</p>
 <pre>print({'HC': 300}, True, n/a, mean_gap)</pre>
-<figure id="tab-1"><table><thead><tr><th>model</th><th>MAE (years)</th><th>Hoehn &amp; Yahr</th>
-</tr></thead><tbody><tr><td>RNC</td><td>7.10</td><td>—</td></tr></tbody></table>
-<figcaption><span class="caption-number">Table 1 </span>Accuracy.</figcaption></figure>
+<figure id="tab-1"><figcaption><span class="caption-number">Table 1 </span>Accuracy.
+<table><thead><tr><th>model</th><th>MAE (years)</th><th>Hoehn &amp; Yahr</th><th>machine</th>
+</tr></thead><tbody><tr><td>RNC</td><td>7.10</td><td>—</td><td>x86_64</td></tr>
+<tr><td><code>batch_size</code></td><td>16</td><td>—</td><td>—</td></tr></tbody></table>
+</figcaption></figure>
 <figure id="fig-1"><img src="a.png"/><figcaption>Figure 1 A figure.</figcaption></figure>
 <figure id="fig-2"><div class="plotly-graph-div" id="p1"></div>
 <script>Plotly.newPlot("p1", [{"x": [1], "y": [2]}], {})</script>
@@ -313,6 +317,7 @@ def test_presentation_findings_pass_a_clean_page():
 @pytest.mark.parametrize(("defect", "replace", "by"), [
     ("Python repr", "300 healthy\ncontrols", "{'HC': 300} healthy controls"),
     ("Python repr", "Dataset:", "Sites ['siteA', 'siteB']. Dataset:"),
+    ("Python repr", "Dataset:", "Calibrating each model: {\u2018rnc\u2019: 60}. Dataset:"),
     ("a printed bool", "skull-stripped.", "skull-stripped: True)."),
     ("'n/a' in the text", "not estimable for one", "n/a for one"),
     ("identifier in a table header", "<th>Hoehn &amp; Yahr</th>", "<th>hoehn_yahr</th>"),
