@@ -196,6 +196,7 @@ def reader_findings(found: dict, root: Path) -> list[str]:
     if found.get("pageOverflow", 0) > 1:
         problems.append(f"the page scrolls sideways by {found['pageOverflow']} px")
     problems += [f"table without a numbered caption: {t}" for t in found["uncaptionedTables"]]
+    problems += [f"bold text in the abstract: {t!r}" for t in found.get("boldAbstract", [])]
     problems += [f"figure without a numbered caption: {f}" for f in found["uncaptionedFigures"]]
     problems += [f"absolute path {m.group(1)!r}" for m in ABSOLUTE_PATH.finditer(text)]
     if str(root) in text:
@@ -344,13 +345,37 @@ def test_reader_findings_catch_each_defect(tmp_path):
     dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None"
                      " {glue:text}`n_retest` subjects",
              "mathErrors": 1, "pageOverflow": 40, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
-             "uncaptionedFigures": ["div"]}
+             "uncaptionedFigures": ["div"], "boldAbstract": ["300"]}
     found = " | ".join(reader_findings(dirty, tmp_path))
     for text in ("raw LaTeX '$'", "raw LaTeX '_{'", "MathJax errors", "wider than the column",
                  "table without", "figure without", "absolute path '/tmp/run/simulation.json'",
                  "the build's own folder", "missing value 'nan'", "missing value 'None'",
-                 "scrolls sideways by 40 px", "raw MyST '{glue:text}'"):
+                 "scrolls sideways by 40 px", "raw MyST '{glue:text}'",
+                 "bold text in the abstract: '300'"):
         assert text in found, text
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("style", "bold"), [("", []), ("span.pasted-text {font-weight: bold}",
+                                                         ["300"])])
+def test_reader_checks_see_bold_that_css_makes(tmp_path, style, bold):
+    """A glued number is a <span class="pasted-text">, bold only by myst-nb's CSS: the page
+    check reads the computed weight, as a reader sees it (issue 32)."""
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    page = tmp_path / "p.html"
+    page.write_text(f"<html><head><style>{style}</style></head><body><main><article "
+                    'class="bd-article"><section id="abstract"><h2>Abstract</h2><p>A cohort of '
+                    '<span class="pasted-text">300</span> controls.</p></section></article>'
+                    "</main></body></html>", encoding="utf-8")
+    driver = browser.start()
+    try:
+        driver.get(page.as_uri())
+        found = driver.execute_script(browser.READER_CHECKS)
+    finally:
+        driver.quit()
+    assert found["boldAbstract"] == bold
 
 
 @pytest.mark.slow
