@@ -397,39 +397,15 @@ glue("age_max", f"{table['age'].max():.0f}", display=False)
 n_sites = int(table["site"].nunique())
 glue("n_sites", n_sites, display=False)
 glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False)
-# The abstract's first sentence and its sentence on the truth, for this dataset: a simulated
-# cohort says so first; its truth sentence pastes the later notebooks' estimates beside what the
-# simulator planted (glue:md parses the nested glue roles where the abstract renders them).
+# The abstract's first sentence, for this dataset: a simulated cohort says so first (the
+# abstract's sentences on the truth: brainage.study.sentences.abstract_truth_markdown).
 people = (f"{int(counts.get('HC', 0))} healthy controls, {int(counts.get('AD', 0))} AD and "
           f"{int(counts.get('PD', 0))} PD patients, aged {table['age'].min():.0f} to "
           f"{table['age'].max():.0f} years, from {n_sites} site{'s' if n_sites != 1 else ''}")
-later = "results/{}.ipynb::{}:s"
-if spec.simulated:
-    glue("cohort_sentence", "This study runs on a simulated cohort, not on real scans or "
-         f"patients: {people}, generated from the MNI152 template with known brain ages and "
-         "planted disease effects.", display=False)
-    gaps = truth["true_mean_brain_age_gap"]
-    role = "{{glue:text}}`" + later + "`"
-    glue("abstract_truth", Markdown(
-        f"The simulator planted a mean brain-age gap of {gaps['AD']:+.1f} years in AD and "
-        f"{gaps['PD']:+.1f} years in PD; the bias-corrected RNC gap averaged "
-        + role.format("05_clinical", "gap_ad_rnc") + " and "
-        + role.format("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held "
-        "the planted truth for " + role.format("05_clinical", "covered_mean_gap") + " group "
-        "means and " + role.format("05_clinical", "covered_score_correlation") + " "
-        "correlations of the gap with clinical scores. In the simulated ageing regions the "
-        "saliency maps' median AUC was " + role.format("04_interpretability", "ageing_auc_rnc")
-        + " (RNC) and " + role.format("04_interpretability", "ageing_auc_l1") + " (L1), "
-        "against " + role.format("04_interpretability", "ageing_auc_permuted") + " for a "
-        "network trained on permuted ages."
-        if {"AD", "PD"} <= set(gaps) else planted_effects_sentence(truth)), display=False)
-else:
-    glue("cohort_sentence", f"This build used the dataset {spec.name}: {people}.",
-         display=False)
-    glue("abstract_truth", Markdown(
-        "{glue:text}`" + later.format("05_clinical", "clinical_sentence") + "` The dataset is "
-        "real, so no effect was planted and no truth is known to check the models against."),
-        display=False)
+glue("cohort_sentence", "This study runs on a simulated cohort, not on real scans or patients: "
+     f"{people}, generated from the MNI152 template with known brain ages and planted disease "
+     "effects." if spec.simulated else f"This build used the dataset {spec.name}: {people}.",
+     display=False)
 
 # %% [markdown]
 # ## Subject-level splits

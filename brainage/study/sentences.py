@@ -26,6 +26,7 @@ from brainage.study.tables import format_number, p_text
 
 __all__ = [
     "SCORE_NAMES",
+    "abstract_truth_markdown",
     "alignment_by_site",
     "alignment_sentence",
     "augmentation_text",
@@ -50,6 +51,41 @@ __all__ = [
 SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
                                "hoehn_yahr": "Hoehn and Yahr stage"}
 _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
+
+
+def abstract_truth_markdown(simulated: bool) -> str:
+    """The abstract's sentences on the truth, as MyST that pastes the notebooks' numbers.
+
+    A simulated cohort: what the simulator planted beside what the models recovered, and the
+    saliency maps against the permuted-age network. Real data: the clinical sentence, and that
+    no truth is known. The book writes it to ``_generated/abstract_truth.md``, which the
+    abstract includes; the ``{glue:text}`` roles are parsed there, in the abstract's own page
+    (myst-nb's ``{glue:md}`` cannot paste from another notebook, and a role typed into the page
+    would leave a hole in a real dataset's abstract, whose notebooks glue no truth).
+
+    Parameters
+    ----------
+    simulated : bool
+        Whether the run's dataset is a simulated cohort.
+    """
+    def role(notebook: str, key: str) -> str:
+        return f"{{glue:text}}`results/{notebook}.ipynb::{key}:s`"
+
+    if not simulated:
+        return (role("05_clinical", "clinical_sentence") + " The dataset is real, so no effect "
+                "was planted and no truth is known to check the models against.\n")
+    return (
+        "The simulator planted a mean brain-age gap of " + role("01_data_audit", "planted_gap_ad")
+        + " years in AD and " + role("01_data_audit", "planted_gap_pd") + " years in PD; the "
+        "bias-corrected RNC gap averaged " + role("05_clinical", "gap_ad_rnc") + " and "
+        + role("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held the planted "
+        "truth for " + role("05_clinical", "covered_mean_gap") + " group means and "
+        + role("05_clinical", "covered_score_correlation") + " correlations of the gap with "
+        "clinical scores. In the simulated ageing regions the saliency maps' median AUC was "
+        + role("04_interpretability", "ageing_auc_rnc") + " (RNC) and "
+        + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
+        + role("04_interpretability", "ageing_auc_permuted") + " for a network trained on "
+        "permuted ages.\n")
 
 
 def planted_effects_sentence(truth: Mapping[str, Any]) -> str:

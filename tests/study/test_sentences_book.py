@@ -39,3 +39,25 @@ def test_planted_effects_rejects_an_older_record():
     del truth["true_correlations"]
     with pytest.raises(ValueError, match="true_correlations"):
         planted_effects_sentence(truth)
+
+
+def test_abstract_truth_pastes_planted_and_recovered_numbers_for_a_simulated_cohort():
+    import re
+
+    from brainage.study.sentences import abstract_truth_markdown
+
+    text = abstract_truth_markdown(True)
+    keys = re.findall(r"\{glue:text\}`results/(\w+)\.ipynb::(\w+):s`", text)
+    assert ("01_data_audit", "planted_gap_ad") in keys and ("05_clinical", "gap_pd_rnc") in keys
+    assert ("04_interpretability", "ageing_auc_permuted") in keys
+    assert "permuted ages" in text and text.endswith("\n")
+    # every role is complete: nothing left that MyST would show as source
+    assert text.count("{glue:text}") == len(keys)
+
+
+def test_abstract_truth_of_real_data_has_no_simulated_truth():
+    from brainage.study.sentences import abstract_truth_markdown
+
+    text = abstract_truth_markdown(False)
+    assert "clinical_sentence" in text and "no truth is known" in text
+    assert "01_data_audit" not in text and "04_interpretability" not in text  # no truth glued
