@@ -402,9 +402,8 @@ glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False
 people = (f"{int(counts.get('HC', 0))} healthy controls, {int(counts.get('AD', 0))} AD and "
           f"{int(counts.get('PD', 0))} PD patients, aged {table['age'].min():.0f} to "
           f"{table['age'].max():.0f} years, from {n_sites} site{'s' if n_sites != 1 else ''}")
-glue("cohort_sentence", "This study runs on a simulated cohort, not on real scans or patients: "
-     f"{people}, generated from the MNI152 template with known brain ages and planted disease "
-     "effects." if spec.simulated else f"This build used the dataset {spec.name}: {people}.",
+glue("cohort_sentence", f"This study runs on a simulated cohort: {people}, with known brain "
+     "ages and planted disease effects." if spec.simulated else f"This build used the dataset {spec.name}: {people}.",
      display=False)
 
 # %% [markdown]

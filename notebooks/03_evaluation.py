@@ -157,9 +157,9 @@ glue("reference_comparison",
      f"{high:.2f}) is {relation} the {reference_mae} years that the reference study reports",
      display=False)
 glue("mae_mean_age", f"{results['baselines']['mean_age_mae']:.2f}", display=False)
-glue("floor_clause", (f"{floor_mae:.2f} years for the best possible prediction from the true "
-                      "biological age and " if truth is not None else "")
-     + f"{results['baselines']['mean_age_mae']:.2f} years for predicting the mean training age",
+glue("floor_clause", (f"a floor of {floor_mae:.2f} years (the best prediction from the true "
+                      "biological age) and " if truth is not None else "")
+     + f"{results['baselines']['mean_age_mae']:.2f} years for predicting the mean age",
      display=False)
 if truth is not None:
     glue("mae_floor", f"{floor_mae:.2f}", display=False)
@@ -186,8 +186,7 @@ glue("rnc_advantage_max", f"{max(-diff_low, 0):.2f}", display=False)
 glue("l1_advantage_max", f"{max(diff_high, 0):.2f}", display=False)
 if diff_low < 0 < diff_high:
     verdict += (f"; the interval rules out an RNC advantage above {-diff_low:.2f} years and an "
-                f"L1 advantage above {diff_high:.2f} years, and does not show that the two are "
-                "equivalent")
+                f"L1 advantage above {diff_high:.2f} years but does not show equivalence")
 glue("comparison_verdict", verdict, display=False)
 display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
 
@@ -212,8 +211,7 @@ def _over_seeds(s):
 
 n_seeds_run = spread["n_seeds"]
 if n_seeds_run == 1:
-    seeds_verdict = ("each model was trained with one seed in this build, so the spread over "
-                     "training seeds is not estimated here and the direction of the RNC − L1 "
+    seeds_verdict = ("each model was trained with one seed, so the direction of the RNC − L1 "
                      "difference is not established")
 else:
     d = spread["difference"]

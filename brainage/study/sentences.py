@@ -75,13 +75,13 @@ def abstract_truth_markdown(simulated: bool) -> str:
         return (role("05_clinical", "clinical_sentence") + " The dataset is real, so no effect "
                 "was planted and no truth is known to check the models against.\n")
     return (
-        "The simulator planted a mean brain-age gap of " + role("01_data_audit", "planted_gap_ad")
+        "The simulator planted mean brain-age gaps of " + role("01_data_audit", "planted_gap_ad")
         + " years in AD and " + role("01_data_audit", "planted_gap_pd") + " years in PD; the "
-        "bias-corrected RNC gap averaged " + role("05_clinical", "gap_ad_rnc") + " and "
-        + role("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held the planted "
-        "truth for " + role("05_clinical", "covered_mean_gap") + " group means and "
-        + role("05_clinical", "covered_score_correlation") + " correlations of the gap with "
-        "clinical scores. In the simulated ageing regions the saliency maps' median AUC was "
+        "RNC model's corrected gap averaged " + role("05_clinical", "gap_ad_rnc") + " and "
+        + role("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held the truth "
+        "for " + role("05_clinical", "covered_mean_gap") + " group means and "
+        + role("05_clinical", "covered_score_correlation") + " score correlations. In the "
+        "simulated ageing regions the saliency maps' median AUC was "
         + role("04_interpretability", "ageing_auc_rnc") + " (RNC) and "
         + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
         + role("04_interpretability", "ageing_auc_permuted") + " for a network trained on "
