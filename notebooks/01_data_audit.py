@@ -128,7 +128,7 @@ glue("tab_01_cohort", report_table(
 # the signed distances from each preprocessed scan's brain outline to the template brain's
 # outline: a brain smaller than the template everywhere (atrophy) moves every distance alike and
 # leaves the spread alone, a misregistered one sticks out on one side and falls short on the
-# other. It is the figure `brainage predict` and `brainage bids` print and refuse a native scan
+# other. It is the figure the prediction tool and the BIDS App print and refuse a native scan
 # by, with the same threshold. For scans registered here (native space) a figure above the
 # threshold is an error; for scans delivered in template space it is a warning.
 #
@@ -228,12 +228,17 @@ if qc.empty:
 else:
     display(Markdown(f"The {len(qc)} scans with the highest misfit of {len(table)} "
                      f"({'registered here' if spec.space == 'native' else 'delivered in template space'})."))
-    # two panels a row: at three, the panel titles shrank below reading size at page width
-    figures.glue_figure("fig-01-registration-qc", qc_figures.registration_qc(
+    # two panels a row and larger titles: at three a row, scaled to the page's width, the
+    # panel titles shrank to about 8 px, below reading size
+    qc_figure = qc_figures.registration_qc(
         [(f"{r.participant_id}, {r.site}: {r.alignment:.2f} mm", r.preprocessed,
           not registration_passes(r.alignment)) for r in qc.itertuples()],
         [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
-         (template_images()[1], "red")], brain_colour="yellow", n_cols=2))
+         (template_images()[1], "red")], brain_colour="yellow", n_cols=2)
+    for ax in qc_figure.axes:
+        ax.title.set_fontsize(14)
+    qc_figure.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)
+    figures.glue_figure("fig-01-registration-qc", qc_figure)
 glue("n_qc", len(qc), display=False)
 
 # %% [markdown]

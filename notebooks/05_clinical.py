@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Clinical correlation of the brain-age gap
+# # The brain-age gap in AD and PD: recovering the simulated disease effects
 #
 # The study's clinical claim: the bias-corrected brain-age gap is larger in Alzheimer's (AD) and
 # Parkinson's disease (PD) than in healthy controls, and tracks disease severity. Controls are
