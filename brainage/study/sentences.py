@@ -114,7 +114,7 @@ def planted_effects_sentence(truth: Mapping[str, Any]) -> str:
     gaps = truth["true_mean_brain_age_gap"]
     sigma = float(truth["config"]["sigma_bio"])
     patients = [g for g in ("AD", "PD") if g in gaps and truth.get("counts", {}).get(g, 1)]
-    text = "The simulator planted the effects that the later notebooks try to recover: "
+    text = "The simulator planted the effects that the models are asked to recover: "
     if patients:
         text += ("a mean true brain-age gap of " + " and ".join(
             f"{float(gaps[g]):+.1f} years in {g}" for g in patients) + "; ")
