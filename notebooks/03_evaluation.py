@@ -157,9 +157,9 @@ glue("reference_comparison",
      f"{high:.2f}) is {relation} the {reference_mae} years that the reference study reports",
      display=False)
 glue("mae_mean_age", f"{results['baselines']['mean_age_mae']:.2f}", display=False)
-glue("floor_clause", (f"a floor of {floor_mae:.2f} years (the best prediction from the true "
-                      "biological age) and " if truth is not None else "")
-     + f"{results['baselines']['mean_age_mae']:.2f} years for predicting the mean age",
+glue("floor_clause", (f"a floor of {floor_mae:.2f} years (best prediction from true biological "
+                      "age) and " if truth is not None else "")
+     + f"{results['baselines']['mean_age_mae']:.2f} years for the mean-age predictor",
      display=False)
 if truth is not None:
     glue("mae_floor", f"{floor_mae:.2f}", display=False)

@@ -84,8 +84,8 @@ def abstract_truth_markdown(simulated: bool) -> str:
         "simulated ageing regions the saliency maps' median AUC was "
         + role("04_interpretability", "ageing_auc_rnc") + " (RNC) and "
         + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
-        + role("04_interpretability", "ageing_auc_permuted") + " for a network trained on "
-        "permuted ages.\n")
+        + role("04_interpretability", "ageing_auc_permuted") + " for a permuted-age "
+        "network.\n")
 
 
 def planted_effects_sentence(truth: Mapping[str, Any]) -> str:
