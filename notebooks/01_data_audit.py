@@ -1,15 +1,12 @@
 # %% [markdown]
 # # Data audit
 #
-# This notebook reads the dataset named in the profile from `data_manifest.yaml`, generating the
-# simulated cohort first when that is the dataset, and checks every scan and every row of
-# `participants.tsv`. Every problem found goes into one table; nothing is dropped silently. The
-# scans are then preprocessed onto the profile's template grid (cached on disk), their alignment
-# with the template is checked, and the healthy controls are split by subject into training,
-# validation and test sets. Patients (AD, PD) are never part of those splits.
-#
-# Writes to the run folder: `cohort.csv`, `splits.csv`, `audit/problems.csv`,
-# `audit/alignment.csv` and the data checksums in `provenance.json`.
+# This notebook reads the dataset named in the profile's data manifest, generating the
+# simulated cohort first when that is the dataset, and checks every scan and every row of the
+# participants table. Every problem found goes into one table; nothing is dropped silently.
+# The scans are then preprocessed onto the profile's template grid, their alignment with the
+# template is checked, and the healthy controls are split by subject into training, validation
+# and test sets. Patients (AD, PD) are never part of those splits.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -32,6 +29,7 @@ qc_max_scans = 12
 
 # %%
 import json
+from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -50,12 +48,13 @@ from brainage.imaging.registration import (
 )
 from brainage.inference import qc_figures
 from brainage.study import figures, provenance
-from brainage.study.profiles import display_path, display_paths, find_project_root, resolve_path
+from brainage.study.profiles import display_paths, find_project_root, resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import (
     alignment_by_site,
     alignment_sentence,
     eta_squared,
+    planted_effects_sentence,
     pose_by_site,
 )
 from brainage.study.tables import report_table
@@ -69,8 +68,11 @@ spec = manifest_io.load_manifest(resolve_path(manifest, root), profile=profile,
                                   dataset=dataset).dataset(dataset)
 RunFolder(run).write_dataset(spec)
 glue("dataset_name", spec.name, display=False)
-display(Markdown(f"Dataset **{spec.name}**: `{display_path(spec.root, root)}` (space `{spec.space}`, "
-                 f"skull-stripped: {spec.skull_stripped})."))
+display(Markdown(
+    f"Dataset: {'the simulated cohort' if spec.simulated else spec.name}, "
+    + (f"delivered in the {spec.space} template space" if spec.space != "native"
+       else "raw scans in scanner space, registered here")
+    + (", skull-stripped." if spec.skull_stripped else ", with skull (stripped here).")))
 
 # %% [markdown]
 # ## The cohort
@@ -84,22 +86,35 @@ if spec.simulated:
         spec.root, n_healthy=sim_n_healthy, n_ad=sim_n_ad, n_pd=sim_n_pd, seed=seed,
         resolution_mm=sim_resolution_mm, n_jobs=sim_jobs)
     truth = simulate.read_truth(spec.root)
-    display(Markdown(f"Simulated {sum(truth['counts'].values())} subjects "
-                     f"({truth['counts']}) at {truth['resolution_mm']} mm, seed {truth['seed']}."))
+    names = {"HC": "healthy controls", "AD": "AD patients", "PD": "PD patients"}
+    display(Markdown(f"Simulated {sum(truth['counts'].values())} subjects ("
+                     + ", ".join(f"{n} {names.get(g, g)}" for g, n in truth["counts"].items())
+                     + f") on a {truth['resolution_mm']:g} mm grid, seed {truth['seed']}. "
+                     + planted_effects_sentence(truth)))
+    glue("planted_text", planted_effects_sentence(truth), display=False)
+    glue("sigma_bio", f"{truth['config']['sigma_bio']:g}", display=False)
+    for group, gap in truth["true_mean_brain_age_gap"].items():
+        glue(f"planted_gap_{group.lower()}", f"{gap:+.1f}", display=False)
+    for score, entry in truth["true_correlations"].items():
+        glue(f"planted_corr_{score}", f"{entry['configured']:+.1f}", display=False)
+else:
+    glue("planted_text", "The dataset is real: no ground truth is known, so the checks against "
+         "a simulated truth do not apply.", display=False)
 loaded = cohort_io.load_cohort(spec)
 table = loaded.table
 glue("n_rows_shown", min(5, len(table)), display=False)
 glue("tab_01_cohort", report_table(
     table.head()[[c for c in ("participant_id", "age", "sex", "site", "group", "path")
-                  if c in table.columns]], paths=["path"], labels={"path": "scan"}), display=False)
+                  if c in table.columns]].assign(path=lambda t: t["path"].map(
+                      lambda p: Path(p).name)), labels={"path": "scan file"}), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_01_cohort
 # :name: tab-01-cohort
 #
-# The first {glue:text}`n_rows_shown` rows of the cohort table as read from `participants.tsv`
-# and the scans found on disk: chronological age in years, sex, acquisition site, group (HC
-# healthy control, AD, PD) and the scan's path relative to the project.
+# The first {glue:text}`n_rows_shown` rows of the cohort table as read from the participants
+# table and the scans found on disk: chronological age in years, sex, acquisition site, group
+# (HC healthy control, AD, PD) and the scan's file name.
 # ```
 
 # %% [markdown]
@@ -113,7 +128,7 @@ glue("tab_01_cohort", report_table(
 # the signed distances from each preprocessed scan's brain outline to the template brain's
 # outline: a brain smaller than the template everywhere (atrophy) moves every distance alike and
 # leaves the spread alone, a misregistered one sticks out on one side and falls short on the
-# other. It is the figure `brainage predict` and `brainage bids` print and refuse a native scan
+# other. It is the figure the prediction tool and the BIDS App print and refuse a native scan
 # by, with the same threshold. For scans registered here (native space) a figure above the
 # threshold is an error; for scans delivered in template space it is a warning.
 #
@@ -155,7 +170,7 @@ glue("alignment_site_sentence", alignment_sentence(
     by_site, alignment_threshold, simulated=bool(spec.simulated),
     eta_squared=eta_squared(table["registration_misfit_mm"], table["site"]),
     rotation=None if truth_table is None else pose_by_site(truth_table[0])), display=False)
-glue("tab_01_alignment_sites", report_table(by_site, labels={
+glue("tab_01_alignment_sites", report_table(by_site, order=["site"], labels={
     "n": "scans", "failed": "above threshold", "median": "median (mm)", "min": "lowest",
     "max": "highest"}, digits=2), display=False)
 
@@ -176,7 +191,7 @@ glue("tab_01_alignment_sites", report_table(by_site, labels={
 # %%
 glue("tab_01_qc_removals", report_table(
     audit.qc_removals(table, alignment_threshold, registered=spec.space == "native"),
-    labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
+    order=["group", "age_band"], labels={"group": "group", "age_band": "age (years)", "n": "scans", "failed": "failed QC",
             "failed_percent": "failed (%)", "median": "median misfit (mm)"}, digits=2),
     display=False)
 
@@ -198,8 +213,9 @@ glue("tab_01_qc_removals", report_table(
 # which should hug its brain; for template-space scans the template's or the delivered one).
 # A shifted, tilted or mis-scaled scan shows the cyan lines off the anatomy.
 # Scans are ordered from the highest registration misfit
-# down, so the doubtful ones come first; red titles mark figures above the threshold. At most
-# `qc_max_scans` scans are drawn; `audit/alignment.csv` holds the figure of every scan.
+# down, so the doubtful ones come first; red titles mark figures above the threshold. Only the
+# profile's number of highest-misfit scans is drawn; the run folder's audit keeps the figure of
+# every scan.
 #
 # {numref}`fig-01-registration-qc` shows the panels.
 
@@ -210,13 +226,19 @@ if qc.empty:
     display(Markdown("No scan was preprocessed, so there is nothing to check."))
     glue("fig-01-registration-qc", Markdown("No scan was preprocessed."), display=False)
 else:
-    display(Markdown(f"{len(qc)} of {len(table)} scans shown (space `{spec.space}`: "
-                     f"{'registered here' if spec.space == 'native' else 'delivered in template space'})."))
-    figures.glue_figure("fig-01-registration-qc", qc_figures.registration_qc(
-        [(f"{r.participant_id} ({r.site}): {r.registration_misfit_mm:.2f} mm", r.preprocessed,
+    display(Markdown(f"The {len(qc)} scans with the highest misfit of {len(table)} "
+                     f"({'registered here' if spec.space == 'native' else 'delivered in template space'})."))
+    # two panels a row and larger titles: at three a row, scaled to the page's width, the
+    # panel titles shrank to about 8 px, below reading size
+    qc_figure = qc_figures.registration_qc(
+        [(f"{r.participant_id}, {r.site}: {r.registration_misfit_mm:.2f} mm", r.preprocessed,
           not registration_passes(r.registration_misfit_mm)) for r in qc.itertuples()],
         [(datasets.load_mni152_wm_template(resolution=2), "cyan"),
-         (template_images()[1], "red")], brain_colour="yellow"))
+         (template_images()[1], "red")], brain_colour="yellow", n_cols=2)
+    for ax in qc_figure.axes:
+        ax.title.set_fontsize(14)
+    qc_figure.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)
+    figures.glue_figure("fig-01-registration-qc", qc_figure)
 glue("n_qc", len(qc), display=False)
 
 # %% [markdown]
@@ -237,8 +259,6 @@ glue("n_qc", len(qc), display=False)
 # The volume of each native scan's extracted brain mask, in its own space (cm³). Adult TIVs lie
 # about 1100-2000 cm³ (larger in men); a value outside the plausible range is a warning below.
 # Scans in a template space have none.
-#
-# {numref}`fig-01-tiv` shows the volumes.
 
 # %%
 if table["tiv_cm3"].notna().any():
@@ -250,20 +270,11 @@ if table["tiv_cm3"].notna().any():
     glue("tiv_caption", f"Total intracranial volume (cm³) of each of the "
          f"{int(table['tiv_cm3'].notna().sum())} extracted brain masks against age (years), "
          "one colour per sex.", display=False)
-else:
-    no_tiv = ("No brain was extracted (the scans are in a template space or delivered "
-              "skull-stripped), so there is no TIV to report.")
-    display(Markdown(no_tiv))
-    glue("fig-01-tiv", Markdown(no_tiv), display=False)
-    glue("tiv_caption", "Total intracranial volume: not measured in this dataset.",
-         display=False)
-
-# %% [markdown]
-# ```{glue:figure} fig-01-tiv
-# :name: fig-01-tiv
-#
-# {glue:text}`tiv_caption`
-# ```
+    display(Markdown("```{glue:figure} fig-01-tiv\n:name: fig-01-tiv\n\n"
+                     "{glue:text}`tiv_caption`\n```"))
+else:  # one line, no empty figure (issue 32)
+    display(Markdown("Not measured here: no brain was extracted (the scans are in a template "
+                     "space or delivered skull-stripped), so there is no TIV to report."))
 
 # %%
 glue("alignment_min", f"{table['registration_misfit_mm'].min():.2f}", display=False)
@@ -285,35 +296,26 @@ problems = pd.concat([loaded.problems,
 problems.to_csv(run / "audit" / "problems.csv", index=False)
 glue("n_problems", len(problems), display=False)
 glue("n_errors", int((problems["severity"] == "error").sum()), display=False)
-if problems.empty:
+if problems.empty:  # one line, no table of nothing
     display(Markdown("No problems found: every scan and every participants row passed all checks."))
-    none = pd.DataFrame({"check": ["all"], "result": ["no problem found"]})
-    summary_table, problem_table = none, none
 else:
-    summary_table = audit.problem_summary(problems)
+    glue("tab_01_problem_summary", report_table(audit.problem_summary(problems)), display=False)
     problem_table = display_paths(problems, ["path", "message"], root)[
         [c for c in ("participant_id", "check", "severity", "message") if c in problems.columns]]
-glue("tab_01_problem_summary", report_table(summary_table), display=False)
-glue("tab_01_problems", report_table(problem_table, labels={"message": "problem"}),
-     display=False)
+    glue("tab_01_problems", report_table(problem_table, labels={"message": "problem"}),
+         display=False)
+    # the summary, and the full list folded: a long warnings table would fill the page
+    display(Markdown(
+        "```{glue:figure} tab_01_problem_summary\n:name: tab-01-problem-summary\n\n"
+        "Problems found, by check and severity: {glue:text}`n_problems` in all, "
+        "{glue:text}`n_errors` of them errors. Counts of scans or participants rows.\n```\n\n"
+        f"::::{{dropdown}} The {len(problems)} problems, one row per subject and check\n"
+        "```{glue:figure} tab_01_problems\n:name: tab-01-problems\n\nEvery problem of "
+        "{numref}`tab-01-problem-summary`, one row per subject and check (paths relative to "
+        "the project).\n```\n::::"))
 errors = problems[problems["severity"] == "error"]
 if not errors.empty:
     raise cohort_io.CohortError(errors)  # names every subject, file and reason
-
-# %% [markdown]
-# ```{glue:figure} tab_01_problem_summary
-# :name: tab-01-problem-summary
-#
-# Problems found, by check and severity: {glue:text}`n_problems` in all,
-# {glue:text}`n_errors` of them errors. Counts of scans or participants rows.
-# ```
-#
-# ```{glue:figure} tab_01_problems
-# :name: tab-01-problems
-#
-# Every problem of {numref}`tab-01-problem-summary`, one row per subject and check (paths
-# relative to the project).
-# ```
 
 # %% [markdown]
 # ## Example scans
@@ -369,7 +371,7 @@ glue("n_tissue", len(tissue), display=False)
 # {numref}`fig-01-ages` shows the ages of each group.
 
 # %%
-glue("tab_01_demographics", report_table(audit.demographics(table), labels={
+glue("tab_01_demographics", report_table(audit.demographics(table), order=["group"], labels={
     "age_mean": "mean age (years)", "age_sd": "SD of age (years)", "age_min": "youngest (years)",
     "age_max": "oldest (years)", "female_%": "female (%)"}), display=False)
 figures.glue_figure("fig-01-ages", figures.age_histogram(table))
@@ -400,15 +402,23 @@ glue("age_max", f"{table['age'].max():.0f}", display=False)
 n_sites = int(table["site"].nunique())
 glue("n_sites", n_sites, display=False)
 glue("sites_text", f"{n_sites} site{'s' if n_sites != 1 else ''}", display=False)
+# The abstract's first sentence, for this dataset: a simulated cohort says so first (the
+# abstract's sentences on the truth: brainage.study.sentences.abstract_truth_markdown).
+people = (f"{int(counts.get('HC', 0))} healthy controls, {int(counts.get('AD', 0))} AD and "
+          f"{int(counts.get('PD', 0))} PD patients, aged {table['age'].min():.0f} to "
+          f"{table['age'].max():.0f} years, from {n_sites} site{'s' if n_sites != 1 else ''}")
+glue("cohort_sentence", f"This study runs on a simulated cohort: {people}, with known brain "
+     "ages and planted disease effects." if spec.simulated else f"This build used the dataset {spec.name}: {people}.",
+     display=False)
 
 # %% [markdown]
 # ## Subject-level splits
 #
 # Healthy controls only, stratified by age (and site), fixed by the seed; patients form the
-# separate `clinical` set. A dataset with an official split (OpenBHB) keeps it: its internal
+# separate clinical set. A dataset with an official split (OpenBHB) keeps it: its internal
 # test set is the test split, its external test set (sites unseen in training) stays apart as
-# `external_test`, and the validation split is drawn from its training set by subject, in the
-# proportion `split_fractions` gives validation to training.
+# the external test split, and the validation split is drawn from its training set by subject,
+# in the proportion the profile gives validation to training.
 #
 # {numref}`fig-01-splits` shows the ages in each split.
 
@@ -423,7 +433,7 @@ else:
 splits.save_splits(split_table, run / "splits.csv")
 merged = table.merge(split_table, on="participant_id")
 ages = merged.groupby("split")["age"].describe()
-glue("tab_01_splits", report_table(ages, index="split", labels={
+glue("tab_01_splits", report_table(ages, index="split", order=["split"], labels={
     "count": "n", "mean": "mean age (years)", "std": "SD (years)", "min": "youngest (years)",
     "25%": "25th percentile (years)", "50%": "median (years)", "75%": "75th percentile (years)",
     "max": "oldest (years)"}), display=False)
@@ -442,7 +452,7 @@ figures.glue_figure("fig-01-splits", figures.split_ages(merged))
 # :name: tab-01-splits
 #
 # Chronological age (years) of the subjects in each split: training, validation and test
-# controls, and the patients (`clinical`), who are in none of them.
+# controls, and the patients (clinical), who are in none of them.
 # ```
 
 # %% [markdown]
@@ -458,4 +468,4 @@ provenance.update_provenance(run, data={spec.name: {"n_files": digest["n_files"]
                                                     "sha256": digest["sha256"],
                                                     "root": str(spec.root)}})
 merged.to_csv(run / "cohort.csv", index=False)
-display(Markdown(f"{digest['n_files']} files, combined SHA-256 `{digest['sha256']}`."))
+display(Markdown(f"{digest['n_files']} files read; their combined SHA-256 is in the appendix."))

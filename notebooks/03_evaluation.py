@@ -4,19 +4,17 @@
 # Both models predict the age of every validation, test and patient scan. The brain-age gap
 # (predicted minus chronological age) regresses towards the mean: young brains are predicted
 # older and old brains younger. That age bias is fitted on the **validation split only** and
-# applied to test and patient scans. The validation split has two jobs: it selected each
-# model's checkpoint (02_training) and it fits the correction, so the correction is fitted on
-# the very scans its model was chosen on; the test split and the patients take part in
-# neither. Accuracy is reported on the **test split**, which no model or correction has seen,
-# with 95% bootstrap confidence intervals; RNC and L1 are compared on the same test subjects
-# with a paired test. Corrected accuracy is reported only for a correction that does not use
-# the test subject's own age (the default `linear` one): `beheshti` and `quadratic` subtract an
-# offset computed from that age, which makes their corrected MAE and $R^2$ against it circular.
-# Every prediction also carries a calibrated interval and an out-of-distribution flag (see
-# the last sections).
-#
-# Writes `predictions.csv`, `metrics.json`, `trust.json` and each model's `bias_correction.json`
-# and `conformal.json`.
+# applied to test and patient scans. The validation split has three jobs: it selected each
+# model's checkpoint (Training), it fits the age-bias correction, and it calibrates the
+# prediction intervals whose coverage is reported below; so the correction and the intervals
+# are fitted on the very scans each model was chosen on. The test split and the patients take
+# part in none of them. Accuracy is reported on the **test split**, which no model or
+# correction has seen, with 95% bootstrap confidence intervals; RNC and L1 are compared on the
+# same test subjects with a paired test. Corrected accuracy is reported only for a correction
+# that does not use the test subject's own age (the default linear one): the Beheshti and
+# quadratic corrections subtract an offset computed from that age, which makes their corrected
+# MAE and $R^2$ against it circular. Every prediction also carries a calibrated interval and an
+# out-of-distribution flag (see the last sections).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -46,7 +44,7 @@ from brainage.study import figures, runs, training, trust
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
 from brainage.study.sentences import bias_correction_text, gap_age_correlation, site_accuracy
-from brainage.study.tables import format_number, report_table
+from brainage.study.tables import format_number, p_text, report_table
 
 run = RunFolder(resolve_path(run_dir))
 cohort = run.cohort()
@@ -64,7 +62,8 @@ trust_seconds = time.perf_counter() - start
 predictions.to_csv(run.predictions_csv, index=False)
 counts = predictions.groupby(["split", "model"]).size().unstack("model")
 counts.columns = [c.upper() for c in counts.columns]
-glue("tab_03_counts", report_table(counts, index="split"), display=False)
+glue("tab_03_counts", report_table(counts[["RNC", "L1"]], index="split", order=["split"]),
+     display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_03_counts
@@ -97,9 +96,21 @@ for name, kinds in results["models"].items():
 table = pd.DataFrame(rows)
 floors = pd.DataFrame([{"reference": "mean-age predictor (training mean)",
                         "mae": results["baselines"]["mean_age_mae"]}])
-if "irreducible_mae" in results["baselines"]:
-    floors.loc[len(floors)] = {"reference": "irreducible error (true biological age as prediction)",
+if truth is not None:  # simulated: the true biological age b = a + delta of each test subject
+    simulator = truth[1]["config"]
+    sigma_bio, prior = simulator["sigma_bio"], tuple(simulator["hc_age_range"])
+    tested = (predictions[predictions["split"] == "test"].drop_duplicates("participant_id")
+              .merge(truth[0][["participant_id", "biological_age"]], on="participant_id"))
+    floor_mae = float((metrics.posterior_median_age(tested["biological_age"], sigma_bio, prior)
+                       - tested["age"]).abs().mean())
+    results["baselines"]["floor_mae"] = floor_mae
+    run.metrics_json.write_text(json.dumps(results, indent=2))
+    floors.loc[len(floors)] = {"reference": "true biological age as the prediction",
                                "mae": results["baselines"]["irreducible_mae"]}
+    floors.loc[len(floors)] = {"reference": "best prediction from the true biological age "
+                                            "(the floor)", "mae": floor_mae}
+    glue("sigma_bio", f"{sigma_bio:g}", display=False)
+    glue("hc_age_prior", f"{prior[0]:g}-{prior[1]:g}", display=False)
 glue("tab_03_accuracy", report_table(
     table, intervals={k: (f"{k}_low", f"{k}_high") for k in statistics},
     labels={"note": "why omitted"}), display=False)
@@ -119,8 +130,8 @@ glue("tab_03_baselines", report_table(floors), display=False)
 # :name: tab-03-baselines
 #
 # Reference errors on the same {glue:text}`n_test` test subjects (MAE, years): predicting the
-# training mean for everyone, and, on simulated data, predicting each subject's true
-# biological age (the error no model can beat).
+# training mean for everyone; on simulated data, predicting each subject's true biological age
+# $b$, and the best prediction that can be made from $b$ (the floor no model can beat).
 # ```
 
 # %%
@@ -146,28 +157,45 @@ glue("reference_comparison",
      f"{high:.2f}) is {relation} the {reference_mae} years that the reference study reports",
      display=False)
 glue("mae_mean_age", f"{results['baselines']['mean_age_mae']:.2f}", display=False)
-if "irreducible_mae" in results["baselines"]:
-    glue("mae_floor", f"{results['baselines']['irreducible_mae']:.2f}", display=False)
-diff = comparison["mae_diff"]
+glue("floor_clause", (f"a floor of {floor_mae:.2f} years (best prediction from true biological "
+                      "age) and " if truth is not None else "")
+     + f"{results['baselines']['mean_age_mae']:.2f} years for the mean-age predictor",
+     display=False)
+if truth is not None:
+    glue("mae_floor", f"{floor_mae:.2f}", display=False)
+    glue("mae_biological", f"{results['baselines']['irreducible_mae']:.2f}", display=False)
+    display(Markdown(
+        "On the simulated cohort a healthy brain's biological age is $b = a + \\delta$: "
+        "chronological age $a$ uniform over {glue:text}`hc_age_prior` years, "
+        "$\\delta \\sim \\mathcal N(0, \\sigma^2)$ with $\\sigma$ = {glue:text}`sigma_bio` "
+        "years. A model that reads the brain perfectly knows $b$, not $a$. The best it can then "
+        "predict, for the MAE, is the median of $a$ given $b$: $b$ itself in the middle of the "
+        "age range, pulled inwards near its ends, where no younger or older brains exist. Its "
+        "MAE, the floor, is {glue:text}`mae_floor` years on these test subjects; predicting $b$ "
+        "itself gives {glue:text}`mae_biological` years ({numref}`tab-03-baselines`)."))
+diff, diff_low, diff_high = comparison["mae_diff"], comparison["ci_low"], comparison["ci_high"]
+stated = (f"RNC minus L1 MAE {diff:+.2f} years, 95% CI {diff_low:.2f} to {diff_high:.2f}; "
+          f"{p_text(comparison['p_value'], 'Wilcoxon p')}")
 if comparison["significant"]:
-    verdict = (f"RNC was significantly {'better' if diff < 0 else 'worse'} than L1 "
-               f"(MAE difference {diff:+.2f} years, 95% CI {comparison['ci_low']:.2f} to "
-               f"{comparison['ci_high']:.2f}; Wilcoxon p = {comparison['p_value']:.3g})")
+    verdict = f"RNC was significantly {'better' if diff < 0 else 'worse'} than L1 ({stated})"
 else:
-    verdict = (f"the difference between RNC and L1 was not significant "
-               f"(MAE difference {diff:+.2f} years, 95% CI {comparison['ci_low']:.2f} to "
-               f"{comparison['ci_high']:.2f}; Wilcoxon p = {comparison['p_value']:.3g})")
+    verdict = f"the difference between RNC and L1 was not significant ({stated})"
+# what the interval rules out: an RNC advantage (negative difference) beyond its lower bound,
+# an L1 advantage beyond its upper bound; inside it, neither equivalence nor a direction
+glue("rnc_advantage_max", f"{max(-diff_low, 0):.2f}", display=False)
+glue("l1_advantage_max", f"{max(diff_high, 0):.2f}", display=False)
+if diff_low < 0 < diff_high:
+    verdict += (f"; the interval rules out an RNC advantage above {-diff_low:.2f} years and an "
+                f"L1 advantage above {diff_high:.2f} years but does not show equivalence")
 glue("comparison_verdict", verdict, display=False)
 display(Markdown(f"**Paired comparison on the {comparison['n']} test subjects:** {verdict}."))
 
 # %% [markdown]
 # ## Repeatability over training seeds
 #
-# One training run is one draw of initialisation, data order and augmentation. With the
-# profile's `n_seeds` above 1, notebook 02 trained both models once per seed; here every seed's
-# models are scored on the same test subjects (uncorrected predictions), and the spread of
-# each model's MAE and of the RNC - L1 difference over seeds shows how much of the comparison
-# above is the draw.
+# One training run is one draw of initialisation, data order and augmentation; the spread of
+# each model's test MAE and of the RNC − L1 difference over training seeds shows how much of
+# the comparison above is that draw.
 
 # %%
 repeats = training.seed_repeats(run, raw)
@@ -183,8 +211,8 @@ def _over_seeds(s):
 
 n_seeds_run = spread["n_seeds"]
 if n_seeds_run == 1:
-    seeds_verdict = ("each model was trained with one seed, so the spread of the comparison over "
-                     "training seeds is not estimated (set the profile's n_seeds to 3 or more)")
+    seeds_verdict = ("each model was trained with one seed, so the direction of the RNC − L1 "
+                     "difference is not established")
 else:
     d = spread["difference"]
     consistency = ("RNC lower in every seed" if d["max"] < 0 else
@@ -195,18 +223,15 @@ else:
                      f"{_over_seeds(spread['models']['l1'])} for L1 (mean ± SD); RNC minus L1 was "
                      f"{_over_seeds(d)}, {consistency}")
 glue("seeds_verdict", seeds_verdict, display=False)
+glue("seeds_sentence", seeds_verdict[0].upper() + seeds_verdict[1:] + ".", display=False)
 glue("n_seeds_run", n_seeds_run, display=False)
 display(Markdown(seeds_verdict[0].upper() + seeds_verdict[1:] + "."))
-glue("tab_03_seeds", report_table(repeats.assign(model=repeats["model"].str.upper())),
-     display=False)
-
-# %% [markdown]
-# ```{glue:figure} tab_03_seeds
-# :name: tab-03-seeds
-#
-# Test MAE (years) of each model for each of the {glue:text}`n_seeds_run` training seeds,
-# uncorrected predictions on the {glue:text}`n_test` test subjects.
-# ```
+if n_seeds_run > 1:  # one seed: the sentence above says why there is no table
+    glue("tab_03_seeds", report_table(repeats.assign(model=repeats["model"].str.upper())),
+         display=False)
+    display(Markdown("```{glue:figure} tab_03_seeds\n:name: tab-03-seeds\n\nTest MAE (years) "
+                     "of each model for each of the {glue:text}`n_seeds_run` training seeds, "
+                     "uncorrected predictions on the {glue:text}`n_test` test subjects.\n```"))
 
 # %% [markdown]
 # ## Accuracy by site
@@ -218,7 +243,8 @@ glue("tab_03_seeds", report_table(repeats.assign(model=repeats["model"].str.uppe
 test = predictions[predictions["split"] == "test"]
 sites = site_accuracy(test, n_boot=n_boot, seed=seed).assign(model=lambda t: t["model"].str.upper())
 sites.to_csv(run.path / "site_accuracy.csv", index=False)
-glue("tab_03_site_mae", report_table(sites, intervals={"mae": ("ci_low", "ci_high")},
+glue("tab_03_site_mae", report_table(sites, order=["model", "site"],
+                                     intervals={"mae": ("ci_low", "ci_high")},
                                      labels={"mae": "MAE (years) [95% CI]"}), display=False)
 for name, rows in sites.groupby("model"):
     glue(f"site_mae_{name.lower()}", "; ".join(
@@ -281,7 +307,8 @@ figures.glue_figure("fig-03-age-bins", figures.error_by_age(by_bin))
 
 # %%
 correlation = gap_age_correlation(test).assign(model=lambda t: t["model"].str.upper())
-glue("tab_03_gap_age", report_table(correlation, intervals={"r": ("ci_low", "ci_high")},
+glue("tab_03_gap_age", report_table(correlation, order=["model"],
+                                    intervals={"r": ("ci_low", "ci_high")},
                                     labels={"r": "Pearson r [95% CI]", "gap": "gap"}),
      display=False)
 for r in correlation.itertuples():
@@ -329,16 +356,23 @@ figures.glue_figure("fig-03-bland-altman", figures.bland_altman(test))
 # Each prediction carries a split-conformal interval (crepes) at the nominal level: for the age,
 # around the predicted age, calibrated on the validation split's residuals within bins of the
 # predicted age (Mondrian); for the bias-corrected gap, calibrated on the validation split's
-# cross-fitted gaps within bins of the age. Neither saw the test split. Below, on the test split:
-# the share of intervals that hold the true value (coverage) with its exact 95% binomial CI,
-# and the mean width. A healthy control's gap interval covers when it holds 0.
+# cross-fitted gaps within bins of the age. Neither saw the test split, but the validation
+# split that calibrates them also selected each model's checkpoint and fitted its age-bias
+# correction. Below, on the test split: the share of intervals that hold the true value
+# (coverage) with its exact 95% binomial CI, and the mean width. The gap interval is calibrated
+# to hold 0 for a healthy control like the validation scans, and its coverage counts the
+# intervals that do; a control's true gap in the simulation is not 0 but its own deviation
+# $\delta \sim \mathcal N(0, \sigma^2)$. The guarantee holds for scans exchangeable with the
+# calibration set, healthy controls of the training sites; patients' intervals carry none.
 
 # %%
 report = trust.coverage_report(test, level=interval_level, age_bins=age_bins,
                                truth=None if truth is None else truth[0])
 calibrated = {h: t.calibration.age.n for h, t in trusts.items() if t.calibration is not None}
-display(Markdown(f"Nominal level {interval_level:.0%}; validation scans calibrating each model: "
-                 f"{calibrated or 'none (too few for this level)'}."))
+display(Markdown(f"Nominal level {interval_level:.0%}; " + (
+    "validation scans calibrating each model: " + ", ".join(
+        f"{n} ({h.upper()})" for h, n in calibrated.items()) if calibrated else
+    "too few validation scans for intervals at this level") + "."))
 coverage = pd.concat({"age interval": trust.coverage_text(report["age"]),
                      "corrected-gap interval (0 covered)": trust.coverage_text(report["gap"]),
                      **({"age interval, biological age (simulated truth)":
@@ -359,8 +393,10 @@ glue("interval_level_pct", f"{interval_level:.0%}", display=False)
 
 # %%
 glue("tab_03_coverage_age", report_table(trust.coverage_text(report["by_age_bin"]),
+                                         order=["model", "age_bin"],
                                          labels={"age_bin": "age bin (years)"}), display=False)
-glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"])), display=False)
+glue("tab_03_coverage_site", report_table(trust.coverage_text(report["by_site"]),
+                                          order=["model", "site"]), display=False)
 
 # %% [markdown]
 # ```{glue:figure} tab_03_coverage_age
@@ -398,15 +434,15 @@ glue("interval_level_text", f"{interval_level:.0%}", display=False)
 #
 # The out-of-distribution score of a scan is the distance of its features (the channel means and
 # standard deviations of the encoder's four stages, standardised by the training scans') to those
-# of its 5th nearest training scan, divided by the threshold that a share `ood_rate` of the
-# validation scans exceeds (notebook 02). A score above
-# 1 flags the scan (`ood`). Test scans come from the training distribution, so about that share
-# of them should be flagged. Below the rates, the scores of deliberately broken versions of
-# the first test scan.
+# of its 5th nearest training scan, divided by the threshold that the profile's share of the
+# validation scans exceeds (Training). A score above 1 flags the scan. Test scans come from the
+# training distribution, so about that share of them should be flagged. Below the rates, the
+# scores of deliberately broken versions of the first test scan.
 
 # %%
 rates = uncertainty.flag_rates(predictions[predictions["split"].isin(["val", "test"])])
 glue("tab_03_flag_rates", report_table(rates.assign(model=rates["model"].str.upper()),
+                                       order=["model", "split"],
                                        intervals={"rate": ("ci_low", "ci_high")},
                                        labels={"flagged": "flagged", "rate": "rate [95% CI]"}),
      display=False)
@@ -444,16 +480,17 @@ glue("trust_seconds", f"{trust_seconds:.2f}", display=False)
 
 # %% [markdown]
 # ## The OpenBHB benchmark
-#
-# For a dataset with an external test set (OpenBHB's scans from sites unseen in training), the
-# benchmark's metrics: MAE on the internal and the external test set, and how much site
-# information the learned representation keeps, as the balanced accuracy of a logistic
-# regression that predicts the site from the encoder's features (fitted on the training
-# scans, scored on the internal test scans; chance is one over the number of sites, lower is
-# better). The challenge's combined score is external MAE x site accuracy + internal MAE / 64.
 
 # %%
 if (predictions["split"] == "external_test").any():
+    display(Markdown(
+        "For a dataset with an external test set (OpenBHB's scans from sites unseen in "
+        "training), the benchmark's metrics: MAE on the internal and the external test set, and "
+        "how much site information the learned representation keeps, as the balanced accuracy "
+        "of a logistic regression that predicts the site from the encoder's features (fitted on "
+        "the training scans, scored on the internal test scans; chance is one over the number "
+        "of sites, lower is better). The challenge's combined score is external MAE x site "
+        "accuracy + internal MAE / 64."))
     site_bacc = runs.run_site_balanced_accuracy(run, models, seed=seed)
     benchmark = benchmark.benchmark_metrics(predictions, site_bacc=site_bacc, n_boot=n_boot,
                                           seed=seed)
@@ -469,7 +506,8 @@ if (predictions["split"] == "external_test").any():
     for row in benchmark.itertuples():
         glue(f"{row.metric}_{row.model}", f"{row.value:.2f}", display=False)
 else:
-    display(Markdown("No external test set: this dataset has no official benchmark split."))
+    display(Markdown("Not applicable here: the benchmark needs an external test set of sites "
+                     "unseen in training, which only the OpenBHB dataset has."))
 
 # %% [markdown]
 # ## Reliability: the same brain scanned again
@@ -552,6 +590,6 @@ if info.get("simulated") and rescan_controls + rescan_patients > 0:
         "{glue:text}`retest_comparison`. Rescanning and predicting took "
         "{glue:text}`retest_seconds` s."))
 else:
-    display(Markdown("Not a simulated cohort (or no rescans requested): the test-retest check "
-                     "needs the simulator's rescans."))
+    display(Markdown("Not measured here: the test-retest check needs the simulator's rescans "
+                     "(a simulated cohort with rescans requested)."))
 

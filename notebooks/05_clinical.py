@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Simulated disease effects: a recovery check
+# # The brain-age gap in AD and PD: recovering the simulated disease effects
 #
 # The cohort is simulated, and so are its patients: the simulator gave every Alzheimer's (AD)
 # and Parkinson's disease (PD) patient an older-looking brain and tied it to clinical scores

@@ -50,6 +50,7 @@ _EXPORTS = {
     "mean_age_baseline": "metrics",
     "paired_comparison": "metrics",
     "pearson_r": "metrics",
+    "posterior_median_age": "metrics",
     "r2": "metrics",
     "regression_metrics": "metrics",
     "rmse": "metrics",

@@ -25,7 +25,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from brainage._utils import check_choice, check_int
+from brainage._utils import check_choice, check_int, check_number
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ __all__ = [
     "mean_age_baseline",
     "paired_comparison",
     "pearson_r",
+    "posterior_median_age",
     "r2",
     "regression_metrics",
     "rmse",
@@ -580,6 +581,46 @@ def irreducible_error(chronological_age: ArrayLike, biological_age: ArrayLike) -
     """
     y, b = _check_pair(chronological_age, biological_age, ("chronological_age", "biological_age"))
     return float(_mae(y, b))
+
+
+def posterior_median_age(biological_age: ArrayLike, sigma: float,
+                         age_range: tuple[float, float]) -> np.ndarray:
+    """The best prediction of chronological age from the true biological age, for the MAE.
+
+    A simulated control's biological age is ``b = a + delta`` with ``a ~ Uniform(low, high)``
+    and ``delta ~ N(0, sigma**2)``. Given ``b``, ``a`` is a normal ``N(b, sigma**2)`` truncated to
+    ``[low, high]``; its median minimises the expected absolute error, so the MAE of this
+    predictor is the floor for any model that sees only the brain. It equals ``b`` in the middle
+    of the range and pulls towards it near the ends, where predicting ``b`` itself
+    (:func:`irreducible_error`) is beaten: no brain of chronological age below ``low`` exists.
+    scipy has the truncated normal but no posterior of this prior; the median is its quantile.
+
+    Parameters
+    ----------
+    biological_age : array-like, shape (n,)
+        Finite true biological ages (years).
+    sigma : float
+        Standard deviation of ``delta`` (years), > 0.
+    age_range : (float, float)
+        The uniform prior's ``(low, high)`` of chronological age (years), ``low < high``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        The posterior median of chronological age of each subject (years).
+    """
+    b = _as_vector(biological_age, "biological_age")
+    sigma = check_number("sigma", sigma, low=0, low_open=True)
+    if not isinstance(age_range, (tuple, list)) or len(age_range) != 2:
+        raise ValueError(f"age_range must be (low, high), got {age_range!r}")
+    low = check_number("age_range[0]", age_range[0])
+    high = check_number("age_range[1]", age_range[1])
+    if not low < high:
+        raise ValueError(f"age_range must have low < high, got {age_range!r}")
+    alpha, beta = (low - b) / sigma, (high - b) / sigma  # (n,) standardised bounds
+    # the median of the truncated normal: its CDF at the median is 1/2 (scipy's truncnorm.ppf
+    # works in the log domain, stable also far in a tail)
+    return b + sigma * stats.truncnorm.ppf(0.5, alpha, beta)
 
 
 def mean_age_baseline(train_age: ArrayLike, test_age: ArrayLike) -> float:

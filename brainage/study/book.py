@@ -29,6 +29,7 @@ from brainage.study.profiles import (
     resolve_path,
 )
 from brainage.study.provenance import collect_environment, read_provenance, update_provenance
+from brainage.study.sentences import abstract_truth_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,11 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
                      "tab-methods-parameters"), encoding="utf-8")
 
     (generated / "simulation.md").write_text(_simulation_page(run_dir, root), encoding="utf-8")
+    info_path = run_dir / "dataset.json"  # the abstract's truth sentences (issue 32)
+    simulated = bool(info_path.exists() and json.loads(
+        info_path.read_text(encoding="utf-8")).get("simulated"))
+    (generated / "abstract_truth.md").write_text(abstract_truth_markdown(simulated),
+                                                 encoding="utf-8")
     (generated / "simulation_model.md").write_text(_simulation_model_page(run_dir, root),
                                                    encoding="utf-8")
 

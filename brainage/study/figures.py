@@ -287,7 +287,12 @@ def training_curves(history: pd.DataFrame, mean_age_mae: float) -> Any:
 
 
 def training_loss(history: pd.DataFrame) -> Any:
-    """Training loss by epoch, one panel per stage (own y axis), one colour per model."""
+    """Training loss by epoch, one panel per stage, each on its own epoch and loss axes.
+
+    The stages run for different numbers of epochs (the RNC head's 100 against the encoder's
+    15 in the quick profile): on one shared epoch axis the short stages were squeezed into its
+    first tenth.
+    """
     import plotly.express as px
 
     frame, style = _staged(history)
@@ -296,6 +301,7 @@ def training_loss(history: pd.DataFrame) -> Any:
                   labels={"train_loss": "training loss", "epoch": "epoch"}, **style)
     _facet_labels(fig)
     fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_xaxes(matches=None, showticklabels=True)
     return _finish(fig)
 
 

@@ -26,6 +26,7 @@ from brainage.study.tables import format_number, p_text
 
 __all__ = [
     "SCORE_NAMES",
+    "abstract_truth_markdown",
     "alignment_by_site",
     "alignment_sentence",
     "augmentation_text",
@@ -42,6 +43,7 @@ __all__ = [
     "matched_sentence",
     "patient_coverage_sentence",
     "pd_recovery_sentence",
+    "planted_effects_sentence",
     "pose_by_site",
     "reference_sentence",
     "reliability_sentence",
@@ -56,6 +58,86 @@ __all__ = [
 SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
                                "hoehn_yahr": "Hoehn and Yahr stage"}
 _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
+
+
+def abstract_truth_markdown(simulated: bool) -> str:
+    """The abstract's sentences on the truth, as MyST that pastes the notebooks' numbers.
+
+    A simulated cohort: what the simulator planted beside what the models recovered, and the
+    saliency maps against the permuted-age network. Real data: the clinical sentence, and that
+    no truth is known. The book writes it to ``_generated/abstract_truth.md``, which the
+    abstract includes; the ``{glue:text}`` roles are parsed there, in the abstract's own page
+    (myst-nb's ``{glue:md}`` cannot paste from another notebook, and a role typed into the page
+    would leave a hole in a real dataset's abstract, whose notebooks glue no truth).
+
+    Parameters
+    ----------
+    simulated : bool
+        Whether the run's dataset is a simulated cohort.
+    """
+    def role(notebook: str, key: str) -> str:
+        return f"{{glue:text}}`results/{notebook}.ipynb::{key}:s`"
+
+    if not simulated:
+        return (role("05_clinical", "clinical_sentence") + " The dataset is real, so no effect "
+                "was planted and no truth is known to check the models against.\n")
+    return (
+        "The simulator planted mean brain-age gaps of " + role("01_data_audit", "planted_gap_ad")
+        + " years in AD and " + role("01_data_audit", "planted_gap_pd") + " years in PD; the "
+        "RNC model's corrected gap averaged " + role("05_clinical", "gap_ad_rnc") + " and "
+        + role("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held the truth "
+        "for " + role("05_clinical", "covered_mean_gap") + " group means and "
+        + role("05_clinical", "covered_score_correlation") + " score correlations. In the "
+        "simulated ageing regions the saliency maps' median AUC was "
+        + role("04_interpretability", "ageing_auc_rnc") + " (RNC) and "
+        + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
+        + role("04_interpretability", "ageing_auc_permuted") + " for a permuted-age "
+        "network.\n")
+
+
+def planted_effects_sentence(truth: Mapping[str, Any]) -> str:
+    """What a simulated cohort's generator put in, for the later notebooks to recover.
+
+    The realised mean brain-age gap of each patient group, the controls' own deviation
+    ``delta ~ N(0, sigma_bio^2)`` (a control's true gap is that deviation, 0 only on average),
+    and the configured correlation of each clinical score with the patients' latent severity.
+
+    Parameters
+    ----------
+    truth : mapping
+        A cohort's ``simulation.json`` (:func:`brainage.data.simulate.read_truth`): its
+        ``true_mean_brain_age_gap``, ``config.sigma_bio`` and ``true_correlations``.
+
+    Raises
+    ------
+    ValueError
+        When a field is missing (the record of another generator version).
+    """
+    missing = [k for k in ("true_mean_brain_age_gap", "true_correlations", "config")
+               if k not in truth]
+    if missing or "sigma_bio" not in truth.get("config", {}):
+        raise ValueError(f"simulation record lacks {missing or ['config.sigma_bio']}: not a "
+                         "record of this simulator version")
+    gaps = truth["true_mean_brain_age_gap"]
+    sigma = float(truth["config"]["sigma_bio"])
+    patients = [g for g in ("AD", "PD") if g in gaps and truth.get("counts", {}).get(g, 1)]
+    text = "The simulator planted the effects that the models are asked to recover: "
+    if patients:
+        text += ("a mean true brain-age gap of " + " and ".join(
+            f"{float(gaps[g]):+.1f} years in {g}" for g in patients) + "; ")
+    text += (f"a healthy control's true gap is its own deviation δ ~ N(0, {sigma:g}²) years, 0 "
+             "only on average")
+    by_group: dict[str, list[str]] = {}
+    for score, entry in truth["true_correlations"].items():
+        group = entry.get("score_group", "")
+        if group in patients:
+            by_group.setdefault(group, []).append(
+                f"{SCORE_NAMES.get(score, score)} {float(entry['configured']):+.1f}")
+    if by_group:
+        text += ("; and clinical scores correlated with each patient's latent disease severity "
+                 "(configured Pearson correlations: " + "; ".join(
+                     f"{', '.join(parts)} in {group}" for group, parts in by_group.items()) + ")")
+    return text + "."
 
 
 def augmentation_text(augment: Mapping[str, Any] | None = None) -> str:

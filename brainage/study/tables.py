@@ -3,8 +3,10 @@
 Every results table of the notebooks goes through :func:`report_table`, so that they all read
 the same way: columns named for a reader (``MAE (years)``, not ``mae``), numbers to 3
 significant digits, p-values as ``< 0.001`` or three decimals with the FDR-corrected value next
-to the raw one, integers as integers, missing values as "not estimable" (never ``nan``), booleans
-as yes/no, and no pandas index. The result is a pandas ``Styler``, which myst-nb renders as an
+to the raw one, integers as integers (also in a float column of whole numbers), a missing value
+as a dash "—" (never ``nan``; sentences say "not estimable"), booleans as yes/no, identifiers in
+cells by their display names (:data:`VALUES`: ``hoehn_yahr`` as "Hoehn & Yahr", ``rnc`` as
+"RNC"), and no pandas index. The result is a pandas ``Styler``, which myst-nb renders as an
 HTML table with its caption; the book's stylesheet wraps it to the content column.
 """
 
@@ -13,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["LABELS", "format_interval", "format_number", "format_p", "p_text", "report_table"]
+__all__ = ["LABELS", "VALUES", "display_value", "format_interval", "format_number", "format_p",
+           "natural_order", "p_text", "report_table"]
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
@@ -53,12 +57,117 @@ LABELS: dict[str, str] = {
     "p_fdr": "p (FDR)",
     "estimable": "estimable",
     "registration_misfit_mm": "registration misfit (mm)",
+    "age_bin": "age bin (years)",
+    "age_band": "age (years)",
+    "score": "score",
+    "quantity": "quantity",
+    "estimate": "estimate",
+    "truth": "truth",
+    "covered": "truth covered",
+    "mmse": "MMSE",
+    "updrs3": "UPDRS-III",
+    "hoehn_yahr": "Hoehn & Yahr",
+    "icc2": "ICC(2,1)",
+    "icc3": "ICC(3,1)",
+    "rate": "rate",
+    "flagged": "flagged",
+    "ood_score": "OOD score",
+    "ood": "flagged OOD",
+    "width": "mean width (years)",
+    "coverage": "coverage",
+    "nominal_in_ci": "nominal level in CI",
+    "severity": "severity",
+    "check": "check",
+    "message": "problem",
 }
+
+#: Display names of identifiers that appear as *values* in the study's tables (a model, a
+#: score, a statistic's name): a reader sees "Hoehn & Yahr", not ``hoehn_yahr``.
+VALUES: dict[str, str] = {
+    "rnc": "RNC", "l1": "L1", "null": "permuted-age control", "permuted": "permuted-age control",
+    "mmse": "MMSE", "updrs3": "UPDRS-III", "hoehn_yahr": "Hoehn & Yahr",
+    "mean_gap": "mean gap", "score_correlation": "score correlation", "sd_gap": "SD of gap",
+    "corrected_gap": "corrected gap", "gap": "gap", "predicted": "predicted age",
+    "corrected_predicted": "corrected predicted age", "raw": "raw", "corrected": "corrected",
+    "train": "training", "val": "validation", "test": "test", "clinical": "patients",
+    "external_test": "external test", "rnc_encoder": "RNC encoder", "rnc_head": "RNC head",
+    "age": "age", "sex": "sex", "site": "site", "group": "group",
+}
+
+
+#: The order a reader expects of the values of some columns (others: natural sort).
+ORDERS: dict[str, tuple[str, ...]] = {
+    "model": ("rnc", "l1", "permuted", "null", "mean age"),
+    "group": ("HC", "AD", "PD"),
+    "split": ("train", "val", "test", "clinical", "external_test"),
+}
+
+
+def _natural_key(column: str, value: Any) -> tuple:
+    """Sort key: a column's known order, else numbers inside the text ("[20, 30)" before
+    "[100, 110)", "siteA" before "siteB"), "all" and missing values last."""
+    if _is_missing(value):
+        return (3,)
+    text = str(value)
+    known = [v.lower() for v in ORDERS.get(column, ())]
+    if text.lower() in known:
+        return (0, known.index(text.lower()))
+    if text.lower() in {"all", "total", "overall"}:
+        return (2,)
+    parts = re.split(r"(-?\d+(?:\.\d+)?)", text)
+    return (1, tuple((0, float(p), "") if re.fullmatch(r"-?\d+(?:\.\d+)?", p) else (1, 0.0, p)
+                     for p in parts if p))
+
+
+def natural_order(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``frame``'s rows sorted by ``columns`` in the order a reader expects.
+
+    Models RNC before L1, groups HC, AD, PD, splits train, val, test, clinical; other text in
+    natural order (age bins by their numbers, not as strings: "[20, 30)" before "[100, 110)";
+    "siteA" before "siteB"); "all" rows and missing values last. Stable: rows equal in
+    ``columns`` keep their order.
+
+    Raises
+    ------
+    ValueError
+        If a column is not in the frame.
+    """
+    columns = list(columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"natural_order: column(s) {missing} not in the table; columns: "
+                         f"{list(frame.columns)}")
+    keys = [frame[c].map(lambda v, c=c: _natural_key(c, v)) for c in columns]
+    order = sorted(range(len(frame)), key=lambda i: tuple(k.iloc[i] for k in keys))
+    return frame.iloc[order]
+
+
+def display_value(value: Any) -> Any:
+    """An identifier's display name (:data:`VALUES`), and ``C(site)[T.siteB]``-style model
+    terms as words; anything else unchanged.
+
+    Examples
+    --------
+    >>> display_value("hoehn_yahr"), display_value("rnc"), display_value("siteA")
+    ('Hoehn & Yahr', 'RNC', 'siteA')
+    """
+    if not isinstance(value, str):
+        return value
+    if value in VALUES:
+        return VALUES[value]
+    if "_" in value and "/" not in value and " " not in value and "." not in value:
+        # a compound identifier ("age,sex,site_siteB", "mean_gap_hc"): its parts as words
+        parts = [VALUES.get(p, p) for p in value.replace(",", ", ").split("_")]
+        return " ".join(parts)
+    return value
+
 
 #: Columns holding p-values (shown as ``< 0.001`` or three decimals).
 P_COLUMNS = frozenset({"p", "p_unc", "p_fdr", "p_value", "pval", "p-unc", "p_corr"})
 
 _NOT_ESTIMABLE = "not estimable"
+#: What a table cell shows where a value does not apply or could not be estimated.
+_DASH = "—"
 
 
 def _longest_token(column: pd.Series) -> int:
@@ -133,12 +242,31 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _formatter(column: str, digits: int, p_columns: frozenset[str], text: bool = False) -> Any:
+def _cell(value: Any, digits: int, whole: bool = False) -> str:
+    """One table cell: a dash where nothing applies, display names, counts as integers."""
+    if _is_missing(value):
+        return _DASH
+    if isinstance(value, str):
+        text = display_value(value)
+        return _DASH if text == _NOT_ESTIMABLE else text
+    if whole and isinstance(value, numbers.Real) and math.isfinite(float(value)):
+        return str(int(value))
+    return format_number(value, digits)
+
+
+def _whole_numbers(column: pd.Series) -> bool:
+    """A float column of counts (floats only because one is missing): every value whole."""
+    if not pd.api.types.is_float_dtype(column):
+        return False
+    values = column.dropna().to_numpy(dtype=float)
+    return bool(len(values)) and bool((values == values.round()).all()) and bool(
+        (abs(values) < 2**53).all())
+
+
+def _formatter(column: str, digits: int, p_columns: frozenset[str], whole: bool = False) -> Any:
     if column in p_columns:
-        return format_p
-    if text:  # a missing label (no score for a group-mean row) is "not applicable", not NaN
-        return lambda value: "–" if _is_missing(value) else format_number(value, digits)
-    return lambda value: format_number(value, digits)
+        return lambda value: _DASH if _is_missing(value) else format_p(value)
+    return lambda value: _cell(value, digits, whole)
 
 
 def format_interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
@@ -171,7 +299,7 @@ def _merge_intervals(table: pd.DataFrame, intervals: Mapping[str, tuple[str, str
         if missing:
             raise ValueError(f"intervals: column(s) {missing} not in the table; columns: "
                              f"{list(table.columns)}")
-        table[column] = [format_interval(v, lo, hi, digits)
+        table[column] = [_DASH if _is_missing(v) else format_interval(v, lo, hi, digits)
                          for v, lo, hi in zip(table[column], table[low], table[high])]
         table = table.drop(columns=[low, high])
     return table
@@ -194,8 +322,8 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
                  p_columns: Iterable[str] = P_COLUMNS,
                  intervals: Mapping[str, tuple[str, str]] | None = None,
                  paths: Iterable[str] = (), drop_empty: bool = True,
-                 index: bool | str = False) -> Any:
-    """A results table for the book: labelled, rounded, without index, NaN as not estimable.
+                 index: bool | str = False, order: Iterable[str] = ()) -> Any:
+    """A results table for the book: labelled, rounded, without index, NaN as a dash.
 
     Parameters
     ----------
@@ -223,9 +351,12 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
         (:func:`brainage.study.profiles.display_path`).
     drop_empty : bool, default=True
         Leave out text columns in which every value is missing or an empty string (an unused
-        ``note``). Numeric columns stay: there a missing value reads "not estimable".
+        ``note``). Numeric columns stay: there a missing value reads "—".
     index : bool or str, default=False
         Keep the index as the first column (its name, or this string, as the label).
+    order : iterable of str, default=()
+        Columns to sort the rows by, in the order a reader expects (:func:`natural_order`:
+        age bins by number, RNC before L1, HC before patients); default: the frame's order.
 
     Returns
     -------
@@ -242,8 +373,10 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     if index is not False:
         label = index if isinstance(index, str) else (table.index.name or "")
         table = table.reset_index(names=[label] if table.index.nlevels == 1 else None)
-    table = table.reset_index(drop=True)
     table.columns = [str(c) for c in table.columns]
+    if order:
+        table = natural_order(table, order)
+    table = table.reset_index(drop=True)
     table = table[[c for c in table.columns if c not in set(drop)]]
     if drop_empty:  # empty text columns (a blank note); a numeric NaN says "not estimable"
         keep_numeric = {c for c in table.columns if pd.api.types.is_float_dtype(table[c])}
@@ -259,8 +392,8 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     table = table[_p_beside_fdr(list(table.columns), pcols)]
     numeric, boolean = pd.api.types.is_numeric_dtype, pd.api.types.is_bool_dtype
     is_text = {c: not numeric(table[c]) or boolean(table[c]) for c in table.columns}
-    formats = {c: _formatter(c, digits, pcols, is_text[c] and c not in intervals_done)
-               for c in table.columns}
+    formats = {c: _formatter(c, digits, pcols, c not in intervals_done
+                             and _whole_numbers(table[c])) for c in table.columns}
     renamed = {c: names.get(c, c.replace("_", " ")) for c in table.columns}
     if len(set(renamed.values())) != len(renamed):
         raise ValueError(f"two columns would get the same label: {renamed}")

@@ -105,8 +105,16 @@ def screenshot_full_page(driver: Any, path: Path, max_height: int = 16000) -> Pa
 READER_CHECKS = r"""
 const article = document.querySelector('.bd-article') || document.querySelector('main');
 const found = {latex: [], mathErrors: 0, pageOverflow: 0, wideTables: [], uncaptionedTables: [],
-               uncaptionedFigures: [], text: ''};
+               uncaptionedFigures: [], boldAbstract: [], text: ''};
 if (!article) { return found; }
+// bold as the reader sees it (CSS included: myst-nb sets pasted numbers bold)
+const abstract = article.querySelector('#abstract');
+if (abstract) {
+  abstract.querySelectorAll('p, p *').forEach(e => {
+    const own = [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+    if (own && parseInt(getComputedStyle(e).fontWeight, 10) >= 600) { found.boldAbstract.push(own.slice(0, 40)); }
+  });
+}
 const clone = article.cloneNode(true);
 clone.querySelectorAll('mjx-container, script, style, pre, .cell_input, .js-plotly-plot, '
                        + 'iframe, .headerlink').forEach(e => e.remove());

@@ -196,6 +196,7 @@ def reader_findings(found: dict, root: Path) -> list[str]:
     if found.get("pageOverflow", 0) > 1:
         problems.append(f"the page scrolls sideways by {found['pageOverflow']} px")
     problems += [f"table without a numbered caption: {t}" for t in found["uncaptionedTables"]]
+    problems += [f"bold text in the abstract: {t!r}" for t in found.get("boldAbstract", [])]
     problems += [f"figure without a numbered caption: {f}" for f in found["uncaptionedFigures"]]
     problems += [f"absolute path {m.group(1)!r}" for m in ABSOLUTE_PATH.finditer(text)]
     if str(root) in text:
@@ -207,6 +208,136 @@ def reader_findings(found: dict, root: Path) -> list[str]:
     return problems
 
 
+#: Python's own text for values, shown to a reader: a dict, list or tuple repr (with Sphinx's
+#: smart quotes too: ‘HC’), numpy's.
+_Q = "['\u2018\u2019\"]"
+PYTHON_REPR = re.compile(rf"\{{\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*:"
+                         rf"|\[\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*(?:,|\])"
+                         rf"|\(\s*{_Q}[^'\u2018\u2019\"]*{_Q}\s*,"
+                         r"|\bnp\.\w+\(|\barray\(\[")
+#: A bare True/False (a printed bool: "skull-stripped: True)"), not the word at a sentence start.
+BOOLEAN = re.compile(r"(?<![\w-])(?:True|False)(?=\s*(?:[,.;:)\]}]|$))")
+NOT_AVAILABLE = re.compile(r"(?<![\w/])n/a(?![\w/])")
+#: A code identifier where a reader expects a name: snake_case, or a lowercase model name.
+IDENTIFIER = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b|\b(?:rnc|l1)\b")
+#: What a figure shows; a figure with none of these has only its caption.
+FIGURE_CONTENT = ("img", "svg", "canvas", "iframe", "table", "video", "object")
+EMPTY_PLOTLY = re.compile(r"Plotly\.newPlot\(\s*[\"'][^\"']+[\"']\s*,\s*\[\s*\]")
+
+
+def _article(source: str):
+    """The content column of a built page, without code, scripts, styles and typeset math."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(source, "html.parser")
+    article = soup.select_one(".bd-article") or soup.find("main") or soup
+    return article
+
+
+def _prose(article) -> str:
+    """The running text a reader sees: paragraphs, list items and captions (not tables, code)."""
+    import copy
+
+    clone = copy.copy(article)
+    for node in clone.select("pre, script, style, .cell_input, mjx-container, .math, table, "
+                             ".headerlink"):
+        node.decompose()
+    return " ".join(clone.get_text(" ").split())
+
+
+def presentation_findings(source: str) -> list[str]:
+    """The presentation defects of one built page (issue 32), from its HTML.
+
+    Python reprs, booleans and "n/a" in the prose; code identifiers in table headers (and whole
+    cells that are one); a bold paragraph in the abstract; a figure with nothing but its caption
+    (or a plotly figure without data); a long sentence printed twice.
+    """
+    article = _article(source)
+    prose = _prose(article)
+    problems = [f"Python repr {m.group(0)!r}: ...{prose[max(0, m.start() - 50):m.end() + 30]!r}"
+                for m in PYTHON_REPR.finditer(prose)]
+    problems += [f"a printed bool {m.group(0)!r}: ...{prose[max(0, m.start() - 50):m.end() + 10]!r}"
+                 for m in BOOLEAN.finditer(prose)]
+    problems += [f"'n/a' in the text: ...{prose[max(0, m.start() - 50):m.end() + 10]!r}"
+                 for m in NOT_AVAILABLE.finditer(prose)]
+    for table in article.find_all("table"):
+        name = (table.find_parent(id=True) or {}).get("id", "table")
+        for cell in table.find_all("th"):
+            text = " ".join(cell.get_text(" ").split())
+            if IDENTIFIER.search(text):
+                problems.append(f"identifier in a table header of {name}: {text!r}")
+        for cell in table.find_all("td"):  # a parameter's name is code on purpose (<code>)
+            text = cell.get_text().strip()
+            if cell.find("code") is None and re.fullmatch(r"[a-z]+(?:_[a-z]+)+", text):
+                problems.append(f"identifier in a table cell of {name}: {text!r}")
+    abstract = article.find(id="abstract")
+    if abstract is not None and abstract.find(["strong", "b"]):
+        problems.append("bold text in the abstract: "
+                        f"{abstract.find(['strong', 'b']).get_text()!r}")
+    for figure in article.find_all("figure"):  # a pasted table sits inside its <figcaption>
+        if not any(c.name in FIGURE_CONTENT or "plotly-graph-div" in (c.get("class") or [])
+                   for c in figure.find_all(True)):
+            caption = figure.find("figcaption")
+            problems.append("a figure with nothing but its caption: "
+                            f"{(caption.get_text(' ') if caption else '')[:80]!r}")
+    for script in article.find_all("script"):
+        if EMPTY_PLOTLY.search(script.get_text()):
+            problems.append("a plotly figure without data")
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", prose)
+                 if len(s.split()) >= 12]
+    seen: set[str] = set()
+    for sentence in sentences:
+        if sentence in seen:
+            problems.append(f"a sentence printed twice: {sentence[:80]!r}")
+        seen.add(sentence)
+    return problems
+
+
+_CLEAN_PAGE = """<main><article class="bd-article">
+<section id="abstract"><h2>Abstract</h2><p>This study runs on a simulated cohort: 300 healthy
+controls, 40 AD and 40 PD patients.</p></section>
+<p>Dataset: the simulated cohort, skull-stripped. True biological ages are known; the truth
+holds for 3 of 4 estimates (not estimable for one).</p>
+<pre>print({'HC': 300}, True, n/a, mean_gap)</pre>
+<figure id="tab-1"><figcaption><span class="caption-number">Table 1 </span>Accuracy.
+<table><thead><tr><th>model</th><th>MAE (years)</th><th>Hoehn &amp; Yahr</th><th>machine</th>
+</tr></thead><tbody><tr><td>RNC</td><td>7.10</td><td>—</td><td>x86_64</td></tr>
+<tr><td><code>batch_size</code></td><td>16</td><td>—</td><td>—</td></tr></tbody></table>
+</figcaption></figure>
+<figure id="fig-1"><img src="a.png"/><figcaption>Figure 1 A figure.</figcaption></figure>
+<figure id="fig-2"><div class="plotly-graph-div" id="p1"></div>
+<script>Plotly.newPlot("p1", [{"x": [1], "y": [2]}], {})</script>
+<figcaption>Figure 2 A plot.</figcaption></figure>
+</article></main>"""
+
+
+def test_presentation_findings_pass_a_clean_page():
+    assert presentation_findings(_CLEAN_PAGE) == []
+
+
+@pytest.mark.parametrize(("defect", "replace", "by"), [
+    ("Python repr", "300 healthy\ncontrols", "{'HC': 300} healthy controls"),
+    ("Python repr", "Dataset:", "Sites ['siteA', 'siteB']. Dataset:"),
+    ("Python repr", "Dataset:", "Calibrating each model: {\u2018rnc\u2019: 60}. Dataset:"),
+    ("a printed bool", "skull-stripped.", "skull-stripped: True)."),
+    ("'n/a' in the text", "not estimable for one", "n/a for one"),
+    ("identifier in a table header", "<th>Hoehn &amp; Yahr</th>", "<th>hoehn_yahr</th>"),
+    ("identifier in a table header", "<th>model</th>", "<th>rnc</th>"),
+    ("identifier in a table cell", "<td>—</td>", "<td>mean_gap</td>"),
+    ("bold text in the abstract", "<p>This study", "<p><strong>Data.</strong> This study"),
+    ("a figure with nothing but its caption", '<img src="a.png"/>', "<p>No TIV measured.</p>"),
+    ("a plotly figure without data", '[{"x": [1], "y": [2]}]', "[]"),
+    ("a sentence printed twice", "<pre>",
+     "<p>No brain was extracted here, so there is no intracranial volume to report at all.</p>"
+     "<p>No brain was extracted here, so there is no intracranial volume to report at all.</p>"
+     "<pre>"),
+])
+def test_presentation_findings_catch_each_defect(defect, replace, by):
+    assert replace in _CLEAN_PAGE
+    found = presentation_findings(_CLEAN_PAGE.replace(replace, by, 1))
+    assert any(f.startswith(defect) for f in found), found
+
+
 def test_reader_findings_catch_each_defect(tmp_path):
     clean = {"text": "MAE 4.42 years (not estimable)", "mathErrors": 0, "wideTables": [],
              "uncaptionedTables": [], "uncaptionedFigures": []}
@@ -214,13 +345,37 @@ def test_reader_findings_catch_each_defect(tmp_path):
     dirty = {"text": f"x $a_{{1}}$ at /tmp/run/simulation.json and {tmp_path}/b, rho nan, None"
                      " {glue:text}`n_retest` subjects",
              "mathErrors": 1, "pageOverflow": 40, "wideTables": ["tab-1: 900 px"], "uncaptionedTables": ["t"],
-             "uncaptionedFigures": ["div"]}
+             "uncaptionedFigures": ["div"], "boldAbstract": ["300"]}
     found = " | ".join(reader_findings(dirty, tmp_path))
     for text in ("raw LaTeX '$'", "raw LaTeX '_{'", "MathJax errors", "wider than the column",
                  "table without", "figure without", "absolute path '/tmp/run/simulation.json'",
                  "the build's own folder", "missing value 'nan'", "missing value 'None'",
-                 "scrolls sideways by 40 px", "raw MyST '{glue:text}'"):
+                 "scrolls sideways by 40 px", "raw MyST '{glue:text}'",
+                 "bold text in the abstract: '300'"):
         assert text in found, text
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("style", "bold"), [("", []), ("span.pasted-text {font-weight: bold}",
+                                                         ["300"])])
+def test_reader_checks_see_bold_that_css_makes(tmp_path, style, bold):
+    """A glued number is a <span class="pasted-text">, bold only by myst-nb's CSS: the page
+    check reads the computed weight, as a reader sees it (issue 32)."""
+    reason = browser.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    page = tmp_path / "p.html"
+    page.write_text(f"<html><head><style>{style}</style></head><body><main><article "
+                    'class="bd-article"><section id="abstract"><h2>Abstract</h2><p>A cohort of '
+                    '<span class="pasted-text">300</span> controls.</p></section></article>'
+                    "</main></body></html>", encoding="utf-8")
+    driver = browser.start()
+    try:
+        driver.get(page.as_uri())
+        found = driver.execute_script(browser.READER_CHECKS)
+    finally:
+        driver.quit()
+    assert found["boldAbstract"] == bold
 
 
 @pytest.mark.slow
@@ -228,7 +383,9 @@ def test_reader_findings_catch_each_defect(tmp_path):
 def test_every_page_reads_as_a_paper_in_chromium(built):
     """Each page, as Chromium renders it offline, screenshotted whole: no raw LaTeX, no table
     wider than the content column, a numbered caption on every figure and table, no absolute
-    path and no nan/NaN/None in the text. Screenshots: tests/_artifacts/pages/."""
+    path and no nan/NaN/None in the text; and none of :func:`presentation_findings` (Python
+    reprs and booleans in the prose, identifiers in table headers, a bold abstract, an empty
+    figure, a sentence printed twice). Screenshots: tests/_artifacts/pages/."""
     reason = browser.skip_reason()
     if reason:
         pytest.skip(reason)
@@ -254,6 +411,7 @@ def test_every_page_reads_as_a_paper_in_chromium(built):
             browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
             found = driver.execute_script(browser.READER_CHECKS)
             problems[name] = reader_findings(found, root)
+            problems[name] += presentation_findings(driver.page_source)  # issue 32
             if len(found["text"].split()) < 100:
                 problems[name].append(f"an empty page: {len(found['text'].split())} words")
             nav |= set(driver.execute_script(

@@ -300,3 +300,17 @@ def test_glue_figure_wraps_plotly_and_closes_matplotlib(monkeypatch):
         figures.glue_figure("alignment", fig)
 
 
+
+
+def test_training_loss_gives_each_stage_its_own_epoch_axis():
+    # issue 32: the RNC head's 100 epochs squeezed the encoder's 15 and L1's 30 into the first
+    # tenth of a shared axis; each panel now spans its own stage's epochs
+    rows = [("rnc_encoder", "RNC", 15), ("rnc_head", "RNC", 100), ("l1", "L1", 30)]
+    history = pd.DataFrame([{"stage": s, "model": m, "epoch": e, "train_loss": 10.0 / e,
+                             "val_mae": 5.0} for s, m, n in rows for e in range(1, n + 1)])
+    fig = figures.training_loss(history)
+    axes = [fig.layout[k] for k in fig.layout if k.startswith("xaxis")]
+    assert len(axes) == 3 and all(a.matches is None for a in axes)
+    assert all(a.showticklabels for a in axes)
+    spans = sorted(max(t.x) for t in fig.data)
+    assert spans == [15, 30, 100]

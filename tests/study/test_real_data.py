@@ -88,7 +88,7 @@ def test_audit_shows_registration_qc_of_every_scan(ixi10_build):
     assert len(alignment) == 10 and alignment["registration_misfit_mm"].map(registration_passes).all()
     outputs = _outputs(root / "book" / "results" / "01_data_audit.ipynb", "registration_qc(")
     texts = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
-    assert texts == ["10 of 10 scans shown (space `native`: registered here)."]
+    assert texts == ["The 10 scans with the highest misfit of 10 (registered here)."]
     # the panel figure is glued for its numbered caption: myst-nb's record of the PNG
     record = "application/papermill.record/image/png"
     images = [o["data"][record] for o in outputs if record in o.get("data", {})]

@@ -35,9 +35,9 @@ def test_report_table_labels_rounds_and_hides_the_index():
                           "note": ["", ""]}, index=[5, 9])
     html = report_table(frame, drop=["note"], caption="Test-set error, n = 60").to_html()
     for text in ("MAE (years)", "R²", "p (FDR)", "4.42", "4.74", "0.931", "< 0.001", "0.046",
-                 "not estimable", "60", "Test-set error, n = 60", 'class="brainage-table"'):
+                 ">—<", "60", "Test-set error, n = 60", 'class="brainage-table"', ">RNC<", ">L1<"):
         assert text in html, text
-    for text in ("nan", "NaN", "None", "note", ">5<", ">9<", "0.9312"):
+    for text in ("nan", "NaN", "None", "note", ">5<", ">9<", "0.9312", "not estimable", ">rnc<"):
         assert text not in html, text
 
 
@@ -86,19 +86,45 @@ def test_format_interval():
     assert format_interval(0.5, float("nan"), 0.2) == "0.500"
 
 
-def test_missing_label_is_a_dash_and_missing_number_not_estimable():
+def test_missing_label_and_missing_number_are_a_dash():
     frame = pd.DataFrame({"quantity": ["mean_gap", "score_correlation"], "score": [None, "mmse"],
                           "estimate": [1.5, float("nan")]})
     html = report_table(frame).to_html()
-    assert ">–<" in html and "mmse" in html and "not estimable" in html and "None" not in html
+    assert html.count(">—<") == 2 and ">MMSE<" in html and "not estimable" not in html
+    assert ">mean gap<" in html and ">score correlation<" in html
+    for text in ("None", "mean_gap", "score_correlation", ">mmse<"):
+        assert text not in html, text
 
 
-def test_all_missing_numbers_stay_as_not_estimable():
+def test_all_missing_numbers_stay_as_a_dash():
     frame = pd.DataFrame({"rho": [float("nan")], "ci_low": [float("nan")],
                           "ci_high": [float("nan")], "note": ["n = 3 is too few"]})
     styler = report_table(frame, intervals={"rho": ("ci_low", "ci_high")})
     assert list(styler.data.columns) == ["Spearman ρ", "note"]
-    assert "not estimable" in styler.to_html()
+    assert ">—<" in styler.to_html() and "not estimable" not in styler.to_html()
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("hoehn_yahr", "Hoehn & Yahr"), ("updrs3", "UPDRS-III"), ("rnc", "RNC"), ("l1", "L1"),
+    ("mean_gap", "mean gap"), ("age,sex,site_siteB", "age, sex, site siteB"), ("siteA", "siteA"),
+    ("sub-0001", "sub-0001"), ("data/sub_1.nii.gz", "data/sub_1.nii.gz"), ("two words", "two words"),
+    (3.5, 3.5), (None, None),
+])
+def test_display_value_names_identifiers(value, shown):
+    from brainage.study.tables import display_value
+
+    assert display_value(value) == shown
+
+
+def test_counts_in_a_float_column_print_as_integers_and_measures_keep_their_digits():
+    # a count column is float when one row has none (pandas), and must still read "12", not
+    # "12.0"; a measure that happens to be whole in one row keeps the column's format
+    frame = pd.DataFrame({"n": [12.0, float("nan"), 3.0], "mae": [5.0, 4.4213, 6.1],
+                          "model": ["rnc", "l1", "rnc"]})
+    styler = report_table(frame)
+    html = styler.to_html()
+    assert ">12<" in html and ">3<" in html and "12.0" not in html
+    assert ">5.00<" in html and ">4.42<" in html and ">—<" in html
 
 
 def test_format_p_passes_a_reason_through():
@@ -134,3 +160,23 @@ def test_text_columns_break_anywhere_but_keep_their_longest_word():
 def test_p_text_labels_the_one_formatter(value, label, text):
     # issue 27, item 4: sentences and figure titles print p-values through format_p
     assert p_text(value, label) == text
+
+
+def test_natural_order_sorts_bins_by_number_and_known_values_first():
+    from brainage.study.tables import natural_order
+
+    frame = pd.DataFrame({"model": ["l1", "rnc", "rnc", "rnc", "rnc", "l1"],
+                          "age_bin": ["[20, 30)", "[90, 101)", "all", "[20, 30)", "[100, 110)",
+                                      "[9, 20)"],
+                          "site": ["siteB", "siteC", "siteA", "siteB", "siteA", "siteA"]})
+    out = natural_order(frame, ["model", "age_bin"])
+    assert list(out["model"]) == ["rnc"] * 4 + ["l1"] * 2
+    assert list(out["age_bin"]) == ["[20, 30)", "[90, 101)", "[100, 110)", "all", "[9, 20)",
+                                    "[20, 30)"]
+    assert list(natural_order(frame, ["site"])["site"]) == ["siteA"] * 3 + ["siteB"] * 2 + ["siteC"]
+    splits = pd.DataFrame({"split": ["clinical", "test", "train", "val"]})
+    assert list(natural_order(splits, ["split"])["split"]) == ["train", "val", "test", "clinical"]
+    html = report_table(frame, order=["model", "site"]).to_html()
+    assert html.index(">RNC<") < html.index(">L1<")
+    with pytest.raises(ValueError, match=r"natural_order: column\(s\) \['age'\] not in the table"):
+        natural_order(frame, ["age"])
