@@ -221,9 +221,9 @@ glue("tab_04_gradram", report_table(
 
 
 def median_pct(rows, column, where):
-    """Median of a share, in %, over the rows selected by ``where`` ("n/a" if none)."""
+    """Median of a share, in %, over the rows selected by ``where`` ("—" if none)."""
     values = rows.loc[where, column]
-    return f"{100 * values.median():.0f} %" if len(values) else "n/a"
+    return f"{100 * values.median():.0f} %" if len(values) else "—"
 
 
 gradram_text, ig_text = [], []
@@ -325,7 +325,7 @@ if regions is None:
     no_regions = ("No regions: the dataset is not simulated and the manifest names no atlas, "
                   "so the region table is skipped.")
     display(Markdown(no_regions))
-    glue("region_ratio_text", "n/a", display=False)
+    glue("region_ratio_text", "—", display=False)
     none = report_table(pd.DataFrame({"regions": ["none: no region labels for this dataset"]}))
     glue("tab_04_region_share", none, display=False)
     glue("tab_04_region_ratio", none, display=False)
@@ -342,7 +342,7 @@ else:
         display=False)
     figures.glue_figure("fig-04-regions", figures.region_attribution(table))
     glue("regions_source", source, display=False)
-    region_text = "n/a"
+    region_text = "—"
     if "permuted" in magnitude:
         shares = table.pivot(index="region", columns="model", values="share_abs")
         ratio = shares[["RNC", "L1"]].div(shares["PERMUTED"], axis=0).dropna()
@@ -394,8 +394,8 @@ else:
 # %%
 if truth_dir is None:
     display(Markdown("Not a simulated cohort: there is no ground truth of where ageing acts."))
-    glue("truth_coverage", "n/a", display=False)
-    glue("truth_threshold", "n/a", display=False)
+    glue("truth_coverage", "—", display=False)
+    glue("truth_threshold", "—", display=False)
     glue("tab_04_enrichment", report_table(pd.DataFrame(
         {"test": ["not run: no simulated ground truth"]})), display=False)
 else:
@@ -415,7 +415,9 @@ else:
         glue(f"ageing_auc_{row.model}", f"{row.median:.2f}", display=False)
         glue(f"ageing_auc_ci_{row.model}", f"{row.ci_low:.2f} to {row.ci_high:.2f}",
              display=False)
-        if row.model != "permuted" and "p_null" in truth_ig.columns:
+        if row.model != "permuted" and "p_null" not in truth_ig.columns:
+            glue(f"ageing_p_{row.model}", "—", display=False)  # no null: the abstract pastes it
+        elif row.model != "permuted":
             glue(f"ageing_p_{row.model}", p_text(row.p_null_holm, "p_Holm"), display=False)
             glue(f"ageing_diff_{row.model}", f"{row.diff_null:+.3f} (95% CI "
                  f"{row.diff_low:+.3f} to {row.diff_high:+.3f})", display=False)

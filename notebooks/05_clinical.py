@@ -285,6 +285,8 @@ if truth_values is not None and "PD" in truth_values["mean_gap"] and counts.get(
     glue("pd_corr_n", f"{rho_power['n_needed']:.0f}" if rho_power else "—", display=False)
 else:
     recovery = "There are no simulated PD patients whose recovery could be checked"
+    for key in ("pd_power_n", "pd_power_now", "hc_gap_sd", "pd_true_gap", "pd_corr_n"):
+        glue(key, "—", display=False)  # the abstract pastes them in every simulated run
 glue("pd_recovery_sentence", recovery, display=False)
 display(Markdown(recovery + "."))
 
@@ -338,7 +340,7 @@ else:
 # %%
 evidence = uncertainty.evidence_table(analysed)
 levels = analysed["interval_level"].dropna()
-expected = f"{(1 - levels.iloc[0]) / 2:.0%}" if len(levels) else "n/a"
+expected = f"{(1 - levels.iloc[0]) / 2:.0%}" if len(levels) else "—"
 display(Markdown(f"Interval level {levels.iloc[0]:.0%}: expected share of controls above 0 "
                  f"about {expected}." if len(levels) else "No gap intervals: the validation "
                  "split was too small to calibrate them (notebook 03)."))
@@ -347,7 +349,7 @@ shares = evidence.set_index(["model", "group"])
 for model in ("rnc", "l1"):
     for group in ("HC", "AD", "PD"):
         row = shares.loc[(model, group)] if (model, group) in shares.index else None
-        glue(f"evidence_{group.lower()}_{model}", "n/a" if row is None or not row["n"] else
+        glue(f"evidence_{group.lower()}_{model}", "—" if row is None or not row["n"] else
              f"{int(row['above'])} of {int(row['n'])} ({row['share']:.0%})", display=False)
 glue("tab_05_evidence", report_table(evidence.assign(model=lambda t: t["model"].str.upper()),
                                      intervals={"share": ("ci_low", "ci_high")},
@@ -415,16 +417,16 @@ table = results.truth_comparison
 for quantity in ("mean_gap", "score_correlation"):
     rows = table[(table["quantity"] == quantity) & table["covered"].notna()]
     glue(f"covered_{quantity}", f"{int(rows['covered'].sum())} of {len(rows)}" if len(rows)
-         else "n/a", display=False)
+         else "0 of 0", display=False)
 ancova_age = results.ancova.query("model == 'rnc' and source == 'age'")
-glue("ancova_age_p", f"{ancova_age['p'].iloc[0]:.2g}" if len(ancova_age) else "n/a",
+glue("ancova_age_p", f"{ancova_age['p'].iloc[0]:.2g}" if len(ancova_age) else "—",
      display=False)
 for model in ("rnc", "l1"):
     row = results.posthoc.query("model == @model and contrast == 'AD vs HC'")
     glue(f"adjusted_ad_{model}",
          f"{row['adj_diff'].iloc[0]:.1f} years (95% CI {row['adj_ci_low'].iloc[0]:.1f} to "
          f"{row['adj_ci_high'].iloc[0]:.1f}; adjusted g {row['adj_g'].iloc[0]:.2f}, unadjusted "
-         f"{row['hedges_g'].iloc[0]:.2f})" if len(row) and row["estimable"].iloc[0] else "n/a",
+         f"{row['hedges_g'].iloc[0]:.2f})" if len(row) and row["estimable"].iloc[0] else "—",
          display=False)
 if truth is not None and truth[1].get("patients_max_biological_age") is not None:
     meta = truth[1]
@@ -432,12 +434,12 @@ if truth is not None and truth[1].get("patients_max_biological_age") is not None
          display=False)
     glue("controls_max_age", f"{meta['controls_age_range'][1]:g}", display=False)
 else:
-    glue("patients_max_biological_age", "n/a", display=False)
-    glue("controls_max_age", "n/a", display=False)
+    glue("patients_max_biological_age", "—", display=False)
+    glue("controls_max_age", "—", display=False)
 for model in ("rnc", "l1"):
     stats = results.group_stats.query("model == @model").set_index("group")
     for group in ("HC", "AD", "PD"):
-        value = f"{stats.loc[group, 'mean']:.1f}" if stats.loc[group, "n"] > 0 else "n/a"
+        value = f"{stats.loc[group, 'mean']:.1f}" if stats.loc[group, "n"] > 0 else "—"
         glue(f"gap_{group.lower()}_{model}", value, display=False)
     for group, group_scores in clinical.SCORES_BY_GROUP.items():
         for score in group_scores:

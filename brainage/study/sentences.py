@@ -87,12 +87,15 @@ def abstract_truth_markdown(simulated: bool) -> str:
         "RNC model's corrected gap averaged " + role("05_clinical", "gap_ad_rnc") + " and "
         + role("05_clinical", "gap_pd_rnc") + " years. The confidence intervals held the truth "
         "for " + role("05_clinical", "covered_mean_gap") + " group means and "
-        + role("05_clinical", "covered_score_correlation") + " score correlations. In the "
-        "simulated ageing regions the saliency maps' median AUC was "
+        + role("05_clinical", "covered_score_correlation") + " score correlations; 80 % "
+        "power for the PD gap would need " + role("05_clinical", "pd_power_n") + " patients "
+        "per group (here " + role("05_clinical", "pd_power_now") + "). In the simulated "
+        "ageing regions the saliency maps' median AUC was "
         + role("04_interpretability", "ageing_auc_rnc") + " (RNC) and "
         + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
         + role("04_interpretability", "ageing_auc_permuted") + " for a permuted-age "
-        "network.\n")
+        "network (RNC " + role("04_interpretability", "ageing_p_rnc") + ", L1 "
+        + role("04_interpretability", "ageing_p_l1") + ").\n")
 
 
 def planted_effects_sentence(truth: Mapping[str, Any]) -> str:

@@ -50,6 +50,7 @@ def test_abstract_truth_pastes_planted_and_recovered_numbers_for_a_simulated_coh
     keys = re.findall(r"\{glue:text\}`results/(\w+)\.ipynb::(\w+):s`", text)
     assert ("01_data_audit", "planted_gap_ad") in keys and ("05_clinical", "gap_pd_rnc") in keys
     assert ("04_interpretability", "ageing_auc_permuted") in keys
+    assert ("04_interpretability", "ageing_p_rnc") in keys and ("05_clinical", "pd_power_n") in keys
     assert "permuted-age network" in text and text.endswith("\n")
     # every role is complete: nothing left that MyST would show as source
     assert text.count("{glue:text}") == len(keys)
