@@ -522,7 +522,8 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
                         help="sessions to process, without ses- (default: all)")
     parser.add_argument("--model", metavar="DIR",
                         help="model folder (participant level; runs/<profile>/models or one "
-                             "head of it)")
+                             "head of it); at group level, optional: the same folder tests the "
+                             "batch of scans against its training scans")
     parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
                         help="space of the scans (default: auto, from each scan's grid)")
     parser.add_argument("--skull-stripped", action="store_true",
@@ -557,9 +558,11 @@ def _run_bids(args: argparse.Namespace) -> int:
 
     if args.analysis_level == "group":
         report = bids_app.run_group_level(args.bids_dir, args.output_dir,
-                                          participant_labels=args.participant_label)
+                                          participant_labels=args.participant_label,
+                                          model=args.model)
         print(f"{report.n_scans} scan(s) of {report.n_participants} participant(s) -> "
               f"{report.table}, {report.figure.name}")
+        _print_group_batch(report, args.model)
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "
                   f"{entry.get('error')}", file=sys.stderr)
@@ -582,6 +585,22 @@ def _run_bids(args: argparse.Namespace) -> int:
     print(f"{len(report.written)} scan(s) written, {report.n_done_before} done already, "
           f"{len(report.failed)} failed, of {report.n_scans} -> {report.output_dir}")
     return 0 if report.ok else 1
+
+
+def _print_group_batch(report, model: str | None) -> None:
+    """The group level's batch verdict, one line per head (or why there is none)."""
+    from brainage.inference.trust import MIN_BATCH
+
+    if report.batch is not None:
+        for entry in report.batch["heads"].values():
+            print(f"batch: {entry['line']} -> {report.batch_file}")
+    elif model is None:
+        print("batch: no shift test of these scans (give --model, the participant level's "
+              "model folder, to test them against its training scans)")
+    else:
+        print(f"batch: no shift test of these scans (fewer than {MIN_BATCH} scans with stored "
+              f"features, "
+              f"or no head with an OOD reference)")
 
 
 # --- the parser ----------------------------------------------------------------------------

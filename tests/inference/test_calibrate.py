@@ -402,3 +402,76 @@ def test_verdict_line_says_what_to_do() -> None:
     same = BatchShift(MMDTest(40, 180, 0.0, 0.4, 999, 2.0), None, 0)
     line = verdict_line("l1", same)
     assert "do not differ detectably" in line and "p = 0.4" in line and "gap" not in line
+
+
+# --- the batch verdict of brainage bids ... group -------------------------------------------
+
+
+def _bids_group(tmp_path: Path, models: Path, bids: Path, cache: Path,
+                *group_args: str) -> tuple[int, Path]:
+    out = tmp_path / f"derivative_{bids.name}"
+    assert main(["-q", "bids", str(bids), str(out), "participant", "--model", str(models),
+                 "--cache", str(cache), "--no-qc"]) == 0
+    return main(["-q", "bids", str(bids), str(out), "group", *group_args]), out
+
+
+def test_bids_group_tests_the_batch(ood_models: Path, site_scans: list[Path], site: dict,
+                                    tmp_path: Path, cache: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    """The group level with --model tests the participant level's scans as predict does:
+    scans like the training scans pass, scans of another 'scanner' are flagged; the gap test
+    reads the healthy controls only; without --model it says how to get the test."""
+    groups = ["HC"] * 5 + ["AD"]
+    same = _bids(tmp_path / "same", site_scans[:6], site["ages"][:6], groups)
+    code, out = _bids_group(tmp_path, ood_models, same, cache, "--model", str(ood_models))
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / "group_desc-brainage_batch.json").read_text())
+    assert code == 0 and set(verdict["heads"]) == {"rnc", "l1"}
+    assert verdict["n_without_features"] == 0
+    for entry in verdict["heads"].values():
+        assert entry["features"]["n_batch"] == 6 and entry["features"]["p_value"] > 0.05
+        assert entry["gap"]["n"] == 5  # the AD scan's gap is not a control's
+        assert "do not differ detectably" in entry["line"]
+    assert printed.count("batch: ") == 2 and "group_desc-brainage_batch.json" in printed
+    assert len(list(out.glob("sub-*/anat/*_desc-brainageFeatures_T1w.json"))) == 6
+    noisy = _bids(tmp_path / "noisy", _noisy_scans(tmp_path / "noisy_scans", 6),
+                  np.full(6, 50.0), ["HC"] * 6)
+    code, out = _bids_group(tmp_path, ood_models, noisy, cache, "--model", str(ood_models))
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / "group_desc-brainage_batch.json").read_text())
+    for entry in verdict["heads"].values():
+        assert entry["features"]["p_value"] <= 0.05
+        assert "these 6 scans differ from the training scans" in entry["line"]
+    assert code == 0 and "calibrate with `brainage calibrate`" in printed
+    (out / "group_desc-brainage_batch.json").unlink()
+    assert main(["-q", "bids", str(noisy), str(out), "group"]) == 0
+    assert "give --model" in capsys.readouterr().out
+    assert not (out / "group_desc-brainage_batch.json").exists()
+
+
+def test_bids_group_refuses_another_model_and_skips_scans_without_features(
+        ood_models: Path, models: Path, site_scans: list[Path], site: dict, tmp_path: Path,
+        cache: Path, capsys: pytest.CaptureFixture) -> None:
+    bids = _bids(tmp_path / "raw", site_scans[:6], site["ages"][:6], ["HC"] * 6)
+    other = tmp_path / "other"
+    shutil.copytree(models, other)
+    for head in ("rnc", "l1"):  # other weights: the card's checksums differ
+        path = other / head / model_folder.CHECKPOINT_FILE
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["age_scale"] *= 2.0
+        torch.save(checkpoint, path)
+    model_folder.write_model_card(other, preprocess={"space": MNI, "grid_mm": GRID_MM,
+                                                     "skull_stripped": True,
+                                                     "crop_to_brain": True},
+                                  saliency_layer="encoder.layer2", profile="test")
+    code, out = _bids_group(tmp_path, ood_models, bids, cache, "--model", str(other))
+    err = capsys.readouterr().err
+    assert code == 2 and "is not the model of OUTPUT_DIR" in err
+    assert not (out / "group_desc-brainage_batch.json").exists()
+    features = sorted(out.glob("sub-*/anat/*_desc-brainageFeatures_T1w.json"))
+    features[0].write_text("not json")  # damaged: that scan is left out, five remain
+    features[1].unlink()
+    assert main(["-q", "bids", str(bids), str(out), "group", "--model", str(ood_models)]) == 0
+    assert "fewer than 5 scans with stored features" in capsys.readouterr().out
+    assert not (out / "group_desc-brainage_batch.json").exists()  # 4 < 5 scans with features
+    assert (out / "group_desc-brainage_T1w.tsv").is_file()  # the group table all the same
