@@ -355,10 +355,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
-    parser.add_argument("--site-calibration", default=None, metavar="JSON",
-                        help="a site calibration of this model (brainage calibrate): corrected "
-                             "ages and intervals from the site's healthy controls; the "
-                             "calibration column says which calibration each row used")
+    parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
+                        help="a site calibration of this model (brainage calibrate), or a "
+                             "folder of them (one per site); repeatable. Each scan uses its "
+                             "site's (participants.tsv's site column; the only one given when "
+                             "its site is unknown): corrected ages and intervals from the "
+                             "site's healthy controls; the calibration column says which "
+                             "calibration each row used")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_predict)
 
@@ -543,10 +546,13 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
-    parser.add_argument("--site-calibration", default=None, metavar="JSON",
-                        help="a site calibration of this model (brainage calibrate): corrected "
-                             "ages and intervals from the site's healthy controls; the "
-                             "calibration column says which calibration each row used")
+    parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
+                        help="a site calibration of this model (brainage calibrate), or a "
+                             "folder of them (one per site); repeatable. Each scan uses its "
+                             "site's (participants.tsv's site column; the only one given when "
+                             "its site is unknown): corrected ages and intervals from the "
+                             "site's healthy controls; the calibration column says which "
+                             "calibration each row used")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_bids)
 

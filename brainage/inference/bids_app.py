@@ -413,9 +413,10 @@ class ParticipantOptions:
         Preprocess on a Dask cluster instead (:func:`brainage._utils.scheduler.run_tasks`).
     device : str, default="cpu"
         Where the models run.
-    site_calibration : str, PathLike or None, default=None
-        A site calibration file of ``brainage calibrate`` (refused for another checkpoint):
-        the corrected columns and intervals are the site's, the ``calibration`` column says so.
+    site_calibration : str, PathLike, sequence of them or None, default=None
+        Site calibration files of ``brainage calibrate`` or folders of them (refused for
+        another checkpoint): each scan uses its site's (participants.tsv's ``site``; the only
+        one given when unknown), the ``calibration`` column says which.
     """
 
     participant_labels: tuple[str, ...] | None = None
@@ -429,7 +430,7 @@ class ParticipantOptions:
     n_jobs: int = 1
     scheduler: Any = None
     device: str = "cpu"
-    site_calibration: str | os.PathLike | None = None
+    site_calibration: str | os.PathLike | Sequence[str | os.PathLike] | None = None
 
 
 @dataclass(frozen=True)

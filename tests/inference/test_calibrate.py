@@ -475,3 +475,86 @@ def test_bids_group_refuses_another_model_and_skips_scans_without_features(
     assert "fewer than 5 scans with stored features" in capsys.readouterr().out
     assert not (out / "group_desc-brainage_batch.json").exists()  # 4 < 5 scans with features
     assert (out / "group_desc-brainage_T1w.tsv").is_file()  # the group table all the same
+
+
+# --- several site calibrations: each scan takes its site's -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_site(models: Path, site_scans: list[Path], site: dict, cache: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A calibration of site ``GU``, fitted on the same scans with ages 10 years older."""
+    out = tmp_path_factory.mktemp("gu") / "gu.json"
+    calibrate_site(site_scans, models, out, site="GU", ages=list(site["ages"] + 10.0),
+                   cache=cache)
+    return out
+
+
+def _sites_bids(root: Path, scans: list[Path], ages: np.ndarray, sites: list[str]) -> Path:
+    bids = _bids(root, scans, ages, ["HC"] * len(scans))
+    table = pd.read_csv(bids / "participants.tsv", sep="\t", dtype=str)
+    table["site"] = sites
+    table.to_csv(bids / "participants.tsv", sep="\t", index=False)
+    return bids
+
+
+def test_each_scan_takes_its_sites_calibration(models: Path, site_scans: list[Path],
+                                               site: dict, calibration: Path,
+                                               second_site: Path, tmp_path: Path,
+                                               cache: Path) -> None:
+    """participants.tsv's site picks the calibration of each row (files given one by one or
+    as a folder, in predict and the BIDS App); a site without one, or an unknown site among
+    several calibrations, keeps the training calibration."""
+    from brainage.inference.sites import load_site_calibrations
+
+    sites = ["HH", "GU", "XX", "n/a"]
+    bids = _sites_bids(tmp_path / "raw", site_scans[:4], site["ages"][:4], sites)
+    expected = ["site:HH", "site:GU", "training", "training"]
+    code, table = _predict(tmp_path / "files", models, [bids], "--site-calibration",
+                           str(calibration), "--site-calibration", str(second_site), cache=cache)
+    assert code == 0
+    folder = tmp_path / "calibrations"
+    folder.mkdir()
+    shutil.copy(calibration, folder / "hh.json")
+    shutil.copy(second_site, folder / "gu.json")
+    code, from_folder = _predict(tmp_path / "folder", models, [bids], "--site-calibration",
+                                 str(folder), cache=cache)
+    assert code == 0
+    loaded = load_site_calibrations([folder], model_folder.load_model_folder(models))
+    for result in (table, from_folder):
+        for head, rows in result.groupby("model"):
+            assert rows["calibration"].tolist() == expected
+            assert rows["bias_correction"].tolist()[:2] == ["site", "site"]
+            for k, name in enumerate(("HH", "GU")):
+                corrected, lower, _ = loaded[name].heads[head].predict(
+                    rows["predicted"].to_numpy()[k:k + 1])
+                assert rows["corrected_predicted"].iloc[k] == pytest.approx(corrected[0])
+                assert rows["age_lower"].iloc[k] == pytest.approx(lower[0])
+    # GU's ages are 10 years older: its corrected ages of the same scans are about 10 higher
+    hh, gu = loaded["HH"].heads["rnc"], loaded["GU"].heads["rnc"]
+    p = table.loc[table["model"] == "rnc", "predicted"].to_numpy()
+    assert np.mean(gu.predict(p)[0] - hh.predict(p)[0]) == pytest.approx(10.0, abs=1.5)
+    out = tmp_path / "derivative"
+    assert main(["-q", "bids", str(bids), str(out), "participant", "--model", str(models),
+                 "--cache", str(cache), "--no-qc", "--site-calibration", str(folder)]) == 0
+    used = [pd.read_csv(p, sep="\t")["calibration"].tolist()
+            for p in sorted(out.glob("sub-*/anat/*_desc-brainage_T1w.tsv"))]
+    assert used == [[e, e] for e in expected]
+
+
+def test_several_calibrations_of_one_site_or_none_are_refused(
+        models: Path, site_scans: list[Path], calibration: Path, tmp_path: Path, cache: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    copy = tmp_path / "copy.json"
+    shutil.copy(calibration, copy)
+    code, table = _predict(tmp_path, models, site_scans[:1], "--site-calibration",
+                           str(calibration), "--site-calibration", str(copy), cache=cache)
+    err = capsys.readouterr().err
+    assert code == 2 and table is None
+    assert "both calibrate site 'HH'" in err and str(copy) in err
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, table = _predict(tmp_path, models, site_scans[:1], "--site-calibration", str(empty),
+                           cache=cache)
+    assert code == 2 and table is None
+    assert "a folder without a site calibration file" in capsys.readouterr().err
