@@ -11,9 +11,11 @@ features the OOD score uses (:mod:`brainage.models.features`, standardised as ea
 
 * ``simulated test``: the run's own simulated test-split controls (the training sites, never
   trained on): what neither check may flag beyond its level;
-* ``fresh simulation, training sites``: a cohort simulated here with the training sites
-  (the default configuration, another seed): the control for the two held-out sites, whose
-  cohorts are simulated the same way;
+* ``fresh simulation, training sites``: a cohort simulated here with the training sites'
+  settings (the default configuration, another seed): the control for the two held-out
+  sites, whose cohorts are simulated the same way. The seed also redraws each site's bias
+  field (``site_betas`` of :func:`brainage.data.simulate.simulate_cohort`), so these are the
+  training sites' settings on new scanner realisations, not the training scanners;
 * ``held-out site D``: a cohort simulated here from a scanner outside the training sites''
   range (darker CSF, brighter grey matter, more noise and bias, 1.5 mm slices; ``SITE_D``);
 * ``held-out site E``: a scanner inside their range (``SITE_E``): a small shift;

@@ -4,6 +4,7 @@ and refused for bad calibration sets and for damaged or foreign calibration file
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -22,12 +23,20 @@ from brainage.inference import model_folder
 from brainage.inference.calibrate import calibrate_site
 from brainage.inference.predict import predict_scans
 from tests.inference import test_predict
-from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM
+from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM, trained_model_dir
+
+__all__ = ["trained_model_dir"]  # a fixture of this module's tests
 
 #: Factors on each head's age scale: the tiny heads' predictions of the test scans spread
 #: by about 0.5 (rnc) and 0.004 (l1) years; scaled, both spread by about 20-30 years.
 SPREAD = {"rnc": 60.0, "l1": 6000.0}
 N_SCANS = 12
+
+
+@functools.lru_cache(maxsize=1)
+def _template_4mm() -> np.ndarray:
+    """test_predict's 4 mm template, computed once for this module's scans."""
+    return test_predict.template_4mm.__wrapped__()
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +46,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """test_predict's tiny model folder (trained the same way) with each head's age scale
-    enlarged (checkpoints and card rewritten), so that its predictions of different scans
-    differ by years."""
-    root = test_predict.model_dir.__wrapped__(tmp_path_factory)
+def models(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of test_predict's tiny model folder (trained once per session) with each head's
+    age scale enlarged (checkpoints and card rewritten), so that its predictions of different
+    scans differ by years."""
+    root = tmp_path_factory.mktemp("run") / "models"
+    shutil.copytree(trained_model_dir, root)
     for head, factor in SPREAD.items():
         path = root / head / model_folder.CHECKPOINT_FILE
         checkpoint = torch.load(path, weights_only=True)
@@ -58,7 +68,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def site_scans(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Twelve MNI-space scans of different contrast (the template to powers 0.5-1.5)."""
-    template_4mm = test_predict.template_4mm.__wrapped__()
+    template_4mm = _template_4mm()
     folder, rng = tmp_path_factory.mktemp("site"), np.random.default_rng(1)
     paths = []
     for i in range(N_SCANS):
@@ -318,7 +328,7 @@ def ood_models(models: Path, site_scans: list[Path], cache: Path,
 
 def _noisy_scans(folder: Path, n: int) -> list[Path]:
     """``n`` scans of another 'scanner': the template under heavy noise (seeded)."""
-    template_4mm = test_predict.template_4mm.__wrapped__()
+    template_4mm = _template_4mm()
     rng = np.random.default_rng(3)
     folder.mkdir(parents=True)
     paths = []
