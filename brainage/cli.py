@@ -357,10 +357,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
-    parser.add_argument("--site-calibration", default=None, metavar="JSON",
-                        help="a site calibration of this model (brainage calibrate): corrected "
-                             "ages and intervals from the site's healthy controls; the "
-                             "calibration column says which calibration each row used")
+    parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
+                        help="a site calibration of this model (brainage calibrate), or a "
+                             "folder of them (one per site); repeatable. Each scan uses its "
+                             "site's (participants.tsv's site column; the only one given when "
+                             "its site is unknown): corrected ages and intervals from the "
+                             "site's healthy controls; the calibration column says which "
+                             "calibration each row used")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
     parser.set_defaults(func=_run_predict)
 
@@ -552,7 +555,8 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
                         help="sessions to process, without ses- (default: all)")
     parser.add_argument("--model", metavar="DIR",
                         help="model folder (participant level; runs/<profile>/models or one "
-                             "head of it)")
+                             "head of it); at group level, optional: the same folder tests the "
+                             "batch of scans against its training scans")
     parser.add_argument("--space", default="auto", choices=PREDICT_SPACES,
                         help="space of the scans (default: auto, from each scan's grid)")
     parser.add_argument("--skull-stripped", action="store_true",
@@ -572,10 +576,13 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
-    parser.add_argument("--site-calibration", default=None, metavar="JSON",
-                        help="a site calibration of this model (brainage calibrate): corrected "
-                             "ages and intervals from the site's healthy controls; the "
-                             "calibration column says which calibration each row used")
+    parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
+                        help="a site calibration of this model (brainage calibrate), or a "
+                             "folder of them (one per site); repeatable. Each scan uses its "
+                             "site's (participants.tsv's site column; the only one given when "
+                             "its site is unknown): corrected ages and intervals from the "
+                             "site's healthy controls; the calibration column says which "
+                             "calibration each row used")
     parser.add_argument("--all-heads", action="store_true",
                         help="one row per scan and head in each table (default: one row per "
                              "scan, the recommended head rnc; see brainage predict --help)")
@@ -590,10 +597,12 @@ def _run_bids(args: argparse.Namespace) -> int:
 
     if args.analysis_level == "group":
         report = bids_app.run_group_level(args.bids_dir, args.output_dir,
-                                          participant_labels=args.participant_label)
+                                          participant_labels=args.participant_label,
+                                          model=args.model)
         print(f"{report.n_scans} scan(s) of {report.n_participants} participant(s) -> "
               f"{report.table}, {report.figure.name}")
         print(report.domain)
+        _print_group_batch(report, args.model)
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "
                   f"{entry.get('error')}", file=sys.stderr)
@@ -617,6 +626,22 @@ def _run_bids(args: argparse.Namespace) -> int:
     print(f"{len(report.written)} scan(s) written, {report.n_done_before} done already, "
           f"{len(report.failed)} failed, of {report.n_scans} -> {report.output_dir}")
     return 0 if report.ok else 1
+
+
+def _print_group_batch(report, model: str | None) -> None:
+    """The group level's batch verdict, one line per head (or why there is none)."""
+    from brainage.inference.trust import MIN_BATCH
+
+    if report.batch is not None:
+        for entry in report.batch["heads"].values():
+            print(f"batch: {entry['line']} -> {report.batch_file}")
+    elif model is None:
+        print("batch: no shift test of these scans (give --model, the participant level's "
+              "model folder, to test them against its training scans)")
+    else:
+        print(f"batch: no shift test of these scans (fewer than {MIN_BATCH} scans with stored "
+              f"features, "
+              f"or no head with an OOD reference)")
 
 
 # --- the parser ----------------------------------------------------------------------------

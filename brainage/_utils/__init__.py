@@ -57,6 +57,7 @@ from brainage._utils.validation import (
     check_choice,
     check_int,
     check_number,
+    check_vector,
     closest_hint,
     dataclass_from_dict,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "check_format_tag",
     "check_int",
     "check_number",
+    "check_vector",
     "check_scheduler",
     "closest_hint",
     "dask_client",

@@ -15,11 +15,15 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 __all__ = [
     "check_bool",
     "check_choice",
     "check_int",
     "check_number",
+    "check_vector",
     "closest_hint",
     "dataclass_from_dict",
 ]
@@ -149,3 +153,46 @@ def dataclass_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
         hints = ", ".join(f"{key!r}{closest_hint(key, names)}" for key in unknown)
         raise ValueError(f"unknown {cls.__name__} setting(s): {hints}. Allowed: {', '.join(names)}")
     return cls(**dict(values))
+
+
+def check_vector(name: str, values: ArrayLike, *, min_n: int = 0, finite: bool = True,
+                 hint: str = "") -> np.ndarray:
+    """``values`` as a 1-D float64 array, or raise naming ``name`` and what is wrong.
+
+    The one check of a vector of numbers (ages, predictions, residuals, bin edges) for
+    ``analysis``: a ``TypeError`` for values that are not numbers, a ``ValueError`` for
+    another dimensionality, fewer than ``min_n`` values, or (``finite=True``) NaN or infinite
+    values, the first of which the message locates; ``hint`` is appended to that message
+    (what the caller's user should do).
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name in messages.
+    values : array-like, shape (n,)
+    min_n : int, default=0
+        Fewest values accepted.
+    finite : bool, default=True
+        Refuse NaN and infinite values.
+    hint : str, default=""
+        Appended to the NaN message, e.g. ``"; remove or impute them first"``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+    """
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a 1-D array of numbers, got "
+                        f"{type(values).__name__}") from err
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size < min_n:
+        raise ValueError(f"{name} needs at least {min_n} value(s), got {array.size}")
+    if finite:
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s) (first "
+                             f"at index {int(np.argmax(bad))}){hint}")
+    return array

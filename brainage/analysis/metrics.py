@@ -25,7 +25,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from brainage._utils import check_choice, check_int, check_number
+from brainage._utils import check_choice, check_int, check_number, check_vector
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +63,8 @@ _COEFFICIENT_NAMES = {
 
 
 def _as_vector(values: ArrayLike, name: str, min_n: int = 1) -> np.ndarray:
-    """Return ``values`` as a finite 1-D float64 array of length >= ``min_n``, or raise."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"{name} must be a 1-D array of numbers, got {type(values).__name__}"
-        ) from err
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size < min_n:
-        raise ValueError(f"{name} needs at least {min_n} value(s), got {array.size}")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or infinite value(s) "
-            f"(first at index {int(np.argmax(bad))}); remove or impute them first"
-        )
-    return array
+    """``values`` as a finite 1-D float64 array of length >= ``min_n`` (:func:`check_vector`)."""
+    return check_vector(name, values, min_n=min_n, hint="; remove or impute them first")
 
 
 def _check_pair(

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from brainage._utils import AGE_RANGE, check_int, check_number
+from brainage._utils import AGE_RANGE, check_int, check_number, check_vector
 from brainage._utils.io import check_format_tag
 from brainage.analysis.metrics import AgeBiasCorrection
 from brainage.analysis.uncertainty import ConformalInterval, min_calibration_size
@@ -101,25 +101,13 @@ def training_line(correction: AgeBiasCorrection) -> tuple[float, float]:
 
 def _ages(age: ArrayLike, predicted: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """``age`` and ``predicted`` as finite float vectors of one length, or raise naming them."""
-    arrays = []
-    for name, values in (("age", age), ("predicted", predicted)):
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a 1-D array of numbers, got "
-                            f"{type(values).__name__}") from err
-        if array.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-        bad = ~np.isfinite(array)
-        if bad.any():
-            raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s) (first at "
-                             f"scan {int(np.argmax(bad))}): every calibration scan needs a known "
-                             f"{'age' if name == 'age' else 'prediction'}")
-        arrays.append(array)
-    if arrays[0].size != arrays[1].size:
-        raise ValueError(f"age and predicted must have one value per scan, got {arrays[0].size} "
-                         f"and {arrays[1].size}")
-    return arrays[0], arrays[1]
+    y = check_vector("age", age, hint=": every calibration scan needs a known age")
+    p = check_vector("predicted", predicted,
+                     hint=": every calibration scan needs a known prediction")
+    if y.size != p.size:
+        raise ValueError(f"age and predicted must have one value per scan, got {y.size} "
+                         f"and {p.size}")
+    return y, p
 
 
 def _check_controls(group: Sequence[Any] | None, n: int, controls: Sequence[str]) -> None:

@@ -53,7 +53,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from brainage._utils import check_int, check_number
+from brainage._utils import check_int, check_number, check_vector
 from brainage.analysis.metrics import AgeBiasCorrection
 
 logger = logging.getLogger(__name__)
@@ -77,19 +77,8 @@ __all__ = [
 
 
 def _vector(values: ArrayLike, name: str, *, finite: bool = True) -> np.ndarray:
-    """``values`` as a 1-D float64 array (finite unless ``finite=False``), or raise naming it."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a 1-D array of numbers, got "
-                        f"{type(values).__name__}") from err
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if finite and not np.isfinite(array).all():
-        bad = ~np.isfinite(array)
-        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s) (first at "
-                         f"index {int(np.argmax(bad))})")
-    return array
+    """``values`` as a 1-D float64 array, finite unless ``finite=False`` (:func:`check_vector`)."""
+    return check_vector(name, values, finite=finite)
 
 
 def _matrix(values: ArrayLike, name: str, dim: int | None = None) -> np.ndarray:

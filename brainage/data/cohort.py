@@ -59,6 +59,7 @@ from brainage.data._participants import (
     read_participants,
 )
 from brainage.data.manifest import DatasetSpec
+from brainage.data.openbhb import load_openbhb_array, load_openbhb_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ def open_image(path: str | Path) -> Any:
     affine). The one entry point for raw scans: the audit, preprocessing and the figures call it.
     """
     if str(path).endswith(".npy"):
-        from brainage.data.openbhb import load_openbhb_array
-
         return load_openbhb_array(path)
     return nib.load(str(path))
 
@@ -182,8 +181,6 @@ def load_cohort(
         raise TypeError(f"spec: expected a DatasetSpec (see brainage.data.manifest), "
                         f"got {type(spec).__name__}")
     if spec.format == "openbhb":
-        from brainage.data.openbhb import load_openbhb_cohort
-
         return load_openbhb_cohort(spec, check_images=check_images, limits=limits)
     log = ProblemLog(spec.name)
     raw = read_participants(spec, log)

@@ -75,7 +75,9 @@ from brainage._utils import (
     run_tasks,
     sha256_file,
 )
+from brainage.data.cohort import check_header, file_problem, open_image
 from brainage.exceptions import BrainageError
+from brainage.imaging import brain_extraction as bet
 
 # torch, MONAI and ANTs (brainage.imaging.registration) take seconds to import: they are imported in
 # the functions that use them, so that the command line, which imports this module to build its
@@ -231,8 +233,6 @@ def check_scan(path: str | os.PathLike) -> nib.spatialimages.SpatialImage | None
     PreprocessError
         Any other problem, naming the file.
     """
-    from brainage.data.cohort import check_header, file_problem
-
     path = Path(path)
     problem = file_problem(path)
     if problem is not None:
@@ -336,8 +336,6 @@ def memory_budget() -> int:
 def _check_resampling_memory(path: Path, grid: tuple[tuple[int, int, int], np.ndarray]) -> None:
     """Refuse, from the header alone, a scan whose resampling onto ``grid`` would need more
     memory than :func:`memory_budget` (a 0.2 mm scan, or a tiny ``grid_mm``)."""
-    from brainage.data.cohort import check_header
-
     if path.name.endswith(".npy"):
         return  # OpenBHB arrays have one fixed grid
     try:
@@ -374,8 +372,6 @@ def _load_array(path: Path) -> Any:
     """An OpenBHB ``.npy`` array as a MONAI MetaTensor (X, Y, Z) carrying its affine."""
     import torch
     from monai.data import MetaTensor
-
-    from brainage.data.cohort import open_image
 
     try:
         img = open_image(path)
@@ -504,10 +500,8 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
     scan = load_scan(path)
     brain = None
     if params.space == "native" and params.skull_removal == "deepbet":
-        from brainage.imaging.brain_extraction import crop_to_mask
-
         brain = _extract_brain(path, scan)
-        scan, brain_mask = crop_to_mask(scan, brain.mask)
+        scan, brain_mask = bet.crop_to_mask(scan, brain.mask)
         scan, matrix = _register_native(path, scan, params, brain_mask)
         data = resample_to_grid(scan, grid, matrix)
         as_float = nib.Nifti1Image(np.asarray(brain_mask.dataobj, np.float32), brain_mask.affine)
@@ -537,8 +531,6 @@ def preprocess_file(path: str | os.PathLike, *, space: str = "native", grid_mm: 
 
 def _extract_brain(path: str | os.PathLike, scan: nib.Nifti1Image) -> Any:
     """The subject's brain mask (:func:`brainage.imaging.brain_extraction.extract_brain`)."""
-    from brainage.imaging import brain_extraction as bet
-
     start = time.perf_counter()
     try:
         brain = bet.extract_brain(scan, source=path)
@@ -693,8 +685,6 @@ class PreprocessCache:
         An unreadable entry (truncated or corrupt image, broken JSON) is deleted with a
         warning naming it, so that the caller recomputes it instead of failing on every run.
         """
-        from brainage.data.cohort import check_header
-
         file = target
         try:
             lazy = nib.load(target)
@@ -912,8 +902,6 @@ def preprocess_files(source: str | os.PathLike, dest: str | os.PathLike,
 def _plan(source: Path, dest: Path,
           cache: str | os.PathLike | None) -> tuple[list[Path], list[Path], Path | None]:
     """The scans of IN, their output files and the cache folder (None: no cache)."""
-    from brainage.data.cohort import file_problem
-
     if source.is_dir():
         paths = sorted(p for p in source.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
         if not paths:

@@ -57,6 +57,7 @@ _EXPORTS = {
     "load_head_trust": "model_folder",
     "load_ig_reference": "model_folder",
     "load_model_folder": "model_folder",
+    "load_site_calibrations": "sites",
     "load_ood": "model_folder",
     "present": "model_folder",
     "pretrained_checkpoints": "model_folder",
@@ -65,9 +66,11 @@ _EXPORTS = {
     "save_calibration": "model_folder",
     "save_ig_reference": "model_folder",
     "save_ood": "model_folder",
+    "scan_site": "sites",
     "write_model_card": "model_folder",
     "SiteCalibrationFile": "model_folder",
     "calibrate_site": "calibrate",
+    "calibrations_by_scan": "sites",
     "load_site_calibration": "model_folder",
     "CsvRun": "predict",
     "RECOMMENDED_HEAD": "predict",
@@ -97,7 +100,8 @@ _EXPORTS = {
     "verdict_line": "trust",
     "trust_columns": "trust",
 }
-_MODULES = ("bids_app", "calibrate", "model_folder", "predict", "qc_figures", "trust")
+_MODULES = ("bids_app", "calibrate", "model_folder", "predict", "qc_figures", "sites",
+            "trust")
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

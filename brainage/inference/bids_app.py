@@ -37,6 +37,10 @@ Group level (:func:`run_group_level`) reads every participant table into
 columns: group, sex, site ...; and its JSON sidecar) and draws
 ``group_desc-brainage_T1w.png``: brain age against chronological age, and the gap by group,
 with the domain verdict in each panel's title (``sim2real`` scans drawn as crosses).
+Given the model folder (``--model``), it also tests the batch against each head's training
+scans (:func:`brainage.inference.trust.batch_verdict`: MMD of the encoder features the
+participant level stored in ``<source>_desc-brainageFeatures_T1w.json``, and the mean gap of
+the healthy controls) and writes ``group_desc-brainage_batch.json``.
 A participant table that cannot be read (not UTF-8, empty, not a table, columns the
 participant level never writes) is left out and named; the others are collected, and
 ``brainage bids ... group`` then exits 1 (2 when no table can be read).
@@ -57,7 +61,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,7 @@ from brainage._utils.columns import (
     BIDS_COLUMNS,
     BIDS_OUTPUT_COLUMNS,
     COLUMN_DESCRIPTIONS,
+    OUTPUT_NAMES,
     PREDICTION_COLUMNS,
     describe_columns,
 )
@@ -88,6 +93,7 @@ from brainage.inference.predict import (
     output_table,
     recommended_head,
 )
+from brainage.inference.trust import MIN_BATCH, batch_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +118,17 @@ SETTINGS_FILE = "brainage_settings.json"
 SETTINGS_FORMAT = "brainage-bids/2"
 LOG_DIR = "logs"
 GROUP_STEM = "group_desc-brainage_T1w"
+#: The group level's batch shift verdict (with ``--model``).
+BATCH_FILE = "group_desc-brainage_batch.json"
+#: Format tag of a scan's feature statistics (``<source>_desc-brainageFeatures_T1w.json``).
+FEATURES_FORMAT = "brainage-scan-features/1"
+#: Labels of participants.tsv's ``group`` whose gaps the batch's gap test reads.
+_CONTROLS = ("HC", "CN", "control", "healthy")
 #: Columns of ``<source>_desc-brainage_T1w.tsv``: brainage predict's, then the derivatives'.
 #: Files of the output that BIDS does not define (``.bidsignore``, gitignore syntax).
 _BIDSIGNORE = (SETTINGS_FILE, f"{LOG_DIR}/", f"{GROUP_STEM}.*", "*_desc-qc_T1w.png",
-               "*_desc-brainage_T1w.*", "*_desc-ig*_T1w.nii.gz")
+               "*_desc-brainage_T1w.*", "*_desc-ig*_T1w.nii.gz", BATCH_FILE,
+               "*_desc-brainageFeatures_T1w.json")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")
 
@@ -260,6 +273,11 @@ class ScanOutputs:
     @property
     def sidecar(self) -> Path:
         return self._file("desc-brainage_T1w.json")
+
+    @property
+    def features(self) -> Path:
+        """Each head's feature statistics of the scan (the group level's batch test)."""
+        return self._file("desc-brainageFeatures_T1w.json")
 
     @property
     def qc(self) -> Path:
@@ -411,9 +429,10 @@ class ParticipantOptions:
         Preprocess on a Dask cluster instead (:func:`brainage._utils.scheduler.run_tasks`).
     device : str, default="cpu"
         Where the models run.
-    site_calibration : str, PathLike or None, default=None
-        A site calibration file of ``brainage calibrate`` (refused for another checkpoint):
-        the corrected columns and intervals are the site's, the ``calibration`` column says so.
+    site_calibration : str, PathLike, sequence of them or None, default=None
+        Site calibration files of ``brainage calibrate`` or folders of them (refused for
+        another checkpoint): each scan uses its site's (participants.tsv's ``site``; the only
+        one given when unknown), the ``calibration`` column says which.
     all_heads : bool, default=False
         One row per head in each scan's table (default: the recommended head only; see
         :data:`brainage._utils.columns.RECOMMENDED_HEAD_REASON`).
@@ -430,7 +449,7 @@ class ParticipantOptions:
     n_jobs: int = 1
     scheduler: Any = None
     device: str = "cpu"
-    site_calibration: str | os.PathLike | None = None
+    site_calibration: str | os.PathLike | Sequence[str | os.PathLike] | None = None
     all_heads: bool = False
 
 
@@ -498,6 +517,7 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     report = ParticipantReport(out, len(scans), len(scans) - len(todo))
     if not todo:
         return report
+    features: dict[str, dict[int, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(dir=out, prefix=".work-") as work:
         frames = iter_predictions(
             [scans.at[i, "path"] for i in todo], folder,
@@ -506,12 +526,15 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
             saliency_dir=work if options.saliency else None, cache=cache,
             n_jobs=options.n_jobs, device=options.device, scheduler=options.scheduler,
             accept_registration=options.accept_registration,
-            site_calibration=options.site_calibration)
+            site_calibration=options.site_calibration, features_out=features)
         for frame in frames:
             for k, rows in frame.groupby(level=0, sort=True):
                 i = todo[int(k)]
                 scan = scans.loc[i]
-                error = _finish_scan(scan, rows, outputs[i], folder, cache, bids, out, options)
+                found = {head: by_scan[int(k)] for head, by_scan in features.items()
+                         if int(k) in by_scan}
+                error = _finish_scan(scan, rows, outputs[i], folder, cache, bids, out, options,
+                                     found)
                 if error:
                     report.failed[scan["path"]] = error
                 else:
@@ -531,13 +554,15 @@ def _check_cache(cache: str | os.PathLike | None, bids_dir: Path) -> Path:
 
 def _finish_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: ModelFolder,
                  cache: PreprocessCache, bids_dir: Path, output_dir: Path,
-                 options: ParticipantOptions) -> str | None:
+                 options: ParticipantOptions,
+                 features: Mapping[str, np.ndarray] | None = None) -> str | None:
     """Write one scan's outputs (its table last); on failure its error log. Returns the error."""
     log = out.log(output_dir)
     error = str(rows["error"].iloc[0])
     if not error:
         try:
-            _write_scan(scan, rows, out, folder, cache, bids_dir, output_dir, options)
+            _write_scan(scan, rows, out, folder, cache, bids_dir, output_dir, options,
+                        features)
         except Exception as err:  # one scan's outputs must not stop the others: report it
             error = f"{type(err).__name__}: writing the outputs of {scan['path']} failed: {err}"
     if not error:
@@ -556,7 +581,8 @@ def _finish_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: 
 
 def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: ModelFolder,
                 cache: PreprocessCache, bids_dir: Path, output_dir: Path,
-                options: ParticipantOptions) -> None:
+                options: ParticipantOptions,
+                features: Mapping[str, np.ndarray] | None = None) -> None:
     """The derivative files of one predicted scan; the table last (it marks the scan done)."""
     from brainage.imaging.registration import registration_passes, registration_qc_text
 
@@ -589,6 +615,10 @@ def _write_scan(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, folder: M
         score = float(rows["registration_misfit_mm"].iloc[0])
         _qc_image(out.qc, preproc, f"{out.prefix}: {registration_qc_text(score)}",
                   not registration_passes(score))
+    if features:  # the group level's batch test reads them
+        _write_json(out.features, {"format": FEATURES_FORMAT, "source": source,
+                                   "heads": {head: np.asarray(v, dtype=float).tolist()
+                                             for head, v in features.items()}})
     table = _bids_table(scan, rows, out, maps, source, output_dir, options.all_heads)
     _write_json(out.sidecar, describe_columns(table.columns))
     atomic_write(out.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False, na_rep="n/a"))
@@ -683,6 +713,11 @@ class GroupReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: The table's domain verdict (:func:`domain_verdict`), as the figure shows it.
     domain: str = ""
+    #: The batch shift verdict (:func:`brainage.inference.trust.batch_verdict`, with
+    #: ``n_without_features``), None without a model folder or with too few scans.
+    batch: dict[str, Any] | None = None
+    #: Where it was written (``OUTPUT_DIR/group_desc-brainage_batch.json``), None if not.
+    batch_file: Path | None = None
 
 
 #: The most bytes of one participant-level table (a scan's table has a few rows).
@@ -758,7 +793,8 @@ def _read_participants(bids_dir: Path) -> tuple[pd.DataFrame | None, dict[str, A
 
 
 def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
-                    participant_labels: Iterable[str] | None = None) -> GroupReport:
+                    participant_labels: Iterable[str] | None = None,
+                    model: str | os.PathLike | ModelFolder | None = None) -> GroupReport:
     """Every participant's brain-age table in one, with a summary figure.
 
     Parameters
@@ -769,28 +805,39 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
         The derivative dataset the participant level wrote.
     participant_labels : iterable of str, optional
         Only these participants (default: every one with a table).
+    model : str, PathLike or ModelFolder, optional
+        The model folder the participant level used (refused if ``output_dir``'s settings
+        name other checkpoints): with it, the batch of scans is tested against each head's
+        training scans (:func:`brainage.inference.trust.batch_verdict`, at least
+        :data:`brainage.inference.trust.MIN_BATCH` scans with stored features; the gap test
+        reads the healthy controls of participants.tsv's ``group``, every scan without one)
+        and the verdict written to ``OUTPUT_DIR/group_desc-brainage_batch.json``.
 
     Returns
     -------
     GroupReport
-        The files written, counts, and the failed scans logged by the participant level.
+        The files written, counts, the failed scans logged by the participant level, and the
+        batch verdict.
 
     Raises
     ------
     BidsAppError
-        No participant-level table in ``output_dir`` (or none of the labels').
+        No participant-level table in ``output_dir`` (or none of the labels'); ``model`` is
+        not the participant level's.
     """
     bids, out = check_dirs(bids_dir, output_dir)
     labels = _labels(participant_labels, "sub-", "participant")
+    folder = None if model is None else _group_model(model, out)
     paths = _participant_tables(out, labels)
     if not paths:
         raise BidsAppError(f"OUTPUT_DIR {output_dir} holds no participant-level table "
                            f"(sub-*/[ses-*/]anat/*_desc-brainage_T1w.tsv): run the "
                            f"participant level first")
-    frames, skipped = [], []
+    frames, skipped, read = [], [], []
     for path in paths:
         try:
             frames.append(_read_participant_table(path))
+            read.append(path)
         except BidsAppError as err:  # one bad table must not stop the others: name it, go on
             logger.warning("%s", err)
             skipped.append({"path": str(path), "error": str(err)})
@@ -816,9 +863,78 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     atomic_write(report.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                         na_rep="n/a"))
     _summary_figure(table, report.figure)
+    if folder is not None:
+        verdict = _group_batch(folder, frames, read, participants)
+        if verdict is not None:
+            _write_json(out / BATCH_FILE, verdict)
+            report = replace(report, batch=verdict, batch_file=out / BATCH_FILE)
     logger.info("group table of %d scan(s), %d participant(s): %s", report.n_scans,
                 report.n_participants, report.table)
     return report
+
+
+def _group_model(model: str | os.PathLike | ModelFolder, output_dir: Path) -> ModelFolder:
+    """The model folder of the group level's batch test, refused unless its checkpoints are
+    the ones ``output_dir``'s settings record (the features are that model's)."""
+    folder = model if isinstance(model, ModelFolder) else load_model_folder(model)
+    settings = _read_json(output_dir / SETTINGS_FILE)
+    recorded = settings.get("heads") if isinstance(settings, dict) else None
+    given = {head: folder.card["heads"][head].get("sha256") for head in folder.models}
+    if recorded != given:
+        raise BidsAppError(f"--model {folder.root} is not the model of OUTPUT_DIR "
+                           f"{output_dir} ({SETTINGS_FILE} records heads {recorded}, the model "
+                           f"folder holds {given}): the batch test compares the features of "
+                           f"the model that predicted the scans")
+    return folder
+
+
+def _scan_features(table_path: Path) -> dict[str, np.ndarray] | None:
+    """The feature statistics the participant level stored beside one table, or None
+    (missing, unreadable or of another format: the scan is left out of the batch test)."""
+    path = table_path.with_name(table_path.name.replace("_desc-brainage_T1w.tsv",
+                                                        "_desc-brainageFeatures_T1w.json"))
+    data = _read_json(path) if path.is_file() else None
+    if not isinstance(data, dict) or data.get("format") != FEATURES_FORMAT or not isinstance(
+            data.get("heads"), dict):
+        if path.exists():
+            logger.warning("%s is not a feature file of brainage (format %s): the scan is "
+                           "left out of the batch test", path, FEATURES_FORMAT)
+        return None
+    try:
+        return {str(h): np.asarray(v, dtype=np.float64) for h, v in data["heads"].items()}
+    except (TypeError, ValueError):
+        logger.warning("%s holds features that are not numbers: the scan is left out of the "
+                       "batch test", path)
+        return None
+
+
+def _group_batch(folder: ModelFolder, frames: Sequence[pd.DataFrame], paths: Sequence[Path],
+                 participants: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The batch verdict of the group's scans (one per participant table), or None with fewer
+    than :data:`MIN_BATCH` scans with features; the gap test reads the healthy controls."""
+    features: dict[str, dict[int, np.ndarray]] = {}
+    rows, missing = [], 0
+    for k, (frame, path) in enumerate(zip(frames, paths)):
+        found = _scan_features(path)
+        missing += found is None
+        for head, vector in (found or {}).items():
+            features.setdefault(head, {})[k] = vector
+        rows.append(frame)
+    # the tables hold the output names (brain_age_gap ...); the verdict reads the library's
+    table = pd.concat(rows, ignore_index=True).rename(
+        columns={name: internal for internal, name in OUTPUT_NAMES.items()})
+    table["error"] = table["error"].fillna("").astype(str) if "error" in table else ""
+    if participants is not None and "group" in participants.columns:
+        group = table["participant_id"].map(participants.set_index("participant_id")["group"])
+        table = table[group.isna() | group.astype(str).isin(_CONTROLS)]
+    if max((len(v) for v in features.values()), default=0) < MIN_BATCH:
+        logger.info("batch test: %d scan(s) with features, fewer than %d", len(frames) - missing,
+                    MIN_BATCH)
+        return None
+    verdict = batch_verdict(folder.trust, features, table)
+    if verdict is not None:
+        verdict["n_without_features"] = missing
+    return verdict
 
 
 def _failures(output_dir: Path, labels: list[str] | None) -> list[dict[str, Any]]:

@@ -181,3 +181,4 @@ def calibrate_site(inputs: Sequence[str | os.PathLike],
                                                       encoding="utf-8"))
     logger.info("wrote the site calibration of %s (%d scans) to %s", site, result["n_scans"], out)
     return result
+

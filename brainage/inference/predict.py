@@ -77,8 +77,8 @@ from brainage.inference.model_folder import (
     ModelFolder,
     ModelFolderError,
     load_model_folder,
-    load_site_calibration,
 )
+from brainage.inference.sites import calibrations_by_scan, load_site_calibrations
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
 # them, so that the command line, which imports this module to build its parser, starts fast.
@@ -484,9 +484,10 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
                saliency: Mapping[int, str], features: Mapping[int, np.ndarray],
                site: Any = None, domain: trust.DomainCheck | None = None) -> pd.DataFrame:
     """The rows of one head for the scans ``index`` (the frame's index): predictions, gaps,
-    bias-corrected gaps, their intervals and OOD flags, QC and errors. With ``site`` (a
-    :class:`brainage.inference.model_folder.SiteCalibrationFile`), the corrected columns and the
-    intervals are the site calibration's, and ``calibration`` names the site. ``domain``
+    bias-corrected gaps, their intervals and OOD flags, QC and errors. With ``site`` (scan
+    index -> :class:`brainage.inference.model_folder.SiteCalibrationFile`,
+    :func:`brainage.inference.calibrate.calibrations_by_scan`), the corrected columns and the
+    intervals of those scans are their site calibration's, and ``calibration`` names it. ``domain``
     gives each predicted scan its ``domain`` verdict (:func:`_domain_verdicts`)."""
     index = list(index)
     rows = scans.loc[index]
@@ -499,13 +500,19 @@ def _head_rows(head: str, folder: ModelFolder, scans: pd.DataFrame, index: Seque
         len(index), dim)  # (n, D); NaN rows for failed scans
     trusted = trust.trust_columns(folder.trust.get(head), predicted=years, age=age,
                                   corrected_gap=corrected - age, features=head_features)
-    method, used = (correction.method if correction is not None else "none"), "training"
-    if site is not None:
-        columns = trust.site_columns(site.heads[head], years, age)
-        corrected = columns.pop("corrected_predicted")
+    method = np.full(len(index), correction.method if correction is not None else "none",
+                     dtype=object)
+    used = np.full(len(index), "training", dtype=object)
+    calibrations = [None if site is None else site.get(i) for i in index]
+    for calibration in {id(c): c for c in calibrations if c is not None}.values():
+        rows_of = np.array([c is calibration for c in calibrations])  # this site's rows
+        columns = trust.site_columns(calibration.heads[head], years[rows_of], age[rows_of])
+        corrected[rows_of] = columns.pop("corrected_predicted")
         columns.pop("corrected_gap")
-        trusted.update(columns)
-        method, used = "site", f"site:{site.site}"
+        for column, values in columns.items():
+            trusted[column] = np.asarray(trusted[column], dtype=np.float64).copy()
+            trusted[column][rows_of] = values
+        method[rows_of], used[rows_of] = "site", f"site:{calibration.site}"
     return pd.DataFrame({
         "participant_id": rows["participant_id"].to_numpy(),
         "session": rows["session"].to_numpy(), "path": rows["path"].to_numpy(), "model": head,
@@ -613,7 +620,8 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                      device: str = "cpu", scheduler: Any = None,
                      allow_unverified: bool = False, accept_registration: bool = False,
                      qc_dir: str | os.PathLike | None = None,
-                     site_calibration: str | os.PathLike | None = None,
+                     site_calibration: str | os.PathLike | Sequence[str | os.PathLike] | None
+                     = None,
                      features_out: dict[str, dict[int, np.ndarray]] | None = None
                      ) -> Iterator[pd.DataFrame]:
     """:func:`predict_scans`, one table per group of scans as soon as they are predicted.
@@ -644,8 +652,9 @@ def iter_predictions(paths: Sequence[str | os.PathLike],
                                f"since issue 27): rerun notebook 02, or predict without saliency "
                                f"maps")
     site = None
-    if site_calibration is not None:
-        site = load_site_calibration(site_calibration, folder)
+    if site_calibration is not None:  # each scan's: by its site in participants.tsv
+        site = calibrations_by_scan(scans["path"].tolist(),
+                                    load_site_calibrations(site_calibration, folder))
     cache = cache if isinstance(cache, PreprocessCache) else PreprocessCache(
         default_cache_dir() if cache is None else cache)
     with dask_client(scheduler) as client:
@@ -726,7 +735,8 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
                   device: str = "cpu", scheduler: Any = None, allow_unverified: bool = False,
                   accept_registration: bool = False,
                   qc_dir: str | os.PathLike | None = None,
-                  site_calibration: str | os.PathLike | None = None) -> pd.DataFrame:
+                  site_calibration: str | os.PathLike | Sequence[str | os.PathLike] | None
+                  = None) -> pd.DataFrame:
     """Predict the brain age of scans with every head of a model folder.
 
     Parameters
@@ -767,12 +777,15 @@ def predict_scans(paths: Sequence[str | os.PathLike], model_folder: str | os.Pat
     qc_dir : str or PathLike, optional
         Draw the registration-QC picture (the registered scan under the template's outline) of
         each native scan that fails the QC to ``qc_dir/<participant>[_<session>]_qc.png``.
-    site_calibration : str or PathLike, optional
-        A site calibration file (``brainage calibrate``,
-        :func:`brainage.inference.model_folder.load_site_calibration`; refused for another
-        checkpoint): the corrected columns and the intervals of every row are the site's
-        (``bias_correction`` ``site``, ``calibration`` ``site:<name>``); without it they are
-        the training calibration's (``calibration`` ``training``). Its intervals hold for scans
+    site_calibration : str, PathLike or sequence of them, optional
+        Site calibration files (``brainage calibrate``) and/or folders of them (one per site,
+        :func:`brainage.inference.calibrate.load_site_calibrations`; refused for another
+        checkpoint). Each scan uses the calibration of its site in its BIDS dataset's
+        participants.tsv (``site``), or the only one given when its site is unknown
+        (:func:`brainage.inference.calibrate.calibrations_by_scan`): its corrected columns
+        and intervals are that site's (``bias_correction`` ``site``, ``calibration``
+        ``site:<name>``); a scan without one, and every scan without this option, has the
+        training calibration's (``calibration`` ``training``). Its intervals hold for scans
         exchangeable with its calibration scans (same site, healthy, in their age range).
 
     Returns

@@ -72,8 +72,9 @@ def domain_summary(card: Mapping[str, Any]) -> str:
     sites = domain.get("sites") or []
     site_text = (", ".join(sites) if len(sites) <= 6 else f"{len(sites)} sites") or "no site"
     kind = "simulated" if domain["simulated"] else "real"
+    scope = f"; {domain['ood_scope']}" if isinstance(domain.get("ood_scope"), str) else ""
     return (f"trained on {domain['dataset']!r} ({kind}), {domain['n_train']} scans aged "
-            f"{low:.0f}-{high:.0f} years from {site_text}; {where}")
+            f"{low:.0f}-{high:.0f} years from {site_text}; {where}{scope}")
 
 
 
@@ -141,8 +142,12 @@ class DomainCheck:
                 warnings.warn(
                     f"the model was trained on simulated data ({self.dataset!r}) and is applied "
                     f"to real scans (first: {path}, {why}): simulated and real scans differ "
-                    f"after the same preprocessing, so expect large errors; intervals were "
-                    f"calibrated on simulated scans and do not hold here (see the ood column)",
+                    f"after the same preprocessing, so expect large errors. The intervals were "
+                    f"calibrated on simulated scans and do not hold here, and the ood column "
+                    f"does not protect you: fitted on simulated scans, it tells real scans "
+                    f"from simulated ones only weakly (benchmarks/bench_ood.py) and leaves "
+                    f"most real scans unflagged. Fit a site calibration on this site's "
+                    f"healthy controls (brainage calibrate) and read the batch verdict",
                     DomainWarning, stacklevel=2)
                 self.warned = True
                 return

@@ -64,6 +64,8 @@ from brainage._utils import (
 )
 from brainage.models.augment import AugmentConfig, RandomViews, view_seed
 from brainage.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, write_checkpoint
+from brainage.models.datasets import VolumeDataset
+from brainage.models.losses import RnCLoss
 from brainage.models.network import BrainAgeModel, ModelConfig, build_model
 
 logger = logging.getLogger(__name__)
@@ -773,8 +775,6 @@ def _probe_mae(encoder: nn.Module, train_ds: Dataset, val_ds: Dataset, run: _Run
 def _rnc_encoder_stage(model: BrainAgeModel, train_ds: Dataset, val_ds: Dataset,
                        run: _Run) -> _Stage:
     """Stage 1: the encoder learns with the RNC loss on two views of every scan."""
-    from brainage.models.losses import RnCLoss
-
     cfg = run.cfg
     loss_fn = RnCLoss(temperature=cfg.temperature)
     seeded = _SeededDataset(train_ds, cfg.seed)
@@ -998,8 +998,6 @@ def train_permuted_age_model(train_ds: Dataset, val_ds: Dataset, model_cfg: Mode
     .. [1] Adebayo J., Gilmer J., Muelly M., Goodfellow I., Hardt M., Kim B. (2018). Sanity
        checks for saliency maps. NeurIPS, 9505-9515.
     """
-    from brainage.models.datasets import VolumeDataset
-
     rng = np.random.default_rng(np.random.SeedSequence([int(train_cfg.seed), 15]))
     permuted = []
     for name, dataset in (("train_ds", train_ds), ("val_ds", val_ds)):

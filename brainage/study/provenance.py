@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainage._utils import atomic_write, package_versions, sha256_file
+from brainage._utils import atomic_write, package_versions, read_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +173,9 @@ def read_provenance(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: {size} bytes, more than a provenance record's "
                          f"{MAX_PROVENANCE_BYTES}; move it aside and build again")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise ValueError(f"{path} is not a provenance record ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:120]}); move it aside and build "
+        record = read_json(path)  # names the file: not UTF-8, not JSON, nested too deeply
+    except ValueError as err:
+        raise ValueError(f"{path} is not a provenance record ({err}); move it aside and build "
                          f"again") from err
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a provenance record: a JSON object is expected, "

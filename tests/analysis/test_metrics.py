@@ -85,9 +85,9 @@ def test_vectorised_statistics_match_rows(rng: np.random.Generator) -> None:
     ("y_true", "y_pred", "error", "message"),
     [
         ([1, 2, 3], [1, 2], ValueError, "y_true and y_pred must have the same length, got 3 and 2"),
-        ([1, np.nan, 3], [1, 2, 3], ValueError, r"y_true contains 1 NaN or infinite value\(s\) "
+        ([1, np.nan, 3], [1, 2, 3], ValueError, r"y_true holds 1 NaN or infinite value\(s\) "
                                                 r"\(first at index 1\)"),
-        ([1, 2, 3], [1, 2, np.inf], ValueError, "y_pred contains 1 NaN or infinite"),
+        ([1, 2, 3], [1, 2, np.inf], ValueError, "y_pred holds 1 NaN or infinite"),
         ([1], [1], ValueError, r"y_true needs at least 2 value\(s\), got 1"),
         ([[1, 2], [3, 4]], [1, 2], ValueError, r"y_true must be 1-D, got shape \(2, 2\)"),
         (["a", "b"], [1, 2], TypeError, "y_true must be a 1-D array of numbers, got list"),
@@ -336,7 +336,7 @@ def test_irreducible_error_and_baseline() -> None:
         irreducible_error([30, 40, 50], [30, 40])
     with pytest.raises(ValueError, match=r"train_age needs at least 1 value\(s\), got 0"):
         mean_age_baseline([], [30])
-    with pytest.raises(ValueError, match="test_age contains 1 NaN"):
+    with pytest.raises(ValueError, match="test_age holds 1 NaN"):
         mean_age_baseline([30], [np.nan])
 
 

@@ -56,8 +56,8 @@ def test_narrow_ages_without_a_prior_are_refused() -> None:
 
 @pytest.mark.parametrize(("age", "predicted", "group", "match"), [
     (AGES[:4], LINE[:4], None, "at least 5 healthy controls.*got 4"),
-    ([50, np.nan, 70, 80, 90], LINE, None, "age holds 1 NaN.*scan 1"),
-    (AGES, [28, 33, np.nan, 43, 48], None, "predicted holds 1 NaN.*scan 2"),
+    ([50, np.nan, 70, 80, 90], LINE, None, "age holds 1 NaN.*index 1.*known age"),
+    (AGES, [28, 33, np.nan, 43, 48], None, "predicted holds 1 NaN.*index 2.*known prediction"),
     (AGES, LINE[:4], None, "one value per scan, got 5 and 4"),
     (AGES, LINE, ["HC", "HC", "AD", "HC", "PD"], r"2 of 5 scans are in group\(s\) \['AD', 'PD'\]"),
     (AGES, LINE, ["HC"] * 4, "one label per scan"),

@@ -4,6 +4,7 @@ and refused for bad calibration sets and for damaged or foreign calibration file
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -22,12 +23,20 @@ from brainage.inference import model_folder
 from brainage.inference.calibrate import calibrate_site
 from brainage.inference.predict import predict_scans
 from tests.inference import test_predict
-from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM
+from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM, trained_model_dir
+
+__all__ = ["trained_model_dir"]  # a fixture of this module's tests
 
 #: Factors on each head's age scale: the tiny heads' predictions of the test scans spread
 #: by about 0.5 (rnc) and 0.004 (l1) years; scaled, both spread by about 20-30 years.
 SPREAD = {"rnc": 60.0, "l1": 6000.0}
 N_SCANS = 12
+
+
+@functools.lru_cache(maxsize=1)
+def _template_4mm() -> np.ndarray:
+    """test_predict's 4 mm template, computed once for this module's scans."""
+    return test_predict.template_4mm.__wrapped__()
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +46,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """test_predict's tiny model folder (trained the same way) with each head's age scale
-    enlarged (checkpoints and card rewritten), so that its predictions of different scans
-    differ by years."""
-    root = test_predict.model_dir.__wrapped__(tmp_path_factory)
+def models(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of test_predict's tiny model folder (trained once per session) with each head's
+    age scale enlarged (checkpoints and card rewritten), so that its predictions of different
+    scans differ by years."""
+    root = tmp_path_factory.mktemp("run") / "models"
+    shutil.copytree(trained_model_dir, root)
     for head, factor in SPREAD.items():
         path = root / head / model_folder.CHECKPOINT_FILE
         checkpoint = torch.load(path, weights_only=True)
@@ -58,7 +68,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def site_scans(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Twelve MNI-space scans of different contrast (the template to powers 0.5-1.5)."""
-    template_4mm = test_predict.template_4mm.__wrapped__()
+    template_4mm = _template_4mm()
     folder, rng = tmp_path_factory.mktemp("site"), np.random.default_rng(1)
     paths = []
     for i in range(N_SCANS):
@@ -324,7 +334,7 @@ def ood_models(models: Path, site_scans: list[Path], cache: Path,
 
 def _noisy_scans(folder: Path, n: int) -> list[Path]:
     """``n`` scans of another 'scanner': the template under heavy noise (seeded)."""
-    template_4mm = test_predict.template_4mm.__wrapped__()
+    template_4mm = _template_4mm()
     rng = np.random.default_rng(3)
     folder.mkdir(parents=True)
     paths = []
@@ -408,3 +418,159 @@ def test_verdict_line_says_what_to_do() -> None:
     same = BatchShift(MMDTest(40, 180, 0.0, 0.4, 999, 2.0), None, 0)
     line = verdict_line("l1", same)
     assert "do not differ detectably" in line and "p = 0.4" in line and "gap" not in line
+
+
+# --- the batch verdict of brainage bids ... group -------------------------------------------
+
+
+def _bids_group(tmp_path: Path, models: Path, bids: Path, cache: Path,
+                *group_args: str) -> tuple[int, Path]:
+    out = tmp_path / f"derivative_{bids.name}"
+    assert main(["-q", "bids", str(bids), str(out), "participant", "--model", str(models),
+                 "--cache", str(cache), "--no-qc"]) == 0
+    return main(["-q", "bids", str(bids), str(out), "group", *group_args]), out
+
+
+def test_bids_group_tests_the_batch(ood_models: Path, site_scans: list[Path], site: dict,
+                                    tmp_path: Path, cache: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    """The group level with --model tests the participant level's scans as predict does:
+    scans like the training scans pass, scans of another 'scanner' are flagged; the gap test
+    reads the healthy controls only; without --model it says how to get the test."""
+    groups = ["HC"] * 5 + ["AD"]
+    same = _bids(tmp_path / "same", site_scans[:6], site["ages"][:6], groups)
+    code, out = _bids_group(tmp_path, ood_models, same, cache, "--model", str(ood_models))
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / "group_desc-brainage_batch.json").read_text())
+    assert code == 0 and set(verdict["heads"]) == {"rnc", "l1"}
+    assert verdict["n_without_features"] == 0
+    for entry in verdict["heads"].values():
+        assert entry["features"]["n_batch"] == 6 and entry["features"]["p_value"] > 0.05
+        assert entry["gap"]["n"] == 5  # the AD scan's gap is not a control's
+        assert "do not differ detectably" in entry["line"]
+    assert printed.count("batch: ") == 2 and "group_desc-brainage_batch.json" in printed
+    assert len(list(out.glob("sub-*/anat/*_desc-brainageFeatures_T1w.json"))) == 6
+    noisy = _bids(tmp_path / "noisy", _noisy_scans(tmp_path / "noisy_scans", 6),
+                  np.full(6, 50.0), ["HC"] * 6)
+    code, out = _bids_group(tmp_path, ood_models, noisy, cache, "--model", str(ood_models))
+    printed = capsys.readouterr().out
+    verdict = json.loads((out / "group_desc-brainage_batch.json").read_text())
+    for entry in verdict["heads"].values():
+        assert entry["features"]["p_value"] <= 0.05
+        assert "these 6 scans differ from the training scans" in entry["line"]
+    assert code == 0 and "calibrate with `brainage calibrate`" in printed
+    (out / "group_desc-brainage_batch.json").unlink()
+    assert main(["-q", "bids", str(noisy), str(out), "group"]) == 0
+    assert "give --model" in capsys.readouterr().out
+    assert not (out / "group_desc-brainage_batch.json").exists()
+
+
+def test_bids_group_refuses_another_model_and_skips_scans_without_features(
+        ood_models: Path, models: Path, site_scans: list[Path], site: dict, tmp_path: Path,
+        cache: Path, capsys: pytest.CaptureFixture) -> None:
+    bids = _bids(tmp_path / "raw", site_scans[:6], site["ages"][:6], ["HC"] * 6)
+    other = tmp_path / "other"
+    shutil.copytree(models, other)
+    for head in ("rnc", "l1"):  # other weights: the card's checksums differ
+        path = other / head / model_folder.CHECKPOINT_FILE
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["age_scale"] *= 2.0
+        torch.save(checkpoint, path)
+    model_folder.write_model_card(other, preprocess={"space": MNI, "grid_mm": GRID_MM,
+                                                     "skull_stripped": True,
+                                                     "crop_to_brain": True},
+                                  saliency_layer="encoder.layer2", profile="test")
+    code, out = _bids_group(tmp_path, ood_models, bids, cache, "--model", str(other))
+    err = capsys.readouterr().err
+    assert code == 2 and "is not the model of OUTPUT_DIR" in err
+    assert not (out / "group_desc-brainage_batch.json").exists()
+    features = sorted(out.glob("sub-*/anat/*_desc-brainageFeatures_T1w.json"))
+    features[0].write_text("not json")  # damaged: that scan is left out, five remain
+    features[1].unlink()
+    assert main(["-q", "bids", str(bids), str(out), "group", "--model", str(ood_models)]) == 0
+    assert "fewer than 5 scans with stored features" in capsys.readouterr().out
+    assert not (out / "group_desc-brainage_batch.json").exists()  # 4 < 5 scans with features
+    assert (out / "group_desc-brainage_T1w.tsv").is_file()  # the group table all the same
+
+
+# --- several site calibrations: each scan takes its site's -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_site(models: Path, site_scans: list[Path], site: dict, cache: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A calibration of site ``GU``, fitted on the same scans with ages 10 years older."""
+    out = tmp_path_factory.mktemp("gu") / "gu.json"
+    calibrate_site(site_scans, models, out, site="GU", ages=list(site["ages"] + 10.0),
+                   cache=cache)
+    return out
+
+
+def _sites_bids(root: Path, scans: list[Path], ages: np.ndarray, sites: list[str]) -> Path:
+    bids = _bids(root, scans, ages, ["HC"] * len(scans))
+    table = pd.read_csv(bids / "participants.tsv", sep="\t", dtype=str)
+    table["site"] = sites
+    table.to_csv(bids / "participants.tsv", sep="\t", index=False)
+    return bids
+
+
+def test_each_scan_takes_its_sites_calibration(models: Path, site_scans: list[Path],
+                                               site: dict, calibration: Path,
+                                               second_site: Path, tmp_path: Path,
+                                               cache: Path) -> None:
+    """participants.tsv's site picks the calibration of each row (files given one by one or
+    as a folder, in predict and the BIDS App); a site without one, or an unknown site among
+    several calibrations, keeps the training calibration."""
+    from brainage.inference.sites import load_site_calibrations
+
+    sites = ["HH", "GU", "XX", "n/a"]
+    bids = _sites_bids(tmp_path / "raw", site_scans[:4], site["ages"][:4], sites)
+    expected = ["site:HH", "site:GU", "training", "training"]
+    code, table = _predict(tmp_path / "files", models, [bids], "--site-calibration",
+                           str(calibration), "--site-calibration", str(second_site), cache=cache)
+    assert code == 0
+    folder = tmp_path / "calibrations"
+    folder.mkdir()
+    shutil.copy(calibration, folder / "hh.json")
+    shutil.copy(second_site, folder / "gu.json")
+    code, from_folder = _predict(tmp_path / "folder", models, [bids], "--site-calibration",
+                                 str(folder), cache=cache)
+    assert code == 0
+    loaded = load_site_calibrations([folder], model_folder.load_model_folder(models))
+    for result in (table, from_folder):
+        for head, rows in result.groupby("model"):
+            assert rows["calibration"].tolist() == expected
+            assert rows["bias_correction"].tolist()[:2] == ["site", "site"]
+            for k, name in enumerate(("HH", "GU")):
+                corrected, lower, _ = loaded[name].heads[head].predict(
+                    rows["predicted"].to_numpy()[k:k + 1])
+                assert rows["corrected_predicted"].iloc[k] == pytest.approx(corrected[0])
+                assert rows["age_lower"].iloc[k] == pytest.approx(lower[0])
+    # GU's ages are 10 years older: its corrected ages of the same scans are about 10 higher
+    hh, gu = loaded["HH"].heads["rnc"], loaded["GU"].heads["rnc"]
+    p = table.loc[table["model"] == "rnc", "predicted"].to_numpy()
+    assert np.mean(gu.predict(p)[0] - hh.predict(p)[0]) == pytest.approx(10.0, abs=1.5)
+    out = tmp_path / "derivative"
+    assert main(["-q", "bids", str(bids), str(out), "participant", "--model", str(models),
+                 "--cache", str(cache), "--no-qc", "--site-calibration", str(folder)]) == 0
+    used = [pd.read_csv(p, sep="\t")["calibration"].tolist()
+            for p in sorted(out.glob("sub-*/anat/*_desc-brainage_T1w.tsv"))]
+    assert used == [[e, e] for e in expected]
+
+
+def test_several_calibrations_of_one_site_or_none_are_refused(
+        models: Path, site_scans: list[Path], calibration: Path, tmp_path: Path, cache: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    copy = tmp_path / "copy.json"
+    shutil.copy(calibration, copy)
+    code, table = _predict(tmp_path, models, site_scans[:1], "--site-calibration",
+                           str(calibration), "--site-calibration", str(copy), cache=cache)
+    err = capsys.readouterr().err
+    assert code == 2 and table is None
+    assert "both calibrate site 'HH'" in err and str(copy) in err
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, table = _predict(tmp_path, models, site_scans[:1], "--site-calibration", str(empty),
+                           cache=cache)
+    assert code == 2 and table is None
+    assert "a folder without a site calibration file" in capsys.readouterr().err

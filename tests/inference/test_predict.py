@@ -35,9 +35,11 @@ CORRECTION = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 10.0}, 12, 
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder as a run writes it: rnc/ and l1/ best.pt, model.json, rnc's correction."""
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder as a run writes it: rnc/ and l1/ best.pt, model.json, rnc's correction.
+    Trained once per session (6.6 s of CPU on the 2-core machine, three modules used to train
+    it each); tests use :func:`model_dir`, a copy per module, never this folder itself."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     shape, _ = template_grid(GRID_MM, crop_to_brain=True)
@@ -58,6 +60,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the integrated-gradients reference, as notebook 02 writes it: the mean training scan
     model_folder.save_ig_reference(root, images[:6].mean(axis=0),
                                    template_grid(GRID_MM, crop_to_brain=True)[1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny models folder, copied for this module (its tests may change it)."""
+    root = tmp_path_factory.mktemp("run") / "models"
+    shutil.copytree(trained_model_dir, root)
     return root
 
 

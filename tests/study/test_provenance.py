@@ -94,10 +94,10 @@ def test_bad_profile_leaves_an_existing_run_as_it_was(copy_project, tmp_path, ca
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"{not json", "is not a provenance record \\(JSONDecodeError"),
-    (b"\xff\xfe{}", "is not a provenance record \\(UnicodeDecodeError"),
+    (b"{not json", "is not a provenance record \\(.*cannot be read as JSON: Expecting"),
+    (b"\xff\xfe{}", "is not a provenance record \\(.*cannot be read as JSON: .*utf-8"),
     (b"[1, 2]", "a JSON object is expected, got list"),
-    (b"[" * 100_000 + b"]" * 100_000, "is not a provenance record \\(RecursionError"),
+    (b"[" * 100_000 + b"]" * 100_000, "is not a provenance record \\(.*nested too deeply"),
 ], ids=["junk", "not utf-8", "list", "deep"])
 def test_a_record_that_is_not_one_is_named(tmp_path, content, message):
     (tmp_path / PROVENANCE_FILE).write_bytes(content)

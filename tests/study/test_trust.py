@@ -151,9 +151,10 @@ def test_card_records_the_training_domain(study: RunFolder) -> None:
     assert card["domain"] == {
         "dataset": "template-test", "simulated": True, "space": MNI, "skull_stripped": False,
         "n_train": 40, "n_val": 80, "age_range": [train["age"].min(), train["age"].max()],
-        "sites": ["A", "B"]}
+        "sites": ["A", "B"], "ood_scope": study_trust.OOD_SCOPE}
     text = trust.domain_summary(card)
     assert "trained on 'template-test' (simulated), 40 scans aged" in text
+    assert "no guard against another scanner" in text and "brainage calibrate" in text
     assert f"{MNI} scans on a 8.0 mm grid" in text
 
 
