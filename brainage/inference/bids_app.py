@@ -72,6 +72,7 @@ from brainage._utils.columns import (
 )
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
+from brainage.inference.bids_input import apply_bids_filter
 from brainage.inference.model_folder import (
     IG_REFERENCE_FILE,
     MODEL_CARD_FILE,
@@ -399,6 +400,9 @@ class ParticipantOptions:
     site_calibration : str, PathLike or None, default=None
         A site calibration file of ``brainage calibrate`` (refused for another checkpoint):
         the corrected columns and intervals are the site's, the ``calibration`` column says so.
+    bids_filter : mapping or None, default=None
+        T1w entity filters (:func:`brainage.inference.bids_input.read_bids_filter`, from
+        ``--bids-filter-file``): only the scans that pass them (default: every T1w scan).
     """
 
     participant_labels: tuple[str, ...] | None = None
@@ -413,6 +417,7 @@ class ParticipantOptions:
     scheduler: Any = None
     device: str = "cpu"
     site_calibration: str | os.PathLike | None = None
+    bids_filter: Mapping[str, list[str | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -462,7 +467,11 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     check_scheduler(options.scheduler)
     bids, out = check_dirs(bids_dir, output_dir)
     cache = PreprocessCache(_check_cache(options.cache, bids))
-    scans = select_scans(bids, options.participant_labels, options.session_labels)
+    selected = select_scans(bids, options.participant_labels, options.session_labels)
+    scans = apply_bids_filter(selected, options.bids_filter)
+    if scans.empty and not selected.empty:
+        raise BidsAppError(f"--bids-filter-file keeps none of the {len(selected)} T1w scan(s) "
+                           f"selected in {bids} (filters: {dict(options.bids_filter or {})})")
     folder = model if isinstance(model, ModelFolder) else load_model_folder(
         model, device=options.device)
     if options.saliency and folder.ig_reference is None:  # refused before writing anything
