@@ -10,8 +10,8 @@ what ``brainage predict --model`` takes.
 A user's BIDS folder comes in through a one-entry manifest written into the run folder
 (``train_manifest.yaml``): the ``participants.tsv`` columns ``participant_id`` and ``age``
 (required), and ``sex``, ``site`` and ``group`` where present; with a group column, rows
-labelled as healthy controls (:data:`brainage.inference.calibrate.CONTROL_LABELS`) train,
-patients are kept out of the splits as in the study.
+labelled as healthy controls (:data:`brainage.inference.calibrate.CONTROL_LABELS`) train and
+every other row is excluded with its reason (the audit lists them).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def user_manifest(bids_dir: str | os.PathLike, path: str | os.PathLike, *, space
     if not tsv.is_file():
         raise TrainError(f"--bids {root}: {tsv.name} is missing; training needs each "
                          f"participant's age (columns participant_id and age)")
-    header = pd.read_csv(tsv, sep="\t", nrows=0).columns.str.strip().tolist()
+    table = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    header = table.columns.str.strip().tolist()
     missing = [c for c in ("participant_id", "age") if c not in header]
     if missing:
         raise TrainError(f"{tsv}: column(s) {', '.join(missing)} missing (it has "
@@ -110,6 +111,13 @@ def user_manifest(bids_dir: str | os.PathLike, path: str | os.PathLike, *, space
                              "participants": tsv.name, "columns": columns}
     if "group" in columns:
         entry["groups"] = {"HC": list(CONTROL_LABELS)}
+        # patients (any other label) stay out on purpose: the audit lists them as excluded
+        others = table[~table["group"].str.strip().isin(CONTROL_LABELS)]
+        if len(others):
+            entry["exclude"] = [{"participant_id": str(row.participant_id).strip(),
+                                 "reason": f"group {str(row.group).strip()!r} is not a "
+                                           f"control label; brainage train trains on controls"}
+                                for row in others.itertuples()]
     text = "# written by brainage train\n" + yaml.safe_dump(
         {"version": 1, "datasets": [entry]}, sort_keys=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
