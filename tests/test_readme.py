@@ -148,3 +148,25 @@ def test_readme_python_quickstart_runs(model_dir: Path, template_4mm: np.ndarray
                                                                       "scan2.nii.gz"]
     assert table["predicted"].notna().all() and (table["error"].fillna("") == "").all()
     assert sorted(table["age"].unique()) == [63.0, 71.0]
+
+
+#: Linked pages another part of the work writes (the output tables' reference).
+WRITTEN_ELSEWHERE = {REPO_ROOT / "docs" / "outputs.md"}
+LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_point_at_files(page: Path) -> None:
+    targets = [m[0] for m in LINK.findall(page.read_text(encoding="utf-8"))
+               if not re.match(r"[a-z]+:", m[0])]
+    missing = [t for t in targets if not (page.parent / t).exists()
+               and (page.parent / t).resolve() not in WRITTEN_ELSEWHERE]
+    assert not missing
+
+
+def test_every_docs_page_is_in_the_book() -> None:
+    toc = (REPO_ROOT / "book" / "_toc.yml").read_text(encoding="utf-8")
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
+        stub = REPO_ROOT / "book" / "guide" / page.name
+        assert f"guide/{page.stem}\n" in toc and stub.is_file(), page.name
+        assert f"../../docs/{page.name}" in stub.read_text(encoding="utf-8")
