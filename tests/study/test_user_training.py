@@ -13,6 +13,7 @@ from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.study import user_training
 from tests.conftest import REPO_ROOT
+from tests.dask_cluster import tree_bytes
 
 MNI = "MNI152NLin2009cSym"
 
@@ -40,6 +41,7 @@ def test_train_on_a_bids_folder_gives_a_model_that_predict_takes(
     root = copy_project(tmp_path / "clone")
     profile = _tiny_profile(tmp_path)
     run = tmp_path / "myrun"
+    before = tree_bytes(user_bids)
     code = main(["-q", "train", "--profile", str(profile), "--bids", str(user_bids),
                  "--space", MNI, "--skull-stripped", "--out", str(run), "--root", str(root)])
     printed = capsys.readouterr().out
@@ -49,6 +51,7 @@ def test_train_on_a_bids_folder_gives_a_model_that_predict_takes(
         assert (run / "notebooks" / f"{stem}.ipynb").is_file()
     assert not (run / "notebooks" / "05_clinical.ipynb").exists()
     assert not (root / "book" / "_build").exists() and not (root / "runs").exists()
+    assert tree_bytes(user_bids) == before  # the user's folder is read, never written
     manifest = yaml.safe_load((run / user_training.TRAIN_MANIFEST).read_text())
     assert manifest["datasets"][0]["root"] == str(user_bids)
     # patients never train: the splits hold controls only
