@@ -6,6 +6,8 @@ build
     Execute the notebooks of a profile and render the book (what ``nox -s build`` runs).
 profiles
     List the available profiles.
+train
+    Train the two heads on a BIDS folder (or the simulated cohort) with a profile.
 simulate
     Generate a simulated BIDS cohort with its ground truth.
 preprocess
@@ -53,6 +55,9 @@ SCHEDULER_HELP = ("run the per-scan preprocessing on a Dask cluster: local:N (N 
                   "(*.json); the results are the same as a local run's (default: local "
                   "processes, --jobs)")
 
+DEVICE_HELP = ("where the models run: auto (the GPU when one is visible, else the CPU), cpu, "
+               "cuda, cuda:1 ... (default: auto)")
+
 
 def _scheduler(text: str) -> str:
     """argparse type of ``--scheduler`` (checked before any work)."""
@@ -94,17 +99,79 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _add_profiles(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("profiles", help="list the available profiles")
-    parser.add_argument("--root", default=None, help="project root (default: found from cwd)")
+    parser = sub.add_parser(
+        "profiles", help="list the available profiles, one line each",
+        description="List the profiles of a brainage checkout (notebooks/params/*.yaml) with "
+                    "the first sentence of each file's comment. Profiles come with the source: "
+                    "run it inside a clone of the repository, or pass --root.")
+    parser.add_argument("--root", default=None,
+                        help="the clone of the repository (default: found from the working "
+                             "directory)")
     parser.set_defaults(func=_run_profiles)
 
 
 def _run_profiles(args: argparse.Namespace) -> int:
-    from brainage.study.profiles import find_project_root, list_profiles
+    from brainage.study.profiles import find_project_root, list_profiles, profile_description
 
-    root = Path(args.root) if args.root else find_project_root()
-    for name in list_profiles(root / "notebooks" / "params"):
-        print(name)
+    root = find_project_root(args.root) if args.root else find_project_root()
+    params = root / "notebooks" / "params"
+    names = list_profiles(params)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {profile_description(params / f'{name}.yaml')}")
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train", help="train the two heads (RNC, L1) on your BIDS folder or the simulated "
+                      "cohort, without the clinical notebooks and the book",
+        description="Run the study's data audit, training and evaluation notebooks (01-03) "
+                    "with a profile's settings into OUT: the scans are checked, preprocessed "
+                    "(cached) and split by subject; both heads are trained, their age-bias "
+                    "correction and intervals fitted on the validation split and their test "
+                    "error measured. OUT/models is a model folder for brainage predict "
+                    "--model. Needs a clone of the repository (the notebooks and profiles "
+                    "come with it). With --bids, participants.tsv must give participant_id "
+                    "and age; rows whose group is not a control label are kept out of "
+                    "training.")
+    parser.add_argument("--profile", default="quick",
+                        help="profile name or YAML file: model, schedule, grid, splits, seed "
+                             "(default: quick; `brainage profiles` lists them)")
+    parser.add_argument("--bids", default=None, metavar="BIDS_DIR",
+                        help="your BIDS folder of healthy scans with ages (default: the "
+                             "profile's dataset, the simulated cohort for quick)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR",
+                        help="the run folder to write (audit, splits, metrics; the model "
+                             "folder in RUN_DIR/models); an interrupted run resumes, a "
+                             "finished one is refused")
+    parser.add_argument("--space", default="native", choices=SPACES,
+                        help="with --bids: space of the scans (default: native: registered "
+                             "to MNI152)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="with --bids: the scans hold the brain only")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--root", default=None,
+                        help="the clone of the repository (default: found from the working "
+                             "directory)")
+    parser.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from brainage.study.user_training import train_models
+
+    if args.bids is None and (args.space != "native" or args.skull_stripped):
+        raise ValueError("--space and --skull-stripped describe --bids scans; give --bids")
+    report = train_models(args.profile, out=args.out, bids=args.bids, space=args.space,
+                          skull_stripped=args.skull_stripped, device=args.device,
+                          root=args.root)
+    for stem, seconds in report.seconds.items():
+        print(f"{stem:<24} {seconds:8.1f} s")
+    print(f"model folder: {report.models_dir}")
+    print(f"predict with: brainage predict SCANS --model {report.models_dir}")
     return 0
 
 
@@ -190,13 +257,19 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
                         help="output NIfTI file (for one scan) or folder (mirrors IN's layout)")
     parser.add_argument("--space", default="native", choices=SPACES,
                         help="space of the input scans (default: native: registered to MNI152)")
-    parser.add_argument("--grid-mm", type=float, default=2.0,
-                        help="voxel size of the output MNI152 grid in mm (default: 2)")
+    parser.add_argument("--model", default=None, metavar="DIR",
+                        help="a model folder: write the scans onto its grid (grid_mm, "
+                             "crop_to_brain) with its skull removal, as brainage predict "
+                             "preprocesses them for it (not with --grid-mm, --crop-to-brain or "
+                             "--brain-extraction)")
+    parser.add_argument("--grid-mm", type=float, default=None,
+                        help="voxel size of the output MNI152 grid in mm (default: 2, or the "
+                             "model's with --model)")
     parser.add_argument("--skull-stripped", action="store_true",
                         help="the scans hold the brain only (no template-mask skull removal)")
     parser.add_argument("--crop-to-brain", action="store_true",
                         help="crop the grid to the template brain's bounding box plus 8 mm")
-    parser.add_argument("--brain-extraction", default="deepbet",
+    parser.add_argument("--brain-extraction", default=None,
                         choices=BRAIN_EXTRACTION_METHODS,
                         help="skull removal of native scans: deepbet, the subject's own brain "
                              "mask (default), or template, the template's mask after "
@@ -212,14 +285,40 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_preprocess)
 
 
+def _preprocess_params(args: argparse.Namespace):
+    """``brainage preprocess``'s settings: the options, or the model folder's grid."""
+    from brainage.imaging.preprocess import PreprocessParams
+
+    if args.model is None:
+        grid_mm = 2.0 if args.grid_mm is None else args.grid_mm
+        return PreprocessParams(space=args.space, grid_mm=grid_mm,
+                                skull_stripped=args.skull_stripped,
+                                crop_to_brain=args.crop_to_brain,
+                                brain_extraction=args.brain_extraction or "deepbet")
+    given = [name for name, value in (("--grid-mm", args.grid_mm),
+                                      ("--crop-to-brain", args.crop_to_brain or None),
+                                      ("--brain-extraction", args.brain_extraction))
+             if value is not None]
+    if given:
+        raise ValueError(f"--model {args.model} sets the grid and skull removal; drop "
+                         f"{', '.join(given)}")
+    from brainage.inference.model_folder import read_model_preprocess
+
+    trained = read_model_preprocess(args.model)
+    logging.getLogger(__name__).info(
+        "model %s: grid %g mm, crop_to_brain %s, brain extraction %s", args.model,
+        trained.grid_mm, trained.crop_to_brain, trained.brain_extraction)
+    return PreprocessParams(space=args.space, grid_mm=trained.grid_mm,
+                            skull_stripped=args.skull_stripped,
+                            crop_to_brain=trained.crop_to_brain,
+                            brain_extraction=trained.brain_extraction)
+
+
 def _run_preprocess(args: argparse.Namespace) -> int:
-    from brainage.imaging.preprocess import PreprocessParams, preprocess_files
+    from brainage.imaging.preprocess import preprocess_files
     from brainage.imaging.registration import registration_qc_text
 
-    params = PreprocessParams(space=args.space, grid_mm=args.grid_mm,
-                              skull_stripped=args.skull_stripped,
-                              crop_to_brain=args.crop_to_brain,
-                              brain_extraction=args.brain_extraction)
+    params = _preprocess_params(args)
     results = preprocess_files(args.input, args.output, params, cache=args.cache,
                                n_jobs=args.jobs, overwrite=args.overwrite,
                                scheduler=args.scheduler)
@@ -364,7 +463,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                              "its site is unknown): corrected ages and intervals from the "
                              "site's healthy controls; the calibration column says which "
                              "calibration each row used")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.set_defaults(func=_run_predict)
 
 
@@ -500,7 +599,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help=f"preprocessing cache (default: {default_cache_dir()})")
     parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.set_defaults(func=_run_calibrate)
 
 
@@ -542,6 +641,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
                     "OUTPUT_DIR. group: collect every participant's table into "
                     "OUTPUT_DIR/group_desc-brainage_T1w.tsv with a summary figure. Nothing "
                     "is written inside BIDS_DIR.")
+    parser.add_argument("--version", action="version", version=f"brainage {VERSION}")
     parser.add_argument("bids_dir", metavar="BIDS_DIR", help="the raw BIDS dataset (read only)")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR",
                         help="the derivative dataset to write (outside BIDS_DIR)")
@@ -573,7 +673,16 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help=f"preprocessing cache, shared by parallel jobs (default: "
                              f"{default_cache_dir()})")
-    parser.add_argument("--jobs", type=int, default=1, help="preprocessing worker processes")
+    parser.add_argument("--bids-filter-file", "--bids_filter_file", default=None,
+                        metavar="JSON", dest="bids_filter_file",
+                        help="select T1w scans by BIDS entities, in fMRIPrep's format: "
+                             "{\"t1w\": {\"session\": \"01\", \"acquisition\": null}} "
+                             "(session, acquisition, run, reconstruction, ceagent; a list "
+                             "allows several values, null requires the entity to be absent)")
+    parser.add_argument("--jobs", "--nprocs", "--n_cpus", "--n-cpus", type=int, default=1,
+                        dest="jobs",
+                        help="preprocessing worker processes (--nprocs and --n_cpus, as "
+                             "fMRIPrep and MRIQC name it, are the same option; default: 1)")
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
     parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
@@ -586,7 +695,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--all-heads", action="store_true",
                         help="one row per scan and head in each table (default: one row per "
                              "scan, the recommended head rnc; see brainage predict --help)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto ... (default: cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.set_defaults(func=_run_bids)
 
 
@@ -614,12 +723,18 @@ def _run_bids(args: argparse.Namespace) -> int:
         return 1 if report.skipped else 0
     if not args.model:
         raise ValueError("the participant level needs --model DIR (a model folder)")
+    from brainage.inference.bids_input import read_bids_filter, summarise_dataset
+
+    bids_filter = read_bids_filter(args.bids_filter_file) if args.bids_filter_file else None
+    if Path(args.bids_dir).is_dir():  # a missing folder is refused below, naming it
+        for line in summarise_dataset(args.bids_dir).lines():
+            print(line)
     options = bids_app.ParticipantOptions(
         participant_labels=args.participant_label, session_labels=args.session_label,
         space=args.space, skull_stripped=args.skull_stripped, saliency=args.saliency,
         qc=args.qc, accept_registration=args.force, cache=args.cache, n_jobs=args.jobs,
         scheduler=args.scheduler, device=args.device, site_calibration=args.site_calibration,
-        all_heads=args.all_heads)
+        all_heads=args.all_heads, bids_filter=bids_filter)
     report = bids_app.run_participant_level(args.bids_dir, args.output_dir, args.model, options)
     for source, error in report.failed.items():
         print(f"brainage bids: FAILED {source}: {error}", file=sys.stderr)
@@ -678,8 +793,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brainage {VERSION}")
     _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_build, _add_profiles, _add_simulate, _add_preprocess, _add_fetch,
-                _add_predict, _add_calibrate, _add_bids):
+    for add in (_add_build, _add_profiles, _add_train, _add_simulate, _add_preprocess,
+                _add_fetch, _add_predict, _add_calibrate, _add_bids):
         add(sub)
     for command in sub.choices.values():
         _add_verbosity(command, after=True)

@@ -64,7 +64,7 @@ def small_scan(tmp_path: Path, rng: np.random.Generator) -> Path:
 def _copy_project(src: Path, dst: Path) -> Path:
     ignore = shutil.ignore_patterns("_build", "results", "_generated", "plotly.min.js",
                                     "*.ipynb", ".ipynb_checkpoints", "__pycache__")
-    for folder in ("notebooks", "book"):
+    for folder in ("notebooks", "book", "docs"):  # the book's appendix includes docs/*.md
         shutil.copytree(src / folder, dst / folder, ignore=ignore)
     shutil.copy(src / "data_manifest.yaml", dst / "data_manifest.yaml")
     return dst

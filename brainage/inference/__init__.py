@@ -24,6 +24,12 @@ _EXPORTS = {
     "run_group_level": "bids_app",
     "run_participant_level": "bids_app",
     "select_scans": "bids_app",
+    "FILTER_ENTITIES": "bids_input",
+    "BidsFilterError": "bids_input",
+    "DatasetSummary": "bids_input",
+    "apply_bids_filter": "bids_input",
+    "read_bids_filter": "bids_input",
+    "summarise_dataset": "bids_input",
     "CONTROL_LABELS": "calibrate",
     "BIAS_CORRECTION_FILE": "model_folder",
     "CALIBRATION_SPLIT": "model_folder",
@@ -62,6 +68,7 @@ _EXPORTS = {
     "present": "model_folder",
     "pretrained_checkpoints": "model_folder",
     "read_card": "model_folder",
+    "read_model_preprocess": "model_folder",
     "record_retest": "model_folder",
     "save_calibration": "model_folder",
     "save_ig_reference": "model_folder",
@@ -100,8 +107,8 @@ _EXPORTS = {
     "verdict_line": "trust",
     "trust_columns": "trust",
 }
-_MODULES = ("bids_app", "calibrate", "model_folder", "predict", "qc_figures", "sites",
-            "trust")
+_MODULES = ("bids_app", "bids_input", "calibrate", "model_folder", "predict", "qc_figures",
+            "sites", "trust")
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MODULES)

@@ -81,6 +81,7 @@ from brainage._utils.columns import (
 )
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
+from brainage.inference.bids_input import apply_bids_filter
 from brainage.inference.model_folder import (
     IG_REFERENCE_FILE,
     MODEL_CARD_FILE,
@@ -436,6 +437,9 @@ class ParticipantOptions:
     all_heads : bool, default=False
         One row per head in each scan's table (default: the recommended head only; see
         :data:`brainage._utils.columns.RECOMMENDED_HEAD_REASON`).
+    bids_filter : mapping or None, default=None
+        T1w entity filters (:func:`brainage.inference.bids_input.read_bids_filter`, from
+        ``--bids-filter-file``): only the scans that pass them (default: every T1w scan).
     """
 
     participant_labels: tuple[str, ...] | None = None
@@ -451,6 +455,7 @@ class ParticipantOptions:
     device: str = "cpu"
     site_calibration: str | os.PathLike | Sequence[str | os.PathLike] | None = None
     all_heads: bool = False
+    bids_filter: Mapping[str, list[str | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -500,7 +505,11 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
     check_scheduler(options.scheduler)
     bids, out = check_dirs(bids_dir, output_dir)
     cache = PreprocessCache(_check_cache(options.cache, bids))
-    scans = select_scans(bids, options.participant_labels, options.session_labels)
+    selected = select_scans(bids, options.participant_labels, options.session_labels)
+    scans = apply_bids_filter(selected, options.bids_filter)
+    if scans.empty and not selected.empty:
+        raise BidsAppError(f"--bids-filter-file keeps none of the {len(selected)} T1w scan(s) "
+                           f"selected in {bids} (filters: {dict(options.bids_filter or {})})")
     folder = model if isinstance(model, ModelFolder) else load_model_folder(
         model, device=options.device)
     if options.saliency and folder.ig_reference is None:  # refused before writing anything

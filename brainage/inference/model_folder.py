@@ -113,6 +113,7 @@ __all__ = [
     "present",
     "pretrained_checkpoints",
     "read_card",
+    "read_model_preprocess",
     "record_retest",
     "save_calibration",
     "save_ig_reference",
@@ -520,6 +521,33 @@ def _load_trust(root: Path, name: str, card: dict[str, Any], correction: Any,
         raise ModelFolderError(str(err)) from err
 
 
+def _card_preprocess(card: dict[str, Any], card_path: Path) -> PreprocessParams:
+    settings = {k: v for k, v in card["preprocess"].items() if k != "version"}
+    try:
+        return PreprocessParams.coerce(settings)
+    except (TypeError, ValueError) as err:
+        raise ModelFolderError(f"{card_path}: invalid preprocessing parameters: {err}") from err
+
+
+def read_model_preprocess(path: str | os.PathLike) -> PreprocessParams:
+    """The preprocessing a model folder was trained with, read from its card alone (no weights
+    loaded): what ``brainage preprocess --model DIR`` writes scans onto.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A model folder or one head of it.
+
+    Raises
+    ------
+    ModelFolderError
+        Naming the file: a missing or invalid ``model.json``, another preprocessing version.
+    """
+    root, _ = _locate_card(Path(path))
+    card_path = root / MODEL_CARD_FILE
+    return _card_preprocess(read_card(card_path), card_path)
+
+
 def load_model_folder(path: str | os.PathLike, *, device: str = "cpu",
                       allow_unverified: bool = False) -> ModelFolder:
     """Read and validate a model folder (see the module docstring) and load its heads.
@@ -549,11 +577,7 @@ def load_model_folder(path: str | os.PathLike, *, device: str = "cpu",
     root, wanted = _locate_card(Path(path))
     card_path = root / MODEL_CARD_FILE
     card = read_card(card_path)
-    settings = {k: v for k, v in card["preprocess"].items() if k != "version"}
-    try:
-        params = PreprocessParams.coerce(settings)
-    except (TypeError, ValueError) as err:
-        raise ModelFolderError(f"{card_path}: invalid preprocessing parameters: {err}") from err
+    params = _card_preprocess(card, card_path)
     shape, affine = _card_grid(card, params, card_path)
     names = list(card["heads"]) if wanted is None else [wanted]
     if wanted is not None and wanted not in card["heads"]:

@@ -53,6 +53,7 @@ _EXPORTS = {
     "find_project_root": "profiles",
     "list_profiles": "profiles",
     "load_profile": "profiles",
+    "profile_description": "profiles",
     "resolve_path": "profiles",
     "PROVENANCE_FILE": "provenance",
     "collect_environment": "provenance",
@@ -123,6 +124,12 @@ _EXPORTS = {
     "seed_repeats": "training",
     "seed_summary": "training",
     "train_study_models": "training",
+    "TRAIN_MANIFEST": "user_training",
+    "TRAIN_NOTEBOOKS": "user_training",
+    "TrainError": "user_training",
+    "TrainReport": "user_training",
+    "train_models": "user_training",
+    "user_manifest": "user_training",
     "TRUST_FILE": "trust",
     "IntervalSettings": "trust",
     "broken_versions": "trust",
@@ -139,7 +146,7 @@ _EXPORTS = {
 }
 _MODULES = (
     "book", "figures", "profiles", "provenance", "retest", "runs", "sentences", "tables",
-    "training", "trust",
+    "training", "trust", "user_training",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

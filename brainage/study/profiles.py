@@ -9,6 +9,7 @@ subset of the profile that it declares. A profile key that no notebook declares 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "display_paths",
     "list_profiles",
     "load_profile",
+    "profile_description",
     "resolve_path",
 ]
 
@@ -96,8 +98,10 @@ def find_project_root(start: str | Path | None = None) -> Path:
         if all((folder / marker).exists() for marker in _ROOT_MARKERS):
             return folder
     raise FileNotFoundError(
-        f"no brainage project above {here}: expected a folder holding "
-        f"{' and '.join(_ROOT_MARKERS)}"
+        f"no brainage project above {here} (a folder holding "
+        f"{' and '.join(_ROOT_MARKERS)}): the profiles and notebooks come with the source; "
+        f"clone the repository (git clone, then run from inside it) or pass --root "
+        f"PATH_TO_CLONE"
     )
 
 
@@ -136,6 +140,26 @@ def display_paths(frame: Any, columns: Sequence[str], root: str | Path | None = 
 def list_profiles(params_dir: str | Path) -> list[str]:
     """Names of the profiles in ``params_dir`` (sorted)."""
     return sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
+
+
+def profile_description(path: str | Path, width: int = 100) -> str:
+    """A profile's one-line description: the first sentence of the comment block at the top
+    of its YAML file, cut at ``width`` characters (empty without a leading comment)."""
+    lines = []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return f"(unreadable: {err.__class__.__name__})"
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    block = " ".join(lines)
+    match = re.match(r"(.+?[.!?])(\s+[A-Z`]|$)", block)  # "et al. 2022" goes on
+    sentence = match.group(1) if match else block
+    if len(sentence) > width:
+        sentence = sentence[:width - 4].rsplit(" ", 1)[0] + " ..."
+    return sentence
 
 
 def load_profile(name_or_path: str | Path, params_dir: str | Path | None = None) -> Profile:
