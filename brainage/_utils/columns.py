@@ -399,10 +399,11 @@ BIDS_OUTPUT_COLUMNS = (*OUTPUT_COLUMNS, "preproc", "brain_mask")
 RECOMMENDED_HEAD = "rnc"
 #: Why, stated once (``brainage predict --help`` and ``docs/outputs.md`` quote it).
 RECOMMENDED_HEAD_REASON = (
-    "rnc (the study's Rank-N-Contrast head) is reported by default: in this project's "
-    "measurements its simulated test MAE was lower than the L1 baseline's for 4 of 5 training "
-    "seeds, and its bias-corrected gap is more repeatable between two scans of one person "
-    "(README, benchmarks/bench_seeds.py and bench_retest.py); --all-heads adds a row per "
+    "rnc (the study's Rank-N-Contrast head) is reported by default: its bias-corrected gap is "
+    "more repeatable between two scans of one person (benchmarks/bench_retest.py), and its "
+    "simulated test MAE was lower than the L1 baseline's for 4 of 5 training seeds "
+    "(bench_seeds.py), though an L1 baseline trained twice as long closed that difference "
+    "(bench_l1_schedule.py), so accuracy alone does not decide it; --all-heads adds a row per "
     "scan for every other head")
 
 #: Decimals of each rounded output column: years to 0.1 (a brain age carries no more: the
