@@ -24,7 +24,8 @@ and each is summarised by:
 * ``p95``: 95th percentile of the normalised intensity inside the brain (the brain's mean is 1);
 * ``gm_level``, ``wm_level``: grey- and white-matter medians of the normalised intensity
   (the histogram's two peaks);
-* ``csf_fraction``: :func:`brainage.data.audit.tissue_fractions` (intensity bands);
+* ``csf_fraction``, ``gm_fraction``: :func:`brainage.data.audit.tissue_fractions` (intensity
+  bands);
 * ``mask_cm3``: volume of the brain mask on the grid (MNI space, cm³).
 
 White matter is where nilearn's MNI152 white-matter probability exceeds 0.9 and grey matter
@@ -66,8 +67,9 @@ from brainage.inference.model_folder import MODEL_CARD_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 IXI10 = ROOT.parent / "shared" / "data" / "ixi10"
+IXI40 = ROOT.parent / "shared" / "data" / "ixi40"
 METRICS = ("noise", "wm_cv", "contrast", "p95", "gm_level", "wm_level", "csf_fraction",
-           "mask_cm3")
+           "gm_fraction", "mask_cm3")
 
 
 def tissue_masks(grid: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -84,11 +86,45 @@ def realism(img, wm_prior: np.ndarray, gm_prior: np.ndarray) -> dict[str, float]
     return realism_statistics(img, wm_prior, gm_prior)
 
 
+def real_folders(folders: list[Path]) -> list[Path]:
+    """The folders that hold real scans and a participants.tsv; each other one is printed with
+    the reason it is skipped."""
+    kept = []
+    for folder in folders:
+        if not folder.is_dir():
+            print(f"real scans: {folder} skipped (the folder does not exist)")
+        elif not (folder / "participants.tsv").is_file():
+            print(f"real scans: {folder} skipped (no participants.tsv: the ages are needed)")
+        elif not real_scans(folder):
+            print(f"real scans: {folder} skipped (no sub-*/anat/*_T1w.nii[.gz])")
+        else:
+            kept.append(folder)
+    return kept
+
+
+def real_scans(folder: Path) -> list[Path]:
+    """The raw T1w scans of a BIDS folder."""
+    return sorted(folder.glob("sub-*/anat/*_T1w.nii*"))
+
+
+def real_age_table(folders: list[Path]):
+    """``scan`` (participant id), ``folder`` and ``age`` of every real folder's participants."""
+    import pandas as pd
+
+    parts = []
+    for folder in folders:
+        table = pd.read_csv(folder / "participants.tsv", sep="\t", na_values="n/a")
+        parts.append(pd.DataFrame({"scan": table["participant_id"].astype(str),
+                                   "folder": folder.name, "age": table["age"].astype(float)}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: float = 2.0,
-                    ages: tuple[float, float] = (0.0, 200.0)) -> list[Path]:
+                    ages: tuple[float, float] = (0.0, 200.0), spread: bool = False) -> list[Path]:
     """The first ``n`` healthy controls of a simulated cohort aged within ``ages`` (the real
     scans' range, so that atrophy does not stand in for realism), simulated into ``scratch``
-    (controls only, in that age range) when the folder holds no cohort."""
+    (controls only, in that age range) when the folder holds no cohort; with ``spread``,
+    ``n`` controls evenly spaced in age order instead of the first ones."""
     import pandas as pd
 
     meta = folder / "derivatives" / "ground_truth" / "simulation.json" if folder else None
@@ -102,7 +138,7 @@ def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: f
         where = "no folder given" if folder is None else f"{folder} holds no cohort"
         print(f"simulated cohort: {where}; simulating {n} healthy subjects aged "
               f"{ages[0]:.0f}-{ages[1]:.0f} (seed 0, {resolution_mm:g} mm)")
-        folder = scratch / f"simulated_{resolution_mm:g}mm"
+        folder = scratch / f"simulated_{resolution_mm:g}mm_{n}_{ages[0]:g}-{ages[1]:g}"
         if not (folder / "participants.tsv").is_file():
             span = [max(ages[0], 0.0), min(ages[1], 100.0)]  # patients: none are simulated
             cfg = simulate.config_from_dict({
@@ -112,7 +148,45 @@ def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: f
                                      config=cfg)
     table = pd.read_csv(folder / "participants.tsv", sep="\t", na_values="n/a")
     keep = table[(table["group"] == "HC") & table["age"].between(*ages)]["participant_id"]
+    if spread:
+        order = table.loc[keep.index].sort_values("age")["participant_id"].tolist()
+        keep = [order[int(k)] for k in np.unique(np.linspace(0, len(order) - 1, n).round())]
+        return [folder / p / "anat" / f"{p}_T1w.nii.gz" for p in keep]
     return [folder / p / "anat" / f"{p}_T1w.nii.gz" for p in sorted(keep)[:n]]
+
+
+def print_equivalent_ages(sim_rows: list[dict], sim_paths: list[Path], real_rows: list[dict],
+                          real_ages, grid: str) -> None:
+    """For each realism statistic: its age slope among simulated controls (all ages; a
+    lowess-free straight line), and per real folder the real median, the simulated value at the
+    folder's mean age, and the simulated age whose line gives the real median (the "equivalent
+    age": a statistic whose equivalent age is far below the true one makes real brains look
+    young wherever a model reads it)."""
+    import pandas as pd
+
+    ages: dict[str, float] = {}
+    for folder in {path.parents[2] for path in sim_paths}:
+        table = pd.read_csv(folder / "participants.tsv", sep="\t", na_values="n/a")
+        ages.update(zip(table["participant_id"], table["age"].astype(float)))
+    sim = pd.DataFrame(sim_rows)
+    sim["age"] = sim["scan"].map(ages)
+    real = pd.DataFrame(real_rows).merge(real_ages, on="scan", how="left")
+    print(f"\nSimulated-age equivalents ({grid}): {len(sim)} simulated controls aged "
+          f"{sim['age'].min():.0f}-{sim['age'].max():.0f}; per real folder: real median, "
+          f"simulated line at the folder's mean age, equivalent simulated age")
+    header = f"{'metric':<14}{'sim slope/10y':>14}{'sim r(age)':>11}"
+    for name, rows in real.groupby("folder", sort=False):
+        header += f"{f'{name} (mean age {rows.age.mean():.0f})':>36}"
+    print(header)
+    for metric in METRICS:
+        slope, intercept = np.polyfit(sim["age"], sim[metric], 1)
+        r = float(np.corrcoef(sim["age"], sim[metric])[0, 1])
+        line = f"{metric:<14}{10 * slope:>14.4g}{r:>11.2f}"
+        for _, rows in real.groupby("folder", sort=False):
+            med, mean_age = float(rows[metric].median()), float(rows["age"].mean())
+            equiv = (med - intercept) / slope if slope != 0 else float("nan")
+            line += f"{f'{med:.4g} vs {intercept + slope * mean_age:.4g}: {equiv:.0f} y':>36}"
+        print(line)
 
 
 def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[dict]:
@@ -123,8 +197,11 @@ def realism_rows(label: str, paths: list[Path], params, cache, masks) -> list[di
         if not item.ok:
             print(f"  {label}: {item.error}")
             continue
+        from brainage.data.audit import tissue_fractions
+
         rows.append({"data": label, "scan": item.path.name.split("_")[0],
-                     **realism(item.image, *masks)})
+                     **realism(item.image, *masks),
+                     "gm_fraction": tissue_fractions(item.image)["gm_fraction"]})
     return rows
 
 
@@ -165,7 +242,7 @@ def _loadable_folder(models: Path, scratch: Path) -> Path:
 
 #: Header of an accuracy table (:func:`_accuracy_row`, :func:`_constant_row`).
 ACCURACY_HEADER = (f"{'predictor':<34}{'r':>8}{'95% CI of r':>16}{'MAE':>8}{'mean gap':>10}"
-                   f"{'n':>4}")
+                   f"{'slope':>7}{'n':>4}")
 
 
 def _accuracy_row(label: str, age: np.ndarray, predicted: np.ndarray) -> str:
@@ -183,23 +260,25 @@ def _accuracy_row(label: str, age: np.ndarray, predicted: np.ndarray) -> str:
         if len(age) >= 4:
             low, high = result.confidence_interval(confidence_level=0.95)
             ci = f"[{low:.2f}, {high:.2f}]"
+    slope = float(np.polyfit(age, predicted, 1)[0]) if np.ptp(age) > 0 else float("nan")
     return (f"{label:<34}{r:>8.2f}{ci:>16}{np.abs(predicted - age).mean():>8.1f}"
-            f"{(predicted - age).mean():>10.1f}{len(age):>4}")
+            f"{(predicted - age).mean():>10.1f}{slope:>7.2f}{len(age):>4}")
 
 
 def _constant_row(label: str, age: np.ndarray, constant: float) -> str:
     """A constant predictor's row of an accuracy table (r undefined): MAE, mean gap, n."""
     return (f"{label:<34}{'':>8}{'':>16}{np.abs(constant - age).mean():>8.1f}"
-            f"{(constant - age).mean():>10.1f}{len(age):>4}")
+            f"{(constant - age).mean():>10.1f}{'':>7}{len(age):>4}")
 
 
-def print_model(models: Path, folder, data: Path, cache) -> None:
-    """Pearson r, MAE and mean gap of every head on the real scans, against constant predictors
-    (``folder``: the loaded model folder of ``models``)."""
+def print_model(models: Path, folder, data: list[Path], cache) -> None:
+    """Pearson r, MAE, mean gap and slope of every head on the real scans (all folders
+    together, then each folder), against constant predictors (``folder``: the loaded model
+    folder of ``models``)."""
     from brainage.inference.predict import predict_scans
 
     card = folder.card
-    table = predict_scans([str(data)], folder, cache=cache)
+    table = predict_scans([str(d) for d in data], folder, cache=cache)
     ok = table["error"].fillna("") == ""  # predict_scans: "" when the scan succeeded
     for row in table[~ok].itertuples():
         print(f"  {row.path} ({row.model}): {row.error}")
@@ -207,14 +286,25 @@ def print_model(models: Path, folder, data: Path, cache) -> None:
           f"{card['preprocess']['space']}) on {table['path'].nunique()} real scans "
           f"(ages {table['age'].min():.0f}-{table['age'].max():.0f}); r is undefined for a "
           f"constant")
-    print(ACCURACY_HEADER)
-    for head, rows in table[ok].groupby("model", sort=False):
-        age, predicted = rows["age"].to_numpy(float), rows["predicted"].to_numpy(float)
-        print(_accuracy_row(head, age, predicted))
-        train_mean = float(card["heads"][head]["age_mean"])
-        for label, constant in ((f"  training mean age ({train_mean:.1f})", train_mean),
-                                (f"  real scans' mean age ({age.mean():.1f})", age.mean())):
-            print(_constant_row(label, age, constant))
+    if "alignment" in table:
+        align = table.drop_duplicates("path")["alignment"].astype(float)
+        print(f"registration QC of the {len(align)} scans (outline misfit, the SD of the "
+              f"distances from the brain outline to the template's, mm; column alignment): "
+              f"median {align.median():.2f} [{align.min():.2f}-{align.max():.2f}]")
+    table["folder"] = [Path(p).parents[2].name for p in table["path"]]
+    subsets = [("all", table[ok])] + ([(f, rows) for f, rows in table[ok].groupby("folder")]
+                                      if len(data) > 1 else [])
+    for label_set, subset in subsets:
+        print(f"\n{label_set} ({subset['path'].nunique()} scans)")
+        print(ACCURACY_HEADER)
+        for head, rows in subset.groupby("model", sort=False):
+            age, predicted = rows["age"].to_numpy(float), rows["predicted"].to_numpy(float)
+            print(_accuracy_row(head, age, predicted))
+            train_mean = float(card["heads"][head]["age_mean"])
+            for label, constant in ((f"  training mean age ({train_mean:.1f})", train_mean),
+                                    (f"  real scans' mean age ({age.mean():.1f})",
+                                     age.mean())):
+                print(_constant_row(label, age, constant))
 
 
 def _volumes(paths: list, params, cache) -> tuple[list[int], list[np.ndarray]]:
@@ -277,7 +367,7 @@ def print_mask_sensitivity(models: Path, folder, real: list[Path], simulated: Pa
 
     sim = simulated_scans(simulated, n_sim, scratch, folder.preprocess.grid_mm, ages)
     sets = (("simulated controls", sim, folder.params_for("MNI152NLin2009cSym", True)),
-            ("real (ixi10)", real, folder.params_for("native", False)))
+            ("real", real, folder.params_for("native", False)))
     print(f"\nMask sensitivity of {models}: mean change of predicted age (years) when the "
           f"brain mask is one voxel ({folder.preprocess.grid_mm:g} mm) tighter")
     print(f"{'scans':<22}" + "".join(f"{head:>10}" for head in folder.models) + f"{'n':>4}")
@@ -299,9 +389,17 @@ def main() -> None:
     parser.add_argument("--simulated", default=str(ROOT / "data" / "simulated" / "quick"),
                         help="a simulated cohort (default: data/simulated/quick)")
     parser.add_argument("--n-sim", type=int, default=20, help="simulated scans (default: 20)")
-    parser.add_argument("--data", default=str(IXI10), help="BIDS folder of real raw T1w scans")
-    parser.add_argument("--grid-mm", type=float, nargs="+", default=[2.0],
-                        help="grids of the realism table (default: 2 mm)")
+    parser.add_argument("--data", nargs="+", default=[str(IXI10), str(IXI40)],
+                        help="BIDS folders of real raw T1w scans with participants.tsv ages "
+                             "(default: ../shared/data/ixi10 and ixi40; an absent one is "
+                             "skipped with the reason)")
+    parser.add_argument("--grid-mm", type=float, nargs="*", default=[2.0],
+                        help="grids of the realism table (default: 2 mm; none: only the "
+                             "profile's grid)")
+    parser.add_argument("--equivalent-ages", action="store_true",
+                        help="also the simulated age at which each realism statistic of "
+                             "simulated controls (all ages) equals the real scans' median, per "
+                             "real folder (which cue makes real brains look young or old)")
     parser.add_argument("--profile", default=None,
                         help="also a realism table at this profile's model grid (grid_mm, "
                              "crop_to_brain), simulated at its sim_resolution_mm when no "
@@ -316,14 +414,14 @@ def main() -> None:
     from brainage.imaging.preprocess import PreprocessCache, PreprocessParams
     from brainage.imaging.registration import template_grid
 
-    data = Path(args.data)
-    real = sorted(data.glob("sub-*/anat/*_T1w.nii*"))
-    if not real:
-        raise SystemExit(f"no real scans under {data}: they live in ../shared/data/ixi10")
-    import pandas as pd
-
-    real_ages = pd.read_csv(data / "participants.tsv", sep="\t")["age"]
-    ages = (float(real_ages.min()), float(real_ages.max()))
+    folders = real_folders([Path(d) for d in args.data])
+    if not folders:
+        raise SystemExit("no real scans under any --data folder: they live in "
+                         "../shared/data/ixi10 and ../shared/data/ixi40")
+    real = [p for folder in folders for p in real_scans(folder)]
+    real_ages = real_age_table(folders)
+    ages = (float(real_ages["age"].min()), float(real_ages["age"].max()))
+    names = "+".join(f.name for f in folders)
     print(f"real scans aged {ages[0]:.0f}-{ages[1]:.0f}: simulated controls of those ages")
     # (label, grid_mm, crop_to_brain, simulation resolution when a cohort must be simulated)
     grids = [(f"{g:g} mm grid", float(g), False, 2.0) for g in args.grid_mm]
@@ -346,10 +444,19 @@ def main() -> None:
             rows = realism_rows("simulated", sim, PreprocessParams(
                 space="MNI152NLin2009cSym", grid_mm=grid_mm, skull_stripped=True,
                 crop_to_brain=crop), cache, masks)
-            rows += realism_rows("real (ixi10, deepbet)", real,
+            rows += realism_rows(f"real ({names}, deepbet)", real,
                                  PreprocessParams(grid_mm=grid_mm, crop_to_brain=crop), cache,
                                  masks)
             print_realism(rows, label)
+            if args.equivalent_ages:
+                every = simulated_scans(Path(args.simulated) if args.simulated else None,
+                                        4 * args.n_sim, scratch, sim_mm, (20.0, 100.0),
+                                        spread=True)
+                sim_rows = realism_rows("simulated", every, PreprocessParams(
+                    space="MNI152NLin2009cSym", grid_mm=grid_mm, skull_stripped=True,
+                    crop_to_brain=crop), cache, masks)
+                real_rows = [r for r in rows if r["data"] != "simulated"]
+                print_equivalent_ages(sim_rows, every, real_rows, real_ages, label)
         if args.models is None:
             print("\nModel: skipped (no --models folder given, e.g. runs/quick/models)")
         elif not (Path(args.models) / MODEL_CARD_FILE).is_file():
@@ -360,7 +467,7 @@ def main() -> None:
             models = Path(args.models)
             folder = load_model_folder(_loadable_folder(models, scratch))  # loaded once
             simulated = Path(args.simulated) if args.simulated else None
-            print_model(models, folder, data, cache)
+            print_model(models, folder, folders, cache)
             print_simulated_reference(models, folder, simulated, ages, cache)
             print_mask_sensitivity(models, folder, real, simulated, args.n_sim, ages, cache,
                                    scratch)

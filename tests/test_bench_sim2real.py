@@ -30,9 +30,10 @@ def test_row_gives_r_with_its_fisher_interval(bench) -> None:
     half = 1.959964 / math.sqrt(AGES.size - 3)  # Fisher z: atanh(r) +- z_0.975 / sqrt(n - 3)
     low, high = math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)
     row = bench._accuracy_row("rnc", AGES, predicted)
+    slope = float(np.polyfit(AGES, predicted, 1)[0])  # issue 28: slope of predicted on age
     assert cells(row) == [f"{r:.2f}", f"[{low:.2f},", f"{high:.2f}]",
                           f"{np.abs(predicted - AGES).mean():.1f}",
-                          f"{(predicted - AGES).mean():.1f}", "10"]
+                          f"{(predicted - AGES).mean():.1f}", f"{slope:.2f}", "10"]
     assert len(row) == len(bench.ACCURACY_HEADER)
 
 
@@ -53,9 +54,31 @@ def test_ten_scans_cannot_tell_r_06_from_none(bench) -> None:
 
 def test_constant_and_tiny_sets_have_no_interval(bench) -> None:
     constant = cells(bench._accuracy_row("const", AGES, np.full(AGES.size, 30.0)))
-    assert constant[0] == "nan" and len(constant) == 4
+    assert constant[0] == "nan" and len(constant) == 5 and constant[3] == "0.00"  # slope 0
     three = cells(bench._accuracy_row("n3", AGES[:3], AGES[:3] + [1.0, -1.0, 2.0]))
-    assert len(three) == 4 and three[-1] == "3"
+    assert len(three) == 5 and three[-1] == "3"
     row = bench._constant_row("  training mean age", AGES, 59.8)
     assert cells(row)[-3:] == [f"{np.abs(59.8 - AGES).mean():.1f}",
                                f"{(59.8 - AGES).mean():.1f}", "10"]
+
+
+def test_real_folders_skip_each_absent_or_unusable_folder_with_the_reason(bench, tmp_path,
+                                                                           capsys) -> None:
+    # issue 28: the benchmark runs on ixi10 + ixi40 and skips each one that is not there
+    good = tmp_path / "good"
+    (good / "sub-01" / "anat").mkdir(parents=True)
+    (good / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(b"")
+    (good / "participants.tsv").write_text("participant_id\tage\nsub-01\t40\n")
+    no_table = tmp_path / "no_table"
+    (no_table / "sub-01" / "anat").mkdir(parents=True)
+    no_scans = tmp_path / "no_scans"
+    no_scans.mkdir()
+    (no_scans / "participants.tsv").write_text("participant_id\tage\n")
+    kept = bench.real_folders([tmp_path / "absent", no_table, no_scans, good])
+    out = capsys.readouterr().out
+    assert kept == [good]
+    assert f"{tmp_path / 'absent'} skipped (the folder does not exist)" in out
+    assert f"{no_table} skipped (no participants.tsv" in out
+    assert f"{no_scans} skipped (no sub-*/anat/*_T1w.nii[.gz])" in out
+    ages = bench.real_age_table(kept)
+    assert list(ages.columns) == ["scan", "folder", "age"] and ages["age"].tolist() == [40.0]

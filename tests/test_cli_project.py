@@ -13,9 +13,9 @@ from brainage.cli import main
 from brainage.imaging.registration import template_grid
 from brainage.study.profiles import list_profiles, profile_description
 from tests.conftest import REPO_ROOT
-from tests.inference.test_predict import GRID_MM, SCAN_MM, _mni_scan, model_dir, template_4mm
+from tests.inference.test_predict import GRID_MM, SCAN_MM, _mni_scan, template_4mm
 
-__all__ = ["model_dir", "template_4mm"]  # fixtures, imported for this module's tests
+__all__ = ["template_4mm"]  # fixtures, imported for this module's tests
 
 
 def test_profiles_inside_a_clone_lists_names_with_descriptions(monkeypatch, capsys) -> None:

@@ -16,9 +16,9 @@ import pytest
 
 from brainage.cli import build_parser
 from tests.conftest import REPO_ROOT
-from tests.inference.test_predict import SCAN_MM, _mni_scan, model_dir, template_4mm
+from tests.inference.test_predict import SCAN_MM, _mni_scan, template_4mm
 
-__all__ = ["model_dir", "template_4mm"]  # fixtures, imported for this module's tests
+__all__ = ["template_4mm"]  # fixtures, imported for this module's tests
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

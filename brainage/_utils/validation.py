@@ -13,10 +13,11 @@ import difflib
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-from numpy.typing import ArrayLike
+if TYPE_CHECKING:  # numpy is imported where a vector is checked: `import brainage` stays light
+    import numpy as np
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "check_bool",
@@ -181,6 +182,8 @@ def check_vector(name: str, values: ArrayLike, *, min_n: int = 0, finite: bool =
     -------
     numpy.ndarray, shape (n,)
     """
+    import numpy as np  # here, not at the top: brainage/__init__ loads _utils (tests/test_cli.py)
+
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:

@@ -86,10 +86,13 @@ _EXPORTS = {
     "fit_site_calibration": "site_calibration",
     "fit_site_correction": "site_calibration",
     "training_line": "site_calibration",
+    "TRANSFER_COLUMNS": "transfer",
+    "transfer_accuracy": "transfer",
+    "transfer_table": "transfer",
 }
 _MODULES = (
     "benchmark", "clinical", "evaluation", "metrics", "reliability", "shift", "site_calibration",
-    "uncertainty",
+    "transfer", "uncertainty",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

@@ -83,6 +83,10 @@ _EXPORTS = {
     "region_labels": "runs",
     "run_site_balanced_accuracy": "runs",
     "tissue_labels": "runs",
+    "REAL_SCAN_FOLDERS": "real_scans",
+    "predict_real_scans": "real_scans",
+    "real_scans_sentence": "real_scans",
+    "shared_real_folders": "real_scans",
     "SCORE_NAMES": "sentences",
     "correlation_text": "sentences",
     "simulation_model_table": "sentences",
@@ -145,8 +149,8 @@ _EXPORTS = {
     "trust_step": "trust",
 }
 _MODULES = (
-    "book", "figures", "profiles", "provenance", "retest", "runs", "sentences", "tables",
-    "training", "trust", "user_training",
+    "book", "figures", "profiles", "provenance", "real_scans", "retest", "runs", "sentences",
+    "tables", "training", "trust", "user_training",
 )
 
 __all__ = sorted([*_EXPORTS, *_MODULES])

@@ -33,9 +33,8 @@ from brainage.inference.model_folder import load_model_folder
 from brainage.inference.predict import predict_scans
 from tests.conftest import REPO_ROOT
 from tests.dask_cluster import dask_client, tree_bytes
-from tests.inference.test_predict import model_dir, trained_model_dir
 
-__all__ = ["dask_client", "model_dir", "trained_model_dir"]  # fixtures of this module's tests
+__all__ = ["dask_client"]  # fixtures of this module's tests
 
 SPACE = "space-MNI152NLin2009cSym"
 ANAT = "sub-{0}/anat/sub-{0}_"

@@ -16,9 +16,6 @@ import pytest
 from brainage.cli import build_parser, main
 from brainage.data.simulate import simulate_cohort
 from brainage.inference import bids_input
-from tests.inference.test_predict import model_dir
-
-__all__ = ["model_dir"]  # a fixture, imported for this module's tests
 
 
 def _write_filter(tmp_path: Path, payload: object, name: str = "filter.json") -> Path:

@@ -23,9 +23,7 @@ from brainage.inference import model_folder
 from brainage.inference.calibrate import calibrate_site
 from brainage.inference.predict import predict_scans
 from tests.inference import test_predict
-from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM, trained_model_dir
-
-__all__ = ["trained_model_dir"]  # a fixture of this module's tests
+from tests.inference.test_predict import CORRECTION, GRID_MM, MNI, SCAN_MM
 
 #: Factors on each head's age scale: the tiny heads' predictions of the test scans spread
 #: by about 0.5 (rnc) and 0.004 (l1) years; scaled, both spread by about 20-30 years.

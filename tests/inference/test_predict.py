@@ -20,9 +20,7 @@ from brainage.imaging.preprocess import PREPROCESS_VERSION, preprocess_file, res
 from brainage.imaging.registration import registration_passes, template_grid, template_images
 from brainage.inference import model_folder
 from brainage.inference import predict as bp
-from brainage.models.datasets import VolumeDataset
-from brainage.models.network import ModelConfig
-from brainage.models.train import TrainConfig, load_model, train_l1, train_rnc
+from brainage.models.train import load_model
 from tests.conftest import IXI10
 
 MNI = "MNI152NLin2009cSym"
@@ -33,42 +31,6 @@ CORRECTION = AgeBiasCorrection("linear", {"slope": 0.8, "intercept": 10.0}, 12, 
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder as a run writes it: rnc/ and l1/ best.pt, model.json, rnc's correction.
-    Trained once per session (6.6 s of CPU on the 2-core machine, three modules used to train
-    it each); tests use :func:`model_dir`, a copy per module, never this folder itself."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    shape, _ = template_grid(GRID_MM, crop_to_brain=True)
-    images = rng.gamma(2.0, 0.5, size=(8, *shape)).astype(np.float32)  # (N, D, H, W), positive
-    ages = np.linspace(20.0, 80.0, 8)
-    ids = [f"t{i}" for i in range(8)]
-    train = VolumeDataset(images[:6], ages[:6], ids[:6])
-    val = VolumeDataset(images[6:], ages[6:], ids[6:])
-    model_cfg = ModelConfig(depth=10, widths=(4, 8, 16, 32))
-    common = dict(batch_size=2, augment=None, progress=False, device="cpu", probe_every=0)
-    root = tmp_path_factory.mktemp("run") / "models"
-    train_rnc(train, val, model_cfg, TrainConfig(epochs=1, head_epochs=2, **common), root / "rnc")
-    train_l1(train, val, model_cfg, TrainConfig(epochs=1, **common), root / "l1")
-    model_folder.write_model_card(root, preprocess={"space": MNI, "grid_mm": GRID_MM,
-                                          "skull_stripped": True, "crop_to_brain": True},
-                        saliency_layer="encoder.layer2", profile="test")
-    (root / "rnc" / model_folder.BIAS_CORRECTION_FILE).write_text(json.dumps(CORRECTION.to_dict()))
-    # the integrated-gradients reference, as notebook 02 writes it: the mean training scan
-    model_folder.save_ig_reference(root, images[:6].mean(axis=0),
-                                   template_grid(GRID_MM, crop_to_brain=True)[1])
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's tiny models folder, copied for this module (its tests may change it)."""
-    root = tmp_path_factory.mktemp("run") / "models"
-    shutil.copytree(trained_model_dir, root)
-    return root
 
 
 @pytest.fixture(scope="module")
