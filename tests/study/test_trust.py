@@ -223,7 +223,7 @@ def test_noise_inverted_contrast_and_wrong_orientation_are_flagged(
     table = _predict_cli(tmp_path, study, *broken_scans.values())
     assert table["error"].isna().all(), table["error"].tolist()
     for head in ("rnc", "l1"):
-        rows = table[table["model"] == head].set_index("participant_id")
+        rows = table[table["head"] == head].set_index("participant_id")
         assert not rows.loc["good", "ood"], rows["ood_score"].to_dict()
         for name in ("noise", "inverted", "upside_down"):
             assert rows.loc[name, "ood"], (head, name, rows["ood_score"].to_dict())
