@@ -677,10 +677,6 @@ if truth_dir is not None:
     if has_patients:
         text = sentences.disease_saliency_sentence(own)
         summary.append(text[0].upper() + text[1:] + ".")
-summary.append(sentences.reference_sentence(
-    {m: reference_ages.loc["typical scan", m] for m in ("rnc", "l1")},
-    {m: reference_ages.loc["mean scan", m] for m in ("rnc", "l1")},
-    float(train_rows["age"].mean()), pd.DataFrame()) + ".")
 glue("saliency_summary", " ".join(summary), display=False)
 
 # %% [markdown]

@@ -378,6 +378,11 @@ def test_reader_checks_see_bold_that_css_makes(tmp_path, style, bold):
     assert found["boldAbstract"] == bold
 
 
+#: The reader checks that hold on the appendix's user-guide pages too.
+GUIDE_CHECKS = ("absolute path", "table wider", "raw LaTeX", "raw MyST", "MathJax", "the page scrolls",
+                "the build's own folder", "an empty page")
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_every_page_reads_as_a_paper_in_chromium(built):
@@ -411,7 +416,13 @@ def test_every_page_reads_as_a_paper_in_chromium(built):
             browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
             found = driver.execute_script(browser.READER_CHECKS)
             problems[name] = reader_findings(found, root)
-            problems[name] += presentation_findings(driver.page_source)  # issue 32
+            if name.startswith("guide/"):
+                # the appendix is the user guide (docs/): code, "n/a", True and uncaptioned
+                # tables belong there; what any reader needs still holds (no machine path, no
+                # table past the column, no raw LaTeX)
+                problems[name] = [p for p in problems[name] if p.startswith(GUIDE_CHECKS)]
+            else:
+                problems[name] += presentation_findings(driver.page_source)  # issue 32
             if len(found["text"].split()) < 100:
                 problems[name].append(f"an empty page: {len(found['text'].split())} words")
             nav |= set(driver.execute_script(

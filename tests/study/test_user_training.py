@@ -63,9 +63,9 @@ def test_train_on_a_bids_folder_gives_a_model_that_predict_takes(
     scan = sorted(user_bids.glob("sub-*/anat/*_T1w.nii.gz"))[0]
     out = tmp_path / "ages.csv"
     assert main(["-q", "predict", str(scan), "--model", str(run / "models"), "--out", str(out),
-                 "--cache", str(tmp_path / "cache")]) == 0
+                 "--cache", str(tmp_path / "cache"), "--all-heads"]) == 0
     table = pd.read_csv(out)
-    assert set(table["model"]) == {"rnc", "l1"} and table["predicted"].notna().all()
+    assert set(table["head"]) == {"rnc", "l1"} and table["brain_age"].notna().all()
     # a finished run is refused, not overwritten
     assert main(["-q", "train", "--profile", str(profile), "--bids", str(user_bids),
                  "--out", str(run), "--root", str(root)]) == 2
