@@ -633,6 +633,10 @@ if real_folders:
     figures.glue_figure("fig-03-real", figures.predicted_against_age(real_ok))
     glue("real_sentence", real_scans.real_scans_sentence(real_summary), display=False)
     glue("n_real", int(real_ok["path"].nunique()), display=False)
+    for row in real_summary.itertuples():  # the abstract's real-scan sentence
+        glue(f"real_r_{row.model}", f"{row.r:.2f} (95% CI {row.r_low:.2f} to {row.r_high:.2f})",
+             display=False)
+        glue(f"real_gap_{row.model}", f"{row.mean_gap:+.1f}", display=False)
     glue("real_ages", f"{real_ok['age'].min():.0f}-{real_ok['age'].max():.0f}", display=False)
     glue("real_seconds", f"{real_seconds:.0f}", display=False)
     real_failed = sorted({Path(p).name for p in set(real["path"]) - set(real_ok["path"])})

@@ -248,7 +248,9 @@ def render_generated_pages(profile: Profile, run_dir: Path, book_dir: Path) -> N
     info_path = run_dir / "dataset.json"  # the abstract's truth sentences (issue 32)
     simulated = bool(info_path.exists() and json.loads(
         info_path.read_text(encoding="utf-8")).get("simulated"))
-    (generated / "abstract_truth.md").write_text(abstract_truth_markdown(simulated),
+    # the real-scan sentence only where notebook 03 predicted the shared real scans
+    real = (run_dir / "real_scans.csv").is_file()
+    (generated / "abstract_truth.md").write_text(abstract_truth_markdown(simulated, real=real),
                                                  encoding="utf-8")
     (generated / "simulation_model.md").write_text(_simulation_model_page(run_dir, root),
                                                    encoding="utf-8")

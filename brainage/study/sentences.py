@@ -60,7 +60,7 @@ SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MD
 _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
 
 
-def abstract_truth_markdown(simulated: bool) -> str:
+def abstract_truth_markdown(simulated: bool, *, real: bool = False) -> str:
     """The abstract's sentences on the truth, as MyST that pastes the notebooks' numbers.
 
     A simulated cohort: what the simulator planted beside what the models recovered, and the
@@ -74,13 +74,22 @@ def abstract_truth_markdown(simulated: bool) -> str:
     ----------
     simulated : bool
         Whether the run's dataset is a simulated cohort.
+    real : bool, default=False
+        Whether notebook 03 predicted the shared real scans (``real_scans.csv`` in the run):
+        then a sentence on how the RNC model reads them (issue 28).
     """
     def role(notebook: str, key: str) -> str:
         return f"{{glue:text}}`results/{notebook}.ipynb::{key}:s`"
 
+    real_text = ("On " + role("03_evaluation", "n_real") + " real scans of healthy adults ("
+                 + role("03_evaluation", "real_ages") + " years), never used for training, the "
+                 "RNC model's ages correlated with the true ages at r = "
+                 + role("03_evaluation", "real_r_rnc") + " but were off by "
+                 + role("03_evaluation", "real_gap_rnc") + " years on average.\n"
+                 if real else "")
     if not simulated:
         return (role("05_clinical", "clinical_sentence") + " The dataset is real, so no effect "
-                "was planted and no truth is known to check the models against.\n")
+                "was planted and no truth is known to check the models against.\n" + real_text)
     return (
         "The simulator planted mean brain-age gaps of " + role("01_data_audit", "planted_gap_ad")
         + " years in AD and " + role("01_data_audit", "planted_gap_pd") + " years in PD; the "
@@ -95,7 +104,7 @@ def abstract_truth_markdown(simulated: bool) -> str:
         + role("04_interpretability", "ageing_auc_l1") + " (L1), against "
         + role("04_interpretability", "ageing_auc_permuted") + " for a permuted-age "
         "network (RNC " + role("04_interpretability", "ageing_p_rnc") + ", L1 "
-        + role("04_interpretability", "ageing_p_l1") + ").\n")
+        + role("04_interpretability", "ageing_p_l1") + ").\n" + real_text)
 
 
 def planted_effects_sentence(truth: Mapping[str, Any]) -> str:

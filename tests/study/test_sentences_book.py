@@ -56,6 +56,19 @@ def test_abstract_truth_pastes_planted_and_recovered_numbers_for_a_simulated_coh
     assert text.count("{glue:text}") == len(keys)
 
 
+def test_abstract_truth_states_the_real_scans_only_where_they_were_predicted():
+    import re
+
+    from brainage.study.sentences import abstract_truth_markdown
+
+    for simulated in (True, False):
+        without, with_real = (abstract_truth_markdown(simulated, real=r) for r in (False, True))
+        keys = re.findall(r"\{glue:text\}`results/(\w+)\.ipynb::(\w+):s`", with_real)
+        assert ("03_evaluation", "real_r_rnc") in keys and ("03_evaluation", "real_gap_rnc") in keys
+        assert "real_r_rnc" not in without and with_real.startswith(without)
+        assert with_real.count("{glue:text}") == len(keys) and with_real.endswith("\n")
+
+
 def test_abstract_truth_of_real_data_has_no_simulated_truth():
     from brainage.study.sentences import abstract_truth_markdown
 
