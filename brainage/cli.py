@@ -59,6 +59,15 @@ DEVICE_HELP = ("where the models run: auto (the GPU when one is visible, else th
                "cuda, cuda:1 ... (default: auto)")
 
 
+
+#: --site-calibration of predict and bids.
+SITE_CALIBRATION_HELP = (
+    "a site calibration of this model (brainage calibrate), or a folder of them (one per "
+    "site); repeatable. Each scan uses its site's (participants.tsv's site column; the only one "
+    "given when its site is unknown): corrected ages and intervals from the site's healthy "
+    "controls; the calibration column says which calibration each row used")
+
+
 def _scheduler(text: str) -> str:
     """argparse type of ``--scheduler`` (checked before any work)."""
     try:
@@ -457,12 +466,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
     parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
-                        help="a site calibration of this model (brainage calibrate), or a "
-                             "folder of them (one per site); repeatable. Each scan uses its "
-                             "site's (participants.tsv's site column; the only one given when "
-                             "its site is unknown): corrected ages and intervals from the "
-                             "site's healthy controls; the calibration column says which "
-                             "calibration each row used")
+                        help=SITE_CALIBRATION_HELP)
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.set_defaults(func=_run_predict)
 
@@ -686,12 +690,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", type=_scheduler, default=None, metavar="ADDRESS",
                         help=SCHEDULER_HELP)
     parser.add_argument("--site-calibration", default=None, metavar="JSON", action="append",
-                        help="a site calibration of this model (brainage calibrate), or a "
-                             "folder of them (one per site); repeatable. Each scan uses its "
-                             "site's (participants.tsv's site column; the only one given when "
-                             "its site is unknown): corrected ages and intervals from the "
-                             "site's healthy controls; the calibration column says which "
-                             "calibration each row used")
+                        help=SITE_CALIBRATION_HELP)
     parser.add_argument("--all-heads", action="store_true",
                         help="one row per scan and head in each table (default: one row per "
                              "scan, the recommended head rnc; see brainage predict --help)")
