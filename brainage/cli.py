@@ -57,9 +57,6 @@ SCHEDULER_HELP = ("run the per-scan preprocessing on a Dask cluster: local:N (N 
 
 DEVICE_HELP = ("where the models run: auto (the GPU when one is visible, else the CPU), cpu, "
                "cuda, cuda:1 ... (default: auto)")
-
-
-
 #: --site-calibration of predict and bids.
 SITE_CALIBRATION_HELP = (
     "a site calibration of this model (brainage calibrate), or a folder of them (one per "
