@@ -65,9 +65,16 @@ def test_evaluation_table_has_the_registry_columns_and_types(rng):
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
 
 
+def _section(text: str, title: str) -> str:
+    """The text of docs/outputs.md's section ``## title`` (up to the next ``## ``)."""
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 3)
+    return text[start:] if end < 0 else text[start:end]
+
+
 def _documented_columns(text: str) -> list[str]:
     """First cells (`name`) of the rows of docs/outputs.md's column table."""
-    return re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE)
+    return re.findall(r"^\| `([a-z_]+)` \|", _section(text, "Columns"), flags=re.MULTILINE)
 
 
 def test_every_output_column_is_documented_with_the_fields_names():
@@ -77,7 +84,8 @@ def test_every_output_column_is_documented_with_the_fields_names():
     for name in ("brain.predicted_age", "lower.CI", "upper.CI", "brainPAD"):
         assert f"`{name}`" in text or name in text, name
     for internal, output in registry.OUTPUT_NAMES.items():  # the API's name of each column
-        row = next(line for line in text.splitlines() if line.startswith(f"| `{output}` |"))
+        row = next(line for line in _section(text, "Names elsewhere").splitlines()
+                   if line.startswith(f"| `{output}` |"))
         assert row.rstrip().endswith(f"| `{internal}` |"), row
     assert registry.RECOMMENDED_HEAD in text
 
