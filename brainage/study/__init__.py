@@ -87,7 +87,7 @@ _EXPORTS = {
     "predict_real_scans": "real_scans",
     "real_scans_sentence": "real_scans",
     "shared_real_folders": "real_scans",
-    "SCORE_NAMES": "sentences",
+    "SCORE_NAMES": "tables",
     "correlation_text": "sentences",
     "simulation_model_table": "sentences",
     "summary_sentence": "sentences",

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from brainage.inference.qc_figures import label_orientation, ortho_montage, panel_widths
-from brainage.study.tables import p_text
+from brainage.study.tables import SCORE_NAMES, p_text
 
 __all__ = [
     "GROUP_COLOURS",
@@ -68,9 +68,6 @@ GROUP_ORDER = ["HC", "AD", "PD"]
 #: Training stages (``brainage.models.train``) as figures name them.
 STAGE_LABELS: dict[str, str] = {"rnc_encoder": "RNC stage 1: encoder (ridge probe)",
                                 "rnc_head": "RNC stage 2: linear head", "l1": "L1: end to end"}
-#: Clinical scores as figures name them.
-SCORE_LABELS: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
-                                "hoehn_yahr": "Hoehn & Yahr"}
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=50), title=None)
 
 
@@ -520,7 +517,7 @@ def severity_residuals(residuals: Mapping[tuple[str, str, str], pd.DataFrame],
     for group, score in tests:
         for model in models:
             row = stats.loc[(model, group, score)]
-            head = f"{group}, {SCORE_LABELS.get(score, score)}: {_model_label(model)}"
+            head = f"{group}, {SCORE_NAMES.get(score, score)}: {_model_label(model)}"
             if bool(row["estimable"]):
                 titles.append(f"{head}<br>ρ = {row['rho']:.2f}, {p_text(row['p'])}, "
                               f"{p_text(row['p_fdr'], 'p<sub>FDR</sub>')}, n = {int(row['n'])}")
@@ -554,7 +551,7 @@ def severity_residuals(residuals: Mapping[tuple[str, str, str], pd.DataFrame],
                 fig.add_trace(go.Scatter(x=xs, y=slope * xs, mode="lines",
                                          line=dict(color=colour), showlegend=False,
                                          hoverinfo="skip"), row=r, col=c)
-            fig.update_xaxes(title_text=f"{SCORE_LABELS.get(score, score)} rank, residual",
+            fig.update_xaxes(title_text=f"{SCORE_NAMES.get(score, score)} rank, residual",
                              row=r, col=c)
             fig.update_yaxes(title_text="gap rank, residual" if c == 1 else None, row=r, col=c)
     fig.update_annotations(font_size=12)

@@ -22,10 +22,9 @@ from brainage._utils import GROUPS
 from brainage.analysis import clinical, metrics
 from brainage.data import simulate
 from brainage.models.augment import AugmentConfig
-from brainage.study.tables import format_number, p_text
+from brainage.study.tables import SCORE_NAMES, format_number, p_text
 
 __all__ = [
-    "SCORE_NAMES",
     "abstract_truth_markdown",
     "alignment_by_site",
     "alignment_sentence",
@@ -54,9 +53,6 @@ __all__ = [
     "summary_sentence",
 ]
 
-#: How the abstract names each score.
-SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
-                               "hoehn_yahr": "Hoehn and Yahr stage"}
 _GROUP_NAMES = {"AD": "AD", "PD": "PD", "HC": "healthy test subjects"}
 
 

@@ -21,8 +21,12 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LABELS", "VALUES", "display_value", "format_interval", "format_number", "format_p",
-           "natural_order", "p_text", "report_table"]
+__all__ = ["LABELS", "SCORE_NAMES", "VALUES", "display_value", "format_interval", "format_number",
+           "format_p", "natural_order", "p_text", "report_table"]
+
+#: The clinical scores as the book names them everywhere: tables, figures and sentences.
+SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
+                               "hoehn_yahr": "Hoehn and Yahr stage"}
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
@@ -64,9 +68,7 @@ LABELS: dict[str, str] = {
     "estimate": "estimate",
     "truth": "truth",
     "covered": "truth covered",
-    "mmse": "MMSE",
-    "updrs3": "UPDRS-III",
-    "hoehn_yahr": "Hoehn & Yahr",
+    **SCORE_NAMES,
     "icc2": "ICC(2,1)",
     "icc3": "ICC(3,1)",
     "rate": "rate",
@@ -85,7 +87,7 @@ LABELS: dict[str, str] = {
 #: score, a statistic's name): a reader sees "Hoehn & Yahr", not ``hoehn_yahr``.
 VALUES: dict[str, str] = {
     "rnc": "RNC", "l1": "L1", "null": "permuted-age control", "permuted": "permuted-age control",
-    "mmse": "MMSE", "updrs3": "UPDRS-III", "hoehn_yahr": "Hoehn & Yahr",
+    **SCORE_NAMES,
     "mean_gap": "mean gap", "score_correlation": "score correlation", "sd_gap": "SD of gap",
     "corrected_gap": "corrected gap", "gap": "gap", "predicted": "predicted age",
     "corrected_predicted": "corrected predicted age", "raw": "raw", "corrected": "corrected",

@@ -105,7 +105,8 @@ def test_all_missing_numbers_stay_as_a_dash():
 
 
 @pytest.mark.parametrize(("value", "shown"), [
-    ("hoehn_yahr", "Hoehn & Yahr"), ("updrs3", "UPDRS-III"), ("rnc", "RNC"), ("l1", "L1"),
+    ("hoehn_yahr", "Hoehn and Yahr stage"), ("updrs3", "MDS-UPDRS-III"), ("cdr_sb", "CDR-SB"),
+    ("rnc", "RNC"), ("l1", "L1"),
     ("mean_gap", "mean gap"), ("age,sex,site_siteB", "age, sex, site siteB"), ("siteA", "siteA"),
     ("sub-0001", "sub-0001"), ("data/sub_1.nii.gz", "data/sub_1.nii.gz"), ("two words", "two words"),
     (3.5, 3.5), (None, None),
