@@ -332,9 +332,9 @@ def test_a_failed_participant_writes_its_error_and_the_others_go_on(
             "--cache", str(cache), "--no-qc", "--participant-label", "0001", "9999"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"FAILED {bad}" in err and "cannot be read" in err
+    assert f"FAILED {bad}" in err and "cannot read the image header" in err
     log = json.loads((out / "logs" / "sub-9999_error.json").read_text())
-    assert log["participant_id"] == "sub-9999" and "cannot be read" in log["error"]
+    assert log["participant_id"] == "sub-9999" and "cannot read the image header" in log["error"]
     assert log["source"] == "bids:raw:sub-9999/anat/sub-9999_T1w.nii.gz"
     assert (out / "sub-0001" / "anat" / "sub-0001_desc-brainage_T1w.tsv").is_file()
     assert not (out / "sub-9999").exists()
