@@ -390,9 +390,11 @@ def test_dask_participant_level_equals_the_local_run(sim_bids: Path, model_dir: 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, dask_client,
+                                                  ixi10_model_cache: Path,
                                                   tmp_path: Path) -> None:
     """Two raw IXI participants (native space: N4 and registration on the cluster's two
-    workers), then the group level; the cache entries equal a local run's."""
+    workers), then the group level; the cache entries equal a local run's (sub-IXI012's, in
+    the session cache test_predict's native scan shares: one local registration for both)."""
     labels = ["IXI012", "IXI013"]
     out, cache = tmp_path / "out", tmp_path / "cache"
     report = bids_app.run_participant_level(
@@ -408,9 +410,9 @@ def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, 
     group = bids_app.run_group_level(ixi10, out)
     assert group.n_scans == 2 and group.figure.is_file()
     assert {"sex", "site"} <= set(_read_tsv(group.table).columns)
-    scan = ixi10 / "sub-IXI013" / "anat" / "sub-IXI013_T1w.nii.gz"
+    scan = ixi10 / "sub-IXI012" / "anat" / "sub-IXI012_T1w.nii.gz"
     params = PreprocessParams(grid_mm=8.0, crop_to_brain=True)
-    local = PreprocessCache(tmp_path / "local")
+    local = PreprocessCache(ixi10_model_cache)
     assert preprocess_cohort([scan], params, local)[0].ok
     for path in (local.path_for(scan, params), ):
         ours = PreprocessCache(cache).path_for(scan, params)

@@ -505,12 +505,11 @@ def test_help_lists_predict(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_native_ixi_scan(model_dir: Path, tmp_path: Path, cache: Path) -> None:
-    """One raw IXI scan: auto-detected as native, registered, aligned and predicted."""
-    if not (IXI10 / "participants.tsv").is_file():
-        pytest.skip(f"real IXI scans not available: {IXI10} is absent")
+def test_native_ixi_scan(model_dir: Path, tmp_path: Path, ixi10_model_cache: Path) -> None:
+    """One raw IXI scan: auto-detected as native, registered, aligned and predicted (its
+    registration is shared with test_bids_app's cluster test through the session's cache)."""
     scan = sorted(IXI10.glob("sub-*/anat/*_T1w.nii.gz"))[0]
-    code, table = _run(tmp_path, cache, str(scan), "--model", str(model_dir / "l1"), "--age", "40")
+    code, table = _run(tmp_path, ixi10_model_cache, str(scan), "--model", str(model_dir / "l1"), "--age", "40")
     assert code == 0
     row = table.iloc[0]
     assert row["space"] == "native" and registration_passes(row["registration_misfit_mm"])
