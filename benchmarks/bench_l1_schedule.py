@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from brainage.inference.model_folder import CHECKPOINT_FILE
 from brainage.models.network import ModelConfig
 from brainage.models.train import TrainConfig, train_l1
 from brainage.study.profiles import find_project_root, load_profile
@@ -61,12 +62,12 @@ def main() -> None:
     for epochs in args.epochs:
         folder = args.out / f"epochs-{epochs}"
         start = time.perf_counter()
-        if not (folder / "best.pt").is_file():
+        if not (folder / CHECKPOINT_FILE).is_file():
             train_l1(train_ds, val_ds, model_cfg, replace(cfg, epochs=epochs), folder)
         seconds = time.perf_counter() - start
         log = pd.read_csv(folder / "log.csv")
         best = log.loc[log["val_mae"].idxmin()]
-        test = predict_run(run, {"l1": folder / "best.pt"}, device=params["device"])
+        test = predict_run(run, {"l1": folder / CHECKPOINT_FILE}, device=params["device"])
         test = test[test["split"] == "test"]
         rows.append({"epochs": epochs, "picked epoch": int(best["epoch"]),
                      "val MAE picked": float(best["val_mae"]),

@@ -82,9 +82,10 @@ def main() -> None:
     from brainage.data.audit import tissue_priors
     from brainage.imaging.preprocess import PreprocessCache, PreprocessParams, preprocess_cohort
     from brainage.imaging.registration import template_grid
+    from brainage.inference.model_folder import MODEL_CARD_FILE
 
     run, sim = Path(args.run), Path(args.simulated)
-    card = json.loads((run / "models" / "model.json").read_text(encoding="utf-8"))
+    card = json.loads((run / "models" / MODEL_CARD_FILE).read_text(encoding="utf-8"))
     prep = card["preprocess"]
     params = PreprocessParams(space=prep["space"], grid_mm=prep["grid_mm"], skull_stripped=True,
                               crop_to_brain=prep["crop_to_brain"])

@@ -52,6 +52,14 @@ def ixi10_cache(ixi10, tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ixi10_cache")
 
 
+@pytest.fixture(scope="session")
+def ixi10_model_cache(ixi10, tmp_path_factory) -> Path:
+    """One preprocessing cache for IXI scans on the grid of the inference tests' tiny model (8 mm,
+    cropped to the brain): test_predict's native scan and the BIDS App's local reference on the
+    cluster test share sub-IXI012's registration (about 8 s of CPU) instead of each running it."""
+    return tmp_path_factory.mktemp("ixi10_model_cache")
+
+
 @pytest.fixture
 def small_scan(tmp_path: Path, rng: np.random.Generator) -> Path:
     """A tiny 3D NIfTI scan with unequal sides (7, 8, 9), 2 mm voxels, so axis mix-ups fail."""

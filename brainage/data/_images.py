@@ -86,19 +86,35 @@ def file_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def image_problems(img: Any, limits: ImageLimits) -> list[str]:
-    """Problems of a loaded image: its header, then its data (see :func:`check_image`)."""
-    problems, readable = check_header(img, limits)
+def image_problems(img: Any, limits: ImageLimits, *, plausible: bool = True) -> list[str]:
+    """Problems of a loaded image: its header, then its data (see :func:`check_header` and
+    :func:`data_problems`)."""
+    problems, readable = check_header(img, limits, plausible=plausible)
     if not readable:
         return problems
+    return [*problems, *data_problems(img)[1]]
+
+
+def data_problems(img: Any) -> tuple[np.ndarray | None, list[str]]:
+    """Read an image's voxels and check them: readable (not corrupt or truncated), not empty,
+    finite, not all zeros nor constant.
+
+    Returns
+    -------
+    data : ndarray or None
+        The voxels as nibabel reads them (scaled, the file's own data type); None when they
+        cannot be read.
+    problems : list of str
+        One message per problem, without the path.
+    """
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # truncated gzip: EOFError, zlib.error; short file ...
         detail = " ".join(f"{type(err).__name__}: {err}".split())
-        return [*problems, (f"cannot read the image data, the file is corrupt or truncated "
-                            f"({detail})")]
+        return None, [f"cannot read the image data, the file is corrupt or truncated ({detail})"]
     if data.size == 0:
-        return [*problems, f"the image has no voxels (shape {data.shape})"]
+        return data, [f"the image has no voxels (shape {data.shape})"]
+    problems = []
     finite = np.isfinite(data)
     if not finite.all():
         problems.append(f"{int(data.size - finite.sum())} of {data.size} voxels are NaN or "
@@ -108,7 +124,7 @@ def image_problems(img: Any, limits: ImageLimits) -> list[str]:
         problems.append("the image is all zeros")
     elif values.size and values.min() == values.max():
         problems.append(f"the image is constant (every finite voxel is {values.min():g})")
-    return problems
+    return data, problems
 
 
 def check_header(img: Any, limits: ImageLimits | None = None, *,
@@ -119,11 +135,11 @@ def check_header(img: Any, limits: ImageLimits | None = None, *,
     (:func:`check_image`) and for every command that reads a scan
     (:func:`brainage.imaging.preprocess.check_scan`). Always checked: a size below 1, more
     voxels than ``limits.max_voxels``, a data type that is not real numbers (complex, RGB), an
-    uncompressed file shorter than its declared data, a non-finite or degenerate affine
-    (:func:`affine_problems`), voxel sizes that are not positive, a field of view above
-    ``limits.fov_mm``'s upper bound. With ``plausible``, also what a brain scan must meet: 3D,
-    voxel size within ``limits.voxel_mm``, field of view at least ``limits.fov_mm``'s lower
-    bound.
+    uncompressed file shorter than its declared data, 3D (or 4D with one volume), a non-finite
+    or degenerate affine (:func:`affine_problems`), voxel sizes that are not positive, a field
+    of view above ``limits.fov_mm``'s upper bound. With ``plausible``, also what a brain scan
+    must meet: voxel size within ``limits.voxel_mm``, field of view at least ``limits.fov_mm``'s
+    lower bound.
 
     Parameters
     ----------
@@ -149,7 +165,7 @@ def check_header(img: Any, limits: ImageLimits | None = None, *,
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
     unsafe = declared_problems(shape, dtype, limits) or _short_file_problems(img, shape, dtype)
     problems = list(unsafe)
-    if plausible and len(shape) != 3:
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):  # (X, Y, Z, 1): one volume
         hint = " (a 4D series: keep one volume)" if len(shape) == 4 else ""
         problems.append(f"expected a 3D image, got {len(shape)}D with shape {shape}{hint}")
     problems.extend(affine_problems(img))

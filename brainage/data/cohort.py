@@ -32,14 +32,16 @@ References
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from brainage.data._images import ImageLimits, check_header, file_problem, image_problems
+from brainage.data._images import ImageLimits, check_header, data_problems, file_problem
 from brainage.data._participants import (
     BASE_COLUMNS,
     PROBLEM_COLUMNS,
@@ -70,32 +72,121 @@ __all__ = [
     "CohortError",
     "CohortResult",
     "ImageLimits",
+    "OTHER_FORMATS",
+    "ScanRead",
     "check_header",
     "check_image",
     "file_problem",
     "find_scans",
+    "format_problem",
     "load_cohort",
     "open_image",
     "parse_age",
     "read_participant_ages",
+    "read_scan",
 ]
 
+#: Image formats nibabel opens but the preprocessing does not read (it reads NIfTI and OpenBHB
+#: ``.npy``): refused by name before any reading, with the conversion to make.
+OTHER_FORMATS = {".mgz": "a FreeSurfer MGH file (.mgz)", ".mgh": "a FreeSurfer MGH file (.mgh)",
+                 ".img": "an Analyze or NIfTI-pair image (.img/.hdr)",
+                 ".hdr": "an Analyze or NIfTI-pair header (.img/.hdr)",
+                 ".img.gz": "an Analyze or NIfTI-pair image (.img.gz)",
+                 ".mnc": "a MINC file (.mnc)", ".dcm": "a DICOM file (.dcm)"}
 
-def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str]:
-    """Check that a file is a readable, plausible 3D brain image.
 
-    Reads the header with nibabel and checks it (:func:`check_header`) before reading any
-    data; then reads the full data, unless the header makes that unsafe (more voxels than
-    ``limits.max_voxels``, a file shorter than its declared data, a non-numeric data type).
-    Problems: not a readable regular file (:func:`file_problem`); unreadable, corrupt or
-    truncated file; not 3D (e.g. 4D); empty or all-zero (or constant) data; NaN or infinite
-    voxels; a non-finite affine; voxel size or field of view outside ``limits``.
+@dataclass
+class ScanRead:
+    """What :func:`read_scan` found: the image (header read), its voxels (if read) and every
+    problem (messages without the path; empty when the scan is fine)."""
+
+    image: Any = None
+    data: np.ndarray | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def read_scan(path: str | Path, limits: ImageLimits | None = None, *, plausible: bool = True,
+              read_data: bool = True) -> ScanRead:
+    """Open a scan and check it: the one reader of raw scans, like nilearn's ``check_niimg``.
+
+    The audit (:func:`check_image`) and every command that reads a scan
+    (:func:`brainage.imaging.preprocess.check_scan` and ``load_scan``: ``brainage
+    preprocess``, ``brainage predict``, the BIDS App) call it, so they refuse the same files
+    with the same message. Checks, in order, stopping at the first that fails: a readable
+    regular file (:func:`file_problem`), a format brainage reads (:func:`format_problem`), a
+    header nibabel (or the OpenBHB reader) can read; then the header (:func:`check_header`:
+    dimensionality, declared size, data type, affine, voxel size, field of view) and, with
+    ``read_data`` and a header that makes reading safe, the voxels (:func:`data_problems`:
+    corrupt or truncated data, NaN or infinite, all zeros or constant).
 
     Parameters
     ----------
     path : str or Path
         A NIfTI (or any nibabel-readable) image, or an OpenBHB ``.npy`` array (read by
         :func:`brainage.data.openbhb.load_openbhb_array`, with the quasi-raw grid's affine).
+    limits : ImageLimits or None, default=None
+        Bounds of :func:`check_header`; ``None`` uses the defaults.
+    plausible : bool, default=True
+        Also check what a brain scan must meet (voxel size and field of view within
+        ``limits``): the audit does; the commands that preprocess a scan do not.
+    read_data : bool, default=True
+        Read and check the voxels too.
+
+    Returns
+    -------
+    ScanRead
+        ``.image`` (None when the file or its header cannot be read), ``.data`` (None unless
+        read) and ``.problems``.
+    """
+    problem = file_problem(path)
+    if problem is not None:
+        return ScanRead(problems=[f"cannot read the image: the path {problem}"])
+    problem = format_problem(path)
+    if problem is not None:
+        return ScanRead(problems=[problem])
+    try:
+        img = open_image(path)
+    except Exception as err:  # nibabel raises ImageFileError, OSError...; OpenBHB ValueError...
+        if str(path).endswith(".npy"):
+            return ScanRead(problems=[f"cannot read the array ({' '.join(str(err).split())})"])
+        return ScanRead(problems=[f"cannot read the image header ({type(err).__name__}: {err})"])
+    problems, readable = check_header(img, limits or ImageLimits(), plausible=plausible)
+    if not (readable and read_data):
+        return ScanRead(img, None, problems)
+    data, more = data_problems(img)
+    return ScanRead(img, data, [*problems, *more])
+
+
+def format_problem(path: str | Path) -> str | None:
+    """Why brainage does not read ``path``'s format (:data:`OTHER_FORMATS`: FreeSurfer
+    ``.mgz``, Analyze ``.img``/``.hdr``, MINC, DICOM), with the conversion to make; None for a
+    NIfTI or OpenBHB ``.npy`` name. Decided by the name alone."""
+    name = Path(path).name.lower()
+    kind = next((v for k, v in OTHER_FORMATS.items() if name.endswith(k)), None)
+    if kind is None:
+        return None
+    return (f"the file is {kind}, which brainage does not read: convert it to NIfTI (.nii.gz) "
+            f"first, e.g. with FreeSurfer's mri_convert or nibabel "
+            f"(nib.save(nib.load(path), 'scan.nii.gz'))")
+
+
+def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str]:
+    """Check that a file is a readable, plausible 3D brain image: the audit's check, which is
+    :func:`read_scan` (the one scan reader, shared with ``brainage preprocess``, ``predict``
+    and the BIDS App) with the plausibility limits.
+
+    Reads the header with nibabel and checks it (:func:`check_header`) before reading any
+    data; then reads the full data, unless the header makes that unsafe (more voxels than
+    ``limits.max_voxels``, a file shorter than its declared data, a non-numeric data type).
+    Problems: not a readable regular file (:func:`file_problem`); a format brainage does not
+    read (:func:`format_problem`); unreadable, corrupt or truncated file; not 3D (e.g. 4D with
+    several volumes); empty or all-zero (or constant) data; NaN or infinite voxels; a
+    non-finite or degenerate affine; voxel size or field of view outside ``limits``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A scan, as for :func:`read_scan`.
     limits : ImageLimits or None, default=None
         Plausibility bounds; ``None`` uses :class:`ImageLimits` defaults.
 
@@ -105,17 +196,7 @@ def check_image(path: str | Path, limits: ImageLimits | None = None) -> list[str
         One message per problem (empty if the image is fine). Messages do not repeat the path;
         the caller adds it.
     """
-    limits = limits or ImageLimits()
-    problem = file_problem(path)
-    if problem is not None:
-        return [f"cannot read the image: the path {problem}"]
-    try:
-        img = open_image(path)
-    except (OSError, ValueError, TypeError) as err:  # an OpenBHB array that cannot be read
-        return [f"cannot read the array ({' '.join(str(err).split())})"]
-    except Exception as err:  # nibabel raises ImageFileError, OSError...
-        return [f"cannot read the image header ({type(err).__name__}: {err})"]
-    return image_problems(img, limits)
+    return read_scan(path, limits).problems
 
 
 def open_image(path: str | Path) -> Any:

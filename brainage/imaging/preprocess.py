@@ -2,7 +2,7 @@
 
 Scans in native (scanner) space, by default (``brain_extraction="deepbet"``)::
 
-    load (nibabel via MONAI LoadImage) -> RAS (MONAI Orientation)
+    load (nibabel, checked by brainage.data.cohort.read_scan) -> RAS (MONAI Orientation)
     -> brain extraction: the subject's brain mask (deepbet, imaging.brain_extraction)
     -> crop to the mask's bounding box plus 10 mm -> N4 bias-field correction inside the mask
     -> brain-to-brain affine registration to nilearn's MNI152 template, from the mask's centre
@@ -75,7 +75,7 @@ from brainage._utils import (
     run_tasks,
     sha256_file,
 )
-from brainage.data.cohort import check_header, file_problem, open_image
+from brainage.data.cohort import check_header, file_problem, format_problem, read_scan
 from brainage.exceptions import BrainageError
 from brainage.imaging import brain_extraction as bet
 
@@ -121,13 +121,6 @@ _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 #: The TIV record in a preprocessed volume's header (``descrip``, 80 bytes at most).
 _TIV_RECORD = "brainage brain mask {method}, TIV {tiv:.1f} cm3"
 _TIV_PATTERN = re.compile(r"^brainage brain mask (\w+), TIV ([0-9.]+) cm3$")
-#: Image formats nibabel opens but the preprocessing does not read (MONAI's NIfTI reader):
-#: refused by name before any reading, with the conversion to make.
-_OTHER_FORMATS = {".mgz": "a FreeSurfer MGH file (.mgz)", ".mgh": "a FreeSurfer MGH file (.mgh)",
-                  ".img": "an Analyze or NIfTI-pair image (.img/.hdr)",
-                  ".hdr": "an Analyze or NIfTI-pair header (.img/.hdr)",
-                  ".img.gz": "an Analyze or NIfTI-pair image (.img.gz)",
-                  ".mnc": "a MINC file (.mnc)", ".dcm": "a DICOM file (.dcm)"}
 #: Memory :func:`resample_to_grid` takes, in bytes per voxel of the scan when it is smoothed
 #: first (anti-aliasing onto a coarser grid) or not, and per voxel of the output grid. Measured
 #: on a 2-core CPU (peak RSS of one call, 120^3-240^3 scans onto the 0.5-4 mm grids), rounded
@@ -204,61 +197,65 @@ class PreprocessParams:
         return cls(**params)
 
 
-def check_scan(path: str | os.PathLike) -> nib.spatialimages.SpatialImage | None:
+def check_scan(path: str | os.PathLike, *,
+               read_data: bool = False) -> nib.spatialimages.SpatialImage | None:
     """Check a scan file before any command reads its voxels: the one entry point, like
-    nilearn's ``check_niimg``, so that the audit's header check, ``brainage preprocess``,
-    ``brainage predict`` and the BIDS App refuse the same files with the same message.
+    nilearn's ``check_niimg``, so that the audit, ``brainage preprocess``, ``brainage
+    predict`` and the BIDS App refuse the same files with the same message.
 
-    Checks, in order: a readable regular file (:func:`brainage.data.cohort.file_problem`), a
-    format brainage reads (:func:`check_scan_format`), a header nibabel can read, 3D (or 4D
-    with one volume), and the header (:func:`brainage.data.cohort.check_header`: too many
-    voxels, a file shorter than its data, a non-numeric type, voxel sizes that are not
-    positive, a non-finite or degenerate affine). No voxel is read.
+    It raises what :func:`brainage.data.cohort.read_scan` (the audit's reader) finds, without
+    the plausibility limits: a path that is not a readable regular file, a format brainage does
+    not read (FreeSurfer ``.mgz``, Analyze, MINC, DICOM), a header nibabel cannot read, not 3D
+    (or 4D with one volume), and the header's problems
+    (:func:`brainage.data.cohort.check_header`: too many voxels, a file shorter than its data,
+    a non-numeric type, voxel sizes that are not positive, a non-finite or degenerate affine).
+    With ``read_data`` also the voxels' (corrupt or truncated data, NaN or infinite, all zeros
+    or constant), as :func:`load_scan` does.
 
     Parameters
     ----------
     path : str or PathLike
-        A NIfTI file, or an OpenBHB ``.npy`` array (only the file and its name are checked
-        here; :func:`brainage.data.openbhb.load_openbhb_array` checks its header).
+        A NIfTI file, or an OpenBHB ``.npy`` array (its header checked by
+        :func:`brainage.data.openbhb.load_openbhb_array`).
+    read_data : bool, default=False
+        Also read and check the voxels; by default no voxel is read.
 
     Returns
     -------
     nibabel image or None
-        The scan with its header read (voxels not loaded); None for an OpenBHB array.
+        The scan with its header read (voxels not loaded unless ``read_data``); None for an
+        OpenBHB array.
 
     Raises
     ------
     FileNotFoundError
         The file does not exist (or is a broken symlink).
     PreprocessError
-        Any other problem, naming the file.
+        Any other problem: ``scan <path>: <problem>[; <problem> ...]``, the problems in the
+        audit's words.
     """
-    path = Path(path)
-    problem = file_problem(path)
-    if problem is not None:
-        if problem == "does not exist" or problem.startswith("is a broken symlink"):
-            raise FileNotFoundError(f"scan {path} {problem}")
-        raise PreprocessError(f"scan {path} {problem}")
-    check_scan_format(path)
-    if path.name.endswith(".npy"):
-        return None
-    try:
-        img = nib.load(str(path))  # reads the header only
-    except Exception as err:  # nibabel raises ImageFileError, OSError ...
-        raise PreprocessError(f"scan {path} cannot be read as an image: "
-                              f"{type(err).__name__}: {err}") from err
-    shape = tuple(img.shape)
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 1)):
-        raise PreprocessError(f"scan {path} must be a 3D image; got shape {shape} "
-                              f"({len(shape)}D)")
-    problems, _ = check_header(img, plausible=False)
-    if problems:
-        raise PreprocessError(f"scan {path}: {'; '.join(problems)}")
-    return img
+    img = _read_checked(Path(path), read_data).image
+    return None if str(path).endswith(".npy") else img
+
+
+def _read_checked(path: Path, read_data: bool) -> Any:
+    """:func:`brainage.data.cohort.read_scan` without the plausibility limits, its problems
+    raised as one error naming the file."""
+    found = read_scan(path, plausible=False, read_data=read_data)
+    if found.problems:
+        message = f"scan {path}: {'; '.join(found.problems)}"
+        problem = file_problem(path)
+        if problem == "does not exist" or (problem or "").startswith("is a broken symlink"):
+            raise FileNotFoundError(message)
+        raise PreprocessError(message)
+    return found
 
 
 def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     """Read a 3D scan, reoriented to RAS, as a float32 NIfTI image; checked for problems.
+
+    The file is read once, by :func:`brainage.data.cohort.read_scan` (the audit's reader:
+    see :func:`check_scan`); MONAI reorients it.
 
     Parameters
     ----------
@@ -272,32 +269,22 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     FileNotFoundError
         The file does not exist (or is a broken symlink).
     PreprocessError
-        The path is not a readable file (a directory, a symlink loop, permission denied), the
-        header declares what cannot be read safely (:func:`brainage.data.cohort.check_header`: too
-        many voxels, a file shorter than its data ...; checked before any data is read), or the
-        file cannot be read, is not 3D, holds NaN/inf voxels or is constant.
+        Any problem :func:`check_scan` with ``read_data=True`` finds: the path is not a
+        readable file (a directory, a symlink loop, permission denied), its format, the header
+        (checked before any data is read), corrupt or truncated data, not 3D, NaN/inf voxels,
+        all zeros or constant.
     """
     import torch
-    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
+    from monai.data import MetaTensor
+    from monai.transforms import EnsureChannelFirst, Orientation
 
-    path = Path(path)
-    if check_scan(path) is None:
-        data = _load_array(path)  # its header is checked by load_openbhb_array
-    else:
-        try:
-            data = LoadImage(image_only=True, dtype=np.float32)(str(path))
-        except Exception as err:  # MONAI/nibabel raise several types for a corrupt file
-            raise PreprocessError(f"scan {path} cannot be read as an image: {err}") from err
-    if data.ndim == 4 and data.shape[-1] == 1:
+    found = _read_checked(Path(path), read_data=True)
+    # As MONAI's LoadImage (NibabelReader) reads it: nibabel's scaled voxels as float32, the
+    # image's affine; read here once so that the checks and the load see the same voxels.
+    data = MetaTensor(torch.as_tensor(np.asarray(found.data, dtype=np.float32)),
+                      affine=torch.as_tensor(np.asarray(found.image.affine, dtype=np.float64)))
+    if data.ndim == 4:  # (X, Y, Z, 1): read_scan refuses more volumes
         data = data[..., 0]
-    if data.ndim != 3:
-        raise PreprocessError(f"scan {path} must be a 3D image; got shape {tuple(data.shape)} "
-                              f"({data.ndim}D)")
-    bad = int((~torch.isfinite(data)).sum())
-    if bad:
-        raise PreprocessError(f"scan {path} holds {bad} NaN or infinite voxel(s)")
-    if float(data.max()) == float(data.min()):
-        raise PreprocessError(f"scan {path} is constant (all voxels {float(data.min())})")
     channel_first = EnsureChannelFirst(channel_dim="no_channel")(data)  # (1, X, Y, Z)
     ras = Orientation(axcodes="RAS", labels=_RAS_LABELS)(channel_first)
     affine = np.asarray(ras.affine, dtype=np.float64)
@@ -306,20 +293,17 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
 
 def check_scan_format(path: str | os.PathLike) -> None:
     """Refuse, by name, an image format that nibabel opens but the preprocessing does not read
-    (FreeSurfer ``.mgz``, Analyze ``.img``/``.hdr``, MINC, DICOM); NIfTI and OpenBHB ``.npy``
-    pass.
+    (:func:`brainage.data.cohort.format_problem`: FreeSurfer ``.mgz``, Analyze
+    ``.img``/``.hdr``, MINC, DICOM); NIfTI and OpenBHB ``.npy`` pass.
 
     Raises
     ------
     PreprocessError
         One line naming the file, its format and how to convert it.
     """
-    name = Path(path).name.lower()
-    kind = next((v for k, v in _OTHER_FORMATS.items() if name.endswith(k)), None)
-    if kind is not None:
-        raise PreprocessError(f"scan {path} is {kind}, which brainage does not read: convert it "
-                              f"to NIfTI (.nii.gz) first, e.g. with FreeSurfer's mri_convert or "
-                              f"nibabel (nib.save(nib.load(path), 'scan.nii.gz'))")
+    problem = format_problem(path)
+    if problem is not None:
+        raise PreprocessError(f"scan {path}: {problem}")
 
 
 def memory_budget() -> int:
@@ -366,19 +350,6 @@ def _check_resampling_memory(path: Path, grid: tuple[tuple[int, int, int], np.nd
 def _size(count: float) -> str:
     """Bytes in GB, or TB from 1000 GB."""
     return f"{count / 1e9:.3g} GB" if count < 1e12 else f"{count / 1e12:.3g} TB"
-
-
-def _load_array(path: Path) -> Any:
-    """An OpenBHB ``.npy`` array as a MONAI MetaTensor (X, Y, Z) carrying its affine."""
-    import torch
-    from monai.data import MetaTensor
-
-    try:
-        img = open_image(path)
-    except (OSError, ValueError, TypeError) as err:
-        raise PreprocessError(f"scan {path} cannot be read as an OpenBHB array: {err}") from err
-    return MetaTensor(torch.as_tensor(np.asarray(img.dataobj, dtype=np.float32)),
-                      affine=torch.as_tensor(img.affine))
 
 
 def resample_to_grid(img: nib.Nifti1Image, grid: tuple[tuple[int, int, int], np.ndarray],

@@ -70,7 +70,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainage._utils import VERSION, atomic_write, bids_label, check_scheduler, sha256_file
+from brainage._utils import (
+    VERSION,
+    atomic_write,
+    bids_label,
+    check_scheduler,
+    default_cache_dir,
+    sha256_file,
+)
 from brainage._utils.columns import (
     BIDS_COLUMNS,
     BIDS_OUTPUT_COLUMNS,
@@ -80,7 +87,12 @@ from brainage._utils.columns import (
     describe_columns,
 )
 from brainage.exceptions import BrainageError
-from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessCache, PreprocessParams
+from brainage.imaging.preprocess import (
+    PREPROCESS_VERSION,
+    PreprocessCache,
+    PreprocessParams,
+    resample_to_grid,
+)
 from brainage.inference.bids_input import apply_bids_filter
 from brainage.inference.model_folder import (
     IG_REFERENCE_FILE,
@@ -94,6 +106,7 @@ from brainage.inference.predict import (
     output_table,
     recommended_head,
 )
+from brainage.inference.qc_figures import save_registration_qc
 from brainage.inference.trust import MIN_BATCH, batch_verdict
 
 logger = logging.getLogger(__name__)
@@ -552,8 +565,6 @@ def run_participant_level(bids_dir: str | os.PathLike, output_dir: str | os.Path
 
 
 def _check_cache(cache: str | os.PathLike | None, bids_dir: Path) -> Path:
-    from brainage._utils import default_cache_dir
-
     root = Path(cache) if cache is not None else default_cache_dir()
     if root.absolute().resolve().is_relative_to(bids_dir.resolve()):
         raise BidsAppError(f"--cache {root} lies inside BIDS_DIR {bids_dir}: brainage never "
@@ -655,7 +666,6 @@ def _bids_table(scan: pd.Series, rows: pd.DataFrame, out: ScanOutputs, maps: Map
 def _template_mask(grid_mm: float, crop_to_brain: bool) -> np.ndarray:
     """The template brain mask on a model grid, as preprocessing computes it (resampled
     linearly, then > 0.5)."""
-    from brainage.imaging.preprocess import resample_to_grid
     from brainage.imaging.registration import template_grid, template_images
 
     _, mask = template_images()
@@ -679,8 +689,6 @@ def _brain_mask(preproc: nib.Nifti1Image, params: PreprocessParams) -> nib.Nifti
 
 def _qc_image(path: Path, preproc: nib.Nifti1Image, label: str, flagged: bool) -> None:
     """The registration-QC panel of notebook 01 for one scan, as a PNG."""
-    from brainage.inference.qc_figures import save_registration_qc
-
     save_registration_qc(path, preproc, label, flagged=flagged)
 
 

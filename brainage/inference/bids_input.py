@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from brainage._utils import closest_hint
+from brainage.data.cohort import CohortError, find_scans, read_participant_ages
 from brainage.exceptions import BrainageError
 
 logger = logging.getLogger(__name__)
@@ -204,8 +205,6 @@ def summarise_dataset(bids_dir: str | os.PathLike) -> DatasetSummary:
     ``dataset_description.json``, no ``participants.tsv`` (or no age column), subjects without
     a T1w scan, participants.tsv rows without a folder and folders without a row, T1w scans
     whose participant has no age. Problems never stop the run: each is one line."""
-    from brainage.data.cohort import find_scans
-
     root = Path(bids_dir).absolute()
     summary = DatasetSummary(root=root)
     if not (root / "dataset_description.json").is_file():
@@ -239,8 +238,6 @@ def summarise_dataset(bids_dir: str | os.PathLike) -> DatasetSummary:
 
 
 def _ages(root: Path, summary: DatasetSummary) -> dict[str, float | None] | None:
-    from brainage.data.cohort import CohortError, read_participant_ages
-
     tsv = root / "participants.tsv"
     if not tsv.is_file():
         summary.problems.append(f"{tsv} is missing: no ages (predicted ages only, no gaps)")

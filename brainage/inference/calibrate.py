@@ -36,6 +36,7 @@ from brainage.inference.model_folder import (
     head_checkpoint_digest,
     load_model_folder,
 )
+from brainage.inference.predict import collect_scans, predict_scans
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +134,6 @@ def calibrate_site(inputs: Sequence[str | os.PathLike],
         ``out`` exists; a scan has no age; a scan is a patient; too few scans predicted; ages
         spanning too little with no training correction; messages name the inputs.
     """
-    from brainage.inference.predict import collect_scans, predict_scans
-
     out = Path(out)
     _check_out(out, overwrite)
     where = ", ".join(map(str, inputs))

@@ -67,8 +67,10 @@ import numpy as np
 
 from brainage._utils import CHECKPOINT_FILE, package_versions, sha256_file
 from brainage._utils.io import read_json, read_tagged_json, schema_problems
+from brainage.analysis.metrics import AgeBiasCorrection
 from brainage.analysis.site_calibration import SiteCalibration
 from brainage.analysis.uncertainty import ConformalInterval, FeatureOOD
+from brainage.data.cohort import file_problem
 from brainage.exceptions import BrainageError
 from brainage.imaging.preprocess import PREPROCESS_VERSION, PreprocessParams
 
@@ -484,8 +486,6 @@ def _load_head(root: Path, name: str, entry: Mapping[str, Any], layer: str,
 
 def _load_correction(head_dir: Path) -> Any:
     """The head's AgeBiasCorrection, or None (with a warning) when the file is absent."""
-    from brainage.analysis.metrics import AgeBiasCorrection
-
     path = head_dir / BIAS_CORRECTION_FILE
     if not present(path, ModelFolderError):
         logger.warning("%s is absent: gaps of head %r are reported without age-bias "
@@ -672,8 +672,6 @@ def present(path: Path, error: type[Exception] = ValueError) -> bool:
     """Whether an optional file of a model folder is there: False when nothing is at
     ``path``; ``error`` (naming the file) when something is but it is not a readable
     regular file (a folder, a symlink loop, a FIFO ...): that is not an absent file."""
-    from brainage.data.cohort import file_problem
-
     if not os.path.lexists(path):
         return False
     problem = file_problem(path)
@@ -683,8 +681,6 @@ def present(path: Path, error: type[Exception] = ValueError) -> bool:
 
 
 def checkpoint_digest(head_dir: str | os.PathLike) -> str:
-    from brainage._utils import sha256_file
-
     return sha256_file(Path(head_dir) / CHECKPOINT_FILE)
 
 

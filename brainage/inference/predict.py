@@ -64,6 +64,7 @@ from brainage._utils.columns import (
     RECOMMENDED_HEAD,
     RECOMMENDED_HEAD_REASON,
 )
+from brainage.data.cohort import CohortError, find_scans, read_participant_ages
 from brainage.imaging.preprocess import (
     SPACES,
     PreprocessCache,
@@ -78,6 +79,7 @@ from brainage.inference.model_folder import (
     ModelFolderError,
     load_model_folder,
 )
+from brainage.inference.qc_figures import save_registration_qc
 from brainage.inference.sites import calibrations_by_scan, load_site_calibrations
 
 # torch, MONAI and ANTs take seconds to import: they are imported in the functions that use
@@ -220,8 +222,6 @@ def _participant_ages(root: Path) -> dict[str, float]:
     (:func:`brainage.data.cohort.read_participant_ages`): a missing, invalid (not a number, outside
     0-120 years) or duplicated one is NaN, with a warning naming the file and line (a missing
     one is only logged). Empty without the file or an age column."""
-    from brainage.data.cohort import CohortError, read_participant_ages
-
     tsv = root / "participants.tsv"
     if not tsv.is_file():
         logger.info("%s is absent: the BIDS scans have no age", tsv)
@@ -278,8 +278,6 @@ def collect_scans(inputs: Sequence[str | os.PathLike],
         Columns ``participant_id`` (BIDS ``sub-`` id, or the file name without extension),
         ``session``, ``path``, ``age`` (NaN when unknown).
     """
-    from brainage.data.cohort import find_scans
-
     if isinstance(inputs, (str, os.PathLike)) or not inputs:
         raise ValueError(f"inputs must be a non-empty list of scans or BIDS folders, "
                          f"got {inputs!r}")
@@ -677,7 +675,6 @@ class _RegistrationQC:
         if self.folder is None or not flagged:
             return
         from brainage.imaging.registration import registration_qc_text
-        from brainage.inference.qc_figures import save_registration_qc
 
         for i, img in flagged.items():
             path = Path(self.folder) / f"{names[i]}_qc.png"

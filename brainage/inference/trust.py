@@ -25,6 +25,7 @@ import pandas as pd
 
 from brainage._utils import TRUST_VALUES
 from brainage._utils.io import read_json
+from brainage.analysis.shift import batch_shift
 from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadTrust
 
 logger = logging.getLogger(__name__)
@@ -293,8 +294,6 @@ def batch_verdict(trusts: Mapping[str, Any], features: Mapping[str, Mapping[int,
         ``{"alpha", "min_batch", "heads": {head: {..., "line": str}}}``; None with fewer than
         :data:`MIN_BATCH` predicted scans or no head with an OOD reference.
     """
-    from brainage.analysis.shift import batch_shift
-
     heads: dict[str, Any] = {}
     for head, trust in trusts.items():
         found = features.get(head, {})

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainage.data.cohort import open_image
 from brainage.inference.qc_figures import label_orientation, ortho_montage, panel_widths
 from brainage.study.tables import SCORE_NAMES, p_text
 
@@ -643,8 +644,6 @@ def example_slices(rows: list[tuple[str, Any, Any]], *,
 def _readable(image: Any) -> Any:
     """An image nilearn can open: OpenBHB ``.npy`` arrays are read into NIfTI images."""
     if isinstance(image, (str, Path)) and str(image).endswith(".npy"):
-        from brainage.data.cohort import open_image
-
         return open_image(image)
     return image
 

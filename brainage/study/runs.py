@@ -19,6 +19,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from brainage._utils import check_choice
+from brainage.data.cohort import CohortError
 from brainage.study.profiles import resolve_path
 
 if TYPE_CHECKING:
@@ -151,8 +153,6 @@ class RunFolder:
         brainage.data.cohort.CohortError
             Naming every subject, file and reason.
         """
-        from brainage.data.cohort import CohortError
-
         problems = pd.read_csv(self._require(self.problems_csv, "01_data_audit"))
         errors = problems[problems["severity"] == "error"]
         if not errors.empty:
@@ -338,8 +338,6 @@ def effect_mask(run: RunFolder, reference: nib.Nifti1Image, process: str, thresh
         ``threshold``, and the MNI152 (2 mm) brain mask, both on the reference grid.
     """
     from nilearn import datasets
-
-    from brainage._utils import check_choice
 
     check_choice("process", process, ("ageing", "ad", "pd"))
     truth_dir = run.truth_dir()

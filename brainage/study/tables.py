@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from brainage.study.profiles import display_path
+
 __all__ = ["LABELS", "SCORE_NAMES", "VALUES", "display_value", "format_interval", "format_number",
            "format_p", "natural_order", "p_text", "report_table"]
 
@@ -364,8 +366,6 @@ def report_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None
     -------
     pandas.io.formats.style.Styler
     """
-    from brainage.study.profiles import display_path
-
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
     names = {**LABELS, **(labels or {})}

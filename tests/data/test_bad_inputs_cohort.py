@@ -282,8 +282,8 @@ def test_load_scan_says_what_is_wrong_with_the_path(tmp_path, rng, case):
     path, error, what = _bad_paths(tmp_path / "scans", rng)[case]
     with pytest.raises(error) as info:
         load_scan(path)
-    assert str(info.value) == f"scan {path} {what}" or str(info.value).startswith(
-        f"scan {path} {what}"), str(info.value)
+    assert str(info.value).startswith(f"scan {path}: cannot read the image: the path {what}"), \
+        str(info.value)
 
 
 def test_load_scan_permission_denied(tmp_path, rng, monkeypatch):
@@ -299,7 +299,8 @@ def test_load_scan_permission_denied(tmp_path, rng, monkeypatch):
             return real_open(file, *args, **kwargs)
 
         monkeypatch.setattr(builtins, "open", deny)
-    with pytest.raises(PreprocessError, match=re.escape(f"scan {scan} cannot be read: "
+    with pytest.raises(PreprocessError, match=re.escape(f"scan {scan}: cannot read the image: "
+                                                        f"the path cannot be read: "
                                                         f"permission denied")):
         load_scan(scan)
 
@@ -312,7 +313,8 @@ def test_bad_paths_in_a_cohort_run(tmp_path, rng):
                               PreprocessCache(tmp_path / "cache"))
     assert items[0].ok and items[0].image.shape == (25, 30, 24)
     for item, (path, error, what) in zip(items[1:], bad.values()):
-        assert item.error.startswith(f"{error.__name__}: scan {path} {what}"), item.error
+        assert item.error.startswith(f"{error.__name__}: scan {path}: cannot read the image: "
+                                     f"the path {what}"), item.error
     # the audit reports the same reasons (a directory or a link named like a scan)
     root = make_bids(tmp_path / "bids", rng)
     anat = root / "sub-02" / "anat"

@@ -310,9 +310,9 @@ def test_npy_through_load_scan_and_preprocess_file(tree):
     nan = np.load(path)
     nan[0, 0, 0, 0] = np.nan
     np.save(path, nan)
-    with pytest.raises(PreprocessError, match=rf"scan {path} holds 1 NaN"):
+    with pytest.raises(PreprocessError, match=rf"scan {path}: 1 of 2016 voxels are NaN or infinite"):
         load_scan(path)
     np.save(path, nan[:, :, :, :5])
-    with pytest.raises(PreprocessError, match=rf"scan {path} cannot be read as an OpenBHB "
-                                              r"array: .*has shape \(12, 14, 5\)"):
+    with pytest.raises(PreprocessError, match=rf"scan {path}: cannot read the array \(OpenBHB "
+                                              r"array .*has shape \(12, 14, 5\)"):
         load_scan(path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from brainage.cli import main
-from brainage.data.cohort import check_image
+from brainage.data.cohort import ImageLimits, check_image
 from brainage.imaging.preprocess import PreprocessError, check_scan, load_scan
 from brainage.inference.predict import scan_space
 from tests.inference.test_bad_inputs_predict import _raw_nifti  # NIfTI past nibabel
@@ -44,10 +44,10 @@ def _bad_files(tmp_path: Path, volume: np.ndarray) -> dict[str, tuple[Path, str]
                      "direction matrix is singular"),
         "zero pixdim": (_raw_nifti(tmp_path / "pixdim.nii.gz", volume, pixdim=(0.0, 2.0, 2.0)),
                         "voxel size [0.0, 2.0, 2.0] mm (pixdim)"),
-        "4D": (four, "must be a 3D image; got shape (7, 8, 9, 2)"),
+        "4D": (four, "expected a 3D image, got 4D with shape (7, 8, 9, 2)"),
         "folder": (folder, "is a directory"),
         "symlink loop": (loop, "symlink"),
-        "garbage": (garbage, "cannot be read as an image"),
+        "garbage": (garbage, "cannot read the image header"),
     }
 
 
@@ -112,3 +112,78 @@ def test_audit_flags_a_degenerate_affine_it_used_to_pass(tmp_path, volume):
         assert any(problem in p for p in check_image(path)), (case, check_image(path))
     good = _good_file(tmp_path, volume)
     assert not any("degenerate" in p for p in check_image(good))
+
+
+# --- one reader: the audit's rows and every command's error say the same (issue 27) --------
+
+#: Limits that a (7, 8, 9) volume of 1-2 mm voxels meets, so that the audit's plausibility
+#: checks (field of view of a head) add nothing to the problems compared here.
+LOOSE = ImageLimits(voxel_mm=(0.1, 20.0), fov_mm=(1.0, 400.0))
+
+
+def _shared_bad_files(tmp_path: Path, volume: np.ndarray) -> dict[str, tuple[Path, str]]:
+    """The files of issue 27's list and a phrase of the problem each must be refused for."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    folder = tmp_path / "folder_T1w.nii.gz"
+    folder.mkdir()
+    empty = tmp_path / "empty_T1w.nii.gz"
+    empty.write_bytes(b"")
+    whole = tmp_path / "whole.nii.gz"
+    nib.save(nib.Nifti1Image(volume, affine), whole)
+    truncated = tmp_path / "truncated_T1w.nii.gz"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    four = tmp_path / "four_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([volume, volume], axis=-1), affine), four)
+    infinite = np.array([[2.0, 0, 0, 0], [0, 2.0, 0, np.nan], [0, 0, 2.0, np.inf]])
+    mgz = tmp_path / "scan_T1w.mgz"
+    nib.save(nib.MGHImage(volume, affine), mgz)
+    complex_ = tmp_path / "complex_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(volume.astype(np.complex64), affine), complex_)
+    return {
+        "directory": (folder, "cannot read the image: the path is a directory, not a file"),
+        "empty file": (empty, "cannot read the image header (ImageFileError"),
+        "truncated gzip": (truncated, "cannot read the image data, the file is corrupt or "
+                                      "truncated"),
+        "4D, 2 volumes": (four, "expected a 3D image, got 4D with shape (7, 8, 9, 2) (a 4D "
+                                "series: keep one volume)"),
+        "degenerate affine": (_raw_nifti(tmp_path / "zero_T1w.nii.gz", volume,
+                                         srow=np.zeros((3, 4))), "degenerate affine"),
+        "non-finite affine": (_raw_nifti(tmp_path / "nan_T1w.nii.gz", volume, srow=infinite),
+                              "the affine contains NaN or infinite values"),
+        ".mgz": (mgz, "the file is a FreeSurfer MGH file (.mgz), which brainage does not read"),
+        "non-numeric dtype": (complex_, "the data type complex64 is not real numbers"),
+    }
+
+
+@pytest.mark.parametrize("case", ["directory", "empty file", "truncated gzip", "4D, 2 volumes",
+                                  "degenerate affine", "non-finite affine", ".mgz",
+                                  "non-numeric dtype"])
+def test_audit_and_check_scan_refuse_the_same_file_with_the_same_text(tmp_path, volume, case):
+    path, phrase = _shared_bad_files(tmp_path, volume)[case]
+    audit = check_image(path, LOOSE)  # the audit's rows, without their path prefix
+    assert audit and phrase in audit[0], audit
+    expected = f"scan {path}: {'; '.join(audit)}"
+    with pytest.raises(PreprocessError) as checked:
+        check_scan(path, read_data=True)
+    assert str(checked.value) == expected
+    with pytest.raises(PreprocessError) as loaded:  # every preprocessing, predict, BIDS App
+        load_scan(path)
+    assert str(loaded.value) == expected
+    if case != "truncated gzip":  # the header alone says it: refused before any voxel is read
+        with pytest.raises(PreprocessError) as header:
+            check_scan(path)
+        assert str(header.value) == expected
+
+
+def test_the_shared_reader_passes_good_scans_it_used_to_split_on(tmp_path, volume):
+    """A 4D file with one volume: the audit refused it while preprocessing read it; now both
+    read it, and the audit finds nothing on a good scan either."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    one = tmp_path / "one_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(volume[..., None], affine), one)
+    good = _good_file(tmp_path, volume)
+    for path in (one, good):
+        assert check_image(path, LOOSE) == []
+        assert check_scan(path, read_data=True).shape[:3] == SHAPE
+        np.testing.assert_allclose(load_scan(path).get_fdata(), volume, rtol=1e-6)

@@ -81,7 +81,7 @@ def test_bad_scan_on_dask_is_an_error_item(cohort, dask_client, tmp_path: Path) 
     items = pp.preprocess_cohort([cohort[0], bad, tmp_path / "missing.nii.gz"], PARAMS,
                                  pp.PreprocessCache(tmp_path / "cache"), scheduler=dask_client)
     assert items[0].ok and not items[1].ok and not items[2].ok
-    assert str(bad) in items[1].error and "cannot be read" in items[1].error
+    assert str(bad) in items[1].error and "cannot read the image header" in items[1].error
     assert items[2].error.startswith("FileNotFoundError") and "missing.nii.gz" in items[2].error
 
 

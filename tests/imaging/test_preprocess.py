@@ -78,10 +78,10 @@ def _constant(tmp_path: Path, rng: np.random.Generator) -> Path:
 
 
 @pytest.mark.parametrize(("make", "problem"), [
-    (_corrupt, "cannot be read"),
-    (_four_d, r"must be a 3D image; got shape \(7, 8, 9, 3\)"),
-    (_nan, "holds 2 NaN or infinite voxel"),
-    (_constant, "is constant"),
+    (_corrupt, "cannot read the image header"),
+    (_four_d, r"expected a 3D image, got 4D with shape \(7, 8, 9, 3\)"),
+    (_nan, "2 of 504 voxels are NaN or infinite"),
+    (_constant, "the image is all zeros"),
 ])
 @pytest.mark.parametrize("space", ["native", MNI])
 def test_bad_scans_name_file_and_problem(tmp_path: Path, rng: np.random.Generator, make,
@@ -93,7 +93,8 @@ def test_bad_scans_name_file_and_problem(tmp_path: Path, rng: np.random.Generato
 
 
 def test_missing_scan(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.nii.gz does not exist"):
+    with pytest.raises(FileNotFoundError,
+                       match="missing.nii.gz: cannot read the image: the path does not exist"):
         pp.preprocess_file(tmp_path / "missing.nii.gz")
 
 
@@ -463,7 +464,7 @@ def test_cache_invalidated(small_scan: Path, tmp_path: Path, counted: list,
 
 
 def test_cache_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere.nii does not exist"):
+    with pytest.raises(FileNotFoundError, match="nowhere.nii: cannot read the image: the path does not exist"):
         pp.PreprocessCache(tmp_path).get_or_compute(tmp_path / "nowhere.nii")
 
 
@@ -540,7 +541,7 @@ def test_cli_folder_reports_failures(template_scan: Path, tmp_path: Path, capsys
                 "--cache", str(out / "c")) == 1
     assert (out / "mni.nii.gz").is_file()
     printed = capsys.readouterr().out
-    assert f"{bad}: FAILED" in printed and "cannot be read" in printed
+    assert f"{bad}: FAILED" in printed and "cannot read the image" in printed
 
 
 def test_cli_missing_input(tmp_path: Path, capsys) -> None:

@@ -392,11 +392,11 @@ def test_other_image_formats_are_refused_by_name(model_dir: Path, good: list[Pat
                        "--model", str(model_dir))
     assert code == 1
     error = table.loc[table["path"] == str(bad), "error"].item()
-    assert f"scan {bad} is {kind}, which brainage does not read" in error and "\n" not in error
+    assert f"scan {bad}: the file is {kind}, which brainage does not read" in error and "\n" not in error
     assert "truncated" not in error and "install" not in error
     done = table[table["path"].isin([str(p) for p in good])]
     assert done["brain_age"].notna().all() and len(done) == 2
-    with pytest.raises(pp.PreprocessError, match=f"scan {bad} is "):
+    with pytest.raises(pp.PreprocessError, match=f"scan {bad}: the file is "):
         pp.load_scan(bad)
 
 
@@ -450,7 +450,7 @@ def test_fine_scan_over_the_memory_budget_is_refused(tmp_path: Path, monkeypatch
     assert f"scan {path}: resampling its 160 x 170 x 150 voxels (1 x 1 x 1 mm)" in str(info.value)
     assert "more than the 0.2 GB here" in str(info.value)
     monkeypatch.setattr(pp, "memory_budget", lambda: 10**12)
-    with pytest.raises(pp.PreprocessError, match="is constant"):  # now its data is read
+    with pytest.raises(pp.PreprocessError, match="the image is constant"):  # now its data is read
         pp.preprocess_file(path, space=MNI, grid_mm=4.0)
 
 

@@ -332,9 +332,9 @@ def test_a_failed_participant_writes_its_error_and_the_others_go_on(
             "--cache", str(cache), "--no-qc", "--participant-label", "0001", "9999"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"FAILED {bad}" in err and "cannot be read" in err
+    assert f"FAILED {bad}" in err and "cannot read the image header" in err
     log = json.loads((out / "logs" / "sub-9999_error.json").read_text())
-    assert log["participant_id"] == "sub-9999" and "cannot be read" in log["error"]
+    assert log["participant_id"] == "sub-9999" and "cannot read the image header" in log["error"]
     assert log["source"] == "bids:raw:sub-9999/anat/sub-9999_T1w.nii.gz"
     assert (out / "sub-0001" / "anat" / "sub-0001_desc-brainage_T1w.tsv").is_file()
     assert not (out / "sub-9999").exists()
@@ -390,9 +390,11 @@ def test_dask_participant_level_equals_the_local_run(sim_bids: Path, model_dir: 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, dask_client,
+                                                  ixi10_model_cache: Path,
                                                   tmp_path: Path) -> None:
     """Two raw IXI participants (native space: N4 and registration on the cluster's two
-    workers), then the group level; the cache entries equal a local run's."""
+    workers), then the group level; the cache entries equal a local run's (sub-IXI012's, in
+    the session cache test_predict's native scan shares: one local registration for both)."""
     labels = ["IXI012", "IXI013"]
     out, cache = tmp_path / "out", tmp_path / "cache"
     report = bids_app.run_participant_level(
@@ -408,9 +410,9 @@ def test_ixi_participant_and_group_levels_on_dask(ixi10: Path, model_dir: Path, 
     group = bids_app.run_group_level(ixi10, out)
     assert group.n_scans == 2 and group.figure.is_file()
     assert {"sex", "site"} <= set(_read_tsv(group.table).columns)
-    scan = ixi10 / "sub-IXI013" / "anat" / "sub-IXI013_T1w.nii.gz"
+    scan = ixi10 / "sub-IXI012" / "anat" / "sub-IXI012_T1w.nii.gz"
     params = PreprocessParams(grid_mm=8.0, crop_to_brain=True)
-    local = PreprocessCache(tmp_path / "local")
+    local = PreprocessCache(ixi10_model_cache)
     assert preprocess_cohort([scan], params, local)[0].ok
     for path in (local.path_for(scan, params), ):
         ours = PreprocessCache(cache).path_for(scan, params)
