@@ -21,8 +21,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LABELS", "VALUES", "display_value", "format_interval", "format_number", "format_p",
-           "natural_order", "p_text", "report_table"]
+__all__ = ["CURVE_METHOD_NAMES", "LABELS", "VALUES", "display_value", "format_interval",
+           "format_number", "format_p", "natural_order", "p_text", "report_table"]
+
+#: How the book names the methods of
+#: :func:`brainage.analysis.site_calibration.calibration_curve` (tables and figures).
+CURVE_METHOD_NAMES: dict[str, str] = {
+    "none": "model as trained", "refit": "plain linear refit", "site": "site calibration",
+    "site, own slope": "site calibration, own slope", "mean age": "the k scans' mean age"}
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {
