@@ -477,7 +477,7 @@ def calibration_curve(table: pd.DataFrame, *, level: float = 0.9,
     if missing:
         raise ValueError(f"calibration_curve needs the columns {sorted(missing)} "
                          f"(calibration_curve tables with a model column)")
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.4), layout="constrained")
     shown = table[table["method"].isin(CURVE_STYLES) & (table["splits"] > 0)]
     first = shown["model"].iloc[0] if len(shown) else None
     for (model, method), rows in shown.groupby(["model", "method"], sort=False):
@@ -500,7 +500,7 @@ def calibration_curve(table: pd.DataFrame, *, level: float = 0.9,
     axes[1].set(xlabel="calibration scans k", ylabel=f"coverage of the {level:.0%} interval",
                 xticks=ks, ylim=(-0.02, 1.02))
     handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside right center", frameon=False)
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=3, frameon=False)
     return fig
 
 
