@@ -93,12 +93,15 @@ def outputs(folder, images: dict[int, object], n: int) -> tuple[dict, dict]:
     return predicted, feats
 
 
-def predict_real(folder, scans: pd.DataFrame, cache) -> tuple[dict, dict]:
-    """Predictions and features of the real scans (failures reported and left NaN)."""
+def predict_real(folder, scans: pd.DataFrame, cache, skull_stripped: bool = False
+                 ) -> tuple[dict, dict]:
+    """Predictions and features of the scans (failures reported and left NaN), preprocessed as
+    ``brainage predict`` does (``skull_stripped``: its ``--skull-stripped``, for brain-only
+    scans such as the simulated ones: the build preprocesses them so)."""
     from brainage.inference.predict import _preprocess
 
-    prepared = _preprocess(scans["path"].tolist(), range(len(scans)), folder, "auto", False,
-                           cache, 1)
+    prepared = _preprocess(scans["path"].tolist(), range(len(scans)), folder, "auto",
+                           skull_stripped, cache, 1)
     for _, error in sorted(prepared.errors.items()):
         print(f"  failed: {error}")
     return outputs(folder, prepared.images, len(scans))
