@@ -25,9 +25,12 @@ coverage and width of the 90 % interval, for three ways of reading the model:
 * ``mean age``: no model at all, the ``k`` scans' mean age for everyone (interval from its
   leave-one-out residuals): what a model must beat to be worth calibrating.
 
-The table gives the mean over splits of each measure, the share of splits whose mean gap is
-within 3 years, and the 10th-90th percentiles of the coverage over splits. The k-curve figure
-(k against MAE and coverage) is written to ``--out`` (default ``benchmarks/results/``).
+The splits and measures are :func:`brainage.analysis.site_calibration.calibration_curve` (the
+one implementation; the evaluation notebook's real-scan section calls it too). The table gives
+the mean over splits of each measure, the share of splits whose mean gap is within 3 years,
+and the 10th-90th percentiles of the coverage over splits. The k-curve figure (k against MAE
+and coverage; :func:`brainage.study.figures.calibration_curve`, the book's) is written to
+``--out`` (default ``benchmarks/results/``).
 
 **Batch shift.** The features the OOD score uses (:mod:`brainage.models.features`), standardised
 as each head's ``ood.npz`` stores its training reference, are compared with that reference by
@@ -90,12 +93,15 @@ def outputs(folder, images: dict[int, object], n: int) -> tuple[dict, dict]:
     return predicted, feats
 
 
-def predict_real(folder, scans: pd.DataFrame, cache) -> tuple[dict, dict]:
-    """Predictions and features of the real scans (failures reported and left NaN)."""
+def predict_real(folder, scans: pd.DataFrame, cache, skull_stripped: bool = False
+                 ) -> tuple[dict, dict]:
+    """Predictions and features of the scans (failures reported and left NaN), preprocessed as
+    ``brainage predict`` does (``skull_stripped``: its ``--skull-stripped``, for brain-only
+    scans such as the simulated ones: the build preprocesses them so)."""
     from brainage.inference.predict import _preprocess
 
-    prepared = _preprocess(scans["path"].tolist(), range(len(scans)), folder, "auto", False,
-                           cache, 1)
+    prepared = _preprocess(scans["path"].tolist(), range(len(scans)), folder, "auto",
+                           skull_stripped, cache, 1)
     for _, error in sorted(prepared.errors.items()):
         print(f"  failed: {error}")
     return outputs(folder, prepared.images, len(scans))
@@ -118,103 +124,22 @@ def simulated_test(models: Path, folder) -> tuple[pd.DataFrame, dict, dict]:
     return rows, predicted, features
 
 
-def _r(age: np.ndarray, estimate: np.ndarray) -> float:
-    return float(np.corrcoef(age, estimate)[0, 1]) if np.ptp(estimate) > 0 else np.nan
-
-
-def mean_age(calibration_ages: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
-    """The calibration scans' mean age for every scan, with a split-conformal interval of its
-    leave-one-out residuals (none below the interval's minimum): what the k ages alone give."""
-    from brainage.analysis.uncertainty import ConformalInterval, min_calibration_size
-
-    k = calibration_ages.size
-    estimate = np.full(m, calibration_ages.mean())
-    if k < min_calibration_size(LEVEL):
-        return estimate, np.full(m, np.nan), np.full(m, np.nan)
-    loo = calibration_ages - (calibration_ages.sum() - calibration_ages) / (k - 1)
-    return (estimate, *ConformalInterval.fit(loo, level=LEVEL).predict(estimate))
-
-
-def site_estimate(age, predicted, cal, ev, prior, prior_scans: float):
-    """``(corrected, lower, upper)`` of the ``ev`` scans from a site calibration on the ``cal``
-    scans (bounds NaN when too few for the interval; None when no correction fits)."""
-    from brainage.analysis.site_calibration import fit_site_calibration, fit_site_correction
-
-    try:
-        return fit_site_calibration(age[cal], predicted[cal], site="IXI", prior=prior,
-                                    prior_scans=prior_scans, level=LEVEL).predict(predicted[ev])
-    except ValueError:
-        pass
-    try:  # too few scans for the interval: the correction alone
-        corrected = fit_site_correction(age[cal], predicted[cal], prior=prior,
-                                        prior_scans=prior_scans).apply(predicted[ev])
-    except ValueError:
-        return None
-    return corrected, np.full(ev.size, np.nan), np.full(ev.size, np.nan)
-
-
-def one_split(age, predicted, cal, ev, prior, interval) -> dict[str, dict]:
-    """Measures on the ``ev`` scans of each method calibrated on the ``cal`` scans."""
-    from brainage.analysis.metrics import AgeBiasCorrection
-
-    out = {}
-    estimates = {"none": (predicted[ev], *interval.predict(predicted[ev], predicted[ev]))}
-    try:
-        refit = AgeBiasCorrection.fit(age[cal], predicted[cal], method="linear")
-        corrected = refit.apply(age[ev], predicted[ev])  # linear: does not read the age
-        estimates["refit"] = (corrected, *interval.predict(corrected, corrected))
-    except ValueError:
-        pass  # a slope <= 0 on these k scans: no refit (counted as a failed fit)
-    for method, prior_scans in (("site", 10.0), ("site, own slope", 0.0)):
-        found = site_estimate(age, predicted, cal, ev, prior, prior_scans)
-        if found is not None:
-            estimates[method] = found
-    estimates["mean age"] = mean_age(age[cal], ev.size)
-    for method, (estimate, lower, upper) in estimates.items():
-        y = age[ev]
-        out[method] = {"mae": float(np.mean(np.abs(estimate - y))),
-                       "gap": float(np.mean(estimate - y)), "r": _r(y, estimate),
-                       "coverage": float(np.mean((lower <= y) & (y <= upper)))
-                       if np.isfinite(lower).all() else np.nan,
-                       "width": float(np.mean(upper - lower))}
-    return out
-
-
 def calibration_table(age, predicted: dict, folder, repeats: int, seed: int) -> pd.DataFrame:
-    """Mean measures over ``repeats`` random splits, per head, method and k."""
-    from brainage.analysis.site_calibration import training_line
+    """:func:`brainage.analysis.site_calibration.calibration_curve` of every head (the scans a
+    head could predict), one table with a ``head`` column."""
+    from brainage.analysis.site_calibration import calibration_curve, training_line
 
-    rows = []
+    tables = []
     for head, p in predicted.items():
         usable = np.isfinite(p)
-        y, p = age[usable], p[usable]
-        prior = training_line(folder.corrections[head])
-        interval = folder.trust[head].calibration.age
-        for k in KS:
-            rng = np.random.default_rng(seed)
-            runs: dict[str, list[dict]] = {"none": [], "refit": [], "site": [],
-                                           "site, own slope": [], "mean age": []}
-            for _ in range(repeats):
-                order = rng.permutation(y.size)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    for method, values in one_split(y, p, order[:k], order[k:], prior,
-                                                    interval).items():
-                        runs[method].append(values)
-            for method, values in runs.items():
-                if not values:
-                    print(f"{head} {method} k={k}: no split could be fitted")
-                    continue
-                frame = pd.DataFrame(values)
-                rows.append({"head": head, "method": method, "k": k, "fits": len(frame),
-                             "mae": frame["mae"].mean(), "gap": frame["gap"].mean(),
-                             "gap_sd": frame["gap"].std(),
-                             "gap_within_3": (frame["gap"].abs() <= 3).mean(),
-                             "r": frame["r"].mean(), "coverage": frame["coverage"].mean(),
-                             "cov_p10": frame["coverage"].quantile(0.1),
-                             "cov_p90": frame["coverage"].quantile(0.9),
-                             "width": frame["width"].mean(), "n_eval": y.size - k})
-    return pd.DataFrame(rows)
+        table = calibration_curve(age[usable], p[usable],
+                                  interval=folder.trust[head].calibration.age,
+                                  prior=training_line(folder.corrections[head]), ks=KS,
+                                  repeats=repeats, seed=seed, level=LEVEL)
+        for row in table[table["splits"] == 0].itertuples():
+            print(f"{head} {row.method} k={row.k}: no split could be fitted")
+        tables.append(table.assign(model=head))
+    return pd.concat(tables, ignore_index=True)
 
 
 def print_calibration(table: pd.DataFrame, repeats: int) -> None:
@@ -223,43 +148,24 @@ def print_calibration(table: pd.DataFrame, repeats: int) -> None:
           f"splits; 'fits': splits where the method could be fitted)")
     print(f"{'head':<5}{'method':<16}{'k':>3}{'fits':>6}{'MAE':>7}{'mean gap':>10}{'SD':>6}"
           f"{'|gap|<=3':>9}{'r':>6}{'coverage':>10}{'p10-p90':>12}{'width':>7}")
-    for row in table.itertuples():
-        band = (f"{row.cov_p10:.2f}-{row.cov_p90:.2f}" if np.isfinite(row.cov_p10) else "-")
+    for row in table[table["splits"] > 0].itertuples():
+        band = (f"{row.coverage_p10:.2f}-{row.coverage_p90:.2f}"
+                if np.isfinite(row.coverage_p10) else "-")
         coverage = f"{row.coverage:.3f}" if np.isfinite(row.coverage) else "-"
         width = f"{row.width:.1f}" if np.isfinite(row.width) else "-"
-        print(f"{row.head:<5}{row.method:<16}{row.k:>3}{row.fits:>6}{row.mae:>7.1f}"
+        print(f"{row.model:<5}{row.method:<16}{row.k:>3}{row.splits:>6}{row.mae:>7.1f}"
               f"{row.gap:>10.1f}{row.gap_sd:>6.1f}{row.gap_within_3:>9.2f}{row.r:>6.2f}"
               f"{coverage:>10}{band:>12}{width:>7}")
 
 
 def plot_curve(table: pd.DataFrame, path: Path) -> None:
+    """The book's k-curve figure (:func:`brainage.study.figures.calibration_curve`) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from brainage.study.figures import calibration_curve
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    colours = {head: f"C{i}" for i, head in enumerate(dict.fromkeys(table["head"]))}
-    first = next(iter(colours))
-    for (head, method), rows in table.groupby(["head", "method"], sort=False):
-        if method == "mean age" and head != first:
-            continue  # the same for every head (no model)
-        if method == "site, own slope":
-            continue  # in the table only
-        style = {"none": ":", "refit": "--", "site": "-", "mean age": "-."}[method]
-        colour, label = (("0.3", "k scans' mean age") if method == "mean age"
-                          else (colours[head], f"{head} {method}"))
-        for ax, column in zip(axes, ("mae", "coverage")):
-            ax.plot(rows["k"], rows[column], style, color=colour, marker="o", label=label)
-    axes[0].set_yscale("log")  # a refit that divides by a near-zero slope reaches 100s of years
-    axes[1].axhspan(0.85, 0.95, color="0.9", zorder=0)
-    axes[1].axhline(LEVEL, color="0.5", lw=0.8)
-    axes[0].set(xlabel="calibration scans k", ylabel="MAE on the other scans (years)",
-                xticks=list(KS))
-    axes[1].set(xlabel="calibration scans k", ylabel=f"coverage of the {LEVEL:.0%} interval",
-                xticks=list(KS), ylim=(-0.02, 1.02))
-    axes[1].legend(fontsize=7, loc="center right")
-    fig.tight_layout()
+    fig = calibration_curve(table, level=LEVEL)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     print(f"\nfigure: {path}")

@@ -15,7 +15,10 @@ features the OOD score uses (:mod:`brainage.models.features`, standardised as ea
   settings (the default configuration, another seed): the control for the two held-out
   sites, whose cohorts are simulated the same way. The seed also redraws each site's bias
   field (``site_betas`` of :func:`brainage.data.simulate.simulate_cohort`), so these are the
-  training sites' settings on new scanner realisations, not the training scanners;
+  training sites' settings on new scanner realisations, not the training scanners. Every
+  simulated pool is preprocessed as skull-stripped, as the build preprocessed the training
+  scans (``brainage predict --skull-stripped``): without it the batch test fires on the run's
+  own test scans too (``bench_scanner_instance.py``);
 * ``held-out site D``: a cohort simulated here from a scanner outside the training sites''
   range (darker CSF, brighter grey matter, more noise and bias, 1.5 mm slices; ``SITE_D``);
 * ``held-out site E``: a scanner inside their range (``SITE_E``): a small shift;
@@ -179,7 +182,10 @@ def main() -> None:
         for k, (name, site) in enumerate(zip(names, ({"name": "training"}, SITE_D, SITE_E))):
             scans = simulate_site(site, args.n_site, 1000 + k, Path(work))
             site_cache = PreprocessCache(Path(work) / "cache")  # the files vanish with work
-            _, pools[name] = bench.predict_real(folder, scans, site_cache)
+            # brain-only scans, preprocessed as the build preprocessed the training scans:
+            # without it the template mask strips them again and every batch differs
+            # (bench_scanner_instance.py measured it: the run's own test scans then fire too)
+            _, pools[name] = bench.predict_real(folder, scans, site_cache, skull_stripped=True)
         if not args.no_real:
             real = bench.real_scans(list(bench.REAL))
             _, pools["real (IXI)"] = bench.predict_real(folder, real, cache)

@@ -411,7 +411,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                + ", ".join(OUTPUT_COLUMNS) + ". brain_age is brainageR's "
                "brain.predicted_age, brain_age_lower and brain_age_upper its lower.CI and "
                "upper.CI (a split-conformal interval at interval_level, which holds only for "
-               "scans like the calibration scans), brain_age_gap = brain_age - age (brainPAD); "
+               "scans exchangeable with the calibration scans that the calibration column "
+               "names: same site and protocol, healthy, within their age range), "
+               "brain_age_gap = brain_age - age (brainPAD); "
                "the _corrected columns apply the head's age-bias correction. domain carries "
                "the domain warning into the table: ok, sim2real (a model trained on simulated "
                "brains applied to a real scan: expect large errors) or ood (ood_score above 1: "
@@ -552,15 +554,11 @@ def predict_summary(output) -> str:
 
 def _print_calibration(table) -> None:
     """Which calibration the intervals came from, and when they hold."""
-    from brainage.inference.model_folder import INTERVAL_CONDITIONS
+    from brainage.inference.trust import interval_conditions
 
-    used = sorted(set(table["calibration"]))
-    if any(u.startswith("site:") for u in used):
-        print(f"calibration: {', '.join(used)}: {INTERVAL_CONDITIONS}")
-    elif table["interval_level"].notna().any():
-        print("calibration: training (the model folder's validation scans): intervals hold "
-              "only for scans like the training scans; on a new scanner run brainage "
-              "calibrate on its healthy controls first")
+    line = interval_conditions(table)
+    if line:
+        print(line)
 
 
 # --- calibrate -----------------------------------------------------------------------------
@@ -707,6 +705,8 @@ def _run_bids(args: argparse.Namespace) -> int:
         print(f"{report.n_scans} scan(s) of {report.n_participants} participant(s) -> "
               f"{report.table}, {report.figure.name}")
         print(report.domain)
+        if report.intervals:
+            print(report.intervals)
         _print_group_batch(report, args.model)
         for entry in report.failed:
             print(f"brainage bids: failed at participant level: {entry.get('source')}: "

@@ -1,13 +1,17 @@
-"""Tests of benchmarks/bench_calibrate.py's measures: the mean-age baseline and one split's
-methods on a simulated site with a known line."""
+"""Tests of benchmarks/bench_calibrate.py: its calibration table is the library's
+(:func:`brainage.analysis.site_calibration.calibration_curve`, one implementation) per head."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from brainage.analysis.metrics import AgeBiasCorrection
+from brainage.analysis.site_calibration import calibration_curve, training_line
 from brainage.analysis.uncertainty import ConformalInterval
 
 
@@ -19,32 +23,26 @@ def bench(repo_root: Path, monkeypatch: pytest.MonkeyPatch):
     return bench_calibrate
 
 
-def test_mean_age_baseline_by_hand(bench) -> None:
-    ages = np.arange(20.0, 70.0, 5.0)  # 10 ages, mean 42.5
-    estimate, lower, upper = bench.mean_age(ages, 3)
-    assert estimate == pytest.approx([42.5] * 3)
-    # leave-one-out residuals a_i - (sum - a_i) / 9 = (10 / 9) (a_i - 42.5); the largest,
-    # (10 / 9) * 22.5 = 25, is the 90 % quantile of 10 residuals (crepes: int(0.1 * 11) = 1st)
-    assert upper - estimate == pytest.approx([25.0] * 3)
-    assert estimate - lower == pytest.approx([25.0] * 3)
-    _, short_lower, _ = bench.mean_age(ages[:9], 2)  # 9 < 10: no interval
-    assert np.isnan(short_lower).all()
-
-
 @pytest.mark.filterwarnings("ignore:.*outside the fitting range")
-def test_one_split_site_calibration_recovers_a_shifted_site(bench) -> None:
-    rng = np.random.default_rng(0)
-    age = rng.uniform(23.0, 74.0, 50)
-    predicted = 0.7 * age - 20.0 + rng.normal(0.0, 2.0, 50)  # about 35 years too young
+def test_calibration_table_is_the_library_curve_of_each_head(bench, rng, tmp_path) -> None:
+    age = rng.uniform(23.0, 74.0, 40)
+    predicted = {"rnc": 0.7 * age - 20.0 + rng.normal(0.0, 2.0, 40),
+                 "l1": 0.5 * age + rng.normal(0.0, 4.0, 40)}
+    predicted["l1"][3] = np.nan  # a scan the head could not predict: left out for that head
     interval = ConformalInterval.fit(rng.normal(0.0, 3.0, 40), level=0.9)
-    order = rng.permutation(50)
-    out = bench.one_split(age, predicted, order[:20], order[20:], (0.9, 5.0), interval)
-    assert set(out) == {"none", "refit", "site", "site, own slope", "mean age"}
-    assert out["none"]["gap"] < -25 and out["none"]["coverage"] < 0.1
-    assert abs(out["site"]["gap"]) < 2 and out["site"]["mae"] < 5
-    assert out["site"]["mae"] < out["mean age"]["mae"]  # the model carries information here
-    assert 0.8 <= out["site"]["coverage"] <= 1.0
-    assert out["none"]["r"] == pytest.approx(np.corrcoef(age[order[20:]],
-                                                         predicted[order[20:]])[0, 1])
-    few = bench.one_split(age, predicted, order[:5], order[5:], (0.9, 5.0), interval)
-    assert np.isnan(few["site"]["coverage"]) and np.isfinite(few["site"]["mae"])
+    correction = AgeBiasCorrection.fit(age, 0.9 * age + 5.0 + rng.normal(0.0, 1.0, 40))
+    folder = SimpleNamespace(
+        trust={h: SimpleNamespace(calibration=SimpleNamespace(age=interval)) for h in predicted},
+        corrections={h: correction for h in predicted})
+    table = bench.calibration_table(age, predicted, folder, repeats=5, seed=3)
+    assert list(dict.fromkeys(table["model"])) == ["rnc", "l1"]
+    usable = np.isfinite(predicted["l1"])
+    expected = calibration_curve(age[usable], predicted["l1"][usable], interval=interval,
+                                 prior=training_line(correction), ks=bench.KS, repeats=5,
+                                 seed=3)
+    got = table[table["model"] == "l1"].drop(columns="model").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert (got["n_eval"] == 39 - got["k"]).all()
+    bench.print_calibration(table, 5)
+    bench.plot_curve(table, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0

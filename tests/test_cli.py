@@ -29,6 +29,7 @@ def test_predict_help_explains_the_trust_columns(capsys):
         assert OUTPUT_NAMES.get(column, column) in out
     assert ", ".join(OUTPUT_COLUMNS) in out  # every column of the CSV, in order
     assert "split-conformal interval" in out
+    assert "holds only for scans exchangeable with the calibration scans" in out
     # the default head and why, stated once, from its one source
     assert out.count(" ".join(RECOMMENDED_HEAD_REASON.split())) == 1
     assert "--all-heads" in out and "brain.predicted_age" in out
@@ -194,3 +195,22 @@ def test_predict_summary_when_every_scan_was_refused():
     refused = _output(path=["a"], head="rnc", brain_age=[float("nan")],
                       error=["scan a: missing"], domain=[""])
     assert predict_summary(refused) == "summary: 0 predicted, 1 refused; domain: n/a"
+
+
+def test_interval_conditions_say_when_the_intervals_hold():
+    from brainage.inference.model_folder import INTERVAL_CONDITIONS
+    from brainage.inference.trust import interval_conditions
+
+    nan = float("nan")
+    training = _output(interval_level=[0.9, nan], calibration=["training", nan])
+    line = interval_conditions(training)
+    assert line == (f"calibration: training (the model folder's validation scans): "
+                    f"{INTERVAL_CONDITIONS}; on a new scanner, run brainage calibrate on its "
+                    f"healthy controls first")
+    assert "exchangeable with the calibration scans" in line
+    site = _output(interval_level=[0.9, 0.9, nan], calibration=["site:HH", "training", "n/a"])
+    assert interval_conditions(site) == (f"calibration: site:HH, training (the model folder's "
+                                         f"validation scans): {INTERVAL_CONDITIONS}")
+    # no interval anywhere (no conformal.json, or every scan failed): nothing to qualify
+    assert interval_conditions(_output(interval_level=[nan], calibration=["training"])) == ""
+    assert interval_conditions(_output(brain_age=[40.0])) == ""

@@ -43,6 +43,12 @@ __all__ = [
 ]
 
 _YEARS = {"Units": "year"}
+#: When the tables' split-conformal intervals hold: the conformal guarantee's condition, as
+#: ``brainage predict`` prints it (``brainage.inference.model_folder.INTERVAL_CONDITIONS``).
+_HOLDS = (" It holds at interval_level only for scans exchangeable with the calibration scans "
+          "the calibration column names (same site and protocol, healthy, within their age "
+          "range): not for another scanner's scans without a site calibration, nor for "
+          "patients.")
 
 #: Column name -> its BIDS sidecar entry.
 COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
@@ -128,13 +134,13 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     },
     "interval_level": {
         "LongName": "Nominal level of the prediction intervals",
-        "Description": "Share of scans like the calibration (validation) scans whose true age "
-                       "lies inside [age_lower, age_upper]; n/a without a stored calibration.",
+        "Description": "Nominal share of scans whose true age lies inside the age interval; "
+                       "n/a without a stored calibration." + _HOLDS,
     },
     "age_lower": {
         "LongName": "Lower end of the age interval",
         "Description": "Split-conformal prediction interval of the age around predicted, at "
-                       "interval_level; needs no chronological age.",
+                       "interval_level; needs no chronological age." + _HOLDS,
         **_YEARS,
     },
     "age_upper": {
@@ -145,7 +151,7 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "corrected_gap_lower": {
         "LongName": "Lower end of the corrected-gap interval",
         "Description": "Interval of the bias-corrected gap at interval_level; above 0 means an "
-                       "older-looking brain at that level. n/a without an age.",
+                       "older-looking brain at that level. n/a without an age." + _HOLDS,
         **_YEARS,
     },
     "corrected_gap_upper": {
@@ -344,8 +350,8 @@ _OUTPUT_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "brain_age_lower": {
         "LongName": "Lower end of the brain-age interval",
         "Description": "Split-conformal prediction interval of the age around brain_age at "
-                       "interval_level (brainageR: lower.CI); needs no chronological age. It "
-                       "holds only for scans like the calibration scans (see domain).",
+                       "interval_level (brainageR: lower.CI); needs no chronological age."
+                       + _HOLDS + " See domain.",
         **_YEARS,
     },
     "brain_age_upper": {
@@ -356,7 +362,7 @@ _OUTPUT_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "brain_age_gap_corrected_lower": {
         "LongName": "Lower end of the corrected-gap interval",
         "Description": "Interval of brain_age_gap_corrected at interval_level; above 0 means "
-                       "an older-looking brain at that level. n/a without an age.",
+                       "an older-looking brain at that level. n/a without an age." + _HOLDS,
         **_YEARS,
     },
     "brain_age_gap_corrected_upper": {

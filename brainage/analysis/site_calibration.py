@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
 from brainage._utils import AGE_RANGE, check_int, check_number, check_vector
@@ -61,10 +62,12 @@ from brainage.analysis.uncertainty import ConformalInterval, min_calibration_siz
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CURVE_METHODS",
     "MIN_SITE_SCANS",
     "SITE_CALIBRATION_FORMAT",
     "SiteCalibration",
     "SiteCorrection",
+    "calibration_curve",
     "fit_site_calibration",
     "fit_site_correction",
     "training_line",
@@ -411,3 +414,169 @@ def fit_site_calibration(age: ArrayLike, predicted: ArrayLike, *, site: str,
                 "interval ± %.2f y", site, y.size, *correction.age_range, correction.slope,
                 correction.fitted, correction.intercept, level, result.half_width)
     return result
+
+
+# --- the k-curve: calibrating on k scans of a site, measured on the others -------------------
+
+#: The readings of :func:`calibration_curve`, in its table's order: the model as trained
+#: (``"none"``), a plain linear age-bias refit on the k scans with the model's interval
+#: (``"refit"``), the site calibration (``"site"``), the same without shrinking its slope
+#: (``"site, own slope"``), and no model at all: the k scans' mean age (``"mean age"``).
+CURVE_METHODS = ("none", "refit", "site", "site, own slope", "mean age")
+
+
+def _measures(y: np.ndarray, estimate: np.ndarray, lower: np.ndarray, upper: np.ndarray
+              ) -> dict[str, float]:
+    """MAE, mean gap, Pearson r, coverage and width of one held-apart set (NaN bounds: none)."""
+    bounded = bool(np.isfinite(lower).all() and np.isfinite(upper).all())
+    return {"mae": float(np.mean(np.abs(estimate - y))), "gap": float(np.mean(estimate - y)),
+            "r": float(np.corrcoef(y, estimate)[0, 1]) if np.ptp(estimate) > 0 else np.nan,
+            "coverage": float(np.mean((lower <= y) & (y <= upper))) if bounded else np.nan,
+            "width": float(np.mean(upper - lower)) if bounded else np.nan}
+
+
+def _site_reading(y: np.ndarray, p: np.ndarray, cal: np.ndarray, ev: np.ndarray,
+                  prior: tuple[float, float] | None, prior_scans: float, level: float
+                  ) -> tuple[np.ndarray, ...] | None:
+    """``(corrected, lower, upper)`` of the ``ev`` scans from a site calibration on ``cal``
+    (bounds NaN below the interval's minimum: the correction alone); None when none fits."""
+    none = np.full(ev.size, np.nan)
+    try:
+        if cal.size >= min_calibration_size(level):
+            return fit_site_calibration(y[cal], p[cal], site="curve", prior=prior,
+                                        prior_scans=prior_scans, level=level).predict(p[ev])
+        correction = fit_site_correction(y[cal], p[cal], prior=prior, prior_scans=prior_scans)
+    except ValueError:  # a slope too flat to divide by, or too narrow a span without a prior
+        return None
+    return correction.apply(p[ev]), none, none
+
+
+def _readings(y: np.ndarray, p: np.ndarray, cal: np.ndarray, ev: np.ndarray,
+              interval: ConformalInterval | None, prior: tuple[float, float] | None,
+              prior_scans: float, level: float) -> dict[str, tuple[np.ndarray, ...]]:
+    """Each method's ``(estimate, lower, upper)`` of the ``ev`` scans, calibrated on ``cal``."""
+    none = np.full(ev.size, np.nan)
+
+    def around(estimate: np.ndarray) -> tuple[np.ndarray, ...]:
+        bounds = (none, none) if interval is None else interval.predict(
+            estimate, estimate if interval.edges else None)
+        return (estimate, *bounds)
+
+    out = {"none": around(p[ev])}
+    try:  # de Lange & Cole's linear correction; refused when its slope is not positive
+        refit = AgeBiasCorrection.fit(y[cal], p[cal], method="linear")
+        out["refit"] = around(refit.apply(y[ev], p[ev]))  # "linear" does not read the age
+    except ValueError:
+        pass
+    for method, scans in (("site", prior_scans), ("site, own slope", 0.0)):
+        found = _site_reading(y, p, cal, ev, prior, scans, level)
+        if found is not None:
+            out[method] = found
+    mean = np.full(ev.size, y[cal].mean())
+    if cal.size >= min_calibration_size(level):  # leave-one-out residuals of the mean age
+        loo = y[cal] - (y[cal].sum() - y[cal]) / (cal.size - 1)
+        out["mean age"] = (mean, *ConformalInterval.fit(loo, level=level).predict(mean))
+    else:
+        out["mean age"] = (mean, none, none)
+    return out
+
+
+def _summarise(runs: list[dict[str, float]], method: str, k: int, n_eval: int) -> dict[str, Any]:
+    """Means and spread over the splits of one method at one k (NaN where none could be fitted)."""
+    frame = pd.DataFrame(runs, columns=["mae", "gap", "r", "coverage", "width"], dtype=float)
+    row: dict[str, Any] = {"k": k, "method": method, "splits": len(frame), "n_eval": n_eval}
+    for column in ("mae", "gap", "r", "coverage", "width"):
+        row[column] = frame[column].mean() if len(frame) else np.nan
+        row[f"{column}_sd"] = frame[column].std() if len(frame) > 1 else np.nan
+    row["abs_gap"] = frame["gap"].abs().mean() if len(frame) else np.nan
+    row["gap_within_3"] = float((frame["gap"].abs() <= 3.0).mean()) if len(frame) else np.nan
+    usable = frame["coverage"].dropna()
+    row["coverage_p10"] = usable.quantile(0.1) if len(usable) else np.nan
+    row["coverage_p90"] = usable.quantile(0.9) if len(usable) else np.nan
+    return row
+
+
+def calibration_curve(age: ArrayLike, predicted: ArrayLike, *,
+                      interval: ConformalInterval | None = None,
+                      prior: tuple[float, float] | None = None, ks: Sequence[int] = (5, 10, 20),
+                      repeats: int = 200, seed: int = 0, level: float = 0.9,
+                      prior_scans: float = 10.0, min_eval: int = 5) -> pd.DataFrame:
+    """How well ``k`` calibration scans of a site read the site's other scans (repeated splits).
+
+    For each ``k``, the scans are split ``repeats`` times at random into ``k`` calibration scans
+    and the rest (the same permutations for every ``k``: a split at ``k = 5`` holds the first
+    five scans of the split at ``k = 10``), and every method of :data:`CURVE_METHODS` is fitted
+    on the ``k`` scans and measured on the rest. Below :func:`min_calibration_size` of ``level``
+    the site calibration is the correction alone (coverage and width NaN).
+
+    Parameters
+    ----------
+    age, predicted : array-like, shape (n,)
+        Chronological and predicted (uncorrected) ages of one site's healthy controls (finite).
+    interval : ConformalInterval, optional
+        The model's own interval around its predictions (``"none"`` and ``"refit"``; NaN
+        coverage without it). Its level must be ``level``.
+    prior : tuple of float, optional
+        The training correction's line (:func:`training_line`) the ``"site"`` slope is shrunk
+        towards; None: no shrinkage.
+    ks : sequence of int, default=(5, 10, 20)
+        Calibration set sizes, each at least :data:`MIN_SITE_SCANS`.
+    repeats : int, default=200
+        Random splits per ``k``.
+    seed : int, default=0
+        Seed of the splits.
+    level : float, default=0.9
+        Nominal coverage of the intervals.
+    prior_scans : float, default=10.0
+        Worth of the prior slope in scans (:func:`fit_site_correction`).
+    min_eval : int, default=5
+        Fewest held-apart scans a split must leave: ``n >= max(ks) + min_eval``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``k`` and method: ``splits`` (splits where the method could be fitted; a
+        linear refit whose slope is not positive, or a site slope too flat to divide by, is
+        refused), ``n_eval``, the means over splits of ``mae``, ``gap`` (estimate minus age),
+        ``r``, ``coverage`` and ``width`` of the interval, each with its SD over splits
+        (``*_sd``), ``abs_gap`` (mean over splits of ``|gap|``), ``gap_within_3`` (share of
+        splits with ``|gap| <= 3`` years), and the 10th and 90th percentiles of the coverage
+        over splits.
+    """
+    y, p = _ages(age, predicted)
+    level = check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+    if interval is not None:
+        if not isinstance(interval, ConformalInterval):
+            raise TypeError(f"interval must be a ConformalInterval or None, got "
+                            f"{type(interval).__name__}")
+        if not math.isclose(interval.level, level):
+            raise ValueError(f"the model's interval is at level {interval.level:g}, the curve "
+                             f"at {level:g}: coverage would compare different intervals")
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
+        raise TypeError(f"ks must be a non-empty sequence of integers, got {ks!r}")
+    ks = sorted({check_int("ks", k) for k in ks})
+    if ks[0] < MIN_SITE_SCANS:
+        raise ValueError(f"ks: each calibration set needs at least {MIN_SITE_SCANS} scans (a "
+                         f"site correction from fewer is noise); got k = {ks[0]}")
+    min_eval = check_int("min_eval", min_eval, low=2)
+    if y.size < ks[-1] + min_eval:
+        raise ValueError(f"{y.size} scans are too few for k = {ks[-1]}: each split must leave "
+                         f"at least {min_eval} scans to measure on (n >= k + {min_eval} = "
+                         f"{ks[-1] + min_eval})")
+    repeats = check_int("repeats", repeats, low=1)
+    seed = check_int("seed", seed, low=0)
+    prior_scans = check_number("prior_scans", prior_scans, low=0.0)
+    rows = []
+    for k in ks:
+        rng = np.random.default_rng(seed)
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in CURVE_METHODS}
+        for _ in range(repeats):
+            order = rng.permutation(y.size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # narrow spans of small k: intercept only
+                found = _readings(y, p, order[:k], order[k:], interval, prior, prior_scans,
+                                  level)
+            for method, (estimate, lower, upper) in found.items():
+                runs[method].append(_measures(y[order[k:]], estimate, lower, upper))
+        rows += [_summarise(runs[m], m, k, y.size - k) for m in CURVE_METHODS]
+    return pd.DataFrame(rows)

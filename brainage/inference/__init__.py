@@ -99,6 +99,7 @@ _EXPORTS = {
     "add_trust_columns": "trust",
     "describe_model": "trust",
     "domain_summary": "trust",
+    "interval_conditions": "trust",
     "is_simulated_scan": "trust",
     "site_columns": "trust",
     "BATCH_ALPHA": "trust",

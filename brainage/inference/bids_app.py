@@ -107,7 +107,7 @@ from brainage.inference.predict import (
     recommended_head,
 )
 from brainage.inference.qc_figures import save_registration_qc
-from brainage.inference.trust import MIN_BATCH, batch_verdict
+from brainage.inference.trust import MIN_BATCH, batch_verdict, interval_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -730,6 +730,9 @@ class GroupReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: The table's domain verdict (:func:`domain_verdict`), as the figure shows it.
     domain: str = ""
+    #: Which calibrations the table's intervals came from and when they hold
+    #: (:func:`brainage.inference.trust.interval_conditions`; "" without intervals).
+    intervals: str = ""
     #: The batch shift verdict (:func:`brainage.inference.trust.batch_verdict`, with
     #: ``n_without_features``), None without a model folder or with too few scans.
     batch: dict[str, Any] | None = None
@@ -875,7 +878,7 @@ def run_group_level(bids_dir: str | os.PathLike, output_dir: str | os.PathLike, 
     report = GroupReport(out / f"{GROUP_STEM}.tsv", out / f"{GROUP_STEM}.json",
                          out / f"{GROUP_STEM}.png", len(frames),
                          table["participant_id"].nunique(), _failures(out, labels), skipped,
-                         domain_verdict(table))
+                         domain_verdict(table), interval_conditions(table))
     _write_json(report.sidecar, describe_columns(table.columns, extra))
     atomic_write(report.table, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                         na_rep="n/a"))

@@ -26,7 +26,12 @@ import pandas as pd
 from brainage._utils import TRUST_VALUES
 from brainage._utils.io import read_json
 from brainage.analysis.shift import batch_shift
-from brainage.inference.model_folder import MODEL_CARD_FILE, RETEST_FIELD, HeadTrust
+from brainage.inference.model_folder import (
+    INTERVAL_CONDITIONS,
+    MODEL_CARD_FILE,
+    RETEST_FIELD,
+    HeadTrust,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ __all__ = [
     "batch_verdict",
     "describe_model",
     "domain_summary",
+    "interval_conditions",
     "is_simulated_scan",
     "site_columns",
     "trust_columns",
@@ -48,6 +54,26 @@ __all__ = [
 #: ``GeneratedBy`` name in the ``dataset_description.json`` of a simulated cohort.
 _SIMULATOR = "brainage.data.simulate"
 
+
+
+def interval_conditions(table: pd.DataFrame) -> str:
+    """One line for a user: which calibrations a prediction table's intervals came from and
+    when they hold ("" when no row has an interval).
+
+    Reads the ``calibration`` and ``interval_level`` columns of :func:`predict_scans`'s table,
+    ``brainage predict``'s CSV or the BIDS App's tables. A split-conformal interval holds at its
+    level only for scans exchangeable with its calibration scans (:data:`INTERVAL_CONDITIONS`).
+    """
+    if "interval_level" not in table.columns or not table["interval_level"].notna().any():
+        return ""
+    rows = table[table["interval_level"].notna()]
+    used = sorted({str(c) for c in rows.get("calibration", pd.Series(dtype=object)).dropna()
+                   if str(c) not in ("", "n/a")} or {"training"})
+    names = ", ".join("training (the model folder's validation scans)" if u == "training"
+                      else u for u in used)
+    advice = ("; on a new scanner, run brainage calibrate on its healthy controls first"
+              if used == ["training"] else "")
+    return f"calibration: {names}: {INTERVAL_CONDITIONS}{advice}"
 
 
 class DomainWarning(UserWarning):

@@ -1,4 +1,6 @@
-"""Figure helpers the notebooks call (plotly for charts, matplotlib for brain slices).
+"""Figure helpers the notebooks call (plotly for charts, matplotlib for brain slices and the
+site-calibration curve, which ``benchmarks/bench_calibrate.py`` also saves as a PNG: plotly
+writes static images only through ``kaleido``, which is no dependency of the project).
 
 Every figure of the book is made here, so that one style holds across it: one colour per model
 (:data:`MODEL_COLOURS`) and per group (:data:`GROUP_COLOURS`), facet labels without
@@ -28,7 +30,7 @@ import pandas as pd
 
 from brainage.data.cohort import open_image
 from brainage.inference.qc_figures import label_orientation, ortho_montage, panel_widths
-from brainage.study.tables import SCORE_NAMES, p_text
+from brainage.study.tables import CURVE_METHOD_NAMES, SCORE_NAMES, p_text
 
 __all__ = [
     "GROUP_COLOURS",
@@ -41,6 +43,7 @@ __all__ = [
     "attribution_sums",
     "attribution_viewer",
     "bland_altman",
+    "calibration_curve",
     "error_by_age",
     "example_slices",
     "gap_against_age",
@@ -436,6 +439,67 @@ def retest_bland_altman(pairs: pd.DataFrame, measure: str = "corrected_gap") -> 
                             (mean - 1.96 * sd, "dot")):
                 fig.add_hline(y=y, line_dash=dash, line_color=colour, row=1, col=col)
     return _finish(fig)
+
+
+#: Line style of each method of :func:`brainage.analysis.site_calibration.calibration_curve`
+#: in :func:`calibration_curve` (``"site, own slope"``: in the tables only).
+CURVE_STYLES: dict[str, str] = {"none": ":", "refit": "--", "site": "-", "mean age": "-."}
+
+
+def calibration_curve(table: pd.DataFrame, *, level: float = 0.9,
+                      goal: tuple[float, float] = (0.85, 0.95)) -> Any:
+    """MAE and interval coverage on a site's other scans against the number k of its scans
+    a model was calibrated on: one colour per model, one line style per method.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`brainage.analysis.site_calibration.calibration_curve` tables with a ``model``
+        column (``k``, ``method``, ``mae``, ``coverage``, ``coverage_p10``, ``coverage_p90``).
+    level : float, default=0.9
+        Nominal coverage (a grey line).
+    goal : tuple of float, default=(0.85, 0.95)
+        Coverage band drawn as the goal (shaded).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: MAE (log scale: a refit that divides by a near-zero slope reaches hundreds of
+        years); right: coverage, with the site calibration's 10th-90th percentiles over splits
+        as a band.
+    """
+    import matplotlib.pyplot as plt
+
+    missing = {"model", "k", "method", "splits", "mae", "coverage", "coverage_p10",
+               "coverage_p90"} - set(table.columns)
+    if missing:
+        raise ValueError(f"calibration_curve needs the columns {sorted(missing)} "
+                         f"(calibration_curve tables with a model column)")
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.4), layout="constrained")
+    shown = table[table["method"].isin(CURVE_STYLES) & (table["splits"] > 0)]
+    first = shown["model"].iloc[0] if len(shown) else None
+    for (model, method), rows in shown.groupby(["model", "method"], sort=False):
+        if method == "mean age" and model != first:
+            continue  # the same for every model (it reads no prediction)
+        style, name = CURVE_STYLES[method], CURVE_METHOD_NAMES[method]
+        colour, label = (("0.35", f"{name} (no model)") if method == "mean age"
+                         else (model_colour(model), f"{_model_label(model)}: {name}"))
+        rows = rows.sort_values("k")
+        for ax, column in zip(axes, ("mae", "coverage")):
+            ax.plot(rows["k"], rows[column], style, color=colour, marker="o", ms=4, label=label)
+        if method == "site":
+            axes[1].fill_between(rows["k"], rows["coverage_p10"], rows["coverage_p90"],
+                                 color=colour, alpha=0.12, lw=0)
+    ks = sorted(shown["k"].unique())
+    axes[0].set_yscale("log")
+    axes[1].axhspan(*goal, color="0.88", zorder=0, label=f"goal {goal[0]:g}-{goal[1]:g}")
+    axes[1].axhline(level, color="0.5", lw=0.8)
+    axes[0].set(xlabel="calibration scans k", ylabel="MAE on the other scans (years)", xticks=ks)
+    axes[1].set(xlabel="calibration scans k", ylabel=f"coverage of the {level:.0%} interval",
+                xticks=ks, ylim=(-0.02, 1.02))
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=3, frameon=False)
+    return fig
 
 
 # --- 04 interpretability ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from brainage._utils import GROUPS
 from brainage.analysis import clinical, metrics
 from brainage.data import simulate
 from brainage.models.augment import AugmentConfig
-from brainage.study.tables import SCORE_NAMES, format_number, p_text
+from brainage.study.tables import CURVE_METHOD_NAMES, SCORE_NAMES, format_number, p_text
 
 __all__ = [
     "abstract_truth_markdown",
@@ -30,6 +30,8 @@ __all__ = [
     "alignment_sentence",
     "augmentation_text",
     "bias_correction_text",
+    "calibration_goal_sentence",
+    "calibration_summary",
     "closing_sentence",
     "correlation_text",
     "disease_saliency_sentence",
@@ -913,3 +915,62 @@ def patient_coverage_sentence(table: pd.DataFrame, level: float) -> str:
     return (f"The conformal intervals' {100 * level:.0f} % coverage is guaranteed only for scans "
             f"exchangeable with the calibration scans, healthy validation controls; measured "
             f"coverage of the chronological age was " + "; ".join(parts))
+
+
+def calibration_goal_sentence(table: pd.DataFrame, *, k: int = 10, level: float = 0.9,
+                              coverage_goal: tuple[float, float] = (0.85, 0.95)) -> str:
+    """Whether calibrating on ``k`` scans of a site met issue 29's goals, per model.
+
+    ``table``: :func:`brainage.analysis.site_calibration.calibration_curve` tables with a
+    ``model`` column. The coverage goal is met when the site calibration's mean coverage over
+    splits lies within ``coverage_goal``; the gap goal when the mean over splits of ``|mean
+    gap|`` is at most 3 years, the table's ``gap_within_3`` (a mean gap near 0 on average over
+    splits whose own gaps are large is not met). The uncalibrated model's coverage and mean gap
+    are given beside.
+    """
+    low, high = coverage_goal
+    gap_goal = 3.0
+    parts = []
+    for model in dict.fromkeys(table["model"]):
+        rows = table[(table["model"] == model) & (table["k"] == k)].set_index("method")
+        if "site" not in rows.index or rows.loc["site", "splits"] == 0:
+            raise ValueError(f"calibration_goal_sentence: no site calibration of {model!r} at "
+                             f"k = {k} in the table (its k: {sorted(set(table['k']))})")
+        site = rows.loc["site"]
+        coverage_met = bool(np.isfinite(site["coverage"]) and low <= site["coverage"] <= high)
+        gap_met = bool(site["abs_gap"] <= gap_goal)
+        coverage = ("no interval" if not np.isfinite(site["coverage"])
+                    else f"{site['coverage']:.2f}")
+        text = (f"{str(model).upper()}: {100 * level:.0f} % interval coverage {coverage} (goal "
+                f"{low:g}-{high:g}: {'met' if coverage_met else 'missed'}), |mean gap| "
+                f"{site['abs_gap']:.1f} years averaged over splits (goal at most "
+                f"{gap_goal:g}: {'met' if gap_met else 'missed'}; at most {gap_goal:g} in "
+                f"{100 * site['gap_within_3']:.0f} % of splits)")
+        if "none" in rows.index:
+            none = rows.loc["none"]
+            coverage = ("no interval" if not np.isfinite(none["coverage"])
+                        else f"coverage {none['coverage']:.2f}")
+            text += f", against {coverage} and mean gap {none['gap']:+.1f} years uncalibrated"
+        parts.append(text)
+    splits = int(table.loc[(table["k"] == k) & (table["method"] == "site"), "splits"].max())
+    return (f"Site calibration on {k} of the real scans, measured on the others ({splits} "
+            f"random splits). " + "; ".join(parts))
+
+
+def calibration_summary(table: pd.DataFrame, *, k: int = 10,
+                        methods: tuple[str, ...] = ("none", "refit", "site", "mean age")
+                        ) -> pd.DataFrame:
+    """The rows of ``methods`` at ``k`` of :func:`brainage.analysis.site_calibration.
+    calibration_curve` tables with a ``model`` column, named for the book (the mean age, which
+    reads no model, once, as ``no model``)."""
+    rows = table[(table["k"] == k) & table["method"].isin(methods) & (table["splits"] > 0)]
+    if rows.empty:
+        raise ValueError(f"calibration_summary: no row at k = {k} for {list(methods)} (the "
+                         f"table's k: {sorted(set(table['k']))})")
+    rows = rows[(rows["method"] != "mean age")
+                | (rows["model"] == rows["model"].iloc[0])].copy()
+    rows["model"] = np.where(rows["method"] == "mean age", "no model",
+                             rows["model"].astype(str).str.upper())
+    rows["method"] = rows["method"].map(CURVE_METHOD_NAMES)
+    return rows[["model", "method", "mae", "gap", "gap_sd", "gap_within_3", "r", "coverage",
+                 "coverage_p10", "coverage_p90", "width"]].reset_index(drop=True)

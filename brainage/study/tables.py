@@ -23,12 +23,19 @@ import pandas as pd
 
 from brainage.study.profiles import display_path
 
-__all__ = ["LABELS", "SCORE_NAMES", "VALUES", "display_value", "format_interval", "format_number",
-           "format_p", "natural_order", "p_text", "report_table"]
+__all__ = ["CURVE_METHOD_NAMES", "LABELS", "SCORE_NAMES", "VALUES", "display_value",
+           "format_interval", "format_number", "format_p", "natural_order", "p_text",
+           "report_table"]
 
 #: The clinical scores as the book names them everywhere: tables, figures and sentences.
 SCORE_NAMES: dict[str, str] = {"mmse": "MMSE", "cdr_sb": "CDR-SB", "updrs3": "MDS-UPDRS-III",
                                "hoehn_yahr": "Hoehn and Yahr stage"}
+
+#: How the book names the methods of
+#: :func:`brainage.analysis.site_calibration.calibration_curve` (tables and figures).
+CURVE_METHOD_NAMES: dict[str, str] = {
+    "none": "model as trained", "refit": "plain linear refit", "site": "site calibration",
+    "site, own slope": "site calibration, own slope", "mean age": "the k scans' mean age"}
 
 #: Reader-facing names of the columns the study's tables use (units in brackets).
 LABELS: dict[str, str] = {

@@ -219,3 +219,106 @@ def test_unreadable_file_names_the_file(tmp_path) -> None:
     path.write_text("{not json")
     with pytest.raises(ValueError, match=f"{path}.*cannot be read"):
         sc.SiteCalibration.load(path)
+
+
+# --- the k-curve --------------------------------------------------------------------------------
+
+
+def _shifted_site(rng: np.random.Generator, n: int = 40):
+    """A site whose predictions keep the order of ages but sit about 35 years too young."""
+    age = rng.uniform(23.0, 74.0, n)
+    return age, 0.7 * age - 20.0 + rng.normal(0.0, 2.0, n)
+
+
+@pytest.mark.filterwarnings("ignore:.*outside the fitting range")
+def test_curve_site_calibration_restores_coverage_and_removes_the_gap(rng) -> None:
+    age, predicted = _shifted_site(rng)
+    interval = sc.ConformalInterval.fit(rng.normal(0.0, 3.0, 40), level=0.9)
+    table = sc.calibration_curve(age, predicted, interval=interval, prior=(0.9, 5.0),
+                                 ks=(5, 10, 20), repeats=30, seed=1)
+    assert list(table["method"].unique()) == list(sc.CURVE_METHODS)
+    assert list(table["k"].unique()) == [5, 10, 20]
+    rows = table.set_index(["k", "method"])
+    assert (table["n_eval"] == 40 - table["k"]).all()
+    assert rows.loc[(10, "none"), "gap"] < -25 and rows.loc[(10, "none"), "coverage"] < 0.1
+    site = rows.loc[(10, "site")]
+    assert site["splits"] == 30 and abs(site["gap"]) < 2 and site["abs_gap"] < 3
+    assert 0.8 <= site["coverage"] <= 1.0 and site["width"] > 0
+    assert site["coverage_p10"] <= site["coverage"] <= site["coverage_p90"]
+    assert site["mae"] < rows.loc[(10, "mean age"), "mae"]  # the model carries information
+    assert np.isnan(rows.loc[(5, "site"), "coverage"])  # below 10 scans: no 90 % interval
+    assert np.isfinite(rows.loc[(5, "site"), "mae"])
+    assert np.isnan(rows.loc[(5, "mean age"), "coverage"])
+
+
+def test_curve_none_is_the_model_read_as_is_by_hand(rng) -> None:
+    # one split of 6 + 5 scans; the model's interval is predicted ± its quantile: the measures
+    # of "none" are those of the raw predictions on the 5 held-apart scans, computed here
+    age, predicted = _shifted_site(rng, 11)
+    interval = sc.ConformalInterval.fit(np.linspace(-4.0, 4.0, 20), level=0.9)
+    table = sc.calibration_curve(age, predicted, interval=interval, ks=(6,), repeats=1, seed=7)
+    held = np.random.default_rng(7).permutation(11)[6:]
+    y, p = age[held], predicted[held]
+    q = float(interval.half_widths()[0])
+    none = table.set_index("method").loc["none"]
+    assert none["mae"] == pytest.approx(np.mean(np.abs(p - y)))
+    assert none["gap"] == pytest.approx(np.mean(p - y))
+    assert none["r"] == pytest.approx(np.corrcoef(y, p)[0, 1])
+    assert none["width"] == pytest.approx(2 * q)
+    assert none["coverage"] == pytest.approx(np.mean(np.abs(y - p) <= q))
+    assert none["abs_gap"] == pytest.approx(abs(none["gap"]))
+    assert np.isnan(none["gap_sd"])  # one split: no spread
+
+
+def test_curve_mean_age_interval_by_hand() -> None:
+    # 10 calibration ages 20..65 (mean 42.5); leave-one-out residuals (10 / 9) (a - 42.5), the
+    # largest 25: the 90 % interval of 10 residuals is 42.5 ± 25 (crepes: int(0.1 * 11) = 1st)
+    age = np.r_[np.arange(20.0, 70.0, 5.0), [30.0, 40.0, 50.0, 60.0, 70.0]]
+    predicted = age.copy()
+    table = sc.calibration_curve(age, predicted, ks=(10,), repeats=1, seed=0, min_eval=5)
+    order = np.random.default_rng(0).permutation(15)
+    cal, held = age[order[:10]], age[order[10:]]
+    loo = cal - (cal.sum() - cal) / 9
+    q = np.sort(np.abs(loo))[-1]
+    mean = table.set_index("method").loc["mean age"]
+    assert mean["width"] == pytest.approx(2 * q)
+    assert mean["gap"] == pytest.approx(cal.mean() - held.mean())
+    assert mean["coverage"] == pytest.approx(np.mean(np.abs(held - cal.mean()) <= q))
+
+
+def test_curve_counts_refused_fits_and_no_interval_without_one(rng) -> None:
+    age = rng.uniform(23.0, 74.0, 30)
+    flat = rng.normal(40.0, 3.0, 30)  # predictions that do not rise with age
+    table = sc.calibration_curve(age, flat, ks=(10,), repeats=20, seed=0).set_index("method")
+    assert table.loc["refit", "splits"] < 20  # slopes <= 0 are refused, not divided by
+    assert table.loc["site, own slope", "splits"] < 20
+    assert np.isnan(table.loc["none", "coverage"])  # no model interval given
+    assert table.loc["none", "splits"] == 20
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"ks": (4, 10)}, "at least 5 scans"),
+    ({"ks": (10, 20)}, r"22 scans are too few for k = 20.*n >= k \+ 5 = 25"),
+    ({"ks": (10,), "min_eval": 15}, r"too few for k = 10.*at least 15 scans"),
+    ({"ks": ()}, "non-empty sequence"),
+    ({"ks": 10}, "non-empty sequence"),
+    ({"ks": (10.5,)}, "ks"),
+    ({"ks": (10,), "repeats": 0}, "repeats"),
+    ({"ks": (10,), "level": 1.0}, "level"),
+    ({"ks": (10,), "interval": "0.9"}, "ConformalInterval"),
+])
+def test_curve_refuses_bad_settings(rng, kwargs, message) -> None:
+    age, predicted = _shifted_site(rng, 22)
+    with pytest.raises((ValueError, TypeError), match=message):
+        sc.calibration_curve(age, predicted, **kwargs)
+
+
+def test_curve_refuses_bad_scans_and_a_mismatched_interval(rng) -> None:
+    age, predicted = _shifted_site(rng, 30)
+    with pytest.raises(ValueError, match="age and predicted must have one value per scan"):
+        sc.calibration_curve(age, predicted[:-1])
+    with pytest.raises(ValueError, match="age"):
+        sc.calibration_curve(np.r_[age[:-1], np.nan], predicted)
+    interval = sc.ConformalInterval.fit(rng.normal(0.0, 3.0, 40), level=0.8)
+    with pytest.raises(ValueError, match="level 0.8, the curve at 0.9"):
+        sc.calibration_curve(age, predicted, interval=interval, ks=(10,))

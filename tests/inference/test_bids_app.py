@@ -179,6 +179,10 @@ def test_group_level_collects_every_participant(derivative, sim_bids: Path, caps
     assert len(table) == 4 and table["participant_id"].nunique() == 4
     assert list(table.columns[:len(BIDS_OUTPUT_COLUMNS)]) == list(BIDS_OUTPUT_COLUMNS)
     assert bids_app.domain_verdict(table) in printed.splitlines()  # then the batch line
+    # this model folder stores no conformal calibration: no interval, so no condition printed
+    assert table["interval_level"].isna().all() and "calibration:" not in printed
+    sidecar_holds = json.loads((out / "group_desc-brainage_T1w.json").read_text())
+    assert "exchangeable" in sidecar_holds["brain_age_lower"]["Description"]
     assert {"group", "sex", "site"} <= set(table.columns)
     assert sorted(table["group"].unique()) == ["AD", "HC"]
     sidecar = json.loads((out / "group_desc-brainage_T1w.json").read_text())

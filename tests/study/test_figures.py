@@ -314,3 +314,29 @@ def test_training_loss_gives_each_stage_its_own_epoch_axis():
     assert all(a.showticklabels for a in axes)
     spans = sorted(max(t.x) for t in fig.data)
     assert spans == [15, 30, 100]
+
+
+def test_calibration_curve_draws_models_methods_and_the_goal(rng):
+    from brainage.analysis.site_calibration import calibration_curve
+    from brainage.analysis.uncertainty import ConformalInterval
+
+    age = rng.uniform(23.0, 74.0, 30)
+    interval = ConformalInterval.fit(rng.normal(0.0, 3.0, 30), level=0.9)
+    table = pd.concat([calibration_curve(age, 0.7 * age - 20 + rng.normal(0, 2, 30),
+                                         interval=interval, prior=(0.9, 5.0), ks=(5, 10, 20),
+                                         repeats=5, seed=0).assign(model=m)
+                       for m in ("rnc", "l1")], ignore_index=True)
+    fig = figures.calibration_curve(table, level=0.9)
+    mae_ax, coverage_ax = fig.axes
+    labels = [line.get_label() for line in coverage_ax.get_lines()]
+    assert labels.count("the k scans' mean age (no model)") == 1  # once, not per model
+    assert "RNC: site calibration" in labels and "L1: plain linear refit" in labels
+    assert not any("own slope" in label for label in labels)  # in the tables only
+    site = next(line for line in coverage_ax.get_lines() if line.get_label() == "RNC: site calibration")
+    assert site.get_color() == figures.model_colour("rnc")
+    assert list(site.get_xdata()) == [5, 10, 20] and np.isnan(site.get_ydata()[0])
+    assert mae_ax.get_yscale() == "log" and coverage_ax.get_ylim()[1] == pytest.approx(1.02)
+    assert any(p.get_label() == "goal 0.85-0.95" for p in coverage_ax.patches)
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(ValueError, match="coverage_p10"):
+        figures.calibration_curve(table.drop(columns="coverage_p10"))

@@ -346,3 +346,75 @@ def test_matched_and_coverage_sentences():
     text = sentences.patient_coverage_sentence(coverage, 0.9)
     assert "90 % coverage is guaranteed only for scans exchangeable with the calibration" in text
     assert "RNC PD 0.85 (95% CI 0.70 to 0.94, n = 40)" in text
+
+
+# --- site calibration on k real scans (issue 29) -----------------------------------------------
+
+
+def _curves(rng: np.random.Generator, noise: float) -> pd.DataFrame:
+    """calibration_curve tables of two models on a site ~35 years too young (``noise``: SD of
+    the predictions around their line; large noise leaves each split's mean gap large)."""
+    from brainage.analysis.site_calibration import calibration_curve
+    from brainage.analysis.uncertainty import ConformalInterval
+
+    age = rng.uniform(23.0, 74.0, 40)
+    interval = ConformalInterval.fit(rng.normal(0.0, 3.0, 40), level=0.9)
+    tables = []
+    for model in ("rnc", "l1"):
+        predicted = 0.7 * age - 20.0 + rng.normal(0.0, noise, age.size)
+        tables.append(calibration_curve(age, predicted, interval=interval, prior=(0.9, 5.0),
+                                        ks=(5, 10, 20), repeats=40, seed=0).assign(model=model))
+    return pd.concat(tables, ignore_index=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*outside the fitting range")
+def test_calibration_goal_sentence_met(rng) -> None:
+    table = _curves(rng, noise=1.0)
+    text = sentences.calibration_goal_sentence(table, k=10)
+    site = table[(table["k"] == 10) & (table["method"] == "site")].set_index("model")
+    assert site["coverage"].between(0.85, 0.95).all() and (site["abs_gap"] <= 3).all()
+    assert text.startswith("Site calibration on 10 of the real scans, measured on the others "
+                           "(40 random splits). RNC: 90 % interval coverage ")
+    assert text.count("(goal 0.85-0.95: met)") == 2 and text.count("(goal at most 3: met;") == 2
+    assert "missed" not in text
+    assert f"coverage {site.loc['rnc', 'coverage']:.2f}" in text
+    none = table[(table["k"] == 10) & (table["method"] == "none")].set_index("model")
+    assert f"coverage {none.loc['l1', 'coverage']:.2f} and mean gap {none.loc['l1', 'gap']:+.1f} years uncalibrated" in text
+
+
+@pytest.mark.filterwarnings("ignore:.*outside the fitting range")
+def test_calibration_goal_sentence_missed(rng) -> None:
+    table = _curves(rng, noise=25.0)  # calibrated, but each split's mean gap stays large
+    site = table[(table["k"] == 10) & (table["method"] == "site")].set_index("model")
+    assert (site["abs_gap"] > 3).all()
+    text = sentences.calibration_goal_sentence(table, k=10)
+    assert text.count("(goal at most 3: missed;") == 2
+    pct = f"{100 * site.loc['rnc', 'gap_within_3']:.0f} % of splits"
+    assert pct in text
+    low = table.copy()
+    low.loc[(low["k"] == 10) & (low["method"] == "site") & (low["model"] == "l1"),
+            "coverage"] = 0.7
+    assert "coverage 0.70 (goal 0.85-0.95: missed)" in sentences.calibration_goal_sentence(
+        low, k=10)
+    # k = 5 is below a 90 % interval's minimum: no interval, which misses the coverage goal
+    assert sentences.calibration_goal_sentence(table, k=5).count(
+        "interval coverage no interval (goal 0.85-0.95: missed)") == 2
+
+
+def test_calibration_goal_sentence_and_summary_refuse_a_missing_k(rng) -> None:
+    table = _curves(rng, noise=1.0)
+    with pytest.raises(ValueError, match=r"no site calibration of 'rnc' at k = 15.*\[5, 10, 20\]"):
+        sentences.calibration_goal_sentence(table, k=15)
+    with pytest.raises(ValueError, match="no row at k = 15"):
+        sentences.calibration_summary(table, k=15)
+
+
+def test_calibration_summary_names_methods_and_keeps_the_mean_age_once(rng) -> None:
+    table = _curves(rng, noise=1.0)
+    summary = sentences.calibration_summary(table, k=10)
+    assert summary[["model", "method"]].values.tolist() == [
+        ["RNC", "model as trained"], ["RNC", "plain linear refit"], ["RNC", "site calibration"],
+        ["no model", "the k scans' mean age"], ["L1", "model as trained"],
+        ["L1", "plain linear refit"], ["L1", "site calibration"]]
+    site = table[(table["k"] == 10) & (table["method"] == "site") & (table["model"] == "l1")]
+    assert summary.iloc[6]["mae"] == pytest.approx(site["mae"].iloc[0])
