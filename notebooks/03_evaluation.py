@@ -722,7 +722,7 @@ if real_folders and curve_models:
         "others: means over splits of the MAE, the mean gap (estimate minus age) and its SD "
         "over splits, the share of splits whose mean gap is within 3 years, Pearson r, and "
         "the interval's coverage [10th, 90th percentile over splits] and width.\n```\n\n"
-        "{glue:text}`real_calibration_sentence`. The interval holds at its level only for scans "
+        "{glue:text}`real_calibration_sentence` The interval holds at its level only for scans "
         "exchangeable with its calibration scans (the same scanner and protocol, healthy, "
         "within their age range); a site calibration says nothing of scans from another site "
         "or of patients."))

@@ -954,7 +954,24 @@ def calibration_goal_sentence(table: pd.DataFrame, *, k: int = 10, level: float 
         parts.append(text)
     splits = int(table.loc[(table["k"] == k) & (table["method"] == "site"), "splits"].max())
     return (f"Site calibration on {k} of the real scans, measured on the others ({splits} "
-            f"random splits). " + "; ".join(parts))
+            f"random splits). " + "; ".join(parts) + "." + _against_mean_age(table, k))
+
+
+def _against_mean_age(table: pd.DataFrame, k: int) -> str:
+    """The calibrated models' MAE beside that of the ``k`` calibration scans' own mean age,
+    which reads no scan: calibration moves the level, only the model's ordering beats it."""
+    at_k = table[(table["k"] == k) & (table["splits"] > 0)]
+    mean_age = at_k[at_k["method"] == "mean age"]
+    if mean_age.empty:
+        return ""
+    reference = float(mean_age["mae"].iloc[0])
+    site = at_k[at_k["method"] == "site"].drop_duplicates("model").set_index("model")["mae"]
+    maes = ", ".join(f"{str(m).upper()} {v:.1f}" for m, v in site.items())
+    lower = {str(m).upper(): reference - v for m, v in site.items() if v < reference}
+    verdict = ("; " + ", ".join(f"{m} is lower by {d:.1f} years" for m, d in lower.items())
+               if lower else ": no calibrated model is more accurate than the site's mean age")
+    return (f" The {k} calibration scans' own mean age, which reads no scan, has MAE "
+            f"{reference:.1f} years on the others against {maes} years calibrated{verdict}.")
 
 
 def calibration_summary(table: pd.DataFrame, *, k: int = 10,

@@ -401,6 +401,23 @@ def test_calibration_goal_sentence_missed(rng) -> None:
         "interval coverage no interval (goal 0.85-0.95: missed)") == 2
 
 
+def test_calibration_goal_sentence_compares_with_the_mean_age(rng) -> None:
+    table = _curves(rng, noise=1.0)
+    at10 = table[table["k"] == 10]
+    mean_mae = float(at10.loc[at10["method"] == "mean age", "mae"].iloc[0])
+    site = at10[at10["method"] == "site"].set_index("model")["mae"]
+    text = sentences.calibration_goal_sentence(table, k=10)
+    assert (f"own mean age, which reads no scan, has MAE {mean_mae:.1f} years on the others "
+            f"against RNC {site['rnc']:.1f}, L1 {site['l1']:.1f} years calibrated") in text
+    if (site < mean_mae).all():  # the synthetic site orders its ages: both beat the mean age
+        assert f"RNC is lower by {mean_mae - site['rnc']:.1f} years" in text
+    worse = table.copy()
+    worse.loc[worse["method"] == "mean age", "mae"] = 0.5  # the mean age better than any model
+    assert sentences.calibration_goal_sentence(worse, k=10).endswith(
+        "calibrated: no calibrated model is more accurate than the site's mean age.")
+    assert "is lower by" not in sentences.calibration_goal_sentence(worse, k=10)
+
+
 def test_calibration_goal_sentence_and_summary_refuse_a_missing_k(rng) -> None:
     table = _curves(rng, noise=1.0)
     with pytest.raises(ValueError, match=r"no site calibration of 'rnc' at k = 15.*\[5, 10, 20\]"):
