@@ -74,6 +74,7 @@ _EXPORTS = {
     "SimulationConfigError": "simulate",
     "SiteConfig": "simulate",
     "ScannerRandomisation": "simulate",
+    "IndividualAgeing": "simulate",
     "config_from_dict": "simulate",
     "ensure_cohort": "simulate",
     "read_truth": "simulate",
