@@ -380,6 +380,10 @@ class AnatomyConfig:
         and gyri), added to the coarse one; 0 turns it off.
     fine_control_spacing_mm : float, default=12
         Spacing of the fine displacement's control grid.
+    mask_follows_contraction : bool, default=True
+        The brain mask outlines the contracted brain (issue 28; a brain extraction outlines the
+        brain it sees). False: the young brain's outline, as before issue 28, so that a CSF rim
+        grows inside the mask with the contraction.
     ventricle_asymmetry_sd : float, default=0.15
         SD of the subject's ventricular asymmetry ``a``: the flow that sets the ventricles'
         size is ``1 + a`` times stronger on one side and ``1 - a`` on the other (issue 28:
@@ -399,8 +403,12 @@ class AnatomyConfig:
     fine_deformation_sd_mm: float = 1.0
     fine_control_spacing_mm: float = 12.0
     ventricle_asymmetry_sd: float = 0.15
+    mask_follows_contraction: bool = True
 
     def __post_init__(self) -> None:
+        check_setting(isinstance(self.mask_follows_contraction, bool),
+                      "anatomy.mask_follows_contraction", "true or false",
+                      self.mask_follows_contraction)
         check_setting(0 <= self.fine_deformation_sd_mm <= 5, "anatomy.fine_deformation_sd_mm",
                       "in [0, 5]", self.fine_deformation_sd_mm)
         check_setting(6 <= self.fine_control_spacing_mm <= 40, "anatomy.fine_control_spacing_mm",

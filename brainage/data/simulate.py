@@ -641,7 +641,8 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
         if name == "ventricles" and asymmetry:
             move = move * _lateral_weight(anat, basis.pos, asymmetry)
         atrophy[:, basis.pos] += move
-    return y_anat + pull @ contraction, y_anat + pull @ atrophy
+    mask_at = y_anat + pull @ contraction if an.mask_follows_contraction else y_anat
+    return mask_at, y_anat + pull @ atrophy
 
 
 def _noise_gain(voxel_mm: tuple[float, float, float], res: float) -> float:
