@@ -619,7 +619,8 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
 
     The atrophy sums the flows of each process and the whole brain's contraction about its
     centre, ``(1 + k)(x - c)`` with ``(1 + k)^-3 = 1 - brain_shrink``. The first coordinates,
-    where the brain mask is read, follow the contraction but not the regional flows: a brain
+    where the brain mask is read, follow the contraction (its share
+    ``anatomy.mask_contraction_share``) but not the regional flows: a brain
     extraction outlines the brain it sees, so a contracted brain has a smaller mask, while
     thinner cortex and wider sulci stay inside it (issue 28: with the young brain's outline,
     the CSF rim inside the mask grew with every year of contraction, and the CSF fraction rose
@@ -641,7 +642,7 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
         if name == "ventricles" and asymmetry:
             move = move * _lateral_weight(anat, basis.pos, asymmetry)
         atrophy[:, basis.pos] += move
-    mask_at = y_anat + pull @ contraction if an.mask_follows_contraction else y_anat
+    mask_at = y_anat + np.float32(an.mask_contraction_share) * (pull @ contraction)
     return mask_at, y_anat + pull @ atrophy
 
 

@@ -28,7 +28,7 @@ def _images(anat, rows, cfg):
             for i, row in enumerate(rows.to_dict("records"))]
 
 
-@pytest.mark.parametrize("follows", [True, False])
+@pytest.mark.parametrize("follows", [1.0, 0.0])
 def test_brain_mask_follows_the_contracted_brain(anat, follows):
     # issue 28: the mask kept the young brain's outline while the whole brain contracted, so
     # the CSF rim inside the mask grew with age (CSF fraction +0.13 from 25 to 75 when all
@@ -37,7 +37,7 @@ def test_brain_mask_follows_the_contracted_brain(anat, follows):
     cfg = sim.config_from_dict({"individual": NO_RATES, "ageing": {
         "wm_share": [[40, 1.0], [70, 1.0]], "ventricle_gain": 0.0,
         "hippocampus": [40, 75, 0.0], "subcortical": [20, 60, 0.0]},
-        "anatomy": {"mask_follows_contraction": follows}})
+        "anatomy": {"mask_contraction_share": follows}})
     people = sim.draw_cohort(4, 0, 0, cfg, np.random.default_rng(12))
     out = {}
     for age in (25.0, 75.0):
@@ -48,7 +48,7 @@ def test_brain_mask_follows_the_contracted_brain(anat, follows):
                     np.array([f["brain_voxels"] for f in fr], dtype=float),
                     rows["brain_shrink"].to_numpy())
     csf_rise = out[75.0][0] - out[25.0][0]
-    if not follows:  # the switch restores the young outline: the rim grows inside the mask
+    if follows == 0:  # the young brain's outline (before issue 28): the rim grows inside it
         assert np.all(csf_rise > 0.08), csf_rise
         np.testing.assert_allclose(out[75.0][1], out[25.0][1], rtol=0.01)
         return
@@ -116,8 +116,10 @@ def anat_prob(anat, tissue):
     ({"anatomy": {"ventricle_asymmetry_sd": 0.7}}, ["anatomy.ventricle_asymmetry_sd",
                                                     "[0, 0.5]"]),
     ({"anatomy": {"ventricle_asymetry_sd": 0.1}}, ["unknown setting", "ventricle_asymmetry_sd"]),
-    ({"anatomy": {"mask_follows_contraction": 1}}, ["anatomy.mask_follows_contraction",
-                                                    "true or false"]),
+    ({"anatomy": {"mask_contraction_share": 1.5}}, ["anatomy.mask_contraction_share",
+                                                     "[0, 1]"]),
+    ({"anatomy": {"mask_contraction_share": True}}, ["anatomy.mask_contraction_share",
+                                                      "a number"]),
 ])
 def test_bad_anatomy_and_scanner_settings_name_the_setting(setting, words):
     with pytest.raises(sim.SimulationConfigError) as err:
