@@ -148,7 +148,7 @@ class AgeingConfig:
         current volume, at these ages (linear between them, constant beyond the last; the first
         pair's rate before it). Default 0 at 18.3, 0.2 %/y at 35, 0.5 %/y at 60 and 0.6 %/y at
         100 (Hedman 2012, 56 longitudinal studies). Issue 28 keeps these literature rates: the
-        CSF fraction inside the brain mask that rose 3.4 times faster with age than in real
+        CSF fraction inside the brain mask that rose more than twice as fast with age as in real
         scans came from the brain mask, which kept the young brain's outline while the brain
         contracted (a brain extraction outlines the brain it sees), not from the rates.
     wm_share : tuple of (age, share) pairs
