@@ -75,6 +75,8 @@ _EXPORTS = {
     "SiteConfig": "simulate",
     "ScannerRandomisation": "simulate",
     "IndividualAgeing": "simulate",
+    "ISSUE28_SETTINGS": "simulate",
+    "issue28_config": "simulate",
     "config_from_dict": "simulate",
     "ensure_cohort": "simulate",
     "read_truth": "simulate",

@@ -141,6 +141,7 @@ from brainage.data import _anatomy
 from brainage.data._simulate_config import (
     DEFAULT_SITES,
     INDIVIDUAL_MARKERS,
+    ISSUE28_SETTINGS,
     AgeingConfig,
     AnatomyConfig,
     DiseaseConfig,
@@ -153,6 +154,7 @@ from brainage.data._simulate_config import (
     check_setting,
     config_from_dict,
     config_to_dict,
+    issue28_config,
     load_config_file,
 )
 
@@ -164,6 +166,7 @@ __all__ = [
     "AnatomyConfig",
     "DiseaseConfig",
     "INDIVIDUAL_MARKERS",
+    "ISSUE28_SETTINGS",
     "IndividualAgeing",
     "ScannerRandomisation",
     "ScoreConfig",
@@ -175,6 +178,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "ensure_cohort",
+    "issue28_config",
     "load_config_file",
     "read_truth",
     "simulate_cohort",
@@ -258,8 +262,11 @@ def _draw_head(table: pd.DataFrame, cfg: SimulationConfig,
         table[f"head_scale_{ax}"] = scale[:, i]
         table[f"rotation_{ax}_deg"] = rot[:, i]
     table["ventricle_scale"] = np.exp(rng.normal(0, an.ventricle_sd, size=n))
-    # drawn last, so that the draws above stay those of a cohort without asymmetry
-    table["ventricle_asymmetry"] = rng.normal(0, an.ventricle_asymmetry_sd, size=n).clip(-0.9, 0.9)
+    # drawn last and only when on (SD > 0), so that a cohort without asymmetry (the default)
+    # keeps every draw of the simulator before issue 28, the scanner's after it included
+    table["ventricle_asymmetry"] = (
+        rng.normal(0, an.ventricle_asymmetry_sd, size=n).clip(-0.9, 0.9)
+        if an.ventricle_asymmetry_sd > 0 else np.zeros(n))
     return table
 
 
@@ -278,7 +285,8 @@ def _draw_scanner(table: pd.DataFrame, cfg: SimulationConfig,
     table["scan_blur_mm"] = rng.uniform(*sc.blur_fwhm_mm, n)
     table["scan_texture"] = rng.uniform(*sc.texture_range, n)
     table["scan_mask_margin_mm"] = rng.uniform(*sc.mask_margin_mm, n)
-    table["scan_gamma"] = np.exp(rng.normal(0, sc.gamma_sd, n))  # drawn last: same earlier draws
+    # drawn last and only when on (SD > 0): the default keeps the earlier simulator's draws
+    table["scan_gamma"] = np.exp(rng.normal(0, sc.gamma_sd, n)) if sc.gamma_sd > 0 else np.ones(n)
     return table
 
 
@@ -287,6 +295,10 @@ def _draw_rates(table: pd.DataFrame, cfg: SimulationConfig,
     """Each subject's own ageing rate factors ``rate_<process>`` (:class:`IndividualAgeing`):
     log-normal with mean 1, partly correlated through a shared whole-brain rate."""
     ind, n = cfg.individual, len(table)
+    if not ind.active:  # off (the default): every rate exactly 1, nothing drawn
+        for name in INDIVIDUAL_MARKERS:
+            table[f"rate_{name}"] = np.ones(n)
+        return table
     shared = rng.standard_normal(n)
     own = rng.standard_normal((len(INDIVIDUAL_MARKERS), n))
     for k, name in enumerate(INDIVIDUAL_MARKERS):
@@ -382,10 +394,15 @@ def _individual_doses(aged: Mapping[str, np.ndarray],
     """The population's doses at each subject's biological age, scaled by the subject's own
     rates: each region's loss, the ventricles' growth (ratio - 1) and the whole brain's
     contraction (capped as :func:`_ageing_doses` caps them)."""
-    doses = {region: np.minimum(aged[region] * rates[_RATE_OF[region]], 0.9)
-             for region in _AGEING_OF}
-    doses["ventricle_ratio"] = 1 + (aged["ventricle_ratio"] - 1) * rates["ventricles"]
-    doses["brain_shrink"] = np.minimum(aged["brain_shrink"] * rates["brain"], 0.5)
+    def scaled(dose: np.ndarray, rate: np.ndarray, cap: float) -> np.ndarray:
+        # a rate of exactly 1 keeps the population's dose bit for bit (the default cohort)
+        return np.where(rate == 1.0, dose, np.minimum(dose * rate, cap))
+
+    doses = {region: scaled(aged[region], rates[_RATE_OF[region]], 0.9) for region in _AGEING_OF}
+    doses["ventricle_ratio"] = np.where(
+        rates["ventricles"] == 1.0, aged["ventricle_ratio"],
+        1 + (aged["ventricle_ratio"] - 1) * rates["ventricles"])
+    doses["brain_shrink"] = scaled(aged["brain_shrink"], rates["brain"], 0.5)
     return doses
 
 
@@ -412,7 +429,10 @@ def add_doses(table: pd.DataFrame, cfg: SimulationConfig,
         table[f"loss_{region}"] = 1 - (1 - aged[region]) * (1 - disease)
     table["ventricle_ratio"] = aged["ventricle_ratio"]
     table["brain_shrink"] = aged["brain_shrink"]
-    table["brain_loss"] = _dose_loss(aged, volumes) / volumes["tissue"]
+    # the population's curve where every rate is 1 (bit for bit the default simulator's)
+    population = np.all([rates[name] == 1.0 for name in INDIVIDUAL_MARKERS], axis=0)
+    table["brain_loss"] = np.where(population, brain_loss(b, cfg),
+                                   _dose_loss(aged, volumes) / volumes["tissue"])
     table["wmh_load"] = np.minimum(1.0, rates["wmh"] * cfg.ageing.wmh_max
                                    * np.exp((b - 90.0) / cfg.ageing.wmh_tau))
     table["contrast_factor"] = np.maximum(
@@ -477,7 +497,10 @@ def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
     realised brain age is the age ``b*`` at which a healthy brain of the population's rates
     has lost as much tissue (:func:`_tissue_loss`, recomputed from the doses applied): older
     than ``biological_age`` for a subject who ages fast or has disease losses, younger for one
-    who ages slowly. Found by bisection (1e-4 y) between 0 and ``biological_age + 200``; a
+    who ages slowly. Found by bisection (1e-4 y) of the shift ``b* - biological_age``, in
+    [0, 200] for a subject who has lost more (the search of the simulator before issue 28, so
+    that the default cohort keeps its values) and in [-biological_age, 0] for one who has lost
+    less; a
     subject whose loss equals the population's at ``biological_age`` (rates 1, no disease)
     keeps it exactly, as does one who has lost nothing.
 
@@ -496,14 +519,16 @@ def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
     """
     b = table["biological_age"].to_numpy(dtype=np.float64)
     target = _tissue_loss(table, volumes)
-    todo = (np.abs(target - _healthy_tissue_loss(b, cfg, volumes)) > 1e-9) & (target > 1e-9)
-    low, high = np.zeros_like(b), b + 200.0
-    for _ in range(48):  # 300 / 2**48 years: far below the 1e-4 y rounding
+    extra = target - _healthy_tissue_loss(b, cfg, volumes)
+    todo = (np.abs(extra) > 1e-9) & (target > 1e-9)
+    more = extra > 0
+    low, high = np.where(more, 0.0, -b), np.where(more, 200.0, 0.0)
+    for _ in range(40):  # 200 / 2**40 years: far below the 1e-4 y rounding
         mid = (low + high) / 2
-        enough = _healthy_tissue_loss(mid, cfg, volumes) >= target
+        enough = _healthy_tissue_loss(b + mid, cfg, volumes) >= target
         high = np.where(todo & enough, mid, high)
         low = np.where(todo & ~enough, mid, low)
-    return np.round(np.where(todo, high, b), 4)
+    return np.round(np.where(todo, b + high, b), 4)
 
 
 def _plan_effects(row: Mapping[str, Any], share: float,

@@ -1,8 +1,11 @@
 """Tests of the simulator's brain mask, scanner randomisation and anatomy (issue 28, items 2
 and 3): the mask outlines the contracted brain, a per-subject gamma, brain shape at two scales
-and ventricular asymmetry."""
+and ventricular asymmetry. Each is opt-in (off by default): the tests select the issue-28
+preset or the setting they test."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +19,8 @@ from brainage.data.audit import tissue_fractions
 
 RES = 4.0
 NO_RATES = {f"{m}_sd": 0 for m in sim.INDIVIDUAL_MARKERS}
+#: the issue-28 preset with every individual rate 1
+PRESET_NO_RATES = sim.issue28_config({"individual": NO_RATES})
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,9 @@ def test_brain_mask_follows_the_contracted_brain(anat, follows):
 
 def test_cortical_thinning_still_widens_the_csf_inside_the_mask(anat):
     # the regional flows and GM-to-CSF conversion (sulci widening) stay inside the mask: the
-    # default ageing still raises the CSF fraction of the same people from 25 to 75
-    cfg = sim.config_from_dict({"individual": NO_RATES})
+    # default ageing still raises the CSF fraction of the same people from 25 to 75 when the
+    # mask follows the contraction (the issue-28 preset)
+    cfg = PRESET_NO_RATES
     people = sim.draw_cohort(4, 0, 0, cfg, np.random.default_rng(12))
     csf = {}
     for age in (25.0, 75.0):
@@ -75,7 +81,7 @@ def test_cortical_thinning_still_widens_the_csf_inside_the_mask(anat):
 
 
 def test_gamma_is_drawn_per_subject_around_one():
-    cfg = sim.SimulationConfig()
+    cfg = sim.issue28_config()
     table = sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(6))
     logs = np.log(table["scan_gamma"])
     assert logs.std() == pytest.approx(cfg.scanner.gamma_sd, rel=0.06)
@@ -132,8 +138,8 @@ def test_brain_shape_varies_at_two_scales(anat):
     # the fine displacement adds its own SD (1 mm) and varies over a shorter distance than the
     # coarse one: neighbours 12 mm apart along x correlate less
     coarse_only = sim.AnatomyConfig(fine_deformation_sd_mm=0.0)
-    both = sim.AnatomyConfig()
-    fine_only = sim.AnatomyConfig(deformation_sd_mm=0.0)
+    both = sim.issue28_config().anatomy
+    fine_only = dataclasses.replace(both, deformation_sd_mm=0.0)
     a = sim._shape_displacement(anat, coarse_only, np.random.default_rng(1))
     b = sim._shape_displacement(anat, both, np.random.default_rng(1))
     f = sim._shape_displacement(anat, fine_only, np.random.default_rng(1))
@@ -169,7 +175,7 @@ def _ventricle_sides(anat):
 def test_ventricles_differ_between_hemispheres(anat):
     # the same brain with asymmetry 0 and +-0.4: one lateral ventricle grows more than the
     # other, the sign picks the side
-    cfg = sim.config_from_dict({"individual": NO_RATES})
+    cfg = PRESET_NO_RATES
     one = sim.draw_cohort(1, 0, 0, cfg, np.random.default_rng(5)).assign(
         biological_age=75.0, ventricle_scale=1.5, scan_noise=0.0)
     left, right = _ventricle_sides(anat)
@@ -184,12 +190,19 @@ def test_ventricles_differ_between_hemispheres(anat):
 
 
 def test_asymmetry_is_drawn_per_subject_and_keeps_earlier_draws():
-    cfg = sim.SimulationConfig()
+    cfg = sim.issue28_config()
     table = sim.draw_cohort(2000, 0, 0, cfg, np.random.default_rng(6))
     assert table["ventricle_asymmetry"].std() == pytest.approx(
         cfg.anatomy.ventricle_asymmetry_sd, rel=0.08)
     assert abs(stats.spearmanr(table["age"], table["ventricle_asymmetry"])[0]) < 0.06
-    flat = sim.config_from_dict({"anatomy": {"ventricle_asymmetry_sd": 0.0}})
+    flat = sim.issue28_config({"anatomy": {"ventricle_asymmetry_sd": 0.0}})
     other = sim.draw_cohort(2000, 0, 0, flat, np.random.default_rng(6))
     np.testing.assert_allclose(table["ventricle_scale"], other["ventricle_scale"])
     assert (other["ventricle_asymmetry"] == 0).all()
+    # off, it draws nothing: the scanner's draws after it are those of a cohort without it
+    plain = sim.draw_cohort(2000, 0, 0, sim.SimulationConfig(), np.random.default_rng(6))
+    np.testing.assert_array_equal(plain["scan_noise"],
+                                  sim.draw_cohort(2000, 0, 0, sim.config_from_dict(
+                                      {"scanner": {"gamma_sd": 0.1}}),
+                                      np.random.default_rng(6))["scan_noise"])
+    assert not np.allclose(table["scan_noise"], plain["scan_noise"])
