@@ -38,6 +38,8 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "issue28_config",
+    "preset_config",
+    "PRESETS",
     "load_config_file",
 ]
 
@@ -662,7 +664,8 @@ def config_to_dict(config: SimulationConfig) -> dict[str, Any]:
 def load_config_file(path: str | Path, preset: str | None = None) -> SimulationConfig:
     """Read a JSON or YAML file of :class:`SimulationConfig` settings, on top of the defaults
     or, with ``preset="issue28"``, of the issue-28 preset (:data:`ISSUE28_SETTINGS`)."""
-    check_setting(preset in (None, "issue28"), "preset", "None or 'issue28'", preset)
+    check_setting(preset is None or preset in PRESETS, "preset",
+                  f"None or one of {', '.join(PRESETS)}", preset)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"simulation config file {path} does not exist")
@@ -710,3 +713,16 @@ def issue28_config(overrides: Mapping[str, Any] | None = None) -> SimulationConf
         else:
             data[key] = value
     return config_from_dict(data)
+
+
+#: The named presets a profile (``sim_preset``) or ``brainage simulate --preset`` selects:
+#: ``None`` is the default simulator.
+PRESETS = ("issue28",)
+
+
+def preset_config(name: str | None) -> SimulationConfig:
+    """The simulator's configuration of a named preset: ``None`` the defaults, ``"issue28"``
+    :func:`issue28_config` (an opt-in experiment)."""
+    check_setting(name is None or name in PRESETS, "preset",
+                  f"None or one of {', '.join(PRESETS)}", name)
+    return SimulationConfig() if name is None else issue28_config()

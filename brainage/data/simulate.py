@@ -14,23 +14,35 @@ Ages and biological age
     :math:`\delta` is redrawn while :math:`b` would exceed the controls' oldest age, so that
     every patient's brain lies inside the age range a model trained on controls has seen
     (:math:`\max(\text{patient ages}) + A_{max}` must not exceed it). Every ageing effect is
-    the population's dose at :math:`b` times the subject's own rate for that process.
-Individual rates (:class:`IndividualAgeing`)
-    Each subject draws a rate factor per process, :math:`f_m = \exp(\sigma_m z_m -
+    the population's dose at :math:`b` (by default a function of :math:`b` only; with the
+    issue-28 preset, times the subject's own rate for that process).
+Issue-28 preset (opt-in: :data:`ISSUE28_SETTINGS`, :func:`issue28_config`; not the default)
+    By default every effect of this paragraph is off (rates 1, gamma 1, no fine displacement,
+    no asymmetry, the young brain's mask outline) and draws nothing, so the default cohort is
+    the simulator before issue 28, draw for draw. The preset brought the CSF fraction's age
+    trend close to real scans' but made the brain mask's size a cue of age that real scans do
+    not carry, and a model trained on it read 50 real IXI scans worse (``docs/real-data.md``).
+    Individual rates (:class:`IndividualAgeing`): each subject draws a rate factor per
+    process, :math:`f_m = \exp(\sigma_m z_m -
     \sigma_m^2/2)`, :math:`z_m = \lambda_m g + \sqrt{1 - \lambda_m^2} e_m` (a shared
     whole-brain rate :math:`g` and the process's own :math:`e_m`, standard normal): whole-brain
     contraction (:math:`\sigma` 0.15), cortical thinning (0.2, :math:`\lambda` 0.6),
     hippocampal and entorhinal loss (0.8, 0.5), subcortical loss (0.7, 0.5), ventricular
     growth (0.6, 0.5), WMH load (1.2, 0.3) and the GM/WM contrast's decline (0.6, 0.3), stored
     as ``rate_<process>``. Among controls no process's dose is then a fixed function of age.
+    Also a per-subject gamma :math:`e^{N(0, 0.1^2)}` (``scan_gamma``), a second, finer random
+    displacement (SD 1 mm, 12 mm grid), ventricular asymmetry :math:`N(0, 0.15^2)` and a brain
+    mask that follows the whole brain's contraction (``anatomy.mask_contraction_share`` 1).
 Realised brain age
     The subject's own rates and the disease's regional losses change how much tissue the
-    brain has lost at :math:`b`. The realised brain age :math:`b^*` is the age at which the
+    brain has lost at :math:`b` (by default the disease's only). The realised brain age
+    :math:`b^*` is the age at which the
     population's healthy brain has lost as much tissue: :math:`T(b^*) = T_{subject}` with
     :math:`T = \sum_g V_g L_g + V_{vent} (V(b)/V_{20} - 1) + V_{tis} k_{brain}` (template
     grey-matter volume :math:`V_g` of each loss region, ventricular CSF volume :math:`V_{vent}`,
     tissue volume :math:`V_{tis}`, whole-brain contraction :math:`k_{brain}`), recomputed from
-    the doses applied. It equals :math:`b` for a control whose rates are all 1; the true
+    the doses applied. It equals :math:`b` for a control whose rates are all 1 (every control by
+    default); the true
     brain-age gap is :math:`b^* - a`.
 Ageing dose-response
     Whole-brain tissue (GM + WM) is lost at a rate :math:`r(b)` per year of the tissue left,
@@ -142,6 +154,7 @@ from brainage.data._simulate_config import (
     DEFAULT_SITES,
     INDIVIDUAL_MARKERS,
     ISSUE28_SETTINGS,
+    PRESETS,
     AgeingConfig,
     AnatomyConfig,
     DiseaseConfig,
@@ -156,6 +169,7 @@ from brainage.data._simulate_config import (
     config_to_dict,
     issue28_config,
     load_config_file,
+    preset_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -180,6 +194,8 @@ __all__ = [
     "ensure_cohort",
     "issue28_config",
     "load_config_file",
+    "preset_config",
+    "PRESETS",
     "read_truth",
     "simulate_cohort",
     "REDRAW",
@@ -644,12 +660,14 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
 
     The atrophy sums the flows of each process and the whole brain's contraction about its
     centre, ``(1 + k)(x - c)`` with ``(1 + k)^-3 = 1 - brain_shrink``. The first coordinates,
-    where the brain mask is read, follow the contraction (its share
-    ``anatomy.mask_contraction_share``) but not the regional flows: a brain
-    extraction outlines the brain it sees, so a contracted brain has a smaller mask, while
-    thinner cortex and wider sulci stay inside it (issue 28: with the young brain's outline,
-    the CSF rim inside the mask grew with every year of contraction, and the CSF fraction rose
-    0.025 per decade against 0.011 in the 50 real IXI scans; now 0.012).
+    where the brain mask is read, follow the contraction by the share
+    ``anatomy.mask_contraction_share`` (default 0: the young brain's outline, the default
+    cohort's) but never the regional flows. With share 1 (the issue-28 preset) a contracted
+    brain has a smaller mask, as a brain extraction outlines the brain it sees, while thinner
+    cortex and wider sulci stay inside it: with the young brain's outline the CSF rim inside
+    the mask grows with every year of contraction, and the CSF fraction rose 0.025 per decade
+    against 0.011 in the 50 real IXI scans (0.012 with share 1, whose mask then lost 40 cm³
+    per decade against the real 8.6: a size cue, so the preset is not the default).
     """
     scale = np.array([row["head_scale_x"], row["head_scale_y"], row["head_scale_z"]])
     rot = _rotation(np.array([row["rotation_x_deg"], row["rotation_y_deg"],

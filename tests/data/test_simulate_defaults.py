@@ -154,3 +154,11 @@ def test_cli_simulate_preset(tmp_path):
     table = pd.read_csv(tmp_path / "bids" / "derivatives" / "ground_truth"
                         / "participants_truth.tsv", sep="\t")
     assert (table["scan_gamma"] != 1.0).all() and (table["rate_wmh"] != 1.0).all()
+
+
+def test_preset_config_names_the_presets():
+    assert sim.preset_config(None) == sim.SimulationConfig()
+    assert sim.preset_config("issue28") == sim.issue28_config()
+    assert sim.PRESETS == ("issue28",)
+    with pytest.raises(sim.SimulationConfigError, match="issue28"):
+        sim.preset_config("issue-28")
