@@ -158,7 +158,8 @@ def simulated_scans(folder: Path | None, n: int, scratch: Path, resolution_mm: f
 def print_equivalent_ages(sim_rows: list[dict], sim_paths: list[Path], real_rows: list[dict],
                           real_ages, grid: str) -> None:
     """For each realism statistic: its age slope among simulated controls (all ages; a
-    lowess-free straight line), and per real folder the real median, the simulated value at the
+    lowess-free straight line), the same line over the real scans' ages (all folders), and per
+    real folder the real median, the simulated value at the
     folder's mean age, and the simulated age whose line gives the real median (the "equivalent
     age": a statistic whose equivalent age is far below the true one makes real brains look
     young wherever a model reads it)."""
@@ -174,14 +175,21 @@ def print_equivalent_ages(sim_rows: list[dict], sim_paths: list[Path], real_rows
     print(f"\nSimulated-age equivalents ({grid}): {len(sim)} simulated controls aged "
           f"{sim['age'].min():.0f}-{sim['age'].max():.0f}; per real folder: real median, "
           f"simulated line at the folder's mean age, equivalent simulated age")
-    header = f"{'metric':<14}{'sim slope/10y':>14}{'sim r(age)':>11}"
+    header = (f"{'metric':<14}{'sim slope/10y':>14}{'sim r(age)':>11}{'real slope/10y':>15}"
+              f"{'real r(age)':>12}")
     for name, rows in real.groupby("folder", sort=False):
         header += f"{f'{name} (mean age {rows.age.mean():.0f})':>36}"
     print(header)
     for metric in METRICS:
         slope, intercept = np.polyfit(sim["age"], sim[metric], 1)
         r = float(np.corrcoef(sim["age"], sim[metric])[0, 1])
-        line = f"{metric:<14}{10 * slope:>14.4g}{r:>11.2f}"
+        # the same straight line over every real scan's age (all folders together)
+        known = real.dropna(subset=["age", metric])
+        real_slope = np.polyfit(known["age"], known[metric], 1)[0] if len(known) > 2 else np.nan
+        real_r = float(np.corrcoef(known["age"], known[metric])[0, 1]) if len(known) > 2 \
+            else float("nan")
+        line = (f"{metric:<14}{10 * slope:>14.4g}{r:>11.2f}{10 * real_slope:>15.4g}"
+                f"{real_r:>12.2f}")
         for _, rows in real.groupby("folder", sort=False):
             med, mean_age = float(rows[metric].median()), float(rows["age"].mean())
             equiv = (med - intercept) / slope if slope != 0 else float("nan")

@@ -201,6 +201,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                         help="write native-space images (random rigid pose, site voxel size)")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of SimulationConfig settings")
+    parser.add_argument("--preset", choices=["issue28"], default=None,  # simulate.PRESETS
+                        help="start from a named preset instead of the defaults (--config's "
+                             "settings go on top): issue28, individual ageing rates, gamma, "
+                             "finer shape, ventricular asymmetry and a contracting brain mask; "
+                             "an opt-in experiment that read real scans worse "
+                             "(docs/real-data.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--rescans-of", type=Path, default=None, metavar="COHORT",
                         help="instead of a cohort, write rescans of subjects of this simulated "
@@ -216,11 +222,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _run_simulate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from brainage.data.simulate import SimulationConfig, load_config_file, simulate_cohort
+    from brainage.data.simulate import load_config_file, preset_config, simulate_cohort
 
     if args.rescans_of is not None:
         return _run_rescans(args)
-    cfg = load_config_file(args.config) if args.config else SimulationConfig()
+    cfg = (load_config_file(args.config, preset=args.preset) if args.config
+           else preset_config(args.preset))
     if args.native:
         cfg = dataclasses.replace(cfg, native_space=True)
     cohort = simulate_cohort(args.out_dir, n_healthy=args.n_healthy, n_ad=args.n_ad,

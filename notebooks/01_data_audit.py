@@ -19,6 +19,7 @@ sim_n_ad = 40
 sim_n_pd = 40
 sim_resolution_mm = 4.0
 sim_jobs = 2
+sim_preset = None  # None: the default simulator; "issue28": the opt-in issue-28 preset
 grid_mm = 4.0
 crop_to_brain = True
 preprocess_jobs = 1
@@ -84,7 +85,8 @@ display(Markdown(
 if spec.simulated:
     simulated = simulate.ensure_cohort(
         spec.root, n_healthy=sim_n_healthy, n_ad=sim_n_ad, n_pd=sim_n_pd, seed=seed,
-        resolution_mm=sim_resolution_mm, n_jobs=sim_jobs)
+        resolution_mm=sim_resolution_mm, n_jobs=sim_jobs,
+        config=simulate.preset_config(sim_preset))
     truth = simulate.read_truth(spec.root)
     names = {"HC": "healthy controls", "AD": "AD patients", "PD": "PD patients"}
     display(Markdown(f"Simulated {sum(truth['counts'].values())} subjects ("

@@ -1,0 +1,164 @@
+"""The issue-28 additions to the simulator are opt-in: with the defaults (every new effect
+off) the simulator is the one before issue 28, draw for draw, and the preset
+(:data:`brainage.data.simulate.ISSUE28_SETTINGS`) turns each effect on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage.data import simulate as sim
+from brainage.data._anatomy import build_anatomy
+
+RES = 4.0
+
+#: every issue-28 setting at its off value, written out
+OFF = {"individual": {f"{m}_sd": 0.0 for m in sim.INDIVIDUAL_MARKERS},
+       "anatomy": {"fine_deformation_sd_mm": 0.0, "ventricle_asymmetry_sd": 0.0,
+                   "mask_contraction_share": 0.0},
+       "scanner": {"gamma_sd": 0.0}}
+
+#: A cohort drawn with the simulator before issue 28 (main 5bda2ba): draw_cohort(2, 1, 1,
+#: default config, default_rng(7)) with add_doses at 4 mm, and each subject's image
+#: (synthesise_subject, zero site bias, SeedSequence(i)): mean, SD and voxels above 0. The
+#: issue-28 branch's defaults gave the same tables and images bit for bit (also a 9-subject
+#: cohort of simulate_cohort, seed 0); compared with a tolerance, as other CPUs change the last
+#: bits of resampling.
+MAIN_TABLE = {
+    "age": [69.5, 70.0, 91.8, 61.4],
+    "biological_age": [72.891, 70.1804, 95.8206, 68.5667],
+    "realised_biological_age": [72.991, 70.1804, 95.8206, 68.9132],
+    "head_scale": [0.9875891555, 0.9545700434, 1.0563423015, 0.9546110761],
+    "ventricle_scale": [1.0628368248, 0.8702347528, 1.0389187651, 0.7003617033],
+    "scan_noise": [0.0344631744, 0.0204803195, 0.0412332666, 0.0530563866],
+    "scan_mask_margin_mm": [2.5777014571, 1.6712577901, 5.4429846365, 3.6047859757],
+    "brain_loss": [0.1569948598, 0.1448235925, 0.2587311821, 0.1375696219],
+    "ventricle_ratio": [2.1189831524, 2.0072290177, 3.2995053537, 1.9434897396],
+}
+MAIN_GROUPS = ["PD", "HC", "HC", "AD"]
+MAIN_IMAGES = [(220.75831604003906, 312.2568054199219, 31613),
+               (213.84463500976562, 316.533935546875, 29247),
+               (175.92869567871094, 233.72398376464844, 35122),
+               (283.73162841796875, 398.1273193359375, 32077)]
+
+
+@pytest.fixture(scope="module")
+def anat():
+    return build_anatomy(RES)
+
+
+def _images(anat, table, cfg):
+    return [sim.synthesise_subject(anat, row, cfg, np.zeros(9), np.random.SeedSequence(i))
+            for i, row in enumerate(table.to_dict("records"))]
+
+
+def test_every_issue28_effect_is_off_by_default():
+    default = sim.SimulationConfig()
+    assert default == sim.config_from_dict(OFF) == sim.config_from_dict({})
+    assert not default.individual.active
+    preset = sim.issue28_config()
+    assert preset.individual.active
+    for group, values in sim.ISSUE28_SETTINGS.items():
+        for key, value in values.items():
+            assert getattr(getattr(preset, group), key) == value
+            assert getattr(getattr(default, group), key) != value, (group, key)
+    # overrides merge into the preset's groups
+    tuned = sim.issue28_config({"anatomy": {"mask_contraction_share": 0.0}})
+    assert tuned.anatomy.mask_contraction_share == 0.0
+    assert tuned.anatomy.ventricle_asymmetry_sd == preset.anatomy.ventricle_asymmetry_sd
+    assert tuned.individual == preset.individual
+
+
+def test_default_cohort_is_the_simulator_before_issue28(anat):
+    cfg = sim.SimulationConfig()
+    table = sim.add_doses(sim.draw_cohort(2, 1, 1, cfg, np.random.default_rng(7)), cfg, anat)
+    assert table["group"].tolist() == MAIN_GROUPS
+    for col, expected in MAIN_TABLE.items():
+        np.testing.assert_allclose(table[col], expected, rtol=1e-8, atol=1e-9, err_msg=col)
+    # the new columns hold the off values, exactly
+    for m in sim.INDIVIDUAL_MARKERS:
+        assert (table[f"rate_{m}"] == 1.0).all(), m
+    assert (table["scan_gamma"] == 1.0).all() and (table["ventricle_asymmetry"] == 0.0).all()
+    for img, (mean, sd, voxels) in zip(_images(anat, table, cfg), MAIN_IMAGES):
+        assert img.mean() == pytest.approx(mean, rel=1e-5)
+        assert img.std() == pytest.approx(sd, rel=1e-5)
+        assert abs(int((img > 0).sum()) - voxels) <= 2
+
+
+def test_off_effects_draw_nothing():
+    # the default draws none of the new effects (the generator's use is pinned by
+    # test_default_cohort_is_the_simulator_before_issue28); the preset with every effect set
+    # to its off value is the default; an effect turned on keeps the draws before it (each is
+    # drawn after the earlier ones) and consumes draws of its own
+    cfg = sim.SimulationConfig()
+    rng = np.random.default_rng(3)
+    table = sim.draw_cohort(5, 2, 2, cfg, rng)
+    assert sim.issue28_config(OFF) == cfg
+    for group, key in (("scanner", "gamma_sd"), ("individual", "wmh_sd"),
+                       ("anatomy", "ventricle_asymmetry_sd")):
+        on_rng = np.random.default_rng(3)
+        on = sim.draw_cohort(5, 2, 2, sim.config_from_dict(
+            {group: {key: sim.ISSUE28_SETTINGS[group][key]}}), on_rng)
+        head = ["age", "biological_age", "sex", "site", "head_scale", "ventricle_scale"]
+        assert on[head].equals(table[head]), key
+        # an effect that is on consumes draws the default does not
+        assert on_rng.bit_generator.state != rng.bit_generator.state, key
+
+
+@pytest.mark.parametrize(("group", "key"), [
+    ("individual", None), ("anatomy", "fine_deformation_sd_mm"),
+    ("anatomy", "ventricle_asymmetry_sd"), ("anatomy", "mask_contraction_share"),
+    ("scanner", "gamma_sd")])
+def test_each_issue28_effect_changes_the_images(anat, group, key):
+    base = sim.SimulationConfig()
+    settings = sim.ISSUE28_SETTINGS[group] if key is None else {
+        key: sim.ISSUE28_SETTINGS[group][key]}
+    on = sim.config_from_dict({group: settings})
+    people = sim.draw_cohort(3, 0, 0, on, np.random.default_rng(5)).assign(biological_age=75.0)
+    if key == "ventricle_asymmetry_sd":  # a clear asymmetry for each of the three
+        people["ventricle_asymmetry"] = [0.3, -0.3, 0.3]
+    off_rows = people.copy()
+    for m in sim.INDIVIDUAL_MARKERS:
+        off_rows[f"rate_{m}"] = 1.0
+    off_rows["scan_gamma"], off_rows["ventricle_asymmetry"] = 1.0, 0.0
+    a = _images(anat, sim.add_doses(off_rows, base, anat), base)
+    b = _images(anat, sim.add_doses(people, on, anat), on)
+    for x, y in zip(a, b):
+        assert not np.allclose(x, y, atol=1e-3 * float(x.max())), (group, key)
+    # the same rows with the effect's own values at off are the default's images, exactly
+    c = _images(anat, sim.add_doses(off_rows, sim.config_from_dict(OFF), anat),
+                sim.config_from_dict(OFF))
+    for x, z in zip(a, c):
+        np.testing.assert_array_equal(x, z)
+
+
+def test_preset_from_a_settings_file(tmp_path):
+    path = tmp_path / "sim.yaml"
+    path.write_text("anatomy:\n  mask_contraction_share: 0.25\n", encoding="utf-8")
+    assert sim.load_config_file(path).anatomy.mask_contraction_share == 0.25
+    assert not sim.load_config_file(path).individual.active  # on top of the defaults
+    tuned = sim.load_config_file(path, preset="issue28")
+    assert tuned == sim.issue28_config({"anatomy": {"mask_contraction_share": 0.25}})
+    with pytest.raises(sim.SimulationConfigError, match="preset"):
+        sim.load_config_file(path, preset="issue29")
+
+
+def test_cli_simulate_preset(tmp_path):
+    from brainage.cli import main
+
+    assert main(["-q", "simulate", str(tmp_path / "bids"), "--n-healthy", "2",
+                 "--resolution-mm", "4", "--preset", "issue28"]) == 0
+    written = sim.config_from_dict(sim.read_truth(tmp_path / "bids")["config"])
+    assert written == sim.issue28_config()
+    table = pd.read_csv(tmp_path / "bids" / "derivatives" / "ground_truth"
+                        / "participants_truth.tsv", sep="\t")
+    assert (table["scan_gamma"] != 1.0).all() and (table["rate_wmh"] != 1.0).all()
+
+
+def test_preset_config_names_the_presets():
+    assert sim.preset_config(None) == sim.SimulationConfig()
+    assert sim.preset_config("issue28") == sim.issue28_config()
+    assert sim.PRESETS == ("issue28",)
+    with pytest.raises(sim.SimulationConfigError, match="issue28"):
+        sim.preset_config("issue-28")
