@@ -5,7 +5,7 @@ Run from the repository root::
     python benchmarks/bench_csf_trend.py [--people 6] [--resolution-mm 4]
 
 The same simulated people (every individual ageing rate 1) are synthesised at 25 and at 75
-years under variants of the issue-28 preset (``ISSUE28_SETTINGS``, an opt-in experiment: the
+years under variants of the varied preset (``VARIED_SETTINGS``, an opt-in experiment: the
 default simulator is the first row's, the young brain's mask, apart from the preset's gamma,
 finer shape and ventricular asymmetry), one process changed at a time, and the
 CSF fraction inside each brain mask (:func:`brainage.data.audit.tissue_fractions`, intensity
@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 HEDMAN = {"brain_rate": [[18.3, 0.0], [60.0, 0.005], [100.0, 0.006]]}
 YOUNG_MASK = {"mask_contraction_share": 0.0}
 
-#: label: configuration on top of the issue-28 preset with every individual rate 1
+#: label: configuration on top of the varied preset with every individual rate 1
 VARIANTS = {
     "young brain's mask (the default's)": {"anatomy": YOUNG_MASK},
     "  ... no ventricular growth": {"anatomy": YOUNG_MASK, "ageing": {"ventricle_gain": 0.0}},
@@ -38,7 +38,7 @@ VARIANTS = {
         "anatomy": YOUNG_MASK,
         "ageing": {"brain_rate": [[18.3, 0.0], [60.0, 0.0015], [100.0, 0.0018]]}},
     "mask follows 0.25 of the contraction": {"anatomy": {"mask_contraction_share": 0.25}},
-    "mask follows the contraction (issue-28 preset)": {},
+    "mask follows the contraction (varied preset)": {},
 }
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     print(f"{'variant':<50}{'at 25':>8}{'at 75':>8}{'per decade':>12}{'brain loss 75':>15}")
     for label, variant in VARIANTS.items():
         ageing = {**HEDMAN, **variant.get("ageing", {})}
-        cfg = sim.issue28_config({"individual": flat, "ageing": ageing,
+        cfg = sim.varied_config({"individual": flat, "ageing": ageing,
                                   **({"anatomy": variant["anatomy"]}
                                      if "anatomy" in variant else {})})
         people = sim.draw_cohort(args.people, 0, 0, cfg, np.random.default_rng(12))

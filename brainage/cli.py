@@ -201,9 +201,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                         help="write native-space images (random rigid pose, site voxel size)")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of SimulationConfig settings")
-    parser.add_argument("--preset", choices=["issue28"], default=None,  # simulate.PRESETS
+    parser.add_argument("--preset", choices=["varied"], default=None,  # simulate.PRESETS
                         help="start from a named preset instead of the defaults (--config's "
-                             "settings go on top): issue28, individual ageing rates, gamma, "
+                             "settings go on top): varied, individual ageing rates, gamma, "
                              "finer shape, ventricular asymmetry and a contracting brain mask; "
                              "an opt-in experiment that read real scans worse "
                              "(docs/real-data.md)")

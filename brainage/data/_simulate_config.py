@@ -27,7 +27,7 @@ __all__ = [
     "AnatomyConfig",
     "DiseaseConfig",
     "INDIVIDUAL_MARKERS",
-    "ISSUE28_SETTINGS",
+    "VARIED_SETTINGS",
     "IndividualAgeing",
     "ScannerRandomisation",
     "ScoreConfig",
@@ -37,7 +37,7 @@ __all__ = [
     "check_setting",
     "config_from_dict",
     "config_to_dict",
-    "issue28_config",
+    "varied_config",
     "preset_config",
     "PRESETS",
     "load_config_file",
@@ -225,8 +225,8 @@ class IndividualAgeing:
     ----------
     brain_sd, cortex_sd, hippocampus_sd, subcortical_sd, ventricles_sd, wmh_sd, contrast_sd : float
         Log-scale SD :math:`\sigma_m`. Defaults 0: off, every rate exactly 1 and no draw, the
-        default cohort's simulator (before issue 28). The issue-28 preset
-        (:data:`ISSUE28_SETTINGS`, an opt-in experiment) sets 0.15, 0.2, 0.8, 0.7, 0.6, 1.2,
+        default cohort's simulator (without the preset). The varied preset
+        (:data:`VARIED_SETTINGS`, an opt-in experiment) sets 0.15, 0.2, 0.8, 0.7, 0.6, 1.2,
         0.6, read from the literature as follows. Regional
         rates of shrinkage differ between healthy adults about as much as their mean (Raz
         2005; Fjell 2009), WMH volume at one age spans orders of magnitude and is analysed on
@@ -389,14 +389,14 @@ class AnatomyConfig:
         Exponent share of a volume loss realised by deformation (rest: GM-to-CSF conversion).
     fine_deformation_sd_mm : float, default=0
         SD of a second, finer random displacement (issue 28: brain shape at two scales, lobes
-        and gyri), added to the coarse one; 0 (default) turns it off, the issue-28 preset
-        (:data:`ISSUE28_SETTINGS`) sets 1.
+        and gyri), added to the coarse one; 0 (default) turns it off, the varied preset
+        (:data:`VARIED_SETTINGS`) sets 1.
     fine_control_spacing_mm : float, default=12
         Spacing of the fine displacement's control grid.
     mask_contraction_share : float, default=0
         Share of the whole brain's contraction that the brain mask follows (issue 28): 0
         (default), the young brain's outline, the default cohort's mask, so that a CSF rim
-        grows inside the mask with the contraction; 1 (the issue-28 preset), the mask
+        grows inside the mask with the contraction; 1 (the varied preset), the mask
         outlines the contracted brain (a brain extraction outlines the brain it sees).
         Measured on the 50 real IXI scans (deepbet masks, 4 mm model grid, MNI space), the
         mask's volume falls 8.6 cm³ per decade; simulated with 1, 40, with 0, +2.5
@@ -407,7 +407,7 @@ class AnatomyConfig:
         size is ``1 + a`` times stronger on one side and ``1 - a`` on the other (issue 28:
         lateral ventricles differ between hemispheres in healthy adults; the simulator's
         choice, measured in ``tests/data/test_simulate_anatomy.py``). 0 (default): off, no
-        draw; the issue-28 preset sets 0.15.
+        draw; the varied preset sets 0.15.
     """
 
     deformation_sd_mm: float = 3.0
@@ -485,7 +485,7 @@ class ScannerRandomisation:
     gamma_sd : float, default=0
         SD of the log of a per-subject gamma exponent applied to the noise-free intensities
         relative to white matter (issue 28): a non-linear contrast change (sequence timing,
-        scanner). 0 (default): off, no draw, every gamma 1. The issue-28 preset sets 0.1,
+        scanner). 0 (default): off, no draw, every gamma 1. The varied preset sets 0.1,
         which moves the GM and CSF levels by about as much as 60 years of GM/WM contrast
         decline, so the global intensity levels no longer stand in for age. SynthSeg draws
         far wider exponents to cover any contrast (Billot 2023); T1w alone needs less.
@@ -663,7 +663,7 @@ def config_to_dict(config: SimulationConfig) -> dict[str, Any]:
 
 def load_config_file(path: str | Path, preset: str | None = None) -> SimulationConfig:
     """Read a JSON or YAML file of :class:`SimulationConfig` settings, on top of the defaults
-    or, with ``preset="issue28"``, of the issue-28 preset (:data:`ISSUE28_SETTINGS`)."""
+    or, with ``preset="varied"``, of the varied preset (:data:`VARIED_SETTINGS`)."""
     check_setting(preset is None or preset in PRESETS, "preset",
                   f"None or one of {', '.join(PRESETS)}", preset)
     path = Path(path)
@@ -677,13 +677,13 @@ def load_config_file(path: str | Path, preset: str | None = None) -> SimulationC
     else:
         data = json.loads(text)
     try:
-        return issue28_config(data) if preset == "issue28" else config_from_dict(data)
+        return varied_config(data) if preset == "varied" else config_from_dict(data)
     except (SimulationConfigError, TypeError) as err:
         raise type(err)(f"{path}: {err}") from err
 
 
-#: The issue-28 preset: an opt-in experiment, not the default (plain values for
-#: :func:`config_from_dict`; :func:`issue28_config` builds it). Individual ageing rates at the
+#: The varied preset: an opt-in experiment, not the default (plain values for
+#: :func:`config_from_dict`; :func:`varied_config` builds it). Individual ageing rates at the
 #: literature's spreads (:class:`IndividualAgeing`), a per-subject gamma, a finer second scale of
 #: brain shape, ventricular asymmetry and a brain mask that follows the whole brain's
 #: contraction. Measured with the quick model retrained on it (``docs/real-data.md``): the
@@ -691,8 +691,8 @@ def load_config_file(path: str | Path, preset: str | None = None) -> SimulationC
 #: decade; default 0.026), the simulated test MAE stayed close (RNC 7.10 -> 8.63, L1 7.72 ->
 #: 7.82 y), but real scans were read worse (RNC r 0.48 -> 0.27, mean gap -16.8 -> -21.3 y):
 #: the contracting mask lost 40 cm³ per decade against 8.6 in real scans, and the model read
-#: the mask's size. The default (every field 0) is the simulator before issue 28.
-ISSUE28_SETTINGS: dict[str, Any] = {
+#: the mask's size. The default (every field 0) is the default simulator.
+VARIED_SETTINGS: dict[str, Any] = {
     "individual": {"brain_sd": 0.15, "cortex_sd": 0.2, "hippocampus_sd": 0.8,
                    "subcortical_sd": 0.7, "ventricles_sd": 0.6, "wmh_sd": 1.2,
                    "contrast_sd": 0.6},
@@ -702,11 +702,11 @@ ISSUE28_SETTINGS: dict[str, Any] = {
 }
 
 
-def issue28_config(overrides: Mapping[str, Any] | None = None) -> SimulationConfig:
-    """The issue-28 preset (:data:`ISSUE28_SETTINGS`) as a :class:`SimulationConfig`, with
+def varied_config(overrides: Mapping[str, Any] | None = None) -> SimulationConfig:
+    """The varied preset (:data:`VARIED_SETTINGS`) as a :class:`SimulationConfig`, with
     ``overrides`` (plain values as for :func:`config_from_dict`; a nested group's keys are
     merged into the preset's) on top."""
-    data: dict[str, Any] = {key: dict(value) for key, value in ISSUE28_SETTINGS.items()}
+    data: dict[str, Any] = {key: dict(value) for key, value in VARIED_SETTINGS.items()}
     for key, value in (overrides or {}).items():
         if isinstance(value, Mapping) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}
@@ -717,12 +717,12 @@ def issue28_config(overrides: Mapping[str, Any] | None = None) -> SimulationConf
 
 #: The named presets a profile (``sim_preset``) or ``brainage simulate --preset`` selects:
 #: ``None`` is the default simulator.
-PRESETS = ("issue28",)
+PRESETS = ("varied",)
 
 
 def preset_config(name: str | None) -> SimulationConfig:
-    """The simulator's configuration of a named preset: ``None`` the defaults, ``"issue28"``
-    :func:`issue28_config` (an opt-in experiment)."""
+    """The simulator's configuration of a named preset: ``None`` the defaults, ``"varied"``
+    :func:`varied_config` (an opt-in experiment)."""
     check_setting(name is None or name in PRESETS, "preset",
                   f"None or one of {', '.join(PRESETS)}", name)
-    return SimulationConfig() if name is None else issue28_config()
+    return SimulationConfig() if name is None else varied_config()

@@ -15,11 +15,11 @@ Ages and biological age
     every patient's brain lies inside the age range a model trained on controls has seen
     (:math:`\max(\text{patient ages}) + A_{max}` must not exceed it). Every ageing effect is
     the population's dose at :math:`b` (by default a function of :math:`b` only; with the
-    issue-28 preset, times the subject's own rate for that process).
-Issue-28 preset (opt-in: :data:`ISSUE28_SETTINGS`, :func:`issue28_config`; not the default)
+    varied preset, times the subject's own rate for that process).
+Varied preset (opt-in: :data:`VARIED_SETTINGS`, :func:`varied_config`; not the default)
     By default every effect of this paragraph is off (rates 1, gamma 1, no fine displacement,
     no asymmetry, the young brain's mask outline) and draws nothing, so the default cohort is
-    the simulator before issue 28, draw for draw. The preset brought the CSF fraction's age
+    the default simulator, draw for draw. The preset brought the CSF fraction's age
     trend close to real scans' but made the brain mask's size a cue of age that real scans do
     not carry, and a model trained on it read 50 real IXI scans worse (``docs/real-data.md``).
     Individual rates (:class:`IndividualAgeing`): each subject draws a rate factor per
@@ -153,8 +153,8 @@ from brainage.data import _anatomy
 from brainage.data._simulate_config import (
     DEFAULT_SITES,
     INDIVIDUAL_MARKERS,
-    ISSUE28_SETTINGS,
     PRESETS,
+    VARIED_SETTINGS,
     AgeingConfig,
     AnatomyConfig,
     DiseaseConfig,
@@ -167,9 +167,9 @@ from brainage.data._simulate_config import (
     check_setting,
     config_from_dict,
     config_to_dict,
-    issue28_config,
     load_config_file,
     preset_config,
+    varied_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ __all__ = [
     "AnatomyConfig",
     "DiseaseConfig",
     "INDIVIDUAL_MARKERS",
-    "ISSUE28_SETTINGS",
+    "VARIED_SETTINGS",
     "IndividualAgeing",
     "ScannerRandomisation",
     "ScoreConfig",
@@ -192,7 +192,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "ensure_cohort",
-    "issue28_config",
+    "varied_config",
     "load_config_file",
     "preset_config",
     "PRESETS",
@@ -279,7 +279,7 @@ def _draw_head(table: pd.DataFrame, cfg: SimulationConfig,
         table[f"rotation_{ax}_deg"] = rot[:, i]
     table["ventricle_scale"] = np.exp(rng.normal(0, an.ventricle_sd, size=n))
     # drawn last and only when on (SD > 0), so that a cohort without asymmetry (the default)
-    # keeps every draw of the simulator before issue 28, the scanner's after it included
+    # keeps every draw of the default simulator, the scanner's after it included
     table["ventricle_asymmetry"] = (
         rng.normal(0, an.ventricle_asymmetry_sd, size=n).clip(-0.9, 0.9)
         if an.ventricle_asymmetry_sd > 0 else np.zeros(n))
@@ -514,7 +514,7 @@ def realised_brain_age(table: pd.DataFrame, cfg: SimulationConfig,
     has lost as much tissue (:func:`_tissue_loss`, recomputed from the doses applied): older
     than ``biological_age`` for a subject who ages fast or has disease losses, younger for one
     who ages slowly. Found by bisection (1e-4 y) of the shift ``b* - biological_age``, in
-    [0, 200] for a subject who has lost more (the search of the simulator before issue 28, so
+    [0, 200] for a subject who has lost more (the search of the default simulator, so
     that the default cohort keeps its values) and in [-biological_age, 0] for one who has lost
     less; a
     subject whose loss equals the population's at ``biological_age`` (rates 1, no disease)
@@ -662,7 +662,7 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     centre, ``(1 + k)(x - c)`` with ``(1 + k)^-3 = 1 - brain_shrink``. The first coordinates,
     where the brain mask is read, follow the contraction by the share
     ``anatomy.mask_contraction_share`` (default 0: the young brain's outline, the default
-    cohort's) but never the regional flows. With share 1 (the issue-28 preset) a contracted
+    cohort's) but never the regional flows. With share 1 (the varied preset) a contracted
     brain has a smaller mask, as a brain extraction outlines the brain it sees, while thinner
     cortex and wider sulci stay inside it: with the young brain's outline the CSF rim inside
     the mask grows with every year of contraction, and the CSF fraction rose 0.025 per decade

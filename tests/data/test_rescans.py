@@ -86,7 +86,7 @@ def test_rescan_images_are_the_same_brain_scanned_again(cohort, rescans):
         same = np.corrcoef(again[both], original[both])[0, 1]
         both = (other > 0) & (original > 0)
         different = np.corrcoef(other[both], original[both])[0, 1]
-        # (the issue-28 preset lowered both correlations, seed 0, travel session: same 0.915
+        # (the varied preset lowered both correlations, seed 0, travel session: same 0.915
         # -> 0.881, another subject 0.826 -> 0.720; the default keeps 0.915)
         assert same > 0.85
         assert same > different + 0.05

@@ -381,10 +381,10 @@ def test_same_seed_same_scanner_draws():
     assert not np.allclose(a["scan_gm"], c["scan_gm"])
 
 
-@pytest.fixture(scope="module", params=["default", "issue28"])
+@pytest.fixture(scope="module", params=["default", "varied"])
 def realism(request, tmp_path_factory):
     """Realism statistics of young simulated scans at the quick model's grid (4 mm, cropped),
-    preprocessed as the build does: the default simulator (10 scans) and the issue-28 preset
+    preprocessed as the build does: the default simulator (10 scans) and the varied preset
     (20 scans)."""
     from brainage.data import audit
     from brainage.imaging.preprocess import preprocess_file
@@ -393,8 +393,8 @@ def realism(request, tmp_path_factory):
     settings = {"hc_age_range": [20, 96],
                 "ad": {"age_range": [20, 30], "acceleration_max_years": 0},
                 "pd": {"age_range": [20, 30], "acceleration_max_years": 0}}
-    preset = request.param == "issue28"
-    cfg = sim.issue28_config(settings) if preset else sim.config_from_dict(settings)
+    preset = request.param == "varied"
+    cfg = sim.varied_config(settings) if preset else sim.config_from_dict(settings)
     young = sim.config_from_dict({**sim.config_to_dict(cfg), "hc_age_range": [20, 52]})
     cohort = sim.simulate_cohort(tmp_path_factory.mktemp("realism"),
                                  n_healthy=20 if preset else 10, seed=2,
@@ -414,7 +414,7 @@ def realism(request, tmp_path_factory):
 REAL_4MM = {"noise": (0.0265, 0.005), "wm_cv": (0.070, 0.02), "contrast": (0.108, 0.015),
             "p95": (1.30, 0.04), "gm_level": (1.026, 0.06), "wm_level": (1.275, 0.06),
             "csf_fraction": (0.104, 0.04)}
-#: The issue-28 preset's bands where they differ: p95's is 0.05, as the median of 20 simulated
+#: The varied preset's bands where they differ: p95's is 0.05, as the median of 20 simulated
 #: young scans sits at 1.333 without the per-subject gamma and 1.340 with it (per-scan SD
 #: 0.044, so the median's SE is about 0.012; the real scans' per-scan SD is 0.022 in ixi10,
 #: 0.039 in ixi40).
@@ -425,7 +425,7 @@ ISSUE28_BANDS = {"p95": 0.05}
 def test_simulated_scans_match_real_statistics(realism, metric):
     variant, stats_ = realism
     value, band = REAL_4MM[metric]
-    if variant == "issue28":
+    if variant == "varied":
         band = ISSUE28_BANDS.get(metric, band)
     assert stats_[metric] == pytest.approx(value, abs=band)
 
@@ -631,12 +631,12 @@ def test_grey_matter_fraction_falls_with_age(cohort):
 
 @pytest.mark.slow
 def test_grey_matter_fraction_falls_with_age_in_each_person_issue28():
-    # The issue-28 preset: the same people (anatomy, scanner, rates) at 30 and at 75: each
+    # The varied preset: the same people (anatomy, scanner, rates) at 30 and at 75: each
     # loses grey matter. Its individual rates made the cross-sectional trend weak, as in real
     # scans: among 30 controls r(age, GM fraction) was no longer below -0.5, so the test
     # compares each person with themselves.
     anat = build_anatomy(RES)
-    cfg = sim.issue28_config()
+    cfg = sim.varied_config()
     people = sim.draw_cohort(8, 0, 0, cfg, np.random.default_rng(12))
     fractions = {}
     for age in (30.0, 75.0):

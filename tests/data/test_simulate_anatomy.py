@@ -19,8 +19,8 @@ from brainage.data.audit import tissue_fractions
 
 RES = 4.0
 NO_RATES = {f"{m}_sd": 0 for m in sim.INDIVIDUAL_MARKERS}
-#: the issue-28 preset with every individual rate 1
-PRESET_NO_RATES = sim.issue28_config({"individual": NO_RATES})
+#: the varied preset with every individual rate 1
+PRESET_NO_RATES = sim.varied_config({"individual": NO_RATES})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_brain_mask_follows_the_contracted_brain(anat, follows):
                     np.array([f["brain_voxels"] for f in fr], dtype=float),
                     rows["brain_shrink"].to_numpy())
     csf_rise = out[75.0][0] - out[25.0][0]
-    if follows == 0:  # the young brain's outline (before issue 28): the rim grows inside it
+    if follows == 0:  # the young brain's outline (without the preset): the rim grows inside it
         assert np.all(csf_rise > 0.08), csf_rise
         np.testing.assert_allclose(out[75.0][1], out[25.0][1], rtol=0.01)
         return
@@ -68,7 +68,7 @@ def test_brain_mask_follows_the_contracted_brain(anat, follows):
 def test_cortical_thinning_still_widens_the_csf_inside_the_mask(anat):
     # the regional flows and GM-to-CSF conversion (sulci widening) stay inside the mask: the
     # default ageing still raises the CSF fraction of the same people from 25 to 75 when the
-    # mask follows the contraction (the issue-28 preset)
+    # mask follows the contraction (the varied preset)
     cfg = PRESET_NO_RATES
     people = sim.draw_cohort(4, 0, 0, cfg, np.random.default_rng(12))
     csf = {}
@@ -81,7 +81,7 @@ def test_cortical_thinning_still_widens_the_csf_inside_the_mask(anat):
 
 
 def test_gamma_is_drawn_per_subject_around_one():
-    cfg = sim.issue28_config()
+    cfg = sim.varied_config()
     table = sim.draw_cohort(3000, 0, 0, cfg, np.random.default_rng(6))
     logs = np.log(table["scan_gamma"])
     assert logs.std() == pytest.approx(cfg.scanner.gamma_sd, rel=0.06)
@@ -138,7 +138,7 @@ def test_brain_shape_varies_at_two_scales(anat):
     # the fine displacement adds its own SD (1 mm) and varies over a shorter distance than the
     # coarse one: neighbours 12 mm apart along x correlate less
     coarse_only = sim.AnatomyConfig(fine_deformation_sd_mm=0.0)
-    both = sim.issue28_config().anatomy
+    both = sim.varied_config().anatomy
     fine_only = dataclasses.replace(both, deformation_sd_mm=0.0)
     a = sim._shape_displacement(anat, coarse_only, np.random.default_rng(1))
     b = sim._shape_displacement(anat, both, np.random.default_rng(1))
@@ -190,12 +190,12 @@ def test_ventricles_differ_between_hemispheres(anat):
 
 
 def test_asymmetry_is_drawn_per_subject_and_keeps_earlier_draws():
-    cfg = sim.issue28_config()
+    cfg = sim.varied_config()
     table = sim.draw_cohort(2000, 0, 0, cfg, np.random.default_rng(6))
     assert table["ventricle_asymmetry"].std() == pytest.approx(
         cfg.anatomy.ventricle_asymmetry_sd, rel=0.08)
     assert abs(stats.spearmanr(table["age"], table["ventricle_asymmetry"])[0]) < 0.06
-    flat = sim.issue28_config({"anatomy": {"ventricle_asymmetry_sd": 0.0}})
+    flat = sim.varied_config({"anatomy": {"ventricle_asymmetry_sd": 0.0}})
     other = sim.draw_cohort(2000, 0, 0, flat, np.random.default_rng(6))
     np.testing.assert_allclose(table["ventricle_scale"], other["ventricle_scale"])
     assert (other["ventricle_asymmetry"] == 0).all()

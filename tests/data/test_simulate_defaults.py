@@ -1,6 +1,6 @@
 """The issue-28 additions to the simulator are opt-in: with the defaults (every new effect
 off) the simulator is the one before issue 28, draw for draw, and the preset
-(:data:`brainage.data.simulate.ISSUE28_SETTINGS`) turns each effect on."""
+(:data:`brainage.data.simulate.VARIED_SETTINGS`) turns each effect on."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ OFF = {"individual": {f"{m}_sd": 0.0 for m in sim.INDIVIDUAL_MARKERS},
                    "mask_contraction_share": 0.0},
        "scanner": {"gamma_sd": 0.0}}
 
-#: A cohort drawn with the simulator before issue 28 (main 5bda2ba): draw_cohort(2, 1, 1,
+#: A cohort drawn with the default simulator (main 5bda2ba): draw_cohort(2, 1, 1,
 #: default config, default_rng(7)) with add_doses at 4 mm, and each subject's image
 #: (synthesise_subject, zero site bias, SeedSequence(i)): mean, SD and voxels above 0. The
 #: issue-28 branch's defaults gave the same tables and images bit for bit (also a 9-subject
@@ -57,14 +57,14 @@ def test_every_issue28_effect_is_off_by_default():
     default = sim.SimulationConfig()
     assert default == sim.config_from_dict(OFF) == sim.config_from_dict({})
     assert not default.individual.active
-    preset = sim.issue28_config()
+    preset = sim.varied_config()
     assert preset.individual.active
-    for group, values in sim.ISSUE28_SETTINGS.items():
+    for group, values in sim.VARIED_SETTINGS.items():
         for key, value in values.items():
             assert getattr(getattr(preset, group), key) == value
             assert getattr(getattr(default, group), key) != value, (group, key)
     # overrides merge into the preset's groups
-    tuned = sim.issue28_config({"anatomy": {"mask_contraction_share": 0.0}})
+    tuned = sim.varied_config({"anatomy": {"mask_contraction_share": 0.0}})
     assert tuned.anatomy.mask_contraction_share == 0.0
     assert tuned.anatomy.ventricle_asymmetry_sd == preset.anatomy.ventricle_asymmetry_sd
     assert tuned.individual == preset.individual
@@ -94,12 +94,12 @@ def test_off_effects_draw_nothing():
     cfg = sim.SimulationConfig()
     rng = np.random.default_rng(3)
     table = sim.draw_cohort(5, 2, 2, cfg, rng)
-    assert sim.issue28_config(OFF) == cfg
+    assert sim.varied_config(OFF) == cfg
     for group, key in (("scanner", "gamma_sd"), ("individual", "wmh_sd"),
                        ("anatomy", "ventricle_asymmetry_sd")):
         on_rng = np.random.default_rng(3)
         on = sim.draw_cohort(5, 2, 2, sim.config_from_dict(
-            {group: {key: sim.ISSUE28_SETTINGS[group][key]}}), on_rng)
+            {group: {key: sim.VARIED_SETTINGS[group][key]}}), on_rng)
         head = ["age", "biological_age", "sex", "site", "head_scale", "ventricle_scale"]
         assert on[head].equals(table[head]), key
         # an effect that is on consumes draws the default does not
@@ -112,8 +112,8 @@ def test_off_effects_draw_nothing():
     ("scanner", "gamma_sd")])
 def test_each_issue28_effect_changes_the_images(anat, group, key):
     base = sim.SimulationConfig()
-    settings = sim.ISSUE28_SETTINGS[group] if key is None else {
-        key: sim.ISSUE28_SETTINGS[group][key]}
+    settings = sim.VARIED_SETTINGS[group] if key is None else {
+        key: sim.VARIED_SETTINGS[group][key]}
     on = sim.config_from_dict({group: settings})
     people = sim.draw_cohort(3, 0, 0, on, np.random.default_rng(5)).assign(biological_age=75.0)
     if key == "ventricle_asymmetry_sd":  # a clear asymmetry for each of the three
@@ -138,8 +138,8 @@ def test_preset_from_a_settings_file(tmp_path):
     path.write_text("anatomy:\n  mask_contraction_share: 0.25\n", encoding="utf-8")
     assert sim.load_config_file(path).anatomy.mask_contraction_share == 0.25
     assert not sim.load_config_file(path).individual.active  # on top of the defaults
-    tuned = sim.load_config_file(path, preset="issue28")
-    assert tuned == sim.issue28_config({"anatomy": {"mask_contraction_share": 0.25}})
+    tuned = sim.load_config_file(path, preset="varied")
+    assert tuned == sim.varied_config({"anatomy": {"mask_contraction_share": 0.25}})
     with pytest.raises(sim.SimulationConfigError, match="preset"):
         sim.load_config_file(path, preset="issue29")
 
@@ -148,9 +148,9 @@ def test_cli_simulate_preset(tmp_path):
     from brainage.cli import main
 
     assert main(["-q", "simulate", str(tmp_path / "bids"), "--n-healthy", "2",
-                 "--resolution-mm", "4", "--preset", "issue28"]) == 0
+                 "--resolution-mm", "4", "--preset", "varied"]) == 0
     written = sim.config_from_dict(sim.read_truth(tmp_path / "bids")["config"])
-    assert written == sim.issue28_config()
+    assert written == sim.varied_config()
     table = pd.read_csv(tmp_path / "bids" / "derivatives" / "ground_truth"
                         / "participants_truth.tsv", sep="\t")
     assert (table["scan_gamma"] != 1.0).all() and (table["rate_wmh"] != 1.0).all()
@@ -158,7 +158,7 @@ def test_cli_simulate_preset(tmp_path):
 
 def test_preset_config_names_the_presets():
     assert sim.preset_config(None) == sim.SimulationConfig()
-    assert sim.preset_config("issue28") == sim.issue28_config()
-    assert sim.PRESETS == ("issue28",)
-    with pytest.raises(sim.SimulationConfigError, match="issue28"):
+    assert sim.preset_config("varied") == sim.varied_config()
+    assert sim.PRESETS == ("varied",)
+    with pytest.raises(sim.SimulationConfigError, match="varied"):
         sim.preset_config("issue-28")

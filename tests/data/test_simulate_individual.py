@@ -1,6 +1,6 @@
 """Tests of the simulator's individual ageing rates (issue 28, item 1): each subject draws its
 own rate per ageing process, partly correlated; the realised brain age is recomputed from the
-doses applied. The rates are opt-in (off by default): the tests select the issue-28 preset."""
+doses applied. The rates are opt-in (off by default): the tests select the varied preset."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from brainage.data import simulate as sim
 from brainage.data._anatomy import build_anatomy
 
 RES = 4.0
-PRESET = sim.issue28_config()
+PRESET = sim.varied_config()
 
 
 @pytest.fixture(scope="module")
