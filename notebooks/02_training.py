@@ -47,6 +47,8 @@ ood_rate = 0.05
 n_seeds = 1
 init_from = None
 probe_every = 1
+# a line the model card carries and `brainage predict` prints (the starter profile's: what it is)
+model_note = None
 
 # %%
 import json
@@ -113,7 +115,7 @@ info = run.dataset_info()
 card = write_model_card(run.models, preprocess=PreprocessParams(
     space=info["space"], grid_mm=grid_mm, skull_stripped=info["skull_stripped"],
     crop_to_brain=crop_to_brain), saliency_layer=saliency_layer, profile=profile,
-    domain=study_trust.training_domain(run))
+    domain=study_trust.training_domain(run), note=model_note)
 # The reference of `brainage predict --saliency` and of notebook 04's integrated gradients: the
 # most typical training scan of the mean training age (a mean of scans is blurred and reads as
 # old; notebook 04 reports what each reference is predicted at).

@@ -44,7 +44,11 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from brainage.analysis import benchmark, evaluation, metrics, uncertainty
-from brainage.inference.model_folder import BIAS_CORRECTION_FILE, CHECKPOINT_FILE
+from brainage.inference.model_folder import (
+    BIAS_CORRECTION_FILE,
+    CHECKPOINT_FILE,
+    record_test_error,
+)
 from brainage.study import figures, runs, training, trust
 from brainage.study.profiles import resolve_path
 from brainage.study.runs import RunFolder
@@ -87,6 +91,11 @@ results = evaluation.evaluate_predictions(predictions, train_ages=train_ages,
                                           truth=None if truth is None else truth[0],
                                           n_boot=n_boot, seed=seed, corrections=corrections)
 run.metrics_json.write_text(json.dumps(results, indent=2))
+# the card carries each head's test error: `brainage predict` prints it beside the domain
+record_test_error(run.models, {
+    name: {"mae_years": kinds["raw"]["mae"]["value"], "n": results["n_test"],
+           "simulated": bool(run.dataset_info().get("simulated", False))}
+    for name, kinds in results["models"].items()})
 
 rows = []
 statistics = ("mae", "rmse", "r2", "pearson_r")

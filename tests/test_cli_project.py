@@ -87,3 +87,45 @@ def test_preprocess_with_a_missing_model_folder(tmp_path: Path, capsys) -> None:
     assert main(["-q", "preprocess", str(tmp_path / "x.nii.gz"), str(tmp_path / "o.nii.gz"),
                  "--model", str(tmp_path / "nomodel")]) == 2
     assert "nomodel does not exist or is not a folder" in capsys.readouterr().err
+
+
+def test_starter_profile_is_listed_and_its_settings_validate(monkeypatch, capsys,
+                                                             tmp_path: Path) -> None:
+    """The README's five-minute path trains ``--profile starter``: `brainage profiles` lists it
+    with what it is, every key is a notebook parameter, its network and schedule build, and it
+    is lighter than quick (fewer subjects, fewer epochs) with the same network (predict runs as
+    fast) and enough validation scans for the OOD threshold and the intervals."""
+    import papermill
+
+    from brainage.models.network import ModelConfig
+    from brainage.models.train import TrainConfig
+    from brainage.study.book import convert_notebook, discover_notebooks
+    from brainage.study.profiles import load_profile
+
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(["profiles"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.split()[0] == "starter")
+    assert "starter model" in line and "brainage train --profile starter" in line
+    params_dir = REPO_ROOT / "notebooks" / "params"
+    starter, quick = (load_profile(n, params_dir).params for n in ("starter", "quick"))
+    declared = {src.stem: list(papermill.inspect_notebook(str(convert_notebook(
+        src, tmp_path / f"{src.stem}.ipynb")))) for src in discover_notebooks(
+        REPO_ROOT / "notebooks")}
+    load_profile("starter", params_dir).check_used(declared)
+    network = {k: starter[k] for k in ("model_depth", "model_widths", "conv1_stride", "grid_mm",
+                                       "crop_to_brain")}
+    assert network == {k: quick[k] for k in network}
+    ModelConfig(depth=starter["model_depth"], widths=tuple(starter["model_widths"]),
+                conv1_stride=starter["conv1_stride"])
+    for epochs, head_epochs in ((starter["epochs"], starter["head_epochs"]),
+                                (starter["l1_epochs"], 0)):
+        TrainConfig(epochs=epochs, head_epochs=head_epochs, batch_size=starter["batch_size"],
+                    lr=starter["lr"], probe_every=starter["probe_every"], device="cpu")
+    subjects = sum(starter[f"sim_n_{g}"] for g in ("healthy", "ad", "pd"))
+    assert subjects < sum(quick[f"sim_n_{g}"] for g in ("healthy", "ad", "pd"))
+    assert starter["epochs"] < quick["epochs"] and starter["l1_epochs"] < quick["l1_epochs"]
+    n_val = starter["sim_n_healthy"] * starter["split_fractions"][1]
+    assert n_val >= 1 / starter["ood_rate"] - 1  # else notebook 02 writes no OOD reference
+    assert n_val / starter["interval_bins"] >= 1 / (1 - starter["interval_level"])
+    assert "starter model" in starter["model_note"]
+    assert starter["real_scans_check"] is False and starter["rescan_controls"] == 0

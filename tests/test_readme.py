@@ -167,3 +167,31 @@ def test_every_docs_page_is_in_the_book() -> None:
         stub = REPO_ROOT / "book" / "guide" / page.name
         assert f"guide/{page.stem}\n" in toc and stub.is_file(), page.name
         assert f"../../docs/{page.name}" in stub.read_text(encoding="utf-8")
+
+
+def test_every_profile_the_pages_name_exists() -> None:
+    """A ``--profile NAME`` shown anywhere (the README's starter path included) is a profile
+    of notebooks/params that `brainage profiles` lists."""
+    from brainage.study.profiles import list_profiles
+
+    names = set(list_profiles(REPO_ROOT / "notebooks" / "params"))
+    shown = [m for page in PAGES for c in _commands(page.read_text(encoding="utf-8"))
+             for m in re.findall(r"--profile[ =]([\w.-]+)", c)]
+    assert "starter" in shown
+    assert not [name for name in shown if name not in names and not name.endswith(".yaml")
+                and name.upper() != name]  # NAME placeholders are upper case
+
+
+def test_the_five_minute_path_is_the_first_block_of_the_users_section() -> None:
+    """The README's "Brain age of your scans" opens with install, the starter model and a
+    prediction with it, and the caveat on the starter model follows at once."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Brain age of your scans", 1)[1].split("\n## ", 1)[0]
+    first = _code_blocks(section)[0]
+    lines = [line.split("#")[0].strip() for line in first.splitlines() if line.strip()]
+    assert lines[0] == "pip install -e ."
+    assert lines[1] == "brainage train --profile starter --out runs/starter"
+    assert lines[2].startswith("brainage predict ") and "--model runs/starter/models" in lines[2]
+    caveat = section.split("```", 3)[2].strip().split("\n\n")[0]
+    for words in ("simulated", "MAE", "too young", "calibrate", "train"):
+        assert words in caveat, words

@@ -94,6 +94,8 @@ __all__ = [
     "OOD_MAX_BYTES",
     "REGISTRATION_QC_FIELD",
     "RETEST_FIELD",
+    "TEST_ERROR_FIELD",
+    "NOTE_FIELD",
     "INTERVAL_CONDITIONS",
     "SITE_CALIBRATION_FILE_FORMAT",
     "HeadCalibration",
@@ -117,6 +119,7 @@ __all__ = [
     "read_card",
     "read_model_preprocess",
     "record_retest",
+    "record_test_error",
     "save_calibration",
     "save_ig_reference",
     "save_ood",
@@ -131,6 +134,10 @@ BIAS_CORRECTION_FILE = "bias_correction.json"
 DEFAULT_SALIENCY_LAYER = "encoder.layer2"
 #: Card field of the test-retest SD each head's gap showed in the study (:func:`record_retest`).
 RETEST_FIELD = "retest"
+#: Card field of each head's error on the run's held-out test scans (:func:`record_test_error`).
+TEST_ERROR_FIELD = "test_error"
+#: Card field of a line the profile says about the model (``model_note``: a starter model ...).
+NOTE_FIELD = "note"
 #: Card field of the registration QC the training scans passed and ``brainage predict`` applies.
 REGISTRATION_QC_FIELD = "registration_qc"
 #: The training curves notebook 02 writes beside the heads.
@@ -219,6 +226,17 @@ MODEL_CARD_SCHEMA: dict[str, Any] = {
         "saliency_layer": {"type": ["string", "null"]},
         "versions": {"type": "object"},
         "domain": DOMAIN_SCHEMA,
+        NOTE_FIELD: {"type": ["string", "null"]},
+        TEST_ERROR_FIELD: {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["mae_years", "n"],
+                "properties": {"mae_years": {"type": "number", "minimum": 0},
+                               "n": {"type": "integer", "minimum": 1},
+                               "simulated": {"type": "boolean"}},
+            },
+        },
     },
 }
 
@@ -255,7 +273,8 @@ def _checkpoint_summary(path: Path) -> dict[str, Any]:
 def write_model_card(models_dir: str | os.PathLike, *,
                      preprocess: PreprocessParams | Mapping[str, Any],
                      saliency_layer: str | None, profile: str,
-                     domain: Mapping[str, Any] | None = None) -> Path:
+                     domain: Mapping[str, Any] | None = None,
+                     note: str | None = None) -> Path:
     """Write ``models_dir/model.json``: what :func:`predict_scans` needs besides the weights.
 
     Parameters
@@ -274,6 +293,9 @@ def write_model_card(models_dir: str | os.PathLike, *,
         The training domain (:func:`brainage.study.trust.training_domain`): dataset,
         simulated or real, size, ages, sites; ``brainage predict`` prints it and checks new
         scans against it.
+    note : str, optional
+        What the model is, in a line ``brainage predict`` prints with the domain (the profile's
+        ``model_note``, e.g. that it is a starter model).
 
     Returns
     -------
@@ -313,6 +335,10 @@ def write_model_card(models_dir: str | os.PathLike, *,
                                 "threshold_mm": MISFIT_THRESHOLD_MM},
         "versions": package_versions(_VERSION_PACKAGES),
     }
+    if note is not None:
+        if not isinstance(note, str) or not note.strip():
+            raise TypeError(f"note must be a non-empty string or None, got {note!r}")
+        card[NOTE_FIELD] = note.strip()
     if domain is not None:
         card["domain"] = dict(domain)
         problems = schema_problems(card, MODEL_CARD_SCHEMA)
@@ -664,6 +690,42 @@ def record_retest(models_dir: str | os.PathLike,
         raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test-retest SD "
                                f"for (heads: {sorted(card['heads'])})")
     card[RETEST_FIELD] = json.loads(json.dumps(dict(values)))
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+    return path
+
+
+def record_test_error(models_dir: str | os.PathLike,
+                      values: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Add each head's error on the run's held-out test scans to ``model.json``.
+
+    ``brainage predict`` prints it with the training domain, so that whoever applies the
+    model reads how well it did where it was measured (and, for a model trained on simulated
+    brains, that this was measured on simulated scans).
+
+    Parameters
+    ----------
+    models_dir : str or PathLike
+        The model folder (its card must exist).
+    values : mapping
+        Per head: ``mae_years`` (mean absolute error of the predicted age, years), ``n``
+        (test scans) and ``simulated`` (whether the test scans were simulated).
+
+    Raises
+    ------
+    ModelFolderError
+        A head the card does not hold, or values that are not a valid test error (the
+        message names the field).
+    """
+    path = Path(models_dir) / MODEL_CARD_FILE
+    card = read_card(path)
+    unknown = set(values) - set(card["heads"])
+    if unknown:
+        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test error "
+                               f"for (heads: {sorted(card['heads'])})")
+    card[TEST_ERROR_FIELD] = json.loads(json.dumps({h: dict(v) for h, v in values.items()}))
+    problems = schema_problems(card, MODEL_CARD_SCHEMA)
+    if problems:
+        raise ModelFolderError(f"{path}: not a valid test error: {'; '.join(problems)}")
     path.write_text(json.dumps(card, indent=2), encoding="utf-8")
     return path
 

@@ -47,6 +47,52 @@ def test_build_executes_every_notebook_in_order(built):
 
 
 @pytest.mark.slow
+def test_the_card_records_the_test_error_that_predict_prints(built):
+    """Notebook 03 writes each head's test MAE into the model card (``brainage predict`` prints
+    it with the domain); it equals metrics.json's raw MAE."""
+    from brainage.inference.trust import describe_model
+
+    root, report = built
+    card = json.loads((report.run_dir / "models" / "model.json").read_text())
+    metrics = json.loads((report.run_dir / "metrics.json").read_text())
+    for head in ("rnc", "l1"):
+        recorded = card["test_error"][head]
+        assert recorded["mae_years"] == pytest.approx(
+            metrics["models"][head]["raw"]["mae"]["value"], rel=1e-9)
+        assert recorded["n"] == metrics["n_test"] and recorded["simulated"] is True
+    assert f"test MAE on {metrics['n_test']} held-out simulated scans" in describe_model(
+        report.run_dir / "models")
+
+
+@pytest.mark.slow
+def test_reference_benchmark_reads_the_run_and_agrees_with_notebook_04(built, monkeypatch):
+    """benchmarks/bench_ig_reference.py (the mean-scan maps the build leaves out): both
+    references for both heads, the same predicted reference ages as notebook 04, shares and
+    AUCs in range, and the run folder untouched."""
+    import pandas as pd
+
+    from brainage.study.runs import RunFolder
+
+    root, report = built
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_ig_reference
+
+    before = sorted(p for p in report.run_dir.rglob("*"))
+    table, seconds = bench_ig_reference.reference_effect(RunFolder(report.run_dir), ig_steps=4)
+    assert sorted(p for p in report.run_dir.rglob("*")) == before and seconds > 0
+    assert sorted(zip(table["model"], table["reference"])) == [
+        ("L1", "mean scan"), ("L1", "typical scan"), ("RNC", "mean scan"), ("RNC", "typical scan")]
+    notebook = pd.read_csv(report.run_dir / "saliency" / "reference_effect.csv")
+    merged = table.assign(model=table["model"].str.lower()).merge(notebook,
+                                                                  on=["model", "reference"])
+    assert len(merged) == 4
+    assert merged["reference predicted (y)"].to_numpy() == pytest.approx(
+        merged["reference predicted"].to_numpy(), abs=1e-3)
+    assert table["median positive share (%)"].between(0, 100).all()
+    assert table["median ageing AUC"].between(0, 1).all()
+
+
+@pytest.mark.slow
 def test_code_cells_are_folded(built):
     import nbformat
 
