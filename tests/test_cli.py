@@ -43,7 +43,7 @@ def test_no_command_prints_help_and_fails(capsys):
 def test_profiles_lists_the_repository_profiles(repo_root, capsys):
     assert main(["profiles", "--root", str(repo_root)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["ixi", "openbhb", "paper", "quick", "tiny"]
+    assert [line.split()[0] for line in lines] == ["ixi", "openbhb", "paper", "quick", "starter", "tiny"]
 
 
 def test_unknown_profile_is_a_clear_error(repo_root, capsys):
