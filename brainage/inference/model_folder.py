@@ -683,15 +683,23 @@ def record_retest(models_dir: str | os.PathLike,
         (:func:`brainage.study.retest.card_values`). :func:`predict_scans` reports the
         corrected gap's ``sd_years`` in the ``retest_sd`` column.
     """
+    path, card = _card_for_heads(models_dir, values, "a test-retest SD")
+    card[RETEST_FIELD] = json.loads(json.dumps(dict(values)))
+    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
+    return path
+
+
+def _card_for_heads(models_dir: str | os.PathLike, values: Mapping[str, Any],
+                    what: str) -> tuple[Path, dict[str, Any]]:
+    """The model card's path and contents, refusing per-head ``values`` for a head the card
+    does not hold (``what``: the record, as the message names it)."""
     path = Path(models_dir) / MODEL_CARD_FILE
     card = read_card(path)
     unknown = set(values) - set(card["heads"])
     if unknown:
-        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test-retest SD "
+        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record {what} "
                                f"for (heads: {sorted(card['heads'])})")
-    card[RETEST_FIELD] = json.loads(json.dumps(dict(values)))
-    path.write_text(json.dumps(card, indent=2), encoding="utf-8")
-    return path
+    return path, card
 
 
 def record_test_error(models_dir: str | os.PathLike,
@@ -716,12 +724,7 @@ def record_test_error(models_dir: str | os.PathLike,
         A head the card does not hold, or values that are not a valid test error (the
         message names the field).
     """
-    path = Path(models_dir) / MODEL_CARD_FILE
-    card = read_card(path)
-    unknown = set(values) - set(card["heads"])
-    if unknown:
-        raise ModelFolderError(f"{path}: no head {sorted(unknown)} to record a test error "
-                               f"for (heads: {sorted(card['heads'])})")
+    path, card = _card_for_heads(models_dir, values, "a test error")
     card[TEST_ERROR_FIELD] = json.loads(json.dumps({h: dict(v) for h, v in values.items()}))
     problems = schema_problems(card, MODEL_CARD_SCHEMA)
     if problems:
