@@ -402,6 +402,14 @@ class AnatomyConfig:
         mask's volume falls 8.6 cm³ per decade; simulated with 1, 40, with 0, +2.5
         (``docs/real-data.md``): with 1 the mask's size became a cue of age that real scans
         do not carry, and a model trained on that cohort read real scans worse.
+    template_contraction_share : float, default=1
+        Share of the whole brain's contraction that a template-space image keeps (issue 28).
+        Template-space images stand for scans after the project's affine brain-to-brain
+        registration, which rescales a brain to the template's size: it removes a head's size
+        (only ``registered_scale_sd`` is left) and likewise a uniform contraction of the whole
+        brain about its centre. 0: the registration removes the contraction; the other
+        processes (thinner cortex, wider sulci, larger ventricles, regional losses) stay.
+        Native-space images always keep the whole contraction (their registration removes it).
     ventricle_asymmetry_sd : float, default=0
         SD of the subject's ventricular asymmetry ``a``: the flow that sets the ventricles'
         size is ``1 + a`` times stronger on one side and ``1 - a`` on the other (issue 28:
@@ -423,12 +431,13 @@ class AnatomyConfig:
     fine_control_spacing_mm: float = 12.0
     ventricle_asymmetry_sd: float = 0.0
     mask_contraction_share: float = 0.0
+    template_contraction_share: float = 1.0
 
     def __post_init__(self) -> None:
-        share = self.mask_contraction_share
-        check_setting(isinstance(share, (int, float)) and not isinstance(share, bool)
-                      and 0 <= share <= 1, "anatomy.mask_contraction_share", "a number in [0, 1]",
-                      share)
+        for name in ("mask_contraction_share", "template_contraction_share"):
+            share = getattr(self, name)
+            check_setting(isinstance(share, (int, float)) and not isinstance(share, bool)
+                          and 0 <= share <= 1, f"anatomy.{name}", "a number in [0, 1]", share)
         check_setting(0 <= self.fine_deformation_sd_mm <= 5, "anatomy.fine_deformation_sd_mm",
                       "in [0, 5]", self.fine_deformation_sd_mm)
         check_setting(6 <= self.fine_control_spacing_mm <= 40, "anatomy.fine_control_spacing_mm",

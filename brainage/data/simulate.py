@@ -655,7 +655,8 @@ def _lateral_weight(anat: _anatomy.TemplateAnatomy, pos: np.ndarray | None,
 
 def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
                       amplitudes: Mapping[str, float], an: AnatomyConfig,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                      rng: np.random.Generator,
+                      kept: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Template coordinates sampled by each support voxel: for the brain mask, and for the image.
 
     The atrophy sums the flows of each process and the whole brain's contraction about its
@@ -668,6 +669,8 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     the mask grows with every year of contraction, and the CSF fraction rose 0.025 per decade
     against 0.011 in the 50 real IXI scans (0.012 with share 1, whose mask then lost 40 cm³
     per decade against the real 8.6: a size cue, so the preset is not the default).
+    ``kept`` is the share of the contraction the image shows (``template_contraction_share``
+    for a template-space image: the affine registration it stands for rescales the rest away).
     """
     scale = np.array([row["head_scale_x"], row["head_scale_y"], row["head_scale_z"]])
     rot = _rotation(np.array([row["rotation_x_deg"], row["rotation_y_deg"],
@@ -676,7 +679,7 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     c = anat.centre[:, None]
     y_anat = c + pull @ (anat.points - c) + _shape_displacement(anat, an, rng)
     shrink = float(row.get("brain_shrink", 0.0))
-    contraction = ((1 - shrink) ** (-1 / 3) - 1) * (anat.points - c)
+    contraction = kept * ((1 - shrink) ** (-1 / 3) - 1) * (anat.points - c)
     atrophy = contraction.copy()
     asymmetry = float(row.get("ventricle_asymmetry", 0.0))
     for name, amp in amplitudes.items():
@@ -774,7 +777,8 @@ def synthesise_subject(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
     site = cfg.sites[int(row["site_index"])]
     amplitudes, conversions = _plan_effects(row, cfg.anatomy.deformation_share, anat)
     source = _source_image(anat, row, site, conversions, rng)
-    y_anat, y = _warp_coordinates(anat, row, amplitudes, cfg.anatomy, rng)
+    kept = 1.0 if cfg.native_space else cfg.anatomy.template_contraction_share
+    y_anat, y = _warp_coordinates(anat, row, amplitudes, cfg.anatomy, rng, kept)
     values = ndi.map_coordinates(source, y, order=1, mode="nearest", output=np.float32)
     if scanner_seed is not None:  # anatomy drawn above from ``seed``, the scanner anew
         rng = np.random.default_rng(scanner_seed)
