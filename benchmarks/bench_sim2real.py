@@ -389,6 +389,67 @@ def print_mask_sensitivity(models: Path, folder, real: list[Path], simulated: Pa
                                        for h in folder.models) + f"{len(volumes):>4}")
 
 
+def _quantile_map(volume: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``volume`` with its brain's intensities (> 0) replaced, rank for rank, by the quantiles of
+    ``reference`` (sorted intensities): the same anatomy with another intensity histogram.
+    (skimage's ``match_histograms`` maps whole arrays, background included; the brain's
+    voxels alone are mapped here.)"""
+    out = volume.copy()
+    brain = volume > 0
+    ranks = volume[brain].argsort().argsort()
+    out[brain] = np.quantile(reference, (ranks + 0.5) / ranks.size)
+    return out
+
+
+def _pools(ages: np.ndarray, pool_ages: np.ndarray, pool: list[np.ndarray]) -> list[np.ndarray]:
+    """For each age, the pooled brain intensities of the pool's volumes within 5 years of it
+    (at least the 3 nearest)."""
+    out = []
+    for age in ages:
+        near = np.flatnonzero(np.abs(pool_ages - age) <= 5)
+        if near.size < 3:
+            near = np.argsort(np.abs(pool_ages - age))[:3]
+        out.append(np.sort(np.concatenate([pool[k][pool[k] > 0] for k in near])))
+    return out
+
+
+def print_intensity_swap(models: Path, folder, real: list[Path], real_ages,
+                         simulated: Path | None, n_sim: int, ages: tuple[float, float], cache,
+                         scratch: Path) -> None:
+    """Which part of a scan carries the real scans' offset: intensities or anatomy? Each real
+    scan's brain intensities are mapped, rank for rank, onto the histogram of simulated
+    controls of its age (within 5 years), and each simulated control's onto the real scans'
+    of its age; the mean gap of every head before and after. A gap that follows the histogram
+    is read from global intensities (tissue fractions, levels); one that stays with the scan is
+    read from its anatomy."""
+    import pandas as pd
+
+    sim = simulated_scans(simulated, 4 * n_sim, scratch, folder.preprocess.grid_mm, ages)
+    table = pd.read_csv(sim[0].parents[2] / "participants.tsv", sep="\t", na_values="n/a")
+    sim_age_of = dict(zip(table["participant_id"], table["age"].astype(float)))
+    ok, sim_vols = _volumes(sim, folder.params_for("MNI152NLin2009cSym", True), cache)
+    sim_ages = np.array([sim_age_of[sim[k].parents[1].name] for k in ok])
+    real_age_of = dict(zip(real_ages["scan"], real_ages["age"]))
+    ok, real_vols = _volumes(real, folder.params_for("native", False), cache)
+    ages_real = np.array([real_age_of[real[k].parents[1].name] for k in ok])
+    print(f"\nIntensity swap, {models}: mean gap (predicted - age, years, before bias "
+          "correction) with each scan's own intensities and with the other data's histogram "
+          "at its age (within 5 years)")
+    print(f"{'scans':<44}" + "".join(f"{h + ', own':>12}{h + ', swapped':>16}"
+                                      for h in folder.models) + f"{'n':>5}")
+    for label, vols, age, pool, pool_age in (
+            ("real, onto simulated controls' histograms", real_vols, ages_real, sim_vols,
+             sim_ages),
+            ("simulated, onto real scans' histograms", sim_vols, sim_ages, real_vols,
+             ages_real)):
+        refs = _pools(age, pool_age, pool)
+        before = _ages(folder, vols)
+        after = _ages(folder, [_quantile_map(v, r) for v, r in zip(vols, refs)])
+        print(f"{label:<44}" + "".join(f"{(before[h] - age).mean():>+12.1f}"
+                                       f"{(after[h] - age).mean():>+16.1f}"
+                                       for h in folder.models) + f"{len(vols):>5}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None,
@@ -479,6 +540,8 @@ def main() -> None:
             print_simulated_reference(models, folder, simulated, ages, cache)
             print_mask_sensitivity(models, folder, real, simulated, args.n_sim, ages, cache,
                                    scratch)
+            print_intensity_swap(models, folder, real, real_ages, simulated, args.n_sim, ages,
+                                 cache, scratch)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ off) the simulator is the one before issue 28, draw for draw, and the preset
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,3 +163,53 @@ def test_preset_config_names_the_presets():
     assert sim.PRESETS == ("varied",)
     with pytest.raises(sim.SimulationConfigError, match="varied"):
         sim.preset_config("issue-28")
+
+
+def test_template_contraction_share_checked():
+    assert sim.SimulationConfig().anatomy.template_contraction_share == 1.0
+    assert sim.config_from_dict(
+        {"anatomy": {"template_contraction_share": 0}}).anatomy.template_contraction_share == 0
+    for bad in (-0.1, 1.5, True, "0"):
+        with pytest.raises(sim.SimulationConfigError, match="template_contraction_share"):
+            sim.config_from_dict({"anatomy": {"template_contraction_share": bad}})
+
+
+def _at_ages(anat, cfg, ages=(25.0, 75.0)):
+    people = sim.draw_cohort(3, 0, 0, cfg, np.random.default_rng(12))
+    return {age: _images(anat, sim.add_doses(people.assign(biological_age=age), cfg, anat), cfg)
+            for age in ages}
+
+
+def test_template_contraction_share_removes_the_contraction(anat):
+    # share 0 stands for the affine registration rescaling a contracted brain to the template's
+    # size (benchmarks/bench_registered_contraction.py): the same person at 25 and 75 keeps
+    # the young brain's mask, and the CSF inside it rises less than with the whole contraction
+    from brainage.data.audit import tissue_fractions
+
+    def csf(img):
+        return tissue_fractions(nib.Nifti1Image(img, anat.affine))["csf_fraction"]
+
+    kept = _at_ages(anat, sim.SimulationConfig())
+    removed = _at_ages(anat, sim.config_from_dict({"anatomy": {"template_contraction_share": 0}}))
+    follows = _at_ages(anat, sim.config_from_dict({"anatomy": {"mask_contraction_share": 1}}))
+    for young, old in zip(removed[25.0], removed[75.0]):
+        np.testing.assert_array_equal(young > 0, old > 0)  # the mask does not move
+    for young, old in zip(follows[25.0], follows[75.0]):  # the failure it avoids: a mask
+        assert (old > 0).sum() < 0.95 * (young > 0).sum()  # that shrinks with age
+    rise = {name: np.mean([csf(o) - csf(y) for y, o in zip(images[25.0], images[75.0])])
+            for name, images in (("kept", kept), ("removed", removed))}
+    assert 0.02 < rise["removed"] < 0.8 * rise["kept"], rise
+    # the other ageing processes stay: an old brain is not the young one
+    for young, old in zip(removed[25.0], removed[75.0]):
+        assert not np.allclose(young, old, atol=1e-3 * float(young.max()))
+
+
+def test_native_images_keep_the_whole_contraction(anat):
+    # a native-space image is registered by the project: it shows all of the contraction,
+    # whatever template_contraction_share says
+    native = {"native_space": True}
+    a = _at_ages(anat, sim.config_from_dict(native), ages=(75.0,))[75.0]
+    b = _at_ages(anat, sim.config_from_dict(
+        {**native, "anatomy": {"template_contraction_share": 0}}), ages=(75.0,))[75.0]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
