@@ -7,7 +7,9 @@ Run from the repository root::
 The same simulated people (every individual ageing rate 1) are synthesised at 25 and at 75
 years under variants of the varied preset (``VARIED_SETTINGS``, an opt-in experiment: the
 default simulator is the first row's, the young brain's mask, apart from the preset's gamma,
-finer shape and ventricular asymmetry), one process changed at a time, and the
+finer shape and ventricular asymmetry), one process changed at a time (the last row is the
+preset's own: ``template_contraction_share`` 0, the affine registration removes the whole
+brain's contraction, ``benchmarks/bench_registered_contraction.py``), and the
 CSF fraction inside each brain mask (:func:`brainage.data.audit.tissue_fractions`, intensity
 bands) is compared: the table prints its mean at both ages, the rise per decade and the
 whole-brain tissue loss at 75. The real IXI scans' trend (about 0.01 per decade, 23-74 y) is
@@ -22,7 +24,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HEDMAN = {"brain_rate": [[18.3, 0.0], [60.0, 0.005], [100.0, 0.006]]}
-YOUNG_MASK = {"mask_contraction_share": 0.0}
+YOUNG_MASK = {"mask_contraction_share": 0.0, "template_contraction_share": 1.0}
 
 #: label: configuration on top of the varied preset with every individual rate 1
 VARIANTS = {
@@ -37,8 +39,11 @@ VARIANTS = {
     "  ... whole-brain rates x 0.3 (issue-28 branch)": {
         "anatomy": YOUNG_MASK,
         "ageing": {"brain_rate": [[18.3, 0.0], [60.0, 0.0015], [100.0, 0.0018]]}},
-    "mask follows 0.25 of the contraction": {"anatomy": {"mask_contraction_share": 0.25}},
-    "mask follows the contraction (varied preset)": {},
+    "mask follows 0.25 of the contraction": {"anatomy": {
+        "mask_contraction_share": 0.25, "template_contraction_share": 1.0}},
+    "mask follows the contraction": {"anatomy": {
+        "mask_contraction_share": 1.0, "template_contraction_share": 1.0}},
+    "registration removes the contraction (varied preset)": {},
 }
 
 
@@ -59,7 +64,7 @@ def main() -> None:
     flat = {f"{m}_sd": 0 for m in sim.INDIVIDUAL_MARKERS}
     print(f"CSF fraction inside the brain mask, the same {args.people} simulated people at 25 and "
           f"75 y ({args.resolution_mm:g} mm, every individual rate 1)")
-    print(f"{'variant':<50}{'at 25':>8}{'at 75':>8}{'per decade':>12}{'brain loss 75':>15}")
+    print(f"{'variant':<54}{'at 25':>8}{'at 75':>8}{'per decade':>12}{'brain loss 75':>15}")
     for label, variant in VARIANTS.items():
         ageing = {**HEDMAN, **variant.get("ageing", {})}
         cfg = sim.varied_config({"individual": flat, "ageing": ageing,
@@ -74,7 +79,7 @@ def main() -> None:
                 "csf_fraction"] for i, row in enumerate(rows.to_dict("records"))])
             loss = float(rows["brain_loss"].mean())
         rise = float((csf[75.0] - csf[25.0]).mean() / 5)
-        print(f"{label:<50}{csf[25.0].mean():>8.3f}{csf[75.0].mean():>8.3f}{rise:>12.4f}"
+        print(f"{label:<54}{csf[25.0].mean():>8.3f}{csf[75.0].mean():>8.3f}{rise:>12.4f}"
               f"{loss:>15.3f}")
 
 

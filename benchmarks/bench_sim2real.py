@@ -450,6 +450,68 @@ def print_intensity_swap(models: Path, folder, real: list[Path], real_ages,
                                        for h in folder.models) + f"{len(vols):>5}")
 
 
+def print_region_swap(models: Path, folder, real: list[Path], real_ages, simulated: Path | None,
+                      n_sim: int, ages: tuple[float, float], cache, scratch: Path) -> None:
+    """Where in the anatomy is the real scans' offset read? Each real scan's voxels in one
+    tissue class (nilearn's MNI152 priors on the model's grid: white matter, grey matter, the
+    rest: CSF spaces and partial volume) are replaced by those of each of the three simulated
+    controls nearest its age (one at a time: a mean image would be blurred, and blur alone
+    reads older), and every head's mean gap over the three is printed beside the real scans'
+    own. A class whose replacement closes the gap carries the cue the model reads as age
+    there."""
+    import pandas as pd
+    from scipy import ndimage as ndi
+
+    from brainage.imaging.registration import template_grid
+
+    sim = simulated_scans(simulated, 4 * n_sim, scratch, folder.preprocess.grid_mm, ages)
+    table = pd.read_csv(sim[0].parents[2] / "participants.tsv", sep="\t", na_values="n/a")
+    sim_age_of = dict(zip(table["participant_id"], table["age"].astype(float)))
+    ok, sim_vols = _volumes(sim, folder.params_for("MNI152NLin2009cSym", True), cache)
+    sim_ages = np.array([sim_age_of[sim[k].parents[1].name] for k in ok])
+    real_age_of = dict(zip(real_ages["scan"], real_ages["age"]))
+    ok, real_vols = _volumes(real, folder.params_for("native", False), cache)
+    age = np.array([real_age_of[real[k].parents[1].name] for k in ok])
+    wm, gm = tissue_masks(template_grid(folder.preprocess.grid_mm,
+                                        crop_to_brain=folder.preprocess.crop_to_brain))
+    donors = [np.argsort(np.abs(sim_ages - a))[:3] for a in age]
+
+    def rest(v, d):
+        return ((v > 0) | (d > 0)) & ~wm & ~gm
+
+    def outer(v, d):  # within 8 mm of the brain's outline (the union of both masks)
+        depth = ndi.distance_transform_edt((v > 0) | (d > 0)) * folder.preprocess.grid_mm
+        return rest(v, d) & (depth <= 8)
+
+    regions = {"white matter (WM prior > 0.9)": lambda v, d: wm,
+               "grey matter (GM prior > 0.7)": lambda v, d: gm,
+               "the rest (CSF, partial volume)": rest,
+               "  its outer 8 mm (sulci, brain edge)": outer,
+               "  deeper (ventricles, deep sulci)": lambda v, d: rest(v, d) & ~outer(v, d),
+               "everything (the simulated scan)": lambda v, d: np.ones(v.shape, bool)}
+    before = _ages(folder, real_vols)
+    print(f"\nRegion swap, {models}: mean gap of the {len(real_vols)} real scans (predicted - "
+          "age, years, before bias correction) with one tissue class replaced by that of each "
+          "of the 3 simulated controls nearest the scan's age (mean over the 3)")
+    print(f"{'replaced':<36}" + "".join(f"{h:>10}" for h in folder.models))
+    print(f"{'nothing (the real scans)':<36}" + "".join(
+        f"{(before[h] - age).mean():>+10.1f}" for h in folder.models))
+    for label, region in regions.items():
+        gaps = {h: [] for h in folder.models}
+        for j in range(3):
+            swapped = []
+            for v, ks in zip(real_vols, donors):
+                donor = sim_vols[ks[j]]
+                where = region(v, donor)
+                out = v.copy()
+                out[where] = donor[where]
+                swapped.append(out)
+            after = _ages(folder, swapped)
+            for h in folder.models:
+                gaps[h].append((after[h] - age).mean())
+        print(f"{label:<36}" + "".join(f"{np.mean(gaps[h]):>+10.1f}" for h in folder.models))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=None,
@@ -542,6 +604,8 @@ def main() -> None:
                                    scratch)
             print_intensity_swap(models, folder, real, real_ages, simulated, args.n_sim, ages,
                                  cache, scratch)
+            print_region_swap(models, folder, real, real_ages, simulated, args.n_sim, ages, cache,
+                              scratch)
 
 
 if __name__ == "__main__":

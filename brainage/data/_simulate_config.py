@@ -402,6 +402,11 @@ class AnatomyConfig:
         mask's volume falls 8.6 cm³ per decade; simulated with 1, 40, with 0, +2.5
         (``docs/real-data.md``): with 1 the mask's size became a cue of age that real scans
         do not carry, and a model trained on that cohort read real scans worse.
+    mask_atrophy_share : float, default=0
+        Share of the regional ageing and disease flows (the cortex receding from the brain's
+        outline, the hippocampus, the ventricles) that the brain mask follows: 0 (default), the
+        mask ignores them, so that the CSF a receding cortex leaves at the brain's edge stays
+        inside the mask; 1, a brain extraction that outlines the receding cortex.
     template_contraction_share : float, default=1
         Share of the whole brain's contraction that a template-space image keeps (issue 28).
         Template-space images stand for scans after the project's affine brain-to-brain
@@ -432,9 +437,11 @@ class AnatomyConfig:
     ventricle_asymmetry_sd: float = 0.0
     mask_contraction_share: float = 0.0
     template_contraction_share: float = 1.0
+    mask_atrophy_share: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("mask_contraction_share", "template_contraction_share"):
+        for name in ("mask_contraction_share", "template_contraction_share",
+                     "mask_atrophy_share"):
             share = getattr(self, name)
             check_setting(isinstance(share, (int, float)) and not isinstance(share, bool)
                           and 0 <= share <= 1, f"anatomy.{name}", "a number in [0, 1]", share)
@@ -706,7 +713,7 @@ VARIED_SETTINGS: dict[str, Any] = {
                    "subcortical_sd": 0.7, "ventricles_sd": 0.6, "wmh_sd": 1.2,
                    "contrast_sd": 0.6},
     "anatomy": {"fine_deformation_sd_mm": 1.0, "ventricle_asymmetry_sd": 0.15,
-                "mask_contraction_share": 1.0},
+                "template_contraction_share": 0.0},
     "scanner": {"gamma_sd": 0.1},
 }
 

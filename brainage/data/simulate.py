@@ -689,6 +689,8 @@ def _warp_coordinates(anat: _anatomy.TemplateAnatomy, row: Mapping[str, Any],
             move = move * _lateral_weight(anat, basis.pos, asymmetry)
         atrophy[:, basis.pos] += move
     mask_at = y_anat + np.float32(an.mask_contraction_share) * (pull @ contraction)
+    if an.mask_atrophy_share:  # the mask follows the regional flows too (not by default)
+        mask_at = mask_at + np.float32(an.mask_atrophy_share) * (pull @ (atrophy - contraction))
     return mask_at, y_anat + pull @ atrophy
 
 

@@ -17,7 +17,7 @@ RES = 4.0
 #: every issue-28 setting at its off value, written out
 OFF = {"individual": {f"{m}_sd": 0.0 for m in sim.INDIVIDUAL_MARKERS},
        "anatomy": {"fine_deformation_sd_mm": 0.0, "ventricle_asymmetry_sd": 0.0,
-                   "mask_contraction_share": 0.0},
+                   "mask_contraction_share": 0.0, "template_contraction_share": 1.0},
        "scanner": {"gamma_sd": 0.0}}
 
 #: A cohort drawn with the default simulator (main 5bda2ba): draw_cohort(2, 1, 1,
@@ -65,8 +65,8 @@ def test_every_issue28_effect_is_off_by_default():
             assert getattr(getattr(preset, group), key) == value
             assert getattr(getattr(default, group), key) != value, (group, key)
     # overrides merge into the preset's groups
-    tuned = sim.varied_config({"anatomy": {"mask_contraction_share": 0.0}})
-    assert tuned.anatomy.mask_contraction_share == 0.0
+    tuned = sim.varied_config({"anatomy": {"template_contraction_share": 1.0}})
+    assert tuned.anatomy.template_contraction_share == 1.0
     assert tuned.anatomy.ventricle_asymmetry_sd == preset.anatomy.ventricle_asymmetry_sd
     assert tuned.individual == preset.individual
 
@@ -109,7 +109,7 @@ def test_off_effects_draw_nothing():
 
 @pytest.mark.parametrize(("group", "key"), [
     ("individual", None), ("anatomy", "fine_deformation_sd_mm"),
-    ("anatomy", "ventricle_asymmetry_sd"), ("anatomy", "mask_contraction_share"),
+    ("anatomy", "ventricle_asymmetry_sd"), ("anatomy", "template_contraction_share"),
     ("scanner", "gamma_sd")])
 def test_each_issue28_effect_changes_the_images(anat, group, key):
     base = sim.SimulationConfig()
@@ -213,3 +213,26 @@ def test_native_images_keep_the_whole_contraction(anat):
         {**native, "anatomy": {"template_contraction_share": 0}}), ages=(75.0,))[75.0]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_mask_atrophy_share_outlines_the_receding_cortex(anat):
+    # share 1: the brain mask follows the regional flows (a brain extraction outlining the
+    # receding cortex), so the CSF a thinner cortex leaves at the brain's edge falls outside
+    # it: the mask shrinks with age and the CSF inside it rises less than with share 0
+    from brainage.data.audit import tissue_fractions
+
+    def csf(img):
+        return tissue_fractions(nib.Nifti1Image(img, anat.affine))["csf_fraction"]
+
+    removed = {"template_contraction_share": 0.0}
+    ignores = _at_ages(anat, sim.config_from_dict({"anatomy": removed}))
+    follows = _at_ages(anat, sim.config_from_dict(
+        {"anatomy": {**removed, "mask_atrophy_share": 1.0}}))
+    for young, old in zip(follows[25.0], follows[75.0]):
+        assert (old > 0).sum() < 0.97 * (young > 0).sum()
+    rise = {name: np.mean([csf(o) - csf(y) for y, o in zip(images[25.0], images[75.0])])
+            for name, images in (("ignores", ignores), ("follows", follows))}
+    assert rise["follows"] < 0.5 * rise["ignores"], rise
+    for bad in (-0.5, 2.0, False):
+        with pytest.raises(sim.SimulationConfigError, match="mask_atrophy_share"):
+            sim.config_from_dict({"anatomy": {"mask_atrophy_share": bad}})
