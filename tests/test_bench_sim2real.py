@@ -82,3 +82,29 @@ def test_real_folders_skip_each_absent_or_unusable_folder_with_the_reason(bench,
     assert f"{no_scans} skipped (no sub-*/anat/*_T1w.nii[.gz])" in out
     ages = bench.real_age_table(kept)
     assert list(ages.columns) == ["scan", "folder", "age"] and ages["age"].tolist() == [40.0]
+
+
+def test_quantile_map_keeps_the_anatomy_and_takes_the_histogram(bench) -> None:
+    # the intensity swap: the brain's voxels keep their order (the anatomy) and take the
+    # reference's values (its histogram); the background stays 0
+    rng = np.random.default_rng(1)
+    volume = np.zeros((7, 8, 9), np.float32)
+    volume[1:6, 2:7, 2:8] = rng.uniform(0.2, 1.8, (5, 5, 6))
+    reference = np.sort(rng.normal(3.0, 0.5, 4000))
+    out = bench._quantile_map(volume, reference)
+    brain = volume > 0
+    assert (out[~brain] == 0).all()
+    assert (np.argsort(out[brain], kind="stable") == np.argsort(volume[brain], kind="stable")).all()
+    assert out[brain].mean() == pytest.approx(reference.mean(), abs=0.05)
+    assert out[brain].std() == pytest.approx(reference.std(), rel=0.05)
+
+
+def test_random_warp_moves_a_structure_and_keeps_the_brain_mean(bench) -> None:
+    volume = np.zeros((20, 22, 24), np.float32)
+    volume[4:16, 4:18, 4:20] = 1.0
+    volume[9:11, 10:12, 11:13] = 3.0  # a small bright structure
+    out = bench._random_warp(volume, 6.0, 12.0, 4.0, np.random.default_rng(0))
+    assert out[out > 0].mean() == pytest.approx(1.0)
+    assert not np.allclose(out, volume / volume[volume > 0].mean(), atol=0.05)
+    still = bench._random_warp(volume, 0.0, 12.0, 4.0, np.random.default_rng(0))
+    np.testing.assert_allclose(still, volume / volume[volume > 0].mean(), atol=1e-6)

@@ -396,17 +396,24 @@ class AnatomyConfig:
     mask_contraction_share : float, default=0
         Share of the whole brain's contraction that the brain mask follows (issue 28): 0
         (default), the young brain's outline, the default cohort's mask, so that a CSF rim
-        grows inside the mask with the contraction; 1 (the varied preset), the mask
-        outlines the contracted brain (a brain extraction outlines the brain it sees).
-        Measured on the 50 real IXI scans (deepbet masks, 4 mm model grid, MNI space), the
-        mask's volume falls 8.6 cm³ per decade; simulated with 1, 40, with 0, +2.5
-        (``docs/real-data.md``): with 1 the mask's size became a cue of age that real scans
-        do not carry, and a model trained on that cohort read real scans worse.
+        grows inside the mask with the contraction; 1, the mask outlines the contracted
+        brain (a brain extraction outlines the brain it sees; the varied preset's first
+        version). Measured on the 50 real IXI scans (deepbet masks, 4 mm model grid, MNI
+        space), the mask's volume falls 8.6 cm³ per decade; simulated with 1, 40, with 0,
+        +2.5 (``docs/real-data.md``): with 1 the mask's size became a cue of age that real
+        scans do not carry, and a model trained on that cohort read real scans worse. The
+        project's affine registration removes the contraction from a registered scan
+        (``benchmarks/bench_registered_contraction.py``), which
+        ``template_contraction_share`` 0 stands for.
     mask_atrophy_share : float, default=0
         Share of the regional ageing and disease flows (the cortex receding from the brain's
         outline, the hippocampus, the ventricles) that the brain mask follows: 0 (default), the
         mask ignores them, so that the CSF a receding cortex leaves at the brain's edge stays
-        inside the mask; 1, a brain extraction that outlines the receding cortex.
+        inside the mask; 1, a brain extraction that outlines the receding cortex. With
+        ``template_contraction_share`` 0, a share of 0.3 gave the simulated controls the 50
+        real IXI scans' age trends of the CSF fraction and the mask volume (a choice that
+        looked at the real ages); a quick model trained on that cohort did not read the real
+        scans better (``docs/real-data.md``).
     template_contraction_share : float, default=1
         Share of the whole brain's contraction that a template-space image keeps (issue 28).
         Template-space images stand for scans after the project's affine brain-to-brain
@@ -700,14 +707,17 @@ def load_config_file(path: str | Path, preset: str | None = None) -> SimulationC
 
 #: The varied preset: an opt-in experiment, not the default (plain values for
 #: :func:`config_from_dict`; :func:`varied_config` builds it). Individual ageing rates at the
-#: literature's spreads (:class:`IndividualAgeing`), a per-subject gamma, a finer second scale of
-#: brain shape, ventricular asymmetry and a brain mask that follows the whole brain's
-#: contraction. Measured with the quick model retrained on it (``docs/real-data.md``): the
-#: CSF fraction's age trend came close to the 50 real IXI scans' (0.012 against 0.011 per
-#: decade; default 0.026), the simulated test MAE stayed close (RNC 7.10 -> 8.63, L1 7.72 ->
-#: 7.82 y), but real scans were read worse (RNC r 0.48 -> 0.27, mean gap -16.8 -> -21.3 y):
-#: the contracting mask lost 40 cm³ per decade against 8.6 in real scans, and the model read
-#: the mask's size. The default (every field 0) is the default simulator.
+#: literature's spreads (:class:`IndividualAgeing`), a per-subject gamma, a finer second scale
+#: of brain shape, ventricular asymmetry and template-space images without the whole brain's
+#: contraction (``template_contraction_share`` 0: the affine registration removes it,
+#: ``benchmarks/bench_registered_contraction.py``). Measured with the quick model retrained on
+#: it (``docs/real-data.md``): its first version (the mask following the contraction instead)
+#: brought the CSF fraction's age trend to the 50 real IXI scans' (0.012 against 0.011 per
+#: decade; default 0.026) and kept the simulated test MAE close (RNC 7.10 -> 8.63, L1 7.72 ->
+#: 7.82 y) but read real scans worse (RNC r 0.48 -> 0.27, mean gap -16.8 -> -21.3 y: the model
+#: read the contracting mask's size); this version reads them worse still (simulated test MAE
+#: 10.69 and 10.29 y, real RNC r 0.11, mean gap -25.2 y). The default (every field off) is the
+#: default simulator.
 VARIED_SETTINGS: dict[str, Any] = {
     "individual": {"brain_sd": 0.15, "cortex_sd": 0.2, "hippocampus_sd": 0.8,
                    "subcortical_sd": 0.7, "ventricles_sd": 0.6, "wmh_sd": 1.2,

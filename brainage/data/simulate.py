@@ -31,8 +31,10 @@ Varied preset (opt-in: :data:`VARIED_SETTINGS`, :func:`varied_config`; not the d
     growth (0.6, 0.5), WMH load (1.2, 0.3) and the GM/WM contrast's decline (0.6, 0.3), stored
     as ``rate_<process>``. Among controls no process's dose is then a fixed function of age.
     Also a per-subject gamma :math:`e^{N(0, 0.1^2)}` (``scan_gamma``), a second, finer random
-    displacement (SD 1 mm, 12 mm grid), ventricular asymmetry :math:`N(0, 0.15^2)` and a brain
-    mask that follows the whole brain's contraction (``anatomy.mask_contraction_share`` 1).
+    displacement (SD 1 mm, 12 mm grid), ventricular asymmetry :math:`N(0, 0.15^2)`, and
+    template-space images without the whole brain's contraction
+    (``anatomy.template_contraction_share`` 0: the affine registration a template-space image
+    stands for removes it, ``benchmarks/bench_registered_contraction.py``).
 Realised brain age
     The subject's own rates and the disease's regional losses change how much tissue the
     brain has lost at :math:`b` (by default the disease's only). The realised brain age
