@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -69,7 +74,7 @@ def small_scan(tmp_path: Path, rng: np.random.Generator) -> Path:
     return path
 
 
-def _copy_project(src: Path, dst: Path) -> Path:
+def copy_project_into(src: Path, dst: Path) -> Path:
     ignore = shutil.ignore_patterns("_build", "results", "_generated", "plotly.min.js",
                                     "*.ipynb", ".ipynb_checkpoints", "__pycache__")
     for folder in ("notebooks", "book", "docs"):  # the book's appendix includes docs/*.md
@@ -82,7 +87,7 @@ def _copy_project(src: Path, dst: Path) -> Path:
 def copy_project() -> Callable[[Path], Path]:
     """Copy the project's notebooks, book and manifest into a folder (no outputs), so that a
     build test never touches the user's own ``book/`` or ``runs/``; returns the copy's root."""
-    return lambda dst: _copy_project(REPO_ROOT, dst)
+    return lambda dst: copy_project_into(REPO_ROOT, dst)
 
 
 # --- the tiny trained model folder of the inference tests ------------------------------------
@@ -133,3 +138,96 @@ def model_dir(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("run") / "models"
     shutil.copytree(trained_model_dir, root)
     return root
+
+
+# --- the end-to-end results, computed in a background process from the session's start --------
+
+#: Session results that take minutes of mostly one-core work: the three builds (one notebook
+#: kernel at a time) and the ten raw IXI scans' preprocessing. One background process computes
+#: them from the session's start, in the order the collected tests first need them, while this
+#: process runs the unit tests: on CI's 2 cores the unit tests leave about one core idle, and
+#: these fill it (each was a fixture that this process ran while the other core waited).
+#: Fixture name -> ("module:function", the session fixtures it is also given). The function
+#: is called with a fresh folder and those fixtures' values and returns the fixture's value.
+#: A job that reads the real IXI scans (it is given ``ixi10_cache``, or it is named in
+#: :data:`REAL_SCAN_JOBS`) is submitted only where they are present.
+BACKGROUND_JOBS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ixi_results": ("tests.imaging.test_preprocess:preprocess_ixi10", ("ixi10_cache",)),
+    "robustness_images": ("tests.imaging.test_preprocess:preprocess_robustness_cases", ()),
+    "built": ("tests.study.test_book:build_tiny", ()),
+    "openbhb_build": ("tests.study.test_openbhb_build:build_openbhb", ()),
+    "ixi10_build": ("tests.study.test_real_data:build_ixi10", ("ixi10_cache",)),
+    "user_run": ("tests.study.test_user_training:train_user_run", ()),
+}
+REAL_SCAN_JOBS = {"ixi_results", "robustness_images", "ixi10_build"}
+
+
+def _quiet_worker(log: str) -> None:
+    """The background process writes to a log file, not into pytest's output."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _run_job(target: str, *args: Any) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+class Background:
+    """Jobs of :data:`BACKGROUND_JOBS` in one spawned process (in submission order)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[str, Future] = {}
+
+    def submit(self, name: str, *args: Any) -> None:
+        if name in self._futures:
+            return
+        if self._pool is None:
+            log = self._factory.getbasetemp() / "background.log"
+            self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"),
+                                             initializer=_quiet_worker, initargs=(str(log),))
+        target, _ = BACKGROUND_JOBS[name]
+        self._futures[name] = self._pool.submit(_run_job, target, self._factory.mktemp(name),
+                                                *args)
+
+    def result(self, name: str, *args: Any) -> Any:
+        """The job's value (submitted now if it was not), as the fixture returned it."""
+        self.submit(name, *args)
+        return self._futures[name].result()
+
+    def close(self) -> None:
+        """Cancel what has not started; kill what runs (a session stopped early, ``-x``)."""
+        if self._pool is None:
+            return
+        running = [f for f in self._futures.values() if not f.done()]
+        # no public way to stop a running call: end the process (shutdown forgets it)
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=not running, cancel_futures=True)
+        if running:
+            for process in processes:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def background(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
+    jobs = Background(tmp_path_factory)
+    yield jobs
+    jobs.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_background_jobs(request: pytest.FixtureRequest, background: Background) -> None:
+    """Submit the background jobs the collected tests use, in the order they first use them."""
+    first: dict[str, int] = {}
+    for index, item in enumerate(request.session.items):
+        for name in BACKGROUND_JOBS:
+            if name in getattr(item, "fixturenames", ()):
+                first.setdefault(name, index)
+    for name in sorted(first, key=first.__getitem__):
+        if name in REAL_SCAN_JOBS and not (IXI10 / "participants.tsv").exists():
+            continue  # the fixture skips, as before
+        background.submit(name, *map(request.getfixturevalue, BACKGROUND_JOBS[name][1]))

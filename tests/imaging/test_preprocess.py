@@ -20,6 +20,7 @@ from brainage.imaging import preprocess as pp
 from brainage.imaging import registration as reg
 from brainage.imaging.brain_extraction import TIV_RANGE_CM3
 from brainage.imaging.registration import template_images
+from tests.conftest import IXI10
 
 MNI = "MNI152NLin2009cSym"
 
@@ -656,13 +657,19 @@ def test_native_call_on_moved_template(tmp_path: Path) -> None:
 _IXI_SUBSET = ("sub-IXI013",)
 
 
-@pytest.fixture(scope="module")
-def ixi_results(ixi10: Path, ixi10_cache: Path):
-    paths = sorted(ixi10.glob("sub-*/anat/*_T1w.nii.gz"))
+def preprocess_ixi10(folder: Path, ixi10_cache: Path):
+    """The ten raw scans preprocessed into the session's ixi10 cache: :func:`ixi_results`,
+    computed in the background process of tests/conftest.py (``folder`` is not used)."""
+    paths = sorted(IXI10.glob("sub-*/anat/*_T1w.nii.gz"))
     if os.environ.get("BRAINAGE_IXI_SUBSET"):
         paths = [p for p in paths if p.name.split("_")[0] in _IXI_SUBSET]
     cache = pp.PreprocessCache(ixi10_cache)
     return paths, cache, pp.preprocess_cohort(paths, pp.PreprocessParams(), cache, n_jobs=2)
+
+
+@pytest.fixture(scope="module")
+def ixi_results(ixi10: Path, ixi10_cache: Path, background):
+    return background.result("ixi_results", ixi10_cache)
 
 
 @pytest.mark.slow
@@ -714,17 +721,37 @@ def test_cache_stores_the_registration_misfit(template_scan: Path, tmp_path: Pat
 
 # --- robustness: scans stored as other scanners store them ----------------------------------
 
+def preprocess_robustness_cases(folder: Path) -> dict[str, nib.Nifti1Image | Exception]:
+    """IXI013 stored as each robustness case and preprocessed (:func:`preprocess_file`, the
+    defaults): case -> the volume, or the error it raised (its test re-raises it). Computed
+    in the background process of tests/conftest.py."""
+    source = IXI10 / "sub-IXI013" / "anat" / "sub-IXI013_T1w.nii.gz"
+    out: dict[str, nib.Nifti1Image | Exception] = {}
+    for case in perturb.ROBUSTNESS_CASES:
+        path = folder / f"IXI013_{case}.nii.gz"
+        nib.save(perturb.robustness_case(nib.load(source), case), path)
+        try:
+            out[case] = pp.preprocess_file(path)
+        except Exception as err:  # one case's failure fails that case's test only
+            out[case] = err
+    return out
+
+
+@pytest.fixture(scope="module")
+def robustness_images(ixi10: Path, background) -> dict[str, nib.Nifti1Image | Exception]:
+    return background.result("robustness_images")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("case", perturb.ROBUSTNESS_CASES)
-def test_ixi_robustness_cases_land(ixi10: Path, tmp_path: Path, case: str) -> None:
+def test_ixi_robustness_cases_land(robustness_images: dict, case: str) -> None:
     """IXI013 (the lowest-scoring scan) with its world origin 300 mm away, its voxel axes
     permuted and reversed, 80 mm more neck in the field of view, or all three: the default
     path (deepbet, brain to brain from the mask's centre) lands every one."""
-    source = ixi10 / "sub-IXI013" / "anat" / "sub-IXI013_T1w.nii.gz"
-    path = tmp_path / f"IXI013_{case}.nii.gz"
-    nib.save(perturb.robustness_case(nib.load(source), case), path)
-    img = pp.preprocess_file(path)
+    img = robustness_images[case]
+    if isinstance(img, Exception):
+        raise img
     score = reg.alignment_score(img)
     assert score > reg.ALIGNMENT_THRESHOLD, f"{case}: alignment score {score:.3f}"
     low, high = TIV_RANGE_CM3

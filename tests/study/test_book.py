@@ -15,6 +15,7 @@ import pytest
 
 from brainage.study.book import build, convert_notebook, discover_notebooks
 from brainage.study.provenance import read_provenance
+from tests.conftest import REPO_ROOT, copy_project_into
 
 from . import browser
 
@@ -24,11 +25,17 @@ REMOTE = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"
                     re.IGNORECASE)
 
 
-@pytest.fixture(scope="module")
-def built(copy_project, tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("project"))
+def build_tiny(folder: Path):
+    """A copy of the project built with the tiny profile: :func:`built`, computed in the
+    background process of tests/conftest.py."""
+    root = copy_project_into(REPO_ROOT, folder)
     report = build("tiny", root=root)
     return root, report
+
+
+@pytest.fixture(scope="module")
+def built(background):
+    return background.result("built")
 
 
 @pytest.mark.slow
@@ -162,54 +169,90 @@ def test_repository_notebooks_have_one_parameters_cell(repo_root, tmp_path):
         convert_notebook(src, tmp_path / f"{src.stem}.ipynb")
 
 
-@pytest.mark.slow
-@pytest.mark.browser
-def test_book_reads_offline_in_chromium(built):
-    """Every page loads with the network off, without console errors and without a request
-    leaving the machine; equations typeset, plotly figures and the nilearn viewer draw."""
+#: Rendered pages the browser tests skip: Sphinx's index and search pages (not the book's).
+_NOT_BOOK_PAGES = {"genindex.html", "search.html"}
+
+
+@pytest.fixture(scope="module")
+def browsed(built):
+    """Every page of the built book opened once in headless Chromium, network off, for both
+    browser tests (one visit instead of one per test): per page its console errors and
+    requests (:func:`browser.visit`), whether its equations typeset and its plotly figures
+    drew, a full-page screenshot (tests/_artifacts/pages/), what :data:`browser.READER_CHECKS`
+    found, its HTML and the navigation's links. Yields the driver with them, then quits it."""
     reason = browser.skip_reason()
     if reason:
         pytest.skip(reason)
     root, _ = built
     html = root / "book" / "_build" / "html"
     pages = sorted(p for p in html.rglob("*.html")  # the book's pages, not the theme's assets
-                   if p.name not in {"genindex.html", "search.html"}
+                   if p.name not in _NOT_BOOK_PAGES
                    and not p.relative_to(html).parts[0].startswith("_"))
+    shots = ARTIFACTS / "pages"
     driver = browser.start()
     seen: dict[str, dict] = {}
     try:
         for page in pages:
             name = str(page.relative_to(html))
-            seen[name] = browser.visit(driver, page)
-            n_math = driver.execute_script("return document.querySelectorAll('.math').length")
-            if n_math:  # MathJax, served from _static, typesets every equation
-                assert browser.wait_for(
-                    driver, "document.querySelectorAll('mjx-container').length > 0"), name
-            n_plot = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
-            if n_plot:  # plotly.js, served from _static, draws every figure
-                assert browser.wait_for(
-                    driver, f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_plot}"
-                ), f"{name}: {n_plot} plotly figures did not all draw"
-            seen[name]["math"], seen[name]["plots"] = n_math, n_plot
-            seen[name]["errors"] += [e["message"] for e in driver.get_log("browser")
-                                     if e["level"] == "SEVERE"]
-        # The nilearn viewer (an iframe with brainsprite) draws its canvas.
-        driver.get((html / "results" / "04_interpretability.html").as_uri())
-        # on a loaded machine get() can return before the page is parsed: wait for the frame
-        browser.wait_for(driver, "document.readyState === 'complete' && "
-                                 "document.querySelectorAll('iframe').length > 0")
-        frames = driver.find_elements("tag name", "iframe")
-        assert frames, "no nilearn viewer on the interpretability page"
-        driver.switch_to.frame(frames[0])
-        assert browser.wait_for(driver, "document.querySelectorAll('canvas').length > 0 && "
-                                        "document.querySelector('canvas').width > 0")
-        driver.switch_to.default_content()
-        ARTIFACTS.mkdir(exist_ok=True)
-        driver.get((html / "results" / "03_evaluation.html").as_uri())
-        browser.wait_for(driver, "document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
-        driver.save_screenshot(str(ARTIFACTS / "results_page.png"))
+            info = seen[name] = browser.visit(driver, page)
+            info["math"] = driver.execute_script("return document.querySelectorAll('.math').length")
+            if info["math"]:  # MathJax, served from _static, typesets every equation
+                browser.wait_for(driver, "document.querySelectorAll('mjx-container').length > 0 && "
+                                         "!document.querySelector('.math:not(:has(mjx-container))')")
+            info["typeset"] = bool(driver.execute_script(
+                "return document.querySelectorAll('mjx-container').length > 0"))
+            info["plots"] = driver.execute_script(
+                "return document.querySelectorAll('.plotly-graph-div').length")
+            # plotly.js, served from _static, draws every figure
+            info["drawn"] = bool(browser.wait_for(
+                driver, "document.querySelectorAll('.js-plotly-plot .main-svg')"
+                        f".length >= {info['plots']}"))
+            info["errors"] += [e["message"] for e in driver.get_log("browser")
+                               if e["level"] == "SEVERE"]
+            browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
+            info["found"] = driver.execute_script(browser.READER_CHECKS)
+            info["source"] = driver.page_source
+            info["nav"] = driver.execute_script(
+                "return [...document.querySelectorAll('.bd-sidebar-primary a.reference.internal')]"
+                ".map(a => a.href.split('#')[0])")
+            # the screenshot's resizing is not a reader's visit: its console messages are
+            # dropped (as before the two tests shared this visit); its requests still count
+            driver.get_log("browser")
+            info["requests"] += [json.loads(e["message"])["message"]["params"]["request"]["url"]
+                                 for e in driver.get_log("performance")
+                                 if json.loads(e["message"])["message"]["method"]
+                                 == "Network.requestWillBeSent"]
+        yield driver, html, seen
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_book_reads_offline_in_chromium(browsed):
+    """Every page loads with the network off, without console errors and without a request
+    leaving the machine; equations typeset, plotly figures and the nilearn viewer draw."""
+    driver, html, seen = browsed
+    for name, info in seen.items():
+        if info["math"]:
+            assert info["typeset"], name
+        if info["plots"]:
+            assert info["drawn"], f"{name}: {info['plots']} plotly figures did not all draw"
+    # The nilearn viewer (an iframe with brainsprite) draws its canvas.
+    driver.get((html / "results" / "04_interpretability.html").as_uri())
+    # on a loaded machine get() can return before the page is parsed: wait for the frame
+    browser.wait_for(driver, "document.readyState === 'complete' && "
+                             "document.querySelectorAll('iframe').length > 0")
+    frames = driver.find_elements("tag name", "iframe")
+    assert frames, "no nilearn viewer on the interpretability page"
+    driver.switch_to.frame(frames[0])
+    assert browser.wait_for(driver, "document.querySelectorAll('canvas').length > 0 && "
+                                    "document.querySelector('canvas').width > 0")
+    driver.switch_to.default_content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.get((html / "results" / "03_evaluation.html").as_uri())
+    browser.wait_for(driver, "document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    driver.save_screenshot(str(ARTIFACTS / "results_page.png"))
     assert len(seen) >= 10
     for name, info in seen.items():
         assert info["errors"] == [], f"{name}: console errors {info['errors']}"
@@ -431,55 +474,36 @@ GUIDE_CHECKS = ("absolute path", "table wider", "raw LaTeX", "raw MyST", "MathJa
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_every_page_reads_as_a_paper_in_chromium(built):
+def test_every_page_reads_as_a_paper_in_chromium(built, browsed):
     """Each page, as Chromium renders it offline, screenshotted whole: no raw LaTeX, no table
     wider than the content column, a numbered caption on every figure and table, no absolute
     path and no nan/NaN/None in the text; and none of :func:`presentation_findings` (Python
     reprs and booleans in the prose, identifiers in table headers, a bold abstract, an empty
     figure, a sentence printed twice). Screenshots: tests/_artifacts/pages/."""
-    reason = browser.skip_reason()
-    if reason:
-        pytest.skip(reason)
     root, _ = built
-    html = root / "book" / "_build" / "html"
-    pages = sorted(p for p in html.rglob("*.html")
-                   if p.name not in {"genindex.html", "search.html", "index.html"}
-                   and not p.relative_to(html).parts[0].startswith("_"))
+    _, html, seen = browsed
     shots = ARTIFACTS / "pages"
-    driver = browser.start()
     problems: dict[str, list[str]] = {}
     nav: set[str] = set()
-    try:
-        for page in pages:
-            name = str(page.relative_to(html))
-            browser.visit(driver, page)
-            if driver.execute_script("return document.querySelectorAll('.math').length"):
-                browser.wait_for(driver, "document.querySelectorAll('mjx-container').length > 0 && "
-                                         "!document.querySelector('.math:not(:has(mjx-container))')")
-            n_plot = driver.execute_script("return document.querySelectorAll('.plotly-graph-div').length")
-            browser.wait_for(driver, "document.querySelectorAll('.js-plotly-plot .main-svg')"
-                                     f".length >= {n_plot}")
-            browser.screenshot_full_page(driver, shots / (name.replace("/", "__") + ".png"))
-            found = driver.execute_script(browser.READER_CHECKS)
-            problems[name] = reader_findings(found, root)
-            if name.startswith("guide/"):
-                # the appendix is the user guide (docs/): code, "n/a", True and uncaptioned
-                # tables belong there; what any reader needs still holds (no machine path, no
-                # table past the column, no raw LaTeX)
-                problems[name] = [p for p in problems[name] if p.startswith(GUIDE_CHECKS)]
-            else:
-                problems[name] += presentation_findings(driver.page_source)  # issue 32
-            if len(found["text"].split()) < 100:
-                problems[name].append(f"an empty page: {len(found['text'].split())} words")
-            nav |= set(driver.execute_script(
-                "return [...document.querySelectorAll('.bd-sidebar-primary a.reference.internal')]"
-                ".map(a => a.href.split('#')[0])"))
-    finally:
-        driver.quit()
+    for name, info in seen.items():
+        if name == "index.html":
+            continue
+        found = info["found"]
+        problems[name] = reader_findings(found, root)
+        if name.startswith("guide/"):
+            # the appendix is the user guide (docs/): code, "n/a", True and uncaptioned
+            # tables belong there; what any reader needs still holds (no machine path, no
+            # table past the column, no raw LaTeX)
+            problems[name] = [p for p in problems[name] if p.startswith(GUIDE_CHECKS)]
+        else:
+            problems[name] += presentation_findings(info["source"])  # issue 32
+        if len(found["text"].split()) < 100:
+            problems[name].append(f"an empty page: {len(found['text'].split())} words")
+        nav |= set(info["nav"])
     (ARTIFACTS / "reader_findings.json").write_text(json.dumps(problems, indent=2))
     assert len(problems) >= 10
     # every page the navigation offers is one of the checked (non-empty) pages; no empty index
-    visited = {page.resolve().as_uri() for page in pages}
+    visited = {(html / name).resolve().as_uri() for name in problems}
     assert nav and nav <= visited, sorted(nav - visited)
     assert not (html / "genindex.html").exists()
     assert all((shots / (n.replace("/", "__") + ".png")).stat().st_size > 10_000 for n in problems)

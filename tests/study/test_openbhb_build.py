@@ -9,6 +9,8 @@ run with the tiny schedule; the benchmark table must come out complete.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ import yaml
 
 from brainage.data.simulate import ensure_cohort
 from brainage.study.book import build
+from tests.conftest import REPO_ROOT, copy_project_into
 
 #: The tiny profile's model and schedule, and its age-bias correction: a barely trained model's
 #: predictions need not rise with age, which the 'linear' correction requires.
@@ -48,20 +51,26 @@ def _openbhb_tree(simulated: pd.DataFrame, source, root) -> None:
     pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
 
 
-@pytest.fixture(scope="module")
-def openbhb_build(repo_root, copy_project, tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("openbhb_project"))
-    source = tmp_path_factory.mktemp("simulated")
+def build_openbhb(folder: Path):
+    """The synthetic OpenBHB tree and notebooks 01-03 on it: :func:`openbhb_build`, computed
+    in the background process of tests/conftest.py."""
+    root = copy_project_into(REPO_ROOT, folder / "openbhb_project")
+    source = folder / "simulated"
     ensure_cohort(source, n_healthy=36, seed=3, resolution_mm=4.0)
     simulated = pd.read_csv(source / "participants.tsv", sep="\t")
     _openbhb_tree(simulated, source, root / "data" / "openbhb")
-    profile = yaml.safe_load((repo_root / "notebooks" / "params" / "openbhb.yaml").read_text())
-    tiny = yaml.safe_load((repo_root / "notebooks" / "params" / "tiny.yaml").read_text())
+    profile = yaml.safe_load((REPO_ROOT / "notebooks" / "params" / "openbhb.yaml").read_text())
+    tiny = yaml.safe_load((REPO_ROOT / "notebooks" / "params" / "tiny.yaml").read_text())
     params = profile | {k: tiny[k] for k in TINY_KEYS} | {"run_dir": "runs/openbhb_tiny"}
     path = root / "openbhb_tiny.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     build(path, root=root, book=False, only=["01_data_audit", "02_training", "03_evaluation"])
     return root / "runs" / "openbhb_tiny", simulated
+
+
+@pytest.fixture(scope="module")
+def openbhb_build(background):
+    return background.result("openbhb_build")
 
 
 @pytest.mark.slow

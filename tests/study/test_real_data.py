@@ -22,6 +22,7 @@ import yaml
 from brainage.imaging.preprocess import PreprocessParams
 from brainage.imaging.registration import registration_passes
 from brainage.study.book import build
+from tests.conftest import IXI10, REPO_ROOT, copy_project_into
 
 from .test_book import NOTEBOOKS
 
@@ -45,15 +46,21 @@ def _smoke_profile(repo_root: Path, root: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def ixi10_build(repo_root, copy_project, ixi10, ixi10_cache, tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("ixi10_project"))
+def build_ixi10(folder: Path, ixi10_cache: Path):
+    """A copy of the project built on the ten IXI scans, with the session's ixi10 cache:
+    :func:`ixi10_build`, computed in the background process of tests/conftest.py."""
+    root = copy_project_into(REPO_ROOT, folder)
     (root / "data").mkdir()
-    (root / "data" / "ixi").symlink_to(ixi10, target_is_directory=True)  # the manifest's root
+    (root / "data" / "ixi").symlink_to(IXI10, target_is_directory=True)  # the manifest's root
     (root / ".cache" / "brainage").mkdir(parents=True)
     (root / ".cache" / "brainage" / "preprocessed").symlink_to(ixi10_cache, target_is_directory=True)
-    report = build(_smoke_profile(repo_root, root), root=root)
+    report = build(_smoke_profile(REPO_ROOT, root), root=root)
     return root, report
+
+
+@pytest.fixture(scope="module")
+def ixi10_build(ixi10, ixi10_cache, background):
+    return background.result("ixi10_build", ixi10_cache)
 
 
 def _outputs(notebook: Path, marker: str) -> list[dict]:

@@ -3,6 +3,8 @@ their choice, into a run folder whose model folder ``brainage predict`` takes.""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,7 @@ import yaml
 from brainage.cli import main
 from brainage.data.simulate import simulate_cohort
 from brainage.study import user_training
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copy_project_into
 from tests.dask_cluster import tree_bytes
 
 MNI = "MNI152NLin2009cSym"
@@ -27,31 +29,42 @@ def _tiny_profile(folder: Path) -> Path:
     return path
 
 
+def train_user_run(folder: Path) -> dict:
+    """``brainage train`` on a user's BIDS folder (26 healthy controls and 2 AD patients,
+    template space, 4 mm) with the one-seed tiny profile, in a copy of the project: its exit
+    code, what it printed, the folders, and the BIDS folder's bytes before. Computed in the
+    background process of tests/conftest.py."""
+    user_bids = folder / "user" / "bids"
+    simulate_cohort(user_bids, n_healthy=26, n_ad=2, seed=5, resolution_mm=4.0)
+    root = copy_project_into(REPO_ROOT, folder / "clone")
+    profile = _tiny_profile(folder)
+    run = folder / "myrun"
+    before = tree_bytes(user_bids)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["-q", "train", "--profile", str(profile), "--bids", str(user_bids),
+                     "--space", MNI, "--skull-stripped", "--out", str(run), "--root", str(root)])
+    return {"bids": user_bids, "root": root, "profile": profile, "run": run, "code": code,
+            "printed": printed.getvalue(), "before": before}
+
+
 @pytest.fixture(scope="module")
-def user_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A user's BIDS folder: 26 healthy controls and 2 AD patients, template space, 4 mm."""
-    root = tmp_path_factory.mktemp("user") / "bids"
-    simulate_cohort(root, n_healthy=26, n_ad=2, seed=5, resolution_mm=4.0)
-    return root
+def user_run(background) -> dict:
+    return background.result("user_run")
 
 
 @pytest.mark.slow
 def test_train_on_a_bids_folder_gives_a_model_that_predict_takes(
-        user_bids: Path, tmp_path: Path, copy_project, capsys) -> None:
-    root = copy_project(tmp_path / "clone")
-    profile = _tiny_profile(tmp_path)
-    run = tmp_path / "myrun"
-    before = tree_bytes(user_bids)
-    code = main(["-q", "train", "--profile", str(profile), "--bids", str(user_bids),
-                 "--space", MNI, "--skull-stripped", "--out", str(run), "--root", str(root)])
-    printed = capsys.readouterr().out
+        user_run: dict, tmp_path: Path, capsys) -> None:
+    user_bids, root, profile, run = (user_run[k] for k in ("bids", "root", "profile", "run"))
+    code, printed = user_run["code"], user_run["printed"]
     assert code == 0, printed
     assert f"model folder: {run / 'models'}" in printed
     for stem in user_training.TRAIN_NOTEBOOKS:
         assert (run / "notebooks" / f"{stem}.ipynb").is_file()
     assert not (run / "notebooks" / "05_clinical.ipynb").exists()
     assert not (root / "book" / "_build").exists() and not (root / "runs").exists()
-    assert tree_bytes(user_bids) == before  # the user's folder is read, never written
+    assert tree_bytes(user_bids) == user_run["before"]  # the user's folder is read, never written
     manifest = yaml.safe_load((run / user_training.TRAIN_MANIFEST).read_text())
     assert manifest["datasets"][0]["root"] == str(user_bids)
     # patients never train: the splits hold controls only
