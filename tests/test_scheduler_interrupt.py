@@ -26,6 +26,9 @@ def _raise_terminated(signum, frame) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_ends_the_pool_within_seconds(signum: int) -> None:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C's own handler, also where the suite was started with SIGINT ignored (a background
+    # job of a non-interactive shell, e.g. `nohup ... &`, starts Python so)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     sent: list[float] = []
     before = set(multiprocessing.active_children())  # children of earlier tests are not ours
 
@@ -42,6 +45,7 @@ def test_interrupt_ends_the_pool_within_seconds(signum: int) -> None:
     finally:
         timer.cancel()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     assert sent and stopped - sent[0] < 10.0  # not 120 s: the running calls were abandoned
     left = set(multiprocessing.active_children()) - before
     deadline = time.monotonic() + 5.0  # a worker killed on a loaded machine may take a moment
