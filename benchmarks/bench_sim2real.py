@@ -421,15 +421,11 @@ def _pools(ages: np.ndarray, pool_ages: np.ndarray, pool: list[np.ndarray]) -> l
     return out
 
 
-def print_intensity_swap(models: Path, folder, real: list[Path], real_ages,
-                         simulated: Path | None, n_sim: int, ages: tuple[float, float], cache,
-                         scratch: Path) -> None:
-    """Which part of a scan carries the real scans' offset: intensities or anatomy? Each real
-    scan's brain intensities are mapped, rank for rank, onto the histogram of simulated
-    controls of its age (within 5 years), and each simulated control's onto the real scans'
-    of its age; the mean gap of every head before and after. A gap that follows the histogram
-    is read from global intensities (tissue fractions, levels); one that stays with the scan is
-    read from its anatomy."""
+def aged_volumes(folder, real: list[Path], real_ages, simulated: Path | None, n_sim: int,
+                 ages: tuple[float, float], cache, scratch: Path):
+    """The preprocessed volumes and ages of ``4 n_sim`` simulated controls aged within ``ages``
+    and of the real scans, at the model's grid: ``(sim_vols, sim_ages, real_vols,
+    real_ages)``, loaded once for the intensity and region swaps."""
     import pandas as pd
 
     sim = simulated_scans(simulated, 4 * n_sim, scratch, folder.preprocess.grid_mm, ages)
@@ -439,7 +435,18 @@ def print_intensity_swap(models: Path, folder, real: list[Path], real_ages,
     sim_ages = np.array([sim_age_of[sim[k].parents[1].name] for k in ok])
     real_age_of = dict(zip(real_ages["scan"], real_ages["age"]))
     ok, real_vols = _volumes(real, folder.params_for("native", False), cache)
-    ages_real = np.array([real_age_of[real[k].parents[1].name] for k in ok])
+    real_age = np.array([real_age_of[real[k].parents[1].name] for k in ok])
+    return sim_vols, sim_ages, real_vols, real_age
+
+
+def print_intensity_swap(models: Path, folder, aged) -> None:
+    """Which part of a scan carries the real scans' offset: intensities or anatomy? Each real
+    scan's brain intensities are mapped, rank for rank, onto the histogram of simulated
+    controls of its age (within 5 years), and each simulated control's onto the real scans'
+    of its age; the mean gap of every head before and after. A gap that follows the histogram
+    is read from global intensities (tissue fractions, levels); one that stays with the scan is
+    read from its anatomy. ``aged``: :func:`aged_volumes`."""
+    sim_vols, sim_ages, real_vols, ages_real = aged
     print(f"\nIntensity swap, {models}: mean gap (predicted - age, years, before bias "
           "correction) with each scan's own intensities and with the other data's histogram "
           "at its age (within 5 years)")
@@ -458,28 +465,19 @@ def print_intensity_swap(models: Path, folder, real: list[Path], real_ages,
                                        for h in folder.models) + f"{len(vols):>5}")
 
 
-def print_region_swap(models: Path, folder, real: list[Path], real_ages, simulated: Path | None,
-                      n_sim: int, ages: tuple[float, float], cache, scratch: Path) -> None:
+def print_region_swap(models: Path, folder, aged) -> None:
     """Where in the anatomy is the real scans' offset read? Each real scan's voxels in one
     tissue class (nilearn's MNI152 priors on the model's grid: white matter, grey matter, the
     rest: CSF spaces and partial volume) are replaced by those of each of the three simulated
     controls nearest its age (one at a time: a mean image would be blurred, and blur alone
     reads older), and every head's mean gap over the three is printed beside the real scans'
     own. A class whose replacement closes the gap carries the cue the model reads as age
-    there."""
-    import pandas as pd
+    there. ``aged``: :func:`aged_volumes`."""
     from scipy import ndimage as ndi
 
     from brainage.imaging.registration import template_grid
 
-    sim = simulated_scans(simulated, 4 * n_sim, scratch, folder.preprocess.grid_mm, ages)
-    table = pd.read_csv(sim[0].parents[2] / "participants.tsv", sep="\t", na_values="n/a")
-    sim_age_of = dict(zip(table["participant_id"], table["age"].astype(float)))
-    ok, sim_vols = _volumes(sim, folder.params_for("MNI152NLin2009cSym", True), cache)
-    sim_ages = np.array([sim_age_of[sim[k].parents[1].name] for k in ok])
-    real_age_of = dict(zip(real_ages["scan"], real_ages["age"]))
-    ok, real_vols = _volumes(real, folder.params_for("native", False), cache)
-    age = np.array([real_age_of[real[k].parents[1].name] for k in ok])
+    sim_vols, sim_ages, real_vols, age = aged
     wm, gm = tissue_masks(template_grid(folder.preprocess.grid_mm,
                                         crop_to_brain=folder.preprocess.crop_to_brain))
     donors = [np.argsort(np.abs(sim_ages - a))[:3] for a in age]
@@ -651,10 +649,10 @@ def main() -> None:
             print_simulated_reference(models, folder, simulated, ages, cache)
             print_mask_sensitivity(models, folder, real, simulated, args.n_sim, ages, cache,
                                    scratch)
-            print_intensity_swap(models, folder, real, real_ages, simulated, args.n_sim, ages,
-                                 cache, scratch)
-            print_region_swap(models, folder, real, real_ages, simulated, args.n_sim, ages, cache,
-                              scratch)
+            aged = aged_volumes(folder, real, real_ages, simulated, args.n_sim, ages, cache,
+                                scratch)
+            print_intensity_swap(models, folder, aged)
+            print_region_swap(models, folder, aged)
             print_warp_sensitivity(models, folder, real, simulated, args.n_sim, ages, cache,
                                    scratch)
 
